@@ -1,0 +1,134 @@
+"""The exception tree of fastraft: every error the project raises on purpose derives from
+FastraftError.
+
+Place in the architecture: a leaf module. Every layer (core, raft, storage, server, client)
+imports it; it imports nothing of fastraft. Keep it free of IO and of third-party imports.
+
+The tree (h11's protocol-error split, etcd's storage errors, hashicorp's not-leader versus
+leadership-lost distinction)::
+
+    FastraftError
+    ├── LocalProtocolError          the caller misused an API
+    ├── RemoteProtocolError         a peer or client sent something invalid
+    │   └── FrameTooLarge           a frame's length prefix is over the configured limit
+    ├── CorruptRecordError          (also ValueError) a WAL record or file failed its checks
+    ├── LogError                    (also IndexError) an index outside the retained log
+    │   ├── CompactedError          ... below the first retained index (compacted away)
+    │   └── UnavailableError        ... above the last index (not there yet)
+    ├── SnapshotTemporarilyUnavailable
+    ├── NotApplied                  the command was certainly NOT applied: safe to retry anywhere
+    │   ├── NotLeader(leader_hint)
+    │   ├── Busy
+    │   ├── InvalidRequest
+    │   └── SessionExpired
+    └── OutcomeUnknown              the command MAY have been applied: retry only in a session
+        ├── Timeout
+        ├── ConnectionLost
+        └── LeadershipLost
+
+A broken internal invariant is an AssertionError, never one of these: it must crash the node.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "FastraftError",
+    "LocalProtocolError",
+    "RemoteProtocolError",
+    "FrameTooLarge",
+    "CorruptRecordError",
+    "LogError",
+    "CompactedError",
+    "UnavailableError",
+    "SnapshotTemporarilyUnavailable",
+    "NotApplied",
+    "NotLeader",
+    "Busy",
+    "InvalidRequest",
+    "SessionExpired",
+    "OutcomeUnknown",
+    "Timeout",
+    "ConnectionLost",
+    "LeadershipLost",
+]
+
+
+class FastraftError(Exception):
+    """Base class of every error fastraft raises on purpose."""
+
+
+class LocalProtocolError(FastraftError):
+    """The caller used an API in a way it does not allow."""
+
+
+class RemoteProtocolError(FastraftError):
+    """A peer or a client sent bytes or a message that fails validation."""
+
+
+class FrameTooLarge(RemoteProtocolError):
+    """A frame announced a length above the configured maximum frame size."""
+
+    def __init__(self, size: int, limit: int) -> None:
+        super().__init__(f"frame of {size} bytes exceeds the limit of {limit} bytes")
+        self.size = size
+        self.limit = limit
+
+
+class CorruptRecordError(FastraftError, ValueError):
+    """A WAL record, segment header or durable file failed its format or checksum checks."""
+
+
+class LogError(FastraftError, IndexError):
+    """An index outside the part of the log that is retained in memory."""
+
+
+class CompactedError(LogError):
+    """The index is at or below the compaction point: its entry was released after a snapshot."""
+
+
+class UnavailableError(LogError):
+    """The index is above the last index of the log."""
+
+
+class SnapshotTemporarilyUnavailable(FastraftError):
+    """A snapshot is being produced and cannot be served yet; ask again later."""
+
+
+class NotApplied(FastraftError):
+    """The command was certainly not applied: retrying it anywhere is safe."""
+
+
+class NotLeader(NotApplied):
+    """This node is not the leader; ``leader_hint`` names the one it believes in, or None."""
+
+    def __init__(self, leader_hint: int | None = None, message: str | None = None) -> None:
+        super().__init__(message or f"not the leader (leader hint: {leader_hint})")
+        self.leader_hint = leader_hint
+
+
+class Busy(NotApplied):
+    """The node refused the request because a bounded queue is full."""
+
+
+class InvalidRequest(NotApplied):
+    """The request is malformed or over a configured limit."""
+
+
+class SessionExpired(NotApplied):
+    """The client session is unknown or expired; the command was rejected, not applied."""
+
+
+class OutcomeUnknown(FastraftError):
+    """The command may or may not have been applied."""
+
+
+class Timeout(OutcomeUnknown):
+    """No answer arrived before the deadline."""
+
+
+class ConnectionLost(OutcomeUnknown):
+    """The connection broke after the request was sent."""
+
+
+class LeadershipLost(OutcomeUnknown):
+    """The leader stepped down after accepting the command and before it committed."""

@@ -1,0 +1,68 @@
+"""Architecture checks on the source tree (uvloop keeps such checks as ordinary tests).
+
+- fastraft/raft/ (the sans-IO engine) and the core never import IO modules;
+- msgpack is imported only by fastraft/codec.py;
+- every module opens with a docstring that states its place.
+"""
+
+import ast
+import pathlib
+
+import fastraft
+
+PKG = pathlib.Path(fastraft.__file__).parent
+IO_MODULES = {"asyncio", "socket", "os", "time", "msgpack", "uvloop", "selectors", "threading",
+              "subprocess", "io", "sqlite3"}
+NO_IO = ["_core_py.py", "_core.pyx", "errors.py", "raft"]
+
+
+def _imports(path: pathlib.Path) -> set[str]:
+    if path.suffix == ".pyx":  # not Python syntax; look at the plain import lines
+        names = set()
+        for line in path.read_text().splitlines():
+            words = line.split()
+            if len(words) >= 2 and words[0] in ("import", "from", "cimport"):
+                names.add(words[1].split(".")[0])
+        return names
+    tree = ast.parse(path.read_text(), filename=str(path))
+    names = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            names.update(a.name.split(".")[0] for a in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+            names.add(node.module.split(".")[0])
+    return names
+
+
+def _sources():
+    return sorted(p for p in PKG.rglob("*") if p.suffix in (".py", ".pyx"))
+
+
+def test_sans_io_layers_import_no_io():
+    checked = 0
+    for entry in NO_IO:
+        target = PKG / entry
+        paths = sorted(target.rglob("*.py")) if target.is_dir() else [target]
+        for path in paths:
+            if not path.exists():
+                continue
+            checked += 1
+            bad = _imports(path) & IO_MODULES
+            assert not bad, f"{path.relative_to(PKG)} imports IO modules {sorted(bad)}"
+    assert checked >= 3
+
+
+def test_msgpack_only_in_codec():
+    for path in _sources():
+        if path.name == "codec.py" and path.parent == PKG:
+            continue
+        assert "msgpack" not in _imports(path), f"{path.relative_to(PKG)} imports msgpack"
+
+
+def test_every_module_has_a_docstring():
+    for path in _sources():
+        if path.suffix == ".pyx":  # directives comment first, then the docstring
+            assert '"""' in path.read_text()[:200], f"{path.name} lacks a module docstring"
+            continue
+        tree = ast.parse(path.read_text())
+        assert ast.get_docstring(tree), f"{path.relative_to(PKG)} lacks a module docstring"
