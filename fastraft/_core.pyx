@@ -154,6 +154,55 @@ ctypedef struct Slot:
     PyObject* payload       # an owned reference to a bytes object, or NULL when unused
 
 
+cdef extern from *:
+    """
+    typedef struct { int64_t term; PyObject *payload; } FrSlot;
+
+    /* Build [(term, payload), ...] for n slots from `start`. Plain C because this loop is
+     * the cost of a replication slice: one 2-tuple per entry, nothing else. Consecutive
+     * entries nearly always share a term, so the int object of the previous term is reused.
+     * The tuples hold only an int and a bytes object, which cannot form a reference cycle,
+     * so they are untracked by the cyclic GC at once (CPython would untrack them at its next
+     * collection anyway) and a big slice does not trigger or lengthen collections. */
+    static PyObject *fr_pairs(const FrSlot *slots, Py_ssize_t mask, Py_ssize_t start,
+                              Py_ssize_t n) {
+        PyObject *out = PyList_New(n);
+        PyObject *term_obj = NULL;
+        int64_t term_val = -1;
+        Py_ssize_t k, slot = start;
+        if (out == NULL) return NULL;
+        for (k = 0; k < n; k++) {
+            const FrSlot *s = &slots[slot];
+            PyObject *pair;
+            if (term_obj == NULL || s->term != term_val) {
+                Py_XDECREF(term_obj);
+                term_val = s->term;
+                term_obj = PyLong_FromLongLong(term_val);
+                if (term_obj == NULL) { Py_DECREF(out); return NULL; }
+            }
+            pair = PyTuple_New(2);
+            if (pair == NULL) { Py_DECREF(term_obj); Py_DECREF(out); return NULL; }
+            Py_INCREF(term_obj);
+            PyTuple_SET_ITEM(pair, 0, term_obj);
+            Py_INCREF(s->payload);
+            PyTuple_SET_ITEM(pair, 1, s->payload);
+            PyObject_GC_UnTrack(pair);
+            PyList_SET_ITEM(out, k, pair);
+            slot = (slot + 1) & mask;
+        }
+        Py_XDECREF(term_obj);
+        return out;
+    }
+    """
+    ctypedef struct FrSlot:
+        pass
+    list fr_pairs(const FrSlot* slots, Py_ssize_t mask, Py_ssize_t start, Py_ssize_t n)
+
+
+cdef inline list _fr_pairs(Slot* slots, Py_ssize_t mask, Py_ssize_t start, Py_ssize_t n):
+    return fr_pairs(<const FrSlot*>slots, mask, start, n)
+
+
 cdef class LogRing:
     """The retained suffix of a Raft log; see fastraft/_core_py.py for the full contract.
 
@@ -335,28 +384,8 @@ cdef class LogRing:
                     n = k
                     break
                 slot = (slot + 1) & self._mask
-        # Second pass: build the list. Consecutive entries nearly always share a term, so the
-        # int object for the previous term is reused instead of allocating one per entry.
-        cdef list out = PyList_New(n)
-        cdef tuple pair
-        cdef object term_obj = None
-        cdef int64_t term_val = -1
-        cdef Slot* s
-        slot = start
-        for k in range(n):
-            s = &self._slots[slot]
-            if s.term != term_val:
-                term_val = s.term
-                term_obj = PyLong_FromLongLong(term_val)
-            pair = PyTuple_New(2)
-            Py_INCREF(term_obj)
-            PyTuple_SET_ITEM(pair, 0, term_obj)
-            Py_INCREF(<object>s.payload)
-            PyTuple_SET_ITEM(pair, 1, <object>s.payload)
-            Py_INCREF(pair)
-            PyList_SET_ITEM(out, k, pair)
-            slot = (slot + 1) & self._mask
-        return out
+        # Second pass: build the list (in C, see _fr_pairs above).
+        return _fr_pairs(self._slots, self._mask, start, n)
 
     # -- mutation ---------------------------------------------------------------------------
 

@@ -1,0 +1,649 @@
+"""The Raft protocol as a deterministic state machine: roles, elections, replication,
+commitment, ReadIndex and leadership transfer.
+
+Place in the architecture: the heart of the sans-IO engine. It imports only the core (through
+``fastraft.core``), ``fastraft.errors`` and the standard library's pure modules; time is ticks,
+randomness an injected ``random.Random``. ``rawnode.py`` wraps it into the Ready/advance loop;
+the runtime (``fastraft/server``) and the simulator (``fastraft/sim``) drive that.
+
+Rules (Raft paper §5, Ongaro's thesis; etcd-io/raft is the model for the shape):
+
+1. Every message carries a term. A higher term turns us into a follower of that term before
+   anything else, except (a) a vote request while we are inside a live leader's lease (we
+   heard from a leader less than an election timeout ago, check-quorum) and not a leadership
+   transfer: ignored, so a partitioned node cannot depose a healthy leader (thesis §4.2.3);
+   (b) pre-votes and granted pre-vote answers, which never change terms (thesis §9.6).
+   A lower term is ignored, except that a stale leader is told our term so it steps down,
+   and a pre-vote is rejected.
+2. Votes (§5.2, §5.4.1): at most one per term, only to a candidate whose log is at least as
+   up-to-date as ours. The vote is part of the hard state, which the runtime makes durable
+   before the answer leaves the node (answers are "after persist" messages).
+3. A new leader appends a no-op entry of its term (§8); it commits entries only by counting
+   replicas of an entry of its own term (§5.4.2), through the core's quorum arithmetic, and
+   counts its own copy only once durable (thesis §10.2.1: it may send before its own fsync).
+4. Followers that do not match get fast backtracking: a rejection carries a conflict hint
+   (index, term) and the leader skips whole terms.
+5. Check-quorum: a leader that has not heard from a quorum within an election timeout steps
+   down (thesis §6.2).
+6. ReadIndex (thesis §6.4): a read is safe at the commit index recorded when a heartbeat
+   round starts, once a quorum answered that round; reads wait for the leader's no-op to
+   commit; reads arriving while a round is in flight wait for the next one, so one heartbeat
+   round serves a whole batch. A leader that steps down drops its pending reads (the runtime
+   answers them NotLeader with the hint).
+7. Leadership transfer (thesis §3.10): the leader stops taking proposals, catches the target
+   up, then sends TIMEOUT_NOW; the target campaigns at once, its votes marked ``transfer``.
+   The transfer is abandoned after an election timeout.
+
+Role functions are swapped, not tested in an if-ladder: ``_step`` and ``_tick`` point to the
+current role's handlers (etcd's stepLeader/stepCandidate/stepFollower).
+"""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass, field
+
+from ..core import VOTE_LOST, VOTE_WON, joint_committed_index, joint_vote_result
+from ..errors import Busy, CompactedError, LocalProtocolError, NotLeader
+from .log import RaftLog, initial_snapshot
+from .messages import NO_NODE, LEADER_TYPES, HardState, Message, MsgType, ReadState, Snapshot
+from .progress import PROBE, REPLICATE, SNAPSHOT, Progress
+
+__all__ = ["RaftConfig", "Raft", "FOLLOWER", "PRE_CANDIDATE", "CANDIDATE", "LEADER",
+           "ROLE_NAMES"]
+
+FOLLOWER = 0
+PRE_CANDIDATE = 1
+CANDIDATE = 2
+LEADER = 3
+ROLE_NAMES = {FOLLOWER: "follower", PRE_CANDIDATE: "pre-candidate", CANDIDATE: "candidate",
+              LEADER: "leader"}
+
+# Kinds of campaign.
+PRE_ELECTION = 0
+ELECTION = 1
+TRANSFER = 2
+
+APP = MsgType.APP
+APP_RESP = MsgType.APP_RESP
+VOTE = MsgType.VOTE
+VOTE_RESP = MsgType.VOTE_RESP
+PRE_VOTE = MsgType.PRE_VOTE
+PRE_VOTE_RESP = MsgType.PRE_VOTE_RESP
+HEARTBEAT = MsgType.HEARTBEAT
+HEARTBEAT_RESP = MsgType.HEARTBEAT_RESP
+SNAP = MsgType.SNAP
+TIMEOUT_NOW = MsgType.TIMEOUT_NOW
+
+
+@dataclass
+class RaftConfig:
+    """Settings of one engine. Ticks are the runtime's unit of time."""
+
+    id: int
+    voters: frozenset
+    outgoing: frozenset = frozenset()     # non-empty: a joint configuration (thesis §4.3)
+    election_tick: int = 10               # timeouts are random in [election, 2*election)
+    heartbeat_tick: int = 1
+    pre_vote: bool = True
+    check_quorum: bool = True
+    max_inflight_msgs: int = 256          # per follower, appends sent and not acknowledged
+    max_inflight_bytes: int = 16 << 20    # per follower, their payload bytes
+    max_msg_bytes: int = 1 << 20          # payload bytes per append message (>= 1 entry)
+    max_uncommitted: int = 8192           # leader's appended-but-uncommitted entries: Busy
+    max_apply_bytes: int = 64 << 20       # committed payload bytes handed out per Ready
+    extra: dict = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self.voters = frozenset(self.voters)
+        self.outgoing = frozenset(self.outgoing)
+        if self.id <= NO_NODE:
+            raise ValueError(f"node ids are >= 1, not {self.id}")
+        if not self.voters:
+            raise ValueError("a configuration needs at least one voter")
+        if self.heartbeat_tick <= 0 or self.election_tick <= self.heartbeat_tick:
+            raise ValueError("need 0 < heartbeat_tick < election_tick")
+        if self.max_inflight_msgs <= 0:
+            raise ValueError("max_inflight_msgs must be positive")
+
+
+class Raft:
+    """One node's Raft state. Drive it through RawNode (``rawnode.py``)."""
+
+    def __init__(self, cfg: RaftConfig, rng: random.Random, log: RaftLog | None = None,
+                 hard_state: HardState = HardState()) -> None:
+        self.cfg = cfg
+        self.id = cfg.id
+        self.rng = rng
+        self.log = log if log is not None else RaftLog(initial_snapshot(cfg.voters,
+                                                                        cfg.outgoing))
+        meta = self.log.snapshot.meta
+        # A restored snapshot's configuration wins over the static one, once it is not empty.
+        if meta.voters and meta.index > 0:
+            self.voters, self.outgoing = meta.voters, meta.outgoing
+        else:
+            self.voters, self.outgoing = cfg.voters, cfg.outgoing
+        self.term = hard_state.term
+        self.vote = hard_state.vote
+        if hard_state.commit > self.log.committed:
+            self.log.commit_to(hard_state.commit)
+        self.lead = NO_NODE
+        self.role = FOLLOWER
+        self.prs: dict[int, Progress] = {}
+        self.votes: dict[int, bool] = {}
+        self.election_elapsed = 0
+        self.heartbeat_elapsed = 0
+        self.randomized_election_timeout = cfg.election_tick
+        self.lead_transferee = NO_NODE
+        self.msgs: list[Message] = []                 # may leave now
+        self.msgs_after_persist: list[Message] = []   # only once the Ready is durable
+        # ReadIndex: contexts waiting for a round, the round in flight, and results.
+        self.read_waiting: list = []
+        self.read_round: tuple | None = None          # (round id, index, contexts, acks)
+        self.read_round_id = 0
+        self.read_states: list[ReadState] = []
+        self.dropped_reads: list = []
+        self._step = self._step_follower
+        self._tick = self._tick_election
+        self.become_follower(self.term, NO_NODE)
+
+    # -- small helpers ----------------------------------------------------------------------
+
+    def __repr__(self) -> str:
+        return (f"Raft(id={self.id}, role={ROLE_NAMES[self.role]}, term={self.term}, "
+                f"vote={self.vote}, lead={self.lead}, {self.log!r})")
+
+    @property
+    def all_voters(self) -> frozenset:
+        return self.voters | self.outgoing
+
+    @property
+    def promotable(self) -> bool:
+        return self.id in self.voters or self.id in self.outgoing
+
+    def hard_state(self) -> HardState:
+        return HardState(self.term, self.vote, self.log.committed)
+
+    def send(self, m: Message) -> None:
+        # Leader-to-follower traffic may leave before this node's own fsync (thesis §10.2.1);
+        # answers and vote requests depend on the hard state and entries just changed, so
+        # they wait until the runtime has made the Ready durable.
+        if m.type in LEADER_TYPES:
+            self.msgs.append(m)
+        else:
+            self.msgs_after_persist.append(m)
+
+    def _reset(self, term: int) -> None:
+        if term != self.term:
+            self.term = term
+            self.vote = NO_NODE
+        self.lead = NO_NODE
+        self.election_elapsed = 0
+        self.heartbeat_elapsed = 0
+        lo = self.cfg.election_tick
+        self.randomized_election_timeout = lo + self.rng.randrange(lo)
+        self.votes = {}
+        self.lead_transferee = NO_NODE
+        self._drop_reads()
+
+    def _drop_reads(self) -> None:
+        if self.read_round is not None:
+            self.dropped_reads.extend(self.read_round[2])
+            self.read_round = None
+        if self.read_waiting:
+            self.dropped_reads.extend(self.read_waiting)
+            self.read_waiting = []
+
+    # -- role transitions -------------------------------------------------------------------
+
+    def become_follower(self, term: int, lead: int) -> None:
+        self._reset(term)
+        self.lead = lead
+        self.role = FOLLOWER
+        self._step = self._step_follower
+        self._tick = self._tick_election
+        self.prs = {}
+
+    def become_pre_candidate(self) -> None:
+        assert self.role != LEADER, "invalid transition: leader -> pre-candidate"
+        # Pre-vote changes neither term nor vote (thesis §9.6).
+        self.role = PRE_CANDIDATE
+        self._step = self._step_candidate
+        self._tick = self._tick_election
+        self.votes = {}
+        self.lead = NO_NODE
+        self.prs = {}
+
+    def become_candidate(self) -> None:
+        assert self.role != LEADER, "invalid transition: leader -> candidate"
+        self._reset(self.term + 1)
+        self.vote = self.id
+        self.role = CANDIDATE
+        self._step = self._step_candidate
+        self._tick = self._tick_election
+        self.prs = {}
+
+    def become_leader(self) -> None:
+        assert self.role == CANDIDATE, f"invalid transition: {ROLE_NAMES[self.role]} -> leader"
+        self._reset(self.term)
+        self.lead = self.id
+        self.role = LEADER
+        self._step = self._step_leader
+        self._tick = self._tick_heartbeat
+        cfg = self.cfg
+        nxt = self.log.last_index + 1
+        self.prs = {v: Progress(nxt, cfg.max_inflight_msgs, cfg.max_inflight_bytes)
+                    for v in self.all_voters}
+        me = self.prs.get(self.id)
+        if me is not None:
+            # Our own copy counts only once durable (rule 3): match is the stable index.
+            me.match = self.log.stable
+            me.become_replicate()
+            me.recent_active = True
+        # The no-op of the new term (§8): committing it commits everything before it.
+        self.log.append(self.term, [b""])
+        self.bcast_append()
+
+    # -- time -------------------------------------------------------------------------------
+
+    def tick(self) -> None:
+        self._tick()
+
+    def _tick_election(self) -> None:
+        self.election_elapsed += 1
+        if self.promotable and self.election_elapsed >= self.randomized_election_timeout:
+            self.election_elapsed = 0
+            self.hup()
+
+    def _tick_heartbeat(self) -> None:
+        self.heartbeat_elapsed += 1
+        self.election_elapsed += 1
+        if self.election_elapsed >= self.cfg.election_tick:
+            self.election_elapsed = 0
+            if self.cfg.check_quorum and not self._quorum_active():
+                self.become_follower(self.term, NO_NODE)
+                return
+            if self.lead_transferee != NO_NODE:
+                self.lead_transferee = NO_NODE   # transfer took too long: abandon it
+        if self.role != LEADER:
+            return
+        if self.heartbeat_elapsed >= self.cfg.heartbeat_tick:
+            self.heartbeat_elapsed = 0
+            self.bcast_heartbeat()
+
+    def _quorum_active(self) -> bool:
+        """Has a quorum been heard from since the last check? Resets the marks."""
+        active = {}
+        for vid, pr in self.prs.items():
+            active[vid] = vid == self.id or pr.recent_active
+            if vid != self.id:
+                pr.recent_active = False
+        return joint_vote_result(self.voters, self.outgoing, active) == VOTE_WON
+
+    # -- elections --------------------------------------------------------------------------
+
+    def hup(self) -> None:
+        """Election timeout: start an election, with a pre-vote round first when enabled."""
+        self.campaign(PRE_ELECTION if self.cfg.pre_vote else ELECTION)
+
+    def campaign(self, kind: int) -> None:
+        """PRE_ELECTION asks for pre-votes at term+1 without changing anything; ELECTION
+        increments the term and votes for itself; TRANSFER is an ELECTION whose requests are
+        marked so that voters inside a leader lease still answer (TIMEOUT_NOW)."""
+        if self.role == LEADER or not self.promotable:
+            return
+        if kind == PRE_ELECTION:
+            self.become_pre_candidate()
+            vtype, term = PRE_VOTE, self.term + 1
+        else:
+            self.become_candidate()
+            vtype, term = VOTE, self.term
+        self.votes[self.id] = True
+        if self._tally() == VOTE_WON:
+            self._won()
+            return
+        li, lt = self.log.last_index, self.log.last_term
+        transfer = kind == TRANSFER
+        for vid in sorted(self.all_voters):
+            if vid != self.id:
+                self.send(Message(vtype, vid, self.id, term, log_term=lt, index=li,
+                                  transfer=transfer))
+
+    def _tally(self) -> int:
+        return joint_vote_result(self.voters, self.outgoing, self.votes)
+
+    def _won(self) -> None:
+        if self.role == PRE_CANDIDATE:
+            self.campaign(ELECTION)   # pre-vote won: the real election
+        else:
+            self.become_leader()
+
+    def _handle_vote(self, m: Message) -> None:
+        resp = VOTE_RESP if m.type == VOTE else PRE_VOTE_RESP
+        can_vote = (self.vote == m.frm
+                    or (self.vote == NO_NODE and self.lead == NO_NODE)
+                    or (m.type == PRE_VOTE and m.term > self.term))
+        if can_vote and self.log.is_up_to_date(m.index, m.log_term):
+            self.send(Message(resp, m.frm, self.id, m.term))
+            if m.type == VOTE:
+                self.election_elapsed = 0
+                self.vote = m.frm
+        else:
+            self.send(Message(resp, m.frm, self.id, self.term, reject=True))
+
+    # -- the entry point for messages --------------------------------------------------------
+
+    def step(self, m: Message) -> None:
+        term = m.term
+        mtype = m.type
+        if term > self.term:
+            if mtype == VOTE or mtype == PRE_VOTE:
+                in_lease = (self.cfg.check_quorum and self.lead != NO_NODE
+                            and self.election_elapsed < self.cfg.election_tick)
+                if in_lease and not m.transfer:
+                    return   # rule 1a
+            if mtype == PRE_VOTE or (mtype == PRE_VOTE_RESP and not m.reject):
+                pass         # rule 1b
+            elif mtype in LEADER_TYPES:
+                self.become_follower(term, m.frm)
+            else:
+                self.become_follower(term, NO_NODE)
+        elif term < self.term:
+            if mtype == APP or mtype == HEARTBEAT:
+                # A stale leader: our higher term in the answer makes it step down.
+                self.send(Message(APP_RESP, m.frm, self.id, self.term))
+            elif mtype == PRE_VOTE:
+                self.send(Message(PRE_VOTE_RESP, m.frm, self.id, self.term, reject=True))
+            return
+        if mtype == VOTE or mtype == PRE_VOTE:
+            self._handle_vote(m)
+        else:
+            self._step(m)
+
+    # -- followers --------------------------------------------------------------------------
+
+    def _step_follower(self, m: Message) -> None:
+        mtype = m.type
+        if mtype == APP:
+            self.election_elapsed = 0
+            self.lead = m.frm
+            self._handle_append(m)
+        elif mtype == HEARTBEAT:
+            self.election_elapsed = 0
+            self.lead = m.frm
+            self._handle_heartbeat(m)
+        elif mtype == SNAP:
+            self.election_elapsed = 0
+            self.lead = m.frm
+            self._handle_snapshot(m)
+        elif mtype == TIMEOUT_NOW:
+            self.campaign(TRANSFER)
+
+    def _handle_append(self, m: Message) -> None:
+        log = self.log
+        if m.index < log.committed:
+            self.send(Message(APP_RESP, m.frm, self.id, self.term, index=log.committed))
+            return
+        last = log.maybe_append(m.index, m.log_term, m.commit, m.entries)
+        if last is not None:
+            self.send(Message(APP_RESP, m.frm, self.id, self.term, index=last))
+            return
+        hint_index, hint_term = log.find_conflict_by_term(min(m.index, log.last_index),
+                                                          m.log_term)
+        self.send(Message(APP_RESP, m.frm, self.id, self.term, index=m.index, reject=True,
+                          hint_index=hint_index, hint_term=hint_term))
+
+    def _handle_heartbeat(self, m: Message) -> None:
+        self.log.commit_to(min(m.commit, self.log.last_index))
+        self.send(Message(HEARTBEAT_RESP, m.frm, self.id, self.term, context=m.context))
+
+    def _handle_snapshot(self, m: Message) -> None:
+        log = self.log
+        meta = m.snapshot.meta
+        if meta.index <= log.committed:
+            self.send(Message(APP_RESP, m.frm, self.id, self.term, index=log.committed))
+            return
+        if log.match_term(meta.index, meta.term):
+            # We already have the snapshot's last entry: just move the commit forward.
+            log.commit_to(meta.index)
+            self.send(Message(APP_RESP, m.frm, self.id, self.term, index=log.committed))
+            return
+        log.restore(m.snapshot)
+        if meta.voters:
+            self.voters, self.outgoing = meta.voters, meta.outgoing
+        self.send(Message(APP_RESP, m.frm, self.id, self.term, index=log.last_index))
+
+    # -- candidates -------------------------------------------------------------------------
+
+    def _step_candidate(self, m: Message) -> None:
+        mtype = m.type
+        if mtype == APP or mtype == HEARTBEAT or mtype == SNAP:
+            # A leader of our term exists (§5.2): follow it.
+            self.become_follower(m.term, m.frm)
+            self._step_follower(m)
+            return
+        want = PRE_VOTE_RESP if self.role == PRE_CANDIDATE else VOTE_RESP
+        if mtype != want or m.frm not in self.all_voters:
+            return
+        self.votes[m.frm] = not m.reject
+        result = self._tally()
+        if result == VOTE_WON:
+            self._won()
+        elif result == VOTE_LOST:
+            self.become_follower(self.term, NO_NODE)
+
+    # -- leaders ----------------------------------------------------------------------------
+
+    def _step_leader(self, m: Message) -> None:
+        pr = self.prs.get(m.frm)
+        if pr is None:
+            return
+        mtype = m.type
+        if mtype == APP_RESP:
+            pr.recent_active = True
+            self._handle_append_response(m, pr)
+        elif mtype == HEARTBEAT_RESP:
+            pr.recent_active = True
+            pr.probe_sent = False
+            if pr.state == REPLICATE and pr.inflights.full():
+                pr.inflights.free_first_one()
+            if pr.match < self.log.last_index:
+                self.maybe_send_append(m.frm, pr, send_empty=False)
+            rr = self.read_round
+            if rr is not None and m.context == rr[0]:
+                rr[3][m.frm] = True
+                self._maybe_finish_read_round()
+
+    def _handle_append_response(self, m: Message, pr: Progress) -> None:
+        log = self.log
+        if m.reject:
+            # Fast backtracking: skip to the last index of ours whose term is at most the
+            # follower's conflicting term, at or below its hint index.
+            match_hint = log.find_conflict_by_term(m.hint_index, m.hint_term)[0]
+            if pr.maybe_decrease_to(m.index, match_hint):
+                if pr.state == REPLICATE:
+                    pr.become_probe()
+                self.maybe_send_append(m.frm, pr, send_empty=True)
+            return
+        was_paused = pr.is_paused()
+        if not pr.maybe_update(m.index):
+            return
+        if pr.state == PROBE:
+            pr.become_replicate()
+        elif pr.state == SNAPSHOT:
+            if pr.match >= pr.pending_snapshot:
+                pr.become_probe()
+                pr.become_replicate()
+        else:
+            pr.inflights.free_le(m.index)
+        if self.maybe_commit():
+            self.bcast_append()
+        elif was_paused or pr.state == REPLICATE:
+            while self.maybe_send_append(m.frm, pr, send_empty=False):
+                pass
+        if m.frm == self.lead_transferee and pr.match == log.last_index:
+            self.send(Message(TIMEOUT_NOW, m.frm, self.id, self.term))
+
+    def maybe_commit(self) -> bool:
+        prs = self.prs
+        log = self.log
+        if self.outgoing:
+            mci = joint_committed_index([prs[v].match for v in self.voters],
+                                        [prs[v].match for v in self.outgoing])
+        else:
+            mci = joint_committed_index([prs[v].match for v in self.voters], ())
+        if mci > log.committed and log.term(mci) == self.term:   # rule 3, §5.4.2
+            log.commit_to(mci)
+            self._maybe_start_read_round()
+            return True
+        return False
+
+    def maybe_send_append(self, to: int, pr: Progress | None = None,
+                          send_empty: bool = True) -> bool:
+        """Send ``to`` the entries from its ``next`` index (or a snapshot when they were
+        compacted away). Returns whether a message went out."""
+        if pr is None:
+            pr = self.prs[to]
+        if pr.is_paused():
+            return False
+        log = self.log
+        prev = pr.next - 1
+        try:
+            prev_term = log.term(prev)
+        except CompactedError:
+            return self._send_snapshot(to, pr)
+        last = log.last_index
+        if pr.next <= last:
+            entries = log.ring.slice(pr.next, last + 1, self.cfg.max_msg_bytes)
+        else:
+            if not send_empty:
+                return False
+            entries = []
+        n = len(entries)
+        size = 0
+        if n:
+            for e in entries:
+                size += len(e[1])
+        pr.sent_entries(prev + n, n, size)
+        self.msgs.append(Message(APP, to, self.id, self.term, log_term=prev_term, index=prev,
+                                 entries=entries, commit=log.committed))
+        return True
+
+    def _send_snapshot(self, to: int, pr: Progress) -> bool:
+        if not pr.recent_active:
+            return False   # do not stream a snapshot to a node that may be down
+        snap = self.log.snapshot
+        pr.become_snapshot(snap.meta.index)
+        self.msgs.append(Message(SNAP, to, self.id, self.term, snapshot=snap))
+        return True
+
+    def bcast_append(self) -> None:
+        for vid, pr in self.prs.items():
+            if vid != self.id:
+                self.maybe_send_append(vid, pr)
+
+    def bcast_heartbeat(self) -> None:
+        ctx = self.read_round[0] if self.read_round is not None else 0
+        committed = self.log.committed
+        for vid, pr in self.prs.items():
+            if vid != self.id:
+                # Never tell a follower to commit past what it is known to match.
+                self.msgs.append(Message(HEARTBEAT, vid, self.id, self.term,
+                                         commit=min(pr.match, committed), context=ctx))
+
+    # -- client-facing inputs ---------------------------------------------------------------
+
+    def propose(self, payloads) -> tuple[int, int]:
+        """Append a batch of commands; returns ``(first_index, term)`` of the batch. Raises
+        NotLeader (with the hint) on a non-leader and Busy while a transfer runs or when
+        too many entries are uncommitted (certainly not applied, in both cases)."""
+        if self.role != LEADER:
+            raise NotLeader(self.lead if self.lead != NO_NODE else None)
+        if self.lead_transferee != NO_NODE:
+            raise Busy(f"leadership transfer to {self.lead_transferee} in progress")
+        log = self.log
+        if log.last_index - log.committed + len(payloads) > self.cfg.max_uncommitted:
+            raise Busy(f"{log.last_index - log.committed} entries await commitment")
+        for p in payloads:
+            if not p:
+                raise LocalProtocolError("empty payloads are reserved for the leader's no-op")
+        first = log.last_index + 1
+        log.append(self.term, payloads)
+        self.bcast_append()
+        return first, self.term
+
+    def read_index(self, context) -> None:
+        """Ask for a linearizable read; ``context`` comes back in a ReadState (or among the
+        dropped reads if leadership is lost first)."""
+        if self.role != LEADER:
+            raise NotLeader(self.lead if self.lead != NO_NODE else None)
+        self.read_waiting.append(context)
+        self._maybe_start_read_round()
+
+    def _maybe_start_read_round(self) -> None:
+        if self.read_round is not None or not self.read_waiting or self.role != LEADER:
+            return
+        log = self.log
+        if log.term(log.committed) != self.term:
+            return   # rule 6: wait for the no-op of this term to commit
+        self.read_round_id += 1
+        acks = {self.id: True}
+        self.read_round = (self.read_round_id, log.committed, self.read_waiting, acks)
+        self.read_waiting = []
+        if not self._maybe_finish_read_round():
+            self.bcast_heartbeat()
+
+    def _maybe_finish_read_round(self) -> bool:
+        rid, index, contexts, acks = self.read_round
+        if joint_vote_result(self.voters, self.outgoing, acks) != VOTE_WON:
+            return False
+        self.read_states.extend(ReadState(c, index) for c in contexts)
+        self.read_round = None
+        self._maybe_start_read_round()
+        return True
+
+    def transfer_leadership(self, to: int) -> None:
+        if self.role != LEADER:
+            raise NotLeader(self.lead if self.lead != NO_NODE else None)
+        if to == self.id:
+            return
+        if to not in self.prs:
+            raise LocalProtocolError(f"cannot transfer leadership to non-voter {to}")
+        if self.lead_transferee == to:
+            return
+        self.lead_transferee = to
+        self.election_elapsed = 0   # the transfer must finish within an election timeout
+        pr = self.prs[to]
+        if pr.match == self.log.last_index:
+            self.send(Message(TIMEOUT_NOW, to, self.id, self.term))
+        else:
+            self.maybe_send_append(to, pr)
+
+    # -- runtime feedback -------------------------------------------------------------------
+
+    def on_persisted(self) -> None:
+        """Called by RawNode.advance once a Ready's entries are durable: the leader's own
+        copy now counts towards commitment."""
+        if self.role == LEADER:
+            me = self.prs.get(self.id)
+            if me is not None and me.maybe_update(self.log.stable):
+                if self.maybe_commit():
+                    self.bcast_append()
+
+    def report_snapshot(self, to: int, ok: bool) -> None:
+        """The runtime finished (or failed) streaming a snapshot to ``to``."""
+        pr = self.prs.get(to) if self.role == LEADER else None
+        if pr is None or pr.state != SNAPSHOT:
+            return
+        if not ok:
+            pr.pending_snapshot = 0
+        pr.become_probe()
+        pr.probe_sent = True   # wait for the follower's answer or the next heartbeat
+
+    def report_unreachable(self, to: int) -> None:
+        pr = self.prs.get(to) if self.role == LEADER else None
+        if pr is not None and pr.state == REPLICATE:
+            pr.become_probe()
+
+    def compact(self, snapshot: Snapshot, keep_from: int | None = None) -> None:
+        self.log.compact(snapshot, keep_from)

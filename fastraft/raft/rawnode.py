@@ -1,0 +1,169 @@
+"""RawNode: the Ready/advance contract between the sans-IO engine and whatever drives it.
+
+Place in the architecture: the engine's outer surface. The runtime (``fastraft/server``) and
+the simulator (``fastraft/sim``) use only this class; it imports nothing that does IO.
+
+The loop (etcd's rawnode.go and doc.go; raft-rs's on_ready)::
+
+    inputs:  tick() | step(msg) | propose(payloads) | read_index(ctx) | transfer_leadership(to)
+    if node.has_ready():
+        rd = node.ready()
+        1. send rd.messages                 (leader appends/heartbeats: may go before the sync)
+        2. persist rd.snapshot, rd.entries (discarding stored entries >= rd.entries.first_index)
+           and rd.hard_state, then ONE fsync for all of it (group commit) if rd.must_sync
+        3. send rd.persisted_messages       (votes and acknowledgements: only once durable)
+        4. install rd.snapshot into the state machine, apply rd.committed in order
+        5. serve rd.read_states once applied >= their index; answer rd.dropped_reads NotLeader
+        node.advance(rd)
+
+Inputs may also be given between ``ready()`` and ``advance()``: ``advance`` uses what the
+Ready recorded, not the node's current state.
+"""
+
+from __future__ import annotations
+
+import random
+from typing import NamedTuple
+
+from .log import RaftLog
+from .messages import EntryBatch, HardState, Message, Snapshot
+from .raft import LEADER, Raft, RaftConfig
+
+__all__ = ["RawNode", "Ready", "SoftState"]
+
+
+class SoftState(NamedTuple):
+    """Volatile facts worth reporting (leader hint, role); not persisted."""
+
+    lead: int
+    role: int
+
+
+class Ready(NamedTuple):
+    hard_state: HardState | None        # to persist, None when unchanged
+    entries: EntryBatch | None          # to persist (after truncating from first_index)
+    snapshot: Snapshot | None           # received from the leader: persist and install
+    messages: list                      # send now
+    persisted_messages: list            # send only after the above is durable
+    committed: EntryBatch | None        # apply, in order, after persisting
+    read_states: list                   # linearizable reads that became safe
+    dropped_reads: list                 # read contexts to answer NotLeader (leader lost)
+    soft_state: SoftState | None        # leader/role changed since the last Ready
+
+    @property
+    def must_sync(self) -> bool:
+        """Whether an fsync is needed before ``persisted_messages`` may leave."""
+        return (self.entries is not None or self.snapshot is not None
+                or (self.hard_state is not None))
+
+
+class RawNode:
+    def __init__(self, cfg: RaftConfig, rng: random.Random | None = None,
+                 log: RaftLog | None = None, hard_state: HardState = HardState()) -> None:
+        self.raft = Raft(cfg, rng if rng is not None else random.Random(cfg.id), log,
+                         hard_state)
+        self._prev_hard = self.raft.hard_state()
+        self._prev_soft = SoftState(self.raft.lead, self.raft.role)
+
+    # -- inputs -----------------------------------------------------------------------------
+
+    def tick(self) -> None:
+        self.raft.tick()
+
+    def step(self, m: Message) -> None:
+        self.raft.step(m)
+
+    def propose(self, payloads) -> tuple[int, int]:
+        return self.raft.propose(payloads)
+
+    def read_index(self, context) -> None:
+        self.raft.read_index(context)
+
+    def transfer_leadership(self, to: int) -> None:
+        self.raft.transfer_leadership(to)
+
+    def campaign(self) -> None:
+        """Start an election now (as if the election timeout fired)."""
+        self.raft.hup()
+
+    def report_snapshot(self, to: int, ok: bool) -> None:
+        self.raft.report_snapshot(to, ok)
+
+    def report_unreachable(self, to: int) -> None:
+        self.raft.report_unreachable(to)
+
+    def compact(self, snapshot: Snapshot, keep_from: int | None = None) -> None:
+        self.raft.compact(snapshot, keep_from)
+
+    # -- outputs ----------------------------------------------------------------------------
+
+    def has_ready(self) -> bool:
+        r = self.raft
+        log = r.log
+        return bool(r.msgs or r.msgs_after_persist or r.read_states or r.dropped_reads
+                    or log.stable < log.last_index or log.pending_snapshot is not None
+                    or log.has_next_committed()
+                    or r.term != self._prev_hard.term or r.vote != self._prev_hard.vote
+                    or log.committed != self._prev_hard.commit
+                    or r.lead != self._prev_soft.lead or r.role != self._prev_soft.role)
+
+    def ready(self) -> Ready:
+        r = self.raft
+        log = r.log
+        hs = r.hard_state()
+        hard = hs if hs != self._prev_hard else None
+        soft = SoftState(r.lead, r.role)
+        soft_changed = soft if soft != self._prev_soft else None
+        rd = Ready(
+            hard_state=hard,
+            entries=log.unstable_entries(),
+            snapshot=log.pending_snapshot,
+            messages=r.msgs,
+            persisted_messages=r.msgs_after_persist,
+            committed=log.next_committed(r.cfg.max_apply_bytes),
+            read_states=r.read_states,
+            dropped_reads=r.dropped_reads,
+            soft_state=soft_changed,
+        )
+        r.msgs = []
+        r.msgs_after_persist = []
+        r.read_states = []
+        r.dropped_reads = []
+        if hard is not None:
+            self._prev_hard = hs
+        self._prev_soft = soft
+        return rd
+
+    def advance(self, rd: Ready) -> None:
+        """The runtime persisted, sent and applied ``rd``."""
+        r = self.raft
+        log = r.log
+        if rd.snapshot is not None:
+            if log.pending_snapshot is rd.snapshot:
+                log.pending_snapshot = None
+            log.applied_to(rd.snapshot.meta.index)
+        if rd.entries is not None and rd.entries.entries:
+            last = rd.entries.last_index
+            log.stable_to(last, rd.entries.entries[-1][0])
+        if rd.committed is not None and rd.committed.entries:
+            log.applied_to(rd.committed.last_index)
+        if r.role == LEADER and rd.entries is not None:
+            r.on_persisted()
+
+    @property
+    def applied(self) -> int:
+        return self.raft.log.applied
+
+    def status(self) -> dict:
+        """A snapshot of the node's state for logs, `status` commands and tests."""
+        r = self.raft
+        log = r.log
+        st = {
+            "id": r.id, "term": r.term, "vote": r.vote, "lead": r.lead, "role": r.role,
+            "first_index": log.first_index, "last_index": log.last_index,
+            "committed": log.committed, "applied": log.applied, "stable": log.stable,
+        }
+        if r.role == LEADER:
+            st["progress"] = {vid: (pr.match, pr.next, pr.state) for vid, pr in r.prs.items()}
+        return st
+

@@ -1,0 +1,300 @@
+"""Simulated nodes: a RawNode driven like the real runtime drives it, over a storage model
+that knows what was synced, a digest state machine, crashes, pauses and a client workload.
+
+Place in the architecture: part of the deterministic simulator (``fastraft.sim``); it plays
+the role ``fastraft/server`` plays in production, with the network and the disk simulated.
+No IO, no clocks, every random choice from a seeded ``random.Random``.
+
+Durability model: a Ready's snapshot, entries and hard state are first *written* (pending)
+and then *synced*. A crash keeps a random prefix of the pending writes (a torn tail) and
+nothing after it, so only what was synced is guaranteed to survive, exactly the promise
+the storage layer makes. Snapshots taken by a node are saved atomically (write, fsync,
+rename). Acknowledgements leave only after the sync (``persisted_messages``).
+"""
+
+from __future__ import annotations
+
+import random
+from zlib import crc32
+
+from ..errors import Busy, NotLeader
+from ..raft import (
+    LEADER,
+    HardState,
+    RaftConfig,
+    RaftLog,
+    RawNode,
+    Snapshot,
+    SnapshotMeta,
+    initial_snapshot,
+)
+
+__all__ = ["SimStorage", "SimStateMachine", "SimNode", "Workload"]
+
+
+class SimStorage:
+    """What survives a crash: a snapshot, the entries after it and the hard state."""
+
+    def __init__(self, voters) -> None:
+        self.snapshot: Snapshot = initial_snapshot(voters)
+        self.entries: list = []            # (term, payload) from snapshot index + 1
+        self.hard = HardState()
+        self._pending: list = []           # written, not yet synced
+
+    def write(self, rd) -> None:
+        if rd.snapshot is not None:
+            self._pending.append(("snap", rd.snapshot))
+        if rd.entries is not None:
+            self._pending.append(("entries", rd.entries))
+        if rd.hard_state is not None:
+            self._pending.append(("hard", rd.hard_state))
+
+    def sync(self) -> None:
+        for op in self._pending:
+            self._apply(op)
+        self._pending = []
+
+    def crash(self, rng: random.Random) -> None:
+        """Lose the unsynced writes, except a random prefix of them (a torn write: whole
+        records in order, the last batch of entries possibly cut in the middle)."""
+        keep = rng.randint(0, len(self._pending))
+        for op in self._pending[:keep]:
+            self._apply(op)
+        if keep < len(self._pending) and self._pending[keep][0] == "entries":
+            batch = self._pending[keep][1]
+            cut = rng.randint(0, len(batch.entries))
+            if cut:
+                self._apply(("entries", type(batch)(batch.first_index, batch.entries[:cut])))
+        self._pending = []
+
+    def _apply(self, op) -> None:
+        kind, val = op
+        if kind == "hard":
+            self.hard = val
+        elif kind == "snap":
+            self.snapshot = val
+            self.entries = []
+        else:
+            base = self.snapshot.meta.index
+            keep = val.first_index - 1 - base
+            assert keep >= 0, f"entries from {val.first_index} below snapshot {base}"
+            if keep > len(self.entries):
+                # A gap can only follow a torn write: drop the batch rather than invent a log.
+                return
+            del self.entries[keep:]
+            self.entries.extend(val.entries)
+
+    def save_snapshot(self, snap: Snapshot) -> None:
+        """Atomic snapshot save, then release the entries it covers."""
+        drop = snap.meta.index - self.snapshot.meta.index
+        if drop <= 0:
+            return
+        self.sync()
+        self.snapshot = snap
+        del self.entries[:drop]
+
+    def load(self) -> tuple[Snapshot, list, HardState]:
+        return self.snapshot, list(self.entries), self.hard
+
+
+class SimStateMachine:
+    """The replicated state reduced to (index, digest): digest chains CRC-32 over every
+    applied payload, so two nodes agree on the digest at i iff they applied the same i
+    commands in the same order (up to CRC collisions)."""
+
+    __slots__ = ("index", "digest")
+
+    def __init__(self, index: int = 0, digest: int = 0) -> None:
+        self.index = index
+        self.digest = digest
+
+    def apply(self, index: int, payload: bytes) -> None:
+        assert index == self.index + 1, f"applied {index} after {self.index}"
+        self.digest = crc32(payload, self.digest)
+        self.index = index
+
+
+class Workload:
+    """Client traffic and what the client was told: writes with unique payloads, ReadIndex
+    reads, and the linearizability check of every served read (property 7)."""
+
+    def __init__(self, rng: random.Random, checker) -> None:
+        self.rng = rng
+        self.checker = checker
+        self.counter = 0
+        self.pending: dict[tuple[int, int], tuple[int, bytes]] = {}  # (node, idx) -> (term, payload)
+        self.max_acked = 0          # highest index of a write acknowledged so far
+        self.watch: tuple[int, int] | None = None   # one write whose ack is awaited
+        self.watch_acked = False
+        self.acked = 0
+        self.proposed = 0
+        self.refused = 0
+        self.reads: dict[int, tuple[int, int]] = {}   # ctx -> (node, required index)
+        self.reads_served = 0
+        self.reads_dropped = 0
+
+    def propose(self, node: "SimNode", n: int = 1) -> tuple[int, int] | None:
+        payloads = []
+        for _ in range(n):
+            self.counter += 1
+            payloads.append(b"w%d" % self.counter)
+        try:
+            first, term = node.node.propose(payloads)
+        except (NotLeader, Busy):
+            self.refused += 1
+            return None
+        for i, p in enumerate(payloads):
+            self.pending[(node.id, first + i)] = (term, p)
+        self.proposed += n
+        return first, term
+
+    def read(self, node: "SimNode") -> None:
+        self.counter += 1
+        ctx = self.counter
+        try:
+            node.node.read_index(ctx)
+        except NotLeader:
+            self.refused += 1
+            return
+        self.reads[ctx] = (node.id, self.max_acked)
+
+    def on_apply(self, node_id: int, index: int, term: int, payload: bytes) -> None:
+        w = self.pending.pop((node_id, index), None)
+        if w is not None and w == (term, payload):
+            self.acked += 1
+            if self.watch == (node_id, index):
+                self.watch_acked = True
+            if index > self.max_acked:
+                self.max_acked = index
+
+    def on_read_state(self, node_id: int, ctx, index: int) -> None:
+        req = self.reads.pop(ctx, None)
+        if req is None:
+            return
+        if index < req[1]:
+            self.checker.fail(f"stale read: node {node_id} answered read {ctx} at index "
+                              f"{index}, but a write at index {req[1]} was acknowledged "
+                              "before the read began")
+        self.reads_served += 1
+
+    def on_read_dropped(self, ctx) -> None:
+        if self.reads.pop(ctx, None) is not None:
+            self.reads_dropped += 1
+
+    def forget_node(self, node_id: int) -> None:
+        """The node crashed: its pending writes and reads have unknown outcomes."""
+        for key in [k for k in self.pending if k[0] == node_id]:
+            del self.pending[key]
+        for ctx in [c for c, r in self.reads.items() if r[0] == node_id]:
+            del self.reads[ctx]
+
+
+class SimNode:
+    def __init__(self, node_id: int, cfg: RaftConfig, rng: random.Random,
+                 snapshot_every: int, keep_tail: int) -> None:
+        self.id = node_id
+        self.cfg = cfg
+        self.rng = rng
+        self.storage = SimStorage(cfg.voters)
+        self.snapshot_every = snapshot_every
+        self.keep_tail = keep_tail
+        self.node: RawNode | None = None
+        self.sm = SimStateMachine()
+        self.paused_until = -1
+        self.inbox: list = []
+        self.waiting_reads: list = []    # ReadStates not yet servable (applied < index)
+        self.crashes = 0
+        self.start()
+
+    @property
+    def alive(self) -> bool:
+        return self.node is not None
+
+    def start(self) -> None:
+        snap, entries, hard = self.storage.load()
+        log = RaftLog(snap, entries, committed=hard.commit)
+        self.node = RawNode(self.cfg, random.Random(self.rng.getrandbits(64)), log, hard)
+        data = snap.data or (0, 0)
+        self.sm = SimStateMachine(*data)
+        self.inbox = []
+        self.waiting_reads = []
+        self.paused_until = -1
+
+    def crash(self) -> None:
+        self.node = None
+        self.storage.crash(self.rng)
+        self.inbox = []
+        self.waiting_reads = []
+        self.crashes += 1
+
+    # -- the runtime loop ---------------------------------------------------------------------
+
+    def handle_ready(self, sim) -> bool:
+        """Process Readys until none is left. Returns False when the node crashed midway."""
+        node = self.node
+        net = sim.net
+        now = sim.now
+        checker = sim.checker
+        while node.has_ready():
+            rd = node.ready()
+            raft = node.raft
+            if rd.entries is not None:
+                checker.on_persist(self.id, raft, rd.entries)
+            for m in rd.messages:
+                net.send(now, m)
+            crash_at = -1
+            if sim.crash_in_ready and sim.rng.random() < sim.crash_in_ready:
+                crash_at = sim.rng.randint(0, 1)   # 0: before the sync, 1: before applying
+            self.storage.write(rd)
+            if crash_at == 0:
+                sim.crash_node(self)
+                return False
+            self.storage.sync()            # one fsync for the whole Ready (group commit)
+            for m in rd.persisted_messages:
+                net.send(now, m)
+            if crash_at == 1:
+                sim.crash_node(self)
+                return False
+            if rd.snapshot is not None:
+                data = rd.snapshot.data or (0, 0)
+                self.sm = SimStateMachine(*data)
+            if rd.committed is not None:
+                sm = self.sm
+                wl = sim.workload
+                i = rd.committed.first_index
+                for term, payload in rd.committed.entries:
+                    sm.apply(i, payload)
+                    checker.on_apply(self.id, i, sm.digest)
+                    wl.on_apply(self.id, i, term, payload)
+                    i += 1
+            for rs in rd.read_states:
+                self.waiting_reads.append(rs)
+            for ctx in rd.dropped_reads:
+                sim.workload.on_read_dropped(ctx)
+            node.advance(rd)
+            if self.waiting_reads:
+                self._serve_reads(sim)
+            self._maybe_snapshot()
+        return True
+
+    def _serve_reads(self, sim) -> None:
+        keep = []
+        for rs in self.waiting_reads:
+            if self.sm.index >= rs.index:
+                sim.workload.on_read_state(self.id, rs.context, rs.index)
+            else:
+                keep.append(rs)
+        self.waiting_reads = keep
+
+    def _maybe_snapshot(self) -> None:
+        applied = self.sm.index
+        if applied - self.storage.snapshot.meta.index < self.snapshot_every:
+            return
+        raft = self.node.raft
+        meta = SnapshotMeta(applied, raft.log.term(applied), raft.voters, raft.outgoing)
+        snap = Snapshot(meta, (applied, self.sm.digest))
+        self.storage.save_snapshot(snap)
+        self.node.compact(snap, keep_from=max(applied - self.keep_tail, 1))
+
+    def is_leader(self) -> bool:
+        return self.node is not None and self.node.raft.role == LEADER

@@ -1,0 +1,408 @@
+"""Seeded scenarios: a cluster of simulated nodes under a random fault plan, checked after
+every step, then healed and checked for liveness; and the runner behind ``fastraft sim``.
+
+Place in the architecture: the top of the simulator (``fastraft.sim``). One scenario is a pure
+function of its ``SimConfig`` (the seed included): every random stream is derived from the
+seed, so ``fastraft sim --seeds N --nodes K ...`` replays a failure exactly. Only
+``run_seeds`` touches the OS, to spread seeds over worker processes.
+
+A scenario has two phases:
+
+1. Faults (``steps`` ticks): client writes and ReadIndex reads at random nodes while the
+   fault plan partitions the network (symmetric splits, one-way cuts, an isolated leader, a
+   bridge), crashes nodes (also in the middle of handling a Ready, losing unsynced writes)
+   and restarts them, pauses nodes for longer than an election timeout, transfers
+   leadership, and the links lose, duplicate, delay and reorder messages.
+2. Liveness: everything heals (links clean, every node up); within ``liveness_ticks`` a
+   leader must be elected and a fresh proposal must commit.
+
+The checker's invariants run after every tick; an engine AssertionError counts as a
+violation too.
+"""
+
+from __future__ import annotations
+
+import random
+import traceback
+from dataclasses import dataclass, field
+
+from ..errors import Busy, NotLeader
+from ..raft import LEADER, MsgType, RaftConfig
+from .checker import Checker
+from .cluster import SimNode, Workload
+from .network import LinkConfig, Network
+
+__all__ = ["SimConfig", "Simulation", "run_scenario", "run_seeds", "FAULT_KINDS",
+           "parse_seeds", "replay_command"]
+
+FAULT_KINDS = ("partition", "crash", "torn", "pause", "loss", "dup", "delay", "transfer")
+
+
+@dataclass
+class SimConfig:
+    seed: int
+    nodes: int = 3
+    steps: int = 300
+    faults: frozenset = frozenset(FAULT_KINDS)
+    election_tick: int = 10
+    heartbeat_tick: int = 2
+    snapshot_every: int = 64
+    keep_tail: int = 8
+    liveness_ticks: int = 300
+    propose_rate: float = 0.4
+    read_rate: float = 0.2
+    max_inflight_msgs: int = 8
+    extra: dict = field(default_factory=dict)
+
+
+def replay_command(cfg: SimConfig) -> str:
+    faults = ",".join(k for k in FAULT_KINDS if k in cfg.faults) or "none"
+    return (f"fastraft sim --seeds {cfg.seed} --nodes {cfg.nodes} --steps {cfg.steps} "
+            f"--faults {faults}")
+
+
+class Simulation:
+    def __init__(self, cfg: SimConfig) -> None:
+        if not 1 <= cfg.nodes <= 9:
+            raise ValueError("the simulator runs 1 to 9 nodes")
+        self.cfg = cfg
+        seed = cfg.seed
+        self.rng = random.Random(f"{seed}/faults")
+        self.client_rng = random.Random(f"{seed}/client")
+        self.net = Network(random.Random(f"{seed}/net"), LinkConfig(1, 2))
+        self.checker = Checker()
+        self.workload = Workload(self.client_rng, self.checker)
+        self.now = 0
+        self.ids = list(range(1, cfg.nodes + 1))
+        self.faults = cfg.faults
+        # Per Ready, the chance of a crash inside the runtime's handling of it (torn writes).
+        self.crash_in_ready = (self.rng.choice((0.001, 0.005, 0.02))
+                               if "torn" in cfg.faults else 0.0)
+        self.restart_at: dict[int, int] = {}
+        node_rng = random.Random(f"{seed}/nodes")
+        self.nodes: dict[int, SimNode] = {}
+        for i in self.ids:
+            rc = RaftConfig(i, self.ids, election_tick=cfg.election_tick,
+                            heartbeat_tick=cfg.heartbeat_tick,
+                            max_inflight_msgs=cfg.max_inflight_msgs, max_msg_bytes=4096)
+            self.nodes[i] = SimNode(i, rc, random.Random(node_rng.getrandbits(64)),
+                                    cfg.snapshot_every, cfg.keep_tail)
+        self._configure_links()
+        self.partitioned = False
+        self.elections = 0
+        self.transfers = 0
+
+    def _configure_links(self) -> None:
+        rng = self.rng
+        f = self.faults
+        for a in self.ids:
+            for b in self.ids:
+                if a == b:
+                    continue
+                cfg = LinkConfig(1, 1)
+                if "delay" in f:
+                    cfg.max_latency = rng.randint(1, 6)
+                if "loss" in f:
+                    cfg.loss = rng.choice((0.0, 0.01, 0.05, 0.15))
+                if "dup" in f:
+                    cfg.duplicate = rng.choice((0.0, 0.01, 0.05))
+                self.net.links[(a, b)] = cfg
+
+    # -- node lifecycle -----------------------------------------------------------------------
+
+    def crash_node(self, sn: SimNode) -> None:
+        sn.crash()
+        self.workload.forget_node(sn.id)
+        self.checker.on_restart(sn.id)
+        self.restart_at[sn.id] = self.now + self.rng.randint(5, 80)
+
+    def restart_node(self, sn: SimNode) -> None:
+        self.restart_at.pop(sn.id, None)
+        sn.start()
+        self.checker.on_restart(sn.id)
+
+    def live(self) -> list[SimNode]:
+        return [sn for sn in self.nodes.values()
+                if sn.node is not None and sn.paused_until < self.now]
+
+    def leader(self) -> SimNode | None:
+        best = None
+        for sn in self.live():
+            if sn.node.raft.role == LEADER and (best is None or
+                                                sn.node.raft.term > best.node.raft.term):
+                best = sn
+        return best
+
+    # -- one tick -----------------------------------------------------------------------------
+
+    def tick(self, faults: bool = True) -> None:
+        self.now += 1
+        now = self.now
+        for nid, when in list(self.restart_at.items()):
+            if when <= now:
+                self.restart_node(self.nodes[nid])
+        for sn in self.nodes.values():
+            if sn.node is not None and sn.paused_until == now:
+                self._resume(sn)
+        if faults:
+            self._inject_faults()
+        self._client_ops()
+        for sn in self.live():
+            sn.node.tick()
+        self._process_all()
+        self._deliver()
+        self._check()
+
+    def _resume(self, sn: SimNode) -> None:
+        inbox, sn.inbox = sn.inbox, []
+        for m in inbox:
+            sn.node.step(m)
+        sn.handle_ready(self)
+
+    def _process_all(self) -> None:
+        for sn in self.live():
+            sn.handle_ready(self)
+
+    def _deliver(self) -> None:
+        net = self.net
+        nodes = self.nodes
+        for _ in range(10_000):
+            msgs = net.due(self.now)
+            if not msgs and not net.dropped_snapshots:
+                return
+            for m in msgs:
+                dst = nodes[m.to]
+                if dst.node is None:
+                    if m.type == MsgType.SNAP:
+                        self._report_snapshot(m, False)
+                    continue
+                if dst.paused_until >= self.now:
+                    dst.inbox.append(m)
+                    continue
+                dst.node.step(m)
+                if m.type == MsgType.SNAP:
+                    self._report_snapshot(m, True)
+            lost, net.dropped_snapshots = net.dropped_snapshots, []
+            for m in lost:
+                self._report_snapshot(m, False)
+            self._process_all()
+        raise AssertionError("message delivery did not settle within one tick")
+
+    def _report_snapshot(self, m, ok: bool) -> None:
+        src = self.nodes[m.frm]
+        if src.node is not None:
+            src.node.report_snapshot(m.to, ok)
+
+    def _check(self) -> None:
+        checker = self.checker
+        for sn in self.nodes.values():
+            if sn.node is not None:
+                checker.check_node(sn.id, sn.node.raft)
+        for sn in self.nodes.values():
+            if sn.waiting_reads and sn.node is not None:
+                sn._serve_reads(self)
+
+    # -- faults and clients ------------------------------------------------------------------
+
+    def _inject_faults(self) -> None:
+        rng = self.rng
+        f = self.faults
+        ids = self.ids
+        n = len(ids)
+        if "partition" in f and n > 1:
+            if self.partitioned and rng.random() < 0.04:
+                self.net.heal()
+                self.partitioned = False
+            elif not self.partitioned and rng.random() < 0.02:
+                self._partition()
+        if "crash" in f and rng.random() < 0.008:
+            alive = [sn for sn in self.nodes.values() if sn.node is not None]
+            if alive:
+                self.crash_node(rng.choice(alive))
+        if "pause" in f and rng.random() < 0.004:
+            live = self.live()
+            if live:
+                sn = rng.choice(live)
+                et = self.cfg.election_tick
+                sn.paused_until = self.now + rng.randint(et, 4 * et)
+        if "transfer" in f and rng.random() < 0.01:
+            lead = self.leader()
+            if lead is not None and n > 1:
+                to = rng.choice([i for i in ids if i != lead.id])
+                try:
+                    lead.node.transfer_leadership(to)
+                    self.transfers += 1
+                except NotLeader:
+                    pass
+
+    def _partition(self) -> None:
+        rng = self.rng
+        ids = list(self.ids)
+        kind = rng.choice(("split", "oneway", "isolate_leader", "bridge"))
+        if kind == "split":
+            rng.shuffle(ids)
+            k = rng.randint(1, len(ids) - 1)
+            self.net.split(ids[:k], ids[k:])
+        elif kind == "oneway":
+            for _ in range(rng.randint(1, len(ids))):
+                a, b = rng.sample(ids, 2)
+                self.net.cut(a, b)
+        elif kind == "isolate_leader":
+            lead = self.leader()
+            self.net.isolate(lead.id if lead else rng.choice(ids), ids)
+        else:
+            if len(ids) < 3:
+                self.net.isolate(rng.choice(ids), ids)
+            else:
+                rng.shuffle(ids)
+                b = ids[0]
+                rest = ids[1:]
+                k = rng.randint(1, len(rest) - 1)
+                self.net.bridge(rest[:k], b, rest[k:])
+        self.partitioned = True
+
+    def _client_ops(self) -> None:
+        rng = self.client_rng
+        wl = self.workload
+        if rng.random() < self.cfg.propose_rate:
+            sn = self._client_target(rng)
+            if sn is not None:
+                wl.propose(sn, rng.randint(1, 3))
+        if rng.random() < self.cfg.read_rate:
+            sn = self._client_target(rng)
+            if sn is not None:
+                wl.read(sn)
+
+    def _client_target(self, rng) -> SimNode | None:
+        live = self.live()
+        if not live:
+            return None
+        leaders = [sn for sn in live if sn.node.raft.role == LEADER]
+        if leaders and rng.random() < 0.85:
+            return rng.choice(leaders)
+        return rng.choice(live)
+
+    # -- phases -------------------------------------------------------------------------------
+
+    def heal_all(self) -> None:
+        self.net.heal()
+        self.partitioned = False
+        for key in self.net.links:
+            self.net.links[key] = LinkConfig(1, 2)
+        self.crash_in_ready = 0.0
+        for sn in self.nodes.values():
+            if sn.node is None:
+                self.restart_node(sn)
+            elif sn.paused_until >= self.now:
+                sn.paused_until = self.now
+                self._resume(sn)
+
+    def check_liveness(self) -> int | None:
+        """Heal, then tick until a leader commits a fresh proposal; returns the ticks it took,
+        or None when it did not happen within ``liveness_ticks``."""
+        self.heal_all()
+        marker = None   # (node id, index, term) of the probe write
+        wl = self.workload
+        for t in range(1, self.cfg.liveness_ticks + 1):
+            self.tick(faults=False)
+            if self.checker.violations:
+                return None
+            if marker is not None and wl.watch_acked:
+                return t
+            lead = self.leader()
+            if lead is not None and (marker is None or marker[0] != lead.id
+                                     or marker[2] != lead.node.raft.term):
+                try:
+                    first, term = lead.node.propose([b"liveness-probe"])
+                except (NotLeader, Busy):
+                    continue
+                marker = (lead.id, first, term)
+                wl.pending[(lead.id, first)] = (term, b"liveness-probe")
+                wl.watch = (lead.id, first)
+        return None
+
+
+def run_scenario(cfg: SimConfig) -> dict:
+    sim = Simulation(cfg)
+    error = None
+    live_ticks = None
+    try:
+        for _ in range(cfg.steps):
+            sim.tick()
+            if sim.checker.violations:
+                break
+        if not sim.checker.violations:
+            live_ticks = sim.check_liveness()
+    except AssertionError as e:   # an engine invariant broke: a safety failure
+        error = f"engine assertion: {e}\n{traceback.format_exc(limit=6)}"
+    violations = list(sim.checker.violations)
+    if error:
+        violations.append(error)
+    commits = max((sn.node.raft.log.committed for sn in sim.nodes.values()
+                   if sn.node is not None), default=0)
+    wl = sim.workload
+    return {
+        "seed": cfg.seed,
+        "nodes": cfg.nodes,
+        "ok": not violations and live_ticks is not None,
+        "violations": violations,
+        "liveness_ok": not violations and live_ticks is not None,
+        "liveness_ticks": live_ticks,
+        "elections": len(sim.checker.leaders),
+        "commits": commits,
+        "proposed": wl.proposed,
+        "acked": wl.acked,
+        "reads": wl.reads_served,
+        "crashes": sum(sn.crashes for sn in sim.nodes.values()),
+        "messages": sim.net.sent,
+        "ticks": sim.now,
+        "replay": replay_command(cfg),
+    }
+
+
+def parse_seeds(text: str) -> range:
+    """``"7"`` or ``"100-199"`` (inclusive)."""
+    if "-" in text:
+        a, b = text.split("-", 1)
+        lo, hi = int(a), int(b)
+    else:
+        lo = hi = int(text)
+    if hi < lo:
+        raise ValueError(f"empty seed range {text}")
+    return range(lo, hi + 1)
+
+
+def _run_one(args) -> dict:
+    return run_scenario(SimConfig(**args))
+
+
+def run_seeds(seeds, node_counts, steps: int, faults, workers: int = 1,
+              progress=None) -> dict:
+    """Run every seed (with node count ``node_counts[i % len]``) and summarise."""
+    jobs = [dict(seed=s, nodes=node_counts[i % len(node_counts)], steps=steps,
+                 faults=frozenset(faults)) for i, s in enumerate(seeds)]
+    if workers > 1 and len(jobs) > 1:
+        from concurrent.futures import ProcessPoolExecutor
+
+        with ProcessPoolExecutor(workers) as pool:
+            results = list(pool.map(_run_one, jobs, chunksize=8))
+    else:
+        results = [_run_one(j) for j in jobs]
+    summary = {
+        "runs": len(results),
+        "safety_violations": sum(1 for r in results if r["violations"]),
+        "liveness_failures": sum(1 for r in results
+                                 if not r["violations"] and r["liveness_ticks"] is None),
+        "elections": sum(r["elections"] for r in results),
+        "commits": sum(r["commits"] for r in results),
+        "acked_writes": sum(r["acked"] for r in results),
+        "reads": sum(r["reads"] for r in results),
+        "crashes": sum(r["crashes"] for r in results),
+        "messages": sum(r["messages"] for r in results),
+        "max_liveness_ticks": max((r["liveness_ticks"] or 0 for r in results), default=0),
+        "failures": [{"seed": r["seed"], "nodes": r["nodes"],
+                      "violations": r["violations"][:3],
+                      "liveness": r["liveness_ticks"] is not None,
+                      "replay": r["replay"]} for r in results if not r["ok"]][:50],
+    }
+    return summary
