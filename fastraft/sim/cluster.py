@@ -219,10 +219,13 @@ class SimNode:
         self.inbox = []
         self.waiting_reads = []
         self.paused_until = -1
+        self.inflight = None             # a Ready written and waiting for its fsync
+        self.sync_at = 0
 
     def crash(self) -> None:
         self.node = None
         self.storage.crash(self.rng)
+        self.inflight = None
         self.inbox = []
         self.waiting_reads = []
         self.crashes += 1
@@ -230,51 +233,69 @@ class SimNode:
     # -- the runtime loop ---------------------------------------------------------------------
 
     def handle_ready(self, sim) -> bool:
-        """Process Readys until none is left. Returns False when the node crashed midway."""
+        """Process Readys until none is left or one waits for its fsync. Returns False when
+        the node crashed midway.
+
+        Like a pipelined runtime, the fsync of a Ready may take a few ticks: its messages
+        to followers leave at once, the node keeps stepping messages and ticking meanwhile,
+        and only when the sync completes do the acknowledgements leave, the committed
+        entries apply and ``advance`` run (the next Ready waits for that)."""
         node = self.node
-        net = sim.net
-        now = sim.now
-        checker = sim.checker
+        if self.inflight is not None:
+            if sim.now < self.sync_at:
+                if sim.crash_in_ready and sim.rng.random() < sim.crash_in_ready:
+                    sim.crash_node(self)   # while the fsync is under way
+                    return False
+                return True
+            if not self._finish(sim, self.inflight):
+                return False
+        rng = sim.rng
         while node.has_ready():
             rd = node.ready()
-            raft = node.raft
             if rd.entries is not None:
-                checker.on_persist(self.id, raft, rd.entries)
+                sim.checker.on_persist(self.id, node.raft, rd.entries)
             for m in rd.messages:
-                net.send(now, m)
-            crash_at = -1
-            if sim.crash_in_ready and sim.rng.random() < sim.crash_in_ready:
-                crash_at = sim.rng.randint(0, 1)   # 0: before the sync, 1: before applying
+                sim.net.send(sim.now, m)
             self.storage.write(rd)
-            if crash_at == 0:
-                sim.crash_node(self)
+            if sim.crash_in_ready and rng.random() < sim.crash_in_ready:
+                sim.crash_node(self)       # before the sync: a torn tail at most survives
                 return False
-            self.storage.sync()            # one fsync for the whole Ready (group commit)
-            for m in rd.persisted_messages:
-                net.send(now, m)
-            if crash_at == 1:
-                sim.crash_node(self)
+            if sim.sync_delay and rd.must_sync and rng.random() < 0.5:
+                self.inflight = rd
+                self.sync_at = sim.now + rng.randint(1, sim.sync_delay)
+                return True
+            if not self._finish(sim, rd):
                 return False
-            if rd.snapshot is not None:
-                data = rd.snapshot.data or (0, 0)
-                self.sm = SimStateMachine(*data)
-            if rd.committed is not None:
-                sm = self.sm
-                wl = sim.workload
-                i = rd.committed.first_index
-                for term, payload in rd.committed.entries:
-                    sm.apply(i, payload)
-                    checker.on_apply(self.id, i, sm.digest)
-                    wl.on_apply(self.id, i, term, payload)
-                    i += 1
-            for rs in rd.read_states:
-                self.waiting_reads.append(rs)
-            for ctx in rd.dropped_reads:
-                sim.workload.on_read_dropped(ctx)
-            node.advance(rd)
-            if self.waiting_reads:
-                self._serve_reads(sim)
-            self._maybe_snapshot()
+        return True
+
+    def _finish(self, sim, rd) -> bool:
+        self.inflight = None
+        self.storage.sync()                # one fsync for the whole Ready (group commit)
+        for m in rd.persisted_messages:
+            sim.net.send(sim.now, m)
+        if sim.crash_in_ready and sim.rng.random() < sim.crash_in_ready:
+            sim.crash_node(self)           # after the sync, before applying
+            return False
+        if rd.snapshot is not None:
+            data = rd.snapshot.data or (0, 0)
+            self.sm = SimStateMachine(*data)
+        if rd.committed is not None:
+            sm = self.sm
+            checker = sim.checker
+            wl = sim.workload
+            i = rd.committed.first_index
+            for term, payload in rd.committed.entries:
+                sm.apply(i, payload)
+                checker.on_apply(self.id, i, sm.digest)
+                wl.on_apply(self.id, i, term, payload)
+                i += 1
+        self.waiting_reads.extend(rd.read_states)
+        for ctx in rd.dropped_reads:
+            sim.workload.on_read_dropped(ctx)
+        self.node.advance(rd)
+        if self.waiting_reads:
+            self._serve_reads(sim)
+        self._maybe_snapshot()
         return True
 
     def _serve_reads(self, sim) -> None:

@@ -78,6 +78,8 @@ class Simulation:
         # Per Ready, the chance of a crash inside the runtime's handling of it (torn writes).
         self.crash_in_ready = (self.rng.choice((0.001, 0.005, 0.02))
                                if "torn" in cfg.faults else 0.0)
+        # Up to how many ticks an fsync may take (0: every Ready synced at once).
+        self.sync_delay = self.rng.choice((0, 1, 3)) if "delay" in cfg.faults else 0
         self.restart_at: dict[int, int] = {}
         node_rng = random.Random(f"{seed}/nodes")
         self.nodes: dict[int, SimNode] = {}
