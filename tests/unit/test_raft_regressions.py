@@ -1,0 +1,98 @@
+"""Engine bugs the simulator found, each pinned by a small deterministic scenario.
+
+1. Lost appends with a full in-flight window (sim seed 185, 5 nodes): a follower in REPLICATE
+   whose appends were all lost kept a full window forever; heartbeats answered but nothing
+   was re-sent. Fix: a heartbeat answer frees one slot, the next append is rejected, and the
+   follower drops to PROBE (raft.py, HEARTBEAT_RESP).
+2. Conflict hint (0, 0) ignored (sim seed 863, 5 nodes): a follower with an empty log answers
+   a rejected append with hint index 0, term 0; the leader treated (0, 0) as "no hint" and
+   walked back one index per round trip. Fix: the hint is always used.
+"""
+
+import random
+
+from fastraft.raft import LEADER, MsgType, RaftConfig, RaftLog, RawNode
+from fastraft.raft.log import initial_snapshot
+
+
+class Net:
+    """Three RawNodes, delivery by hand, synchronous persistence (apply after persist)."""
+
+    def __init__(self, n=3, **cfg):
+        ids = list(range(1, n + 1))
+        self.nodes = {i: RawNode(RaftConfig(i, ids, **cfg), random.Random(i)) for i in ids}
+        self.queue = []
+        self.drop = lambda m: False
+        self.log = []
+
+    def pump(self):
+        for _ in range(10_000):
+            for n in self.nodes.values():
+                while n.has_ready():
+                    rd = n.ready()
+                    self.queue.extend(rd.messages)
+                    self.queue.extend(rd.persisted_messages)
+                    n.advance(rd)
+            if not self.queue:
+                return
+            q, self.queue = self.queue, []
+            for m in q:
+                self.log.append(m)
+                if not self.drop(m):
+                    self.nodes[m.to].step(m)
+        raise AssertionError("did not settle")
+
+    def tick(self, times=1):
+        for _ in range(times):
+            for n in self.nodes.values():
+                n.tick()
+            self.pump()
+
+    def elect(self, nid):
+        self.nodes[nid].campaign()
+        self.pump()
+        assert self.nodes[nid].raft.role == LEADER
+
+
+def test_lost_appends_with_a_full_window_recover_on_heartbeats():
+    net = Net(max_inflight_msgs=2, heartbeat_tick=1, election_tick=10)
+    net.elect(1)
+    lead = net.nodes[1]
+    net.drop = lambda m: m.to == 3 and m.type == MsgType.APP
+    for k in range(6):
+        lead.propose([b"x%d" % k])
+        net.pump()
+    pr3 = lead.raft.prs[3]
+    assert pr3.match < lead.raft.log.last_index
+    net.drop = lambda m: False
+    net.tick(6)   # heartbeats only: the window must reopen and node 3 catch up
+    assert net.nodes[3].raft.log.last_index == lead.raft.log.last_index
+    assert lead.raft.prs[3].match == lead.raft.log.last_index
+
+
+def test_an_empty_follower_log_is_found_in_one_round_trip():
+    net = Net()
+    net.elect(1)
+    lead = net.nodes[1]
+    for k in range(30):
+        lead.propose([b"x%d" % k])
+        net.pump()
+    # Node 3 loses everything (a wiped disk): a fresh engine with an empty log, same term.
+    term = net.nodes[3].raft.term
+    ids = [1, 2, 3]
+    fresh = RawNode(RaftConfig(3, ids), random.Random(3),
+                    RaftLog(initial_snapshot(ids)))
+    fresh.raft.term = term
+    net.nodes[3] = fresh
+    # The leader's view of node 3 as a newly elected leader has it: nothing known to match.
+    pr3 = lead.raft.prs[3]
+    pr3.become_probe()
+    pr3.match = 0
+    pr3.next = lead.raft.log.last_index + 1
+    net.log.clear()
+    lead.propose([b"more"])
+    net.pump()
+    rejects = [m for m in net.log if m.type == MsgType.APP_RESP and m.frm == 3 and m.reject]
+    assert len(rejects) == 1, f"{len(rejects)} rejections before the leader found index 0"
+    assert rejects[0].hint_index == 0 and rejects[0].hint_term == 0
+    assert fresh.raft.log.last_index == lead.raft.log.last_index
