@@ -18,7 +18,8 @@ Replication states (etcd's tracker/progress.go, raft-rs's progress.rs)::
 - PROBE: the leader does not know where the follower's log matches; it sends one append at a
   time (``probe_sent``) and waits for the answer or the next heartbeat.
 - REPLICATE: the log matches up to ``match``; appends are pipelined, optimistically moving
-  ``next``, as long as the in-flight window (entries and bytes) has room.
+  ``next``, as long as the in-flight window has room: at most ``max_inflight_msgs`` append
+  messages (each of at most ``max_msg_bytes`` of payload) and ``max_inflight_bytes`` in all.
 - SNAPSHOT: the follower needs entries the leader compacted; nothing is sent until the runtime
   reports the snapshot stream done or failed.
 
@@ -81,7 +82,7 @@ class Inflights:
 
 class Progress:
     __slots__ = ("match", "next", "state", "probe_sent", "pending_snapshot", "recent_active",
-                 "inflights")
+                 "inflights", "sent_commit")
 
     def __init__(self, next_index: int, max_inflight: int, max_inflight_bytes: int) -> None:
         self.match = 0
@@ -91,6 +92,7 @@ class Progress:
         self.pending_snapshot = 0
         self.recent_active = False
         self.inflights = Inflights(max_inflight, max_inflight_bytes)
+        self.sent_commit = 0     # the highest commit index sent to this follower
 
     def __repr__(self) -> str:
         return (f"Progress(match={self.match}, next={self.next}, "

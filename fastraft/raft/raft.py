@@ -448,7 +448,10 @@ class Raft:
             if pr.state == REPLICATE and pr.inflights.full():
                 pr.inflights.free_first_one()
             if pr.match < self.log.last_index:
-                self.maybe_send_append(m.frm, pr, send_empty=False)
+                # Appends may have been lost. An append from ``next`` (empty when ``next`` is
+                # past the end) either carries what is missing or is rejected, which drops
+                # the follower back to a probe from its match (etcd does the same).
+                self.maybe_send_append(m.frm, pr)
             rr = self.read_round
             if rr is not None and m.context == rr[0]:
                 rr[3][m.frm] = True
@@ -478,9 +481,14 @@ class Raft:
             pr.inflights.free_le(m.index)
         if self.maybe_commit():
             self.bcast_append()
-        elif was_paused or pr.state == REPLICATE:
-            while self.maybe_send_append(m.frm, pr, send_empty=False):
-                pass
+        else:
+            if was_paused or pr.state == REPLICATE:
+                while self.maybe_send_append(m.frm, pr, send_empty=False):
+                    pass
+            if pr.sent_commit < min(pr.match, log.committed):
+                # The entry committed before this follower acknowledged it: tell it now
+                # rather than at the next heartbeat.
+                self.maybe_send_append(m.frm, pr)
         if m.frm == self.lead_transferee and pr.match == log.last_index:
             self.send(Message(TIMEOUT_NOW, m.frm, self.id, self.term))
 
@@ -525,6 +533,7 @@ class Raft:
             for e in entries:
                 size += len(e[1])
         pr.sent_entries(prev + n, n, size)
+        pr.sent_commit = log.committed
         self.msgs.append(Message(APP, to, self.id, self.term, log_term=prev_term, index=prev,
                                  entries=entries, commit=log.committed))
         return True
@@ -548,8 +557,11 @@ class Raft:
         for vid, pr in self.prs.items():
             if vid != self.id:
                 # Never tell a follower to commit past what it is known to match.
+                commit = min(pr.match, committed)
+                if commit > pr.sent_commit:
+                    pr.sent_commit = commit
                 self.msgs.append(Message(HEARTBEAT, vid, self.id, self.term,
-                                         commit=min(pr.match, committed), context=ctx))
+                                         commit=commit, context=ctx))
 
     # -- client-facing inputs ---------------------------------------------------------------
 

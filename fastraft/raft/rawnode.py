@@ -25,6 +25,7 @@ from __future__ import annotations
 import random
 from typing import NamedTuple
 
+from ..errors import LocalProtocolError
 from .log import RaftLog
 from .messages import EntryBatch, HardState, Message, Snapshot
 from .raft import LEADER, Raft, RaftConfig
@@ -49,12 +50,10 @@ class Ready(NamedTuple):
     read_states: list                   # linearizable reads that became safe
     dropped_reads: list                 # read contexts to answer NotLeader (leader lost)
     soft_state: SoftState | None        # leader/role changed since the last Ready
-
-    @property
-    def must_sync(self) -> bool:
-        """Whether an fsync is needed before ``persisted_messages`` may leave."""
-        return (self.entries is not None or self.snapshot is not None
-                or (self.hard_state is not None))
+    must_sync: bool                     # an fsync is needed before persisted_messages leave:
+                                        # new entries, a snapshot, or a new term or vote (a
+                                        # commit index alone may be written lazily: it is
+                                        # recovered from the leader after a crash)
 
 
 class RawNode:
@@ -64,6 +63,7 @@ class RawNode:
                          hard_state)
         self._prev_hard = self.raft.hard_state()
         self._prev_soft = SoftState(self.raft.lead, self.raft.role)
+        self._outstanding = False       # a Ready was handed out and not yet advanced
 
     # -- inputs -----------------------------------------------------------------------------
 
@@ -108,23 +108,31 @@ class RawNode:
                     or r.lead != self._prev_soft.lead or r.role != self._prev_soft.role)
 
     def ready(self) -> Ready:
+        if self._outstanding:
+            raise LocalProtocolError("ready() called again before advance() of the last Ready")
         r = self.raft
         log = r.log
         hs = r.hard_state()
-        hard = hs if hs != self._prev_hard else None
+        prev = self._prev_hard
+        hard = hs if hs != prev else None
         soft = SoftState(r.lead, r.role)
         soft_changed = soft if soft != self._prev_soft else None
+        entries = log.unstable_entries()
+        snapshot = log.pending_snapshot
         rd = Ready(
             hard_state=hard,
-            entries=log.unstable_entries(),
-            snapshot=log.pending_snapshot,
+            entries=entries,
+            snapshot=snapshot,
             messages=r.msgs,
             persisted_messages=r.msgs_after_persist,
             committed=log.next_committed(r.cfg.max_apply_bytes),
             read_states=r.read_states,
             dropped_reads=r.dropped_reads,
             soft_state=soft_changed,
+            must_sync=(entries is not None or snapshot is not None
+                       or hs.term != prev.term or hs.vote != prev.vote),
         )
+        self._outstanding = True
         r.msgs = []
         r.msgs_after_persist = []
         r.read_states = []
@@ -136,6 +144,7 @@ class RawNode:
 
     def advance(self, rd: Ready) -> None:
         """The runtime persisted, sent and applied ``rd``."""
+        self._outstanding = False
         r = self.raft
         log = r.log
         if rd.snapshot is not None:

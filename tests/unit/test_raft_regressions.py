@@ -96,3 +96,44 @@ def test_an_empty_follower_log_is_found_in_one_round_trip():
     assert len(rejects) == 1, f"{len(rejects)} rejections before the leader found index 0"
     assert rejects[0].hint_index == 0 and rejects[0].hint_term == 0
     assert fresh.raft.log.last_index == lead.raft.log.last_index
+
+
+def test_ready_twice_without_advance_is_refused():
+    """A runtime that asked twice would persist and apply the same entries twice."""
+    import pytest
+
+    from fastraft.errors import LocalProtocolError
+
+    net = Net()
+    n = net.nodes[1]
+    n.campaign()
+    rd = n.ready()
+    with pytest.raises(LocalProtocolError):
+        n.ready()
+    n.advance(rd)
+    n.ready()   # fine again after advance
+
+
+def test_a_commit_index_change_alone_needs_no_fsync():
+    """Like etcd's MustSync: term, vote, entries and snapshots need the fsync before answers
+    leave; the commit index can be written lazily (a restarted node relearns it)."""
+    from fastraft.raft import Message
+
+    net = Net()
+    net.elect(1)
+    leader, follower = net.nodes[1], net.nodes[2]
+    leader.propose([b"b"])
+    rd = leader.ready()
+    app = next(m for m in rd.messages if m.to == 2 and m.type == MsgType.APP)
+    leader.advance(rd)
+    follower.step(app)                       # the new entry, its commit not yet known
+    rd2 = follower.ready()
+    assert rd2.entries is not None and rd2.must_sync
+    follower.advance(rd2)
+    last = follower.raft.log.last_index
+    assert follower.raft.log.committed < last
+    follower.step(Message(MsgType.HEARTBEAT, 2, 1, leader.raft.term, commit=last))
+    rd3 = follower.ready()
+    assert rd3.hard_state is not None and rd3.hard_state.commit == last
+    assert rd3.entries is None and not rd3.must_sync
+    follower.advance(rd3)

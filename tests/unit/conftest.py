@@ -1,0 +1,474 @@
+"""Test harness of the sans-IO Raft engine (``fastraft.raft``), exposed through fixtures.
+
+Place in the architecture: test infrastructure for tests/unit/test_raft_*.py only; no fastraft
+module imports it. pytest runs with ``--import-mode=importlib``, so test modules cannot import
+each other or this file: everything is handed out by the ``rh`` fixture (a namespace).
+
+- ``raft_core``: runs a test once per core implementation (``core_impl`` of tests/conftest.py)
+  by pointing the engine's core names (``LogRing``, the quorum functions) at that twin for the
+  duration of the test. The engine imports them at module level, so monkeypatching the module
+  globals is enough.
+- ``rh.Node``: one RawNode with an in-memory durable store, driven the way a runtime drives
+  it (rawnode.py's loop): send ``messages``; persist snapshot, entries and hard state; only
+  then send ``persisted_messages``; install/apply; collect reads; ``advance``. While doing so
+  it checks the durability contract on every message that leaves (``DurabilityViolation``):
+  a vote request or grant only once its term and vote are durable, an append acknowledgement
+  only once the acknowledged entries are durable, nothing but leader traffic in ``messages``.
+- ``rh.Cluster``: N nodes and a FIFO network delivered by hand (``deliver``) or until quiet
+  (``stabilize``), with isolation, cut links and drop predicates. Everything is deterministic:
+  each node's ``random.Random`` is seeded from the cluster seed and the node id; no clocks.
+
+Nothing here sleeps or reads time. Entries written by helpers carry the payload
+``b"<index>@<term>"`` so equal (index, term) means equal entry across nodes.
+"""
+
+from __future__ import annotations
+
+import random
+from collections import deque
+from types import SimpleNamespace
+
+import pytest
+
+import fastraft.raft.log as raft_log_module
+import fastraft.raft.raft as raft_module
+from fastraft.raft import (
+    CANDIDATE,
+    FOLLOWER,
+    LEADER,
+    NO_NODE,
+    PRE_CANDIDATE,
+    HardState,
+    Message,
+    MsgType,
+    RaftConfig,
+    RaftLog,
+    RawNode,
+    Snapshot,
+    SnapshotMeta,
+    initial_snapshot,
+)
+from fastraft.raft.messages import LEADER_TYPES
+
+
+@pytest.fixture
+def raft_core(core_impl, monkeypatch):
+    """Point the engine at one core implementation (python twin or cython) for this test."""
+    monkeypatch.setattr(raft_log_module, "LogRing", core_impl.LogRing)
+    for name in ("joint_committed_index", "joint_vote_result", "VOTE_LOST", "VOTE_WON"):
+        monkeypatch.setattr(raft_module, name, getattr(core_impl, name))
+    return core_impl
+
+
+class DurabilityViolation(AssertionError):
+    """A message left a node before the state it depends on was durable."""
+
+
+def payload(index: int, term: int) -> bytes:
+    return f"{index}@{term}".encode()
+
+
+def entries_for(terms, start: int = 1):
+    """``(term, payload)`` pairs for consecutive indexes from ``start`` with these terms."""
+    return [(t, payload(start + k, t)) for k, t in enumerate(terms)]
+
+
+class MemStore:
+    """The durable state of one node: snapshot, entries after it, hard state. It is what
+    survives a crash (``Node.restart``)."""
+
+    def __init__(self, snapshot: Snapshot, entries=(), hard_state: HardState = HardState()):
+        self.snapshot = snapshot
+        self.entries = list(entries)
+        self.hard_state = hard_state
+        self.syncs = 0
+
+    @property
+    def snap_index(self) -> int:
+        return self.snapshot.meta.index
+
+    @property
+    def last_index(self) -> int:
+        return self.snap_index + len(self.entries)
+
+    def term(self, index: int) -> int | None:
+        if index == self.snap_index:
+            return self.snapshot.meta.term
+        if self.snap_index < index <= self.last_index:
+            return self.entries[index - self.snap_index - 1][0]
+        return None
+
+    def write_entries(self, batch) -> None:
+        assert batch.first_index > self.snap_index, (
+            f"entries from {batch.first_index} overwrite the snapshot at {self.snap_index}")
+        assert batch.first_index <= self.last_index + 1, (
+            f"gap: entries from {batch.first_index}, store ends at {self.last_index}")
+        del self.entries[batch.first_index - self.snap_index - 1:]
+        self.entries.extend(batch.entries)
+
+    def install_snapshot(self, snap: Snapshot) -> None:
+        self.snapshot = snap
+        self.entries = []
+
+    def compact(self, snap: Snapshot) -> None:
+        drop = snap.meta.index - self.snap_index
+        assert 0 <= drop <= len(self.entries)
+        self.snapshot = snap
+        del self.entries[:drop]
+
+    def load_log(self) -> RaftLog:
+        return RaftLog(self.snapshot, list(self.entries), committed=self.hard_state.commit)
+
+
+class Node:
+    """One engine plus the runtime loop around it (see the module docstring)."""
+
+    def __init__(self, cfg: RaftConfig, seed: int, store: MemStore, check: bool = True):
+        self.cfg = cfg
+        self.id = cfg.id
+        self.seed = seed
+        self.store = store
+        self.check = check
+        self.outbox: list[Message] = []
+        self.readies: list = []
+        self.read_states: list = []
+        self.dropped_reads: list = []
+        self._boot()
+
+    def _boot(self) -> None:
+        self.raw = RawNode(self.cfg, random.Random(self.seed), log=self.store.load_log(),
+                           hard_state=self.store.hard_state)
+        snap = self.store.snapshot
+        self.applied = list(snap.data) if snap.data else []   # [(index, term, payload)]
+        self.applied_index = snap.meta.index
+
+    # -- shortcuts ----------------------------------------------------------------------------
+
+    @property
+    def raft(self):
+        return self.raw.raft
+
+    @property
+    def log(self):
+        return self.raw.raft.log
+
+    @property
+    def role(self) -> int:
+        return self.raw.raft.role
+
+    @property
+    def term(self) -> int:
+        return self.raw.raft.term
+
+    def log_terms(self) -> list[int]:
+        log = self.log
+        return [log.term(i) for i in range(log.first_index, log.last_index + 1)]
+
+    def log_entries(self) -> list:
+        log = self.log
+        return log.ring.slice(log.first_index, log.last_index + 1)
+
+    def tick(self, n: int = 1) -> None:
+        for _ in range(n):
+            self.raw.tick()
+
+    def step(self, m: Message) -> None:
+        self.raw.step(m)
+
+    # -- the runtime loop ---------------------------------------------------------------------
+
+    def handle_ready(self) -> list:
+        """Process Readies until there is none; returns them. Messages go to ``outbox``."""
+        done = []
+        while self.raw.has_ready():
+            rd = self.raw.ready()
+            # 1. leader traffic may leave before our own fsync
+            for m in rd.messages:
+                if self.check:
+                    self._check_send_now(m)
+                self.outbox.append(m)
+            # 2. persist, one sync
+            if rd.snapshot is not None:
+                self.store.install_snapshot(rd.snapshot)
+            if rd.entries is not None:
+                self.store.write_entries(rd.entries)
+            if rd.hard_state is not None:
+                self.store.hard_state = rd.hard_state
+            if rd.must_sync:
+                self.store.syncs += 1
+            if self.check:
+                hs = self.store.hard_state
+                assert hs.commit <= self.store.last_index, (
+                    f"node {self.id}: durable commit {hs.commit} beyond durable log "
+                    f"{self.store.last_index}")
+            # 3. answers that depend on the durable state
+            for m in rd.persisted_messages:
+                if self.check:
+                    self._check_durable(m)
+                self.outbox.append(m)
+            # 4. install and apply
+            if rd.snapshot is not None:
+                meta = rd.snapshot.meta
+                if meta.index > self.applied_index:
+                    self.applied = list(rd.snapshot.data or ())
+                    self.applied_index = meta.index
+            if rd.committed is not None:
+                for index, term, data in rd.committed.indexed():
+                    assert index == self.applied_index + 1, (
+                        f"node {self.id}: applying {index} after {self.applied_index}")
+                    self.applied.append((index, term, data))
+                    self.applied_index = index
+            # 5. reads
+            self.read_states.extend(rd.read_states)
+            self.dropped_reads.extend(rd.dropped_reads)
+            self.raw.advance(rd)
+            self.readies.append(rd)
+            done.append(rd)
+        return done
+
+    def drain(self) -> list[Message]:
+        """Process Readies and return (and forget) every message that left."""
+        self.handle_ready()
+        out, self.outbox = self.outbox, []
+        return out
+
+    def _check_send_now(self, m: Message) -> None:
+        if m.type not in LEADER_TYPES:
+            raise DurabilityViolation(f"node {self.id}: {m.type.name} in Ready.messages: {m}")
+        if self.store.hard_state.term != m.term:
+            raise DurabilityViolation(
+                f"node {self.id}: {m.type.name} of term {m.term} sent while the durable term "
+                f"is {self.store.hard_state.term}")
+
+    def _check_durable(self, m: Message) -> None:
+        hs = self.store.hard_state
+        t = m.type
+        if t == MsgType.VOTE and (hs.term < m.term or (hs.term == m.term and hs.vote != self.id)):
+            raise DurabilityViolation(f"node {self.id}: vote request {m} before {hs} durable")
+        # A grant is safe once the vote is durable, or once a later term is (the node can
+        # then never vote in m.term again: several inputs may share one Ready).
+        if t == MsgType.VOTE_RESP and not m.reject and (
+                hs.term < m.term or (hs.term == m.term and hs.vote != m.to)):
+            raise DurabilityViolation(f"node {self.id}: vote grant {m} with durable {hs}")
+        if t == MsgType.APP_RESP and not m.reject and m.index > 0:
+            st = self.store.term(m.index)
+            if st is None and m.index > self.store.last_index:
+                raise DurabilityViolation(
+                    f"node {self.id}: acknowledges {m.index}, durable log ends at "
+                    f"{self.store.last_index}")
+            try:
+                mine = self.log.term(m.index)
+            except IndexError:
+                mine = None
+            if st is not None and mine is not None and st != mine:
+                raise DurabilityViolation(
+                    f"node {self.id}: acknowledges {m.index}@{mine}, durable has {st}")
+        if t not in (MsgType.PRE_VOTE, MsgType.PRE_VOTE_RESP) and m.term > hs.term:
+            raise DurabilityViolation(
+                f"node {self.id}: {t.name} at term {m.term}, durable term {hs.term}")
+
+    # -- crash and snapshots ------------------------------------------------------------------
+
+    def restart(self) -> None:
+        """Crash (losing everything not durable, including unsent messages) and start again
+        from the store."""
+        self.outbox = []
+        self.read_states = []
+        self.dropped_reads = []
+        self._boot()
+
+    def take_snapshot(self, index: int | None = None, keep_from: int | None = None) -> Snapshot:
+        """Snapshot the applied state at ``index`` (default: applied), compact engine and
+        store. The snapshot's data is the applied history, so installing it is checkable."""
+        if index is None:
+            index = self.applied_index
+        assert index <= self.applied_index
+        r = self.raft
+        data = tuple(e for e in self.applied if e[0] <= index)
+        snap = Snapshot(SnapshotMeta(index, self.log.term(index), r.voters, r.outgoing), data)
+        self.raw.compact(snap, keep_from)
+        self.store.compact(snap)
+        return snap
+
+
+def make_store(voters, terms=(), term: int = 0, vote: int = NO_NODE, commit: int = 0):
+    return MemStore(initial_snapshot(voters), entries_for(terms),
+                    HardState(term, vote, commit))
+
+
+class Cluster:
+    """N nodes and a hand-driven FIFO network."""
+
+    def __init__(self, n: int = 3, *, ids=None, seed: int = 0, logs=None, terms=None,
+                 check: bool = True, cfg=None, voters=None, outgoing=(), **cfg_kw):
+        """``logs``: {id: [term of entry 1, term of entry 2, ...]} pre-loaded as durable;
+        ``terms``: {id: current term} (default: the last log term); ``cfg``: {id: {overrides}}
+        per node; ``voters``/``outgoing``: the configuration (default: every node votes);
+        the other keywords go to every RaftConfig."""
+        ids = list(ids) if ids is not None else list(range(1, n + 1))
+        self.ids = ids
+        self.voters = frozenset(voters) if voters is not None else frozenset(ids)
+        self.outgoing = frozenset(outgoing)
+        self.seed = seed
+        self.nodes: dict[int, Node] = {}
+        logs = logs or {}
+        terms = terms or {}
+        cfg = cfg or {}
+        for i in ids:
+            log_terms = logs.get(i, ())
+            t = terms.get(i, log_terms[-1] if log_terms else 0)
+            kw = dict(cfg_kw)
+            kw.update(cfg.get(i, {}))
+            rc = RaftConfig(i, self.voters, outgoing=self.outgoing, **kw)
+            self.nodes[i] = Node(rc, seed * 1000 + i, make_store(self.voters, log_terms, t),
+                                 check=check)
+        self.queue: deque[Message] = deque()
+        self.isolated: set[int] = set()
+        self.cuts: set[frozenset] = set()
+        self.drop_if = None          # predicate(m) -> True to drop
+        self.report_snapshots = False   # act as the runtime's snapshot streamer
+        self.dropped: list[Message] = []
+        self.delivered: list[Message] = []
+
+    def __getitem__(self, i: int) -> Node:
+        return self.nodes[i]
+
+    # -- network ------------------------------------------------------------------------------
+
+    def isolate(self, *ids) -> None:
+        self.isolated.update(ids)
+
+    def cut(self, a: int, b: int) -> None:
+        self.cuts.add(frozenset((a, b)))
+
+    def heal(self) -> None:
+        self.isolated.clear()
+        self.cuts.clear()
+        self.drop_if = None
+
+    def blocked(self, m: Message) -> bool:
+        return (m.frm in self.isolated or m.to in self.isolated
+                or frozenset((m.frm, m.to)) in self.cuts
+                or (self.drop_if is not None and self.drop_if(m)))
+
+    def flush(self) -> None:
+        """Run every node's Ready loop and put what they sent on the network."""
+        for i in self.ids:
+            node = self.nodes[i]
+            node.handle_ready()
+            self.queue.extend(node.outbox)
+            node.outbox = []
+
+    def take(self, pred=None) -> list[Message]:
+        """Remove and return the queued messages matching ``pred`` (all by default)."""
+        self.flush()
+        keep, out = deque(), []
+        for m in self.queue:
+            (out if pred is None or pred(m) else keep).append(m)
+        self.queue = keep
+        return out
+
+    def peek(self, pred=None) -> list[Message]:
+        self.flush()
+        return [m for m in self.queue if pred is None or pred(m)]
+
+    def send(self, m: Message) -> None:
+        """Deliver one message now (subject to the filters)."""
+        if self.blocked(m):
+            self.dropped.append(m)
+            if self.report_snapshots and m.type == MsgType.SNAP:
+                self.nodes[m.frm].raw.report_snapshot(m.to, False)
+            return
+        self.delivered.append(m)
+        self.nodes[m.to].step(m)
+        if self.report_snapshots and m.type == MsgType.SNAP:
+            self.nodes[m.frm].raw.report_snapshot(m.to, True)
+
+    def deliver(self, pred=None) -> int:
+        """Deliver the queued messages matching ``pred`` once (no new ones). Returns the
+        number delivered or dropped."""
+        msgs = self.take(pred)
+        for m in msgs:
+            self.send(m)
+        self.flush()
+        return len(msgs)
+
+    def stabilize(self, max_rounds: int = 1000) -> None:
+        for _ in range(max_rounds):
+            self.flush()
+            if not self.queue:
+                return
+            msgs, self.queue = self.queue, deque()
+            for m in msgs:
+                self.send(m)
+        raise AssertionError(f"network not quiet after {max_rounds} rounds")
+
+    # -- time and roles -----------------------------------------------------------------------
+
+    def tick(self, n: int = 1, ids=None) -> None:
+        """``n`` rounds of: tick every node (or ``ids``), then stabilize."""
+        for _ in range(n):
+            for i in (ids if ids is not None else self.ids):
+                self.nodes[i].tick()
+            self.stabilize()
+
+    def tick_until(self, cond, max_ticks: int = 1000, ids=None) -> int:
+        for k in range(max_ticks):
+            if cond():
+                return k
+            self.tick(1, ids)
+        assert cond(), f"condition not met after {max_ticks} ticks"
+        return max_ticks
+
+    def leaders(self) -> list[int]:
+        return [i for i in self.ids if self.nodes[i].role == LEADER]
+
+    def leader(self) -> int | None:
+        """The leader of the highest term that has one."""
+        best = None
+        for i in self.leaders():
+            if best is None or self.nodes[i].term > self.nodes[best].term:
+                best = i
+        return best
+
+    def elect(self, i: int) -> Node:
+        self.nodes[i].raw.campaign()
+        self.stabilize()
+        assert self.nodes[i].role == LEADER, f"node {i} did not win: {self.nodes[i].raft!r}"
+        return self.nodes[i]
+
+    def propose(self, i: int, *payloads: bytes) -> tuple[int, int]:
+        res = self.nodes[i].raw.propose(list(payloads))
+        return res
+
+    def committed(self, i: int) -> int:
+        return self.nodes[i].log.committed
+
+    # -- whole-cluster checks -----------------------------------------------------------------
+
+    def check_safety(self) -> None:
+        """State machine safety: applied histories are prefixes of one another; leaders are
+        unique per term."""
+        hist = sorted((self.nodes[i].applied for i in self.ids), key=len)
+        for a, b in zip(hist, hist[1:]):
+            assert b[:len(a)] == a, f"diverging applied histories:\n{a}\n{b}"
+        by_term = {}
+        for i in self.leaders():
+            t = self.nodes[i].term
+            assert t not in by_term, f"two leaders in term {t}: {by_term[t]} and {i}"
+            by_term[t] = i
+
+
+def msg(type_, to, frm, term, **kw) -> Message:
+    return Message(MsgType(type_), to, frm, term, **kw)
+
+
+@pytest.fixture
+def rh(raft_core):
+    """The Raft harness (see the module docstring), bound to one core implementation."""
+    return SimpleNamespace(
+        Cluster=Cluster, Node=Node, MemStore=MemStore, make_store=make_store, msg=msg,
+        entries_for=entries_for, payload=payload, DurabilityViolation=DurabilityViolation,
+        M=MsgType, FOLLOWER=FOLLOWER, PRE_CANDIDATE=PRE_CANDIDATE, CANDIDATE=CANDIDATE,
+        LEADER=LEADER, NO_NODE=NO_NODE, core=raft_core,
+    )
