@@ -149,6 +149,41 @@ cdef uint32_t _crc32(uint32_t crc, const uint8_t* p, size_t n) noexcept nogil:
 DEF C_MIN_CAPACITY = 16
 MIN_CAPACITY = C_MIN_CAPACITY
 
+cdef object _check_positions(object offset, object offset_term):
+    """Constructor and reset() arguments, checked with the twin's errors in the twin's order
+    (rare calls: Python comparisons are fine here)."""
+    if offset < 0 or offset_term < 0:
+        raise ValueError("offset and offset_term must be >= 0")
+    if offset > C_MAX_INDEX or offset_term > C_MAX_INDEX:
+        raise OverflowError("offset or offset_term does not fit in 63 bits")
+
+
+cdef int64_t _as_term(object term, int64_t last) except? -1:
+    """A term to append after ``last``: the twin's checks in the twin's order (decreasing
+    term: ValueError, then too big: OverflowError)."""
+    cdef int64_t t
+    try:
+        t = term
+    except OverflowError:
+        if term < 0:
+            raise ValueError(f"term {term} is below the last term {last}") from None
+        raise OverflowError("term does not fit in 63 bits") from None
+    if t < last:
+        raise ValueError(f"term {t} is below the last term {last}")
+    return t
+
+
+def _range_error_py(index, lowest, offset, last):
+    """The twin's LogRing._range_error for bounds that do not fit in 64 bits."""
+    if index < -C_MAX_INDEX - 1:
+        return OverflowError(f"index {index} does not fit in 64 bits")
+    if index < lowest:
+        return CompactedError(f"index {index} is compacted: the log starts after index {offset}")
+    if index > C_MAX_INDEX:
+        return OverflowError(f"index {index} does not fit in 63 bits")
+    return UnavailableError(f"index {index} is beyond the last index {last}")
+
+
 ctypedef struct Slot:
     int64_t term
     PyObject* payload       # an owned reference to a bytes object, or NULL when unused
@@ -219,9 +254,10 @@ cdef class LogRing:
     cdef int64_t _offset_term
     cdef Py_ssize_t _nbytes     # sum of PyBytes_GET_SIZE over the retained payloads
 
-    def __cinit__(self, int64_t offset=0, int64_t offset_term=0, Py_ssize_t capacity=C_MIN_CAPACITY):
-        if offset < 0 or offset_term < 0:
-            raise ValueError("offset and offset_term must be >= 0")
+    def __cinit__(self, offset=0, offset_term=0, Py_ssize_t capacity=C_MIN_CAPACITY):
+        _check_positions(offset, offset_term)
+        cdef int64_t off = offset
+        cdef int64_t off_term = offset_term
         cdef Py_ssize_t cap = C_MIN_CAPACITY
         while cap < capacity:
             cap <<= 1
@@ -231,8 +267,8 @@ cdef class LogRing:
         self._mask = cap - 1
         self._head = 0
         self._len = 0
-        self._offset = offset
-        self._offset_term = offset_term
+        self._offset = off
+        self._offset_term = off_term
         self._nbytes = 0
 
     def __dealloc__(self):
@@ -290,8 +326,10 @@ cdef class LogRing:
             self._resize(new_cap)
         return 0
 
-    cdef object _range_error(self, int64_t index, int64_t lowest):
-        if index < lowest:
+    cdef object _range_error(self, int64_t index, bint below):
+        # ``below``: the index is under the retained range (decided by the caller, which
+        # compares without computing offset + 1, so nothing wraps at the top of int64).
+        if below:
             return CompactedError(
                 f"index {index} is compacted: the log starts after index {self._offset}")
         return UnavailableError(
@@ -314,7 +352,7 @@ cdef class LogRing:
 
     @property
     def first_index(self):
-        return self._offset + 1
+        return (<object>self._offset) + 1    # exact even at offset == MAX_INDEX (no wrap)
 
     @property
     def last_index(self):
@@ -348,27 +386,33 @@ cdef class LogRing:
             return self._slots[(self._head + (index - self._offset - 1)) & self._mask].term
         if index == self._offset:
             return self._offset_term
-        raise self._range_error(index, self._offset)
+        raise self._range_error(index, index < self._offset)
 
     def payload(self, int64_t index):
         if index > self._offset and index <= self._offset + self._len:
             return <object>self._slots[(self._head + (index - self._offset - 1)) & self._mask].payload
-        raise self._range_error(index, self._offset + 1)
+        raise self._range_error(index, index <= self._offset)
 
     def entry(self, int64_t index):
         cdef Slot* s
         if index > self._offset and index <= self._offset + self._len:
             s = &self._slots[(self._head + (index - self._offset - 1)) & self._mask]
             return (s.term, <object>s.payload)
-        raise self._range_error(index, self._offset + 1)
+        raise self._range_error(index, index <= self._offset)
 
-    def slice(self, int64_t lo, int64_t hi, max_bytes=None):
+    def slice(self, lo_obj, hi_obj, max_bytes=None):
+        cdef int64_t lo, hi
+        try:
+            lo = lo_obj
+            hi = hi_obj
+        except OverflowError:
+            return self._slice_huge(lo_obj, hi_obj)
         if lo > hi:
             raise ValueError(f"slice bounds reversed: lo={lo} > hi={hi}")
         if lo <= self._offset:
-            raise self._range_error(lo, self._offset + 1)
-        if hi > self._offset + self._len + 1:
-            raise self._range_error(hi - 1, self._offset + 1)
+            raise self._range_error(lo, True)
+        if hi - 1 > self._offset + self._len:        # (offset + len + 1 could wrap)
+            raise self._range_error(hi - 1, False)
         cdef Py_ssize_t n = <Py_ssize_t>(hi - lo)
         cdef Py_ssize_t start = (self._head + (lo - self._offset - 1)) & self._mask
         cdef Py_ssize_t slot, k
@@ -387,14 +431,26 @@ cdef class LogRing:
         # Second pass: build the list (in C, see _fr_pairs above).
         return _fr_pairs(self._slots, self._mask, start, n)
 
+    def _slice_huge(self, lo, hi):
+        """slice() with a bound beyond 64 bits: the twin's checks with Python ints."""
+        first = (<object>self._offset) + 1
+        last = (<object>self._offset) + self._len
+        if lo > hi:
+            raise ValueError(f"slice bounds reversed: lo={lo} > hi={hi}")
+        if lo <= self._offset:
+            raise _range_error_py(lo, first, self._offset, last)
+        if hi > last + 1:
+            raise _range_error_py(hi - 1, first, self._offset, last)
+        return []
+
     # -- mutation ---------------------------------------------------------------------------
 
-    def append(self, int64_t term, payload):
+    def append(self, term_obj, payload):
         if not PyBytes_Check(payload):
             raise TypeError(f"payload must be bytes, not {type(payload).__name__}")
-        cdef int64_t last = self._last_term()
-        if term < last:
-            raise ValueError(f"term {term} is below the last term {last}")
+        cdef int64_t term = _as_term(term_obj, self._last_term())
+        if self._offset + self._len >= C_MAX_INDEX:
+            raise OverflowError("the log is at the last index that fits in 63 bits")
         if self._len > self._mask:
             self._resize((self._mask + 1) * 2)
         cdef Slot* s = &self._slots[(self._head + self._len) & self._mask]
@@ -410,16 +466,16 @@ cdef class LogRing:
         cdef Py_ssize_t k
         cdef int64_t last = self._last_term()
         cdef int64_t term
-        cdef object e, payload
+        cdef object e, payload, term_obj
         # Pass 1 validates everything, so a bad entry leaves the ring untouched.
         for k in range(n):
             e = items[k]
-            term, payload = e
+            term_obj, payload = e
             if not PyBytes_Check(payload):
                 raise TypeError(f"payload must be bytes, not {type(payload).__name__}")
-            if term < last:
-                raise ValueError(f"term {term} is below the previous term {last}")
-            last = term
+            last = _as_term(term_obj, last)
+        if n > C_MAX_INDEX - self._offset - self._len:
+            raise OverflowError("the batch would pass the last index that fits in 63 bits")
         self._reserve(self._len + n)
         cdef Py_ssize_t slot = (self._head + self._len) & self._mask
         cdef Py_ssize_t size = 0
@@ -434,18 +490,18 @@ cdef class LogRing:
         self._len += n
         self._nbytes += size
 
-    def extend_term(self, int64_t term, payloads):
+    def extend_term(self, term_obj, payloads):
         cdef list items = payloads if type(payloads) is list else list(payloads)
         cdef Py_ssize_t n = len(items)
         cdef Py_ssize_t k
-        cdef int64_t last = self._last_term()
+        cdef int64_t term = _as_term(term_obj, self._last_term())
         cdef object p
-        if term < last:
-            raise ValueError(f"term {term} is below the last term {last}")
         for k in range(n):
             p = items[k]
             if not PyBytes_Check(p):
                 raise TypeError(f"payload must be bytes, not {type(p).__name__}")
+        if n > C_MAX_INDEX - self._offset - self._len:
+            raise OverflowError("the batch would pass the last index that fits in 63 bits")
         self._reserve(self._len + n)
         cdef Py_ssize_t slot = (self._head + self._len) & self._mask
         cdef Py_ssize_t size = 0
@@ -459,11 +515,21 @@ cdef class LogRing:
         self._len += n
         self._nbytes += size
 
-    def truncate_from(self, int64_t index):
+    def truncate_from(self, index_obj):
+        cdef int64_t index
+        try:
+            index = index_obj
+        except OverflowError:
+            # Only last_index + 1 == 2**63 is valid here (removes nothing); the rest errs
+            # exactly as in the twin.
+            if index_obj == (<object>self._offset) + self._len + 1:
+                return 0
+            raise _range_error_py(index_obj, (<object>self._offset) + 1, self._offset,
+                                  (<object>self._offset) + self._len) from None
         if index <= self._offset:
-            raise self._range_error(index, self._offset + 1)
-        if index > self._offset + self._len + 1:
-            raise self._range_error(index, self._offset + 1)
+            raise self._range_error(index, True)
+        if index - 1 > self._offset + self._len:     # (offset + len + 1 could wrap)
+            raise self._range_error(index, False)
         cdef Py_ssize_t keep = <Py_ssize_t>(index - self._offset - 1)
         cdef Py_ssize_t removed = self._len - keep
         self._nbytes -= self._release((self._head + keep) & self._mask, removed)
@@ -473,9 +539,9 @@ cdef class LogRing:
 
     def compact(self, int64_t index):
         if index < self._offset:
-            raise self._range_error(index, self._offset)
+            raise self._range_error(index, index < self._offset)
         if index > self._offset + self._len:
-            raise self._range_error(index, self._offset)
+            raise self._range_error(index, index < self._offset)
         cdef Py_ssize_t n = <Py_ssize_t>(index - self._offset)
         if n == 0:
             return 0
@@ -488,9 +554,10 @@ cdef class LogRing:
         self._maybe_shrink()
         return n
 
-    def reset(self, int64_t offset, int64_t offset_term):
-        if offset < 0 or offset_term < 0:
-            raise ValueError("offset and offset_term must be >= 0")
+    def reset(self, offset_obj, offset_term_obj):
+        _check_positions(offset_obj, offset_term_obj)
+        cdef int64_t offset = offset_obj
+        cdef int64_t offset_term = offset_term_obj
         cdef Slot* fresh = <Slot*>PyMem_Malloc(C_MIN_CAPACITY * sizeof(Slot))
         if fresh == NULL:
             raise MemoryError()
@@ -688,7 +755,11 @@ cdef inline void _write_record(uint8_t* p, const RecordSpec* r) noexcept nogil:
 cdef int _spec(RecordSpec* r, object rtype, object index, object term, object payload) except -1:
     if not PyBytes_Check(payload):
         raise TypeError(f"payload must be bytes, not {type(payload).__name__}")
-    cdef long t = rtype
+    cdef long t
+    try:
+        t = rtype
+    except OverflowError:
+        raise ValueError(f"record type {rtype} is outside 1..255") from None
     if t <= 0 or t >= 256:
         raise ValueError(f"record type {t} is outside 1..255")
     r.rtype = <uint8_t>t

@@ -263,6 +263,8 @@ class LogRing:
             raise ValueError(f"term {term} is below the last term {self.last_term}")
         if term > MAX_INDEX:
             raise OverflowError("term does not fit in 63 bits")
+        if self._offset + self._len >= MAX_INDEX:
+            raise OverflowError("the log is at the last index that fits in 63 bits")
         if self._len > self._mask:
             self._resize((self._mask + 1) * 2)
         slot = (self._head + self._len) & self._mask
@@ -302,6 +304,8 @@ class LogRing:
 
     def _extend_checked(self, terms, payloads) -> None:
         n = len(payloads)
+        if n > MAX_INDEX - self._offset - self._len:
+            raise OverflowError("the batch would pass the last index that fits in 63 bits")
         need = self._len + n
         cap = self._mask + 1
         if need > cap:
