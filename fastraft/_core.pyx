@@ -406,14 +406,17 @@ cdef class LogRing:
             lo = lo_obj
             hi = hi_obj
         except OverflowError:
-            return self._slice_huge(lo_obj, hi_obj)
+            return self._slice_huge(lo_obj, hi_obj, max_bytes)
         if lo > hi:
             raise ValueError(f"slice bounds reversed: lo={lo} > hi={hi}")
         if lo <= self._offset:
             raise self._range_error(lo, True)
         if hi - 1 > self._offset + self._len:        # (offset + len + 1 could wrap)
             raise self._range_error(hi - 1, False)
-        cdef Py_ssize_t n = <Py_ssize_t>(hi - lo)
+        return self._slice(lo, <Py_ssize_t>(hi - lo), max_bytes)
+
+    cdef list _slice(self, int64_t lo, Py_ssize_t n, object max_bytes):
+        """``n`` entries from ``lo`` (already checked to be inside the log)."""
         cdef Py_ssize_t start = (self._head + (lo - self._offset - 1)) & self._mask
         cdef Py_ssize_t slot, k
         cdef int64_t budget, size
@@ -431,8 +434,9 @@ cdef class LogRing:
         # Second pass: build the list (in C, see _fr_pairs above).
         return _fr_pairs(self._slots, self._mask, start, n)
 
-    def _slice_huge(self, lo, hi):
-        """slice() with a bound beyond 64 bits: the twin's checks with Python ints."""
+    def _slice_huge(self, lo, hi, max_bytes):
+        """slice() with a bound beyond int64 (hi == 2**63 is valid when the log ends at
+        MAX_INDEX): the twin's checks with Python ints, then the ordinary path."""
         first = (<object>self._offset) + 1
         last = (<object>self._offset) + self._len
         if lo > hi:
@@ -441,7 +445,9 @@ cdef class LogRing:
             raise _range_error_py(lo, first, self._offset, last)
         if hi > last + 1:
             raise _range_error_py(hi - 1, first, self._offset, last)
-        return []
+        if lo == hi:
+            return []     # lo may itself be 2**63 here
+        return self._slice(lo, hi - lo, max_bytes)
 
     # -- mutation ---------------------------------------------------------------------------
 
@@ -610,8 +616,15 @@ cdef int64_t _committed(object matches) except -2:
         if a == NULL:
             raise MemoryError()
     try:
-        for i in range(n):
-            a[i] = seq[i]
+        try:
+            for i in range(n):
+                a[i] = seq[i]
+        except OverflowError:
+            # A value beyond int64: decide as the twin does (any negative: ValueError first).
+            s = sorted(seq)
+            if s[0] < 0:
+                raise ValueError(f"negative match index {s[0]}") from None
+            raise OverflowError("match index does not fit in 63 bits") from None
         if n <= STACK_VOTERS:
             # Insertion sort: for a handful of voters it beats qsort's call overhead.
             for i in range(1, n):
@@ -835,6 +848,8 @@ def decode_records(buf, Py_ssize_t offset=0, Py_ssize_t max_record_size=DEFAULT_
     try:
         if offset < 0 or offset > n:
             raise ValueError(f"offset {offset} outside the buffer of {n} bytes")
+        if max_record_size < 0:
+            raise ValueError("max_record_size must be >= 0")
         # Every access below stays inside [pos, n): the header only once n - pos >= 32, the
         # payload only once stop <= n.
         while pos < n:

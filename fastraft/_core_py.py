@@ -14,9 +14,12 @@ What lives here (the hot, IO-free code of fastraft):
 3. The WAL record codec: ``encode_record(s)``, ``decode_records`` and the segment header.
 4. The frame codec: ``encode_frame(s)`` and ``FrameDecoder``.
 
-Domain of numbers: indexes and terms are ints in [0, 2**63). A negative index passed to a
+Domain of inputs: indexes and terms are ints in [0, 2**63). A negative index passed to a
 lookup is simply "below the log" (CompactedError); numbers that do not fit raise
-OverflowError, as the extension's C conversions do.
+OverflowError, as the extension's C conversions do. Buffers are C-contiguous bytes-like
+objects; sizes and budgets are non-negative ints below 2**63. Outside that domain the two
+implementations may raise different exceptions (tests/unit/test_twins_agree.py pins the
+domain they share).
 """
 
 from __future__ import annotations
@@ -200,7 +203,8 @@ class LogRing:
     def slice(self, lo: int, hi: int, max_bytes: int | None = None) -> list[tuple[int, bytes]]:
         """Entries ``lo .. hi-1`` as ``(term, payload)`` pairs, stopping before the payload
         total would pass ``max_bytes``; the first entry is always included (etcd's rule, so
-        one oversized entry still replicates). ``lo == hi`` gives an empty list."""
+        one oversized entry still replicates). ``lo == hi`` (both within
+        ``first_index .. last_index + 1``) gives an empty list."""
         if lo > hi:
             raise ValueError(f"slice bounds reversed: lo={lo} > hi={hi}")
         if lo <= self._offset:
@@ -587,6 +591,8 @@ def decode_records(buf, offset: int = 0, max_record_size: int = DEFAULT_MAX_RECO
     n = len(mv)
     if offset < 0 or offset > n:
         raise ValueError(f"offset {offset} outside the buffer of {n} bytes")
+    if max_record_size < 0:
+        raise ValueError("max_record_size must be >= 0")
     pos = offset
     records = []
     unpack = _REC_FULL.unpack_from
@@ -652,7 +658,8 @@ class FrameDecoder:
     """Splits a byte stream into frames: ``feed(data)`` returns the frames completed by
     ``data`` and keeps the remainder. A length over ``max_frame_size`` raises FrameTooLarge;
     the decoder is then dead (the connection must be closed) and any further ``feed``
-    raises LocalProtocolError."""
+    raises LocalProtocolError. Frames completed earlier in the same ``feed`` call as the
+    oversized one are discarded with it: the connection is being closed anyway."""
 
     __slots__ = ("_buf", "_max", "_failed")
 
