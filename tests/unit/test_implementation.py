@@ -35,14 +35,16 @@ def test_environment_variable_forces_the_twin_at_import():
     env = dict(os.environ, FASTRAFT_NO_EXTENSIONS="1")
     out = subprocess.run(
         [sys.executable, "-c", "import fastraft.core as c; print(c.IMPLEMENTATION)"],
-        env=env, capture_output=True, text=True, check=True)
+        env=env, capture_output=True, text=True, check=True, cwd=os.path.dirname(__file__))
     assert out.stdout.strip() == "python"
 
 
-def test_cli_version_and_info():
-    out = subprocess.run([sys.executable, "-m", "fastraft", "--version"],
+def test_cli_version_and_info(tmp_path):
+    # Run outside the checkout: `python -m` puts the working directory first on sys.path,
+    # and the bare sources there (without the compiled core) would shadow the install.
+    out = subprocess.run([sys.executable, "-m", "fastraft", "--version"], cwd=tmp_path,
                          capture_output=True, text=True, check=True)
     assert out.stdout.strip() == f"fastraft {fastraft.__version__}"
-    out = subprocess.run([sys.executable, "-m", "fastraft", "info", "--json"],
+    out = subprocess.run([sys.executable, "-m", "fastraft", "info", "--json"], cwd=tmp_path,
                          capture_output=True, text=True, check=True)
     assert f'"core": "{core.IMPLEMENTATION}"' in out.stdout
