@@ -41,7 +41,7 @@ current role's handlers (etcd's stepLeader/stepCandidate/stepFollower).
 from __future__ import annotations
 
 import random
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from ..core import VOTE_LOST, VOTE_WON, joint_committed_index, joint_vote_result
 from ..errors import Busy, CompactedError, LocalProtocolError, NotLeader
@@ -92,7 +92,6 @@ class RaftConfig:
     max_msg_bytes: int = 1 << 20          # payload bytes per append message (>= 1 entry)
     max_uncommitted: int = 8192           # leader's appended-but-uncommitted entries: Busy
     max_apply_bytes: int = 64 << 20       # committed payload bytes handed out per Ready
-    extra: dict = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         self.voters = frozenset(self.voters)

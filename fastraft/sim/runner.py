@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import random
 import traceback
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from ..errors import Busy, NotLeader
 from ..raft import LEADER, MsgType, RaftConfig
@@ -52,7 +52,6 @@ class SimConfig:
     propose_rate: float = 0.4
     read_rate: float = 0.2
     max_inflight_msgs: int = 8
-    extra: dict = field(default_factory=dict)
 
 
 def replay_command(cfg: SimConfig) -> str:
