@@ -7,6 +7,9 @@
 2. Conflict hint (0, 0) ignored (sim seed 863, 5 nodes): a follower with an empty log answers
    a rejected append with hint index 0, term 0; the leader treated (0, 0) as "no hint" and
    walked back one index per round trip. Fix: the hint is always used.
+
+Plus two Ready-contract points raised while testing the engine: a second ready() before
+advance() is refused, and a commit-index change alone does not demand an fsync.
 """
 
 import random
