@@ -12,6 +12,7 @@ leadership-lost distinction)::
     ├── RemoteProtocolError         a peer or client sent something invalid
     │   └── FrameTooLarge           a frame's length prefix is over the configured limit
     ├── CorruptRecordError          (also ValueError) a WAL record or file failed its checks
+    ├── StorageError                a write or fsync failed: the store refuses every later call
     ├── LogError                    (also IndexError) an index outside the retained log
     │   ├── CompactedError          ... below the first retained index (compacted away)
     │   └── UnavailableError        ... above the last index (not there yet)
@@ -37,6 +38,7 @@ __all__ = [
     "RemoteProtocolError",
     "FrameTooLarge",
     "CorruptRecordError",
+    "StorageError",
     "LogError",
     "CompactedError",
     "UnavailableError",
@@ -76,6 +78,12 @@ class FrameTooLarge(RemoteProtocolError):
 
 class CorruptRecordError(FastraftError, ValueError):
     """A WAL record, segment header or durable file failed its format or checksum checks."""
+
+
+class StorageError(FastraftError):
+    """A write or fsync of durable state failed (disk full, IO error). The store that raised
+    it is failed for good: it refuses every later call, so nothing that is not durable can be
+    acknowledged; the node must stop and recover from what is on disk."""
 
 
 class LogError(FastraftError, IndexError):

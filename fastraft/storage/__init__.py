@@ -1,0 +1,17 @@
+"""fastraft.storage: the durable Raft log, hard state and snapshot marks behind one interface.
+
+Place in the architecture: below the runtime (server), beside the state machine and the
+transport. It imports the core (``fastraft.core``: the WAL record codec and the log ring), the
+errors and the plain message types of ``fastraft.raft.messages`` — never the engine's logic,
+never msgpack.
+
+Modules: ``base`` (the ``LogStore`` protocol and ``RecoveredState``), ``wal`` (the default
+backend: segment files of checksummed records, recovery, ``repair``), ``memory`` (an in-memory
+``LogStore`` with the same semantics, for tests and the simulator; nothing is durable).
+"""
+
+from .base import LogStore, RecoveredState
+from .memory import MemoryStore
+from .wal import WalStore, recover, repair
+
+__all__ = ["LogStore", "RecoveredState", "WalStore", "MemoryStore", "recover", "repair"]

@@ -1,0 +1,726 @@
+"""The write-ahead log backend: segment files of core-codec records, recovery and repair.
+
+Place in the architecture: the default backend of ``fastraft.storage`` (the ``LogStore``
+protocol of ``base.py``), used by the runtime. It does the IO; the byte layout of records and
+segment headers is the core's (``fastraft.core``: ``encode_records`` / ``decode_records``),
+the message types are ``fastraft.raft.messages``; it never imports the engine's logic and
+never msgpack. All of the durable log's logic lives in this module.
+
+Files: a directory of segments ``wal-<16 hex seq>-<16 hex index>.log`` (``seq`` counts from 0
+and orders the segments; ``index`` is the first index the segment was opened for, for
+operators only). Each segment is the core segment header, then records::
+
+    ENTRY       index/term of the entry, payload = the entry's payload
+    HARD_STATE  index = commit, term = term; payload = <QQQ term, vote, commit
+    TRUNCATE    index = i: "the log after index i is cancelled" (files are never rewritten)
+    SNAPSHOT    index/term of the snapshot mark; payload = <BII flags, #voters, #outgoing,
+                then the voter and outgoing ids as <Q. Flag KEEP: the log held the mark's
+                entry when it was saved and its entries were kept (else the log was reset)
+
+A new segment starts (written as ``.tmp``, fsynced, renamed, directory fsynced) with a copy of
+the current snapshot mark and hard state, so deleting older segments never loses them.
+Writes go to the open segment with ``os.write`` on an O_APPEND descriptor; ``sync()`` is one
+``os.fsync`` of it. A segment that passed ``segment_size`` is fsynced and closed before the
+next write opens a new one.
+
+Recovery replays every segment in order: the state is the entries written and not cancelled
+by a later truncation marker or snapshot reset, the last hard state and the last snapshot
+mark; the restarted log starts right after the mark. A torn tail of the LAST segment (a crash
+in mid-write) is cut off there. Anything else — a bad checksum anywhere, a torn record before
+the last segment, a bad segment header, a missing segment, records that contradict each other
+— raises CorruptRecordError naming the file and the byte offset, and ``repair`` (an explicit
+operator action, never automatic) truncates the WAL at that point.
+
+``compact(index)`` syncs, then deletes the oldest segments while every entry ever written in
+them is at or below ``index`` (never the open one), then fsyncs the directory. So every record
+about an index above the final snapshot mark is still there, and the replay may be lenient
+below it only. The replay rules, record by record (anything else is damage):
+
+    ENTRY i      i == last + 1: appended. i > last + 1 (a gap) only if i - 1 <= the final
+                 mark (entries deleted by compaction): the log restarts after i - 1.
+                 i <= last (no truncation marker) or i <= the current mark: damage.
+    TRUNCATE i   the log after i is dropped (i below the current mark: damage).
+    SNAPSHOT     KEEP and within the log: kept (its term must match where known); otherwise
+                 (a reset, or the first mark copy of a compacted WAL) the log restarts after it.
+    HARD_STATE   the last one wins.
+
+The restarted log is the one after the final mark; its terms must not decrease.
+
+A failed write or fsync (ENOSPC, EIO, ...) marks the store failed: it cuts the open segment
+back to its last synced length (best effort, so a reopen does not resurrect data that the
+kernel may yet lose), raises StorageError, and refuses every later call.
+"""
+
+from __future__ import annotations
+
+import os
+import struct
+from enum import IntEnum
+from typing import NamedTuple
+
+from ..core import (
+    DEFAULT_MAX_RECORD_SIZE,
+    RECORD_HEADER_SIZE,
+    SEGMENT_HEADER_SIZE,
+    WAL_CORRUPT,
+    WAL_TORN,
+    LogRing,
+    decode_records,
+    decode_segment_header,
+    encode_records,
+    encode_segment_header,
+)
+from ..errors import CorruptRecordError, LocalProtocolError, StorageError
+from ..raft.messages import EntryBatch, HardState, SnapshotMeta
+from .base import RecoveredState
+
+__all__ = ["RecordType", "WalStore", "recover", "repair", "scan", "ScannedRecord",
+           "ScannedSegment", "segment_name", "parse_segment_name", "DEFAULT_SEGMENT_SIZE",
+           "SNAP_KEEP"]
+
+
+class RecordType(IntEnum):
+    """WAL record types (the core record's type byte). Append only: never renumber."""
+
+    ENTRY = 1
+    HARD_STATE = 2
+    TRUNCATE = 3
+    SNAPSHOT = 4
+
+
+ENTRY = RecordType.ENTRY.value
+HARD_STATE = RecordType.HARD_STATE.value
+TRUNCATE = RecordType.TRUNCATE.value
+SNAPSHOT = RecordType.SNAPSHOT.value
+_TYPE_CODES = frozenset(t.value for t in RecordType)
+
+DEFAULT_SEGMENT_SIZE = 64 * 1024 * 1024
+SNAP_KEEP = 1
+
+_HS = struct.Struct("<QQQ")
+_SNAP_HEAD = struct.Struct("<BII")
+_SEG_PREFIX = "wal-"
+_SEG_SUFFIX = ".log"
+
+
+# -- payloads and names ------------------------------------------------------------------------
+
+def encode_hard_state(hs: HardState) -> bytes:
+    try:
+        return _HS.pack(hs.term, hs.vote, hs.commit)
+    except struct.error:
+        raise ValueError(f"hard state fields out of range: {hs}") from None
+
+
+def decode_hard_state(payload: bytes) -> HardState:
+    if len(payload) != _HS.size:
+        raise CorruptRecordError(f"hard state payload of {len(payload)} bytes, not {_HS.size}")
+    return HardState(*_HS.unpack(payload))
+
+
+def encode_snapshot_mark(meta: SnapshotMeta, keep: bool) -> bytes:
+    voters = sorted(meta.voters)
+    outgoing = sorted(meta.outgoing)
+    ids = voters + outgoing
+    try:
+        return (_SNAP_HEAD.pack(SNAP_KEEP if keep else 0, len(voters), len(outgoing))
+                + struct.pack(f"<{len(ids)}Q", *ids))
+    except struct.error:
+        raise ValueError(f"snapshot configuration ids out of range: {meta}") from None
+
+
+def decode_snapshot_mark(index: int, term: int, payload: bytes) -> tuple[SnapshotMeta, bool]:
+    if len(payload) < _SNAP_HEAD.size:
+        raise CorruptRecordError("snapshot mark payload too short")
+    flags, nv, no = _SNAP_HEAD.unpack_from(payload)
+    if flags & ~SNAP_KEEP or len(payload) != _SNAP_HEAD.size + 8 * (nv + no):
+        raise CorruptRecordError("invalid snapshot mark payload")
+    ids = struct.unpack_from(f"<{nv + no}Q", payload, _SNAP_HEAD.size)
+    meta = SnapshotMeta(index, term, frozenset(ids[:nv]), frozenset(ids[nv:]))
+    return meta, bool(flags & SNAP_KEEP)
+
+
+def segment_name(seq: int, index: int) -> str:
+    return f"{_SEG_PREFIX}{seq:016x}-{index:016x}{_SEG_SUFFIX}"
+
+
+def parse_segment_name(name: str) -> tuple[int, int] | None:
+    """``(seq, index)`` of a segment file name, or None for any other file."""
+    if not (name.startswith(_SEG_PREFIX) and name.endswith(_SEG_SUFFIX)):
+        return None
+    middle = name[len(_SEG_PREFIX):-len(_SEG_SUFFIX)]
+    parts = middle.split("-")
+    if len(parts) != 2 or any(len(p) != 16 for p in parts):
+        return None
+    try:
+        return int(parts[0], 16), int(parts[1], 16)
+    except ValueError:
+        return None
+
+
+def _list_segments(directory: str) -> list[tuple[int, int, str]]:
+    out = []
+    for name in os.listdir(directory):
+        parsed = parse_segment_name(name)
+        if parsed is not None:
+            out.append((parsed[0], parsed[1], name))
+    out.sort()
+    return out
+
+
+def _fsync_dir(directory: str) -> None:
+    fd = os.open(directory, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _damage(directory: str, name: str, offset: int, reason: str) -> CorruptRecordError:
+    path = os.path.join(directory, name)
+    err = CorruptRecordError(
+        f"WAL damaged in {path} at byte offset {offset}: {reason}. The node must not start "
+        f"on it. If this replica's log may be given up from there (its peers will catch it up), "
+        f"truncate the WAL at that point: fastraft.storage.wal.repair({directory!r}, "
+        f"{name!r}, {offset}) — it cuts the file there and moves it and later segments' "
+        f"removed bytes aside as *.damaged files")
+    err.path = path
+    err.file = name
+    err.offset = offset
+    return err
+
+
+class _Segment:
+    __slots__ = ("seq", "name", "hi")
+
+    def __init__(self, seq: int, name: str, hi: int = 0) -> None:
+        self.seq = seq
+        self.name = name
+        self.hi = hi            # highest entry index ever written in it (0: none)
+
+
+# -- recovery ----------------------------------------------------------------------------------
+
+def _read_segments(directory: str, max_record_size: int, notes: list):
+    """Decode every segment; cut a torn tail of the last one. Returns the segments, the
+    records as ``(segment position, offset, type, index, term, payload)`` and the length of
+    the last segment."""
+    listing = _list_segments(directory)
+    segs: list[_Segment] = []
+    records = []
+    end = 0
+    for k, (seq, _index, name) in enumerate(listing):
+        if k and seq != listing[k - 1][0] + 1:
+            raise _damage(directory, name, 0,
+                          f"segment {listing[k - 1][0] + 1:016x} is missing before this one")
+        path = os.path.join(directory, name)
+        with open(path, "rb") as f:
+            data = f.read()
+        try:
+            decode_segment_header(data)
+        except CorruptRecordError as exc:
+            raise _damage(directory, name, 0, str(exc)) from None
+        recs, end, status, reason = decode_records(data, SEGMENT_HEADER_SIZE, max_record_size)
+        last = k == len(listing) - 1
+        if status == WAL_CORRUPT or (status == WAL_TORN and not last):
+            raise _damage(directory, name, end, reason)
+        if status == WAL_TORN:
+            fd = os.open(path, os.O_WRONLY)
+            try:
+                os.ftruncate(fd, end)
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+            notes.append(f"cut a torn tail off {path} at offset {end} ({len(data) - end} "
+                         f"bytes): {reason}")
+        pos = SEGMENT_HEADER_SIZE
+        k_seg = len(segs)
+        for rtype, index, term, payload in recs:
+            records.append((k_seg, pos, rtype, index, term, payload))
+            pos += RECORD_HEADER_SIZE + len(payload)
+        segs.append(_Segment(seq, name))
+    return segs, records, end
+
+
+def _replay(directory: str, segs: list, records: list):
+    """Rebuild (ring, hard state, snapshot mark) from the decoded records (see the module
+    docstring); fills in each segment's ``hi``."""
+    final = 0
+    for r in records:
+        if r[2] == SNAPSHOT:
+            final = r[3]
+    base = 0
+    base_term = None            # None: unknown (after a gap)
+    log: list = []
+    mark: SnapshotMeta | None = None
+    hs = HardState()
+    def bad(seg, off, reason):
+        return _damage(directory, seg.name, off, reason)
+
+    for k, off, rtype, index, term, payload in records:
+        seg = segs[k]
+        mi = mark.index if mark is not None else 0
+        last = base + len(log)
+        if rtype == ENTRY:
+            if index != last + 1 or index <= mi:
+                if index <= mi:
+                    raise bad(seg, off, f"entry {index} at or below the snapshot mark {mi}")
+                if index <= last:
+                    raise bad(seg, off, f"entry {index} overwrites the log (last {last}) "
+                                        f"without a truncation marker")
+                if index - 1 > final:
+                    raise bad(seg, off, f"entry {index} follows {last}: entries are missing")
+                base, base_term, log = index - 1, None, []
+            log.append((term, payload))
+            if index > seg.hi:
+                seg.hi = index
+        elif rtype == TRUNCATE:
+            if index < mi:
+                raise bad(seg, off, f"truncation at {index} below the snapshot mark {mi}")
+            if index >= base:
+                del log[index - base:]
+            else:
+                base, base_term, log = index, None, []
+        elif rtype == HARD_STATE:
+            try:
+                hs = decode_hard_state(payload)
+            except CorruptRecordError as exc:
+                raise bad(seg, off, str(exc)) from None
+        elif rtype == SNAPSHOT:
+            try:
+                meta, keep = decode_snapshot_mark(index, term, payload)
+            except CorruptRecordError as exc:
+                raise bad(seg, off, str(exc)) from None
+            if index < mi:
+                raise bad(seg, off, f"snapshot mark {index} is below the earlier mark {mi}")
+            if keep and index <= last:
+                # Kept when saved. Below a gap's base (segments deleted by compaction) the
+                # entry is gone, but the log after it is still the one the mark kept.
+                known = log[index - base - 1][0] if index > base else (
+                    base_term if index == base else None)
+                if known is not None and known != term:
+                    raise bad(seg, off, f"snapshot mark {index}@{term} does not match the "
+                                        f"log's term {known} there")
+                if index == base:
+                    base_term = term
+            else:       # a reset; or, at the start of a compacted WAL, the first mark copy
+                base, base_term, log = index, term, []
+            mark = meta
+        else:
+            raise bad(seg, off, f"unknown record type {rtype}")
+    s = mark.index if mark is not None else 0
+    t = mark.term if mark is not None else 0
+    if base > s or s > base + len(log):
+        where = segs[-1].name if segs else "?"
+        raise _damage(directory, where, 0, f"the log after replay ({base}..{base + len(log)}) "
+                                           f"does not continue the snapshot mark {s}")
+    ring = LogRing(s, t)
+    try:
+        ring.extend(log[s - base:])
+    except ValueError as exc:
+        raise _damage(directory, segs[-1].name, 0, f"replayed log is inconsistent: {exc}") \
+            from None
+    return ring, hs, mark
+
+
+# -- the store ---------------------------------------------------------------------------------
+
+class WalStore:
+    """The WAL ``LogStore``. Build it with ``WalStore.open(directory)``."""
+
+    def __init__(self, directory, segment_size, max_record_size, segs, ring, hs, mark, fd,
+                 size, notes) -> None:
+        self.directory = directory
+        self.segment_size = segment_size
+        self.max_record_size = max_record_size
+        self.recovery_notes: list[str] = notes   # what recovery did (cut torn tails)
+        self._segs: list[_Segment] = segs
+        self._ring = ring
+        self._hs = hs
+        self._mark = mark
+        self._fd = fd
+        self._size = size           # length of the open segment
+        self._synced_size = size    # its length at the last successful fsync
+        self._dirty = False         # written since the last fsync
+        self._failed: str | None = None
+        self._closed = False
+
+    @classmethod
+    def open(cls, directory, *, segment_size: int = DEFAULT_SEGMENT_SIZE,
+             max_record_size: int = DEFAULT_MAX_RECORD_SIZE) -> WalStore:
+        """Open (creating it if needed) and recover the WAL in ``directory``. Raises
+        CorruptRecordError on damage (see ``repair``), StorageError when it cannot write."""
+        directory = os.fspath(directory)
+        if segment_size < 1:
+            raise ValueError("segment_size must be positive")
+        try:
+            if not os.path.isdir(directory):
+                os.makedirs(directory)
+                _fsync_dir(os.path.dirname(os.path.abspath(directory)))
+            removed = False
+            for name in os.listdir(directory):
+                if name.endswith(_SEG_SUFFIX + ".tmp"):  # a rotation that did not finish
+                    os.unlink(os.path.join(directory, name))
+                    removed = True
+            if removed:
+                _fsync_dir(directory)
+        except OSError as exc:
+            raise StorageError(f"cannot prepare WAL directory {directory}: {exc}") from exc
+        notes: list[str] = []
+        segs, records, end = _read_segments(directory, max_record_size, notes)
+        ring, hs, mark = _replay(directory, segs, records)
+        store = cls(directory, segment_size, max_record_size, segs, ring, hs, mark, None, 0,
+                    notes)
+        if segs:
+            try:
+                store._fd = os.open(os.path.join(directory, segs[-1].name),
+                                    os.O_WRONLY | os.O_APPEND)
+            except OSError as exc:
+                raise StorageError(f"cannot open the WAL segment for writing: {exc}") from exc
+            store._size = store._synced_size = end
+        else:
+            store._new_segment(0)
+        return store
+
+    # -- guards and IO -------------------------------------------------------------------------
+
+    def _check(self) -> None:
+        if self._failed is not None:
+            raise StorageError(f"the WAL in {self.directory} failed earlier and refuses every "
+                               f"call: {self._failed}")
+        if self._closed:
+            raise LocalProtocolError(f"the WAL in {self.directory} is closed")
+
+    def _fail(self, what: str, exc: OSError):
+        fd = self._fd
+        self._failed = f"{what} failed: {exc}"
+        if fd is not None:
+            try:        # best effort: do not let a reopen see bytes the kernel may still lose
+                os.ftruncate(fd, self._synced_size)
+                os.fsync(fd)
+            except OSError:
+                pass
+            try:
+                os.close(fd)
+            except OSError:
+                pass
+        self._fd = None
+        raise StorageError(f"WAL {self.directory}: {self._failed}; the store refuses every "
+                           f"later call and the node must stop (nothing unsynced was "
+                           f"acknowledged)") from exc
+
+    @staticmethod
+    def _write_all(fd: int, buf: bytes) -> None:
+        mv = memoryview(buf)
+        while mv:
+            n = os.write(fd, mv)
+            mv = mv[n:]
+
+    def _head_records(self) -> list:
+        recs = []
+        if self._mark is not None:
+            m = self._mark
+            recs.append((SNAPSHOT, m.index, m.term, encode_snapshot_mark(m, True)))
+        hs = self._hs
+        recs.append((HARD_STATE, hs.commit, hs.term, encode_hard_state(hs)))
+        return recs
+
+    def _new_segment(self, seq: int) -> None:
+        """Create segment ``seq`` durably (tmp, fsync, rename, directory fsync) and make it
+        the open one. The previous one must be synced."""
+        name = segment_name(seq, self._ring.last_index + 1)
+        path = os.path.join(self.directory, name)
+        buf = encode_segment_header() + encode_records(self._head_records())
+        fd = None
+        try:
+            fd = os.open(path + ".tmp", os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_APPEND,
+                         0o644)
+            self._write_all(fd, buf)
+            os.fsync(fd)
+            os.rename(path + ".tmp", path)
+            _fsync_dir(self.directory)
+        except OSError as exc:
+            if fd is not None:
+                try:
+                    os.close(fd)
+                except OSError:
+                    pass
+            self._fail(f"creating segment {name}", exc)
+        if self._fd is not None:
+            os.close(self._fd)
+        self._fd = fd
+        self._segs.append(_Segment(seq, name))
+        self._size = self._synced_size = len(buf)
+        self._dirty = False
+
+    def _write(self, records: list) -> None:
+        buf = encode_records(records)
+        if self._size >= self.segment_size:
+            self._fsync_current()
+            self._new_segment(self._segs[-1].seq + 1)
+        try:
+            self._write_all(self._fd, buf)
+        except OSError as exc:
+            self._fail("write", exc)
+        self._size += len(buf)
+        self._dirty = True
+
+    def _fsync_current(self) -> None:
+        if self._dirty:
+            try:
+                os.fsync(self._fd)
+            except OSError as exc:
+                self._fail("fsync", exc)
+            self._synced_size = self._size
+            self._dirty = False
+
+    # -- LogStore ------------------------------------------------------------------------------
+
+    def append(self, batch: EntryBatch) -> None:
+        """Write ``batch``, discarding stored entries >= ``batch.first_index`` first (by a
+        truncation marker when there are any)."""
+        self._check()
+        ring = self._ring
+        fi = batch.first_index
+        mi = self._mark.index if self._mark is not None else 0
+        last = ring.last_index
+        if fi <= mi:
+            raise LocalProtocolError(f"entries from {fi} would overwrite the snapshot mark {mi}")
+        if fi > last + 1:
+            raise LocalProtocolError(f"gap: entries from {fi}, the log ends at {last}")
+        entries = list(batch.entries)
+        prev = ring.term(fi - 1)
+        records = []
+        if fi <= last:
+            records.append((TRUNCATE, fi - 1, 0, b""))
+        i = fi
+        for term, payload in entries:
+            if not isinstance(payload, bytes):
+                raise TypeError(f"payload must be bytes, not {type(payload).__name__}")
+            if term < prev:
+                raise LocalProtocolError(f"term {term} at {i} is below the previous {prev}")
+            if len(payload) > self.max_record_size:
+                raise LocalProtocolError(f"entry {i} of {len(payload)} bytes is over the "
+                                         f"record limit {self.max_record_size}")
+            records.append((ENTRY, i, term, payload))
+            prev = term
+            i += 1
+        if not records:
+            return
+        self._write(records)
+        if fi <= last:
+            ring.truncate_from(fi)
+        ring.extend(entries)
+        if entries:
+            seg = self._segs[-1]
+            seg.hi = max(seg.hi, fi + len(entries) - 1)
+
+    def truncate(self, index: int) -> None:
+        """Discard the entries from ``index`` on."""
+        self.append(EntryBatch(index, []))
+
+    def save_hard_state(self, hs: HardState) -> None:
+        self._check()
+        hs = HardState(*hs)
+        self._write([(HARD_STATE, hs.commit, hs.term, encode_hard_state(hs))])
+        self._hs = hs
+
+    def save_snapshot_mark(self, meta: SnapshotMeta) -> None:
+        """Record that a snapshot covers the log up to ``meta.index`` (see base.py: the
+        entries are kept when the log holds ``meta.index`` at ``meta.term``, else reset)."""
+        self._check()
+        ring = self._ring
+        if self._mark is not None and meta.index < self._mark.index:
+            raise LocalProtocolError(
+                f"snapshot mark {meta.index} is below the current mark {self._mark.index}")
+        keep = ring.offset <= meta.index <= ring.last_index and ring.term(meta.index) == meta.term
+        self._write([(SNAPSHOT, meta.index, meta.term, encode_snapshot_mark(meta, keep))])
+        if not keep:
+            ring.reset(meta.index, meta.term)
+        self._mark = SnapshotMeta(meta.index, meta.term, frozenset(meta.voters),
+                                  frozenset(meta.outgoing))
+
+    def sync(self) -> None:
+        """One fsync covering everything written since the last one. (Segment files are
+        created and deleted with their own directory fsync, so none is owed here.)"""
+        self._check()
+        self._fsync_current()
+
+    @property
+    def first_index(self) -> int:
+        self._check()
+        return self._ring.offset + 1
+
+    @property
+    def last_index(self) -> int:
+        self._check()
+        return self._ring.last_index
+
+    def term(self, index: int) -> int:
+        self._check()
+        return self._ring.term(index)
+
+    def entries(self, lo: int, hi: int) -> list:
+        self._check()
+        return self._ring.slice(lo, hi)
+
+    @property
+    def hard_state(self) -> HardState:
+        self._check()
+        return self._hs
+
+    @property
+    def snapshot_mark(self) -> SnapshotMeta | None:
+        self._check()
+        return self._mark
+
+    def compact(self, index: int) -> None:
+        """Release the entries up to ``index`` (at most the snapshot mark): sync, then delete
+        the oldest segments holding no entry above ``index``, then fsync the directory."""
+        self._check()
+        mi = self._mark.index if self._mark is not None else 0
+        if index > mi:
+            raise LocalProtocolError(f"compact({index}) beyond the snapshot mark {mi}")
+        self.sync()     # the mark and the head copies must be durable before files go
+        if index > self._ring.offset:
+            self._ring.compact(index)
+        k = 0
+        while k < len(self._segs) - 1 and self._segs[k].hi <= index:
+            k += 1
+        if not k:
+            return
+        try:
+            for seg in self._segs[:k]:      # oldest first: a crash leaves a suffix
+                os.unlink(os.path.join(self.directory, seg.name))
+            del self._segs[:k]
+            _fsync_dir(self.directory)
+        except OSError as exc:
+            self._fail("deleting compacted segments", exc)
+
+    def recovered(self) -> RecoveredState:
+        self._check()
+        s = self._mark.index if self._mark is not None else 0
+        return RecoveredState(self._mark, self._ring.slice(s + 1, self._ring.last_index + 1),
+                              self._hs)
+
+    def segment_names(self) -> list[str]:
+        """The segment files in use, oldest first."""
+        return [s.name for s in self._segs]
+
+    @property
+    def failed(self) -> str | None:
+        """Why the store failed, or None."""
+        return self._failed
+
+    def close(self) -> None:
+        """Sync and close. Closing a failed store only releases it."""
+        if self._closed:
+            return
+        try:
+            if self._failed is None:
+                self.sync()
+        finally:
+            self._closed = True
+            if self._fd is not None:
+                os.close(self._fd)
+                self._fd = None
+
+    def __enter__(self) -> WalStore:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+class ScannedRecord(NamedTuple):
+    """One record as ``scan`` reports it (what ``fastraft wal-dump`` prints)."""
+
+    file: str
+    offset: int
+    type: str           # RecordType name, or "TYPE<n>" for an unknown code
+    index: int
+    term: int
+    size: int           # payload bytes
+
+
+class ScannedSegment(NamedTuple):
+    file: str
+    size: int
+    records: list       # of ScannedRecord
+    status: str         # "clean", "torn" or "corrupt"
+    reason: str | None  # None when clean, else where and why the valid records end
+
+
+def scan(directory, max_record_size: int = DEFAULT_MAX_RECORD_SIZE) -> list[ScannedSegment]:
+    """Read every segment of ``directory`` without changing anything (no tail is cut): the
+    records up to where each file stops being valid. The inspector behind ``wal-dump``."""
+    directory = os.fspath(directory)
+    out = []
+    for _seq, _index, name in _list_segments(directory):
+        with open(os.path.join(directory, name), "rb") as f:
+            data = f.read()
+        try:
+            decode_segment_header(data)
+        except CorruptRecordError as exc:
+            out.append(ScannedSegment(name, len(data), [], "corrupt", f"offset 0: {exc}"))
+            continue
+        recs, _end, status, reason = decode_records(data, SEGMENT_HEADER_SIZE, max_record_size)
+        pos = SEGMENT_HEADER_SIZE
+        rows = []
+        for rtype, index, term, payload in recs:
+            kind = RecordType(rtype).name if rtype in _TYPE_CODES else f"TYPE{rtype}"
+            rows.append(ScannedRecord(name, pos, kind, index, term, len(payload)))
+            pos += RECORD_HEADER_SIZE + len(payload)
+        label = {WAL_TORN: "torn", WAL_CORRUPT: "corrupt"}.get(status, "clean")
+        out.append(ScannedSegment(name, len(data), rows, label, reason))
+    return out
+
+
+def recover(directory, **kw) -> tuple[WalStore, RecoveredState]:
+    """Open the WAL in ``directory`` and return it with the state a node restarts from."""
+    store = WalStore.open(directory, **kw)
+    return store, store.recovered()
+
+
+def repair(directory, file: str, offset: int) -> list[str]:
+    """Truncate the WAL at byte ``offset`` of segment ``file`` (as named by a
+    CorruptRecordError): an explicit operator action that gives up everything after that point.
+
+    The removed bytes are kept aside as ``<file>.cut-<offset>.damaged``; later segments are
+    renamed to ``<name>.damaged`` (no longer part of the WAL); a file cut inside its header is
+    moved aside whole. Returns what was done, one line per action."""
+    directory = os.fspath(directory)
+    parsed = parse_segment_name(file)
+    if parsed is None or os.path.basename(file) != file:
+        raise ValueError(f"{file!r} is not a WAL segment file name")
+    path = os.path.join(directory, file)
+    size = os.path.getsize(path)
+    if not 0 <= offset <= size:
+        raise ValueError(f"offset {offset} is outside {path} ({size} bytes)")
+    done = []
+    if offset < SEGMENT_HEADER_SIZE:
+        os.rename(path, path + ".damaged")
+        done.append(f"moved {path} aside to {path}.damaged")
+    else:
+        with open(path, "rb") as f:
+            f.seek(offset)
+            tail = f.read()
+        aside = f"{path}.cut-{offset}.damaged"
+        with open(aside, "wb") as f:
+            f.write(tail)
+            f.flush()
+            os.fsync(f.fileno())
+        fd = os.open(path, os.O_WRONLY)
+        try:
+            os.ftruncate(fd, offset)
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        done.append(f"truncated {path} at {offset}; the {len(tail)} bytes cut are in {aside}")
+    for seq, _index, name in _list_segments(directory):
+        if seq > parsed[0]:
+            later = os.path.join(directory, name)
+            os.rename(later, later + ".damaged")
+            done.append(f"moved {later} aside to {later}.damaged")
+    _fsync_dir(directory)
+    return done
