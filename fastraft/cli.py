@@ -1,9 +1,10 @@
 """The ``fastraft`` command line.
 
 Place in the architecture: the top layer. It parses arguments and hands off to the server,
-client and tools; later it is also the only place that chooses uvloop. For now it offers
-``--version`` and ``info`` (which core implementation is in use); the node, cluster and client
-commands arrive with their issues.
+client and tools; later it is also the only place that chooses uvloop. It offers ``--version``,
+``info`` (which core implementation is in use), ``sim`` (the deterministic simulator),
+``wal-dump`` and ``wal-repair`` (the WAL inspector and the explicit repair); the node, cluster
+and client commands arrive with their issues.
 """
 
 from __future__ import annotations
@@ -39,6 +40,23 @@ def _build_parser() -> argparse.ArgumentParser:
     sim.add_argument("--workers", type=int, default=0,
                      help="worker processes (default: one per CPU)")
     sim.add_argument("--json", action="store_true", help="print the JSON summary only")
+
+    dump = sub.add_parser(
+        "wal-dump", help="print the records of a node's write-ahead log (read-only)",
+        description="List every record of the WAL segments in DIR: file, offset, type, "
+                    "index, term and payload size, and where each segment stops being valid. "
+                    "Changes nothing (a torn tail is reported, not cut).")
+    dump.add_argument("dir", help="the WAL directory of a node")
+    dump.add_argument("--json", action="store_true", help="one JSON object per line")
+
+    rep = sub.add_parser(
+        "wal-repair", help="truncate a damaged WAL at the offset a recovery error named",
+        description="Give up the WAL from FILE at byte OFFSET on (as named by the error that "
+                    "stopped the node). The cut bytes and later segments are kept aside as "
+                    "*.damaged files. Only for a replica whose peers can catch it up.")
+    rep.add_argument("dir")
+    rep.add_argument("file")
+    rep.add_argument("offset", type=int)
     return parser
 
 
@@ -92,6 +110,35 @@ def _cmd_sim(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     return 1 if summary["safety_violations"] or summary["liveness_failures"] else 0
 
 
+def _cmd_wal_dump(args: argparse.Namespace) -> int:
+    import os
+
+    from .storage.wal import scan
+
+    if not os.path.isdir(args.dir):
+        print(f"fastraft wal-dump: {args.dir} is not a directory", file=sys.stderr)
+        return 2
+    segments = scan(args.dir)
+    damaged = False
+    for seg in segments:
+        damaged = damaged or seg.status == "corrupt"
+        if args.json:
+            for r in seg.records:
+                print(json.dumps(r._asdict()))
+            print(json.dumps({"file": seg.file, "size": seg.size, "records": len(seg.records),
+                              "status": seg.status, "reason": seg.reason}))
+            continue
+        print(f"== {seg.file} ({seg.size} bytes, {len(seg.records)} records, {seg.status})")
+        for r in seg.records:
+            print(f"  {r.offset:>10}  {r.type:<10} index={r.index:<10} term={r.term:<6} "
+                  f"size={r.size}")
+        if seg.reason:
+            print(f"  ! {seg.reason}")
+    if not segments:
+        print(f"no WAL segments in {args.dir}", file=sys.stderr)
+    return 1 if damaged else 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = _build_parser()
     args = parser.parse_args(argv)
@@ -99,6 +146,18 @@ def main(argv: list[str] | None = None) -> int:
         return _cmd_info(args)
     if args.command == "sim":
         return _cmd_sim(args, parser)
+    if args.command == "wal-dump":
+        return _cmd_wal_dump(args)
+    if args.command == "wal-repair":
+        from .storage.wal import repair
+
+        try:
+            for line in repair(args.dir, args.file, args.offset):
+                print(line)
+        except (OSError, ValueError) as e:
+            print(f"fastraft wal-repair: {e}", file=sys.stderr)
+            return 2
+        return 0
     parser.print_help()
     return 2
 

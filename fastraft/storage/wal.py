@@ -181,9 +181,9 @@ def _damage(directory: str, name: str, offset: int, reason: str) -> CorruptRecor
     err = CorruptRecordError(
         f"WAL damaged in {path} at byte offset {offset}: {reason}. The node must not start "
         f"on it. If this replica's log may be given up from there (its peers will catch it up), "
-        f"truncate the WAL at that point: fastraft.storage.wal.repair({directory!r}, "
-        f"{name!r}, {offset}) — it cuts the file there and moves it and later segments' "
-        f"removed bytes aside as *.damaged files")
+        f"truncate the WAL at that point: `fastraft wal-repair {directory} {name} {offset}` "
+        f"(or fastraft.storage.wal.repair({directory!r}, {name!r}, {offset})) — it cuts the "
+        f"file there and moves the removed bytes and later segments aside as *.damaged files")
     err.path = path
     err.file = name
     err.offset = offset
