@@ -19,7 +19,6 @@ from zlib import crc32
 
 from ..errors import Busy, NotLeader
 from ..raft import (
-    LEADER,
     HardState,
     RaftConfig,
     RaftLog,
@@ -206,10 +205,6 @@ class SimNode:
         self.crashes = 0
         self.start()
 
-    @property
-    def alive(self) -> bool:
-        return self.node is not None
-
     def start(self) -> None:
         snap, entries, hard = self.storage.load()
         log = RaftLog(snap, entries, committed=hard.commit)
@@ -316,6 +311,3 @@ class SimNode:
         snap = Snapshot(meta, (applied, self.sm.digest))
         self.storage.save_snapshot(snap)
         self.node.compact(snap, keep_from=max(applied - self.keep_tail, 1))
-
-    def is_leader(self) -> bool:
-        return self.node is not None and self.node.raft.role == LEADER
