@@ -1,0 +1,454 @@
+"""Snapshot files: the state machine's state, streamed to disk atomically with a checksum.
+
+Place in the architecture: part of the storage layer (``fastraft.storage``), beside the WAL
+(``wal.py``), used by the runtime (server) when the state machine takes a snapshot and when a
+node restarts. It imports the errors and the plain message types of ``fastraft.raft.messages``
+(``SnapshotMeta``) only — never the engine's logic, never msgpack. What the data bytes mean is
+the state machine's business; this module only stores them.
+
+Files: ``snap-<16 hex term>-<16 hex index>.snap`` in one directory (it may be shared with the
+WAL: the names do not collide). Fixed-width lowercase hex makes the name order the
+``(term, index)`` order, so the newest snapshot sorts last. Layout (little-endian)::
+
+    offset        size        field
+    ------------  ----------  ---------------------------------------------------------
+    0             8           magic           b"FRFTSNAP"
+    8             2           format version  u16 = 1
+    10            2           flags           u16 = 0 (reserved, must be 0)
+    12            4           nv              u32, number of voters
+    16            4           no              u32, number of outgoing voters (joint config)
+    20            8           index           u64, last included index
+    28            8           term            u64, its term
+    36            8 * nv      voters          u64 each, ascending
+    36 + 8*nv     8 * no      outgoing        u64 each, ascending
+    H = 36+8*(nv+no)          (end of header)
+    H             L           data            the state machine's bytes, opaque
+    H + L         8           L               u64, data length
+    H + L + 8     4           crc             u32, CRC-32 (zlib) of bytes [0, H + L)
+    H + L + 12    4           end magic       b"SNPE"
+
+    +--------+-----+-------+----+----+-------+------+--------+----------+------+-----+------+
+    | magic  | ver | flags | nv | no | index | term | voters | outgoing | data |  L  | crc  |SNPE
+    +--------+-----+-------+----+----+-------+------+--------+----------+------+-----+------+
+    |<------------------------- header (H bytes) -------------------->|<- L ->|<- trailer ->|
+
+A file is valid when its size is exactly ``H + L + 16``, both magics and the version match,
+the meta in the header matches the name, and the CRC matches. Anything else is damage.
+
+Saving (``SnapshotStore.save``): the header, the streamed data and the trailer are written with
+``os.write`` to ``<name>.tmp`` in the same directory, the file is fsynced, renamed to its name
+and the directory is fsynced; then snapshots older than the newest ``keep`` are deleted and the
+directory is fsynced again. A crash before the rename leaves only a ``.tmp`` file, which is
+never taken for a snapshot and is removed when a store is opened on the directory. A failed
+write, fsync or rename removes the temporary file (and, best effort, a file already renamed),
+raises StorageError and fails the store: it refuses every later call (errors.py), the node must
+stop and restart from what is on disk.
+
+Reading never holds a whole snapshot in memory: ``latest()`` verifies the CRC by streaming,
+``read_chunks`` yields the data piece by piece (verifying as it goes), ``open_data`` returns a
+file object bounded to the data. ``load`` reads everything into memory (small snapshots only).
+A damaged newest snapshot is skipped by ``latest()`` with a logged reason and the previous one
+is used.
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+import os
+import struct
+import zlib
+from collections.abc import Iterable, Iterator
+
+from ..errors import CorruptRecordError, LocalProtocolError, StorageError
+from ..raft.messages import SnapshotMeta
+
+__all__ = ["SnapshotStore", "SnapshotReader", "snapshot_name", "parse_snapshot_name",
+           "read_meta", "verify", "read_chunks", "open_data", "load", "MAGIC", "VERSION"]
+
+log = logging.getLogger(__name__)
+
+MAGIC = b"FRFTSNAP"
+END_MAGIC = b"SNPE"
+VERSION = 1
+_HEAD = struct.Struct("<8sHHIIQQ")      # magic, version, flags, nv, no, index, term
+_TRAILER = struct.Struct("<QI4s")       # data length, crc, end magic
+_PREFIX = "snap-"
+_SUFFIX = ".snap"
+_TMP = ".tmp"
+#: Upper bound on voters + outgoing ids in a header (guards against a damaged count).
+MAX_IDS = 1 << 16
+#: Writes are gathered into buffers of this size before ``os.write``.
+WRITE_BUFFER = 1 << 20
+DEFAULT_CHUNK = 1 << 20
+
+
+# -- names -------------------------------------------------------------------------------------
+
+def snapshot_name(term: int, index: int) -> str:
+    return f"{_PREFIX}{term:016x}-{index:016x}{_SUFFIX}"
+
+
+def parse_snapshot_name(name: str) -> tuple[int, int] | None:
+    """``(term, index)`` of a snapshot file name, or None for any other file."""
+    if not (name.startswith(_PREFIX) and name.endswith(_SUFFIX)):
+        return None
+    parts = name[len(_PREFIX):-len(_SUFFIX)].split("-")
+    if len(parts) != 2 or any(len(p) != 16 for p in parts):
+        return None
+    try:
+        return int(parts[0], 16), int(parts[1], 16)
+    except ValueError:
+        return None
+
+
+def _list_snapshots(directory: str) -> list[tuple[int, int, str]]:
+    """``(term, index, name)`` of every snapshot file, oldest first."""
+    out = []
+    for name in os.listdir(directory):
+        parsed = parse_snapshot_name(name)
+        if parsed is not None:
+            out.append((parsed[0], parsed[1], name))
+    out.sort()
+    return out
+
+
+def _fsync_dir(directory: str) -> None:
+    fd = os.open(directory, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+# -- header and trailer ------------------------------------------------------------------------
+
+def encode_header(meta: SnapshotMeta) -> bytes:
+    voters = sorted(meta.voters)
+    outgoing = sorted(meta.outgoing)
+    ids = voters + outgoing
+    if len(ids) > MAX_IDS:
+        raise ValueError(f"too many configuration ids ({len(ids)}) for a snapshot header")
+    try:
+        return (_HEAD.pack(MAGIC, VERSION, 0, len(voters), len(outgoing), meta.index, meta.term)
+                + struct.pack(f"<{len(ids)}Q", *ids))
+    except struct.error:
+        raise ValueError(f"snapshot meta fields out of range: {meta}") from None
+
+
+def _read_header(f, path: str, size: int) -> tuple[SnapshotMeta, int, int]:
+    """Parse the header and trailer of the open file ``f`` (``size`` bytes): returns
+    ``(meta, header length, data length)``; the CRC is not checked. Leaves ``f`` anywhere."""
+    if size < _HEAD.size + _TRAILER.size:
+        raise CorruptRecordError(f"snapshot {path}: {size} bytes, too short for a snapshot")
+    f.seek(0)
+    head = f.read(_HEAD.size)
+    magic, version, flags, nv, no, index, term = _HEAD.unpack(head)
+    if magic != MAGIC:
+        raise CorruptRecordError(f"snapshot {path}: bad magic {magic!r}")
+    if version != VERSION:
+        raise CorruptRecordError(f"snapshot {path}: unknown format version {version}")
+    if flags:
+        raise CorruptRecordError(f"snapshot {path}: unknown flags {flags:#x}")
+    if nv + no > MAX_IDS:
+        raise CorruptRecordError(f"snapshot {path}: {nv} + {no} configuration ids is too many")
+    hlen = _HEAD.size + 8 * (nv + no)
+    if size < hlen + _TRAILER.size:
+        raise CorruptRecordError(f"snapshot {path}: {size} bytes, shorter than its header "
+                                 f"({hlen}) and trailer")
+    raw = f.read(8 * (nv + no))
+    ids = struct.unpack(f"<{nv + no}Q", raw)
+    f.seek(size - _TRAILER.size)
+    dlen, _crc, end = _TRAILER.unpack(f.read(_TRAILER.size))
+    if end != END_MAGIC:
+        raise CorruptRecordError(f"snapshot {path}: bad end magic {end!r} (truncated?)")
+    if hlen + dlen + _TRAILER.size != size:
+        raise CorruptRecordError(f"snapshot {path}: the trailer says {dlen} data bytes, the "
+                                 f"file holds {size - hlen - _TRAILER.size}")
+    meta = SnapshotMeta(index, term, frozenset(ids[:nv]), frozenset(ids[nv:]))
+    parsed = parse_snapshot_name(os.path.basename(path))
+    if parsed is not None and parsed != (term, index):
+        raise CorruptRecordError(f"snapshot {path}: its header says term {term} index {index}, "
+                                 f"its name does not")
+    return meta, hlen, dlen
+
+
+def _stored_crc(f, size: int) -> int:
+    f.seek(size - _TRAILER.size)
+    return _TRAILER.unpack(f.read(_TRAILER.size))[1]
+
+
+def read_meta(path) -> SnapshotMeta:
+    """The meta of a snapshot file after the cheap structural checks (no CRC)."""
+    path = os.fspath(path)
+    with open(path, "rb") as f:
+        return _read_header(f, path, os.fstat(f.fileno()).st_size)[0]
+
+
+def read_chunks(path, size: int = DEFAULT_CHUNK) -> Iterator[bytes]:
+    """Yield the data of a snapshot in pieces of at most ``size`` bytes, computing the CRC as
+    it goes. A damaged file raises CorruptRecordError — structural damage before the first
+    piece, a bad CRC after the last one: a consumer must discard what it read if it raises."""
+    if size < 1:
+        raise ValueError("size must be positive")
+    path = os.fspath(path)
+    with open(path, "rb") as f:
+        fsize = os.fstat(f.fileno()).st_size
+        _meta, hlen, dlen = _read_header(f, path, fsize)
+        expected = _stored_crc(f, fsize)
+        f.seek(0)
+        crc = zlib.crc32(f.read(hlen))
+        left = dlen
+        while left:
+            piece = f.read(min(size, left))
+            if not piece:
+                raise CorruptRecordError(f"snapshot {path}: shrank while being read")
+            crc = zlib.crc32(piece, crc)
+            left -= len(piece)
+            yield piece
+        if crc != expected:
+            raise CorruptRecordError(f"snapshot {path}: checksum mismatch (stored "
+                                     f"{expected:#010x}, computed {crc:#010x})")
+
+
+def verify(path) -> SnapshotMeta:
+    """Check a snapshot file completely (structure and CRC, streamed); return its meta.
+    Raises CorruptRecordError naming the file and the reason."""
+    path = os.fspath(path)
+    meta = read_meta(path)
+    for _piece in read_chunks(path):
+        pass
+    return meta
+
+
+def load(path) -> tuple[SnapshotMeta, bytes]:
+    """``(meta, data)`` of a verified snapshot, all in memory: for small snapshots only."""
+    path = os.fspath(path)
+    meta = read_meta(path)
+    return meta, b"".join(read_chunks(path))
+
+
+class SnapshotReader(io.RawIOBase):
+    """A read-only binary file object over the data of one snapshot file: reads end at the end
+    of the data (the trailer is not part of it). ``meta`` and ``length`` describe it."""
+
+    def __init__(self, path) -> None:
+        super().__init__()
+        self.path = os.fspath(path)
+        self._f = open(self.path, "rb")
+        try:
+            fsize = os.fstat(self._f.fileno()).st_size
+            self.meta, hlen, self.length = _read_header(self._f, self.path, fsize)
+            self._f.seek(hlen)
+        except BaseException:
+            self._f.close()
+            raise
+        self._left = self.length
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, b) -> int:
+        if self._left <= 0:
+            return 0
+        mv = memoryview(b).cast("B")
+        if len(mv) > self._left:
+            mv = mv[:self._left]
+        n = self._f.readinto(mv)
+        self._left -= n
+        return n
+
+    def close(self) -> None:
+        if not self.closed:
+            self._f.close()
+        super().close()
+
+
+def open_data(path) -> SnapshotReader:
+    """A file object positioned at the data of a snapshot, bounded to it. Only the cheap
+    structural checks are made (use a path ``latest()`` verified, or ``read_chunks``)."""
+    return SnapshotReader(path)
+
+
+# -- the store ---------------------------------------------------------------------------------
+
+class SnapshotStore:
+    """The snapshot files of one directory (see the module docstring). Opening removes leftover
+    ``.tmp`` files of saves that did not finish."""
+
+    def __init__(self, directory, keep: int = 2) -> None:
+        if keep < 1:
+            raise ValueError("keep must be at least 1")
+        self.directory = os.fspath(directory)
+        self.keep = keep
+        self._failed: str | None = None
+        try:
+            if not os.path.isdir(self.directory):
+                os.makedirs(self.directory)
+                _fsync_dir(os.path.dirname(os.path.abspath(self.directory)))
+            removed = False
+            for name in os.listdir(self.directory):
+                if name.startswith(_PREFIX) and name.endswith(_SUFFIX + _TMP):
+                    os.unlink(os.path.join(self.directory, name))
+                    log.info("removed %s: a snapshot save that did not finish",
+                             os.path.join(self.directory, name))
+                    removed = True
+            if removed:
+                _fsync_dir(self.directory)
+        except OSError as exc:
+            raise StorageError(f"cannot prepare snapshot directory {self.directory}: "
+                               f"{exc}") from exc
+
+    # -- guards ----------------------------------------------------------------------------
+
+    def _check(self) -> None:
+        if self._failed is not None:
+            raise StorageError(f"the snapshot store in {self.directory} failed earlier and "
+                               f"refuses every call: {self._failed}")
+
+    def _fail(self, what: str, exc: OSError):
+        self._failed = f"{what} failed: {exc}"
+        log.error("snapshot store %s: %s", self.directory, self._failed)
+        raise StorageError(f"snapshots {self.directory}: {self._failed}; the store refuses "
+                           f"every later call and the node must stop") from exc
+
+    @property
+    def failed(self) -> str | None:
+        """Why the store failed, or None."""
+        return self._failed
+
+    # -- listing and reading ---------------------------------------------------------------
+
+    def names(self) -> list[str]:
+        """The snapshot file names, oldest first (by term, then index)."""
+        self._check()
+        return [n for _t, _i, n in _list_snapshots(self.directory)]
+
+    def paths(self) -> list[str]:
+        return [os.path.join(self.directory, n) for n in self.names()]
+
+    def latest(self) -> tuple[SnapshotMeta, str] | None:
+        """``(meta, path)`` of the newest snapshot that passes every check (CRC included,
+        streamed); damaged ones are skipped with a logged reason. None if there is none."""
+        self._check()
+        for path in reversed(self.paths()):
+            try:
+                return verify(path), path
+            except (CorruptRecordError, OSError) as exc:
+                log.warning("skipping damaged snapshot %s: %s", path, exc)
+        return None
+
+    def open_data(self, path) -> SnapshotReader:
+        self._check()
+        return open_data(path)
+
+    def read_chunks(self, path, size: int = DEFAULT_CHUNK) -> Iterator[bytes]:
+        self._check()
+        return read_chunks(path, size)
+
+    def load(self, path) -> tuple[SnapshotMeta, bytes]:
+        self._check()
+        return load(path)
+
+    # -- saving ----------------------------------------------------------------------------
+
+    def save(self, meta: SnapshotMeta, chunks: Iterable[bytes]) -> str:
+        """Write a snapshot of ``meta`` whose data is the concatenation of ``chunks`` (an
+        iterable of bytes-like objects, or one bytes-like object); returns its path.
+
+        Durable when it returns (file and directory fsynced). Snapshots never move backwards:
+        a meta below the newest existing snapshot's ``(term, index)`` is refused with
+        LocalProtocolError; an equal one replaces it. An exception raised by ``chunks`` is
+        passed on after the temporary file is removed (the store stays usable)."""
+        self._check()
+        header = encode_header(meta)        # ValueError before anything is written
+        existing = _list_snapshots(self.directory)
+        if existing and (meta.term, meta.index) < existing[-1][:2]:
+            raise LocalProtocolError(
+                f"snapshot {meta.index}@{meta.term} is older than the newest one "
+                f"{existing[-1][2]}")
+        if isinstance(chunks, (bytes, bytearray, memoryview)):
+            chunks = (chunks,)
+        name = snapshot_name(meta.term, meta.index)
+        final = os.path.join(self.directory, name)
+        tmp = final + _TMP
+        renamed = False
+        fd = None
+        try:
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+            crc = zlib.crc32(header)
+            dlen = 0
+            buf = bytearray(header)
+            for chunk in chunks:
+                n = len(chunk) if isinstance(chunk, (bytes, bytearray)) \
+                    else memoryview(chunk).nbytes
+                if not n:
+                    continue
+                crc = zlib.crc32(chunk, crc)
+                dlen += n
+                if len(buf) + n <= WRITE_BUFFER:
+                    buf += chunk
+                    continue
+                if buf:
+                    _write_all(fd, buf)
+                    buf = bytearray()
+                if n >= WRITE_BUFFER:
+                    _write_all(fd, chunk)
+                else:
+                    buf += chunk
+            buf += _TRAILER.pack(dlen, crc, END_MAGIC)
+            _write_all(fd, buf)
+            del buf
+            os.fsync(fd)
+            os.close(fd)
+            fd = None
+            os.replace(tmp, final)
+            renamed = True
+            _fsync_dir(self.directory)
+        except OSError as exc:
+            self._abandon(fd, tmp, final if renamed else None)
+            self._fail(f"saving snapshot {final}", exc)
+        except BaseException:
+            self._abandon(fd, tmp, final if renamed else None)
+            raise
+        self._prune()
+        return final
+
+    def _abandon(self, fd, tmp: str, renamed: str | None) -> None:
+        """Best effort after a failed save: close, remove the temporary (or renamed) file."""
+        if fd is not None:
+            try:
+                os.close(fd)
+            except OSError:
+                pass
+        for path in (tmp, renamed):
+            if path is None:
+                continue
+            try:
+                os.unlink(path)
+            except OSError:
+                pass
+        try:
+            _fsync_dir(self.directory)
+        except OSError:
+            pass
+
+    def _prune(self) -> None:
+        """Delete the snapshots older than the newest ``keep`` (by name), then fsync the
+        directory. Oldest first, so a crash in between leaves the newest ones."""
+        try:
+            listing = _list_snapshots(self.directory)
+            old = listing[:-self.keep]
+            for _t, _i, name in old:
+                os.unlink(os.path.join(self.directory, name))
+            if old:
+                _fsync_dir(self.directory)
+        except OSError as exc:
+            self._fail("deleting old snapshots (the new snapshot itself is durable)", exc)
+
+
+def _write_all(fd: int, buf) -> None:
+    view = memoryview(buf).cast("B")
+    off, end = 0, view.nbytes
+    while off < end:
+        off += os.write(fd, view[off:])
