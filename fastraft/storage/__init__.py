@@ -7,11 +7,15 @@ never msgpack.
 
 Modules: ``base`` (the ``LogStore`` protocol and ``RecoveredState``), ``wal`` (the default
 backend: segment files of checksummed records, recovery, ``repair``), ``memory`` (an in-memory
-``LogStore`` with the same semantics, for tests and the simulator; nothing is durable).
+``LogStore`` with the same semantics, for tests and the simulator; nothing is durable),
+``sqlite`` (the SQLite backend: the log, hard state, snapshot mark and the key-value state in
+one database, group commit by transaction).
 """
 
 from .base import LogStore, RecoveredState
 from .memory import MemoryStore
+from .sqlite import SqliteStore
 from .wal import WalStore, recover, repair
 
-__all__ = ["LogStore", "RecoveredState", "WalStore", "MemoryStore", "recover", "repair"]
+__all__ = ["LogStore", "RecoveredState", "WalStore", "MemoryStore", "SqliteStore", "recover",
+           "repair"]

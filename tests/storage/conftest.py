@@ -10,7 +10,7 @@ with ``--import-mode=importlib``, so the test modules share helpers through fixt
 - ``sh.crash(store)``: drop a WalStore like a killed process would (no sync, no close).
 - ``sh.faults``: inject OSError(errno) into ``os.write`` / ``os.fsync`` calls on the store's
   open segment (or on any file of the WAL directory) from the next call on.
-- ``store_factory``: open a WalStore (or the MemoryStore) on a per-test directory.
+- ``any_store``: a fresh store of each backend (WAL, memory, SQLite) for the shared semantics.
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ import pytest
 
 from fastraft.errors import CompactedError, UnavailableError
 from fastraft.raft.messages import EntryBatch, HardState, SnapshotMeta
-from fastraft.storage import MemoryStore, RecoveredState, WalStore
+from fastraft.storage import MemoryStore, RecoveredState, SqliteStore, WalStore
 from fastraft.storage import wal as wal_module
 
 
@@ -193,7 +193,7 @@ def sh():
                            meta=meta, crash=crash,
                            segment_paths=segment_paths, HardState=HardState,
                            EntryBatch=EntryBatch, WalStore=WalStore, MemoryStore=MemoryStore,
-                           wal=wal_module)
+                           SqliteStore=SqliteStore, wal=wal_module)
 
 
 @pytest.fixture
@@ -206,11 +206,13 @@ def wal_dir(tmp_path):
     return str(tmp_path / "wal")
 
 
-@pytest.fixture(params=["wal", "memory"])
+@pytest.fixture(params=["wal", "memory", "sqlite"])
 def any_store(request, tmp_path):
     """A fresh store of each backend, for the semantics shared by all of them."""
     if request.param == "wal":
         store = WalStore.open(str(tmp_path / "wal"), segment_size=512)
+    elif request.param == "sqlite":
+        store = SqliteStore(str(tmp_path / "raft.db"))
     else:
         store = MemoryStore()
     yield store

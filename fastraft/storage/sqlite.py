@@ -1,0 +1,556 @@
+"""The SQLite backend: the Raft log, hard state, snapshot mark and the key-value state in one
+SQLite database.
+
+Place in the architecture: a backend of ``fastraft.storage`` (the ``LogStore`` protocol of
+``base.py``, same semantics and same recovered state as ``wal.WalStore`` and ``MemoryStore``),
+meant to be selected by ``fastraft node --storage sqlite`` (that CLI wiring is not done yet).
+It does the IO through the standard library's ``sqlite3``; it imports the errors and the plain
+message types of ``fastraft.raft.messages`` only — never the engine's logic, never msgpack.
+
+Tables (``PRAGMA user_version`` = ``SCHEMA_VERSION``)::
+
+    log            idx INTEGER PRIMARY KEY, term, payload BLOB   the entries after the base
+    hard_state     one row: term, vote, commit_index
+    snapshot_mark  one row: idx, term, voters, outgoing (comma-separated ids), keep flag
+                   (1: the log held the mark's entry when it was saved and was kept; 0: the
+                   log was reset) — what the WAL's SNAPSHOT record carries
+    kv             key BLOB PRIMARY KEY, value BLOB               the state machine's data
+    applied        one row: applied_index                        the last entry applied to kv
+
+Durability. The journal mode is WAL and ``synchronous=FULL``: in WAL mode ``NORMAL`` does not
+fsync the WAL file at commit, so a power loss could drop a commit whose data an
+acknowledgement already depended on; ``FULL`` fsyncs on every commit, so a commit that
+returned is durable, which is the promise ``sync()`` makes (durability before
+acknowledgement). Every write goes into one open transaction (``BEGIN IMMEDIATE`` at the first
+write after a commit) and ``sync()`` commits it: one commit, one fsync, however many appends,
+hard states, marks and applied batches it covers (group commit). Writes are visible to this
+store's reads at once; a crash (or a close without commit) rolls the open transaction back,
+so a restart sees exactly the state of the last commit.
+
+Truncation is ``DELETE FROM log WHERE idx >= i`` and compaction ``DELETE ... WHERE idx <= i``:
+unlike the WAL (which never rewrites a file and writes truncation markers) SQLite rewrites its
+pages in place. That is fine for this backend: SQLite's own journal makes each commit atomic,
+so a crash leaves either the state before the commit or after it. Freed pages go to SQLite's
+freelist and are reused by later appends (the file does not shrink; ``VACUUM`` would do that).
+
+A restart (``SqliteStore(path)``) reads the mark and the hard state, deletes the log rows at or
+below the mark (a restart keeps only the log after it, as ``base.py`` states) and checks that
+the rest is contiguous with non-decreasing terms (else ``CorruptRecordError``).
+
+State machine: ``apply_batch(applied_index, puts, deletes)`` updates ``kv`` and the applied
+index inside a SAVEPOINT of the open transaction, so the two change together or not at all and
+become durable with the log writes at the next ``sync()``; a restart replays only the entries
+after ``applied_index()``. ``kv_get`` and ``kv_scan`` read the state. ``backup(path)`` writes a
+consistent copy of the committed database (SQLite's backup API), e.g. for a lagging follower.
+
+Failure: an ``sqlite3.Error`` while writing, committing or reading (``database or disk is
+full``, ``disk I/O error`` ...) marks the store failed: it rolls the open transaction back
+(best effort), closes the connection, raises ``StorageError`` and refuses every later call.
+Caller errors (a bad index, a payload that is not bytes) raise before anything is written and
+leave the store usable.
+"""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+from typing import Iterable
+
+from ..errors import (
+    CompactedError,
+    CorruptRecordError,
+    LocalProtocolError,
+    StorageError,
+    UnavailableError,
+)
+from ..raft.messages import EntryBatch, HardState, SnapshotMeta
+from .base import RecoveredState
+
+__all__ = ["SqliteStore", "SCHEMA_VERSION"]
+
+SCHEMA_VERSION = 1
+_MAX = (1 << 63) - 1        # SQLite's INTEGER is a signed 64-bit number
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS log (
+    idx     INTEGER PRIMARY KEY,
+    term    INTEGER NOT NULL,
+    payload BLOB NOT NULL
+);
+CREATE TABLE IF NOT EXISTS hard_state (
+    id           INTEGER PRIMARY KEY CHECK (id = 0),
+    term         INTEGER NOT NULL,
+    vote         INTEGER NOT NULL,
+    commit_index INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS snapshot_mark (
+    id       INTEGER PRIMARY KEY CHECK (id = 0),
+    idx      INTEGER NOT NULL,
+    term     INTEGER NOT NULL,
+    voters   TEXT NOT NULL,
+    outgoing TEXT NOT NULL,
+    keep     INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS kv (
+    key   BLOB PRIMARY KEY,
+    value BLOB NOT NULL
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS applied (
+    id            INTEGER PRIMARY KEY CHECK (id = 0),
+    applied_index INTEGER NOT NULL
+);
+"""
+
+
+class _Connection(sqlite3.Connection):
+    """A plain connection whose methods tests may replace on the instance (fault injection)."""
+
+
+def _check_ints(what: str, *values) -> None:
+    """Refuse what SQLite could not store, before anything is written."""
+    for v in values:
+        if not 0 <= v <= _MAX:
+            raise ValueError(f"{what}: {v} is outside 0 .. 2**63 - 1")
+
+
+def _ids(text: str) -> frozenset:
+    return frozenset(int(x) for x in text.split(",") if x)
+
+
+def _ids_text(ids) -> str:
+    return ",".join(str(int(i)) for i in sorted(ids))
+
+
+def _prefix_end(prefix: bytes) -> bytes | None:
+    """The smallest key above every key starting with ``prefix`` (None: no bound)."""
+    p = bytearray(prefix)
+    while p and p[-1] == 0xFF:
+        p.pop()
+    if not p:
+        return None
+    p[-1] += 1
+    return bytes(p)
+
+
+class SqliteStore:
+    """The SQLite ``LogStore`` plus the key-value state (see the module docstring).
+
+    ``SqliteStore(path)`` opens (creating it if needed) and recovers the database at ``path``.
+    ``timeout`` is sqlite3's busy timeout in seconds (another process holding the lock)."""
+
+    def __init__(self, path, *, timeout: float = 5.0) -> None:
+        self.path = os.fspath(path)
+        self.syncs = 0                  # successful commits (for tests and metrics)
+        self._failed: str | None = None
+        self._closed = False
+        self._conn: _Connection | None = None
+        try:
+            conn = sqlite3.connect(self.path, timeout=timeout, isolation_level=None,
+                                   factory=_Connection)
+        except sqlite3.Error as exc:
+            raise StorageError(f"cannot open SQLite database {self.path}: {exc}") from exc
+        self._conn = conn
+        try:
+            version = conn.execute("PRAGMA user_version").fetchone()[0]
+            if version > SCHEMA_VERSION:
+                conn.close()
+                self._conn = None
+                raise CorruptRecordError(f"{self.path}: schema version {version} is newer "
+                                         f"than this fastraft's {SCHEMA_VERSION}")
+            mode = conn.execute("PRAGMA journal_mode=WAL").fetchone()[0]
+            if str(mode).lower() != "wal":
+                conn.close()
+                self._conn = None
+                raise StorageError(f"{self.path}: cannot use SQLite's WAL journal mode "
+                                   f"(got {mode!r})")
+            conn.execute("PRAGMA synchronous=FULL")
+            conn.execute("BEGIN IMMEDIATE")
+            for statement in _SCHEMA.split(";"):
+                if statement.strip():
+                    conn.execute(statement)
+            conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+            conn.execute("INSERT OR IGNORE INTO hard_state VALUES (0, 0, 0, 0)")
+            conn.execute("INSERT OR IGNORE INTO applied VALUES (0, 0)")
+            self._recover()
+            conn.commit()
+        except sqlite3.Error as exc:
+            self._fail("opening", exc)
+        except CorruptRecordError:
+            if self._conn is not None:
+                self._conn.close()
+                self._conn = None
+            self._closed = True
+            raise
+
+    # -- recovery ------------------------------------------------------------------------------
+
+    def _recover(self) -> None:
+        conn = self._conn
+        row = conn.execute("SELECT term, vote, commit_index FROM hard_state").fetchone()
+        self._hs = HardState(*row)
+        row = conn.execute("SELECT idx, term, voters, outgoing FROM snapshot_mark").fetchone()
+        if row is None:
+            self._mark: SnapshotMeta | None = None
+            self._base, self._base_term = 0, 0
+        else:
+            self._mark = SnapshotMeta(row[0], row[1], _ids(row[2]), _ids(row[3]))
+            self._base, self._base_term = row[0], row[1]
+        # A restart keeps the log after the mark only.
+        conn.execute("DELETE FROM log WHERE idx <= ?", (self._base,))
+        count, hi = conn.execute("SELECT COUNT(*), MAX(idx) FROM log").fetchone()
+        if count and (hi - self._base != count):
+            raise CorruptRecordError(f"{self.path}: the log after index {self._base} has gaps "
+                                     f"({count} entries up to index {hi})")
+        bad = conn.execute(     # a self-join on the primary key: fast (no window function)
+            "SELECT b.idx FROM log AS a JOIN log AS b ON b.idx = a.idx + 1 "
+            "WHERE b.term < a.term ORDER BY b.idx LIMIT 1").fetchone()
+        if bad is None:
+            bad = conn.execute("SELECT idx FROM log WHERE idx = ? AND term < ?",
+                               (self._base + 1, self._base_term)).fetchone()
+        if bad is not None:
+            raise CorruptRecordError(f"{self.path}: the term decreases at log index {bad[0]}")
+        self._last = hi if count else self._base
+        self._last_term = (conn.execute("SELECT term FROM log WHERE idx = ?",
+                                        (self._last,)).fetchone()[0]
+                           if count else self._base_term)
+        self._applied = conn.execute("SELECT applied_index FROM applied").fetchone()[0]
+
+    # -- guards and IO -------------------------------------------------------------------------
+
+    def _check(self) -> None:
+        if self._failed is not None:
+            raise StorageError(f"the SQLite store {self.path} failed earlier and refuses every "
+                               f"call: {self._failed}")
+        if self._closed:
+            raise LocalProtocolError(f"the SQLite store {self.path} is closed")
+
+    def _fail(self, what: str, exc: BaseException):
+        self._failed = f"{what} failed: {exc}"
+        conn, self._conn = self._conn, None
+        if conn is not None:
+            try:        # best effort: nothing uncommitted may survive into a reopen
+                conn.rollback()
+            except sqlite3.Error:
+                pass
+            try:
+                conn.close()
+            except sqlite3.Error:
+                pass
+        raise StorageError(f"SQLite store {self.path}: {self._failed}; the store refuses every "
+                           f"later call and the node must stop (nothing uncommitted was "
+                           f"acknowledged)") from exc
+
+    def _begin(self) -> None:
+        if not self._conn.in_transaction:
+            self._conn.execute("BEGIN IMMEDIATE")
+
+    def _query(self, sql: str, args=()) -> list:
+        self._check()
+        try:
+            return self._conn.execute(sql, args).fetchall()
+        except sqlite3.Error as exc:
+            self._fail("reading", exc)
+
+    # -- LogStore ------------------------------------------------------------------------------
+
+    def append(self, batch: EntryBatch) -> None:
+        """Write ``batch``, discarding stored entries >= ``batch.first_index`` first."""
+        self._check()
+        fi = batch.first_index
+        mi = self._mark.index if self._mark is not None else 0
+        last = self._last
+        if fi <= mi:
+            raise LocalProtocolError(f"entries from {fi} would overwrite the snapshot mark {mi}")
+        if fi > last + 1:
+            raise LocalProtocolError(f"gap: entries from {fi}, the log ends at {last}")
+        entries = list(batch.entries)
+        prev = self._last_term if fi == last + 1 else self.term(fi - 1)
+        if entries:
+            _check_ints("last index", fi + len(entries) - 1)
+        rows = []
+        i = fi
+        for term, payload in entries:
+            if not isinstance(payload, bytes):
+                raise TypeError(f"payload must be bytes, not {type(payload).__name__}")
+            if term < prev:
+                raise LocalProtocolError(f"term {term} at {i} is below the previous {prev}")
+            _check_ints(f"term of entry {i}", term)
+            rows.append((i, term, payload))
+            prev = term
+            i += 1
+        if fi > last and not rows:
+            return
+        try:
+            self._begin()
+            if fi <= last:
+                self._conn.execute("DELETE FROM log WHERE idx >= ?", (fi,))
+            if rows:
+                self._conn.executemany("INSERT INTO log (idx, term, payload) VALUES (?, ?, ?)",
+                                       rows)
+        except sqlite3.Error as exc:
+            self._fail("append", exc)
+        if rows:
+            self._last, self._last_term = rows[-1][0], rows[-1][1]
+        else:
+            self._last, self._last_term = fi - 1, prev    # prev: the term at fi - 1
+
+    def truncate(self, index: int) -> None:
+        """Discard the entries from ``index`` on."""
+        self.append(EntryBatch(index, []))
+
+    def save_hard_state(self, hs: HardState) -> None:
+        self._check()
+        hs = HardState(*hs)
+        _check_ints("hard state", *hs)
+        try:
+            self._begin()
+            self._conn.execute("UPDATE hard_state SET term = ?, vote = ?, commit_index = ?",
+                               (hs.term, hs.vote, hs.commit))
+        except sqlite3.Error as exc:
+            self._fail("saving the hard state", exc)
+        self._hs = hs
+
+    def save_snapshot_mark(self, meta: SnapshotMeta) -> None:
+        """Record that a snapshot covers the log up to ``meta.index`` (see base.py: the
+        entries are kept when the log holds ``meta.index`` at ``meta.term``, else reset)."""
+        self._check()
+        if self._mark is not None and meta.index < self._mark.index:
+            raise LocalProtocolError(
+                f"snapshot mark {meta.index} is below the current mark {self._mark.index}")
+        _check_ints("snapshot mark", meta.index, meta.term, *meta.voters, *meta.outgoing)
+        keep = self._base <= meta.index <= self._last and self.term(meta.index) == meta.term
+        try:
+            self._begin()
+            self._conn.execute(
+                "INSERT OR REPLACE INTO snapshot_mark VALUES (0, ?, ?, ?, ?, ?)",
+                (meta.index, meta.term, _ids_text(meta.voters), _ids_text(meta.outgoing),
+                 int(keep)))
+            if not keep:
+                self._conn.execute("DELETE FROM log")
+        except sqlite3.Error as exc:
+            self._fail("saving the snapshot mark", exc)
+        if not keep:
+            self._base = self._last = meta.index
+            self._base_term = self._last_term = meta.term
+        self._mark = SnapshotMeta(meta.index, meta.term, frozenset(meta.voters),
+                                  frozenset(meta.outgoing))
+
+    def sync(self) -> None:
+        """Commit the open transaction: one fsync (synchronous=FULL) covering every write
+        since the last commit."""
+        self._check()
+        if not self._conn.in_transaction:
+            return
+        try:
+            self._conn.commit()
+        except sqlite3.Error as exc:
+            self._fail("commit", exc)
+        self.syncs += 1
+
+    @property
+    def first_index(self) -> int:
+        self._check()
+        return self._base + 1
+
+    @property
+    def last_index(self) -> int:
+        self._check()
+        return self._last
+
+    def term(self, index: int) -> int:
+        """Term at ``index`` (``first_index - 1`` answers the compaction point's term)."""
+        self._check()
+        if index == self._base:
+            return self._base_term
+        if index == self._last:
+            return self._last_term
+        if index < self._base:
+            raise CompactedError(
+                f"index {index} is compacted: the log starts after index {self._base}")
+        if index > self._last:
+            raise UnavailableError(f"index {index} is beyond the last index {self._last}")
+        return self._query("SELECT term FROM log WHERE idx = ?", (index,))[0][0]
+
+    def entries(self, lo: int, hi: int) -> list:
+        """Entries ``lo .. hi - 1`` as ``(term, payload)`` pairs."""
+        self._check()
+        if lo > hi:
+            raise ValueError(f"slice bounds reversed: lo={lo} > hi={hi}")
+        if lo <= self._base:
+            raise CompactedError(
+                f"index {lo} is compacted: the log starts after index {self._base}")
+        if hi > self._last + 1:
+            raise UnavailableError(f"index {hi - 1} is beyond the last index {self._last}")
+        if lo == hi:
+            return []
+        return self._query(         # rows are (term, payload) tuples; BLOBs come as bytes
+            "SELECT term, payload FROM log WHERE idx >= ? AND idx < ? ORDER BY idx", (lo, hi))
+
+    @property
+    def hard_state(self) -> HardState:
+        self._check()
+        return self._hs
+
+    @property
+    def snapshot_mark(self) -> SnapshotMeta | None:
+        self._check()
+        return self._mark
+
+    def compact(self, index: int) -> None:
+        """Release the entries up to ``index`` (at most the snapshot mark): one DELETE in the
+        open transaction (durable with the next sync; the mark it relies on commits with it
+        or before it). Freed pages are reused by later appends."""
+        self._check()
+        mi = self._mark.index if self._mark is not None else 0
+        if index > mi:
+            raise LocalProtocolError(f"compact({index}) beyond the snapshot mark {mi}")
+        if index <= self._base:
+            return
+        base_term = self.term(index)
+        try:
+            self._begin()
+            self._conn.execute("DELETE FROM log WHERE idx <= ?", (index,))
+        except sqlite3.Error as exc:
+            self._fail("compaction", exc)
+        self._base, self._base_term = index, base_term
+
+    def recovered(self) -> RecoveredState:
+        """The state a restart from what is stored now would return."""
+        self._check()
+        s = self._mark.index if self._mark is not None else 0
+        return RecoveredState(self._mark, self.entries(s + 1, self._last + 1), self._hs)
+
+    # -- the state machine's key-value state ---------------------------------------------------
+
+    def apply_batch(self, applied_index: int, puts: Iterable = (),
+                    deletes: Iterable = ()) -> None:
+        """Apply one batch of committed entries to the key-value state: ``puts`` (``(key,
+        value)`` pairs of bytes, in order: the last put of a key wins), then ``deletes``
+        (keys), and set the applied index to ``applied_index`` (which must grow) — all or
+        nothing (a SAVEPOINT inside the open transaction; durable with the next ``sync()``).
+        An exception raised while it runs (a key that is not bytes, an exception from the
+        iterables) rolls the batch back and leaves the store usable; an sqlite3 error fails
+        the store."""
+        self._check()
+        _check_ints("applied index", applied_index)
+        if applied_index <= self._applied:
+            raise LocalProtocolError(f"applied index {applied_index} does not move past "
+                                     f"{self._applied}")
+        conn = self._conn
+
+        def checked_puts():
+            for key, value in puts:
+                if not isinstance(key, bytes) or not isinstance(value, bytes):
+                    raise TypeError("keys and values must be bytes, not "
+                                    f"{type(key).__name__} / {type(value).__name__}")
+                yield key, value
+
+        def checked_deletes():
+            for key in deletes:
+                if not isinstance(key, bytes):
+                    raise TypeError(f"keys must be bytes, not {type(key).__name__}")
+                yield (key,)
+
+        try:
+            self._begin()
+            conn.execute("SAVEPOINT apply_batch")
+        except sqlite3.Error as exc:
+            self._fail("apply_batch", exc)
+        try:
+            conn.executemany("INSERT OR REPLACE INTO kv (key, value) VALUES (?, ?)",
+                             checked_puts())
+            conn.executemany("DELETE FROM kv WHERE key = ?", checked_deletes())
+            conn.execute("UPDATE applied SET applied_index = ?", (applied_index,))
+            conn.execute("RELEASE apply_batch")
+        except sqlite3.Error as exc:
+            self._fail("apply_batch", exc)
+        except BaseException:
+            try:
+                conn.execute("ROLLBACK TO apply_batch")
+                conn.execute("RELEASE apply_batch")
+            except sqlite3.Error as exc:
+                self._fail("rolling back apply_batch", exc)
+            raise
+        self._applied = applied_index
+
+    def applied_index(self) -> int:
+        """The index of the last entry applied to the key-value state (0: none)."""
+        self._check()
+        return self._applied
+
+    def kv_get(self, key: bytes) -> bytes | None:
+        rows = self._query("SELECT value FROM kv WHERE key = ?", (bytes(key),))
+        return bytes(rows[0][0]) if rows else None
+
+    def kv_scan(self, prefix: bytes = b"", limit: int | None = None) -> list:
+        """``(key, value)`` pairs of the keys starting with ``prefix``, in key (byte) order,
+        at most ``limit`` of them (None: all)."""
+        prefix = bytes(prefix)
+        if limit is not None and limit < 0:
+            raise ValueError("limit must be >= 0")
+        end = _prefix_end(prefix)
+        sql = "SELECT key, value FROM kv WHERE key >= ?"
+        args: list = [prefix]
+        if end is not None:
+            sql += " AND key < ?"
+            args.append(end)
+        sql += " ORDER BY key LIMIT ?"
+        args.append(-1 if limit is None else limit)
+        return [(bytes(k), bytes(v)) for k, v in self._query(sql, args)]
+
+    # -- copies and lifecycle ------------------------------------------------------------------
+
+    def backup(self, dest) -> None:
+        """Write a consistent copy of the database to ``dest`` with SQLite's backup API
+        (commits the open transaction first, so the copy holds everything written so far):
+        written as ``dest.tmp``, fsynced, renamed, directory fsynced."""
+        self.sync()
+        dest = os.fspath(dest)
+        tmp = dest + ".tmp"
+        try:
+            if os.path.exists(tmp):
+                os.unlink(tmp)
+            target = sqlite3.connect(tmp, isolation_level=None)
+            try:
+                self._conn.backup(target)
+                target.execute("PRAGMA journal_mode=DELETE")
+            finally:
+                target.close()
+            fd = os.open(tmp, os.O_RDONLY)
+            try:
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+            os.replace(tmp, dest)
+            dfd = os.open(os.path.dirname(os.path.abspath(dest)),
+                          os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
+            try:
+                os.fsync(dfd)
+            finally:
+                os.close(dfd)
+        except (sqlite3.Error, OSError) as exc:
+            raise StorageError(f"backup of {self.path} to {dest} failed: {exc}") from exc
+
+    @property
+    def failed(self) -> str | None:
+        """Why the store failed, or None."""
+        return self._failed
+
+    def close(self) -> None:
+        """Commit and close. Closing a failed store only releases it."""
+        if self._closed:
+            return
+        try:
+            if self._failed is None:
+                self.sync()
+        finally:
+            self._closed = True
+            if self._conn is not None:
+                self._conn.close()
+                self._conn = None
+
+    def __enter__(self) -> SqliteStore:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
