@@ -62,6 +62,7 @@ from collections.abc import Iterable, Iterator
 
 from ..errors import CorruptRecordError, LocalProtocolError, StorageError
 from ..raft.messages import SnapshotMeta
+from ._files import fsync_dir, hex_pair_name, list_hex_pairs, parse_hex_pair
 
 __all__ = ["SnapshotStore", "SnapshotReader", "snapshot_name", "parse_snapshot_name",
            "read_meta", "verify", "read_chunks", "open_data", "load", "MAGIC", "VERSION"]
@@ -86,39 +87,17 @@ DEFAULT_CHUNK = 1 << 20
 # -- names -------------------------------------------------------------------------------------
 
 def snapshot_name(term: int, index: int) -> str:
-    return f"{_PREFIX}{term:016x}-{index:016x}{_SUFFIX}"
+    return hex_pair_name(_PREFIX, term, index, _SUFFIX)
 
 
 def parse_snapshot_name(name: str) -> tuple[int, int] | None:
     """``(term, index)`` of a snapshot file name, or None for any other file."""
-    if not (name.startswith(_PREFIX) and name.endswith(_SUFFIX)):
-        return None
-    parts = name[len(_PREFIX):-len(_SUFFIX)].split("-")
-    if len(parts) != 2 or any(len(p) != 16 for p in parts):
-        return None
-    try:
-        return int(parts[0], 16), int(parts[1], 16)
-    except ValueError:
-        return None
+    return parse_hex_pair(name, _PREFIX, _SUFFIX)
 
 
 def _list_snapshots(directory: str) -> list[tuple[int, int, str]]:
     """``(term, index, name)`` of every snapshot file, oldest first."""
-    out = []
-    for name in os.listdir(directory):
-        parsed = parse_snapshot_name(name)
-        if parsed is not None:
-            out.append((parsed[0], parsed[1], name))
-    out.sort()
-    return out
-
-
-def _fsync_dir(directory: str) -> None:
-    fd = os.open(directory, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+    return list_hex_pairs(directory, _PREFIX, _SUFFIX)
 
 
 # -- header and trailer ------------------------------------------------------------------------
@@ -285,7 +264,7 @@ class SnapshotStore:
         try:
             if not os.path.isdir(self.directory):
                 os.makedirs(self.directory)
-                _fsync_dir(os.path.dirname(os.path.abspath(self.directory)))
+                fsync_dir(os.path.dirname(os.path.abspath(self.directory)))
             removed = False
             for name in os.listdir(self.directory):
                 if name.startswith(_PREFIX) and name.endswith(_SUFFIX + _TMP):
@@ -294,7 +273,7 @@ class SnapshotStore:
                              os.path.join(self.directory, name))
                     removed = True
             if removed:
-                _fsync_dir(self.directory)
+                fsync_dir(self.directory)
         except OSError as exc:
             raise StorageError(f"cannot prepare snapshot directory {self.directory}: "
                                f"{exc}") from exc
@@ -404,7 +383,7 @@ class SnapshotStore:
             fd = None
             os.replace(tmp, final)
             renamed = True
-            _fsync_dir(self.directory)
+            fsync_dir(self.directory)
         except OSError as exc:
             self._abandon(fd, tmp, final if renamed else None)
             self._fail(f"saving snapshot {final}", exc)
@@ -429,7 +408,7 @@ class SnapshotStore:
             except OSError:
                 pass
         try:
-            _fsync_dir(self.directory)
+            fsync_dir(self.directory)
         except OSError:
             pass
 
@@ -442,7 +421,7 @@ class SnapshotStore:
             for _t, _i, name in old:
                 os.unlink(os.path.join(self.directory, name))
             if old:
-                _fsync_dir(self.directory)
+                fsync_dir(self.directory)
         except OSError as exc:
             self._fail("deleting old snapshots (the new snapshot itself is durable)", exc)
 

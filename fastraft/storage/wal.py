@@ -72,6 +72,7 @@ from ..core import (
 )
 from ..errors import CorruptRecordError, LocalProtocolError, StorageError
 from ..raft.messages import EntryBatch, HardState, SnapshotMeta
+from ._files import fsync_dir, hex_pair_name, list_hex_pairs, parse_hex_pair
 from .base import RecoveredState
 
 __all__ = ["RecordType", "WalStore", "recover", "repair", "scan", "ScannedRecord",
@@ -141,39 +142,16 @@ def decode_snapshot_mark(index: int, term: int, payload: bytes) -> tuple[Snapsho
 
 
 def segment_name(seq: int, index: int) -> str:
-    return f"{_SEG_PREFIX}{seq:016x}-{index:016x}{_SEG_SUFFIX}"
+    return hex_pair_name(_SEG_PREFIX, seq, index, _SEG_SUFFIX)
 
 
 def parse_segment_name(name: str) -> tuple[int, int] | None:
     """``(seq, index)`` of a segment file name, or None for any other file."""
-    if not (name.startswith(_SEG_PREFIX) and name.endswith(_SEG_SUFFIX)):
-        return None
-    middle = name[len(_SEG_PREFIX):-len(_SEG_SUFFIX)]
-    parts = middle.split("-")
-    if len(parts) != 2 or any(len(p) != 16 for p in parts):
-        return None
-    try:
-        return int(parts[0], 16), int(parts[1], 16)
-    except ValueError:
-        return None
+    return parse_hex_pair(name, _SEG_PREFIX, _SEG_SUFFIX)
 
 
 def _list_segments(directory: str) -> list[tuple[int, int, str]]:
-    out = []
-    for name in os.listdir(directory):
-        parsed = parse_segment_name(name)
-        if parsed is not None:
-            out.append((parsed[0], parsed[1], name))
-    out.sort()
-    return out
-
-
-def _fsync_dir(directory: str) -> None:
-    fd = os.open(directory, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+    return list_hex_pairs(directory, _SEG_PREFIX, _SEG_SUFFIX)
 
 
 def _damage(directory: str, name: str, offset: int, reason: str) -> CorruptRecordError:
@@ -356,14 +334,14 @@ class WalStore:
         try:
             if not os.path.isdir(directory):
                 os.makedirs(directory)
-                _fsync_dir(os.path.dirname(os.path.abspath(directory)))
+                fsync_dir(os.path.dirname(os.path.abspath(directory)))
             removed = False
             for name in os.listdir(directory):
                 if name.endswith(_SEG_SUFFIX + ".tmp"):  # a rotation that did not finish
                     os.unlink(os.path.join(directory, name))
                     removed = True
             if removed:
-                _fsync_dir(directory)
+                fsync_dir(directory)
         except OSError as exc:
             raise StorageError(f"cannot prepare WAL directory {directory}: {exc}") from exc
         notes: list[str] = []
@@ -438,7 +416,7 @@ class WalStore:
             self._write_all(fd, buf)
             os.fsync(fd)
             os.rename(path + ".tmp", path)
-            _fsync_dir(self.directory)
+            fsync_dir(self.directory)
         except OSError as exc:
             if fd is not None:
                 try:
@@ -593,7 +571,7 @@ class WalStore:
             for seg in self._segs[:k]:      # oldest first: a crash leaves a suffix
                 os.unlink(os.path.join(self.directory, seg.name))
             del self._segs[:k]
-            _fsync_dir(self.directory)
+            fsync_dir(self.directory)
         except OSError as exc:
             self._fail("deleting compacted segments", exc)
 
@@ -722,5 +700,5 @@ def repair(directory, file: str, offset: int) -> list[str]:
             later = os.path.join(directory, name)
             os.rename(later, later + ".damaged")
             done.append(f"moved {later} aside to {later}.damaged")
-    _fsync_dir(directory)
+    fsync_dir(directory)
     return done

@@ -1,0 +1,48 @@
+"""Small file helpers shared by the storage backends: directory fsync and the
+``<prefix><16 hex>-<16 hex><suffix>`` file names of WAL segments and snapshots.
+
+Place in the architecture: private to ``fastraft.storage``; IO only through ``os``.
+"""
+
+from __future__ import annotations
+
+import os
+
+__all__ = ["fsync_dir", "hex_pair_name", "parse_hex_pair", "list_hex_pairs"]
+
+
+def fsync_dir(directory: str) -> None:
+    """Make a creation, rename or deletion in ``directory`` durable."""
+    fd = os.open(directory, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def hex_pair_name(prefix: str, a: int, b: int, suffix: str) -> str:
+    return f"{prefix}{a:016x}-{b:016x}{suffix}"
+
+
+def parse_hex_pair(name: str, prefix: str, suffix: str) -> tuple[int, int] | None:
+    """The two numbers of a ``hex_pair_name``, or None for any other name."""
+    if not (name.startswith(prefix) and name.endswith(suffix)):
+        return None
+    parts = name[len(prefix):-len(suffix)].split("-")
+    if len(parts) != 2 or any(len(p) != 16 for p in parts):
+        return None
+    try:
+        return int(parts[0], 16), int(parts[1], 16)
+    except ValueError:
+        return None
+
+
+def list_hex_pairs(directory: str, prefix: str, suffix: str) -> list[tuple[int, int, str]]:
+    """``(a, b, name)`` of every such file in ``directory``, sorted by (a, b)."""
+    out = []
+    for name in os.listdir(directory):
+        parsed = parse_hex_pair(name, prefix, suffix)
+        if parsed is not None:
+            out.append((parsed[0], parsed[1], name))
+    out.sort()
+    return out
