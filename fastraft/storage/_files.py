@@ -8,13 +8,23 @@ from __future__ import annotations
 
 import os
 
-__all__ = ["fsync_dir", "hex_pair_name", "parse_hex_pair", "list_hex_pairs"]
+__all__ = ["fsync_dir", "truncate_file", "hex_pair_name", "parse_hex_pair", "list_hex_pairs"]
 
 
 def fsync_dir(directory: str) -> None:
     """Make a creation, rename or deletion in ``directory`` durable."""
     fd = os.open(directory, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
     try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def truncate_file(path: str, size: int) -> None:
+    """Cut ``path`` to ``size`` bytes and make the cut durable."""
+    fd = os.open(path, os.O_WRONLY)
+    try:
+        os.ftruncate(fd, size)
         os.fsync(fd)
     finally:
         os.close(fd)

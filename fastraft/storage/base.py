@@ -40,9 +40,24 @@ from __future__ import annotations
 
 from typing import NamedTuple, Protocol, runtime_checkable
 
+from ..errors import LocalProtocolError
 from ..raft.messages import EntryBatch, HardState, SnapshotMeta
 
-__all__ = ["LogStore", "RecoveredState"]
+__all__ = ["LogStore", "RecoveredState", "check_new_mark", "mark_keeps_log"]
+
+
+def check_new_mark(current: SnapshotMeta | None, meta: SnapshotMeta) -> None:
+    """Snapshot marks never move backwards (the rule every backend enforces)."""
+    if current is not None and meta.index < current.index:
+        raise LocalProtocolError(
+            f"snapshot mark {meta.index} is below the current mark {current.index}")
+
+
+def mark_keeps_log(first_index: int, last_index: int, term, meta: SnapshotMeta) -> bool:
+    """Raft's figure 13 rule: a snapshot mark keeps the log when the log holds ``meta.index``
+    at ``meta.term`` (``term`` answers for ``first_index - 1 .. last_index``); otherwise the
+    log is discarded and restarts after the mark."""
+    return first_index - 1 <= meta.index <= last_index and term(meta.index) == meta.term
 
 
 class RecoveredState(NamedTuple):

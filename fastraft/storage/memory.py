@@ -11,7 +11,7 @@ from __future__ import annotations
 from ..core import LogRing
 from ..errors import LocalProtocolError
 from ..raft.messages import EntryBatch, HardState, SnapshotMeta
-from .base import RecoveredState
+from .base import RecoveredState, check_new_mark, mark_keeps_log
 
 __all__ = ["MemoryStore"]
 
@@ -56,10 +56,8 @@ class MemoryStore:
     def save_snapshot_mark(self, meta: SnapshotMeta) -> None:
         self._check()
         ring = self._ring
-        if self._mark is not None and meta.index < self._mark.index:
-            raise LocalProtocolError(
-                f"snapshot mark {meta.index} is below the current mark {self._mark.index}")
-        keep = ring.offset <= meta.index <= ring.last_index and ring.term(meta.index) == meta.term
+        check_new_mark(self._mark, meta)
+        keep = mark_keeps_log(ring.offset + 1, ring.last_index, ring.term, meta)
         if not keep:
             ring.reset(meta.index, meta.term)
         self._mark = SnapshotMeta(meta.index, meta.term, frozenset(meta.voters),

@@ -64,7 +64,7 @@ from ..errors import (
     UnavailableError,
 )
 from ..raft.messages import EntryBatch, HardState, SnapshotMeta
-from .base import RecoveredState
+from .base import RecoveredState, check_new_mark, mark_keeps_log
 
 __all__ = ["SqliteStore", "SCHEMA_VERSION"]
 
@@ -314,11 +314,9 @@ class SqliteStore:
         """Record that a snapshot covers the log up to ``meta.index`` (see base.py: the
         entries are kept when the log holds ``meta.index`` at ``meta.term``, else reset)."""
         self._check()
-        if self._mark is not None and meta.index < self._mark.index:
-            raise LocalProtocolError(
-                f"snapshot mark {meta.index} is below the current mark {self._mark.index}")
+        check_new_mark(self._mark, meta)
         _check_ints("snapshot mark", meta.index, meta.term, *meta.voters, *meta.outgoing)
-        keep = self._base <= meta.index <= self._last and self.term(meta.index) == meta.term
+        keep = mark_keeps_log(self._base + 1, self._last, self.term, meta)
         try:
             self._begin()
             self._conn.execute(

@@ -72,8 +72,8 @@ from ..core import (
 )
 from ..errors import CorruptRecordError, LocalProtocolError, StorageError
 from ..raft.messages import EntryBatch, HardState, SnapshotMeta
-from ._files import fsync_dir, hex_pair_name, list_hex_pairs, parse_hex_pair
-from .base import RecoveredState
+from ._files import fsync_dir, hex_pair_name, list_hex_pairs, parse_hex_pair, truncate_file
+from .base import RecoveredState, check_new_mark, mark_keeps_log
 
 __all__ = ["RecordType", "WalStore", "recover", "repair", "scan", "ScannedRecord",
            "ScannedSegment", "segment_name", "parse_segment_name", "DEFAULT_SEGMENT_SIZE",
@@ -203,12 +203,7 @@ def _read_segments(directory: str, max_record_size: int, notes: list):
         if status == WAL_CORRUPT or (status == WAL_TORN and not last):
             raise _damage(directory, name, end, reason)
         if status == WAL_TORN:
-            fd = os.open(path, os.O_WRONLY)
-            try:
-                os.ftruncate(fd, end)
-                os.fsync(fd)
-            finally:
-                os.close(fd)
+            truncate_file(path, end)
             notes.append(f"cut a torn tail off {path} at offset {end} ({len(data) - end} "
                          f"bytes): {reason}")
         pos = SEGMENT_HEADER_SIZE
@@ -508,10 +503,8 @@ class WalStore:
         entries are kept when the log holds ``meta.index`` at ``meta.term``, else reset)."""
         self._check()
         ring = self._ring
-        if self._mark is not None and meta.index < self._mark.index:
-            raise LocalProtocolError(
-                f"snapshot mark {meta.index} is below the current mark {self._mark.index}")
-        keep = ring.offset <= meta.index <= ring.last_index and ring.term(meta.index) == meta.term
+        check_new_mark(self._mark, meta)
+        keep = mark_keeps_log(ring.offset + 1, ring.last_index, ring.term, meta)
         self._write([(SNAPSHOT, meta.index, meta.term, encode_snapshot_mark(meta, keep))])
         if not keep:
             ring.reset(meta.index, meta.term)
@@ -688,12 +681,7 @@ def repair(directory, file: str, offset: int) -> list[str]:
             f.write(tail)
             f.flush()
             os.fsync(f.fileno())
-        fd = os.open(path, os.O_WRONLY)
-        try:
-            os.ftruncate(fd, offset)
-            os.fsync(fd)
-        finally:
-            os.close(fd)
+        truncate_file(path, offset)
         done.append(f"truncated {path} at {offset}; the {len(tail)} bytes cut are in {aside}")
     for seq, _index, name in _list_segments(directory):
         if seq > parsed[0]:
