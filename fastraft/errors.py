@@ -13,6 +13,7 @@ leadership-lost distinction)::
     │   └── FrameTooLarge           a frame's length prefix is over the configured limit
     ├── CorruptRecordError          (also ValueError) a WAL record or file failed its checks
     ├── StorageError                a write or fsync failed: the store refuses every later call
+    ├── ConfigError                 (also ValueError) a configuration file or option is invalid
     ├── LogError                    (also IndexError) an index outside the retained log
     │   ├── CompactedError          ... below the first retained index (compacted away)
     │   └── UnavailableError        ... above the last index (not there yet)
@@ -39,6 +40,7 @@ __all__ = [
     "FrameTooLarge",
     "CorruptRecordError",
     "StorageError",
+    "ConfigError",
     "LogError",
     "CompactedError",
     "UnavailableError",
@@ -84,6 +86,11 @@ class StorageError(FastraftError):
     """A write or fsync of durable state failed (disk full, IO error). The store that raised
     it is failed for good: it refuses every later call, so nothing that is not durable can be
     acknowledged; the node must stop and recover from what is on disk."""
+
+
+class ConfigError(FastraftError, ValueError):
+    """A configuration file or command-line option is invalid; the message names the file,
+    the key and what is expected."""
 
 
 class LogError(FastraftError, IndexError):

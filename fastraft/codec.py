@@ -1,0 +1,501 @@
+"""The wire and command formats: the one module of fastraft that uses msgpack.
+
+Place in the architecture: below the server, the client and the state machine, beside the core
+(whose frame codec carries these bodies: a u32-LE length prefix, then one msgpack value).
+Everything that crosses a socket or enters the log is encoded and, above all, validated here:
+decoding is strict (exact array lengths, exact types, bounded sizes), so nothing malformed
+reaches the consensus engine or the state machine. Every body is a msgpack array whose first
+element is an integer code and whose fields are positional (never string keys).
+
+Peer connections (node -> node; one-directional: a node sends on the connection it dialled
+and receives on the ones it accepted; replies travel on the reverse connection)::
+
+    [P_HELLO, version, cluster, from_id, to_id]      dialler's first frame
+    [P_WELCOME, version, node_id]                    acceptor's answer; or
+    [P_REFUSE, reason]                               ... and the acceptor closes
+    [P_MSG, type, to, frm, term, log_term, index, entries, commit, reject,
+            hint_index, hint_term, context, snap, transfer]
+        entries: flat [term1, payload1, term2, payload2, ...]
+        snap:    nil, or [index, term, voters, outgoing, nbytes] (SNAP messages only)
+    [P_SNAP_CHUNK, snap_term, snap_index, offset, data]
+        a snapshot file's bytes, sent in order before the SNAP message that names it
+
+Client connections (requests carry an id; many may be outstanding; answers may come back in
+any order)::
+
+    request:  [req_id, op, *args]          response: [req_id, status, *values]
+
+    op            args                                          OK values
+    OP_GET        key, stale                                    value | nil
+    OP_PUT        session, seq, first_unacked, key, value       nil
+    OP_DELETE     session, seq, first_unacked, key              existed (bool)
+    OP_CAS        session, seq, first_unacked, key, expected|nil, new    swapped (bool)
+    OP_SCAN       prefix, limit, stale                          [[key, value], ...]
+    OP_REGISTER   -                                             session id
+    OP_KEEPALIVE  session, first_unacked                        nil
+    OP_STATUS     -                                             [id, role, term, leader,
+                                                                 last_index, commit, applied,
+                                                                 core, loop, version]
+
+    status        values
+    ST_OK         as above
+    ST_NOT_LEADER leader_id | 0, leader client address "host:port" | nil
+    ST_BUSY / ST_INVALID / ST_SESSION_EXPIRED / ST_ERROR           message
+    ST_UNKNOWN    message: the outcome is unknown (leadership lost after proposing)
+
+Commands (log entry payloads; ``ts`` is the leader's wall clock in milliseconds)::
+
+    [CMD_REGISTER, ts]
+    [CMD_PUT, ts, session, seq, first_unacked, key, value]
+    [CMD_DELETE, ts, session, seq, first_unacked, key]
+    [CMD_CAS, ts, session, seq, first_unacked, key, expected|nil, new]
+    [CMD_KEEPALIVE, ts, session, first_unacked]
+
+The empty payload is the leader's no-op and is never a command. State-machine snapshots are a
+stream of msgpack values (``pack`` / ``SnapshotDecoder``); their shapes are the state
+machine's business.
+"""
+
+from __future__ import annotations
+
+from typing import Any, NamedTuple
+
+import msgpack
+
+from .errors import InvalidRequest, RemoteProtocolError
+from .raft.messages import Message, MsgType, Snapshot, SnapshotMeta
+
+__all__ = [
+    "PROTOCOL_VERSION",
+    "P_HELLO", "P_WELCOME", "P_REFUSE", "P_MSG", "P_SNAP_CHUNK",
+    "OP_GET", "OP_PUT", "OP_DELETE", "OP_CAS", "OP_SCAN", "OP_REGISTER", "OP_KEEPALIVE",
+    "OP_STATUS", "OP_NAMES", "WRITE_OPS",
+    "ST_OK", "ST_NOT_LEADER", "ST_BUSY", "ST_INVALID", "ST_SESSION_EXPIRED", "ST_UNKNOWN",
+    "ST_ERROR",
+    "CMD_REGISTER", "CMD_PUT", "CMD_DELETE", "CMD_CAS", "CMD_KEEPALIVE",
+    "Limits", "Request",
+    "encode_hello", "encode_welcome", "encode_refuse", "encode_message", "encode_snap_chunk",
+    "decode_peer", "SnapMeta", "attach_snapshot",
+    "encode_request", "decode_request", "encode_response", "decode_response",
+    "encode_command", "decode_command",
+    "pack", "unpack", "SnapshotDecoder",
+]
+
+PROTOCOL_VERSION = 1
+
+P_HELLO = 1
+P_WELCOME = 2
+P_REFUSE = 3
+P_MSG = 4
+P_SNAP_CHUNK = 5
+
+OP_GET = 1
+OP_PUT = 2
+OP_DELETE = 3
+OP_CAS = 4
+OP_SCAN = 5
+OP_REGISTER = 6
+OP_KEEPALIVE = 7
+OP_STATUS = 8
+OP_NAMES = {OP_GET: "get", OP_PUT: "put", OP_DELETE: "delete", OP_CAS: "cas", OP_SCAN: "scan",
+            OP_REGISTER: "register", OP_KEEPALIVE: "keepalive", OP_STATUS: "status"}
+#: Operations that become log entries (and carry a session, except register).
+WRITE_OPS = frozenset({OP_PUT, OP_DELETE, OP_CAS, OP_REGISTER, OP_KEEPALIVE})
+
+ST_OK = 0
+ST_NOT_LEADER = 1
+ST_BUSY = 2
+ST_INVALID = 3
+ST_SESSION_EXPIRED = 4
+ST_UNKNOWN = 5
+ST_ERROR = 6
+_STATUSES = frozenset(range(ST_OK, ST_ERROR + 1))
+
+CMD_REGISTER = 1
+CMD_PUT = 2
+CMD_DELETE = 3
+CMD_CAS = 4
+CMD_KEEPALIVE = 5
+
+_U64 = (1 << 64) - 1
+_MSG_TYPES = frozenset(int(t) for t in MsgType)
+_MAX_VOTERS = 4096
+
+# One packer per process: msgpack's Packer reuses its buffer (autoreset returns bytes).
+_packer = msgpack.Packer(use_bin_type=True)
+pack = _packer.pack
+
+
+def _unpackb(body, max_bytes: int):
+    """Strict msgpack decoding of one value: bin/str kept apart, no maps with non-str keys,
+    no ext types, and no container or string longer than the body could honestly hold."""
+    try:
+        return msgpack.unpackb(
+            body, raw=False, use_list=True, strict_map_key=True,
+            max_bin_len=max_bytes, max_str_len=max_bytes,
+            max_array_len=max_bytes, max_map_len=max_bytes, max_ext_len=0)
+    except (ValueError, msgpack.ExtraData, msgpack.FormatError, msgpack.StackError,
+            TypeError, UnicodeDecodeError, OverflowError) as exc:
+        raise RemoteProtocolError(
+            f"undecodable msgpack body ({type(exc).__name__}: {exc})") from None
+
+
+def unpack(body) -> Any:
+    """Decode one msgpack value (strictly; see ``_unpackb``)."""
+    return _unpackb(body, max(len(body), 1))
+
+
+def _bad(what: str) -> RemoteProtocolError:
+    return RemoteProtocolError(what)
+
+
+def _uint(v, what: str) -> int:
+    if type(v) is not int or not 0 <= v <= _U64:
+        raise _bad(f"{what}: expected an unsigned integer, got {_show(v)}")
+    return v
+
+
+def _show(v) -> str:
+    r = repr(v)
+    return r if len(r) <= 60 else r[:57] + "..."
+
+
+# -- peer frames ----------------------------------------------------------------------------
+
+class SnapMeta(NamedTuple):
+    """A SNAP message's snapshot description on the wire: its meta and the data's length."""
+
+    meta: SnapshotMeta
+    nbytes: int
+
+
+def encode_hello(cluster: str, frm: int, to: int) -> bytes:
+    return pack([P_HELLO, PROTOCOL_VERSION, cluster, frm, to])
+
+
+def encode_welcome(node_id: int) -> bytes:
+    return pack([P_WELCOME, PROTOCOL_VERSION, node_id])
+
+
+def encode_refuse(reason: str) -> bytes:
+    return pack([P_REFUSE, reason])
+
+
+def encode_snap_chunk(snap_term: int, snap_index: int, offset: int, data: bytes) -> bytes:
+    return pack([P_SNAP_CHUNK, snap_term, snap_index, offset, data])
+
+
+def encode_message(m: Message, nbytes: int = 0) -> bytes:
+    """A peer message; for SNAP, ``nbytes`` is the length of the snapshot file sent before."""
+    flat = []
+    for term, payload in m.entries:
+        flat.append(term)
+        flat.append(payload)
+    snap = None
+    if m.snapshot is not None:
+        meta = m.snapshot.meta
+        snap = [meta.index, meta.term, sorted(meta.voters), sorted(meta.outgoing), nbytes]
+    return pack([P_MSG, int(m.type), m.to, m.frm, m.term, m.log_term, m.index, flat, m.commit,
+                 m.reject, m.hint_index, m.hint_term, m.context, snap, m.transfer])
+
+
+def _ids(v, what: str) -> frozenset:
+    if type(v) is not list or len(v) > _MAX_VOTERS:
+        raise _bad(f"{what}: expected a list of node ids")
+    out = frozenset(_uint(x, what) for x in v)
+    if 0 in out:
+        raise _bad(f"{what}: node id 0 is not valid")
+    return out
+
+
+def decode_peer(body, max_bytes: int) -> tuple:
+    """Decode and validate one peer frame. Returns one of::
+
+        (P_HELLO, version, cluster, from_id, to_id)
+        (P_WELCOME, version, node_id)
+        (P_REFUSE, reason)
+        (P_MSG, Message, SnapMeta | None)     Message.snapshot is None; the runtime attaches
+                                              the received file when the SNAP is complete
+        (P_SNAP_CHUNK, snap_term, snap_index, offset, data)
+
+    Raises RemoteProtocolError for anything else."""
+    v = _unpackb(body, max_bytes)
+    if type(v) is not list or not v or type(v[0]) is not int:
+        raise _bad(f"peer frame is not an array with an integer kind: {_show(v)}")
+    kind = v[0]
+    n = len(v)
+    if kind == P_MSG:
+        if n != 15:
+            raise _bad(f"peer message has {n} fields, expected 15")
+        (_, mtype, to, frm, term, log_term, index, flat, commit, reject, hint_index,
+         hint_term, context, snap, transfer) = v
+        if mtype not in _MSG_TYPES or type(mtype) is not int:
+            raise _bad(f"unknown message type {_show(mtype)}")
+        for val, what in ((to, "to"), (frm, "from"), (term, "term"), (log_term, "log_term"),
+                          (index, "index"), (commit, "commit"), (hint_index, "hint_index"),
+                          (hint_term, "hint_term"), (context, "context")):
+            _uint(val, what)
+        if type(reject) is not bool or type(transfer) is not bool:
+            raise _bad("reject/transfer must be booleans")
+        if type(flat) is not list or len(flat) % 2:
+            raise _bad("entries must be a flat list of term, payload pairs")
+        entries = []
+        it = iter(flat)
+        prev = 0
+        for t, p in zip(it, it):
+            if type(t) is not int or not prev <= t <= _U64 or type(p) is not bytes:
+                raise _bad("bad entry: terms must be non-decreasing integers, payloads bytes")
+            if t > term:
+                raise _bad(f"entry term {t} above the message term {term}")
+            prev = t
+            entries.append((t, p))
+        sm = None
+        if snap is not None:
+            if mtype != MsgType.SNAP:
+                raise _bad("only SNAP messages carry a snapshot")
+            if type(snap) is not list or len(snap) != 5:
+                raise _bad("snapshot description must have 5 fields")
+            s_index, s_term, voters, outgoing, nbytes = snap
+            _uint(s_index, "snapshot index")
+            _uint(s_term, "snapshot term")
+            _uint(nbytes, "snapshot size")
+            vs = _ids(voters, "snapshot voters")
+            if not vs:
+                raise _bad("snapshot has no voters")
+            sm = SnapMeta(SnapshotMeta(s_index, s_term, vs, _ids(outgoing, "outgoing")), nbytes)
+        elif mtype == MsgType.SNAP:
+            raise _bad("SNAP message without a snapshot description")
+        if entries and mtype != MsgType.APP:
+            raise _bad("only APP messages carry entries")
+        m = Message(MsgType(mtype), to, frm, term, log_term, index, entries, commit, reject,
+                    hint_index, hint_term, context, None, transfer)
+        return P_MSG, m, sm
+    if kind == P_SNAP_CHUNK:
+        if n != 5:
+            raise _bad("snapshot chunk must have 5 fields")
+        _, st, si, off, data = v
+        _uint(st, "snapshot term")
+        _uint(si, "snapshot index")
+        _uint(off, "chunk offset")
+        if type(data) is not bytes:
+            raise _bad("chunk data must be bytes")
+        return P_SNAP_CHUNK, st, si, off, data
+    if kind == P_HELLO:
+        if n != 5:
+            raise _bad("hello must have 5 fields")
+        _, version, cluster, frm, to = v
+        _uint(version, "version")
+        if type(cluster) is not str or len(cluster) > 256:
+            raise _bad("cluster name must be a string")
+        _uint(frm, "from id")
+        _uint(to, "to id")
+        return P_HELLO, version, cluster, frm, to
+    if kind == P_WELCOME:
+        if n != 3:
+            raise _bad("welcome must have 3 fields")
+        _uint(v[1], "version")
+        _uint(v[2], "node id")
+        return P_WELCOME, v[1], v[2]
+    if kind == P_REFUSE:
+        if n != 2 or type(v[1]) is not str:
+            raise _bad("refuse must carry a reason")
+        return P_REFUSE, v[1][:500]
+    raise _bad(f"unknown peer frame kind {kind}")
+
+
+def attach_snapshot(m: Message, meta: SnapshotMeta, data: Any) -> Message:
+    """The SNAP message ``m`` with its received snapshot attached (data: the runtime's handle)."""
+    return m._replace(snapshot=Snapshot(meta, data))
+
+
+# -- client requests and responses ----------------------------------------------------------
+
+class Limits(NamedTuple):
+    """Bounds on client requests (InvalidRequest above them)."""
+
+    max_key: int = 4096
+    max_value: int = 1 << 20
+    max_scan: int = 10_000
+
+
+class Request(NamedTuple):
+    """A decoded client request. Unused fields are None / 0."""
+
+    req_id: int
+    op: int
+    session: int = 0
+    seq: int = 0
+    first_unacked: int = 0
+    key: bytes = b""
+    value: bytes | None = None
+    expected: bytes | None = None
+    stale: bool = False
+    limit: int = 0
+
+
+def encode_request(req_id: int, op: int, *args) -> bytes:
+    return pack([req_id, op, *args])
+
+
+def _key(v, limits: Limits, what: str = "key") -> bytes:
+    if type(v) is not bytes:
+        raise InvalidRequest(f"{what} must be bytes, got {type(v).__name__}")
+    if len(v) > limits.max_key:
+        raise InvalidRequest(f"{what} of {len(v)} bytes is over the limit of {limits.max_key}")
+    return v
+
+
+def _value(v, limits: Limits, what: str = "value") -> bytes:
+    if type(v) is not bytes:
+        raise InvalidRequest(f"{what} must be bytes, got {type(v).__name__}")
+    if len(v) > limits.max_value:
+        raise InvalidRequest(
+            f"{what} of {len(v)} bytes is over the limit of {limits.max_value}")
+    return v
+
+
+def _rint(v, what: str) -> int:
+    if type(v) is not int or not 0 <= v <= _U64:
+        raise InvalidRequest(f"{what} must be an unsigned integer, got {_show(v)}")
+    return v
+
+
+def _session(args) -> tuple[int, int, int]:
+    session = _rint(args[0], "session")
+    seq = _rint(args[1], "seq")
+    first = _rint(args[2], "first_unacked")
+    if session == 0:
+        raise InvalidRequest("writes need a session (register first)")
+    if seq == 0 or first > seq:
+        raise InvalidRequest("need 1 <= seq and first_unacked <= seq")
+    return session, seq, first
+
+
+_ARITY = {OP_GET: 2, OP_PUT: 5, OP_DELETE: 4, OP_CAS: 6, OP_SCAN: 3, OP_REGISTER: 0,
+          OP_KEEPALIVE: 2, OP_STATUS: 0}
+
+
+def decode_request(body, limits: Limits, max_bytes: int) -> Request:
+    """Decode a client request.
+
+    Raises RemoteProtocolError when the body is not even ``[req_id, op, ...]`` (the
+    connection is closed: there is nobody to answer), and InvalidRequest carrying
+    ``req_id`` as an attribute when the request can be answered with ST_INVALID."""
+    v = _unpackb(body, max_bytes)
+    if type(v) is not list or len(v) < 2 or type(v[0]) is not int or not 0 <= v[0] <= _U64:
+        raise _bad(f"request is not [req_id, op, ...]: {_show(v)}")
+    req_id, op = v[0], v[1]
+    try:
+        args = v[2:]
+        if type(op) is not int or op not in _ARITY:
+            raise InvalidRequest(f"unknown operation {_show(op)}")
+        if len(args) != _ARITY[op]:
+            raise InvalidRequest(
+                f"{OP_NAMES[op]} takes {_ARITY[op]} arguments, got {len(args)}")
+        if op == OP_GET:
+            if type(args[1]) is not bool:
+                raise InvalidRequest("stale must be a boolean")
+            return Request(req_id, op, key=_key(args[0], limits), stale=args[1])
+        if op == OP_PUT:
+            s, q, f = _session(args)
+            return Request(req_id, op, s, q, f, key=_key(args[3], limits),
+                           value=_value(args[4], limits))
+        if op == OP_DELETE:
+            s, q, f = _session(args)
+            return Request(req_id, op, s, q, f, key=_key(args[3], limits))
+        if op == OP_CAS:
+            s, q, f = _session(args)
+            exp = args[4]
+            if exp is not None:
+                exp = _value(exp, limits, "expected")
+            return Request(req_id, op, s, q, f, key=_key(args[3], limits), expected=exp,
+                           value=_value(args[5], limits, "new"))
+        if op == OP_SCAN:
+            limit = _rint(args[1], "limit")
+            if type(args[2]) is not bool:
+                raise InvalidRequest("stale must be a boolean")
+            if limit == 0 or limit > limits.max_scan:
+                limit = limits.max_scan
+            return Request(req_id, op, key=_key(args[0], limits, "prefix"), limit=limit,
+                           stale=args[2])
+        if op == OP_KEEPALIVE:
+            s = _rint(args[0], "session")
+            if s == 0:
+                raise InvalidRequest("keepalive needs a session")
+            return Request(req_id, op, s, first_unacked=_rint(args[1], "first_unacked"))
+        return Request(req_id, op)
+    except InvalidRequest as exc:
+        exc.req_id = req_id
+        raise
+
+
+def encode_response(req_id: int, status: int, *values) -> bytes:
+    return pack([req_id, status, *values])
+
+
+def decode_response(body, max_bytes: int) -> tuple[int, int, list]:
+    """``(req_id, status, values)``; RemoteProtocolError when malformed (the client side
+    validates per operation)."""
+    v = _unpackb(body, max_bytes)
+    if (type(v) is not list or len(v) < 2 or type(v[0]) is not int or type(v[1]) is not int
+            or v[1] not in _STATUSES):
+        raise _bad(f"response is not [req_id, status, ...]: {_show(v)}")
+    return v[0], v[1], v[2:]
+
+
+# -- commands (log entry payloads) ----------------------------------------------------------
+
+def encode_command(cmd: tuple | list) -> bytes:
+    return pack(cmd)
+
+
+_CMD_SHAPE = {CMD_REGISTER: 2, CMD_PUT: 7, CMD_DELETE: 6, CMD_CAS: 8, CMD_KEEPALIVE: 4}
+
+
+def decode_command(payload: bytes) -> tuple:
+    """A committed command as a tuple (shapes in the module docstring). Raises
+    RemoteProtocolError for a payload that is not a valid command: the leader validates
+    before proposing, so this only happens to a log written by something else."""
+    v = _unpackb(payload, max(len(payload), 1))
+    if type(v) is not list or not v or type(v[0]) is not int or v[0] not in _CMD_SHAPE:
+        raise _bad(f"not a command: {_show(v)}")
+    if len(v) != _CMD_SHAPE[v[0]]:
+        raise _bad(f"command {v[0]} has {len(v)} fields")
+    kind = v[0]
+    _uint(v[1], "timestamp")
+    if kind == CMD_REGISTER:
+        return tuple(v)
+    _uint(v[2], "session")
+    _uint(v[3], "seq" if kind != CMD_KEEPALIVE else "first_unacked")
+    if kind == CMD_KEEPALIVE:
+        return tuple(v)
+    _uint(v[4], "first_unacked")
+    if type(v[5]) is not bytes:
+        raise _bad("command key must be bytes")
+    if kind == CMD_PUT and type(v[6]) is not bytes:
+        raise _bad("command value must be bytes")
+    if kind == CMD_CAS and ((v[6] is not None and type(v[6]) is not bytes)
+                            or type(v[7]) is not bytes):
+        raise _bad("cas expected/new must be bytes (expected may be nil)")
+    return tuple(v)
+
+
+# -- snapshot streams -----------------------------------------------------------------------
+
+class SnapshotDecoder:
+    """Decode a stream of msgpack values fed in arbitrary chunks (a state machine snapshot).
+    Values are decoded strictly; ``max_bytes`` bounds any single string or container."""
+
+    def __init__(self, max_bytes: int = 64 << 20) -> None:
+        self._u = msgpack.Unpacker(
+            raw=False, use_list=True, strict_map_key=True, max_buffer_size=max_bytes * 2,
+            max_bin_len=max_bytes, max_str_len=max_bytes, max_array_len=max_bytes,
+            max_map_len=max_bytes, max_ext_len=0)
+
+    def feed(self, data) -> list:
+        self._u.feed(data)
+        try:
+            return list(self._u)
+        except (ValueError, msgpack.FormatError, msgpack.StackError, TypeError,
+                UnicodeDecodeError, msgpack.BufferFull, OverflowError) as exc:
+            raise RemoteProtocolError(f"undecodable snapshot stream: {exc}") from None
