@@ -78,7 +78,7 @@ __all__ = [
     "decode_peer", "SnapMeta", "attach_snapshot",
     "encode_request", "decode_request", "encode_response", "decode_response",
     "encode_command", "decode_command",
-    "pack", "unpack", "SnapshotDecoder",
+    "pack", "new_packer", "unpack", "SnapshotDecoder",
 ]
 
 PROTOCOL_VERSION = 1
@@ -124,6 +124,12 @@ _MAX_VOTERS = 4096
 # One packer per process: msgpack's Packer reuses its buffer (autoreset returns bytes).
 _packer = msgpack.Packer(use_bin_type=True)
 pack = _packer.pack
+
+
+def new_packer():
+    """A private ``pack`` function (for a forked child or another thread: msgpack's Packer
+    keeps a buffer and must not be shared across threads or used mid-write after a fork)."""
+    return msgpack.Packer(use_bin_type=True).pack
 
 
 def _unpackb(body, max_bytes: int):
