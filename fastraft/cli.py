@@ -3,8 +3,9 @@
 Place in the architecture: the top layer. It parses arguments and hands off to the server,
 client and tools; later it is also the only place that chooses uvloop. It offers ``--version``,
 ``info`` (which core implementation is in use), ``sim`` (the deterministic simulator),
-``wal-dump`` and ``wal-repair`` (the WAL inspector and the explicit repair); the node, cluster
-and client commands arrive with their issues.
+``wal-dump`` and ``wal-repair`` (the WAL inspector and the explicit repair), ``node`` (one
+server process, ``fastraft.server``) and ``cluster`` (a local cluster of child processes,
+``fastraft.launcher``); the client commands arrive with their issue.
 """
 
 from __future__ import annotations
@@ -57,6 +58,26 @@ def _build_parser() -> argparse.ArgumentParser:
     rep.add_argument("dir")
     rep.add_argument("file")
     rep.add_argument("offset", type=int)
+
+    node = sub.add_parser(
+        "node", help="run one node of a cluster",
+        description="Run one fastraft node. Without --config, the built-in local 3-node "
+                    "cluster is used: node N serves clients on 127.0.0.1:700N and peers on "
+                    "127.0.0.1:710N, data in ./fastraft-data/N.")
+    node.add_argument("--id", type=int, required=True, help="this node's id in the config")
+    node.add_argument("--config", help="cluster configuration file (TOML)")
+    node.add_argument("--data-dir", help="base data directory (the node uses DIR/<id>)")
+    node.add_argument("--storage", choices=("wal", "sqlite"),
+                      help="storage backend (overrides the config's tuning.storage)")
+    node.add_argument("--loop", choices=("auto", "uvloop", "asyncio"), default="auto",
+                      help="event loop (auto: uvloop when installed)")
+    node.add_argument("--log-json", action="store_true", help="log JSON lines")
+    node.add_argument("--log-level", default="INFO",
+                      choices=("DEBUG", "INFO", "WARNING", "ERROR"))
+
+    from .launcher import add_cluster_parser
+
+    add_cluster_parser(sub)
     return parser
 
 
@@ -139,6 +160,36 @@ def _cmd_wal_dump(args: argparse.Namespace) -> int:
     return 1 if damaged else 0
 
 
+def _load_cluster_config(args: argparse.Namespace):
+    """The configuration a node or client command uses: --config, or the built-in cluster;
+    --data-dir and --storage override it. Raises ConfigError."""
+    import dataclasses
+
+    from .config import default_config, load_config
+
+    cfg = load_config(args.config) if args.config else default_config()
+    if getattr(args, "data_dir", None):
+        cfg = dataclasses.replace(cfg, data_dir=args.data_dir)
+    if getattr(args, "storage", None):
+        cfg = dataclasses.replace(cfg, tuning=dataclasses.replace(cfg.tuning,
+                                                                  storage=args.storage))
+    return cfg
+
+
+def _cmd_node(args: argparse.Namespace) -> int:
+    from .errors import ConfigError
+    from .server.main import run_node
+
+    try:
+        cfg = _load_cluster_config(args)
+        cfg.node(args.id)
+    except ConfigError as e:
+        print(f"fastraft node: {e}", file=sys.stderr)
+        return 2
+    return run_node(cfg, args.id, loop=args.loop, log_json=args.log_json,
+                    log_level=args.log_level)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = _build_parser()
     args = parser.parse_args(argv)
@@ -148,6 +199,12 @@ def main(argv: list[str] | None = None) -> int:
         return _cmd_sim(args, parser)
     if args.command == "wal-dump":
         return _cmd_wal_dump(args)
+    if args.command == "node":
+        return _cmd_node(args)
+    if args.command == "cluster":
+        from .launcher import run_cluster
+
+        return run_cluster(args)
     if args.command == "wal-repair":
         from .storage.wal import repair
 

@@ -393,6 +393,32 @@ class SnapshotStore:
         self._prune()
         return final
 
+    def adopt(self, src, meta: SnapshotMeta) -> str:
+        """Take in a complete snapshot file received from a peer (``src``, already fsynced,
+        in this directory): verify it fully and against ``meta``, rename it to its name,
+        fsync the directory and prune. Returns the new path. CorruptRecordError for a
+        damaged file or one that is not ``meta``; LocalProtocolError when it is older than
+        the newest snapshot held (``src`` is left for the caller to remove)."""
+        self._check()
+        src = os.fspath(src)
+        got = verify(src)
+        if (got.index, got.term) != (meta.index, meta.term):
+            raise CorruptRecordError(f"snapshot {src} holds {got.index}@{got.term}, the "
+                                     f"message announced {meta.index}@{meta.term}")
+        existing = _list_snapshots(self.directory)
+        if existing and (meta.term, meta.index) < existing[-1][:2]:
+            raise LocalProtocolError(
+                f"snapshot {meta.index}@{meta.term} is older than the newest one "
+                f"{existing[-1][2]}")
+        final = os.path.join(self.directory, snapshot_name(meta.term, meta.index))
+        try:
+            os.replace(src, final)
+            fsync_dir(self.directory)
+        except OSError as exc:
+            self._fail(f"adopting snapshot {final}", exc)
+        self._prune()
+        return final
+
     def _abandon(self, fd, tmp: str, renamed: str | None) -> None:
         """Best effort after a failed save: close, remove the temporary (or renamed) file."""
         if fd is not None:

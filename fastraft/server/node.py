@@ -1,0 +1,538 @@
+"""The node: one event loop driving the Raft engine, storage, state machine and transports.
+
+Place in the architecture: the heart of ``fastraft.server``. It owns a ``RawNode``
+(``fastraft.raft``), a WAL and a snapshot store (``fastraft.storage``), the replicated KV state
+machine (``fastraft.statemachine``), the peer transport (``peers``) and the client port
+(``clients``). Inputs (ticks, peer messages, client requests) arrive as callbacks; each one
+marks the node dirty and one pass per loop turn (``_process``) does the Ready cycle::
+
+    propose the client writes gathered this turn as ONE batch; start one ReadIndex round
+    while the engine has a Ready:
+        send rd.messages                     (the leader's appends leave before its fsync:
+                                              thesis §10.2.1, the disk and the network overlap)
+        persist snapshot mark, entries, hard state; ONE fsync if rd.must_sync (group commit)
+        send rd.persisted_messages           (votes and acknowledgements: only once durable)
+        install rd.snapshot, apply rd.committed, answer the clients waiting on those entries
+        serve the reads that became safe; answer dropped reads NotLeader
+        advance
+
+A write or fsync failure is fatal: the node logs why and stops without answering anything
+that is not durable (``fatal``). Snapshots are taken by threshold in a forked child
+(copy-on-write, ``statemachine.snapshotter``), so the loop keeps running while it is written;
+then the engine's log prefix is released and WAL segments covered by the older of the two kept
+snapshot files are deleted (the WAL's snapshot mark stays one snapshot behind, so a damaged
+newest snapshot can fall back to the previous one and still find the log after it).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import random
+import time
+
+from .. import __version__, codec
+from ..core import IMPLEMENTATION
+from ..errors import Busy, CorruptRecordError, NotLeader, StorageError
+from ..raft import RaftConfig, RaftLog, RawNode, Snapshot, SnapshotMeta, initial_snapshot
+from ..raft.raft import LEADER, ROLE_NAMES
+from ..statemachine import KVStateMachine
+from ..storage.snapshot import SnapshotStore
+from ..storage.wal import WalStore
+from .clients import ClientServer
+from .peers import PeerTransport
+
+__all__ = ["Node", "FatalError"]
+
+log = logging.getLogger("fastraft.node")
+
+_ROLE_CODES = {name: code for code, name in ROLE_NAMES.items()}
+
+
+class FatalError(Exception):
+    """The node must stop (storage failure, unrecoverable state); the message says why."""
+
+
+def _now_ms() -> int:
+    return time.time_ns() // 1_000_000
+
+
+class Node:
+    def __init__(self, cfg, node_id: int, data_dir: str, *, loop_name: str = "asyncio") -> None:
+        self.cfg = cfg
+        self.id = node_id
+        self.spec = cfg.node(node_id)
+        self.tuning = t = cfg.tuning
+        self.data_dir = data_dir
+        self.loop_name = loop_name
+        self.voters = frozenset(cfg.voters)
+        self.fsync = t.fsync
+        self.addr_of = {n.id: n.client_addr for n in cfg.nodes}
+        self.limits = codec.Limits(max_key=t.max_key_bytes, max_value=t.max_value_bytes)
+        self.max_pending = t.max_pending
+        self._scheduled = False
+        self._stopping = False
+        self.stopped: asyncio.Future | None = None
+        self.exit_code = 0
+        self._props: list = []          # (payload, conn, req_id) gathered this turn
+        self._pending: dict = {}        # index -> (term, conn, req_id)
+        self._read_batch: list = []     # (conn, req) linearizable reads gathered this turn
+        self._reads: dict = {}          # read ctx -> [(conn, req), ...] awaiting a ReadState
+        self._read_ready: list = []     # (index, batch) safe once applied >= index
+        self._read_ctx = 0
+        self._snapshotting = False
+        self._tick_handle = None
+        self.role = 0
+        self.lead = 0
+
+    # -- start-up -------------------------------------------------------------------------
+
+    def _open_storage(self) -> None:
+        t = self.tuning
+        os.makedirs(self.data_dir, exist_ok=True)
+        self.wal = WalStore.open(os.path.join(self.data_dir, "wal"), segment_size=t.segment_size)
+        self.snaps = SnapshotStore(os.path.join(self.data_dir, "snap"))
+        st = self.wal.recovered()
+        mark = st.snapshot
+        latest = self.snaps.latest()
+        machine = KVStateMachine(session_timeout_ms=t.session_timeout_ms)
+        if latest is None:
+            if mark is not None and mark.index > 0:
+                raise FatalError(
+                    f"the WAL in {self.wal_dir} starts after index {mark.index} but no valid "
+                    f"snapshot file in {self.snaps.directory} covers it: this replica cannot "
+                    f"recover its state; wipe its data directory to rejoin through a snapshot")
+            snap = initial_snapshot(self.voters)
+            applied = 0
+            newest = None
+        else:
+            meta_s, path_s = latest
+            if mark is not None and meta_s.index < mark.index:
+                raise FatalError(
+                    f"the newest valid snapshot ({path_s}, index {meta_s.index}) is older "
+                    f"than the WAL's start ({mark.index}): the log between them is gone; "
+                    f"wipe this replica's data directory to rejoin through a snapshot")
+            if not (st.first_index - 1 <= meta_s.index <= st.last_index
+                    and self.wal.term(meta_s.index) == meta_s.term):
+                # The snapshot was made durable but the crash came before the WAL's mark:
+                # the snapshot replaces the log.
+                log.info("snapshot %s is ahead of the WAL; the WAL restarts after it", path_s)
+                self.wal.save_snapshot_mark(meta_s)
+                self.wal.sync()
+                st = self.wal.recovered()
+                mark = st.snapshot
+            t0 = time.monotonic()
+            machine = KVStateMachine.restore(self.snaps.read_chunks(path_s))
+            log.info("restored the state machine from %s (index %d, %d keys) in %.2f s",
+                     path_s, meta_s.index, len(machine), time.monotonic() - t0)
+            applied = meta_s.index
+            newest = Snapshot(meta_s, path_s)
+            if mark is None or mark.index == 0:
+                snap = initial_snapshot(self.voters)
+            elif mark.index == meta_s.index:
+                snap = newest
+            else:
+                older = [p for p in self.snaps.paths() if p != path_s]
+                snap = Snapshot(mark, older[-1] if older else path_s)
+        self.machine = machine
+        hs = st.hard_state
+        committed = max(hs.commit, applied)
+        rlog = RaftLog(snap, st.entries, committed, applied)
+        tk = t.tick_ms
+        rcfg = RaftConfig(id=self.id, voters=self.voters,
+                          election_tick=max(2, t.election_timeout_ms // tk),
+                          heartbeat_tick=max(1, t.heartbeat_ms // tk),
+                          max_uncommitted=t.max_pending)
+        self.raw = RawNode(rcfg, random.Random(), rlog, hs)
+        if newest is not None and newest.meta.index > snap.meta.index:
+            self.raw.compact(newest, keep_from=snap.meta.index + 1)
+        self.snap_index = applied
+        log.info("recovered: log %d..%d, term %d, vote %d, commit %d, applied %d",
+                 rlog.first_index, rlog.last_index, hs.term, hs.vote, committed, applied)
+
+    @property
+    def wal_dir(self) -> str:
+        return os.path.join(self.data_dir, "wal")
+
+    async def start(self) -> None:
+        loop = asyncio.get_running_loop()
+        self.stopped = loop.create_future()
+        try:
+            self._open_storage()
+        except (StorageError, CorruptRecordError) as exc:
+            raise FatalError(str(exc)) from exc
+        t = self.tuning
+        peers = {n.id: n.raft for n in self.cfg.nodes if n.id != self.id}
+        self.peers = PeerTransport(self, self.id, self.cfg.cluster_name, self.spec.raft, peers,
+                                   self.snaps, t.max_frame_bytes)
+        self.clients = ClientServer(self, self.spec.client, self.limits, t.max_frame_bytes,
+                                    t.max_client_connections)
+        await self.peers.start()
+        await self.clients.start()
+        self._tick_s = t.tick_ms / 1000.0
+        self._next_tick = loop.time() + self._tick_s
+        self._tick_handle = loop.call_at(self._next_tick, self._on_tick)
+        log.info("node %d of cluster %r serving clients on %s, peers on %s (core %s, loop "
+                 "%s, storage wal, fsync %s)", self.id, self.cfg.cluster_name,
+                 self.spec.client_addr, self.spec.raft_addr, IMPLEMENTATION, self.loop_name,
+                 "on" if self.fsync else "OFF (unsafe: benchmarking only)")
+        if len(self.voters) == 1:
+            self.raw.campaign()
+        self._kick()
+
+    # -- inputs ---------------------------------------------------------------------------
+
+    def _kick(self) -> None:
+        if not self._scheduled:
+            self._scheduled = True
+            asyncio.get_running_loop().call_soon(self._process)
+
+    def _on_tick(self) -> None:
+        loop = asyncio.get_running_loop()
+        now = loop.time()
+        self._next_tick += self._tick_s
+        if self._next_tick < now - self._tick_s:     # we fell behind: do not tick in a burst
+            self._next_tick = now + self._tick_s
+        self._tick_handle = loop.call_at(self._next_tick, self._on_tick)
+        self.raw.tick()
+        self._kick()
+
+    def on_peer_message(self, m) -> None:
+        self.raw.step(m)
+        self._kick()
+
+    def on_unreachable(self, pid: int) -> None:
+        self.raw.report_unreachable(pid)
+        self._kick()
+
+    def on_snapshot_sent(self, pid: int, ok: bool) -> None:
+        self.raw.report_snapshot(pid, ok)
+        self._kick()
+
+    def _not_leader(self, conn, req_id: int) -> None:
+        lead = self.lead if self.lead != self.id else 0
+        conn.respond(req_id, codec.ST_NOT_LEADER, lead, self.addr_of.get(lead))
+
+    def on_request(self, conn, req) -> None:
+        op = req.op
+        if op == codec.OP_GET or op == codec.OP_SCAN:
+            if req.stale:
+                self._serve_read(conn, req)
+            elif self.role != LEADER:
+                self._not_leader(conn, req.req_id)
+            else:
+                self._read_batch.append((conn, req))
+                self._kick()
+            return
+        if op == codec.OP_STATUS:
+            conn.respond(req.req_id, codec.ST_OK, self.status_fields())
+            return
+        if self._stopping:
+            conn.respond(req.req_id, codec.ST_NOT_LEADER, 0, None)
+            return
+        if self.role != LEADER:
+            self._not_leader(conn, req.req_id)
+            return
+        if len(self._pending) + len(self._props) >= self.max_pending:
+            conn.respond(req.req_id, codec.ST_BUSY,
+                         f"{len(self._pending)} writes are waiting for commitment")
+            return
+        ts = _now_ms()
+        if op == codec.OP_PUT:
+            cmd = [codec.CMD_PUT, ts, req.session, req.seq, req.first_unacked, req.key,
+                   req.value]
+        elif op == codec.OP_DELETE:
+            cmd = [codec.CMD_DELETE, ts, req.session, req.seq, req.first_unacked, req.key]
+        elif op == codec.OP_CAS:
+            cmd = [codec.CMD_CAS, ts, req.session, req.seq, req.first_unacked, req.key,
+                   req.expected, req.value]
+        elif op == codec.OP_REGISTER:
+            cmd = [codec.CMD_REGISTER, ts]
+        else:  # OP_KEEPALIVE
+            cmd = [codec.CMD_KEEPALIVE, ts, req.session, req.first_unacked]
+        self._props.append((codec.encode_command(cmd), conn, req.req_id))
+        self._kick()
+
+    def _serve_read(self, conn, req) -> None:
+        m = self.machine
+        if req.op == codec.OP_GET:
+            conn.respond(req.req_id, codec.ST_OK, m.get(req.key))
+        else:
+            conn.respond(req.req_id, codec.ST_OK,
+                         [[k, v] for k, v in m.scan(req.key, req.limit)])
+
+    # -- the Ready cycle ------------------------------------------------------------------
+
+    def _process(self) -> None:
+        self._scheduled = False
+        if self._props:
+            self._flush_proposals()
+        if self._read_batch:
+            self._flush_reads()
+        raw = self.raw
+        try:
+            while raw.has_ready():
+                rd = raw.ready()
+                self._handle_ready(rd)
+                raw.advance(rd)
+        except StorageError as exc:
+            self.fatal(f"storage failure: {exc}")
+            return
+        self._maybe_snapshot()
+
+    def _flush_proposals(self) -> None:
+        props = self._props
+        self._props = []
+        try:
+            first, term = self.raw.propose([p for p, _c, _r in props])
+        except NotLeader:
+            for _p, conn, req_id in props:
+                self._not_leader(conn, req_id)
+            return
+        except Busy as exc:
+            for _p, conn, req_id in props:
+                conn.respond(req_id, codec.ST_BUSY, str(exc))
+            return
+        pending = self._pending
+        for i, (_p, conn, req_id) in enumerate(props):
+            pending[first + i] = (term, conn, req_id)
+
+    def _flush_reads(self) -> None:
+        batch = self._read_batch
+        self._read_batch = []
+        self._read_ctx += 1
+        ctx = self._read_ctx
+        try:
+            self.raw.read_index(ctx)
+        except NotLeader:
+            for conn, req in batch:
+                self._not_leader(conn, req.req_id)
+            return
+        self._reads[ctx] = batch
+
+    def _handle_ready(self, rd) -> None:
+        if rd.soft_state is not None:
+            self._on_soft_state(rd.soft_state)
+        if rd.messages:
+            self.peers.send(rd.messages)
+        wal = self.wal
+        if rd.snapshot is not None:
+            wal.save_snapshot_mark(rd.snapshot.meta)
+        if rd.entries is not None:
+            wal.append(rd.entries)
+        if rd.hard_state is not None:
+            wal.save_hard_state(rd.hard_state)
+        if rd.must_sync and self.fsync:
+            wal.sync()
+        if rd.persisted_messages:
+            self.peers.send(rd.persisted_messages)
+        if rd.snapshot is not None:
+            self._install(rd.snapshot)
+        if rd.committed is not None:
+            self._apply(rd.committed)
+        if rd.read_states:
+            applied = self.machine.applied_index
+            for rs in rd.read_states:
+                batch = self._reads.pop(rs.context, None)
+                if batch is None:
+                    continue
+                if rs.index <= applied:
+                    for conn, req in batch:
+                        self._serve_read(conn, req)
+                else:
+                    self._read_ready.append((rs.index, batch))
+        if rd.dropped_reads:
+            for ctx in rd.dropped_reads:
+                for conn, req in self._reads.pop(ctx, ()):
+                    self._not_leader(conn, req.req_id)
+
+    def _on_soft_state(self, ss) -> None:
+        was_leader = self.role == LEADER
+        self.role, self.lead = ss.role, ss.lead
+        if ss.role == LEADER and not was_leader:
+            log.info("became leader in term %d", self.raw.raft.term)
+        elif was_leader and ss.role != LEADER:
+            log.info("lost leadership in term %d (leader now %d)", self.raw.raft.term, ss.lead)
+            self._abandon_pending()
+        elif ss.lead:
+            log.info("following node %d in term %d", ss.lead, self.raw.raft.term)
+
+    def _abandon_pending(self) -> None:
+        """Leadership is lost: the writes in flight may or may not commit later."""
+        pending = self._pending
+        self._pending = {}
+        for _term, conn, req_id in pending.values():
+            conn.respond(req_id, codec.ST_UNKNOWN,
+                         "leadership lost before the write committed: outcome unknown")
+        for _index, batch in self._read_ready:
+            for conn, req in batch:
+                self._not_leader(conn, req.req_id)
+        self._read_ready = []
+        reads = self._reads
+        self._reads = {}
+        for batch in reads.values():
+            for conn, req in batch:
+                self._not_leader(conn, req.req_id)
+
+    def _apply(self, batch) -> None:
+        results = self.machine.apply_entries(batch.first_index, batch.entries)
+        pending = self._pending
+        if pending:
+            entries = batch.entries
+            first = batch.first_index
+            for index, result in results:
+                p = pending.pop(index, None)
+                if p is None:
+                    continue
+                term, conn, req_id = p
+                if entries[index - first][0] != term:
+                    conn.respond(req_id, codec.ST_UNKNOWN,
+                                 "the write was overwritten by another leader's entry")
+                elif result is None:
+                    conn.respond(req_id, codec.ST_ERROR, "no result for the entry")
+                else:
+                    conn.respond(req_id, result[0], result[1])
+        if self._read_ready:
+            applied = self.machine.applied_index
+            keep = []
+            for index, rbatch in self._read_ready:
+                if index <= applied:
+                    for conn, req in rbatch:
+                        self._serve_read(conn, req)
+                else:
+                    keep.append((index, rbatch))
+            self._read_ready = keep
+
+    def _install(self, snap: Snapshot) -> None:
+        meta = snap.meta
+        t0 = time.monotonic()
+        try:
+            self.machine = KVStateMachine.restore(self.snaps.read_chunks(snap.data))
+        except (CorruptRecordError, OSError) as exc:
+            raise StorageError(f"cannot install snapshot {snap.data}: {exc}") from exc
+        assert self.machine.applied_index == meta.index, (
+            f"snapshot {snap.data} holds index {self.machine.applied_index}, not {meta.index}")
+        self.snap_index = meta.index
+        log.info("installed snapshot %d@%d from the leader (%d keys) in %.2f s", meta.index,
+                 meta.term, len(self.machine), time.monotonic() - t0)
+
+    # -- snapshots ------------------------------------------------------------------------
+
+    def _maybe_snapshot(self) -> None:
+        if self._snapshotting or self._stopping:
+            return
+        applied = self.machine.applied_index
+        if applied - self.snap_index < self.tuning.snapshot_threshold:
+            return
+        self._snapshotting = True
+        asyncio.get_running_loop().create_task(self._snapshot(applied))
+
+    async def _snapshot(self, applied: int) -> None:
+        try:
+            term = self.raw.raft.log.term(applied)
+            meta = SnapshotMeta(applied, term, self.voters)
+            from ..statemachine.snapshotter import (
+                fork_available,
+                take_snapshot,
+                take_snapshot_sync,
+            )
+
+            t0 = time.monotonic()
+            if fork_available():
+                path = await take_snapshot(self.machine, self.snaps, meta)
+            else:
+                path = take_snapshot_sync(self.machine, self.snaps, meta)
+            took = time.monotonic() - t0
+            if self._stopping:
+                return
+            keep = self.tuning.snapshot_keep_entries
+            self.raw.compact(Snapshot(meta, path), keep_from=max(1, applied - keep + 1))
+            self.snap_index = applied
+            # The WAL's mark stays one snapshot behind (the older kept file), so that a
+            # damaged newest snapshot can fall back to the previous one and its log.
+            paths = self.snaps.paths()
+            older = paths[-2] if len(paths) >= 2 else None
+            freed = 0
+            if older is not None:
+                from ..storage.snapshot import read_meta
+                ometa = read_meta(older)
+                cur = self.wal.snapshot_mark
+                if cur is None or ometa.index > cur.index:
+                    before = len(self.wal.segment_names())
+                    self.wal.save_snapshot_mark(ometa)
+                    self.wal.compact(ometa.index)
+                    if self.fsync:
+                        self.wal.sync()
+                    freed = before - len(self.wal.segment_names())
+            log.info("snapshot at %d (%d keys) written in %.2f s; log released up to %d; "
+                     "%d WAL segments deleted", applied, len(self.machine), took,
+                     max(0, applied - keep), freed)
+        except StorageError as exc:
+            self.fatal(f"snapshot failed: {exc}")
+        except Exception:
+            log.exception("snapshot at %d failed", applied)
+        finally:
+            self._snapshotting = False
+
+    # -- status and shutdown --------------------------------------------------------------
+
+    def status_fields(self) -> list:
+        r = self.raw.raft
+        lg = r.log
+        return [self.id, ROLE_NAMES[r.role], r.term, r.lead, lg.last_index, lg.committed,
+                self.machine.applied_index, IMPLEMENTATION, self.loop_name, __version__]
+
+    def fatal(self, reason: str) -> None:
+        """Stop at once: nothing more is sent or acknowledged."""
+        log.critical("stopping: %s", reason)
+        self.exit_code = 3
+        self._stopping = True
+        if self._tick_handle is not None:
+            self._tick_handle.cancel()
+        # Drop every pending answer: none of them may be acknowledged now.
+        self._pending = {}
+        self._props = []
+        for c in list(self.clients.conns):
+            c.transport.abort()
+        if self.stopped is not None and not self.stopped.done():
+            self.stopped.set_result(None)
+
+    async def shutdown(self, grace: float = 3.0) -> None:
+        """Graceful stop: refuse new clients, hand leadership to an up-to-date follower,
+        flush, close."""
+        if self._stopping:
+            return
+        self._stopping = True
+        self.clients.stop_accepting()
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + grace
+        r = self.raw.raft
+        if r.role == LEADER and len(self.voters) > 1:
+            best = None
+            for vid, pr in r.prs.items():
+                if vid != self.id and self.peers.connected(vid):
+                    if best is None or pr.match > r.prs[best].match:
+                        best = vid
+            if best is not None:
+                log.info("handing leadership to node %d before stopping", best)
+                try:
+                    self.raw.transfer_leadership(best)
+                    self._kick()
+                except Exception as exc:      # noqa: BLE001 - best effort
+                    log.info("leadership transfer not started: %s", exc)
+                while loop.time() < deadline and self.raw.raft.role == LEADER:
+                    await asyncio.sleep(0.01)
+        self._abandon_pending()
+        if self._tick_handle is not None:
+            self._tick_handle.cancel()
+        try:
+            self.wal.sync()
+        except StorageError as exc:
+            log.error("final flush failed: %s", exc)
+            self.exit_code = 3
+        await self.clients.close()
+        await self.peers.close()
+        self.wal.close()
+        if not self.stopped.done():
+            self.stopped.set_result(None)

@@ -1,0 +1,495 @@
+"""The peer transport: TCP connections between the nodes of a cluster.
+
+Place in the architecture: part of the runtime (``fastraft.server``), under ``node``. It turns
+the engine's messages into frames (core frame codec + ``fastraft.codec``) and back, and hands
+only validated messages to the node. It never steps the engine itself.
+
+Connections are one-directional, as in etcd's stream transport: node A sends to node B over the
+connection A dialled; B's replies travel over the connection B dialled to A. A dialler opens
+with ``[P_HELLO, version, cluster, from, to]``; the acceptor answers ``P_WELCOME`` or
+``P_REFUSE`` (wrong cluster, unknown id, version mismatch), logs the refusal once and closes.
+
+- Dialling reconnects with jittered exponential backoff (50 ms .. 2 s). Messages for a peer
+  that is not connected are dropped (Raft retransmits) and the engine is told once that the
+  peer is unreachable.
+- Send buffers are bounded: above ``high_water`` bytes queued in the kernel-side transport,
+  heartbeats and appends are dropped (the engine probes again), so memory cannot grow without
+  limit behind a slow or stopped peer; votes and responses are always queued.
+- A snapshot travels as ``P_SNAP_CHUNK`` frames (the snapshot file's bytes, in order), written
+  by a task that waits for the socket to drain between chunks, so heartbeats and appends keep
+  flowing between the chunks; the SNAP message itself follows the last chunk. The receiver
+  writes the chunks to a part file, verifies the whole file (checksum included), adopts it
+  into its snapshot store, and only then steps the SNAP message into its engine.
+- Any bad input on an accepted connection (garbage, an oversized or malformed frame, a
+  message that decodes but fails validation, a wrong sender) closes that connection with one
+  log line; the node and its other connections carry on.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import random
+import socket
+
+from .. import codec
+from ..core import FrameDecoder, encode_frame
+from ..errors import (
+    CorruptRecordError,
+    FrameTooLarge,
+    LocalProtocolError,
+    RemoteProtocolError,
+    StorageError,
+)
+from ..raft.messages import Message, MsgType, Snapshot
+from .logs import LogOnce
+
+__all__ = ["PeerTransport"]
+
+log = logging.getLogger("fastraft.peers")
+
+_DROPPABLE = frozenset({MsgType.HEARTBEAT, MsgType.APP})
+HANDSHAKE_TIMEOUT = 5.0
+SNAP_CHUNK = 256 * 1024
+PART_PREFIX = "incoming-"
+
+
+def _set_keepalive(transport) -> None:
+    sock = transport.get_extra_info("socket")
+    if sock is None:
+        return
+    try:
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
+        if hasattr(socket, "TCP_KEEPIDLE"):
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPIDLE, 10)
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPINTVL, 5)
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPCNT, 3)
+    except OSError:
+        pass
+
+
+class PeerTransport:
+    """All peer connections of one node. ``node`` must offer ``on_peer_message(m)``,
+    ``on_unreachable(peer_id)`` and ``on_snapshot_sent(peer_id, ok)``; ``snaps`` is the
+    node's SnapshotStore (received snapshots are adopted into it)."""
+
+    def __init__(self, node, node_id: int, cluster: str, listen: tuple[str, int],
+                 peers: dict, snaps, max_frame: int, high_water: int = 32 << 20) -> None:
+        self.node = node
+        self.id = node_id
+        self.cluster = cluster
+        self.listen = listen
+        self.peers = dict(peers)            # id -> (host, port), self excluded
+        self.snaps = snaps
+        self.max_frame = max(max_frame, 2 * SNAP_CHUNK)
+        self.high_water = high_water
+        self.once = LogOnce(log)
+        self._out = {pid: _Outbound(self, pid, addr) for pid, addr in self.peers.items()}
+        self._inbound: set = set()
+        self._server = None
+        self._closed = False
+        self._clean_parts()
+
+    def _clean_parts(self) -> None:
+        d = self.snaps.directory
+        for name in os.listdir(d):
+            if name.startswith(PART_PREFIX):
+                try:
+                    os.unlink(os.path.join(d, name))
+                except OSError:
+                    pass
+
+    async def start(self) -> None:
+        loop = asyncio.get_running_loop()
+        host, port = self.listen
+        self._server = await loop.create_server(lambda: _Inbound(self), host, port,
+                                                reuse_address=True, backlog=128)
+        for out in self._out.values():
+            out.start()
+
+    def send(self, msgs) -> None:
+        """Send the engine's messages, in order per peer, one write per peer."""
+        batches: dict = {}
+        for m in msgs:
+            batches.setdefault(m.to, []).append(m)
+        for pid, ms in batches.items():
+            out = self._out.get(pid)
+            if out is None:
+                self.once(("unknown-dest", pid), logging.ERROR,
+                          "engine addressed a message to unknown node %d", pid)
+                continue
+            out.send(ms)
+
+    def connected(self, pid: int) -> bool:
+        out = self._out.get(pid)
+        return out is not None and out.ready
+
+    async def close(self) -> None:
+        self._closed = True
+        if self._server is not None:
+            self._server.close()
+        for out in self._out.values():
+            out.close()
+        for conn in list(self._inbound):
+            conn.abort()
+        if self._server is not None:
+            try:
+                await asyncio.wait_for(self._server.wait_closed(), 1.0)
+            except (asyncio.TimeoutError, Exception):
+                pass
+
+
+class _Outbound(asyncio.Protocol):
+    """The connection this node dials to one peer (reconnecting for ever)."""
+
+    def __init__(self, tr: PeerTransport, pid: int, addr: tuple[str, int]) -> None:
+        self.tr = tr
+        self.pid = pid
+        self.addr = addr
+        self.transport = None
+        self.ready = False
+        self._task = None
+        self._lost: asyncio.Future | None = None
+        self._welcome: asyncio.Future | None = None
+        self._decoder = FrameDecoder(1 << 16)
+        self._drained: asyncio.Event | None = None
+        self._told_unreachable = False
+        self._snap_task = None
+        self._snap_for = None        # (term, index) being streamed
+
+    # -- connection management ----------------------------------------------------------
+
+    def start(self) -> None:
+        self._task = asyncio.get_running_loop().create_task(self._run())
+
+    def close(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+        if self._snap_task is not None:
+            self._snap_task.cancel()
+        if self.transport is not None:
+            self.transport.abort()
+
+    async def _run(self) -> None:
+        loop = asyncio.get_running_loop()
+        delay = 0.05
+        while not self.tr._closed:
+            try:
+                self._lost = loop.create_future()
+                self._welcome = loop.create_future()
+                self._decoder = FrameDecoder(1 << 16)
+                self._drained = asyncio.Event()
+                self._drained.set()
+                host, port = self.addr
+                await asyncio.wait_for(loop.create_connection(lambda: self, host, port),
+                                       HANDSHAKE_TIMEOUT)
+                await asyncio.wait_for(asyncio.shield(self._welcome), HANDSHAKE_TIMEOUT)
+                self.ready = True
+                self._told_unreachable = False
+                delay = 0.05
+                log.info("connected to node %d at %s:%d", self.pid, host, port)
+                self.tr.once.forget(("dial", self.pid))
+                await self._lost
+                log.info("connection to node %d lost", self.pid)
+            except asyncio.CancelledError:
+                raise
+            except (OSError, asyncio.TimeoutError, RemoteProtocolError) as exc:
+                self.tr.once(("dial", self.pid), logging.INFO,
+                             "cannot reach node %d at %s:%d: %s (retrying)", self.pid,
+                             self.addr[0], self.addr[1], exc or type(exc).__name__)
+            finally:
+                self.ready = False
+                if self.transport is not None:
+                    self.transport.abort()
+                    self.transport = None
+            await asyncio.sleep(delay * (0.5 + random.random()))
+            delay = min(delay * 2, 2.0)
+
+    def connection_made(self, transport) -> None:
+        self.transport = transport
+        _set_keepalive(transport)
+        transport.set_write_buffer_limits(high=4 << 20)
+        transport.write(encode_frame(codec.encode_hello(self.tr.cluster, self.tr.id,
+                                                        self.pid)))
+
+    def data_received(self, data) -> None:
+        try:
+            for body in self._decoder.feed(data):
+                kind = codec.decode_peer(body, 1 << 16)
+                if self._welcome.done():
+                    raise RemoteProtocolError("unexpected frame after the handshake")
+                if kind[0] == codec.P_WELCOME:
+                    if kind[1] != codec.PROTOCOL_VERSION or kind[2] != self.pid:
+                        raise RemoteProtocolError(
+                            f"welcome from node {kind[2]} (protocol {kind[1]}), expected "
+                            f"node {self.pid} (protocol {codec.PROTOCOL_VERSION})")
+                    self._welcome.set_result(True)
+                elif kind[0] == codec.P_REFUSE:
+                    raise RemoteProtocolError(f"node {self.pid} refused us: {kind[1]}")
+                else:
+                    raise RemoteProtocolError(f"unexpected frame kind {kind[0]} in handshake")
+        except (RemoteProtocolError, FrameTooLarge) as exc:
+            if not self._welcome.done():
+                self._welcome.set_exception(exc)
+            else:
+                self.tr.once(("out-bad", self.pid, str(exc)), logging.WARNING,
+                             "closing connection to node %d: %s", self.pid, exc)
+            self.transport.abort()
+
+    def connection_lost(self, exc) -> None:
+        self.ready = False
+        if self._welcome is not None and not self._welcome.done():
+            self._welcome.set_exception(ConnectionError("closed during the handshake"))
+        if self._lost is not None and not self._lost.done():
+            self._lost.set_result(None)
+        if self._drained is not None:
+            self._drained.set()
+
+    def pause_writing(self) -> None:
+        self._drained.clear()
+
+    def resume_writing(self) -> None:
+        self._drained.set()
+
+    # -- sending ------------------------------------------------------------------------
+
+    def send(self, msgs: list) -> None:
+        if not self.ready:
+            if not self._told_unreachable:
+                self._told_unreachable = True
+                self.tr.node.on_unreachable(self.pid)
+            for m in msgs:
+                if m.type == MsgType.SNAP:
+                    self.tr.node.on_snapshot_sent(self.pid, False)
+            return
+        congested = self.transport.get_write_buffer_size() > self.tr.high_water
+        frames = []
+        for m in msgs:
+            if m.type == MsgType.SNAP:
+                self._start_snapshot(m)
+                continue
+            if congested and m.type in _DROPPABLE:
+                continue
+            frames.append(encode_frame(codec.encode_message(m)))
+        if congested and not self._told_unreachable:
+            self._told_unreachable = True
+            self.tr.node.on_unreachable(self.pid)
+        if frames:
+            self.transport.write(b"".join(frames) if len(frames) > 1 else frames[0])
+
+    def _start_snapshot(self, m: Message) -> None:
+        meta = m.snapshot.meta
+        key = (meta.term, meta.index)
+        if self._snap_task is not None and not self._snap_task.done():
+            if self._snap_for == key:
+                return       # already streaming this one
+            self._snap_task.cancel()
+        self._snap_for = key
+        self._snap_task = asyncio.get_running_loop().create_task(self._stream(m))
+
+    async def _stream(self, m: Message) -> None:
+        path = m.snapshot.data
+        meta = m.snapshot.meta
+        ok = False
+        try:
+            transport = self.transport
+            size = os.path.getsize(path)
+            log.info("sending snapshot %d@%d (%d bytes) to node %d", meta.index, meta.term,
+                     size, self.pid)
+            with open(path, "rb") as f:
+                off = 0
+                while off < size:
+                    data = f.read(SNAP_CHUNK)
+                    if not data:
+                        raise OSError(f"snapshot {path} shrank while being sent")
+                    if self.transport is not transport or not self.ready:
+                        raise ConnectionError("connection lost while sending a snapshot")
+                    transport.write(encode_frame(
+                        codec.encode_snap_chunk(meta.term, meta.index, off, data)))
+                    off += len(data)
+                    await self._drained.wait()
+            if self.transport is not transport or not self.ready:
+                raise ConnectionError("connection lost while sending a snapshot")
+            transport.write(encode_frame(codec.encode_message(m, size)))
+            ok = True
+            log.info("sent snapshot %d@%d to node %d", meta.index, meta.term, self.pid)
+        except asyncio.CancelledError:
+            raise
+        except (OSError, ConnectionError) as exc:
+            log.warning("sending snapshot %d@%d to node %d failed: %s", meta.index,
+                        meta.term, self.pid, exc)
+        finally:
+            self.tr.node.on_snapshot_sent(self.pid, ok)
+
+
+class _Inbound(asyncio.Protocol):
+    """A connection a peer dialled to us: handshake, then messages and snapshot chunks."""
+
+    def __init__(self, tr: PeerTransport) -> None:
+        self.tr = tr
+        self.transport = None
+        self.peer_id = None          # set by a valid hello
+        self.remote = "?"
+        self._decoder = FrameDecoder(tr.max_frame)
+        self._timer = None
+        self._part = None            # (term, index, path, fd, size) of a snapshot in transit
+
+    def connection_made(self, transport) -> None:
+        self.transport = transport
+        peer = transport.get_extra_info("peername")
+        self.remote = f"{peer[0]}:{peer[1]}" if peer else "?"
+        _set_keepalive(transport)
+        self.tr._inbound.add(self)
+        self._timer = asyncio.get_running_loop().call_later(HANDSHAKE_TIMEOUT,
+                                                            self._handshake_timeout)
+
+    def abort(self) -> None:
+        if self.transport is not None:
+            self.transport.abort()
+
+    def _handshake_timeout(self) -> None:
+        if self.peer_id is None:
+            self.tr.once(("idle", self.remote), logging.WARNING,
+                         "closing peer connection from %s: no handshake within %.0f s",
+                         self.remote, HANDSHAKE_TIMEOUT)
+            self.transport.abort()
+
+    def connection_lost(self, exc) -> None:
+        self.tr._inbound.discard(self)
+        if self._timer is not None:
+            self._timer.cancel()
+        self._drop_part()
+
+    def _reject(self, reason: str) -> None:
+        who = f"node {self.peer_id}" if self.peer_id is not None else self.remote
+        self.tr.once(("in-bad", who, reason[:80]), logging.WARNING,
+                     "closing peer connection from %s: %s", who, reason)
+        self.transport.abort()
+
+    def data_received(self, data) -> None:
+        try:
+            frames = self._decoder.feed(data)
+        except FrameTooLarge as exc:
+            self._reject(str(exc))
+            return
+        for body in frames:
+            try:
+                self._frame(body)
+            except RemoteProtocolError as exc:
+                self._reject(str(exc))
+                return
+            except (OSError, StorageError) as exc:
+                log.error("cannot store a snapshot from node %s: %s", self.peer_id, exc)
+                self.transport.abort()
+                return
+            if self.transport.is_closing():
+                return
+
+    def _frame(self, body: bytes) -> None:
+        kind = codec.decode_peer(body, self.tr.max_frame)
+        k = kind[0]
+        if self.peer_id is None:
+            if k != codec.P_HELLO:
+                raise RemoteProtocolError("the first frame must be a hello")
+            _, version, cluster, frm, to = kind
+            reason = None
+            if version != codec.PROTOCOL_VERSION:
+                reason = f"protocol version {version}, this node speaks " \
+                         f"{codec.PROTOCOL_VERSION}"
+            elif cluster != self.tr.cluster:
+                reason = f"cluster {cluster!r}, this node belongs to {self.tr.cluster!r}"
+            elif to != self.tr.id:
+                reason = f"hello addressed to node {to}, this is node {self.tr.id}"
+            elif frm not in self.tr.peers:
+                reason = f"unknown node id {frm}"
+            if reason is not None:
+                self.tr.once(("refuse", self.remote, reason), logging.WARNING,
+                             "refusing peer connection from %s: %s", self.remote, reason)
+                self.transport.write(encode_frame(codec.encode_refuse(reason)))
+                self.transport.close()
+                return
+            self.peer_id = frm
+            self._timer.cancel()
+            self.transport.write(encode_frame(codec.encode_welcome(self.tr.id)))
+            return
+        if k == codec.P_MSG:
+            _, m, snap = kind
+            if m.frm != self.peer_id or m.to != self.tr.id:
+                raise RemoteProtocolError(
+                    f"message from {m.frm} to {m.to} on the connection of node "
+                    f"{self.peer_id} to {self.tr.id}")
+            if snap is not None:
+                m = self._finish_snapshot(m, snap)
+                if m is None:
+                    return
+            self.tr.node.on_peer_message(m)
+        elif k == codec.P_SNAP_CHUNK:
+            self._chunk(*kind[1:])
+        else:
+            raise RemoteProtocolError(f"unexpected frame kind {k} after the handshake")
+
+    # -- receiving a snapshot -------------------------------------------------------------
+
+    def _drop_part(self) -> None:
+        if self._part is not None:
+            _t, _i, path, fd, _size = self._part
+            self._part = None
+            try:
+                os.close(fd)
+            except OSError:
+                pass
+            try:
+                os.unlink(path)
+            except OSError:
+                pass
+
+    def _chunk(self, term: int, index: int, offset: int, data: bytes) -> None:
+        if offset == 0:
+            self._drop_part()
+            path = os.path.join(self.tr.snaps.directory,
+                                f"{PART_PREFIX}{self.peer_id}-{term}-{index}.part")
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+            self._part = (term, index, path, fd, 0)
+        part = self._part
+        if part is None or part[0] != term or part[1] != index or part[4] != offset:
+            self._drop_part()
+            raise RemoteProtocolError(f"snapshot chunk {index}@{term} at offset {offset} "
+                                      f"out of order")
+        t, i, path, fd, size = part
+        view = memoryview(data)
+        while view:
+            n = os.write(fd, view)
+            view = view[n:]
+        self._part = (t, i, path, fd, size + len(data))
+
+    def _finish_snapshot(self, m: Message, snap) -> Message | None:
+        meta = snap.meta
+        part = self._part
+        if (part is None or part[0] != meta.term or part[1] != meta.index
+                or part[4] != snap.nbytes):
+            self._drop_part()
+            raise RemoteProtocolError(f"SNAP {meta.index}@{meta.term} without its complete "
+                                      f"data")
+        _t, _i, path, fd, _size = part
+        os.fsync(fd)
+        os.close(fd)
+        self._part = None
+        try:
+            final = self.tr.snaps.adopt(path, meta)
+        except LocalProtocolError as exc:     # older than a snapshot we hold: nothing to do
+            log.info("ignoring snapshot %d@%d from node %d: %s", meta.index, meta.term,
+                     self.peer_id, exc)
+            try:
+                os.unlink(path)
+            except OSError:
+                pass
+            return None
+        except CorruptRecordError as exc:
+            try:
+                os.unlink(path)
+            except OSError:
+                pass
+            raise RemoteProtocolError(f"received snapshot is damaged: {exc}") from None
+        return m._replace(snapshot=Snapshot(meta, final))
