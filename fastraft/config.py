@@ -51,6 +51,7 @@ __all__ = [
     "STORAGE_BACKENDS",
     "DEFAULT_DATA_DIR",
     "DEFAULT_CLUSTER_NAME",
+    "MAX_DEFAULT_SIZE",
     "default_config",
     "load_config",
     "parse_config",

@@ -1,0 +1,322 @@
+"""``fastraft cluster``: run a whole local cluster, one ``fastraft node`` process per node.
+
+Place in the architecture: the top layer, beside ``cli.py`` (which adds this subcommand with
+``add_cluster_parser`` and calls ``run_cluster``). It reads the configuration
+(``fastraft.config``) and manages child processes; it never imports the server, the engine or
+the stores — each node is a separate ``python -m fastraft node`` process, exactly what a user
+would start by hand, so the launcher cannot hide a bug that only real processes show.
+
+What it does:
+
+1. Creates ``--data-dir`` (default ``./fastraft-data``). Without ``--config`` it writes the
+   built-in local cluster of ``--size`` nodes to ``DIR/cluster.toml`` (``render_config``) and
+   hands that file to every node, so nodes and launcher agree on one configuration.
+2. Starts ``[sys.executable, "-m", "fastraft", "node", "--id", N, "--config", CFG,
+   "--data-dir", DIR]`` (plus ``--storage`` when given) per node, each in its own process
+   group so a terminal's Ctrl-C reaches only the launcher, which then stops the nodes in
+   order. On Linux a node also receives SIGTERM if the launcher dies without cleaning up.
+3. Copies every node's output (stdout and stderr) to its own stderr, one line at a time,
+   prefixed ``[node N]``; its stdout carries only the summary: the client endpoints and a
+   command to paste.
+4. On SIGINT or SIGTERM it sends SIGTERM to every node, waits up to 10 s in all, SIGKILLs any
+   that are left (a second Ctrl-C does that at once), and exits 0 when every node exited
+   with status 0, 1 otherwise (2 for a usage or configuration error). A node that exits on its
+   own is reported (id, exit code) and the others keep running until all have exited.
+
+For tests only: ``FASTRAFT_LAUNCHER_NODE_CMD`` replaces the node command with a JSON list of
+strings in which ``{id}``, ``{config}``, ``{data_dir}`` and ``{storage}`` are substituted, and
+``FASTRAFT_LAUNCHER_STOP_GRACE`` replaces the 10 s grace period (seconds).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+
+from .config import (
+    DEFAULT_DATA_DIR,
+    MAX_DEFAULT_SIZE,
+    STORAGE_BACKENDS,
+    Config,
+    default_config,
+    load_config,
+    render_config,
+)
+from .errors import ConfigError
+
+__all__ = ["add_cluster_parser", "run_cluster", "node_command", "main", "STOP_GRACE_S"]
+
+#: Seconds between the SIGTERM sent to the nodes and the SIGKILL of those still running.
+STOP_GRACE_S = 10.0
+_POLL_S = 0.1
+_PR_SET_PDEATHSIG = 1
+
+_PROG = "fastraft cluster"
+
+
+def add_cluster_parser(subparsers) -> argparse.ArgumentParser:
+    """Add the ``cluster`` subcommand to an ``add_subparsers()`` object; returns its parser."""
+    p = subparsers.add_parser(
+        "cluster", help="run a whole local cluster (one node process per member)",
+        description="Start every node of a cluster as a child process and stop them all "
+                    "cleanly on Ctrl-C. Without --config, the built-in local cluster of "
+                    "--size nodes is used (node N: clients on 127.0.0.1:700N, peers on "
+                    "127.0.0.1:710N) and written to DATA_DIR/cluster.toml.")
+    _add_arguments(p)
+    return p
+
+
+def _add_arguments(p: argparse.ArgumentParser) -> None:
+    which = p.add_mutually_exclusive_group()
+    which.add_argument("--size", type=int, default=None, metavar="N",
+                       help=f"nodes of the built-in local cluster, 1-{MAX_DEFAULT_SIZE} "
+                            f"(default 3)")
+    which.add_argument("--config", default=None, metavar="FILE",
+                       help="a cluster configuration file (TOML) instead of --size")
+    p.add_argument("--data-dir", default=None, metavar="DIR",
+                   help=f"where the nodes keep their data, node N in DIR/N (default: the "
+                        f"config's data_dir, else {DEFAULT_DATA_DIR})")
+    p.add_argument("--storage", choices=STORAGE_BACKENDS, default=None,
+                   help="storage backend, passed to every node (default: the config's)")
+
+
+def node_command(node_id: int, config_path: str, data_dir: str,
+                 storage: str | None = None) -> list[str]:
+    """The argv that starts node ``node_id`` (overridable by FASTRAFT_LAUNCHER_NODE_CMD)."""
+    template = os.environ.get("FASTRAFT_LAUNCHER_NODE_CMD")
+    if template:
+        subst = {"id": str(node_id), "config": config_path, "data_dir": data_dir,
+                 "storage": storage or ""}
+        return [part.format(**subst) for part in json.loads(template)]
+    argv = [sys.executable, "-m", "fastraft", "node", "--id", str(node_id),
+            "--config", config_path, "--data-dir", data_dir]
+    if storage:
+        argv += ["--storage", storage]
+    return argv
+
+
+def _err(msg: str) -> None:
+    print(f"{_PROG}: {msg}", file=sys.stderr, flush=True)
+
+
+def _describe(code: int) -> str:
+    if code < 0:
+        try:
+            return f"killed by {signal.Signals(-code).name}"
+        except ValueError:
+            return f"killed by signal {-code}"
+    return f"exit code {code}"
+
+
+def _write_atomically(path: str, text: str) -> None:
+    tmp = f"{path}.tmp"
+    with open(tmp, "w", encoding="utf-8") as f:
+        f.write(text)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+def _child_setup() -> None:  # pragma: no cover - runs in the child between fork and exec
+    # Ask Linux to send SIGTERM to this node if the launcher dies without stopping it.
+    try:
+        import ctypes
+
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
+    except Exception:
+        pass
+
+
+class _Child:
+    def __init__(self, node_id: int, proc: subprocess.Popen) -> None:
+        self.id = node_id
+        self.proc = proc
+        self.code: int | None = None
+        self.reported = False
+        self.reader: threading.Thread | None = None
+
+
+def _pump(child: _Child, lock: threading.Lock) -> None:
+    """Copy a node's output to our stderr line by line, prefixed with its id."""
+    prefix = f"[node {child.id}] ".encode()
+    out = sys.stderr.buffer if hasattr(sys.stderr, "buffer") else None
+    stream = child.proc.stdout
+    assert stream is not None
+    for line in iter(stream.readline, b""):
+        if not line.endswith(b"\n"):
+            line += b"\n"
+        with lock:
+            try:
+                if out is not None:
+                    out.write(prefix + line)
+                    out.flush()
+                else:  # pragma: no cover - stderr replaced by a text-only object
+                    sys.stderr.write((prefix + line).decode("utf-8", "replace"))
+            except (OSError, ValueError):
+                pass
+    stream.close()
+
+
+def _load(args) -> tuple[Config, str, str]:
+    """``(config, config_path, data_dir)`` for the arguments; writes the default config."""
+    if args.config is not None:
+        cfg = load_config(args.config)
+        data_dir = args.data_dir if args.data_dir is not None else cfg.data_dir
+        os.makedirs(data_dir, exist_ok=True)
+        return cfg, args.config, data_dir
+    data_dir = args.data_dir if args.data_dir is not None else DEFAULT_DATA_DIR
+    cfg = default_config(3 if args.size is None else args.size, data_dir=data_dir)
+    os.makedirs(data_dir, exist_ok=True)
+    path = os.path.join(data_dir, "cluster.toml")
+    _write_atomically(path, render_config(cfg))
+    return cfg, path, data_dir
+
+
+def run_cluster(args) -> int:
+    """Run the cluster described by ``args`` (from ``add_cluster_parser``) until a signal
+    stops it or every node has exited; returns the exit status."""
+    try:
+        cfg, config_path, data_dir = _load(args)
+    except ConfigError as e:
+        _err(str(e))
+        return 2
+    except OSError as e:
+        _err(f"cannot prepare the data directory: {e}")
+        return 2
+    storage = getattr(args, "storage", None)
+    grace = float(os.environ.get("FASTRAFT_LAUNCHER_STOP_GRACE", STOP_GRACE_S))
+
+    # The handler only records the signal: the loops below poll this list (a handler that
+    # took a lock, like threading.Event.set, could deadlock against the interrupted code).
+    signals_seen: list[int] = []
+
+    def on_signal(signum, frame):
+        signals_seen.append(signum)
+
+    previous = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
+    children: list[_Child] = []
+    try:
+        # Start every node before any output thread exists (fork with threads is unsafe).
+        for spec in cfg.nodes:
+            argv = node_command(spec.id, config_path, data_dir, storage)
+            try:
+                proc = subprocess.Popen(
+                    argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                    stderr=subprocess.STDOUT, process_group=0,
+                    preexec_fn=_child_setup if sys.platform.startswith("linux") else None)
+            except OSError as e:
+                _err(f"cannot start node {spec.id} ({argv[0]}): {e}")
+                _stop_all(children, grace, signals_seen)
+                return 1
+            children.append(_Child(spec.id, proc))
+        lock = threading.Lock()
+        for child in children:
+            child.reader = threading.Thread(target=_pump, args=(child, lock),
+                                            name=f"node-{child.id}-output", daemon=True)
+            child.reader.start()
+        _print_summary(cfg, config_path, data_dir, children)
+
+        while not signals_seen:
+            for child in children:
+                if child.code is None:
+                    child.code = child.proc.poll()
+                if child.code is not None and not child.reported:
+                    child.reported = True
+                    left = sum(c.code is None for c in children)
+                    _err(f"node {child.id} (pid {child.proc.pid}) exited on its own with "
+                         f"{_describe(child.code)}"
+                         + (f"; {left} node(s) keep running" if left else ""))
+            if all(c.code is not None for c in children):
+                _err("every node has exited")
+                _join_readers(children)
+                return 0 if all(c.code == 0 for c in children) else 1
+            time.sleep(_POLL_S)
+
+        name = signal.Signals(signals_seen[0]).name
+        _err(f"{name} received: stopping {sum(c.code is None for c in children)} node(s)")
+        clean = _stop_all(children, grace, signals_seen)
+        _join_readers(children)
+        return 0 if clean else 1
+    finally:
+        for s, h in previous.items():
+            signal.signal(s, h)
+        for child in children:  # never leave a node behind, whatever happened above
+            if child.proc.poll() is None:
+                child.proc.kill()
+                child.proc.wait()
+
+
+def _stop_all(children: list[_Child], grace: float, signals_seen: list[int]) -> bool:
+    """SIGTERM every running node, wait up to ``grace`` seconds (less if another signal
+    arrives), SIGKILL the rest. True when every node exited with status 0."""
+    first_signals = len(signals_seen)
+    for child in children:
+        if child.proc.poll() is None:
+            try:
+                child.proc.send_signal(signal.SIGTERM)
+            except ProcessLookupError:  # pragma: no cover - exited in between
+                pass
+    deadline = time.monotonic() + grace
+    while time.monotonic() < deadline and len(signals_seen) == first_signals:
+        if all(c.proc.poll() is not None for c in children):
+            break
+        time.sleep(_POLL_S / 2)
+    if len(signals_seen) > first_signals:
+        _err("second signal: killing the remaining nodes now")
+    clean = True
+    for child in children:
+        if child.proc.poll() is None:
+            _err(f"node {child.id} (pid {child.proc.pid}) did not stop within "
+                 f"{grace:g} s: SIGKILL")
+            child.proc.kill()
+            child.proc.wait()
+            clean = False
+        code = child.proc.returncode
+        if not child.reported:
+            child.reported = True
+            _err(f"node {child.id} stopped ({_describe(code)})")
+        if code != 0:
+            clean = False
+    return clean
+
+
+def _join_readers(children: list[_Child]) -> None:
+    for child in children:
+        if child.reader is not None:
+            child.reader.join(timeout=2.0)
+
+
+def _print_summary(cfg: Config, config_path: str, data_dir: str,
+                   children: list[_Child]) -> None:
+    endpoints = ",".join(cfg.client_endpoints())
+    lines = [f"fastraft cluster {cfg.cluster_name!r}: {len(cfg.nodes)} node(s), "
+             f"data in {data_dir}, config {config_path}"]
+    for spec, child in zip(cfg.nodes, children):
+        lines.append(f"  node {spec.id}  client {spec.client_addr}  peer {spec.raft_addr}  "
+                     f"pid {child.proc.pid}")
+    lines += [f"client endpoints: {endpoints}",
+              f"try:  fastraft put hello world --endpoints {endpoints}",
+              f"      fastraft get hello --endpoints {endpoints}",
+              "Ctrl-C stops every node."]
+    print("\n".join(lines), flush=True)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m fastraft.launcher``: the same as ``fastraft cluster``."""
+    parser = argparse.ArgumentParser(prog=_PROG, description=__doc__.splitlines()[0])
+    _add_arguments(parser)
+    args = parser.parse_args(argv)
+    if args.size is not None and not 1 <= args.size <= MAX_DEFAULT_SIZE:
+        parser.error(f"--size takes 1 to {MAX_DEFAULT_SIZE} nodes")
+    return run_cluster(args)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    raise SystemExit(main())

@@ -1,0 +1,251 @@
+"""Tests of ``fastraft cluster`` (fastraft.launcher) with a stand-in node process.
+
+Place in the architecture: process-level tests of the launcher alone. The real node is
+replaced through FASTRAFT_LAUNCHER_NODE_CMD by a small script that records its pid and argv,
+prints a line, and exits 0 on SIGTERM (or misbehaves on request), so signal handling,
+stragglers and early exits are checked without any server code.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from fastraft import launcher
+from fastraft.config import default_config, load_config, parse_config, render_config
+
+FAKE_NODE = r'''
+import json, os, signal, sys, time
+node_id, config, data_dir = sys.argv[1], sys.argv[2], sys.argv[3]
+mode = os.environ.get("FAKE_MODE", "")
+if mode == "ignore-term":
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+else:
+    signal.signal(signal.SIGTERM, lambda *a: sys.exit(0))
+signal.signal(signal.SIGINT, signal.SIG_IGN)   # only the launcher may stop us
+with open(os.path.join(os.environ["FAKE_PIDS"], node_id + ".json.tmp"), "w") as f:
+    json.dump({"pid": os.getpid(), "argv": sys.argv[1:], "pgid": os.getpgid(0)}, f)
+os.replace(os.path.join(os.environ["FAKE_PIDS"], node_id + ".json.tmp"),
+           os.path.join(os.environ["FAKE_PIDS"], node_id + ".json"))
+print(f"fake node {node_id} up", file=sys.stderr, flush=True)
+if mode == "exit-early" and node_id == "2":
+    sys.exit(3)
+if mode == "all-exit":
+    sys.exit(0)
+while True:
+    time.sleep(0.05)
+'''
+
+
+def alive(pid: int) -> bool:
+    """True while ``pid`` exists and is not a zombie."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except FileNotFoundError:
+        return False
+
+
+def wait_for(predicate, timeout: float, what: str, proc=None):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        if proc is not None and proc.poll() is not None:
+            break
+        time.sleep(0.02)
+    extra = ""
+    if proc is not None and proc.poll() is not None:
+        extra = f" (launcher exited with {proc.returncode})"
+    raise AssertionError(f"timed out waiting for {what}{extra}")
+
+
+class Run:
+    def __init__(self, tmp_path: Path, args: list[str], mode: str = "", grace: float = 10.0):
+        self.pids_dir = tmp_path / "pids"
+        self.pids_dir.mkdir(exist_ok=True)
+        script = tmp_path / "fake_node.py"
+        script.write_text(FAKE_NODE)
+        env = dict(os.environ, FAKE_MODE=mode, FAKE_PIDS=str(self.pids_dir),
+                   FASTRAFT_LAUNCHER_STOP_GRACE=str(grace),
+                   FASTRAFT_LAUNCHER_NODE_CMD=json.dumps(
+                       [sys.executable, str(script), "{id}", "{config}", "{data_dir}",
+                        "{storage}"]))
+        n = len(list(tmp_path.glob("launcher-*.out")))
+        self.out_path = tmp_path / f"launcher-{n}.out"
+        self.err_path = tmp_path / f"launcher-{n}.err"
+        with open(self.out_path, "wb") as out, open(self.err_path, "wb") as err:
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", "fastraft.launcher", *args], cwd=tmp_path, env=env,
+                stdout=out, stderr=err)
+
+    def err(self) -> str:
+        return self.err_path.read_text()
+
+    def children(self, n: int) -> dict[int, dict]:
+        def ready():
+            files = list(self.pids_dir.glob("*.json"))
+            if len(files) < n:
+                return None
+            return {int(f.stem.split(".")[0]): json.loads(f.read_text()) for f in files}
+        return wait_for(ready, 20, f"{n} fake nodes to start", self.proc)
+
+    def finish(self, timeout: float = 30) -> tuple[int, str, str]:
+        try:
+            self.proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            self.kill()
+            raise AssertionError(f"launcher did not exit: {self.err()!r}") from None
+        return self.proc.returncode, self.out_path.read_text(), self.err()
+
+    def kill(self):
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
+
+
+@pytest.fixture
+def run(tmp_path):
+    runs: list[Run] = []
+
+    def start(args, **kw):
+        r = Run(tmp_path, args, **kw)
+        runs.append(r)
+        return r
+
+    yield start
+    for r in runs:
+        r.kill()
+        for f in r.pids_dir.glob("*.json"):  # no orphan stand-ins, whatever failed
+            pid = json.loads(f.read_text())["pid"]
+            if alive(pid):
+                os.kill(pid, signal.SIGKILL)
+
+
+def test_node_command_is_the_contract(monkeypatch):
+    monkeypatch.delenv("FASTRAFT_LAUNCHER_NODE_CMD", raising=False)
+    assert launcher.node_command(2, "c.toml", "d") == [
+        sys.executable, "-m", "fastraft", "node", "--id", "2", "--config", "c.toml",
+        "--data-dir", "d"]
+    assert launcher.node_command(1, "c.toml", "d", "sqlite")[-2:] == ["--storage", "sqlite"]
+
+
+def test_parser_options():
+    parser = argparse.ArgumentParser(prog="fastraft")
+    sub = parser.add_subparsers(dest="command")
+    launcher.add_cluster_parser(sub)
+    args = parser.parse_args(["cluster"])
+    assert (args.size, args.config, args.data_dir, args.storage) == (None, None, None, None)
+    args = parser.parse_args(["cluster", "--size", "5", "--data-dir", "x", "--storage",
+                              "sqlite"])
+    assert (args.size, args.data_dir, args.storage) == (5, "x", "sqlite")
+    with pytest.raises(SystemExit):
+        parser.parse_args(["cluster", "--size", "3", "--config", "c.toml"])
+    with pytest.raises(SystemExit):
+        parser.parse_args(["cluster", "--storage", "rocks"])
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
+def test_signal_stops_every_node_cleanly(run, tmp_path, sig):
+    r = run(["--size", "3", "--data-dir", "data"])
+    kids = r.children(3)
+    assert sorted(kids) == [1, 2, 3]
+    cfg_path = tmp_path / "data" / "cluster.toml"
+    for i, kid in kids.items():
+        assert kid["argv"] == [str(i), os.path.join("data", "cluster.toml"), "data", ""]
+        assert kid["pgid"] == kid["pid"]  # own process group: Ctrl-C reaches the launcher only
+        assert alive(kid["pid"])
+    assert load_config(cfg_path) == default_config(3, data_dir="data")
+    r.proc.send_signal(sig)
+    code, out, err = r.finish()
+    assert code == 0, err
+    for kid in kids.values():
+        assert not alive(kid["pid"])
+    assert "client endpoints: 127.0.0.1:7001,127.0.0.1:7002,127.0.0.1:7003" in out
+    assert ("fastraft put hello world --endpoints 127.0.0.1:7001,127.0.0.1:7002,"
+            "127.0.0.1:7003") in out
+    for i in (1, 2, 3):
+        assert f"[node {i}] fake node {i} up" in err
+        assert f"node {i} stopped (exit code 0)" in err
+    assert f"{signal.Signals(sig).name} received: stopping 3 node(s)" in err
+
+
+def test_straggler_is_killed_and_exit_is_nonzero(run):
+    r = run(["--size", "2", "--data-dir", "data"], mode="ignore-term", grace=0.5)
+    kids = r.children(2)
+    r.proc.send_signal(signal.SIGINT)
+    code, out, err = r.finish()
+    assert code == 1
+    assert "did not stop within 0.5 s: SIGKILL" in err
+    for kid in kids.values():
+        assert not alive(kid["pid"])
+
+
+def test_second_signal_kills_at_once(run):
+    r = run(["--size", "2", "--data-dir", "data"], mode="ignore-term", grace=60)
+    kids = r.children(2)
+    r.proc.send_signal(signal.SIGINT)
+    wait_for(lambda: "SIGINT received" in r.err(), 10, "the first signal to be handled",
+             r.proc)
+    r.proc.send_signal(signal.SIGINT)
+    code, out, err = r.finish(timeout=20)
+    assert code == 1
+    assert "second signal" in err
+    for kid in kids.values():
+        assert not alive(kid["pid"])
+
+
+def test_a_node_that_exits_is_reported_and_the_others_keep_running(run):
+    r = run(["--size", "3", "--data-dir", "data"], mode="exit-early")
+    kids = r.children(3)
+    wait_for(lambda: "exited on its own" in r.err(), 10, "the report of node 2's exit",
+             r.proc)
+    assert alive(kids[1]["pid"]) and alive(kids[3]["pid"])
+    r.proc.send_signal(signal.SIGTERM)
+    code, out, err = r.finish()
+    assert code == 1  # one node did not stop cleanly
+    assert "node 2 (pid" in err and "exited on its own with exit code 3; 2 node(s) keep " \
+                                      "running" in err
+    for kid in kids.values():
+        assert not alive(kid["pid"])
+
+
+def test_all_nodes_exiting_ends_the_launcher(run):
+    r = run(["--size", "2", "--data-dir", "data"], mode="all-exit")
+    code, out, err = r.finish()
+    assert code == 0
+    assert "every node has exited" in err
+
+
+def test_config_file_and_storage_are_passed_through(run, tmp_path):
+    cfg = parse_config(render_config(default_config(2, data_dir="elsewhere")))
+    path = tmp_path / "my.toml"
+    path.write_text(render_config(cfg))
+    r = run(["--config", str(path), "--storage", "sqlite"])
+    kids = r.children(2)
+    assert kids[1]["argv"] == ["1", str(path), "elsewhere", "sqlite"]
+    assert (tmp_path / "elsewhere").is_dir()
+    assert not (tmp_path / "elsewhere" / "cluster.toml").exists()
+    r.proc.send_signal(signal.SIGINT)
+    assert r.finish()[0] == 0
+
+
+def test_bad_config_is_a_usage_error(run, tmp_path):
+    path = tmp_path / "bad.toml"
+    path.write_text('[cluster]\nname = 3\n[[node]]\nid = 1\nraft = "h:1"\nclient = "h:2"\n')
+    r = run(["--config", str(path)])
+    code, out, err = r.finish()
+    assert code == 2
+    assert f"fastraft cluster: {path}: [cluster] name" in err
+    r = run(["--size", "0"])
+    code, out, err = r.finish()
+    assert code == 2 and "--size" in err
