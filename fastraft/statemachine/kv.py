@@ -30,9 +30,12 @@ LOAD = 1000
 class KVStore:
     """Byte keys to byte values, with ordered prefix scans."""
 
-    __slots__ = ("_data", "_lists", "_maxes")
+    __slots__ = ("_data", "_lists", "_maxes", "_load")
 
-    def __init__(self) -> None:
+    def __init__(self, load: int = LOAD) -> None:
+        if load < 2:
+            raise ValueError("load must be at least 2")
+        self._load = load
         self._data: dict[bytes, bytes] = {}
         self._lists: list[list[bytes]] = []
         self._maxes: list[bytes] = []
@@ -137,9 +140,10 @@ class KVStore:
         else:
             insort(lists[b], key)
         bucket = lists[b]
-        if len(bucket) > 2 * LOAD:
-            half = bucket[LOAD:]
-            del bucket[LOAD:]
+        load = self._load
+        if len(bucket) > 2 * load:
+            half = bucket[load:]
+            del bucket[load:]
             lists.insert(b + 1, half)
             maxes[b] = bucket[-1]
             maxes.insert(b + 1, half[-1])
@@ -158,7 +162,8 @@ class KVStore:
             del maxes[b]
             return
         maxes[b] = bucket[-1]
-        if n < LOAD // 2 and len(lists) > 1:
+        load = self._load
+        if n < load // 2 and len(lists) > 1:
             # merge with a neighbour (the next one, or the previous for the last bucket)
             if b == len(lists) - 1:
                 b -= 1
@@ -167,9 +172,9 @@ class KVStore:
             del lists[b + 1]
             del maxes[b + 1]
             maxes[b] = first[-1]
-            if len(first) > 2 * LOAD:
-                half = first[LOAD:]
-                del first[LOAD:]
+            if len(first) > 2 * load:
+                half = first[load:]
+                del first[load:]
                 lists.insert(b + 1, half)
                 maxes[b] = first[-1]
                 maxes.insert(b + 1, half[-1])
@@ -177,13 +182,13 @@ class KVStore:
     # -- bulk load ---------------------------------------------------------------------------
 
     @classmethod
-    def from_sorted(cls, keys: list[bytes], values: list[bytes]) -> KVStore:
+    def from_sorted(cls, keys: list[bytes], values: list[bytes], load: int = LOAD) -> KVStore:
         """A store built from keys already in strictly ascending order (the caller checks)
         and their values, in O(n) without sorting (snapshot restore)."""
-        self = cls()
+        self = cls(load)
         self._data = dict(zip(keys, values))
         assert len(self._data) == len(keys), "from_sorted: duplicate keys"
-        lists = [keys[i:i + LOAD] for i in range(0, len(keys), LOAD)]
+        lists = [keys[i:i + load] for i in range(0, len(keys), load)]
         self._lists = lists
         self._maxes = [bucket[-1] for bucket in lists]
         return self
@@ -192,6 +197,6 @@ class KVStore:
         """Assert the internal invariants (tests)."""
         flat = [k for bucket in self._lists for k in bucket]
         assert all(self._lists), "empty bucket"
-        assert all(len(b) <= 2 * LOAD for b in self._lists), "oversized bucket"
+        assert all(len(b) <= 2 * self._load for b in self._lists), "oversized bucket"
         assert flat == sorted(self._data), "index out of order or out of sync"
         assert self._maxes == [b[-1] for b in self._lists], "stale bucket maxima"
