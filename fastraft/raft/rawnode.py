@@ -27,7 +27,7 @@ from typing import NamedTuple
 
 from ..errors import LocalProtocolError
 from .log import RaftLog
-from .messages import EntryBatch, HardState, Message, Snapshot
+from .messages import EntryBatch, HardState, Message, MsgType, Snapshot
 from .raft import LEADER, Raft, RaftConfig
 
 __all__ = ["RawNode", "Ready", "SoftState"]
@@ -72,6 +72,32 @@ class RawNode:
 
     def step(self, m: Message) -> None:
         self.raft.step(m)
+
+    def check_message(self, m: Message) -> str | None:
+        """Why ``m`` could not come from a correct peer of this node, or None. The runtime
+        calls it on every message from the network before ``step``: the engine trusts its
+        inputs, so a message that breaks the protocol's own invariants (entries older than
+        the position they follow, an acknowledgement of entries this leader never had) is
+        refused here instead of corrupting state."""
+        r = self.raft
+        if m.to != r.id:
+            return f"message for node {m.to} delivered to node {r.id}"
+        if m.frm == r.id:
+            return "message claims to come from this node"
+        mtype = m.type
+        if mtype == MsgType.APP and m.entries:
+            if m.entries[0][0] < m.log_term:
+                return (f"APP entries of term {m.entries[0][0]} follow a position of term "
+                        f"{m.log_term}")
+            for t, _p in m.entries:
+                if t > m.term:
+                    return f"APP entry of term {t} above the message's term {m.term}"
+        elif mtype == MsgType.APP_RESP and m.term == r.term and r.role == LEADER:
+            last = r.log.last_index
+            if m.index > last or m.hint_index > last:
+                return (f"APP_RESP for index {m.index} (hint {m.hint_index}) beyond this "
+                        f"leader's last index {last}")
+        return None
 
     def propose(self, payloads) -> tuple[int, int]:
         return self.raft.propose(payloads)

@@ -198,9 +198,15 @@ class Node:
         self.raw.tick()
         self._kick()
 
-    def on_peer_message(self, m) -> None:
+    def on_peer_message(self, m) -> str | None:
+        """Step a validated message; returns why it was refused (the connection is then
+        closed by the transport), or None."""
+        reason = self.raw.check_message(m)
+        if reason is not None:
+            return reason
         self.raw.step(m)
         self._kick()
+        return None
 
     def on_unreachable(self, pid: int) -> None:
         self.raw.report_unreachable(pid)

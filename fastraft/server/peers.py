@@ -88,6 +88,8 @@ class PeerTransport:
         self.once = LogOnce(log)
         self._out = {pid: _Outbound(self, pid, addr) for pid, addr in self.peers.items()}
         self._inbound: set = set()
+        #: Accepted connections allowed at once (peers reconnect; the rest is a flood).
+        self.max_inbound = 4 * len(self.peers) + 32
         self._server = None
         self._closed = False
         self._clean_parts()
@@ -340,6 +342,12 @@ class _Inbound(asyncio.Protocol):
         self.transport = transport
         peer = transport.get_extra_info("peername")
         self.remote = f"{peer[0]}:{peer[1]}" if peer else "?"
+        if len(self.tr._inbound) >= self.tr.max_inbound:
+            self.tr.once(("inbound-cap",), logging.WARNING,
+                         "refusing peer connection from %s: %d connections already open",
+                         self.remote, len(self.tr._inbound))
+            transport.abort()
+            return
         _set_keepalive(transport)
         self.tr._inbound.add(self)
         self._timer = asyncio.get_running_loop().call_later(HANDSHAKE_TIMEOUT,
@@ -424,7 +432,9 @@ class _Inbound(asyncio.Protocol):
                 m = self._finish_snapshot(m, snap)
                 if m is None:
                     return
-            self.tr.node.on_peer_message(m)
+            reason = self.tr.node.on_peer_message(m)
+            if reason is not None:
+                raise RemoteProtocolError(f"invalid {m.type.name} message: {reason}")
         elif k == codec.P_SNAP_CHUNK:
             self._chunk(*kind[1:])
         else:
