@@ -1,0 +1,408 @@
+"""A cluster of real ``fastraft node`` processes for integration and fault tests.
+
+Place in the architecture: test infrastructure (tests/integration; the ``cluster_factory``
+fixture in ``conftest.py`` hands it out). It starts the very command a user runs —
+``python -m fastraft node --id N --config F --data-dir D`` — on free ports, with every node's
+stdout and stderr in its own log file, and drives the nodes with signals only (SIGTERM,
+SIGKILL, SIGSTOP/SIGCONT). It talks to them through ``wire.py`` (the protocol as codec.py
+describes it), never through fastraft.client, and imports nothing of the server.
+
+Rules it keeps:
+
+- Nothing waits by sleeping: ``wait_for`` polls a predicate against a deadline and, on
+  timeout, raises AssertionError naming what it waited for, with the last lines of every
+  node's log.
+- Nothing outlives the test: ``close()`` SIGKILLs every node (paused ones included) and
+  waits for it; the fixture calls it in a finalizer, and on Linux each node also gets SIGKILL
+  if the test process dies (PR_SET_PDEATHSIG).
+- Ports come from binding port 0 on 127.0.0.1 and are never handed out twice in a run.
+- ``node(i).data_dir`` is the node's own directory, ``<base>/data/<i>`` (the config's
+  data_dir is ``<base>/data``, passed as ``--data-dir``); logs are ``<base>/node<i>.log``
+  (appended to across restarts, each start marked with a line).
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import itertools
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Callable
+
+from fastraft.config import Config, NodeSpec, Tuning, render_config
+
+
+def _sibling(name: str):
+    """Import tests/integration/<name>.py once (pytest's importlib mode puts no test
+    directory on sys.path)."""
+    modname = f"fastraft_itest_{name}"
+    if modname in sys.modules:
+        return sys.modules[modname]
+    spec = importlib.util.spec_from_file_location(modname,
+                                                  Path(__file__).with_name(f"{name}.py"))
+    mod = importlib.util.module_from_spec(spec)
+    sys.modules[modname] = mod
+    spec.loader.exec_module(mod)
+    return mod
+
+
+wire = _sibling("wire")
+
+__all__ = ["Cluster", "NodeProc", "free_port", "wait_for", "wire", "LOG_TAIL_LINES"]
+
+LOG_TAIL_LINES = 40
+_PR_SET_PDEATHSIG = 1
+_used_ports: set[int] = set()
+_names = itertools.count(1)
+
+#: ``node_cmd(node_id, config_path, data_dir) -> argv``: how a node is started.
+NodeCmd = Callable[[int, str, str], list]
+
+
+def default_node_cmd(node_id: int, config_path: str, data_dir: str) -> list:
+    return [sys.executable, "-m", "fastraft", "node", "--id", str(node_id),
+            "--config", config_path, "--data-dir", data_dir]
+
+
+def free_port() -> int:
+    """A port that was free on 127.0.0.1 a moment ago and was not handed out before."""
+    for _ in range(1000):
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+            s.bind(("127.0.0.1", 0))
+            port = s.getsockname()[1]
+        if port not in _used_ports:
+            _used_ports.add(port)
+            return port
+    raise RuntimeError("no free port found")  # pragma: no cover
+
+
+def wait_for(predicate, timeout: float = 10.0, what: str = "the condition",
+             report: Callable[[], str] | None = None, interval: float = 0.02):
+    """Poll ``predicate()`` until it returns something truthy (which is returned) or
+    ``timeout`` seconds pass: then AssertionError naming ``what`` (plus ``report()``)."""
+    deadline = time.monotonic() + timeout
+    last_exc = None
+    while True:
+        try:
+            value = predicate()
+        except (OSError, ValueError) as exc:  # a node down mid-poll counts as "not yet"
+            value, last_exc = None, exc
+        if value:
+            return value
+        if time.monotonic() >= deadline:
+            break
+        time.sleep(interval)
+    msg = f"timed out after {timeout:g} s waiting for {what}"
+    if last_exc is not None:
+        msg += f" (last error: {last_exc!r})"
+    if report is not None:
+        msg += "\n" + report()
+    raise AssertionError(msg)
+
+
+def _child_setup() -> None:  # pragma: no cover - runs in the child between fork and exec
+    try:
+        import ctypes
+
+        ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+    except Exception:
+        pass
+
+
+class NodeProc:
+    """One member of a harness cluster and its process (None while not running)."""
+
+    def __init__(self, cluster: Cluster, spec: NodeSpec) -> None:
+        self.cluster = cluster
+        self.spec = spec
+        self.id = spec.id
+        self.proc: subprocess.Popen | None = None
+        self.paused = False
+        #: Exit codes of this node's past processes, oldest first.
+        self.exit_codes: list[int] = []
+        self.log_path = cluster.base / f"node{spec.id}.log"
+
+    @property
+    def client_addr(self) -> str:
+        return self.spec.client_addr
+
+    @property
+    def raft_addr(self) -> str:
+        return self.spec.raft_addr
+
+    @property
+    def data_dir(self) -> str:
+        return self.cluster.config.node_dir(self.id)
+
+    @property
+    def pid(self) -> int | None:
+        return self.proc.pid if self.proc is not None else None
+
+    @property
+    def running(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    def log_text(self) -> str:
+        try:
+            return self.log_path.read_text(errors="replace")
+        except FileNotFoundError:
+            return ""
+
+    def log_tail(self, lines: int = LOG_TAIL_LINES) -> str:
+        return "\n".join(self.log_text().splitlines()[-lines:])
+
+    def _reap(self) -> int:
+        assert self.proc is not None
+        code = self.proc.wait()
+        self.exit_codes.append(code)
+        self.proc = None
+        self.paused = False
+        return code
+
+    def __repr__(self) -> str:
+        state = "paused" if self.paused else "running" if self.running else "down"
+        return f"<node {self.id} {state} pid={self.pid} client={self.client_addr}>"
+
+
+class Cluster:
+    """``size`` nodes on free ports under ``base`` (a fresh directory).
+
+    ``tuning``: overrides of Tuning fields; ``storage``: "wal" or "sqlite" (written into the
+    config); ``node_cmd``: how a node is started (tests of the harness use a stand-in)."""
+
+    def __init__(self, base, size: int = 3, tuning: dict | None = None,
+                 storage: str | None = None, name: str | None = None,
+                 node_cmd: NodeCmd | None = None, start_timeout: float = 15.0) -> None:
+        self.base = Path(base)
+        self.base.mkdir(parents=True, exist_ok=True)
+        tuning = dict(tuning or {})
+        if storage is not None:
+            tuning["storage"] = storage
+        specs = tuple(NodeSpec(i, ("127.0.0.1", free_port()), ("127.0.0.1", free_port()))
+                      for i in range(1, size + 1))
+        name = name or f"itest-{os.getpid()}-{next(_names)}"
+        self.config = Config(name, specs, Tuning(**tuning), data_dir=str(self.base / "data"))
+        self.config_path = str(self.base / "cluster.toml")
+        Path(self.config_path).write_text(render_config(self.config))
+        self.node_cmd = node_cmd or default_node_cmd
+        self.start_timeout = start_timeout
+        self.nodes = {s.id: NodeProc(self, s) for s in self.config.nodes}
+        self._clients: list = []
+        self.closed = False
+
+    # -- membership and processes ---------------------------------------------------------
+
+    @property
+    def ids(self) -> list[int]:
+        return sorted(self.nodes)
+
+    def node(self, i: int) -> NodeProc:
+        return self.nodes[i]
+
+    def endpoints(self) -> list[str]:
+        return self.config.client_endpoints()
+
+    def start(self, ids=None, wait: bool = True) -> Cluster:
+        """Start the given nodes (default: all that are not running); with ``wait``, until
+        each answers a status request."""
+        ids = self.ids if ids is None else list(ids)
+        for i in ids:
+            if not self.nodes[i].running:
+                self._spawn(i)
+        if wait:
+            for i in ids:
+                self.wait_for(lambda i=i: self._answers(i), self.start_timeout,
+                              f"node {i} to answer on {self.nodes[i].client_addr}")
+        return self
+
+    def _answers(self, i: int) -> bool:
+        n = self.nodes[i]
+        if n.proc is not None and n.proc.poll() is not None:
+            code = n._reap()
+            raise AssertionError(f"node {i} exited with code {code} while starting\n"
+                                 + self.report())
+        return self.status(i) is not None
+
+    def _spawn(self, i: int) -> None:
+        n = self.nodes[i]
+        assert not self.closed, "the cluster is closed"
+        argv = self.node_cmd(i, self.config_path, self.config.data_dir)
+        with open(n.log_path, "ab") as log:
+            log.write(f"=== harness: starting node {i}: {' '.join(argv)}\n".encode())
+            log.flush()
+            n.proc = subprocess.Popen(
+                argv, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
+                cwd=self.base,
+                preexec_fn=_child_setup if sys.platform.startswith("linux") else None)
+        n.paused = False
+
+    def _signal(self, i: int, sig: int) -> None:
+        n = self.nodes[i]
+        assert n.running, f"node {i} is not running ({n!r})"
+        n.proc.send_signal(sig)
+
+    def kill(self, i: int) -> int:
+        """SIGKILL node ``i`` and wait; returns its exit code (-9)."""
+        n = self.nodes[i]
+        if n.proc is None:
+            return n.exit_codes[-1] if n.exit_codes else 0
+        if n.proc.poll() is None:
+            n.proc.kill()
+        return n._reap()
+
+    def terminate(self, i: int, timeout: float = 10.0) -> int:
+        """SIGTERM node ``i`` (SIGCONT first if paused) and return its exit code;
+        AssertionError (after a SIGKILL) when it does not exit within ``timeout``."""
+        n = self.nodes[i]
+        assert n.proc is not None, f"node {i} is not running"
+        if n.proc.poll() is None:
+            n.proc.send_signal(signal.SIGTERM)
+            if n.paused:
+                n.proc.send_signal(signal.SIGCONT)
+            try:
+                n.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                n.proc.kill()
+                n._reap()
+                raise AssertionError(
+                    f"node {i} did not exit within {timeout:g} s of SIGTERM (killed)\n"
+                    + self.report()) from None
+        return n._reap()
+
+    def stop(self, timeout: float = 10.0) -> dict[int, int]:
+        """SIGTERM every running node, wait, and return ``{id: exit code}`` (nodes that
+        outlive ``timeout`` are SIGKILLed and report -9)."""
+        running = [n for n in self.nodes.values() if n.proc is not None]
+        for n in running:
+            if n.proc.poll() is None:
+                n.proc.send_signal(signal.SIGTERM)
+                if n.paused:
+                    n.proc.send_signal(signal.SIGCONT)
+        deadline = time.monotonic() + timeout
+        codes = {}
+        for n in running:
+            try:
+                n.proc.wait(max(0.0, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                n.proc.kill()
+            codes[n.id] = n._reap()
+        return codes
+
+    def pause(self, i: int) -> None:
+        """SIGSTOP node ``i`` (it keeps its sockets but answers nothing)."""
+        self._signal(i, signal.SIGSTOP)
+        self.nodes[i].paused = True
+
+    def resume(self, i: int) -> None:
+        self._signal(i, signal.SIGCONT)
+        self.nodes[i].paused = False
+
+    def restart(self, i: int, clean: bool = True, wait: bool = True) -> None:
+        """Stop node ``i`` (SIGTERM when ``clean``, else SIGKILL) if running, start it again."""
+        if self.nodes[i].proc is not None:
+            if clean:
+                self.terminate(i)
+            else:
+                self.kill(i)
+        self.start([i], wait=wait)
+
+    def wipe(self, i: int, wait: bool = True) -> None:
+        """SIGKILL node ``i``, delete its data directory, start it again empty."""
+        self.kill(i)
+        shutil.rmtree(self.nodes[i].data_dir, ignore_errors=True)
+        self.start([i], wait=wait)
+
+    def close(self) -> None:
+        """SIGKILL every node and wait for it; close every client. Safe to call twice."""
+        for c in self._clients:
+            c.close()
+        self._clients.clear()
+        for n in self.nodes.values():
+            if n.proc is None:
+                continue
+            try:
+                if n.proc.poll() is None:
+                    n.proc.kill()  # works on a stopped process too
+                n._reap()
+            except Exception:  # pragma: no cover - keep killing the others
+                pass
+        self.closed = True
+
+    def __enter__(self) -> Cluster:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    # -- observation ----------------------------------------------------------------------
+
+    def report(self, lines: int = LOG_TAIL_LINES) -> str:
+        """The state and the last ``lines`` log lines of every node."""
+        out = []
+        for n in self.nodes.values():
+            out.append(f"--- {n!r} exit codes {n.exit_codes}; last {lines} lines of "
+                       f"{n.log_path}:")
+            out.append(n.log_tail(lines) or "(empty)")
+        return "\n".join(out)
+
+    def wait_for(self, predicate, timeout: float = 10.0, what: str = "the condition"):
+        return wait_for(predicate, timeout, what, report=self.report)
+
+    def client(self, i: int, timeout: float = 5.0):
+        """A new WireClient to node ``i`` (closed by ``close()``)."""
+        c = wire.WireClient(self.nodes[i].client_addr, timeout)
+        self._clients.append(c)
+        return c
+
+    def status(self, i: int, timeout: float = 1.0) -> dict | None:
+        """Node ``i``'s status as a dict (wire.STATUS_FIELDS), or None when it does not
+        answer (down, paused, not listening yet, or a malformed answer)."""
+        n = self.nodes[i]
+        if not n.running or n.paused:
+            return None
+        try:
+            with wire.WireClient(n.client_addr, timeout) as c:
+                reply = c.status()
+                if not reply.ok:
+                    return None
+                return wire.parse_status(reply.values)
+        except Exception:
+            return None
+
+    def statuses(self) -> dict[int, dict]:
+        return {i: s for i in self.ids if (s := self.status(i)) is not None}
+
+    def current_leader(self) -> int | None:
+        """The node that reports role leader for the highest term among the answering
+        nodes, when exactly one does; else None."""
+        st = self.statuses()
+        if not st:
+            return None
+        top = max(s["term"] for s in st.values())
+        leaders = [i for i, s in st.items() if s["role"] == "leader" and s["term"] == top]
+        return leaders[0] if len(leaders) == 1 else None
+
+    def leader(self, timeout: float = 15.0) -> int:
+        """Wait until exactly one node is leader of the highest term; return its id."""
+        return self.wait_for(self.current_leader, timeout, "exactly one leader of the "
+                                                           "highest term")
+
+    def wait_applied(self, index: int, ids=None, timeout: float = 15.0) -> None:
+        """Wait until every given node (default: every running, unpaused one) has applied
+        at least ``index``."""
+        def done():
+            targets = ids if ids is not None else [
+                i for i, n in self.nodes.items() if n.running and not n.paused]
+            for i in targets:
+                s = self.status(i)
+                if s is None or s["applied"] < index:
+                    return False
+            return True
+        which = "every running node" if ids is None else f"nodes {sorted(ids)}"
+        self.wait_for(done, timeout, f"{which} to apply index {index}")
