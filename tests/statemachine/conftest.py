@@ -60,12 +60,12 @@ def random_log(ops) -> list[bytes]:
     next_seq: dict[int, int] = {}
     acked: dict[int, int] = {}
     for kind, who, key_choice, step, extra in ops:
-        if step == 12:
-            ts += TIMEOUT + 1 + extra           # past the timeout: everything idle expires
+        if step == 12 and extra >= 4:
+            ts += TIMEOUT + extra - 4           # to the timeout's edge, or just past it
         elif step == 11:
             ts = max(0, ts - 200)               # a new leader whose clock is behind
         else:
-            ts += step * 40
+            ts += step * 15
         index = len(log) + 1
         if kind == 0 or not sessions:
             log.append(register(ts))
@@ -76,7 +76,9 @@ def random_log(ops) -> list[bytes]:
         if kind == 10:
             log.append(b"" if extra < 4 else b"\x91\x07")   # a no-op, or an invalid command
             continue
-        sid = sessions[who % len(sessions)] if who < 7 else 9999 + who   # 9999+: unknown
+        # mostly one of the 3 newest sessions; sometimes an old one; 7: an unknown id
+        sid = (sessions[-1 - who % min(3, len(sessions))] if who < 5
+               else sessions[who % len(sessions)] if who < 7 else 9999 + who)
         seq = next_seq.get(sid, 1)
         if extra == 5 and seq > 1:              # retry an older seq
             seq = max(1, seq - 1 - key_choice)
