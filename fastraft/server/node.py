@@ -38,7 +38,8 @@ from ..errors import Busy, CorruptRecordError, NotLeader, StorageError
 from ..raft import RaftConfig, RaftLog, RawNode, Snapshot, SnapshotMeta, initial_snapshot
 from ..raft.raft import LEADER, ROLE_NAMES
 from ..statemachine import KVStateMachine
-from ..storage.snapshot import SnapshotStore
+from ..statemachine.snapshotter import fork_available, take_snapshot, take_snapshot_sync
+from ..storage.snapshot import SnapshotStore, read_meta
 from ..storage.wal import WalStore
 from .clients import ClientServer
 from .peers import PeerTransport
@@ -125,7 +126,7 @@ class Node:
             t0 = time.monotonic()
             machine = KVStateMachine.restore(self.snaps.read_chunks(path_s))
             log.info("restored the state machine from %s (index %d, %d keys) in %.2f s",
-                     path_s, meta_s.index, len(machine), time.monotonic() - t0)
+                     path_s, meta_s.index, len(machine.kv), time.monotonic() - t0)
             applied = meta_s.index
             newest = Snapshot(meta_s, path_s)
             if mark is None or mark.index == 0:
@@ -421,7 +422,7 @@ class Node:
             f"snapshot {snap.data} holds index {self.machine.applied_index}, not {meta.index}")
         self.snap_index = meta.index
         log.info("installed snapshot %d@%d from the leader (%d keys) in %.2f s", meta.index,
-                 meta.term, len(self.machine), time.monotonic() - t0)
+                 meta.term, len(self.machine.kv), time.monotonic() - t0)
 
     # -- snapshots ------------------------------------------------------------------------
 
@@ -438,12 +439,6 @@ class Node:
         try:
             term = self.raw.raft.log.term(applied)
             meta = SnapshotMeta(applied, term, self.voters)
-            from ..statemachine.snapshotter import (
-                fork_available,
-                take_snapshot,
-                take_snapshot_sync,
-            )
-
             t0 = time.monotonic()
             if fork_available():
                 path = await take_snapshot(self.machine, self.snaps, meta)
@@ -461,7 +456,6 @@ class Node:
             older = paths[-2] if len(paths) >= 2 else None
             freed = 0
             if older is not None:
-                from ..storage.snapshot import read_meta
                 ometa = read_meta(older)
                 cur = self.wal.snapshot_mark
                 if cur is None or ometa.index > cur.index:
@@ -472,7 +466,7 @@ class Node:
                         self.wal.sync()
                     freed = before - len(self.wal.segment_names())
             log.info("snapshot at %d (%d keys) written in %.2f s; log released up to %d; "
-                     "%d WAL segments deleted", applied, len(self.machine), took,
+                     "%d WAL segments deleted", applied, len(self.machine.kv), took,
                      max(0, applied - keep), freed)
         except StorageError as exc:
             self.fatal(f"snapshot failed: {exc}")
