@@ -62,8 +62,8 @@ class Handler(socketserver.BaseRequestHandler):
                     return
                 r, term = role()
                 if req.op == codec.OP_STATUS:
-                    out = [codec.ST_OK, node_id, r, term, 0, applied[0], applied[0],
-                           applied[0], "python", "asyncio", "fake"]
+                    out = [codec.ST_OK, [node_id, r, term, 0, applied[0], applied[0],
+                                          applied[0], "python", "asyncio", "fake"]]
                 elif r != "leader":
                     out = [codec.ST_NOT_LEADER, 0, None]
                 elif req.op == codec.OP_REGISTER:
@@ -176,6 +176,8 @@ def test_wire_client_invalid_and_hostile_input(fake_cluster, wire):
     assert "closing a connection" in c.node(1).log_text()
     with pytest.raises(ValueError):
         wire.parse_status([1, 2])
+    with pytest.raises(ValueError):
+        wire.parse_status([[1, 2]])
 
 
 def test_kill_terminate_restart_wipe(fake_cluster):

@@ -58,11 +58,12 @@ class Reply(NamedTuple):
 
 
 def parse_status(values: list) -> dict:
-    """An OP_STATUS answer's values as a dict keyed by STATUS_FIELDS."""
-    if len(values) != len(STATUS_FIELDS):
-        raise ValueError(f"status answer has {len(values)} fields, expected "
-                         f"{len(STATUS_FIELDS)}: {values!r}")
-    return dict(zip(STATUS_FIELDS, values))
+    """An OP_STATUS answer's values (one value: the array of STATUS_FIELDS) as a dict."""
+    if len(values) != 1 or type(values[0]) is not list or len(values[0]) != len(
+            STATUS_FIELDS):
+        raise ValueError(f"a status answer is one array of {len(STATUS_FIELDS)} fields "
+                         f"{STATUS_FIELDS}, got {values!r}")
+    return dict(zip(STATUS_FIELDS, values[0]))
 
 
 def _b(v) -> bytes:
@@ -196,7 +197,7 @@ class WireClient:
         return self.call(codec.OP_KEEPALIVE, session, first_unacked)
 
     def status(self) -> Reply:
-        """OK values: STATUS_FIELDS (see ``parse_status``)."""
+        """OK value: the array of STATUS_FIELDS (see ``parse_status``)."""
         return self.call(codec.OP_STATUS)
 
     def status_dict(self) -> dict:
