@@ -20,12 +20,13 @@ Answers are ``(status, value)`` with the ``codec.ST_*`` statuses::
 and ``None`` for the leader's no-op (the empty payload).
 
 Snapshot stream (``snapshot_chunks`` / ``restore``): msgpack values, one after the other, cut
-into chunks of about ``chunk_bytes`` (a chunk boundary may fall inside a value)::
+into chunks of ``chunk_bytes`` (the last one shorter; a boundary may fall inside a value)::
 
     [1, applied_index, clock, session_timeout_ms, n_keys, n_sessions]      header
     [k1, v1, k2, v2, ...]            key/value batches, keys strictly ascending across
-                                     batches, n_keys pairs in all (each batch <= 1,000 pairs
-                                     and about <= 4 MiB)
+                                     batches, n_keys pairs in all: 1,000 pairs each (the last
+                                     fewer), cut further at about 4 MiB; the cuts depend only
+                                     on the content, so equal states give equal streams
     [[id, last_active, floor, [seq, status, value, ...]], ...]
                                      session batches in last-activity order (least recent
                                      first), n_sessions in all; ``floor`` = the highest
@@ -221,70 +222,64 @@ class KVStateMachine:
         return self._snapshot_chunks(chunk_bytes)
 
     def _snapshot_chunks(self, chunk_bytes: int) -> Iterator[bytes]:
-        pack = codec.new_packer()
-        kv = self._kv
         table = self._sessions
-        parts: list[bytes] = [pack([SNAPSHOT_FORMAT, self.applied_index, table.clock,
-                                    table.timeout_ms, len(kv), len(table)])]
-        size = len(parts[0])
-        for value in self._kv_values(kv):
-            b = pack(value)
+        head = [SNAPSHOT_FORMAT, self.applied_index, table.clock, table.timeout_ms,
+                len(self._kv), len(table)]
+        end = [_END, len(self._kv), len(table)]
+        parts: list[bytes] = []
+        size = 0
+        for b in self._packed_values(head, end):
             parts.append(b)
             size += len(b)
             if size >= chunk_bytes:
-                yield b"".join(parts)
-                parts = []
-                size = 0
+                data = b"".join(parts)
+                cut = size - size % chunk_bytes
+                for lo in range(0, cut, chunk_bytes):
+                    yield data[lo:lo + chunk_bytes]
+                parts = [data[cut:]] if cut < size else []
+                size -= cut
+        if parts:
+            yield b"".join(parts)
+
+    def _packed_values(self, head: list, end: list) -> Iterator[bytes]:
+        """The stream's values, each packed with a private packer."""
+        pack = codec.new_packer()
+        yield pack(head)
+        for value in self._kv_values(self._kv):
+            yield pack(value)
         batch: list = []
         responses = 0
-        for s in table.sessions():
+        for s in self._sessions.sessions():
             flat = []
             for seq, (status, value) in s.responses.items():
                 flat += (seq, status, value)
             batch.append([s.id, s.last_active, s.floor, flat])
             responses += len(s.responses)
             if len(batch) >= SESSIONS_PER_BATCH or responses >= RESPONSES_PER_BATCH:
-                b = pack(batch)
-                parts.append(b)
-                size += len(b)
+                yield pack(batch)
                 batch = []
                 responses = 0
-                if size >= chunk_bytes:
-                    yield b"".join(parts)
-                    parts = []
-                    size = 0
         if batch:
-            parts.append(pack(batch))
-        parts.append(pack([_END, len(kv), len(table)]))
-        yield b"".join(parts)
+            yield pack(batch)
+        yield pack(end)
 
     @staticmethod
     def _kv_values(kv: KVStore) -> Iterator[list]:
-        """The KV batches: flat [k, v, ...] lists of <= PAIRS_PER_BATCH pairs, cut further
-        when their bytes exceed BATCH_BYTES."""
+        """The KV batches: flat [k, v, ...] lists of PAIRS_PER_BATCH pairs (the last one
+        fewer), cut further where their bytes exceed BATCH_BYTES. The cuts depend on the
+        content only (not on the index's buckets), so equal states give equal streams."""
         getter = kv.data.__getitem__
+        pending: list[bytes] = []
         for bucket in kv.key_batches():
-            for lo in range(0, len(bucket), PAIRS_PER_BATCH):
-                keys = bucket[lo:lo + PAIRS_PER_BATCH]
-                values = list(map(getter, keys))
-                n = len(keys)
-                if sum(map(len, values)) + sum(map(len, keys)) <= BATCH_BYTES:
-                    flat = [None] * (2 * n)
-                    flat[0::2] = keys
-                    flat[1::2] = values
-                    yield flat
-                    continue
-                flat = []
-                size = 0
-                for k, v in zip(keys, values):
-                    flat += (k, v)
-                    size += len(k) + len(v)
-                    if size >= BATCH_BYTES:
-                        yield flat
-                        flat = []
-                        size = 0
-                if flat:
-                    yield flat
+            pending += bucket
+            if len(pending) < PAIRS_PER_BATCH:
+                continue
+            n = len(pending) - len(pending) % PAIRS_PER_BATCH
+            for lo in range(0, n, PAIRS_PER_BATCH):
+                yield from _pairs(pending[lo:lo + PAIRS_PER_BATCH], getter)
+            del pending[:n]
+        if pending:
+            yield from _pairs(pending, getter)
 
     @classmethod
     def restore(cls, chunks: Iterable[bytes],
@@ -309,6 +304,27 @@ class KVStateMachine:
                         f"state machine snapshot: malformed value ({type(exc).__name__}: "
                         f"{exc})") from None
         return r.finish()
+
+
+def _pairs(keys: list[bytes], getter) -> Iterator[list]:
+    values = list(map(getter, keys))
+    if sum(map(len, values)) + sum(map(len, keys)) <= BATCH_BYTES:
+        flat = [None] * (2 * len(keys))
+        flat[0::2] = keys
+        flat[1::2] = values
+        yield flat
+        return
+    flat = []
+    size = 0
+    for k, v in zip(keys, values):
+        flat += (k, v)
+        size += len(k) + len(v)
+        if size >= BATCH_BYTES:
+            yield flat
+            flat = []
+            size = 0
+    if flat:
+        yield flat
 
 
 def _corrupt(what: str) -> CorruptRecordError:
