@@ -24,6 +24,8 @@ __version__ = "0.1.0"
 
 __all__ = [
     "__version__",
+    "Client",
+    "AsyncClient",
     "FastraftError",
     "NotApplied",
     "OutcomeUnknown",
@@ -38,3 +40,17 @@ __all__ = [
     "UnavailableError",
     "CorruptRecordError",
 ]
+
+
+def __getattr__(name: str):
+    # The clients are imported on first use, so ``import fastraft`` stays light for the
+    # server and the tools (PEP 562).
+    if name == "Client":
+        from .client import Client
+
+        return Client
+    if name == "AsyncClient":
+        from .client import AsyncClient
+
+        return AsyncClient
+    raise AttributeError(f"module 'fastraft' has no attribute {name!r}")

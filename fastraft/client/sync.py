@@ -1,0 +1,97 @@
+"""``Client``: the blocking client, a thin wrapper around ``AsyncClient``.
+
+Place in the architecture: the client layer, above ``aio``. It owns a private event loop that
+runs in a daemon thread and submits each call to it (``run_coroutine_threadsafe``), so the
+protocol, the session, the retries and the timeouts are exactly the asyncio client's: nothing
+is implemented twice. Calls from several threads are safe and pipeline on the same
+connections. The loop is the standard asyncio loop (pure Python, no extension needed).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+
+from ..errors import LocalProtocolError
+from .aio import AsyncClient
+
+__all__ = ["Client"]
+
+
+class Client:
+    """Blocking client with the methods of ``AsyncClient`` (same arguments, same errors);
+    a context manager. ``Client(endpoints, timeout=5.0, deadline=None, retry=None,
+    keepalive_interval=10.0)``."""
+
+    def __init__(self, endpoints=None, **options) -> None:
+        self._aio = AsyncClient(endpoints, **options)
+        self._loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self._loop.run_forever,
+                                        name="fastraft-client", daemon=True)
+        self._thread.start()
+        self._closed = False
+        self._lock = threading.Lock()
+
+    @property
+    def endpoints(self) -> list[str]:
+        return self._aio.endpoints
+
+    @property
+    def session_id(self) -> int | None:
+        return self._aio.session_id
+
+    def _run(self, coro):
+        if self._closed:
+            coro.close()
+            raise LocalProtocolError("the client is closed")
+        fut = asyncio.run_coroutine_threadsafe(coro, self._loop)
+        try:
+            return fut.result()
+        except BaseException:
+            # KeyboardInterrupt and friends: do not leave the call running behind our back.
+            fut.cancel()
+            raise
+
+    def get(self, key, stale: bool = False) -> bytes | None:
+        return self._run(self._aio.get(key, stale))
+
+    def put(self, key, value) -> None:
+        return self._run(self._aio.put(key, value))
+
+    def delete(self, key) -> bool:
+        return self._run(self._aio.delete(key))
+
+    def cas(self, key, expected, new) -> bool:
+        return self._run(self._aio.cas(key, expected, new))
+
+    def scan(self, prefix=b"", limit: int = 0, stale: bool = False) -> list:
+        return self._run(self._aio.scan(prefix, limit, stale))
+
+    def status(self) -> list[dict]:
+        return self._run(self._aio.status())
+
+    def leader(self) -> str | None:
+        return self._run(self._aio.leader())
+
+    def close(self) -> None:
+        """Close the connections and stop the private loop's thread."""
+        with self._lock:
+            if self._closed:
+                return
+            try:
+                asyncio.run_coroutine_threadsafe(self._aio.close(), self._loop).result(5.0)
+            finally:
+                self._closed = True
+                self._loop.call_soon_threadsafe(self._loop.stop)
+                self._thread.join(5.0)
+                if not self._thread.is_alive():
+                    self._loop.close()
+
+    def __enter__(self) -> Client:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"Client({self._aio.endpoints!r})"
