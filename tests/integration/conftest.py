@@ -62,7 +62,11 @@ def pytest_runtest_makereport(item, call):
     rep = outcome.get_result()
     clusters = getattr(item, "_fastraft_clusters", None)
     if clusters and rep.failed and call.when in ("call", "setup"):
+        shown = str(rep.longrepr)
         for c in clusters:
+            # a harness timeout already carries the log tails in its message
+            if c.nodes and str(c.node(c.ids[0]).log_path) in shown:
+                continue
             rep.sections.append((f"cluster logs ({c.config.cluster_name})", c.report()))
 
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import signal
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -240,3 +241,38 @@ def test_a_node_that_dies_at_start_fails_fast(cluster_factory):
     assert "node 1 exited with code 2 while starting" in str(info.value)
     assert "boom" in str(info.value)
     assert time.monotonic() - t0 < 10
+
+
+
+def test_a_failing_test_gets_the_node_logs_in_its_report(tmp_path):
+    """Run a failing test that uses cluster_factory in a child pytest (with copies of this
+    directory's conftest, harness and wire) and check its report carries the node logs and
+    leaves no process behind."""
+    here = Path(__file__).parent
+    proj = tmp_path / "proj"
+    proj.mkdir()
+    for name in ("conftest.py", "harness.py", "wire.py"):
+        (proj / name).write_text((here / name).read_text())
+    (proj / "test_fails.py").write_text(
+        "import sys\n"
+        "CODE = 'import os, sys, time; print(\"stand-in\", os.getpid(), flush=True); "
+        "time.sleep(60)'\n"
+        "def test_fails(cluster_factory, tmp_path):\n"
+        "    c = cluster_factory(2, start=False,\n"
+        "                        node_cmd=lambda i, f, d: [sys.executable, '-c', CODE])\n"
+        "    c.start(wait=False)\n"
+        "    for i in (1, 2):\n"
+        "        c.wait_for(lambda: '\\nstand-in ' in c.node(i).log_text(), 10, 'the log')\n"
+        "    assert False, 'deliberate failure'\n")
+    out = subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider",
+         "--import-mode=importlib", str(proj)],
+        cwd=proj, capture_output=True, text=True, timeout=120)
+    text = out.stdout + out.stderr
+    assert out.returncode == 1, text
+    assert "deliberate failure" in text
+    assert "cluster logs (itest-" in text
+    pids = [int(line.split()[1]) for line in text.splitlines()
+            if line.startswith("stand-in ")]
+    assert len(pids) == 2, text
+    assert not any(alive(p) for p in pids)
