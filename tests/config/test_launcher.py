@@ -249,3 +249,12 @@ def test_bad_config_is_a_usage_error(run, tmp_path):
     r = run(["--size", "0"])
     code, out, err = r.finish()
     assert code == 2 and "--size" in err
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="PR_SET_PDEATHSIG is Linux's")
+def test_nodes_follow_a_killed_launcher(run):
+    r = run(["--size", "2", "--data-dir", "data"])
+    kids = r.children(2)
+    r.kill()  # SIGKILL: no chance to clean up
+    wait_for(lambda: not any(alive(k["pid"]) for k in kids.values()), 10,
+             "the nodes to get SIGTERM when the launcher dies")
