@@ -459,6 +459,16 @@ class Raft:
     def _handle_append_response(self, m: Message, pr: Progress) -> None:
         log = self.log
         if m.reject:
+            if m.index <= pr.match and m.hint_index < pr.match:
+                # The follower no longer holds entries it acknowledged: its data directory
+                # was wiped or lost. Start over from what it has now (a snapshot, usually).
+                # Lowering match is conservative: the commit index never moves backwards.
+                # A stale rejection can land here too; it only costs a re-probe.
+                pr.match = m.hint_index
+                pr.pending_snapshot = 0
+                pr.become_probe()
+                self.maybe_send_append(m.frm, pr, send_empty=True)
+                return
             # Fast backtracking: skip to the last index of ours whose term is at most the
             # follower's conflicting term, at or below its hint index.
             match_hint = log.find_conflict_by_term(m.hint_index, m.hint_term)[0]

@@ -69,6 +69,9 @@ class Node:
         self.loop_name = loop_name
         self.voters = frozenset(cfg.voters)
         self.fsync = t.fsync
+        #: Send the leader's appends before its own fsync (thesis §10.2.1). Turned off only
+        #: to measure what it brings (bench/README.md): FASTRAFT_LEADER_SYNC_FIRST=1.
+        self.early_send = os.environ.get("FASTRAFT_LEADER_SYNC_FIRST") != "1"
         self.addr_of = {n.id: n.client_addr for n in cfg.nodes}
         self.limits = codec.Limits(max_key=t.max_key_bytes, max_value=t.max_value_bytes)
         self.max_pending = t.max_pending
@@ -321,7 +324,7 @@ class Node:
     def _handle_ready(self, rd) -> None:
         if rd.soft_state is not None:
             self._on_soft_state(rd.soft_state)
-        if rd.messages:
+        if rd.messages and self.early_send:
             self.peers.send(rd.messages)
         wal = self.wal
         if rd.snapshot is not None:
@@ -332,6 +335,8 @@ class Node:
             wal.save_hard_state(rd.hard_state)
         if rd.must_sync and self.fsync:
             wal.sync()
+        if rd.messages and not self.early_send:
+            self.peers.send(rd.messages)
         if rd.persisted_messages:
             self.peers.send(rd.persisted_messages)
         if rd.snapshot is not None:
