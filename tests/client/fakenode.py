@@ -1,0 +1,233 @@
+"""A scripted fake cluster for the client's unit tests: asyncio TCP servers that speak the
+client protocol (fastraft.codec + the core's frame codec) and misbehave on request.
+
+Place in the architecture: test infrastructure of tests/client only (loaded by its conftest).
+It imports nothing of the server: it is a small model of a node's client port with a §6.3
+session table (exactly-once by (session, seq), first_unacked drops cached answers), enough to
+check what the client sends and what it concludes.
+
+Every node records each decoded request (``node.requests``). ``node.plan(op, *actions)``
+queues actions consumed by the next requests of that op (None = any op); without a plan a
+node answers as a leader (``cluster.leader``) or NOT_LEADER with a hint (``cluster.hint``).
+
+Actions:
+    "ok"            behave normally
+    "apply_drop"    apply the write, then close the connection without answering
+    "drop"          close the connection, nothing applied
+    "apply_silent"  apply, never answer;   "silent": never answer, nothing applied
+    "apply_unknown" apply, answer ST_UNKNOWN
+    "expire"        forget the session, answer ST_SESSION_EXPIRED
+    ("status", st, *values)   answer exactly that, nothing applied
+    ("delay", s)    behave normally after ``s`` seconds
+"""
+
+from __future__ import annotations
+
+import asyncio
+
+from fastraft import codec
+from fastraft.core import FrameDecoder, encode_frame
+
+LIMITS = codec.Limits()
+
+
+class FakeState:
+    """The replicated state all fake nodes share: KV, sessions, the log of applied writes."""
+
+    def __init__(self) -> None:
+        self.kv: dict[bytes, bytes] = {}
+        self.sessions: dict[int, dict] = {}     # sid -> {"cache": {seq: ans}, "floor": int}
+        self.next_sid = 100
+        self.applied: list[tuple] = []          # (sid, seq, op, key) per applied write
+        self.keepalives: list[tuple] = []       # (sid, first_unacked)
+
+    def register(self) -> tuple:
+        self.next_sid += 1
+        self.sessions[self.next_sid] = {"cache": {}, "floor": 0}
+        return codec.ST_OK, self.next_sid
+
+    def write(self, req: codec.Request) -> tuple:
+        op = req.op
+        if op == codec.OP_REGISTER:
+            return self.register()
+        s = self.sessions.get(req.session)
+        if s is None:
+            return codec.ST_SESSION_EXPIRED, f"session {req.session} is unknown or expired"
+        if req.first_unacked > s["floor"]:
+            s["floor"] = req.first_unacked
+            for q in [q for q in s["cache"] if q < req.first_unacked]:
+                del s["cache"][q]
+        if op == codec.OP_KEEPALIVE:
+            self.keepalives.append((req.session, req.first_unacked))
+            return codec.ST_OK, None
+        if req.seq in s["cache"]:
+            return s["cache"][req.seq]
+        if req.seq < s["floor"]:
+            return codec.ST_INVALID, f"sequence {req.seq} already acknowledged"
+        kv = self.kv
+        if op == codec.OP_PUT:
+            kv[req.key] = req.value
+            ans = (codec.ST_OK, None)
+        elif op == codec.OP_DELETE:
+            ans = (codec.ST_OK, kv.pop(req.key, None) is not None)
+        else:  # CAS
+            ok = kv.get(req.key) == req.expected
+            if ok:
+                kv[req.key] = req.value
+            ans = (codec.ST_OK, ok)
+        s["cache"][req.seq] = ans
+        self.applied.append((req.session, req.seq, op, req.key))
+        return ans
+
+    def read(self, req: codec.Request) -> tuple:
+        if req.op == codec.OP_GET:
+            return codec.ST_OK, self.kv.get(req.key)
+        pairs = sorted((k, v) for k, v in self.kv.items() if k.startswith(req.key))
+        return codec.ST_OK, [[k, v] for k, v in pairs[:req.limit]]
+
+
+class FakeNode:
+    def __init__(self, cluster: FakeCluster, nid: int) -> None:
+        self.cluster = cluster
+        self.id = nid
+        self.requests: list[codec.Request] = []
+        self.plans: list[tuple] = []
+        self.connections = 0
+        self.server = None
+        self.addr = ""
+        self._writers: set = set()
+
+    async def start(self) -> None:
+        self.server = await asyncio.start_server(self._serve, "127.0.0.1", 0)
+        port = self.server.sockets[0].getsockname()[1]
+        self.addr = f"127.0.0.1:{port}"
+
+    def plan(self, op, *actions) -> None:
+        for a in actions:
+            self.plans.append((op, a))
+
+    def ops(self, op) -> list[codec.Request]:
+        return [r for r in self.requests if r.op == op]
+
+    async def _serve(self, reader, writer) -> None:
+        self.connections += 1
+        self._writers.add(writer)
+        dec = FrameDecoder(1 << 24)
+        try:
+            while True:
+                data = await reader.read(65536)
+                if not data:
+                    return
+                for body in dec.feed(data):
+                    req = codec.decode_request(body, LIMITS, 1 << 24)
+                    self.requests.append(req)
+                    if not await self._handle(req, writer):
+                        writer.transport.abort()
+                        return
+        except (ConnectionError, asyncio.CancelledError):
+            pass
+        finally:
+            self._writers.discard(writer)
+
+    def _take(self, op):
+        for i, (pop, action) in enumerate(self.plans):
+            if pop is None or pop == op:
+                del self.plans[i]
+                return action
+        return "ok"
+
+    async def _handle(self, req: codec.Request, writer) -> bool:
+        """Answer ``req``; False to drop the connection."""
+        action = self._take(req.op)
+        st = self.cluster.state
+
+        def send(status, *values):
+            writer.write(encode_frame(codec.encode_response(req.req_id, status, *values)))
+
+        if isinstance(action, tuple) and action[0] == "delay":
+            asyncio.get_running_loop().call_later(
+                action[1], lambda: send(*self._normal(req)) if not writer.is_closing()
+                else None)
+            return True
+        if isinstance(action, tuple) and action[0] == "status":
+            send(action[1], *action[2:])
+            return True
+        if action == "drop":
+            return False
+        if action == "silent":
+            return True
+        if action == "expire":
+            st.sessions.pop(req.session, None)
+            send(codec.ST_SESSION_EXPIRED, f"session {req.session} is unknown or expired")
+            return True
+        if action in ("apply_drop", "apply_silent", "apply_unknown"):
+            st.write(req)
+            if action == "apply_unknown":
+                send(codec.ST_UNKNOWN, "leadership lost: outcome unknown")
+            return action != "apply_drop"
+        send(*self._normal(req))
+        return True
+
+    def _normal(self, req: codec.Request) -> tuple:
+        c = self.cluster
+        if req.op == codec.OP_STATUS:
+            lead = c.leader.id if c.leader else 0
+            role = "leader" if c.leader is self else "follower"
+            return codec.ST_OK, [self.id, role, 1, lead, 10, 10, 10, "python", "asyncio",
+                                 "0.1.0"]
+        if req.op in (codec.OP_GET, codec.OP_SCAN):
+            if req.stale or c.leader is self:
+                return c.state.read(req)
+            return self._not_leader()
+        if c.leader is not self:
+            return self._not_leader()
+        return c.state.write(req)
+
+    def _not_leader(self) -> tuple:
+        hint = self.cluster.hint
+        if hint is None:
+            return codec.ST_NOT_LEADER, 0, None
+        return codec.ST_NOT_LEADER, hint.id, hint.addr
+
+    async def close(self) -> None:
+        if self.server is not None:
+            self.server.close()
+            for w in list(self._writers):
+                w.transport.abort()
+            await self.server.wait_closed()
+
+
+class FakeCluster:
+    """``size`` fake nodes; node 1 leads and every follower hints at it unless changed."""
+
+    def __init__(self, size: int = 3) -> None:
+        self.state = FakeState()
+        self.nodes = [FakeNode(self, i + 1) for i in range(size)]
+        self.leader: FakeNode | None = self.nodes[0]
+        self.hint: FakeNode | None = self.nodes[0]
+
+    async def __aenter__(self) -> FakeCluster:
+        for n in self.nodes:
+            await n.start()
+        return self
+
+    async def __aexit__(self, *exc) -> None:
+        for n in self.nodes:
+            await n.close()
+
+    def node(self, i: int) -> FakeNode:
+        return self.nodes[i - 1]
+
+    def endpoints(self) -> list[str]:
+        return [n.addr for n in self.nodes]
+
+    def set_leader(self, i: int | None, hint: int | None = -1) -> None:
+        self.leader = self.node(i) if i else None
+        h = i if hint == -1 else hint
+        self.hint = self.node(h) if h else None
+
+    def requests(self, op=None) -> list[codec.Request]:
+        out = []
+        for n in self.nodes:
+            out.extend(r for r in n.requests if op is None or r.op == op)
+        return out
