@@ -130,11 +130,14 @@ def _show(v) -> str:
 
 @dataclass(frozen=True)
 class NodeSpec:
-    """One voter: its id and its two listening addresses."""
+    """One voter: its id and its two addresses. ``raft`` is where the other nodes dial it;
+    it listens there too unless ``raft_listen`` names another address (a node behind a
+    proxy or a NAT: the fault-injection tests put a proxy on ``raft``)."""
 
     id: int
     raft: tuple[str, int]
     client: tuple[str, int]
+    raft_listen: tuple[str, int] | None = None
 
     def __post_init__(self) -> None:
         if type(self.id) is not int or self.id < 1:
@@ -142,6 +145,14 @@ class NodeSpec:
         object.__setattr__(self, "raft", _check_address(self.raft, f"node {self.id} raft"))
         object.__setattr__(self, "client",
                            _check_address(self.client, f"node {self.id} client"))
+        if self.raft_listen is not None:
+            object.__setattr__(self, "raft_listen", _check_address(
+                self.raft_listen, f"node {self.id} raft_listen"))
+
+    @property
+    def raft_bind(self) -> tuple[str, int]:
+        """The address this node's peer port listens on."""
+        return self.raft_listen if self.raft_listen is not None else self.raft
 
     @property
     def raft_addr(self) -> str:
@@ -293,7 +304,10 @@ class Config:
                 raise ConfigError(f"{where}[[node]] id: node id {n.id} appears twice; "
                                   f"expected unique ids")
             seen_ids.add(n.id)
-            for kind, addr in (("raft", n.raft), ("client", n.client)):
+            pairs = [("raft", n.raft), ("client", n.client)]
+            if n.raft_listen is not None:
+                pairs.append(("raft_listen", n.raft_listen))
+            for kind, addr in pairs:
                 key = (addr[0].lower(), addr[1])
                 if key in seen_addrs:
                     raise ConfigError(
@@ -426,7 +440,7 @@ def parse_config(text: str, source: str = "<string>") -> Config:
         where = f"[[node]] #{pos}"
         if type(raw) is not dict:
             raise ConfigError(f"{source}: {where}: expected a table, got {_show(raw)}")
-        _unknown_keys(raw, ("id", "raft", "client"), source, where)
+        _unknown_keys(raw, ("id", "raft", "client", "raft_listen"), source, where)
         for key in ("id", "raft", "client"):
             if key not in raw:
                 raise ConfigError(f"{source}: {where} {key}: missing; expected "
@@ -436,13 +450,15 @@ def parse_config(text: str, source: str = "<string>") -> Config:
         if type(nid) is not int or nid < 1:
             raise ConfigError(f"{source}: {where} id: expected an integer >= 1, got "
                               f"{_show(nid)}")
-        addrs = {}
-        for key in ("raft", "client"):
+        addrs = {"raft_listen": None}
+        for key in ("raft", "client", "raft_listen"):
+            if key not in raw:
+                continue
             try:
                 addrs[key] = parse_address(raw[key])
             except ConfigError as e:
                 raise ConfigError(f"{source}: {where} (id {nid}) {key}: {e}") from None
-        nodes.append(NodeSpec(nid, addrs["raft"], addrs["client"]))
+        nodes.append(NodeSpec(nid, addrs["raft"], addrs["client"], addrs["raft_listen"]))
     return Config(name, tuple(nodes), tuning, data_dir, source)
 
 
@@ -491,4 +507,6 @@ def render_config(cfg: Config) -> str:
     for n in cfg.nodes:
         lines += ["", "[[node]]", f"id = {n.id}", f"raft = {_toml_str(n.raft_addr)}",
                   f"client = {_toml_str(n.client_addr)}"]
+        if n.raft_listen is not None:
+            lines.append(f"raft_listen = {_toml_str(format_address(n.raft_listen))}")
     return "\n".join(lines) + "\n"

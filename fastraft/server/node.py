@@ -33,6 +33,7 @@ import random
 import time
 
 from .. import __version__, codec
+from ..config import format_address
 from ..core import IMPLEMENTATION
 from ..errors import Busy, CorruptRecordError, NotLeader, StorageError
 from ..raft import RaftConfig, RaftLog, RawNode, Snapshot, SnapshotMeta, initial_snapshot
@@ -168,8 +169,8 @@ class Node:
             raise FatalError(str(exc)) from exc
         t = self.tuning
         peers = {n.id: n.raft for n in self.cfg.nodes if n.id != self.id}
-        self.peers = PeerTransport(self, self.id, self.cfg.cluster_name, self.spec.raft, peers,
-                                   self.snaps, t.max_frame_bytes)
+        self.peers = PeerTransport(self, self.id, self.cfg.cluster_name, self.spec.raft_bind,
+                                   peers, self.snaps, t.max_frame_bytes)
         self.clients = ClientServer(self, self.spec.client, self.limits, t.max_frame_bytes,
                                     t.max_client_connections)
         await self.peers.start()
@@ -179,7 +180,8 @@ class Node:
         self._tick_handle = loop.call_at(self._next_tick, self._on_tick)
         log.info("node %d of cluster %r serving clients on %s, peers on %s (core %s, loop "
                  "%s, storage wal, fsync %s)", self.id, self.cfg.cluster_name,
-                 self.spec.client_addr, self.spec.raft_addr, IMPLEMENTATION, self.loop_name,
+                 self.spec.client_addr, format_address(self.spec.raft_bind), IMPLEMENTATION,
+                 self.loop_name,
                  "on" if self.fsync else "OFF (unsafe: benchmarking only)")
         if len(self.voters) == 1:
             self.raw.campaign()
