@@ -66,8 +66,9 @@ def add_cluster_parser(subparsers) -> argparse.ArgumentParser:
         "cluster", help="run a whole local cluster (one node process per member)",
         description="Start every node of a cluster as a child process and stop them all "
                     "cleanly on Ctrl-C. Without --config, the built-in local cluster of "
-                    "--size nodes is used (node N: clients on 127.0.0.1:700N, peers on "
-                    "127.0.0.1:710N) and written to DATA_DIR/cluster.toml.")
+                    "--size nodes is used (node N: clients on 127.0.0.1:7000+N, peers on "
+                    "127.0.0.1:7100+N, so 7001 and 7101 for node 1) and written to "
+                    "DATA_DIR/cluster.toml.")
     _add_arguments(p)
     return p
 

@@ -70,7 +70,8 @@ def wait_for(predicate, timeout: float, what: str, proc=None):
 
 
 class Run:
-    def __init__(self, tmp_path: Path, args: list[str], mode: str = "", grace: float = 10.0):
+    def __init__(self, tmp_path: Path, args: list[str], mode: str = "", grace: float = 10.0,
+                 entry: tuple[str, ...] = ("-m", "fastraft.launcher")):
         self.pids_dir = tmp_path / "pids"
         self.pids_dir.mkdir(exist_ok=True)
         script = tmp_path / "fake_node.py"
@@ -85,7 +86,7 @@ class Run:
         self.err_path = tmp_path / f"launcher-{n}.err"
         with open(self.out_path, "wb") as out, open(self.err_path, "wb") as err:
             self.proc = subprocess.Popen(
-                [sys.executable, "-m", "fastraft.launcher", *args], cwd=tmp_path, env=env,
+                [sys.executable, *entry, *args], cwd=tmp_path, env=env,
                 stdout=out, stderr=err)
 
     def err(self) -> str:
@@ -154,9 +155,13 @@ def test_parser_options():
         parser.parse_args(["cluster", "--storage", "rocks"])
 
 
-@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
-def test_signal_stops_every_node_cleanly(run, tmp_path, sig):
-    r = run(["--size", "3", "--data-dir", "data"])
+@pytest.mark.parametrize("sig, entry", [
+    (signal.SIGINT, ("-m", "fastraft.launcher")),
+    (signal.SIGTERM, ("-m", "fastraft.launcher")),
+    (signal.SIGINT, ("-m", "fastraft", "cluster")),  # the same through the fastraft command
+], ids=["SIGINT", "SIGTERM", "cli-SIGINT"])
+def test_signal_stops_every_node_cleanly(run, tmp_path, sig, entry):
+    r = run(["--size", "3", "--data-dir", "data"], entry=entry)
     kids = r.children(3)
     assert sorted(kids) == [1, 2, 3]
     cfg_path = tmp_path / "data" / "cluster.toml"
