@@ -5,7 +5,8 @@ client and tools; later it is also the only place that chooses uvloop. It offers
 ``info`` (which core implementation is in use), ``sim`` (the deterministic simulator),
 ``wal-dump`` and ``wal-repair`` (the WAL inspector and the explicit repair), ``node`` (one
 server process, ``fastraft.server``) and ``cluster`` (a local cluster of child processes,
-``fastraft.launcher``); the client commands arrive with their issue.
+``fastraft.launcher``), and the client commands ``put``, ``get``, ``del``, ``cas``, ``scan``,
+``status`` and ``bench`` (``fastraft.client.cli_cmds``).
 """
 
 from __future__ import annotations
@@ -78,6 +79,10 @@ def _build_parser() -> argparse.ArgumentParser:
     from .launcher import add_cluster_parser
 
     add_cluster_parser(sub)
+
+    from .client.cli_cmds import add_client_parsers
+
+    add_client_parsers(sub)
     return parser
 
 
@@ -205,6 +210,10 @@ def main(argv: list[str] | None = None) -> int:
         from .launcher import run_cluster
 
         return run_cluster(args)
+    from .client.cli_cmds import CLIENT_COMMANDS, run_client_command
+
+    if args.command in CLIENT_COMMANDS:
+        return run_client_command(args)
     if args.command == "wal-repair":
         from .storage.wal import repair
 
