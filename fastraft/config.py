@@ -18,8 +18,10 @@ The file (TOML, read with ``tomllib``)::
 
     [[node]]                          # one table per voter, at least one
     id = 1                            # integer >= 1, unique
-    raft = "127.0.0.1:7101"           # peer address, host:port
+    raft = "127.0.0.1:7101"           # peer address, host:port (where the others dial)
     client = "127.0.0.1:7001"         # client address, host:port
+    # raft_listen = "127.0.0.1:8101"  # optional: listen for peers here instead of on raft
+                                      # (a node behind a proxy or NAT)
 
 Validation is strict, and every message names the file, the key and what is expected: an
 unknown key or section is refused (with the closest known name as a suggestion), a boolean is
