@@ -124,15 +124,21 @@ def _write_atomically(path: str, text: str) -> None:
     os.replace(tmp, path)
 
 
-def _child_setup() -> None:  # pragma: no cover - runs in the child between fork and exec
-    # Ask Linux to send SIGTERM to this node if the launcher dies without stopping it.
+def _find_prctl():
+    # Resolved in the parent: nothing may import or dlopen between fork and exec.
+    if not sys.platform.startswith("linux"):
+        return None
     try:
         import ctypes
 
-        libc = ctypes.CDLL(None, use_errno=True)
-        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
-    except Exception:
-        pass
+        return ctypes.CDLL(None, use_errno=True).prctl
+    except (OSError, AttributeError):  # pragma: no cover
+        return None
+
+
+def _child_setup(prctl) -> None:  # pragma: no cover - runs in the child before exec
+    # Ask Linux to send SIGTERM to this node if the launcher dies without stopping it.
+    prctl(_PR_SET_PDEATHSIG, int(signal.SIGTERM), 0, 0, 0)
 
 
 class _Child:
@@ -205,13 +211,15 @@ def run_cluster(args) -> int:
     children: list[_Child] = []
     try:
         # Start every node before any output thread exists (fork with threads is unsafe).
+        prctl = _find_prctl()
+        setup = (lambda: _child_setup(prctl)) if prctl is not None else None
         for spec in cfg.nodes:
             argv = node_command(spec.id, config_path, data_dir, storage)
             try:
                 proc = subprocess.Popen(
                     argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
                     stderr=subprocess.STDOUT, process_group=0,
-                    preexec_fn=_child_setup if sys.platform.startswith("linux") else None)
+                    preexec_fn=setup)
             except OSError as e:
                 _err(f"cannot start node {spec.id} ({argv[0]}): {e}")
                 _stop_all(children, grace, signals_seen)

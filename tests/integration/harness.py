@@ -106,13 +106,24 @@ def wait_for(predicate, timeout: float = 10.0, what: str = "the condition",
     raise AssertionError(msg)
 
 
-def _child_setup() -> None:  # pragma: no cover - runs in the child between fork and exec
+def _find_prctl():
+    # Resolved once here, in the parent: between fork and exec (where _child_setup runs,
+    # perhaps while another thread of the test holds the import lock) nothing may import.
+    if not sys.platform.startswith("linux"):
+        return None
     try:
         import ctypes
 
-        ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
-    except Exception:
-        pass
+        return ctypes.CDLL(None, use_errno=True).prctl
+    except (OSError, AttributeError):  # pragma: no cover
+        return None
+
+
+_prctl = _find_prctl()
+
+
+def _child_setup() -> None:  # pragma: no cover - runs in the child between fork and exec
+    _prctl(_PR_SET_PDEATHSIG, int(signal.SIGKILL), 0, 0, 0)
 
 
 class NodeProc:
@@ -239,7 +250,7 @@ class Cluster:
             n.proc = subprocess.Popen(
                 argv, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
                 cwd=self.base,
-                preexec_fn=_child_setup if sys.platform.startswith("linux") else None)
+                preexec_fn=_child_setup if _prctl is not None else None)
         n.paused = False
 
     def _signal(self, i: int, sig: int) -> None:
@@ -388,10 +399,19 @@ class Cluster:
         leaders = [i for i, s in st.items() if s["role"] == "leader" and s["term"] == top]
         return leaders[0] if len(leaders) == 1 else None
 
-    def leader(self, timeout: float = 15.0) -> int:
-        """Wait until exactly one node is leader of the highest term; return its id."""
-        return self.wait_for(self.current_leader, timeout, "exactly one leader of the "
-                                                           "highest term")
+    def leader(self, timeout: float = 15.0, exclude=()) -> int:
+        """Wait until exactly one node is leader of the highest term (and is not one of
+        ``exclude``, e.g. the leader just killed); return its id."""
+        exclude = set(exclude)
+
+        def found():
+            lead = self.current_leader()
+            return lead if lead is not None and lead not in exclude else None
+
+        what = "exactly one leader of the highest term"
+        if exclude:
+            what += f" other than node(s) {sorted(exclude)}"
+        return self.wait_for(found, timeout, what)
 
     def wait_applied(self, index: int, ids=None, timeout: float = 15.0) -> None:
         """Wait until every given node (default: every running, unpaused one) has applied

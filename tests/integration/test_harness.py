@@ -150,6 +150,12 @@ def test_leader_and_wait_applied(fake_cluster, wire):
     assert c.current_leader() is None
     set_leader(c, 2, 5)
     assert c.leader(timeout=5) == 2
+    with pytest.raises(AssertionError, match=r"leader of the highest term other than "
+                                             r"node\(s\) \[2\]"):
+        c.leader(timeout=0.2, exclude=[2])
+    set_leader(c, 3, 6)
+    assert c.leader(timeout=5, exclude=[2]) == 3
+    set_leader(c, 2, 7)
     cl = c.client(2)
     session = cl.register().expect_ok()
     assert cl.put(session, 1, "k", "v").ok
