@@ -190,3 +190,61 @@ def test_child_runs_no_atexit_handler_and_flushes_no_parent_buffer(tmp_path):
     assert lines.count("buffered before the fork") == 1
     assert lines.count("atexit ran") == 1
     assert lines[1].startswith("done ") and len(lines) == 3
+
+
+ORPHAN_SCRIPT = r"""
+import asyncio, os, signal, sys, time
+from fastraft import codec
+from fastraft.raft.messages import SnapshotMeta
+from fastraft.statemachine import KVStateMachine
+from fastraft.statemachine.snapshotter import take_snapshot
+from fastraft.storage.snapshot import SnapshotStore
+
+SnapshotStore.save = lambda self, meta, chunks: time.sleep(120)    # a child that takes long
+m = KVStateMachine()
+m.apply(1, codec.encode_command([codec.CMD_REGISTER, 1]))
+
+async def main():
+    task = asyncio.ensure_future(take_snapshot(m, SnapshotStore(sys.argv[1]),
+                                               SnapshotMeta(1, 1, frozenset({1}))))
+    await asyncio.sleep(0)
+    me = str(os.getpid())
+    for pid in os.listdir("/proc"):
+        if pid.isdigit():
+            try:
+                with open(f"/proc/{pid}/stat") as f:
+                    if f.read().rsplit(")", 1)[1].split()[1] == me:
+                        print(pid, flush=True)
+            except OSError:
+                pass
+    os.kill(os.getpid(), signal.SIGKILL)
+
+asyncio.run(main())
+"""
+
+
+def _running_state(pid: int) -> str | None:
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return None
+
+
+@needs_fork
+@pytest.mark.skipif(not os.path.isdir("/proc/self"), reason="needs Linux /proc")
+def test_a_killed_parent_takes_its_snapshot_child_with_it(tmp_path):
+    import subprocess
+    import sys
+    import time
+    proc = subprocess.run([sys.executable, "-c", ORPHAN_SCRIPT, str(tmp_path)],
+                          capture_output=True, text=True, timeout=60)
+    assert proc.returncode == -9, proc.stderr
+    pids = [int(x) for x in proc.stdout.split()]
+    assert len(pids) == 1
+    # PR_SET_PDEATHSIG: the child is SIGKILLed with its parent (then reaped by init). Wait
+    # for that with a generous deadline: the assertion is on the outcome, not on the time.
+    deadline = time.monotonic() + 30
+    while _running_state(pids[0]) not in (None, "Z") and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert _running_state(pids[0]) in (None, "Z")
