@@ -1,0 +1,33 @@
+"""Verification of a running cluster from the outside: histories, linearizability, faults.
+
+Place in the architecture: beside the client, above the codec and the core; it observes and
+disturbs real node processes the way Jepsen does and never imports the server. Modules:
+
+- ``checker``: the linearizability checker (Wing & Gong / Porcupine search per key, with a
+  time budget) and the stale-read checker. Pure computation.
+- ``history``: the JSON-lines history (one line per invoke and per completion), thread- and
+  asyncio-safe recording, and conversion into checker operations.
+- ``proxy``: the asyncio fault proxy for peer links (block, blackhole, drop, delay, heal per
+  directed link; partitions on top), runnable in a background thread.
+"""
+
+from .checker import (
+    OK,
+    UNKNOWN,
+    VIOLATION,
+    CheckResult,
+    KeyResult,
+    Operation,
+    RegisterModel,
+    StaleReadResult,
+    Violation,
+    check,
+    check_key,
+    check_stale_reads,
+)
+
+__all__ = [
+    "OK", "UNKNOWN", "VIOLATION",
+    "CheckResult", "KeyResult", "Operation", "RegisterModel", "StaleReadResult", "Violation",
+    "check", "check_key", "check_stale_reads",
+]
