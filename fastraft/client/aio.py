@@ -286,36 +286,43 @@ class AsyncClient:
 
     # -- public API ---------------------------------------------------------------------------
 
-    async def get(self, key, stale: bool = False) -> bytes | None:
+    # Every operation takes ``deadline=`` (seconds for the whole call, retries included),
+    # overriding the client's for that call.
+
+    async def get(self, key, stale: bool = False, *, deadline: float | None = None
+                  ) -> bytes | None:
         """The value of ``key`` or None. Linearizable (on the leader, after a ReadIndex
         round) unless ``stale``: then any node answers from its local state."""
         k = P.to_bytes(key)
         return P.check_get(await self._call(_STALE if stale else _READ, OP_GET,
-                                            (k, bool(stale))))
+                                            (k, bool(stale)), budget=deadline))
 
-    async def put(self, key, value) -> None:
+    async def put(self, key, value, *, deadline: float | None = None) -> None:
         """Set ``key`` to ``value`` (exactly once, even across retries)."""
-        await self._call(_WRITE, OP_PUT, (P.to_bytes(key), P.to_bytes(value, "value")))
+        await self._call(_WRITE, OP_PUT, (P.to_bytes(key), P.to_bytes(value, "value")),
+                         budget=deadline)
 
-    async def delete(self, key) -> bool:
+    async def delete(self, key, *, deadline: float | None = None) -> bool:
         """Remove ``key``; True when it existed."""
-        return P.check_bool(await self._call(_WRITE, OP_DELETE, (P.to_bytes(key),)))
+        return P.check_bool(await self._call(_WRITE, OP_DELETE, (P.to_bytes(key),),
+                                             budget=deadline))
 
-    async def cas(self, key, expected, new) -> bool:
+    async def cas(self, key, expected, new, *, deadline: float | None = None) -> bool:
         """Set ``key`` to ``new`` if its value is ``expected`` (None: if it is absent);
         True when swapped."""
         return P.check_bool(await self._call(
             _WRITE, OP_CAS, (P.to_bytes(key), P.to_opt_bytes(expected, "expected"),
-                             P.to_bytes(new, "new"))))
+                             P.to_bytes(new, "new")), budget=deadline))
 
-    async def scan(self, prefix=b"", limit: int = 0, stale: bool = False) -> list:
+    async def scan(self, prefix=b"", limit: int = 0, stale: bool = False, *,
+                   deadline: float | None = None) -> list:
         """``[(key, value), ...]`` of the keys starting with ``prefix``, in key order, at
         most ``limit`` of them (0: the node's maximum, 10,000 by default)."""
         if type(limit) is not int or limit < 0:
             raise ValueError("limit must be a non-negative integer")
         return P.check_scan(await self._call(_STALE if stale else _READ, OP_SCAN,
                                              (P.to_bytes(prefix, "prefix"), limit,
-                                              bool(stale))))
+                                              bool(stale)), budget=deadline))
 
     async def status(self) -> list[dict]:
         """One dict per endpoint, in endpoint order: ``endpoint``, ``reachable`` and, when
@@ -471,15 +478,17 @@ class AsyncClient:
 
     # -- the call loop ------------------------------------------------------------------------
 
-    async def _call(self, kind: int, op: int, args: tuple, *, deadline: float | None = None,
-                    session: Session | None = None) -> list:
-        """Run one operation to its end; return the OK values or raise (module docstring)."""
+    async def _call(self, kind: int, op: int, args: tuple, *, budget: float | None = None,
+                    deadline: float | None = None, session: Session | None = None) -> list:
+        """Run one operation to its end; return the OK values or raise (module docstring).
+        ``budget``: seconds for the call (default ``self.deadline``); ``deadline``: the same
+        as a loop time (wins over ``budget``)."""
         if self._closed or self._loop is None:
             self._check_open()
         loop = self._loop
         now = loop.time()
         if deadline is None:
-            deadline = now + self.deadline
+            deadline = now + (self.deadline if budget is None else budget)
         sess = seq = None
         if kind == _WRITE:
             sess = self._session

@@ -52,20 +52,22 @@ class Client:
             fut.cancel()
             raise
 
-    def get(self, key, stale: bool = False) -> bytes | None:
-        return self._run(self._aio.get(key, stale))
+    def get(self, key, stale: bool = False, *, deadline: float | None = None
+            ) -> bytes | None:
+        return self._run(self._aio.get(key, stale, deadline=deadline))
 
-    def put(self, key, value) -> None:
-        return self._run(self._aio.put(key, value))
+    def put(self, key, value, *, deadline: float | None = None) -> None:
+        return self._run(self._aio.put(key, value, deadline=deadline))
 
-    def delete(self, key) -> bool:
-        return self._run(self._aio.delete(key))
+    def delete(self, key, *, deadline: float | None = None) -> bool:
+        return self._run(self._aio.delete(key, deadline=deadline))
 
-    def cas(self, key, expected, new) -> bool:
-        return self._run(self._aio.cas(key, expected, new))
+    def cas(self, key, expected, new, *, deadline: float | None = None) -> bool:
+        return self._run(self._aio.cas(key, expected, new, deadline=deadline))
 
-    def scan(self, prefix=b"", limit: int = 0, stale: bool = False) -> list:
-        return self._run(self._aio.scan(prefix, limit, stale))
+    def scan(self, prefix=b"", limit: int = 0, stale: bool = False, *,
+             deadline: float | None = None) -> list:
+        return self._run(self._aio.scan(prefix, limit, stale, deadline=deadline))
 
     def status(self) -> list[dict]:
         return self._run(self._aio.status())

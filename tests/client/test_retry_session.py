@@ -482,3 +482,17 @@ def test_session_first_unacked_bookkeeping():
         s.done(q)
         open_ = set(seqs[i + 1:])
         assert s.first_unacked == (min(open_) if open_ else s.next_seq)
+
+
+def test_per_call_deadline_overrides_the_clients(fake):
+    async def main():
+        async with fake.FakeCluster(1) as fc, client(fc, timeout=0.1, deadline=60) as c:
+            await c.put(b"a", b"0")
+            fc.node(1).plan(None, *["silent"] * 100)
+            t0 = time.monotonic()
+            with pytest.raises(Timeout):
+                await c.get(b"a", deadline=0.3)
+            with pytest.raises(Timeout):
+                await c.put(b"a", b"1", deadline=0.3)
+            assert time.monotonic() - t0 < 30       # not the client's 60 s
+    run(main())
