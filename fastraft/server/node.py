@@ -36,12 +36,9 @@ from .. import __version__, codec
 from ..config import format_address
 from ..core import IMPLEMENTATION
 from ..errors import Busy, CorruptRecordError, NotLeader, StorageError
-from ..raft import RaftConfig, RaftLog, RawNode, Snapshot, SnapshotMeta, initial_snapshot
+from ..raft import RaftConfig, RawNode, Snapshot, SnapshotMeta
 from ..raft.raft import LEADER, ROLE_NAMES
-from ..statemachine import KVStateMachine
-from ..statemachine.snapshotter import fork_available, take_snapshot, take_snapshot_sync
-from ..storage.snapshot import SnapshotStore, read_meta
-from ..storage.wal import WalStore
+from .backends import RecoveryError, open_backend
 from .clients import ClientServer
 from .peers import PeerTransport
 
@@ -95,77 +92,30 @@ class Node:
 
     def _open_storage(self) -> None:
         t = self.tuning
-        os.makedirs(self.data_dir, exist_ok=True)
-        self.wal = WalStore.open(os.path.join(self.data_dir, "wal"), segment_size=t.segment_size)
-        self.snaps = SnapshotStore(os.path.join(self.data_dir, "snap"))
-        st = self.wal.recovered()
-        mark = st.snapshot
-        latest = self.snaps.latest()
-        machine = KVStateMachine(session_timeout_ms=t.session_timeout_ms)
-        if latest is None:
-            if mark is not None and mark.index > 0:
-                raise FatalError(
-                    f"the WAL in {self.wal_dir} starts after index {mark.index} but no valid "
-                    f"snapshot file in {self.snaps.directory} covers it: this replica cannot "
-                    f"recover its state; wipe its data directory to rejoin through a snapshot")
-            snap = initial_snapshot(self.voters)
-            applied = 0
-            newest = None
-        else:
-            meta_s, path_s = latest
-            if mark is not None and meta_s.index < mark.index:
-                raise FatalError(
-                    f"the newest valid snapshot ({path_s}, index {meta_s.index}) is older "
-                    f"than the WAL's start ({mark.index}): the log between them is gone; "
-                    f"wipe this replica's data directory to rejoin through a snapshot")
-            if not (st.first_index - 1 <= meta_s.index <= st.last_index
-                    and self.wal.term(meta_s.index) == meta_s.term):
-                # The snapshot was made durable but the crash came before the WAL's mark:
-                # the snapshot replaces the log.
-                log.info("snapshot %s is ahead of the WAL; the WAL restarts after it", path_s)
-                self.wal.save_snapshot_mark(meta_s)
-                self.wal.sync()
-                st = self.wal.recovered()
-                mark = st.snapshot
-            t0 = time.monotonic()
-            machine = KVStateMachine.restore(self.snaps.read_chunks(path_s))
-            log.info("restored the state machine from %s (index %d, %d keys) in %.2f s",
-                     path_s, meta_s.index, len(machine.kv), time.monotonic() - t0)
-            applied = meta_s.index
-            newest = Snapshot(meta_s, path_s)
-            if mark is None or mark.index == 0:
-                snap = initial_snapshot(self.voters)
-            elif mark.index == meta_s.index:
-                snap = newest
-            else:
-                older = [p for p in self.snaps.paths() if p != path_s]
-                snap = Snapshot(mark, older[-1] if older else path_s)
-        self.machine = machine
-        hs = st.hard_state
-        committed = max(hs.commit, applied)
-        rlog = RaftLog(snap, st.entries, committed, applied)
+        self.backend = b = open_backend(t.storage, self.data_dir, self.voters, t)
+        self.store = b.store
+        self.snaps = b.snaps
+        rlog, hs, newest = b.open()
+        self.machine = b.machine
         tk = t.tick_ms
         rcfg = RaftConfig(id=self.id, voters=self.voters,
                           election_tick=max(2, t.election_timeout_ms // tk),
                           heartbeat_tick=max(1, t.heartbeat_ms // tk),
                           max_uncommitted=t.max_pending)
         self.raw = RawNode(rcfg, random.Random(), rlog, hs)
-        if newest is not None and newest.meta.index > snap.meta.index:
-            self.raw.compact(newest, keep_from=snap.meta.index + 1)
-        self.snap_index = applied
+        if newest is not None and newest.meta.index > rlog.snapshot.meta.index:
+            self.raw.compact(newest, keep_from=rlog.snapshot.meta.index + 1)
+        self.snap_index = rlog.applied
         log.info("recovered: log %d..%d, term %d, vote %d, commit %d, applied %d",
-                 rlog.first_index, rlog.last_index, hs.term, hs.vote, committed, applied)
-
-    @property
-    def wal_dir(self) -> str:
-        return os.path.join(self.data_dir, "wal")
+                 rlog.first_index, rlog.last_index, hs.term, hs.vote, rlog.committed,
+                 rlog.applied)
 
     async def start(self) -> None:
         loop = asyncio.get_running_loop()
         self.stopped = loop.create_future()
         try:
             self._open_storage()
-        except (StorageError, CorruptRecordError) as exc:
+        except (StorageError, CorruptRecordError, RecoveryError) as exc:
             raise FatalError(str(exc)) from exc
         t = self.tuning
         peers = {n.id: n.raft for n in self.cfg.nodes if n.id != self.id}
@@ -179,9 +129,9 @@ class Node:
         self._next_tick = loop.time() + self._tick_s
         self._tick_handle = loop.call_at(self._next_tick, self._on_tick)
         log.info("node %d of cluster %r serving clients on %s, peers on %s (core %s, loop "
-                 "%s, storage wal, fsync %s)", self.id, self.cfg.cluster_name,
+                 "%s, storage %s, fsync %s)", self.id, self.cfg.cluster_name,
                  self.spec.client_addr, format_address(self.spec.raft_bind), IMPLEMENTATION,
-                 self.loop_name,
+                 self.loop_name, self.backend.name,
                  "on" if self.fsync else "OFF (unsafe: benchmarking only)")
         if len(self.voters) == 1:
             self.raw.campaign()
@@ -328,15 +278,15 @@ class Node:
             self._on_soft_state(rd.soft_state)
         if rd.messages and self.early_send:
             self.peers.send(rd.messages)
-        wal = self.wal
+        store = self.store
         if rd.snapshot is not None:
-            wal.save_snapshot_mark(rd.snapshot.meta)
+            self.backend.persist_snapshot(rd.snapshot)
         if rd.entries is not None:
-            wal.append(rd.entries)
+            store.append(rd.entries)
         if rd.hard_state is not None:
-            wal.save_hard_state(rd.hard_state)
+            store.save_hard_state(rd.hard_state)
         if rd.must_sync and self.fsync:
-            wal.sync()
+            store.sync()
         if rd.messages and not self.early_send:
             self.peers.send(rd.messages)
         if rd.persisted_messages:
@@ -421,15 +371,13 @@ class Node:
     def _install(self, snap: Snapshot) -> None:
         meta = snap.meta
         t0 = time.monotonic()
-        try:
-            self.machine = KVStateMachine.restore(self.snaps.read_chunks(snap.data))
-        except (CorruptRecordError, OSError) as exc:
-            raise StorageError(f"cannot install snapshot {snap.data}: {exc}") from exc
+        self.backend.install(snap)
+        self.machine = self.backend.machine
         assert self.machine.applied_index == meta.index, (
             f"snapshot {snap.data} holds index {self.machine.applied_index}, not {meta.index}")
         self.snap_index = meta.index
-        log.info("installed snapshot %d@%d from the leader (%d keys) in %.2f s", meta.index,
-                 meta.term, len(self.machine.kv), time.monotonic() - t0)
+        log.info("installed snapshot %d@%d from the leader in %.2f s", meta.index,
+                 meta.term, time.monotonic() - t0)
 
     # -- snapshots ------------------------------------------------------------------------
 
@@ -445,36 +393,17 @@ class Node:
     async def _snapshot(self, applied: int) -> None:
         try:
             term = self.raw.raft.log.term(applied)
-            meta = SnapshotMeta(applied, term, self.voters)
             t0 = time.monotonic()
-            if fork_available():
-                path = await take_snapshot(self.machine, self.snaps, meta)
-            else:
-                path = take_snapshot_sync(self.machine, self.snaps, meta)
+            meta, path = await self.backend.snapshot(SnapshotMeta(applied, term, self.voters))
             took = time.monotonic() - t0
             if self._stopping:
                 return
             keep = self.tuning.snapshot_keep_entries
-            self.raw.compact(Snapshot(meta, path), keep_from=max(1, applied - keep + 1))
-            self.snap_index = applied
-            # The WAL's mark stays one snapshot behind (the older kept file), so that a
-            # damaged newest snapshot can fall back to the previous one and its log.
-            paths = self.snaps.paths()
-            older = paths[-2] if len(paths) >= 2 else None
-            freed = 0
-            if older is not None:
-                ometa = read_meta(older)
-                cur = self.wal.snapshot_mark
-                if cur is None or ometa.index > cur.index:
-                    before = len(self.wal.segment_names())
-                    self.wal.save_snapshot_mark(ometa)
-                    self.wal.compact(ometa.index)
-                    if self.fsync:
-                        self.wal.sync()
-                    freed = before - len(self.wal.segment_names())
-            log.info("snapshot at %d (%d keys) written in %.2f s; log released up to %d; "
-                     "%d WAL segments deleted", applied, len(self.machine.kv), took,
-                     max(0, applied - keep), freed)
+            self.raw.compact(Snapshot(meta, path), keep_from=max(1, meta.index - keep + 1))
+            self.snap_index = meta.index
+            freed = self.backend.after_snapshot(meta, self.fsync)
+            log.info("snapshot at %d written in %.2f s; log released up to %d; %d WAL "
+                     "segments deleted", meta.index, took, max(0, meta.index - keep), freed)
         except StorageError as exc:
             self.fatal(f"snapshot failed: {exc}")
         except Exception:
@@ -534,12 +463,16 @@ class Node:
         if self._tick_handle is not None:
             self._tick_handle.cancel()
         try:
-            self.wal.sync()
+            self.store.sync()
         except StorageError as exc:
             log.error("final flush failed: %s", exc)
             self.exit_code = 3
         await self.clients.close()
         await self.peers.close()
-        self.wal.close()
+        try:
+            self.backend.close()
+        except StorageError as exc:
+            log.error("closing the storage failed: %s", exc)
+            self.exit_code = 3
         if not self.stopped.done():
             self.stopped.set_result(None)
