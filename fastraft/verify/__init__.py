@@ -25,9 +25,11 @@ from .checker import (
     check_key,
     check_stale_reads,
 )
+from .history import Event, HistoryWriter, Operations, read_history, to_operations
 
 __all__ = [
     "OK", "UNKNOWN", "VIOLATION",
     "CheckResult", "KeyResult", "Operation", "RegisterModel", "StaleReadResult", "Violation",
     "check", "check_key", "check_stale_reads",
+    "Event", "HistoryWriter", "Operations", "read_history", "to_operations",
 ]
