@@ -306,9 +306,16 @@ class Cluster:
         return codes
 
     def pause(self, i: int) -> None:
-        """SIGSTOP node ``i`` (it keeps its sockets but answers nothing)."""
+        """SIGSTOP node ``i`` (it keeps its sockets but answers nothing); on Linux, returns
+        once the kernel reports the process stopped (signal delivery is asynchronous)."""
         self._signal(i, signal.SIGSTOP)
         self.nodes[i].paused = True
+        stat = f"/proc/{self.nodes[i].pid}/stat"
+        if os.path.exists(stat):
+            def stopped():
+                with open(stat) as f:
+                    return f.read().rsplit(")", 1)[1].split()[0] in ("T", "t")
+            self.wait_for(stopped, 5.0, f"node {i} to stop on SIGSTOP")
 
     def resume(self, i: int) -> None:
         self._signal(i, signal.SIGCONT)
