@@ -10,7 +10,7 @@ How (Redis's BGSAVE): ``os.fork()`` gives a child a copy-on-write image of the m
 entries. The loop pauses only for the ``fork()`` call itself (page tables are copied, not
 memory). The child:
 
-- disables logging and the garbage collector, resets SIGINT/SIGTERM/SIGHUP to their defaults
+- lowers its CPU priority (nice +5), disables logging and the garbage collector, resets SIGINT/SIGTERM/SIGHUP to their defaults
   and detaches the signal wakeup fd (a signal meant for the node must not be written into the
   parent's loop), and on Linux asks to be SIGKILLed when the parent dies (prctl
   PR_SET_PDEATHSIG), so a killed node leaves no orphan writing into its data directory;
@@ -19,6 +19,8 @@ memory). The child:
   ``os._exit`` (0 or 1): no atexit handlers, no flush of the parent's stdio buffers, no return
   into the parent's code, whatever happens.
 
+While the child runs, the parent's existing objects are frozen out of its garbage collector
+(``gc.freeze``; unfrozen when the child is done) so that a collection does not copy every page.
 The parent polls ``os.waitpid(pid, WNOHANG)`` between short ``asyncio.sleep`` calls (no
 child watcher needed, works with uvloop and the standard loop), reads the pipe, and returns the
 path or raises StorageError with the child's reason. If the awaiting task is cancelled the
@@ -113,10 +115,21 @@ async def take_snapshot(machine: KVStateMachine, store: SnapshotStore, meta: Sna
         t0 = time.perf_counter()
         libc = _libc()
         parent = os.getpid()
-        rfd, wfd = os.pipe()
+        try:
+            rfd, wfd = os.pipe()
+        except OSError as exc:
+            raise StorageError(f"cannot make a pipe for the snapshot writer: {exc}") from exc
+        # Keep the parent's garbage collector off the objects the child is reading: a full
+        # collection would write to every object header and copy most pages (copy on write)
+        # while the child runs. Skipped if the application froze objects itself.
+        froze = gc.get_freeze_count() == 0
+        if froze:
+            gc.freeze()
         try:
             pid = os.fork()
         except OSError as exc:
+            if froze:
+                gc.unfreeze()
             os.close(rfd)
             os.close(wfd)
             raise StorageError(f"cannot fork the snapshot writer: {exc}") from exc
@@ -129,6 +142,8 @@ async def take_snapshot(machine: KVStateMachine, store: SnapshotStore, meta: Sna
             reason = _read_all(rfd)
         finally:
             os.close(rfd)
+            if froze:
+                gc.unfreeze()
         if stats is not None:
             stats["fork_s"] = t_fork
             stats["total_s"] = time.perf_counter() - t0
@@ -167,6 +182,8 @@ async def _wait(pid: int) -> int | None:
 
 
 def _kill_and_reap(pid: int) -> None:
+    """SIGKILL and reap the child (a blocking wait, normally instant; longer only if the
+    child is in an uninterruptible disk wait)."""
     try:
         os.kill(pid, signal.SIGKILL)
     except OSError:
@@ -206,6 +223,10 @@ def _child(machine: KVStateMachine, store: SnapshotStore, meta: SnapshotMeta,
             gc.disable()
             logging.disable(logging.CRITICAL)
             _child_signals(parent, libc)
+            try:
+                os.nice(5)          # background work: the node's loop comes first
+            except OSError:
+                pass
             store.save(meta, machine.snapshot_chunks())
             _write_reason(wfd, b"OK")
             code = 0
