@@ -54,6 +54,15 @@ def alive(pid: int) -> bool:
         return False
 
 
+def is_stand_in(pid: int, tmp_path: Path) -> bool:
+    """True when ``pid`` still runs this test's stand-in script (pids are reused)."""
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as f:
+            return str(tmp_path / "fake_node.py").encode() in f.read()
+    except OSError:
+        return False
+
+
 def wait_for(predicate, timeout: float, what: str, proc=None):
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -128,7 +137,7 @@ def run(tmp_path):
         r.kill()
         for f in r.pids_dir.glob("*.json"):  # no orphan stand-ins, whatever failed
             pid = json.loads(f.read_text())["pid"]
-            if alive(pid):
+            if alive(pid) and is_stand_in(pid, tmp_path):  # never a reused pid
                 os.kill(pid, signal.SIGKILL)
 
 
