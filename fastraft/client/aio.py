@@ -500,6 +500,7 @@ class AsyncClient:
         last: FastraftError | None = None
         attempts = 0
         failures = 0
+        hops = 0            # leader hints followed since the last backoff
         retry = self.retry
         try:
             while True:
@@ -536,7 +537,10 @@ class AsyncClient:
                             self._lconn = conn
                         return values
                     if status == ST_NOT_LEADER:
-                        backoff = not self._on_not_leader(conn.addr, values)
+                        # Follow a hint at once, but not around a circle of stale hints.
+                        hops += 1
+                        backoff = not self._on_not_leader(conn.addr, values) \
+                            or hops > len(self.endpoints)
                         hint = values[0] if values and type(values[0]) is int else 0
                         last = NotLeader(hint or None, f"{conn.addr} is not the leader "
                                          f"(hint: {values[1] if len(values) > 1 else None})")
@@ -591,6 +595,7 @@ class AsyncClient:
                 if not retry.should_retry(attempts) or now >= deadline:
                     break
                 if backoff:
+                    hops = 0
                     failures += 1
                     delay = retry.delay(failures)
                     if now + delay >= deadline:

@@ -93,6 +93,7 @@ class FakeNode:
         self.requests: list[codec.Request] = []
         self.plans: list[tuple] = []
         self.connections = 0
+        self.hint: FakeNode | None = None     # overrides the cluster's hint when set
         self.server = None
         self.addr = ""
         self._writers: set = set()
@@ -184,7 +185,7 @@ class FakeNode:
         return c.state.write(req)
 
     def _not_leader(self) -> tuple:
-        hint = self.cluster.hint
+        hint = self.hint or self.cluster.hint
         if hint is None:
             return codec.ST_NOT_LEADER, 0, None
         return codec.ST_NOT_LEADER, hint.id, hint.addr

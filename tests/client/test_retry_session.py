@@ -496,3 +496,16 @@ def test_per_call_deadline_overrides_the_clients(fake):
                 await c.put(b"a", b"1", deadline=0.3)
             assert time.monotonic() - t0 < 30       # not the client's 60 s
     run(main())
+
+
+def test_a_circle_of_stale_hints_ends_in_not_leader(fake):
+    async def main():
+        async with fake.FakeCluster(2) as fc:
+            fc.set_leader(None, hint=None)
+            fc.node(1).hint, fc.node(2).hint = fc.node(2), fc.node(1)
+            async with client(fc, retry=RetryPolicy(8, ExponentialBackoff(0.01, 0.02))) as c:
+                with pytest.raises(NotLeader):
+                    await c.put(b"a", b"1")
+            # Hints were followed, but the circle was broken by backoffs (bounded attempts).
+            assert len(fc.requests(codec.OP_REGISTER)) == 8
+    run(main())
