@@ -150,8 +150,8 @@ class SqliteBackend:
     name = "sqlite"
 
     def __init__(self, data_dir: str, voters: frozenset, tuning) -> None:
-        from ..statemachine.sqlite_machine import SqliteStateMachine
         from ..storage.sqlite import SqliteStore
+        from .sqlite_machine import SqliteStateMachine
 
         self._machine_cls = SqliteStateMachine
         self.data_dir = data_dir
@@ -229,7 +229,8 @@ class SqliteBackend:
         tmp = os.path.join(self.data_dir, "snapshot-copy.db")
         try:
             self.store.backup_to(tmp)
-            return self._machine_cls.snapshot_from_copy(tmp, self.snaps, meta)
+            return self._machine_cls.snapshot_from_copy(tmp, self.snaps, meta,
+                                                       self.tuning.session_timeout_ms)
         finally:
             for p in (tmp, tmp + "-wal", tmp + "-shm"):
                 try:

@@ -3,7 +3,7 @@ SQLite database.
 
 Place in the architecture: a backend of ``fastraft.storage`` (the ``LogStore`` protocol of
 ``base.py``, same semantics and same recovered state as ``wal.WalStore`` and ``MemoryStore``),
-meant to be selected by ``fastraft node --storage sqlite`` (that CLI wiring is not done yet).
+selected by ``fastraft node --storage sqlite`` (``fastraft.server.backends``).
 It does the IO through the standard library's ``sqlite3``; it imports the errors and the plain
 message types of ``fastraft.raft.messages`` only — never the engine's logic, never msgpack.
 
@@ -16,6 +16,10 @@ Tables (``PRAGMA user_version`` = ``SCHEMA_VERSION``)::
                    log was reset) — what the WAL's SNAPSHOT record carries
     kv             key BLOB PRIMARY KEY, value BLOB               the state machine's data
     applied        one row: applied_index                        the last entry applied to kv
+    sessions       sid INTEGER PRIMARY KEY, ord, blob            the client-session table: one
+                   row per session (``ord``: its place in last-activity order; ``blob``: the
+                   state machine's encoding of it)
+    machine        one row: clock                                the state machine's clock
 
 Durability. The journal mode is WAL and ``synchronous=FULL``: in WAL mode ``NORMAL`` does not
 fsync the WAL file at commit, so a power loss could drop a commit whose data an
@@ -37,8 +41,9 @@ A restart (``SqliteStore(path)``) reads the mark and the hard state, deletes the
 below the mark (a restart keeps only the log after it, as ``base.py`` states) and checks that
 the rest is contiguous with non-decreasing terms (else ``CorruptRecordError``).
 
-State machine: ``apply_batch(applied_index, puts, deletes)`` updates ``kv`` and the applied
-index inside a SAVEPOINT of the open transaction, so the two change together or not at all and
+State machine: ``apply_batch(applied_index, puts, deletes, session_puts, session_deletes,
+clock)`` updates ``kv``, the touched sessions, the clock and the applied index inside a
+SAVEPOINT of the open transaction, so the two change together or not at all and
 become durable with the log writes at the next ``sync()``; a restart replays only the entries
 after ``applied_index()``. ``kv_get`` and ``kv_scan`` read the state. ``backup(path)`` writes a
 consistent copy of the committed database (SQLite's backup API), e.g. for a lagging follower.
@@ -98,6 +103,15 @@ CREATE TABLE IF NOT EXISTS kv (
 CREATE TABLE IF NOT EXISTS applied (
     id            INTEGER PRIMARY KEY CHECK (id = 0),
     applied_index INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS sessions (
+    sid  INTEGER PRIMARY KEY,
+    ord  INTEGER NOT NULL,
+    blob BLOB NOT NULL
+);
+CREATE TABLE IF NOT EXISTS machine (
+    id    INTEGER PRIMARY KEY CHECK (id = 0),
+    clock INTEGER NOT NULL
 );
 """
 
@@ -171,6 +185,7 @@ class SqliteStore:
             conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
             conn.execute("INSERT OR IGNORE INTO hard_state VALUES (0, 0, 0, 0)")
             conn.execute("INSERT OR IGNORE INTO applied VALUES (0, 0)")
+            conn.execute("INSERT OR IGNORE INTO machine VALUES (0, 0)")
             self._recover()
             conn.commit()
         except sqlite3.Error as exc:
@@ -421,21 +436,64 @@ class SqliteStore:
     # -- the state machine's key-value state ---------------------------------------------------
 
     def apply_batch(self, applied_index: int, puts: Iterable = (),
-                    deletes: Iterable = ()) -> None:
-        """Apply one batch of committed entries to the key-value state: ``puts`` (``(key,
-        value)`` pairs of bytes, in order: the last put of a key wins), then ``deletes``
-        (keys), and set the applied index to ``applied_index`` (which must grow) — all or
-        nothing (a SAVEPOINT inside the open transaction; durable with the next ``sync()``).
-        An exception raised while it runs (a key that is not bytes, an exception from the
-        iterables) rolls the batch back and leaves the store usable; an sqlite3 error fails
-        the store."""
+                    deletes: Iterable = (), session_puts: Iterable = (),
+                    session_deletes: Iterable = (), clock: int | None = None) -> None:
+        """Apply one batch of committed entries to the state machine's tables: ``puts``
+        (``(key, value)`` pairs of bytes, in order: the last put of a key wins), then
+        ``deletes`` (keys), the sessions (``(sid, ord, blob)`` rows to write, sids to
+        delete), the clock, and set the applied index to ``applied_index`` (which must
+        grow) — all or nothing (a SAVEPOINT inside the open transaction; durable with the
+        next ``sync()``). An exception raised while it runs (a key that is not bytes, an
+        exception from the iterables) rolls the batch back and leaves the store usable; an
+        sqlite3 error fails the store."""
         self._check()
         _check_ints("applied index", applied_index)
         if applied_index <= self._applied:
             raise LocalProtocolError(f"applied index {applied_index} does not move past "
                                      f"{self._applied}")
-        conn = self._conn
+        self._in_savepoint("apply_batch", lambda conn: self._write_state(
+            conn, applied_index, puts, deletes, session_puts, session_deletes, clock))
+        self._applied = applied_index
 
+    def replace_state(self, applied_index: int, pairs: Iterable, session_rows: Iterable,
+                      clock: int) -> None:
+        """Replace the whole state machine (a snapshot installed from the leader): every kv
+        row and session row, the clock and the applied index, all or nothing, in the open
+        transaction (so a snapshot mark saved in it becomes durable together with it)."""
+        self._check()
+        _check_ints("applied index", applied_index)
+
+        def run(conn):
+            conn.execute("DELETE FROM kv")
+            conn.execute("DELETE FROM sessions")
+            self._write_state(conn, applied_index, pairs, (), session_rows, (), clock)
+
+        self._in_savepoint("replace_state", run)
+        self._applied = applied_index
+
+    def _in_savepoint(self, name: str, fn) -> None:
+        conn = self._conn
+        try:
+            self._begin()
+            conn.execute(f"SAVEPOINT {name}")
+        except sqlite3.Error as exc:
+            self._fail(name, exc)
+        try:
+            fn(conn)
+            conn.execute(f"RELEASE {name}")
+        except sqlite3.Error as exc:
+            self._fail(name, exc)
+        except BaseException:
+            try:
+                conn.execute(f"ROLLBACK TO {name}")
+                conn.execute(f"RELEASE {name}")
+            except sqlite3.Error as exc:
+                self._fail(f"rolling back {name}", exc)
+            raise
+
+    @staticmethod
+    def _write_state(conn, applied_index, puts, deletes, session_puts, session_deletes,
+                     clock) -> None:
         def checked_puts():
             for key, value in puts:
                 if not isinstance(key, bytes) or not isinstance(value, bytes):
@@ -449,32 +507,34 @@ class SqliteStore:
                     raise TypeError(f"keys must be bytes, not {type(key).__name__}")
                 yield (key,)
 
-        try:
-            self._begin()
-            conn.execute("SAVEPOINT apply_batch")
-        except sqlite3.Error as exc:
-            self._fail("apply_batch", exc)
-        try:
-            conn.executemany("INSERT OR REPLACE INTO kv (key, value) VALUES (?, ?)",
-                             checked_puts())
-            conn.executemany("DELETE FROM kv WHERE key = ?", checked_deletes())
-            conn.execute("UPDATE applied SET applied_index = ?", (applied_index,))
-            conn.execute("RELEASE apply_batch")
-        except sqlite3.Error as exc:
-            self._fail("apply_batch", exc)
-        except BaseException:
-            try:
-                conn.execute("ROLLBACK TO apply_batch")
-                conn.execute("RELEASE apply_batch")
-            except sqlite3.Error as exc:
-                self._fail("rolling back apply_batch", exc)
-            raise
-        self._applied = applied_index
+        conn.executemany("INSERT OR REPLACE INTO kv (key, value) VALUES (?, ?)",
+                         checked_puts())
+        conn.executemany("DELETE FROM kv WHERE key = ?", checked_deletes())
+        conn.executemany("INSERT OR REPLACE INTO sessions (sid, ord, blob) VALUES (?, ?, ?)",
+                         session_puts)
+        conn.executemany("DELETE FROM sessions WHERE sid = ?",
+                         ((sid,) for sid in session_deletes))
+        if clock is not None:
+            _check_ints("clock", clock)
+            conn.execute("UPDATE machine SET clock = ?", (clock,))
+        conn.execute("UPDATE applied SET applied_index = ?", (applied_index,))
 
     def applied_index(self) -> int:
         """The index of the last entry applied to the key-value state (0: none)."""
         self._check()
         return self._applied
+
+    def machine_clock(self) -> int:
+        """The state machine's clock as of the last applied batch."""
+        return self._query("SELECT clock FROM machine")[0][0]
+
+    def session_rows(self) -> list:
+        """``(sid, ord, blob)`` of every stored session, in last-activity order (``ord``)."""
+        return [(sid, o, bytes(blob)) for sid, o, blob in
+                self._query("SELECT sid, ord, blob FROM sessions ORDER BY ord")]
+
+    def kv_count(self) -> int:
+        return self._query("SELECT COUNT(*) FROM kv")[0][0]
 
     def kv_get(self, key: bytes) -> bytes | None:
         rows = self._query("SELECT value FROM kv WHERE key = ?", (bytes(key),))
@@ -528,6 +588,28 @@ class SqliteStore:
                 os.close(dfd)
         except (sqlite3.Error, OSError) as exc:
             raise StorageError(f"backup of {self.path} to {dest} failed: {exc}") from exc
+
+    def backup_to(self, dest) -> None:
+        """A consistent copy of the COMMITTED database at ``dest`` (not fsynced: a scratch
+        copy), made through a new connection so it may run in another thread while this
+        store keeps writing: one backup step holds one read transaction (WAL mode), so the
+        copy is one commit's state."""
+        self._check()
+        dest = os.fspath(dest)
+        try:
+            if os.path.exists(dest):
+                os.unlink(dest)
+            src = sqlite3.connect(self.path, isolation_level=None)
+            try:
+                target = sqlite3.connect(dest, isolation_level=None)
+                try:
+                    src.backup(target, pages=-1)
+                finally:
+                    target.close()
+            finally:
+                src.close()
+        except (sqlite3.Error, OSError) as exc:
+            raise StorageError(f"copy of {self.path} to {dest} failed: {exc}") from exc
 
     @property
     def failed(self) -> str | None:

@@ -3,7 +3,8 @@
 Election, replication, every KV operation and the session rules through the client protocol;
 kill -9 of the leader under writes, of every node at once, a rolling restart, a wiped node
 that rejoins through a snapshot, a graceful stop that hands leadership over, and bad input on
-both ports. The writers here speak the wire protocol directly (tests/integration/wire.py);
+both ports. The storage-sensitive ones run on both backends (WAL and SQLite), and one cluster
+mixes them (their snapshots share one format). The writers here speak the wire protocol directly (tests/integration/wire.py);
 an acknowledged write is one whose OK answer was received.
 """
 
@@ -174,8 +175,9 @@ def test_kv_operations_sessions_and_leader_hints(cluster_factory):
     assert st["id"] == follower and st["role"] == "follower" and st["leader"] == lead
 
 
-def test_kill_leader_under_writes_then_kill_every_node(cluster_factory, wire):
-    cl = cluster_factory(3, tuning=FAST)
+@pytest.mark.parametrize("storage", ["wal", "sqlite"])
+def test_kill_leader_under_writes_then_kill_every_node(cluster_factory, wire, storage):
+    cl = cluster_factory(3, tuning=FAST, storage=storage)
     w = Writer(cl, wire).start()
     _wait_count(cl, w, 50, "before the kill")
     old = cl.leader()
@@ -222,8 +224,10 @@ def test_graceful_stop_of_the_leader_hands_leadership_over(cluster_factory):
         assert c2.get(b"k").expect_ok() == b"v"
 
 
-def test_session_duplicate_across_leader_change_is_not_applied_twice(cluster_factory):
-    cl = cluster_factory(3, tuning=FAST)
+@pytest.mark.parametrize("storage", ["wal", "sqlite"])
+def test_session_duplicate_across_leader_change_is_not_applied_twice(cluster_factory,
+                                                                      storage):
+    cl = cluster_factory(3, tuning=FAST, storage=storage)
     lead = cl.leader()
     c = cl.client(lead)
     sid = c.register().expect_ok()
@@ -241,9 +245,11 @@ def test_session_duplicate_across_leader_change_is_not_applied_twice(cluster_fac
         assert c2.get(b"k").expect_ok() == b"v3"
 
 
-def test_wiped_node_rejoins_through_a_snapshot(cluster_factory, wire):
+@pytest.mark.parametrize("storage", ["wal", "sqlite"])
+def test_wiped_node_rejoins_through_a_snapshot(cluster_factory, wire, storage):
     cl = cluster_factory(3, tuning=dict(FAST, snapshot_threshold=200,
-                                        snapshot_keep_entries=20, segment_size=65536))
+                                        snapshot_keep_entries=20, segment_size=65536),
+                         storage=storage)
     lead = cl.leader()
     victim = next(i for i in cl.ids if i != lead)
     w = Writer(cl, wire)
@@ -334,3 +340,30 @@ def test_single_node_cluster_elects_itself(cluster_factory, size):
     sid = c.register().expect_ok()
     assert c.put(sid, 1, b"solo", b"yes").ok
     assert c.get(b"solo").expect_ok() == b"yes"
+
+
+def test_mixed_backends_share_snapshots(cluster_factory, wire):
+    """A WAL leader's snapshot installs on a SQLite follower and the other way round."""
+    cl = cluster_factory(3, tuning=dict(FAST, snapshot_threshold=100,
+                                        snapshot_keep_entries=10), start=False)
+    import shutil
+    # Node 3 runs on SQLite, the others on the WAL (a per-node --storage override).
+    orig = cl.node_cmd
+    cl.node_cmd = lambda i, cfg, data: orig(i, cfg, data) + (
+        ["--storage", "sqlite"] if i == 3 else [])
+    cl.start()
+    w = Writer(cl, wire)
+    for _ in range(300):
+        assert w.put_one()
+    lead = cl.leader()
+    for victim in [i for i in cl.ids if i != lead]:
+        cl.kill(victim)
+        shutil.rmtree(cl.node(victim).data_dir)
+        for _ in range(150):
+            assert w.put_one()
+        cl.start([victim])
+        _check_all_present(cl, w.acked, node_ids=[victim])
+        assert "installed snapshot" in cl.node(victim).log_text()
+    w.stop.set()
+    if w.conn is not None:
+        w.conn.close()
