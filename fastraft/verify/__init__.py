@@ -26,10 +26,12 @@ from .checker import (
     check_stale_reads,
 )
 from .history import Event, HistoryWriter, Operations, read_history, to_operations
+from .proxy import FaultProxy, LinkState, LoopThread, Network, Proxies
 
 __all__ = [
     "OK", "UNKNOWN", "VIOLATION",
     "CheckResult", "KeyResult", "Operation", "RegisterModel", "StaleReadResult", "Violation",
     "check", "check_key", "check_stale_reads",
     "Event", "HistoryWriter", "Operations", "read_history", "to_operations",
+    "FaultProxy", "LinkState", "LoopThread", "Network", "Proxies",
 ]
