@@ -75,6 +75,7 @@ class Node:
         self.max_pending = t.max_pending
         self._scheduled = False
         self._stopping = False
+        self._dead = False              # a storage failure: nothing more is processed
         self.stopped: asyncio.Future | None = None
         self.exit_code = 0
         self._props: list = []          # (payload, conn, req_id) gathered this turn
@@ -157,6 +158,8 @@ class Node:
     def on_peer_message(self, m) -> str | None:
         """Step a validated message; returns why it was refused (the connection is then
         closed by the transport), or None."""
+        if self._dead:
+            return None
         reason = self.raw.check_message(m)
         if reason is not None:
             return reason
@@ -177,6 +180,8 @@ class Node:
         conn.respond(req_id, codec.ST_NOT_LEADER, lead, self.addr_of.get(lead))
 
     def on_request(self, conn, req) -> None:
+        if self._dead:
+            return
         op = req.op
         if op == codec.OP_GET or op == codec.OP_SCAN:
             if req.stale:
@@ -228,6 +233,8 @@ class Node:
 
     def _process(self) -> None:
         self._scheduled = False
+        if self._dead:
+            return
         if self._props:
             self._flush_proposals()
         if self._read_batch:
@@ -421,9 +428,13 @@ class Node:
 
     def fatal(self, reason: str) -> None:
         """Stop at once: nothing more is sent or acknowledged."""
+        if self._dead:
+            return
         log.critical("stopping: %s", reason)
         self.exit_code = 3
         self._stopping = True
+        self._dead = True
+        self.peers.abort()
         if self._tick_handle is not None:
             self._tick_handle.cancel()
         # Drop every pending answer: none of them may be acknowledged now.

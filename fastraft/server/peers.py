@@ -128,6 +128,16 @@ class PeerTransport:
         out = self._out.get(pid)
         return out is not None and out.ready
 
+    def abort(self) -> None:
+        """Drop every connection at once and stop dialling (the node is failing)."""
+        self._closed = True
+        if self._server is not None:
+            self._server.close()
+        for out in self._out.values():
+            out.close()
+        for conn in list(self._inbound):
+            conn.abort()
+
     async def close(self) -> None:
         self._closed = True
         if self._server is not None:

@@ -367,3 +367,56 @@ def test_mixed_backends_share_snapshots(cluster_factory, wire):
     w.stop.set()
     if w.conn is not None:
         w.conn.close()
+
+
+def _with_file_size_limit(limit: int, orig):
+    """A node command whose process may not write files past ``limit`` bytes (writes fail
+    with EFBIG, as on a full disk; Python ignores SIGXFSZ)."""
+    import sys
+
+    def cmd(i, cfg, data):
+        argv = orig(i, cfg, data)
+        code = ("import resource, runpy, sys; "
+                f"resource.setrlimit(resource.RLIMIT_FSIZE, ({limit}, {limit})); "
+                f"sys.argv = {['fastraft'] + argv[3:]!r}; "
+                "runpy.run_module('fastraft', run_name='__main__')")
+        return [sys.executable, "-c", code]
+    return cmd
+
+
+@pytest.mark.parametrize("storage", ["wal", "sqlite"])
+def test_full_disk_on_the_leader_stops_it_and_loses_nothing(cluster_factory, wire, storage):
+    """The leader's writes start failing: it stops (exit 3, with the reason logged) without
+    acknowledging anything not durable; the others carry on with every acknowledged write."""
+    cl = cluster_factory(3, tuning=dict(FAST, segment_size=1 << 20), storage=storage,
+                         start=False)
+    orig = cl.node_cmd
+    limited = {1}
+    cl.node_cmd = lambda i, cfg, data: (
+        _with_file_size_limit(300_000, orig)(i, cfg, data) if i in limited
+        else orig(i, cfg, data))
+    cl.start()
+    w = Writer(cl, wire)
+    # Make node 1 the leader: stop the others' elections by waiting until it wins one.
+    cl.wait_for(lambda: cl.current_leader() is not None, 15, "a leader")
+    while cl.current_leader() != 1:
+        other = cl.current_leader()
+        cl.terminate(other)
+        cl.start([other])
+        cl.wait_for(lambda: cl.current_leader() is not None, 15, "a leader")
+    n = cl.node(1)
+    for _ in range(20_000):
+        if not n.running or n.proc.poll() is not None:
+            break
+        w.put_one()
+        if len(w.acked) % 200 == 0 and n.proc.poll() is not None:
+            break
+    cl.wait_for(lambda: n.proc.poll() is not None, 30, "node 1 to stop on the full disk")
+    assert n._reap() == 3, n.log_text()[-2000:]
+    assert "storage failure" in n.log_text() or "cannot" in n.log_text()
+    for _ in range(20):
+        assert w.put_one()
+    w.stop.set()
+    if w.conn is not None:
+        w.conn.close()
+    _check_all_present(cl, w.acked, node_ids=[2, 3])
