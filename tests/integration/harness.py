@@ -185,17 +185,21 @@ class Cluster:
     """``size`` nodes on free ports under ``base`` (a fresh directory).
 
     ``tuning``: overrides of Tuning fields; ``storage``: "wal" or "sqlite" (written into the
-    config); ``node_cmd``: how a node is started (tests of the harness use a stand-in)."""
+    config); ``node_cmd``: how a node is started (tests of the harness use a stand-in);
+    ``raft_listen``: give every node a separate free ``raft_listen`` port, so that a fault
+    proxy (fastraft.verify) can serve each node's advertised ``raft`` address."""
 
     def __init__(self, base, size: int = 3, tuning: dict | None = None,
                  storage: str | None = None, name: str | None = None,
-                 node_cmd: NodeCmd | None = None, start_timeout: float = 15.0) -> None:
+                 node_cmd: NodeCmd | None = None, start_timeout: float = 15.0,
+                 raft_listen: bool = False) -> None:
         self.base = Path(base)
         self.base.mkdir(parents=True, exist_ok=True)
         tuning = dict(tuning or {})
         if storage is not None:
             tuning["storage"] = storage
-        specs = tuple(NodeSpec(i, ("127.0.0.1", free_port()), ("127.0.0.1", free_port()))
+        specs = tuple(NodeSpec(i, ("127.0.0.1", free_port()), ("127.0.0.1", free_port()),
+                               ("127.0.0.1", free_port()) if raft_listen else None)
                       for i in range(1, size + 1))
         name = name or f"itest-{os.getpid()}-{next(_names)}"
         self.config = Config(name, specs, Tuning(**tuning), data_dir=str(self.base / "data"))

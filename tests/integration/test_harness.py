@@ -138,6 +138,15 @@ def test_start_ports_config_and_status(fake_cluster):
         assert s["id"] == i and s["role"] == "follower" and s["version"] == "fake"
 
 
+def test_raft_listen_ports_for_a_proxy(fake_cluster):
+    c = fake_cluster(2, raft_listen=True)
+    for n in c.nodes.values():
+        assert n.spec.raft_listen is not None and n.spec.raft_listen != n.spec.raft
+    assert len({p for n in c.nodes.values()
+                for p in (n.spec.raft[1], n.spec.client[1], n.spec.raft_listen[1])}) == 6
+    assert "raft_listen = " in Path(c.config_path).read_text()
+
+
 def test_clusters_get_distinct_names_and_ports(fake_cluster):
     a = fake_cluster(1)
     b = fake_cluster(1)
