@@ -50,3 +50,34 @@ def test_three_nodes_survive_the_loss_of_the_leader(cluster_factory):
     target = c.status(new_lead)["applied"]
     c.wait_applied(target)
     assert c.stop() == {i: 0 for i in c.ids}
+
+
+def test_every_client_operation_on_one_node(cluster_factory, wire):
+    """Each operation of the client protocol, as the wire client encodes it, on a 1-node
+    cluster (which is its own leader)."""
+    c = cluster_factory(size=1)
+    assert c.leader() == 1
+    cl = c.client(1)
+    s = cl.register().expect_ok()
+    assert cl.put(s, 1, b"user/1", b"ann").ok
+    assert cl.put(s, 2, "user/2", "bob").ok  # str is sent as UTF-8
+    assert cl.cas(s, 3, b"user/1", b"ann", b"amy").expect_ok() is True
+    assert cl.cas(s, 4, b"user/1", b"ann", b"zed").expect_ok() is False
+    assert cl.cas(s, 5, b"user/3", None, b"cy").expect_ok() is True  # None: "absent"
+    assert cl.scan(b"user/", limit=10).expect_ok() == [
+        [b"user/1", b"amy"], [b"user/2", b"bob"], [b"user/3", b"cy"]]
+    assert cl.scan(b"user/", limit=1, stale=True).expect_ok() == [[b"user/1", b"amy"]]
+    assert cl.delete(s, 6, b"user/2").expect_ok() is True
+    assert cl.delete(s, 7, b"user/2").expect_ok() is False
+    assert cl.get(b"user/2", stale=True).expect_ok() is None
+    # a retry (same session and seq) is answered from the session cache, not re-applied:
+    # the second delete of user/3 would say False if it ran again
+    assert cl.delete(s, 8, b"user/3").expect_ok() is True
+    assert cl.delete(s, 8, b"user/3").expect_ok() is True
+    # once acknowledged (first_unacked moved past it), the seq is refused
+    assert cl.keepalive(s, 9).ok
+    assert cl.delete(s, 8, b"user/3").status != codec.ST_OK
+    # a session that was never registered is refused
+    assert cl.put(s + 1000, 1, b"k", b"v").status == codec.ST_SESSION_EXPIRED
+    st = cl.status_dict()
+    assert st["id"] == 1 and st["role"] == "leader" and st["commit"] >= 10
