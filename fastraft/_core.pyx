@@ -18,7 +18,7 @@ from cpython.long cimport PyLong_FromLongLong
 from cpython.mem cimport PyMem_Free, PyMem_Malloc, PyMem_Realloc
 from cpython.object cimport PyObject
 from cpython.ref cimport Py_DECREF, Py_INCREF
-from cpython.tuple cimport PyTuple_New, PyTuple_SET_ITEM
+from cpython.tuple cimport PyTuple_GET_ITEM, PyTuple_GET_SIZE, PyTuple_New, PyTuple_SET_ITEM
 from libc.stdint cimport int64_t, uint8_t, uint32_t, uint64_t
 from libc.stdlib cimport qsort
 from libc.string cimport memcpy, memmove
@@ -45,6 +45,7 @@ __all__ = [
     "VOTE_WON",
     "encode_record",
     "encode_records",
+    "encode_entries",
     "decode_records",
     "encode_segment_header",
     "decode_segment_header",
@@ -739,6 +740,51 @@ def encode_records(records):
             _spec(&specs[k], rtype, index, term, payload)
             total += C_RECORD_HEADER_SIZE + specs[k].size
         # The payload pointers in specs stay valid: ``items`` keeps every payload alive.
+        out = PyBytes_FromStringAndSize(NULL, total)
+        p = <uint8_t*>PyBytes_AS_STRING(out)
+        with nogil:
+            for k in range(n):
+                _write_record(p, &specs[k])
+                p += C_RECORD_HEADER_SIZE + specs[k].size
+        return out
+    finally:
+        PyMem_Free(specs)
+
+
+def encode_entries(rtype, first_index, prev_term, entries,
+                   Py_ssize_t max_record_size=DEFAULT_MAX_RECORD_SIZE):
+    """One pass checks the entries and sizes the output (the same checks, in the same order,
+    as the twin), a second writes the records straight into the result buffer."""
+    cdef list items = entries if type(entries) is list else list(entries)
+    cdef Py_ssize_t n = len(items)
+    cdef Py_ssize_t k, total = 0
+    cdef RecordSpec* specs = <RecordSpec*>PyMem_Malloc((n if n else 1) * sizeof(RecordSpec))
+    if specs == NULL:
+        raise MemoryError()
+    cdef bytes out
+    cdef uint8_t* p
+    cdef object pair, term, payload
+    cdef object prev = prev_term
+    cdef object index = first_index
+    try:
+        for k in range(n):
+            pair = items[k]
+            if type(pair) is tuple and PyTuple_GET_SIZE(pair) == 2:
+                term = <object>PyTuple_GET_ITEM(pair, 0)
+                payload = <object>PyTuple_GET_ITEM(pair, 1)
+            else:
+                term, payload = pair        # the TypeError/ValueError of unpacking
+            if not PyBytes_Check(payload) or type(payload) is not bytes:
+                raise TypeError(f"payload must be bytes, not {type(payload).__name__}")
+            if term < prev:
+                raise ValueError(f"term {term} at {index} is below the previous {prev}")
+            if PyBytes_GET_SIZE(payload) > max_record_size:
+                raise ValueError(f"entry {index} of {PyBytes_GET_SIZE(payload)} bytes is over "
+                                 f"the record limit {max_record_size}")
+            _spec(&specs[k], rtype, index, term, payload)
+            prev = term
+            index = index + 1
+            total += C_RECORD_HEADER_SIZE + specs[k].size
         out = PyBytes_FromStringAndSize(NULL, total)
         p = <uint8_t*>PyBytes_AS_STRING(out)
         with nogil:

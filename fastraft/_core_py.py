@@ -49,6 +49,7 @@ __all__ = [
     "VOTE_WON",
     "encode_record",
     "encode_records",
+    "encode_entries",
     "decode_records",
     "encode_segment_header",
     "decode_segment_header",
@@ -577,6 +578,31 @@ def encode_records(records) -> bytes:
     parts = []
     for rtype, index, term, payload in records:
         parts.extend(_record_parts(rtype, index, term, payload))
+    return b"".join(parts)
+
+
+def encode_entries(rtype: int, first_index: int, prev_term: int, entries,
+                   max_record_size: int = DEFAULT_MAX_RECORD_SIZE) -> bytes:
+    """Records of type ``rtype`` for log entries: ``entries`` are ``(term, payload)`` pairs
+    stored at ``first_index, first_index + 1, ...``, each record's index its position and its
+    term the entry's. The hot path of a log append: one call checks and encodes a batch.
+    Raises TypeError for a payload that is not bytes (or an entry that is not a pair) and
+    ValueError for a term below ``prev_term`` or the entry before it, or a payload over
+    ``max_record_size``; nothing is returned then."""
+    parts = []
+    index = first_index
+    prev = prev_term
+    for term, payload in entries:
+        if type(payload) is not bytes:
+            raise TypeError(f"payload must be bytes, not {type(payload).__name__}")
+        if term < prev:
+            raise ValueError(f"term {term} at {index} is below the previous {prev}")
+        if len(payload) > max_record_size:
+            raise ValueError(f"entry {index} of {len(payload)} bytes is over the record "
+                             f"limit {max_record_size}")
+        parts.extend(_record_parts(rtype, index, term, payload))
+        prev = term
+        index += 1
     return b"".join(parts)
 
 

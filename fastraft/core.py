@@ -42,6 +42,7 @@ VOTE_LOST = _impl.VOTE_LOST
 VOTE_WON = _impl.VOTE_WON
 encode_record = _impl.encode_record
 encode_records = _impl.encode_records
+encode_entries = _impl.encode_entries
 decode_records = _impl.decode_records
 encode_segment_header = _impl.encode_segment_header
 decode_segment_header = _impl.decode_segment_header

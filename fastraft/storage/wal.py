@@ -67,6 +67,7 @@ from ..core import (
     LogRing,
     decode_records,
     decode_segment_header,
+    encode_entries,
     encode_records,
     encode_segment_header,
 )
@@ -427,7 +428,9 @@ class WalStore:
         self._dirty = False
 
     def _write(self, records: list) -> None:
-        buf = encode_records(records)
+        self._write_buf(encode_records(records))
+
+    def _write_buf(self, buf: bytes) -> None:
         if self._size >= self.segment_size:
             self._fsync_current()
             self._new_segment(self._segs[-1].seq + 1)
@@ -461,26 +464,16 @@ class WalStore:
             raise LocalProtocolError(f"entries from {fi} would overwrite the snapshot mark {mi}")
         if fi > last + 1:
             raise LocalProtocolError(f"gap: entries from {fi}, the log ends at {last}")
-        entries = list(batch.entries)
-        prev = ring.term(fi - 1)
-        records = []
+        entries = batch.entries if type(batch.entries) is list else list(batch.entries)
+        try:
+            buf = encode_entries(ENTRY, fi, ring.term(fi - 1), entries, self.max_record_size)
+        except ValueError as exc:
+            raise LocalProtocolError(str(exc)) from None
         if fi <= last:
-            records.append((TRUNCATE, fi - 1, 0, b""))
-        i = fi
-        for term, payload in entries:
-            if not isinstance(payload, bytes):
-                raise TypeError(f"payload must be bytes, not {type(payload).__name__}")
-            if term < prev:
-                raise LocalProtocolError(f"term {term} at {i} is below the previous {prev}")
-            if len(payload) > self.max_record_size:
-                raise LocalProtocolError(f"entry {i} of {len(payload)} bytes is over the "
-                                         f"record limit {self.max_record_size}")
-            records.append((ENTRY, i, term, payload))
-            prev = term
-            i += 1
-        if not records:
+            buf = encode_records([(TRUNCATE, fi - 1, 0, b"")]) + buf
+        elif not buf:
             return
-        self._write(records)
+        self._write_buf(buf)
         if fi <= last:
             ring.truncate_from(fi)
         ring.extend(entries)

@@ -468,3 +468,27 @@ def test_corruption_offsets_with_an_offset_argument(core_impl):
     torn = (seg + buf)[:16 + starts[4] + 20]
     result = core_impl.decode_records(memoryview(torn), 16 + starts[2])
     assert_problem(core_impl, result, RECORDS[2:4], 16 + starts[4], core_impl.WAL_TORN)
+
+
+# -- encode_entries: the batch form of a log append ----------------------------------------
+
+def test_encode_entries_equals_encode_records(core_impl):
+    entries = [(3, b"a"), (3, b""), (4, b"x" * 300), (9, b"z")]
+    got = core_impl.encode_entries(1, 10, 2, entries)
+    want = core_impl.encode_records([(1, 10 + i, t, p) for i, (t, p) in enumerate(entries)])
+    assert got == want
+    assert core_impl.encode_entries(1, 10, 2, []) == b""
+    assert core_impl.encode_entries(1, 10, 3, iter(entries)) == want
+
+
+@pytest.mark.parametrize("entries, exc, msg", [
+    ([(3, "text")], TypeError, "payload must be bytes"),
+    ([(3, bytearray(b"x"))], TypeError, "payload must be bytes"),
+    ([(1, b"x")], ValueError, "term 1 at 5 is below the previous 2"),
+    ([(3, b"x"), (2, b"y")], ValueError, "term 2 at 6 is below the previous 3"),
+    ([(3, b"x" * 11)], ValueError, "entry 5 of 11 bytes is over the record limit 10"),
+    ([(3,)], ValueError, None),
+])
+def test_encode_entries_refuses_bad_batches(core_impl, entries, exc, msg):
+    with pytest.raises(exc, match=msg):
+        core_impl.encode_entries(1, 5, 2, entries, 10)
