@@ -190,3 +190,57 @@ def test_timeouts_fire_when_the_leader_is_stopped(cluster_factory):
         # stop/a is 1, or 2 if the timed-out put was applied after all (its outcome was
         # unknown): either is allowed.
         assert c.get(b"stop/a") in (b"1", b"2")
+
+
+def test_busy_writes_are_not_applied(cluster_factory):
+    cl = cluster_factory(tuning={"max_pending": 2})
+    cl.leader()
+
+    async def main():
+        async with AsyncClient(cl.endpoints()) as c:
+            await c.put(b"busy/warm", b"1")     # finds the leader, registers the session
+            c.retry = RetryPolicy(max_attempts=1)   # then: no retry, so Busy surfaces
+            results = await asyncio.gather(
+                *(c.put(b"busy/%03d" % i, b"v") for i in range(200)), return_exceptions=True)
+            kinds = {type(r).__name__ for r in results}
+            assert "Busy" in kinds, kinds
+            for i, r in enumerate(results):
+                got = await c.get(b"busy/%03d" % i)
+                if r is None:
+                    assert got == b"v"                    # acknowledged: applied
+                elif isinstance(r, NotApplied):
+                    assert got is None, (i, r)            # Busy: certainly not applied
+                else:
+                    assert isinstance(r, OutcomeUnknown), r
+    run(main())
+
+
+def test_expired_session_is_replaced_and_keepalives_keep_one_alive(cluster_factory):
+    cl = cluster_factory(tuning={"session_timeout_ms": 400})
+    cl.leader()
+
+    async def main():
+        eps = cl.endpoints()
+        async with AsyncClient(eps, keepalive_interval=None) as idle, \
+                AsyncClient(eps, keepalive_interval=0.05) as kept, \
+                AsyncClient(eps, keepalive_interval=None) as other:
+            await idle.put(b"ses/idle", b"0")
+            await kept.put(b"ses/kept", b"0")
+            s_idle, s_kept = idle.session_id, kept.session_id
+            # Leader time passes through other clients' writes; the idle session expires.
+            # Its next write is refused SESSION_EXPIRED on a first attempt (certainly not
+            # applied), so the client moves it to a new session: it succeeds.
+            deadline = time.monotonic() + 20
+            n = 0
+            while idle.session_id == s_idle:
+                assert time.monotonic() < deadline, "the idle session never expired"
+                await other.put(b"ses/clock", b"%d" % n)
+                await asyncio.sleep(0.05)
+                if n % 20 == 19:           # idle for well over the session timeout
+                    await idle.put(b"ses/idle", b"%d" % n)
+                n += 1
+            assert await idle.get(b"ses/idle") == b"%d" % (n - 1)
+            # The session with keep-alives outlived it.
+            await kept.put(b"ses/kept", b"1")
+            assert kept.session_id == s_kept
+    run(main())
