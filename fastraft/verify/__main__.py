@@ -50,6 +50,10 @@ def main(argv=None) -> int:
                     help="seconds a fault lasts, LO,HI (default 1,4)")
     ap.add_argument("--recover", type=float, default=5.0,
                     help="seconds of load after the final heal")
+    ap.add_argument("--op-timeout", type=float, default=1.0,
+                    help="seconds per request (the client's timeout)")
+    ap.add_argument("--op-deadline", type=float, default=3.0,
+                    help="seconds per operation, retries included (after it: info)")
     ap.add_argument("--check-budget", type=float, default=120.0,
                     help="seconds the linearizability checker may spend")
     ap.add_argument("--storage", choices=("wal", "sqlite"), default="wal")
@@ -60,7 +64,8 @@ def main(argv=None) -> int:
         opts = RunOptions(out=args.out or "", nodes=args.nodes, duration=args.duration,
                           nemesis=kinds, seed=args.seed, workers=args.workers, keys=args.keys,
                           quiet=args.quiet, fault=args.fault, recover=args.recover,
-                          check_budget=args.check_budget, storage=args.storage)
+                          check_budget=args.check_budget, storage=args.storage,
+                          op_timeout=args.op_timeout, op_deadline=args.op_deadline)
     except ValueError as exc:
         ap.error(str(exc))
     if not opts.out:

@@ -35,14 +35,26 @@ The search (Lowe, "Testing for linearizability", 2016; Porcupine, anishathalye/p
   so the last choice is popped and *unlifted* and the walk continues after it.
 - Memoization: a (set of linearized operations as an int bitset, model state) pair that was
   seen before leads nowhere new and is skipped (Lowe's cache).
+- Quiescent cuts: a key's history is cut wherever no finite operation is in flight, and the
+  segments are searched one after the other. A segment's search starts from every
+  *configuration* the previous segment can end in — a register value plus the info
+  operations not yet placed (they may still happen) — and collects every configuration it
+  can end in (dominated ones, with fewer unplaced info operations, are dropped). A violation
+  late in a long history then costs one segment, not a backtrack through everything.
+- Fewer states: written values that nothing observes (no ok read returns them, no cas
+  expects them) are folded into one, since no operation can tell them apart; interchangeable
+  info operations (same kind and argument) are placed in a fixed order; an info operation is
+  never placed where it would change nothing; an info cas whose expected value can never be
+  the register's again is forgotten.
 - A time budget per key (``budget`` seconds for the whole check, shared out): when it runs out
   the verdict is ``unknown`` — never ``ok`` by default.
 
-On a violation the report holds the deepest partial linearization the search reached (the
-longest linearizable prefix), the operation that could not be placed after it, the
-operations concurrent with that one, and a *witness*: a sub-history, cut after the blocking
-operation and stripped of every read and failed cas that is not needed (removing a
-state-preserving operation never makes a linearizable history non-linearizable, so the
+On a violation the report holds the failing window (the segment, with the values the register
+may hold when it begins and the end of one linearization of everything before it), the
+deepest partial linearization the search reached in it, the operation that could not be
+placed after that, the operations concurrent with it, and a *witness*: the window cut after
+the blocking operation and stripped of every read and failed cas that is not needed (removing
+a state-preserving operation never makes a linearizable history non-linearizable, so the
 witness is a faithful excerpt), small enough for a human to replay by hand.
 
 Stale reads (``get(..., stale=True)``) promise less and are checked apart, by
@@ -161,11 +173,27 @@ class Violation:
     blocked: Operation
     concurrent: list[Operation]
     witness: list[Operation] | None = None
+    #: (first invocation, last completion) of the quiescent-to-quiescent window that fails.
+    window: tuple | None = None
+    #: Register values possible when that window began.
+    start_states: list | None = None
+    #: The last operations of one linearization of the history before the window.
+    before: list[Operation] = field(default_factory=list)
 
     def format(self, context: int = 8) -> str:
         lines = [f"key {self.key!r}: NOT linearizable"]
+        if self.before:
+            lines.append("  before the failing window (the end of one linearization):")
+            for op in self.before[-context:]:
+                lines.append(f"      {op.describe()}")
+        if self.window is not None:
+            end = "inf" if self.window[1] == math.inf else f"{self.window[1]:.4f}"
+            lines.append(f"  failing window: {self.window[0]:.4f}..{end} (everything before "
+                         "it is linearizable); the register may hold "
+                         + " or ".join(repr(s) for s in self.start_states) + " when it begins")
         n = len(self.prefix)
-        lines.append(f"  longest linearizable prefix: {n} operation(s), in linearization order"
+        lines.append(f"  longest linearizable prefix in it: {n} operation(s), in "
+                     "linearization order"
                      + (f" (last {context} shown)" if n > context else "") + ":")
         for op in self.prefix[-context:]:
             lines.append(f"      {op.describe()}")
@@ -253,9 +281,14 @@ class _Budget(Exception):
     pass
 
 
-def _search(ops: list[Operation], model, deadline: float, want_report: bool):
-    """Lowe's search over ``ops`` (one key, prepared). Returns ``(True, order)`` or
-    ``(False, (prefix_ids, state, blocked_id))``; raises _Budget past ``deadline``."""
+def _search(ops: list[Operation], model, init, deadline: float, want_report: bool,
+            collect: bool = False):
+    """Lowe's search over ``ops`` (one key, prepared) from state ``init``.
+
+    Without ``collect``: ``(True, order)`` for the first full linearization found, or
+    ``(False, (prefix_ids, state, blocked_id))``. With ``collect``: every way to linearize
+    all the finite operations, as ``({(state, frozenset(unplaced info ids)): order}, report)``
+    (empty when there is none). Ids index ``ops``. Raises _Budget past ``deadline``."""
     n = len(ops)
     # Entries 0..n-1 are calls, n..2n-1 returns; entry 2n is the head sentinel.
     order = sorted(range(2 * n), key=lambda e: (ops[e].call, 0, e) if e < n
@@ -268,24 +301,57 @@ def _search(ops: list[Operation], model, deadline: float, want_report: bool):
         nxt[last] = e
         prv[e] = last
         last = e
-    finite = sum(1 for op in ops if op.ret != math.inf)
     is_finite = [op.ret != math.inf for op in ops]
+    finite = sum(is_finite)
+    info_ids = [i for i in range(n) if not is_finite[i]]
+    # Interchangeable info operations (same kind, same argument) are placed in id order only:
+    # they can happen at any time after their invocation, so once invoked, which one of them
+    # is used makes no difference — without this rule every subset of them would be a new
+    # search state (2**k).
+    cls = [-1] * n
+    rank = [0] * n
+    classes: dict = {}
+    for i in info_ids:
+        members = classes.setdefault((ops[i].f, ops[i].value), [])
+        cls[i] = id(members)
+        rank[i] = len(members)
+        members.append(i)
+    placed = {id(m): 0 for m in classes.values()}
     step = model.step
-    state = model.init
+    state = init
     linearized = 0
     cache = set()
     stack: list[tuple[int, Any]] = []   # (op id, state before it)
     best_depth = -1
     best = None
+    terminals: dict = {}
     entry = nxt[head]
     iterations = 0
-    while finite:
+    while True:
+        if not finite:
+            # every finite operation is placed; info operations left may happen later
+            if not collect:
+                return True, [i for i, _ in stack]
+            k = (state, frozenset(i for i in info_ids if not linearized >> i & 1))
+            if k not in terminals:
+                terminals[k] = [i for i, _ in stack]
+            if not stack:
+                break
+            entry = n   # any return entry: backtrack below
         iterations += 1
         if not iterations & 0x3FF and time.monotonic() > deadline:
             raise _Budget
         if entry < n:
             op = ops[entry]
+            c = cls[entry]
+            if c != -1 and placed[c] != rank[entry]:
+                entry = nxt[entry]     # an earlier twin is still unplaced: it goes first
+                continue
             legal, new_state = step(state, op)
+            if legal and c != -1 and new_state == state:
+                # an info operation that changes nothing now: leaving it unplaced (it may
+                # still happen later, or never) can do everything placing it can
+                legal = False
             if legal:
                 lin = linearized | (1 << entry)
                 k = (lin, new_state)
@@ -296,6 +362,8 @@ def _search(ops: list[Operation], model, deadline: float, want_report: bool):
                     linearized = lin
                     if is_finite[entry]:
                         finite -= 1
+                    else:
+                        placed[c] += 1
                     # lift the call and its return out of the list
                     r = entry + n
                     p, q = prv[entry], nxt[entry]
@@ -310,15 +378,17 @@ def _search(ops: list[Operation], model, deadline: float, want_report: bool):
             entry = nxt[entry]
         else:
             # a return entry: its operation could not be placed before here
-            if want_report and len(stack) > best_depth:
+            if want_report and finite and len(stack) > best_depth:
                 best_depth = len(stack)
                 best = ([i for i, _ in stack], state, entry - n)
             if not stack:
-                return False, best
+                break
             top, state = stack.pop()
             linearized &= ~(1 << top)
             if is_finite[top]:
                 finite += 1
+            else:
+                placed[cls[top]] -= 1
             r = top + n
             p, q = prv[r], nxt[r]
             nxt[p] = r
@@ -330,25 +400,161 @@ def _search(ops: list[Operation], model, deadline: float, want_report: bool):
             entry = nxt[top]
         if entry == -1:  # only info returns remain unvisited: cannot happen while finite > 0
             raise AssertionError("linearizability search ran off the entry list")
-    return True, [i for i, _ in stack]
+    if collect:
+        return terminals, best
+    return False, best
 
 
-def _minimize(ops: list[Operation], blocked: Operation, model, deadline: float):
-    """A small sub-history that is still not linearizable: cut after the blocking operation
-    returns, then drop state-preserving operations one by one while the rest still fails.
-    Returns None when the budget runs out or the cut alone is linearizable."""
-    cut = [op for op in ops if op.call <= blocked.ret]
+class _Unobserved:
+    """The value of a write that no read returns and no cas expects: all such values behave
+    alike in the register model, so they are folded into this one (fewer states)."""
+
+    def __repr__(self) -> str:
+        return "<a value nobody read>"
+
+
+_UNOBSERVED = _Unobserved()
+
+
+def _chain(history: list[dict], cfg) -> list[int]:
+    """The op ids of one linearization that ends in configuration ``cfg`` (after the
+    segments in ``history``)."""
+    order: list[int] = []
+    for seg_configs in reversed(history):
+        prev, seg_order = seg_configs[cfg]
+        order[:0] = seg_order
+        cfg = prev
+    return order
+
+
+def _replay(model, ops: list[Operation], order: list[int]):
+    state = model.init
+    for g in order:
+        _, state = model.step(state, ops[g])
+    return state
+
+
+def _fold_unobserved(ops: list[Operation]) -> list[Operation]:
+    """``ops`` with every written value that is never observed (returned by an ok read, or
+    the expected value of a cas) replaced by ``_UNOBSERVED``. No operation can tell such
+    values apart, so every step of the model gives the same answer: the search is the same,
+    with fewer states (and interchangeable info writes, see ``_search``)."""
+    observed = set()
+    for op in ops:
+        if op.f == _READ and op.status == "ok":
+            observed.add(op.output)
+        elif op.f == _CAS:
+            observed.add(op.value[0])
+    out = []
+    for op in ops:
+        if op.f == _WRITE and op.value not in observed:
+            op = replace(op, value=_UNOBSERVED)
+        elif op.f == _CAS and op.value[1] not in observed:
+            op = replace(op, value=(op.value[0], _UNOBSERVED))
+        out.append(op)
+    return out
+
+
+def _written(op: Operation):
+    return op.value if op.f == _WRITE else op.value[1]
+
+
+def _drop_dead(ops: list[Operation], configs: dict, later: set) -> dict:
+    """Forget, in each configuration, the unplaced info cas operations that can never swap
+    again: the value they expect is neither the register's nor one that a later or unplaced
+    operation may write (values are unique per key). Placing them could only be a no-op."""
+    out: dict = {}
+    for (state, pend), back in configs.items():
+        if pend:
+            alive = {state} | later | {_written(ops[g]) for g in pend}
+            keep = frozenset(g for g in pend
+                             if ops[g].f != _CAS or ops[g].value[0] in alive)
+            if keep != pend:
+                k = (state, keep)
+                if k not in out:
+                    out[k] = back
+                continue
+        out.setdefault((state, pend), back)
+    return out
+
+
+def _segments(ops: list[Operation]) -> list[list[int]]:
+    """Split ops (sorted by invocation) at quiescent instants: before op j when every finite
+    op invoked earlier returned before op j was invoked. Info ops do not prevent a cut (they
+    are carried across as "may still happen"). Returns lists of indexes into ``ops``."""
+    segs: list[list[int]] = []
+    cur: list[int] = []
+    max_ret = -math.inf
+    for j, op in enumerate(ops):
+        if cur and max_ret < op.call:
+            segs.append(cur)
+            cur = []
+        cur.append(j)
+        if op.ret != math.inf and op.ret > max_ret:
+            max_ret = op.ret
+    if cur:
+        segs.append(cur)
+    return segs
+
+
+def _prune(configs: dict) -> dict:
+    """Drop dominated configurations: (state, P) can do all that (state, P') can when P'
+    is a subset of P (an info operation left unplaced may still never happen)."""
+    by_state: dict = {}
+    for (st, pend) in configs:
+        by_state.setdefault(st, []).append(pend)
+    out = {}
+    for st, sets in by_state.items():
+        sets.sort(key=len, reverse=True)
+        kept: list = []
+        for p in sets:
+            if not any(p <= q for q in kept):
+                kept.append(p)
+                out[(st, p)] = configs[(st, p)]
+    return out
+
+
+def _run_segment(ops, seg, configs, model, deadline, want_report):
+    """Every configuration reachable after segment ``seg`` from any of ``configs``:
+    ``({config: (previous config, order of global ids)}, best report)``; the report is
+    ``(start config, prefix gids, state, blocked gid)`` of the deepest failed attempt."""
+    out: dict = {}
+    best = None
+    for cfg in configs:
+        state, pend = cfg
+        gids = sorted(pend) + seg
+        local = [ops[g] for g in gids]
+        terminals, report = _search(local, model, state, deadline, want_report, collect=True)
+        for (st, rem), order in terminals.items():
+            k = (st, frozenset(gids[i] for i in rem))
+            if k not in out:
+                out[k] = (cfg, [gids[i] for i in order])
+        if report is not None and (best is None or len(report[0]) > len(best[1])):
+            best = (cfg, [gids[i] for i in report[0]], report[1], gids[report[2]])
+    return out, best
+
+
+def _minimize(ops: list[Operation], seg: list[int], configs, blocked: Operation, model,
+              deadline: float):
+    """A small sub-history of segment ``seg`` that still fails from every configuration:
+    cut after the blocking operation returns, then drop state-preserving operations one by
+    one while the rest still fails. Returns None when the budget runs out or the cut alone
+    is linearizable."""
+    cut = [g for g in seg if ops[g].call <= blocked.ret]
 
     def fails(sub) -> bool:
-        ok, _ = _search(sub, model, deadline, False)
-        return not ok
+        out, _ = _run_segment(ops, sub, configs, model, deadline, False)
+        return not out
+
+    def unexplained(sub) -> set:
+        return _unexplained([ops[g] for g in sub])
 
     try:
         if not fails(cut):
             return None
         i = len(cut) - 1
         while i >= 0:
-            op = cut[i]
+            op = ops[cut[i]]
             if op is not blocked and not model.mutates(op):
                 trial = cut[:i] + cut[i + 1:]
                 if fails(trial):
@@ -357,15 +563,15 @@ def _minimize(ops: list[Operation], blocked: Operation, model, deadline: float):
         # A write whose value nobody reads may go too, when the rest still fails.
         i = len(cut) - 1
         while i >= 0:
-            op = cut[i]
+            op = ops[cut[i]]
             if op is not blocked and model.mutates(op):
                 trial = cut[:i] + cut[i + 1:]
-                if _unexplained(trial) <= _unexplained(cut) and fails(trial):
+                if unexplained(trial) <= unexplained(cut) and fails(trial):
                     cut = trial
             i -= 1
     except _Budget:
         return None
-    return sorted(cut, key=lambda o: (o.call, o.index))
+    return [ops[g] for g in cut]
 
 
 def _unexplained(ops: list[Operation]) -> set:
@@ -390,28 +596,73 @@ def _unexplained(ops: list[Operation]) -> set:
 
 def check_key(key, ops: Iterable[Operation], budget: float = 10.0, model=RegisterModel,
               minimize: bool = True) -> KeyResult:
-    """Check one key's operations (raw or prepared); see ``check``."""
+    """Check one key's operations (raw or prepared); see ``check``.
+
+    The history is first cut at quiescent instants (no finite operation in flight) into
+    segments, checked one after the other: the search of a segment starts from every
+    configuration the previous one can end in — a register value and the info operations
+    that may still take effect — and collects every configuration it can end in. A segment
+    from which no configuration survives holds the violation: it is the window reported,
+    with the values the register may have held when it began."""
     t0 = time.monotonic()
     deadline = t0 + budget
     ops = prepare(ops)
     # Ids follow time order so that bitsets and reports read naturally.
     ops.sort(key=lambda o: (o.call, o.ret, o.index))
-    if not any(op.ret != math.inf for op in ops):
-        return KeyResult(key, OK, len(ops), time.monotonic() - t0, [])
+    shown = ops
+    if model is RegisterModel:
+        ops = _fold_unobserved(ops)
+    configs: dict = {(model.init, frozenset()): None}
+    history: list[dict] = []   # per segment: config -> (previous config, order)
+    segments = _segments(ops)
+    # values that operations of later segments may write (for dropping dead info cas)
+    later: list[set] = [set()] * len(segments)
+    acc: set = set()
+    for k in range(len(segments) - 1, -1, -1):
+        later[k] = acc
+        acc = acc | {_written(ops[g]) for g in segments[k] if ops[g].f != _READ}
     try:
-        ok, res = _search(ops, model, deadline, True)
+        for k, seg in enumerate(segments):
+            out, best = _run_segment(ops, seg, configs, model, deadline, True)
+            if not out:
+                return _violation(key, ops, shown, seg, configs, history, best, model,
+                                  deadline, budget, minimize, t0)
+            if model is RegisterModel:
+                out = _drop_dead(ops, out, later[k])
+            configs = _prune(out)
+            history.append(configs)
     except _Budget:
         return KeyResult(key, UNKNOWN, len(ops), time.monotonic() - t0)
-    if ok:
-        return KeyResult(key, OK, len(ops), time.monotonic() - t0, [ops[i] for i in res])
-    prefix_ids, state, blocked_id = res
+    # One linearization, followed back from any final configuration.
+    order = _chain(history, next(iter(configs)))
+    return KeyResult(key, OK, len(ops), time.monotonic() - t0, [shown[i] for i in order])
+
+
+def _violation(key, ops, shown, seg, configs, history, best, model, deadline, budget, minimize,
+               t0, context: int = 8):
+    """The Violation of the failing segment ``seg``; ``shown`` are the operations as recorded
+    (``ops`` may have their unobserved values folded)."""
+    start_cfg, prefix, state, blocked_id = best
+    # Values as recorded (the search may have folded unobserved ones): replay one
+    # linearization leading to each start configuration.
+    chains = {cfg: _chain(history, cfg) for cfg in configs}
+    before = chains[start_cfg]
+    state = _replay(model, shown, before + prefix)
+    starts = {_replay(model, shown, ch) for ch in chains.values()}
     blocked = ops[blocked_id]
-    placed = set(prefix_ids)
-    concurrent = [op for i, op in enumerate(ops)
-                  if i not in placed and i != blocked_id and op.call <= blocked.ret]
-    v = Violation(key, [ops[i] for i in prefix_ids], state, blocked, concurrent)
+    placed = set(prefix)
+    concurrent = [shown[g] for g in sorted(set(seg) | set(start_cfg[1]))
+                  if g not in placed and g != blocked_id and ops[g].call <= blocked.ret]
+    first = ops[seg[0]]
+    v = Violation(key, [shown[g] for g in prefix], state, shown[blocked_id],
+                  concurrent, window=(first.call, max(ops[g].ret for g in seg)),
+                  start_states=sorted(starts, key=repr),
+                  before=[shown[g] for g in before[-context:]])
     if minimize:
-        v.witness = _minimize(ops, blocked, model, deadline + budget * 0.25)
+        w = _minimize(ops, seg, list(configs), blocked, model, deadline + budget * 0.25)
+        if w is not None:
+            index = {id(op): g for g, op in enumerate(ops)}
+            v.witness = [shown[index[id(op)]] for op in w]
     return KeyResult(key, VIOLATION, len(ops), time.monotonic() - t0, violation=v)
 
 
