@@ -409,6 +409,8 @@ class AsyncClient:
             conn.waiter = self._loop.create_task(conn.open(self.connect_timeout))
         if not conn.ready and not conn.closed:
             await asyncio.shield(conn.waiter)
+            if self._closed:            # the client was closed while this one connected
+                conn.close()
         if conn.closed:
             if self._conns.get(addr) is conn:
                 del self._conns[addr]

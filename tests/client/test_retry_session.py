@@ -509,3 +509,23 @@ def test_a_circle_of_stale_hints_ends_in_not_leader(fake):
             # Hints were followed, but the circle was broken by backoffs (bounded attempts).
             assert len(fc.requests(codec.OP_REGISTER)) == 8
     run(main())
+
+
+def test_close_during_calls(fake):
+    async def main():
+        async with fake.FakeCluster(1) as fc:
+            c = client(fc)
+            await c.put(b"a", b"0")
+            fc.node(1).plan(None, "silent", "silent")
+            w = asyncio.ensure_future(c.put(b"a", b"1"))
+            r = asyncio.ensure_future(c.get(b"a"))
+            await until(lambda: len(fc.node(1).requests) == 4)
+            await c.close()
+            with pytest.raises(ConnectionLost):        # the write may have been applied
+                await w
+            with pytest.raises(LocalProtocolError):    # a read has no outcome to report
+                await r
+            with pytest.raises(LocalProtocolError):
+                await c.get(b"a")
+            await c.close()                             # twice is fine
+    run(main())
