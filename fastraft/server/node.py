@@ -98,11 +98,8 @@ class Node:
         self.snaps = b.snaps
         rlog, hs, newest = b.open()
         self.machine = b.machine
-        tk = t.tick_ms
-        rcfg = RaftConfig(id=self.id, voters=self.voters,
-                          election_tick=max(2, t.election_timeout_ms // tk),
-                          heartbeat_tick=max(1, t.heartbeat_ms // tk),
-                          max_uncommitted=t.max_pending)
+        rcfg = RaftConfig(id=self.id, voters=self.voters, election_tick=t.election_tick,
+                          heartbeat_tick=t.heartbeat_tick, max_uncommitted=t.max_pending)
         self.raw = RawNode(rcfg, random.Random(), rlog, hs)
         if newest is not None and newest.meta.index > rlog.snapshot.meta.index:
             self.raw.compact(newest, keep_from=rlog.snapshot.meta.index + 1)
