@@ -283,6 +283,8 @@ class AsyncClient:
         self._registering: asyncio.Task | None = None
         self._keepalive: asyncio.Task | None = None
         self._closed = False
+        #: Attempts made after a failed one, over the client's life (for tests and tools).
+        self.retries = 0
 
     # -- public API ---------------------------------------------------------------------------
 
@@ -596,6 +598,7 @@ class AsyncClient:
                 now = loop.time()
                 if not retry.should_retry(attempts) or now >= deadline:
                     break
+                self.retries += 1
                 if backoff:
                     hops = 0
                     failures += 1

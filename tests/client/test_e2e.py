@@ -114,15 +114,23 @@ def test_client_is_pure_python():
 # -- faults: clusters of their own ------------------------------------------------------------
 
 def test_kill_leader_during_writes_applies_each_acknowledged_write_once(cluster_factory):
+    """kill -9 of the leader under two streams of writes: cas increments of per-worker
+    counters (a cas applied twice, or re-executed on the new leader instead of answered from
+    the session cache, would push a counter past acked + unknown) and pipelined puts of
+    unique keys (every acknowledged key is there; none reported NotApplied is)."""
     cl = cluster_factory()
     old = cl.leader()
     workers = 4
     acked = [0] * workers
     unknown = [0] * workers
     after_kill = [0] * workers
+    put_ok: set = set()
+    put_not_applied: set = set()
+    put_unknown: set = set()
 
     async def main():
         kill_done = asyncio.Event()
+        stop = asyncio.Event()
         policy = RetryPolicy(max_attempts=40, backoff=ExponentialBackoff(0.01, 0.25))
         async with AsyncClient(cl.endpoints(), timeout=1.0, deadline=8.0,
                                retry=policy) as c:
@@ -144,23 +152,46 @@ def test_kill_leader_during_writes_applies_each_acknowledged_write_once(cluster_
                         if kill_done.is_set():
                             after_kill[w] += 1
 
+            async def putter(w: int) -> None:
+                i = 0
+                while not stop.is_set() and i < 400:     # the scan below sees them all
+                    key = b"stream/%02d/%06d" % (w, i)
+                    i += 1
+                    try:
+                        await c.put(key, b"v")
+                    except OutcomeUnknown:
+                        put_unknown.add(key)
+                    except NotApplied:
+                        put_not_applied.add(key)
+                    else:
+                        put_ok.add(key)
+
             async def killer() -> None:
                 while sum(acked) < 100:
                     await asyncio.sleep(0.005)
                 await asyncio.get_running_loop().run_in_executor(None, cl.kill, old)
                 kill_done.set()
 
+            putters = [asyncio.ensure_future(putter(w)) for w in range(16)]
             await asyncio.gather(killer(), *(incr(w) for w in range(workers)))
+            stop.set()
+            await asyncio.gather(*putters)
             assert all(n >= 20 for n in after_kill), (after_kill, cl.report())
+            assert c.retries > 0            # writes in flight at the kill were retried
             final = [int(await c.get(b"ctr/%d" % w)) for w in range(workers)]
-        return final
+            present = {k for k, _v in await c.scan(b"stream/")}
+        return final, present
 
-    final = run(main())
-    print("acked", acked, "unknown", unknown, "final", final)
+    final, present = run(main())
+    print("acked", acked, "unknown", unknown, "final", final, "puts ok", len(put_ok),
+          "not applied", len(put_not_applied), "unknown", len(put_unknown))
     for w in range(workers):
         # Every acknowledged increment is in the counter exactly once; an unknown one may
         # or may not be; a duplicated application would push the counter above the bound.
         assert acked[w] <= final[w] <= acked[w] + unknown[w], (w, acked, unknown, final)
+    assert put_ok <= present
+    assert not (put_not_applied & present)
+    assert present <= put_ok | put_unknown
     assert cl.leader() != old
 
 
