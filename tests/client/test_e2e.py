@@ -48,7 +48,8 @@ def test_every_operation(real_cluster):
         assert c.cas(b"e2e/k", b"v", b"x") is False
         assert c.cas(b"e2e/new", None, b"1") is True
         assert c.cas(b"e2e/new", None, b"2") is False
-        assert c.scan(b"e2e/") == [(b"e2e/k", b"w"), (b"e2e/new", b"1"), (b"e2e/str", "é".encode())]
+        assert c.scan(b"e2e/") == [(b"e2e/k", b"w"), (b"e2e/new", b"1"),
+                                   (b"e2e/str", "é".encode())]
         assert c.scan(b"e2e/", limit=2) == [(b"e2e/k", b"w"), (b"e2e/new", b"1")]
         assert c.delete(b"e2e/k") is True
         assert c.delete(b"e2e/k") is False
