@@ -54,7 +54,7 @@ def main(argv=None) -> int:
                     help="seconds per request (the client's timeout)")
     ap.add_argument("--op-deadline", type=float, default=3.0,
                     help="seconds per operation, retries included (after it: info)")
-    ap.add_argument("--check-budget", type=float, default=120.0,
+    ap.add_argument("--check-budget", type=float, default=600.0,
                     help="seconds the linearizability checker may spend")
     ap.add_argument("--storage", choices=("wal", "sqlite"), default="wal")
     args = ap.parse_args(argv)
