@@ -633,7 +633,8 @@ class AsyncClient:
             out["error"] = str(exc)
             return out
         out["reachable"] = True
-        if out["role"] == "leader":
+        if out["role"] == "leader" and self._leader != addr:
             self._leader = addr
+            self._lconn = None
         return out
 
