@@ -126,3 +126,27 @@ def test_histogram_percentiles():
     assert abs(h.percentile(50) - 5e-3) / 5e-3 < 0.01
     assert abs(h.percentile(99) - 9.9e-3) / 9.9e-3 < 0.01
     assert h.percentile(100) == h.max == 10e-3
+
+
+def test_through_the_fastraft_command(real_cluster):
+    """The same commands as a user runs them (``python -m fastraft ...``), when the lead's
+    cli.py has them wired in."""
+    import subprocess
+
+    from fastraft import cli as fcli
+
+    if "add_client_parsers" not in open(fcli.__file__).read():
+        pytest.skip("fastraft.cli does not dispatch the client commands yet")
+    eps = ",".join(real_cluster.endpoints())
+
+    def fr(*args, stdin=b""):
+        p = subprocess.run([sys.executable, "-m", "fastraft", *args, "--endpoints", eps],
+                           input=stdin, capture_output=True, timeout=60)
+        return p.returncode, p.stdout
+
+    assert fr("put", "cmd/a", "-", stdin=b"1 2 3") == (0, b"OK\n")
+    assert fr("get", "cmd/a") == (0, b"1 2 3\n")
+    assert fr("get", "cmd/b")[0] == 1
+    assert fr("cas", "cmd/a", "x", "y")[0] == 1
+    rc, out = fr("status", "--json")
+    assert rc == 0 and len(json.loads(out)) == 3
