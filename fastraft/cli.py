@@ -72,6 +72,10 @@ def _build_parser() -> argparse.ArgumentParser:
                       help="storage backend (overrides the config's tuning.storage)")
     node.add_argument("--loop", choices=("auto", "uvloop", "asyncio"), default="auto",
                       help="event loop (auto: uvloop when installed)")
+    node.add_argument("--rejoin", action="store_true",
+                      help="this node lost its data (a wiped or replaced disk): do not vote or "
+                           "campaign until a leader has caught it up (remembered across "
+                           "restarts until then)")
     node.add_argument("--log-json", action="store_true", help="log JSON lines")
     node.add_argument("--log-level", default="INFO",
                       choices=("DEBUG", "INFO", "WARNING", "ERROR"))
@@ -192,7 +196,7 @@ def _cmd_node(args: argparse.Namespace) -> int:
         print(f"fastraft node: {e}", file=sys.stderr)
         return 2
     return run_node(cfg, args.id, loop=args.loop, log_json=args.log_json,
-                    log_level=args.log_level)
+                    log_level=args.log_level, rejoin=args.rejoin)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -92,6 +92,8 @@ class RaftConfig:
     max_msg_bytes: int = 1 << 20          # payload bytes per append message (>= 1 entry)
     max_uncommitted: int = 8192           # leader's appended-but-uncommitted entries: Busy
     max_apply_bytes: int = 64 << 20       # committed payload bytes handed out per Ready
+    rejoining: bool = False               # this node lost its data (wiped disk): it neither
+                                          # votes nor campaigns until a leader caught it up
 
     def __post_init__(self) -> None:
         self.voters = frozenset(self.voters)
@@ -124,6 +126,10 @@ class Raft:
             self.voters, self.outgoing = cfg.voters, cfg.outgoing
         self.term = hard_state.term
         self.vote = hard_state.vote
+        # A node that lost its data must not vote: its empty log would make any candidate
+        # look up to date, and a candidate without a committed entry could win with it.
+        # Cleared once it holds everything a leader of the current term has committed.
+        self.rejoining = cfg.rejoining
         if hard_state.commit > self.log.committed:
             self.log.commit_to(hard_state.commit)
         self.lead = NO_NODE
@@ -289,7 +295,7 @@ class Raft:
         """PRE_ELECTION asks for pre-votes at term+1 without changing anything; ELECTION
         increments the term and votes for itself; TRANSFER is an ELECTION whose requests are
         marked so that voters inside a leader lease still answer (TIMEOUT_NOW)."""
-        if self.role == LEADER or not self.promotable:
+        if self.role == LEADER or not self.promotable or self.rejoining:
             return
         if kind == PRE_ELECTION:
             self.become_pre_candidate()
@@ -322,7 +328,7 @@ class Raft:
         can_vote = (self.vote == m.frm
                     or (self.vote == NO_NODE and self.lead == NO_NODE)
                     or (m.type == PRE_VOTE and m.term > self.term))
-        if can_vote and self.log.is_up_to_date(m.index, m.log_term):
+        if can_vote and not self.rejoining and self.log.is_up_to_date(m.index, m.log_term):
             self.send(Message(resp, m.frm, self.id, m.term))
             if m.type == VOTE:
                 self.election_elapsed = 0
@@ -385,12 +391,24 @@ class Raft:
             return
         last = log.maybe_append(m.index, m.log_term, m.commit, m.entries)
         if last is not None:
+            if self.rejoining:
+                self._maybe_rejoined(m.commit)
             self.send(Message(APP_RESP, m.frm, self.id, self.term, index=last))
             return
         hint_index, hint_term = log.find_conflict_by_term(min(m.index, log.last_index),
                                                           m.log_term)
         self.send(Message(APP_RESP, m.frm, self.id, self.term, index=m.index, reject=True,
                           hint_index=hint_index, hint_term=hint_term))
+
+    def _maybe_rejoined(self, leader_commit: int) -> None:
+        """A rejoining node votes again once it holds the leader's commit index (from an
+        append: heartbeats carry a commit capped by our match, which says nothing about
+        what we lack) and that entry is of the leader's term: such a commit index covers
+        every entry ever committed, including those our lost data had acknowledged."""
+        log = self.log
+        if (log.committed >= leader_commit > 0 and log.last_index >= leader_commit
+                and log.term(leader_commit) == self.term):
+            self.rejoining = False
 
     def _handle_heartbeat(self, m: Message) -> None:
         self.log.commit_to(min(m.commit, self.log.last_index))

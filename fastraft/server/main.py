@@ -72,7 +72,7 @@ async def _serve(node: Node) -> int:
 
 
 def run_node(cfg, node_id: int, *, loop: str = "auto", log_json: bool = False,
-             log_level: str = "INFO") -> int:
+             log_level: str = "INFO", rejoin: bool = False) -> int:
     setup_logging(node_id, log_json, log_level)
     cfg.node(node_id)          # ConfigError for an unknown id, before anything is touched
     node_dir = cfg.node_dir(node_id)
@@ -83,7 +83,7 @@ def run_node(cfg, node_id: int, *, loop: str = "auto", log_json: bool = False,
         log.error("%s", exc)
         return 2
     try:
-        node = Node(cfg, node_id, node_dir, loop_name=loop_name)
+        node = Node(cfg, node_id, node_dir, loop_name=loop_name, rejoin=rejoin)
         with asyncio.Runner(loop_factory=factory) as runner:
             return runner.run(_serve(node))
     except FatalError as exc:

@@ -58,7 +58,8 @@ def _now_ms() -> int:
 
 
 class Node:
-    def __init__(self, cfg, node_id: int, data_dir: str, *, loop_name: str = "asyncio") -> None:
+    def __init__(self, cfg, node_id: int, data_dir: str, *, loop_name: str = "asyncio",
+                 rejoin: bool = False) -> None:
         self.cfg = cfg
         self.id = node_id
         self.spec = cfg.node(node_id)
@@ -86,6 +87,10 @@ class Node:
         self._read_ctx = 0
         self._snapshotting = False
         self._tick_handle = None
+        #: ``--rejoin``: this node lost its data. The marker file keeps it from voting across
+        #: restarts until a leader has caught it up (RaftConfig.rejoining).
+        self._rejoin_marker = os.path.join(data_dir, "REJOINING")
+        self._rejoin = rejoin
         self.role = 0
         self.lead = 0
 
@@ -98,8 +103,18 @@ class Node:
         self.snaps = b.snaps
         rlog, hs, newest = b.open()
         self.machine = b.machine
+        if self._rejoin:
+            with open(self._rejoin_marker, "w") as f:
+                f.write("this node lost its data; it does not vote until a leader caught it up\n")
+                f.flush()
+                os.fsync(f.fileno())
+        self._rejoin = os.path.exists(self._rejoin_marker)
+        if self._rejoin:
+            log.warning("rejoining after a data loss: no vote and no campaign until a leader "
+                        "has caught this node up")
         rcfg = RaftConfig(id=self.id, voters=self.voters, election_tick=t.election_tick,
-                          heartbeat_tick=t.heartbeat_tick, max_uncommitted=t.max_pending)
+                          heartbeat_tick=t.heartbeat_tick, max_uncommitted=t.max_pending,
+                          rejoining=self._rejoin)
         self.raw = RawNode(rcfg, random.Random(), rlog, hs)
         if newest is not None and newest.meta.index > rlog.snapshot.meta.index:
             self.raw.compact(newest, keep_from=rlog.snapshot.meta.index + 1)
@@ -245,6 +260,13 @@ class Node:
         except StorageError as exc:
             self.fatal(f"storage failure: {exc}")
             return
+        if self._rejoin and not raw.raft.rejoining:
+            self._rejoin = False
+            try:
+                os.unlink(self._rejoin_marker)
+            except OSError:
+                pass
+            log.info("caught up after the data loss: voting again")
         self._maybe_snapshot()
 
     def _flush_proposals(self) -> None:

@@ -135,6 +135,7 @@ class NodeProc:
         self.id = spec.id
         self.proc: subprocess.Popen | None = None
         self.paused = False
+        self.next_args: list[str] = []      # extra arguments for the next start only
         #: Exit codes of this node's past processes, oldest first.
         self.exit_codes: list[int] = []
         self.log_path = cluster.base / f"node{spec.id}.log"
@@ -247,7 +248,8 @@ class Cluster:
     def _spawn(self, i: int) -> None:
         n = self.nodes[i]
         assert not self.closed, "the cluster is closed"
-        argv = self.node_cmd(i, self.config_path, self.config.data_dir)
+        argv = self.node_cmd(i, self.config_path, self.config.data_dir) + n.next_args
+        n.next_args = []
         with open(n.log_path, "ab") as log:
             log.write(f"=== harness: starting node {i}: {' '.join(argv)}\n".encode())
             log.flush()
@@ -334,10 +336,13 @@ class Cluster:
                 self.kill(i)
         self.start([i], wait=wait)
 
-    def wipe(self, i: int, wait: bool = True) -> None:
-        """SIGKILL node ``i``, delete its data directory, start it again empty."""
+    def wipe(self, i: int, wait: bool = True, rejoin: bool = True) -> None:
+        """SIGKILL node ``i``, delete its data directory, start it again empty (with
+        ``--rejoin``, as an operator must: it does not vote until it has caught up)."""
         self.kill(i)
         shutil.rmtree(self.nodes[i].data_dir, ignore_errors=True)
+        if rejoin:
+            self.nodes[i].next_args = ["--rejoin"]
         self.start([i], wait=wait)
 
     def close(self) -> None:

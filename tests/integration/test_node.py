@@ -264,6 +264,9 @@ def test_wiped_node_rejoins_through_a_snapshot(cluster_factory, wire, storage):
     _check_all_present(cl, w.acked, node_ids=[victim])
     log = cl.node(victim).log_text()
     assert "installed snapshot" in log, log[-3000:]
+    assert "rejoining after a data loss" in log
+    cl.wait_for(lambda: "voting again" in cl.node(victim).log_text(), 15,
+                "the wiped node to vote again")
     assert "snapshot at" in cl.node(lead).log_text()
 
 
@@ -361,6 +364,7 @@ def test_mixed_backends_share_snapshots(cluster_factory, wire):
         shutil.rmtree(cl.node(victim).data_dir)
         for _ in range(150):
             assert w.put_one()
+        cl.node(victim).next_args = ["--rejoin"]
         cl.start([victim])
         _check_all_present(cl, w.acked, node_ids=[victim])
         assert "installed snapshot" in cl.node(victim).log_text()
