@@ -165,6 +165,7 @@ def test_kv_operations_sessions_and_leader_hints(cluster_factory):
     # Followers refuse writes and linearizable reads with the leader's client address,
     # and serve stale reads from their own state.
     f = cl.client(follower)
+    cl.wait_for(lambda: f.status_dict()["leader"] == lead, 10, "the follower to know its leader")
     r = f.put(sid, 10, b"x", b"y")
     assert r.status == codec.ST_NOT_LEADER
     assert r.values == [lead, cl.node(lead).client_addr]

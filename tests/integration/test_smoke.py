@@ -29,6 +29,8 @@ def test_three_nodes_survive_the_loss_of_the_leader(cluster_factory):
 
     # a follower refuses a linearizable read and names the leader
     follower = next(i for i in c.ids if i != lead)
+    c.wait_for(lambda: (c.status(follower) or {}).get("leader") == lead, 10,
+               f"node {follower} to know its leader")
     reply = c.client(follower).get(b"hello")
     assert reply.status == codec.ST_NOT_LEADER, reply
     assert reply.values[0] == lead
