@@ -1,0 +1,125 @@
+"""fastraft.codec: round trips of every frame kind, and strict decoding: whatever bytes or
+msgpack values arrive, the decoders raise only RemoteProtocolError (close the connection) or
+InvalidRequest (answer it), never anything else, and never hand out a malformed message."""
+
+import msgpack
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from fastraft import codec
+from fastraft.errors import InvalidRequest, RemoteProtocolError
+from fastraft.raft import Message, MsgType, Snapshot, SnapshotMeta
+
+LIMITS = codec.Limits(max_key=64, max_value=256, max_scan=100)
+
+
+def test_peer_message_round_trip():
+    m = Message(MsgType.APP, 2, 1, 7, log_term=6, index=10, entries=[(6, b"a"), (7, b"")],
+                commit=9, reject=False, hint_index=0, hint_term=0, context=3, transfer=False)
+    kind, got, snap = codec.decode_peer(codec.encode_message(m), 1 << 20)
+    assert kind == codec.P_MSG and got == m and snap is None
+    s = Message(MsgType.SNAP, 2, 1, 7, snapshot=Snapshot(SnapshotMeta(50, 6, frozenset({1, 2}))))
+    kind, got, snap = codec.decode_peer(codec.encode_message(s, 1234), 1 << 20)
+    assert got.snapshot is None and snap.meta == s.snapshot.meta and snap.nbytes == 1234
+
+
+def test_handshake_and_chunk_round_trip():
+    assert codec.decode_peer(codec.encode_hello("c", 1, 2), 100) == (
+        codec.P_HELLO, codec.PROTOCOL_VERSION, "c", 1, 2)
+    assert codec.decode_peer(codec.encode_welcome(3), 100) == (
+        codec.P_WELCOME, codec.PROTOCOL_VERSION, 3)
+    assert codec.decode_peer(codec.encode_refuse("no"), 100) == (codec.P_REFUSE, "no")
+    assert codec.decode_peer(codec.encode_snap_chunk(1, 2, 3, b"xy"), 100) == (
+        codec.P_SNAP_CHUNK, 1, 2, 3, b"xy")
+
+
+@pytest.mark.parametrize("body, why", [
+    ([codec.P_MSG, 1, 2, 1, 5, 0, 0, [6, b"x"], 0, False, 0, 0, 0, None, False],
+     "above the message term"),
+    ([codec.P_MSG, 1, 2, 1, 5, 0, 0, [3, b"x", 2, b"y"], 0, False, 0, 0, 0, None, False],
+     "non-decreasing"),
+    ([codec.P_MSG, 3, 2, 1, 5, 0, 0, [3, b"x"], 0, False, 0, 0, 0, None, False],
+     "only APP messages carry entries"),
+    ([codec.P_MSG, 99, 2, 1, 5, 0, 0, [], 0, False, 0, 0, 0, None, False], "unknown message"),
+    ([codec.P_MSG, 1, 2, 1, -5, 0, 0, [], 0, False, 0, 0, 0, None, False], "unsigned"),
+    ([codec.P_MSG, 1, 2, 1, 5, 0, 0, [], 0, 1, 0, 0, 0, None, False], "booleans"),
+    ([codec.P_MSG, 9, 2, 1, 5, 0, 0, [], 0, False, 0, 0, 0, None, False], "without a snapshot"),
+    ([codec.P_HELLO, 1, 5, 1, 2], "cluster name"),
+    ([42], "unknown peer frame kind"),
+])
+def test_peer_frames_are_validated(body, why):
+    with pytest.raises(RemoteProtocolError, match=why):
+        codec.decode_peer(codec.pack(body), 1 << 20)
+
+
+@pytest.mark.parametrize("args, why", [
+    ([codec.OP_PUT, 1, 1, 1, b"k" * 65, b"v"], "over the limit of 64"),
+    ([codec.OP_PUT, 1, 1, 1, b"k", b"v" * 257], "over the limit of 256"),
+    ([codec.OP_PUT, 0, 1, 1, b"k", b"v"], "need a session"),
+    ([codec.OP_PUT, 1, 0, 0, b"k", b"v"], "1 <= seq"),
+    ([codec.OP_PUT, 1, 1, 1, "k", b"v"], "must be bytes"),
+    ([codec.OP_GET, b"k"], "takes 2 arguments"),
+    ([codec.OP_GET, b"k", 1], "boolean"),
+    ([77], "unknown operation"),
+])
+def test_invalid_requests_carry_their_id(args, why):
+    with pytest.raises(InvalidRequest, match=why) as e:
+        codec.decode_request(codec.pack([41] + args), LIMITS, 1 << 20)
+    assert e.value.req_id == 41
+
+
+def test_scan_limit_is_bounded():
+    r = codec.decode_request(codec.pack([1, codec.OP_SCAN, b"p", 10**6, False]), LIMITS, 100)
+    assert r.limit == LIMITS.max_scan
+
+
+_msgpack_values = st.recursive(
+    st.none() | st.booleans() | st.integers(-2**70, 2**70).filter(
+        lambda i: -2**63 <= i < 2**64) | st.binary(max_size=20) | st.text(max_size=10)
+    | st.floats(allow_nan=False),
+    lambda children: st.lists(children, max_size=16) | st.dictionaries(
+        st.text(max_size=5), children, max_size=4),
+    max_leaves=40)
+
+
+def _shaped(kind):
+    """Arrays that start like a real frame, with random fields after."""
+    return st.lists(_msgpack_values, min_size=0, max_size=16).map(lambda xs: [kind] + xs)
+
+
+@given(st.binary(max_size=200))
+def test_random_bytes_never_escape_as_another_error(data):
+    for decode in (lambda b: codec.decode_peer(b, 1 << 16),
+                   lambda b: codec.decode_request(b, LIMITS, 1 << 16),
+                   lambda b: codec.decode_response(b, 1 << 16),
+                   codec.decode_command):
+        try:
+            decode(data)
+        except (RemoteProtocolError, InvalidRequest):
+            pass
+
+
+@given(st.one_of(_msgpack_values, *[_shaped(k) for k in range(0, 7)]))
+def test_wrong_shapes_never_escape_as_another_error(value):
+    body = msgpack.packb(value, use_bin_type=True)
+    try:
+        out = codec.decode_peer(body, 1 << 16)
+    except RemoteProtocolError:
+        pass
+    else:
+        if out[0] == codec.P_MSG:        # what passes is a well-formed message
+            m = out[1]
+            assert isinstance(m.type, MsgType) and all(
+                type(t) is int and type(p) is bytes for t, p in m.entries)
+    try:
+        r = codec.decode_request(body, LIMITS, 1 << 16)
+    except (RemoteProtocolError, InvalidRequest):
+        pass
+    else:
+        assert r.op in codec.OP_NAMES
+        assert type(r.key) is bytes and len(r.key) <= LIMITS.max_key
+    try:
+        codec.decode_command(body)
+    except RemoteProtocolError:
+        pass
