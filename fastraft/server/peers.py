@@ -277,6 +277,8 @@ class _Outbound(asyncio.Protocol):
                     self.tr.node.on_snapshot_sent(self.pid, False)
             return
         congested = self.transport.get_write_buffer_size() > self.tr.high_water
+        if not congested:
+            self._told_unreachable = False
         frames = []
         for m in msgs:
             if m.type == MsgType.SNAP:
