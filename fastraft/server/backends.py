@@ -160,6 +160,8 @@ class SqliteBackend:
         os.makedirs(data_dir, exist_ok=True)
         self.path = os.path.join(data_dir, "fastraft.db")
         self.store = SqliteStore(self.path)
+        if not tuning.fsync:
+            self.store.unsafe_no_fsync()
         self.snaps = SnapshotStore(os.path.join(data_dir, "snap"))
         self.machine = None
 

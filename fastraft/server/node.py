@@ -311,8 +311,11 @@ class Node:
             store.append(rd.entries)
         if rd.hard_state is not None:
             store.save_hard_state(rd.hard_state)
-        if rd.must_sync and self.fsync:
-            store.sync()
+        if rd.must_sync:
+            if self.fsync:
+                store.sync()
+            else:
+                store.flush()       # fsync = false: to the kernel, not to the disk
         if rd.messages and not self.early_send:
             self.peers.send(rd.messages)
         if rd.persisted_messages:

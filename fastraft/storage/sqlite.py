@@ -360,6 +360,20 @@ class SqliteStore:
             self._fail("commit", exc)
         self.syncs += 1
 
+    def flush(self) -> None:
+        """Commit without waiting for the disk: only after ``unsafe_no_fsync()`` (the
+        benchmarking mode); otherwise the same as ``sync()``."""
+        self.sync()
+
+    def unsafe_no_fsync(self) -> None:
+        """``PRAGMA synchronous=OFF``: commits no longer fsync (``fsync = false``, for
+        benchmarks only: a power loss can lose acknowledged writes)."""
+        self._check()
+        try:
+            self._conn.execute("PRAGMA synchronous=OFF")
+        except sqlite3.Error as exc:
+            self._fail("setting synchronous=OFF", exc)
+
     @property
     def first_index(self) -> int:
         self._check()

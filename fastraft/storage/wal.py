@@ -19,9 +19,11 @@ operators only). Each segment is the core segment header, then records::
 
 A new segment starts (written as ``.tmp``, fsynced, renamed, directory fsynced) with a copy of
 the current snapshot mark and hard state, so deleting older segments never loses them.
-Writes go to the open segment with ``os.write`` on an O_APPEND descriptor; ``sync()`` is one
-``os.fsync`` of it. A segment that passed ``segment_size`` is fsynced and closed before the
-next write opens a new one.
+Records are gathered in memory and written to the open segment (an O_APPEND descriptor) by
+one ``os.write`` at ``sync()``, followed by one ``os.fsync``: one write and one fsync per
+group commit however many appends and hard states it covers (more than ``WRITE_BUFFER``
+pending bytes are written early). A segment that passed ``segment_size`` is written, fsynced
+and closed before the next record opens a new one.
 
 Recovery replays every segment in order: the state is the entries written and not cancelled
 by a later truncation marker or snapshot reset, the last hard state and the last snapshot
@@ -97,6 +99,8 @@ SNAPSHOT = RecordType.SNAPSHOT.value
 _TYPE_CODES = frozenset(t.value for t in RecordType)
 
 DEFAULT_SEGMENT_SIZE = 64 * 1024 * 1024
+#: Pending record bytes written to the segment before the next sync asks for it.
+WRITE_BUFFER = 4 * 1024 * 1024
 SNAP_KEEP = 1
 
 _HS = struct.Struct("<QQQ")
@@ -316,6 +320,8 @@ class WalStore:
         self._size = size           # length of the open segment
         self._synced_size = size    # its length at the last successful fsync
         self._dirty = False         # written since the last fsync
+        self._pending: list = []    # encoded records not yet handed to os.write
+        self._pending_bytes = 0
         self._failed: str | None = None
         self._closed = False
 
@@ -434,14 +440,27 @@ class WalStore:
         if self._size >= self.segment_size:
             self._fsync_current()
             self._new_segment(self._segs[-1].seq + 1)
-        try:
-            self._write_all(self._fd, buf)
-        except OSError as exc:
-            self._fail("write", exc)
+        self._pending.append(buf)
+        self._pending_bytes += len(buf)
         self._size += len(buf)
         self._dirty = True
+        if self._pending_bytes >= WRITE_BUFFER:
+            self._flush()
+
+    def _flush(self) -> None:
+        """Hand the pending records to the kernel in one write."""
+        if not self._pending:
+            return
+        data = self._pending[0] if len(self._pending) == 1 else b"".join(self._pending)
+        self._pending = []
+        self._pending_bytes = 0
+        try:
+            self._write_all(self._fd, data)
+        except OSError as exc:
+            self._fail("write", exc)
 
     def _fsync_current(self) -> None:
+        self._flush()
         if self._dirty:
             try:
                 os.fsync(self._fd)
@@ -503,6 +522,12 @@ class WalStore:
             ring.reset(meta.index, meta.term)
         self._mark = SnapshotMeta(meta.index, meta.term, frozenset(meta.voters),
                                   frozenset(meta.outgoing))
+
+    def flush(self) -> None:
+        """Hand the buffered records to the kernel without an fsync (the unsafe
+        ``fsync = false`` mode: they survive a process crash, not a power loss)."""
+        self._check()
+        self._flush()
 
     def sync(self) -> None:
         """One fsync covering everything written since the last one. (Segment files are

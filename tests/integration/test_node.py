@@ -469,3 +469,19 @@ def test_a_second_node_on_the_same_data_directory_is_refused(cluster_factory):
     assert "in use by another fastraft node" in out.stderr
     c = cl.client(1)
     assert c.status().ok
+
+
+@pytest.mark.parametrize("storage", ["wal", "sqlite"])
+def test_unsafe_no_fsync_mode_runs_and_says_so(cluster_factory, storage):
+    cl = cluster_factory(3, tuning=dict(FAST, fsync=False), storage=storage)
+    lead = cl.leader()
+    c = cl.client(lead)
+    sid = c.register().expect_ok()
+    for seq in range(1, 51):
+        assert c.put(sid, seq, b"k%d" % seq, b"v", first_unacked=seq).ok
+    assert "fsync OFF (unsafe: benchmarking only)" in cl.node(lead).log_text()
+    cl.terminate(lead)          # a clean stop hands everything to the kernel
+    cl.start([lead])
+    cl.wait_applied(cl.status(cl.leader())["commit"])
+    with cl.client(lead) as c2:
+        assert len(c2.scan(b"k", limit=100, stale=True).expect_ok()) == 50

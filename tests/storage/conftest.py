@@ -105,8 +105,12 @@ class Model:
 
 
 def crash(store: WalStore) -> None:
-    """Abandon ``store`` as a killed process would: no sync, no close (its fd is released)."""
+    """Abandon ``store`` as a killed process would: no sync, no close (its fd is released).
+    The records it buffered are handed to the kernel first — the worst case for recovery,
+    as if the crash came just after a write that preceded its fsync; the crash tests then
+    cut the file anywhere after the synced size (what the kernel may lose)."""
     if store._fd is not None:
+        store._flush()
         os.close(store._fd)
         store._fd = None
     store._closed = True

@@ -56,7 +56,8 @@ def test_write_error_fails_fast(wal_dir, sh, faults, code):
     faults.only_fd = s._fd
     faults.write_errno = code
     with pytest.raises(StorageError) as info:
-        s.append(sh.batch(9, [2]))
+        s.append(sh.batch(9, [2]))      # buffered: the write itself happens at the sync
+        s.sync()
     assert isinstance(info.value, FastraftError)
     assert os.strerror(code) in str(info.value)
     assert s.failed is not None
@@ -96,7 +97,8 @@ def test_short_write_then_enospc(wal_dir, sh, faults, monkeypatch):
 
     monkeypatch.setattr(sh.wal.os, "write", write)
     with pytest.raises(StorageError):
-        s.append(sh.batch(9, [2], size=100))
+        s.append(sh.batch(9, [2], size=100))   # buffered: written at the sync
+        s.sync()
     monkeypatch.setattr(sh.wal.os, "write", real_write)
     assert len(calls) == 2 and calls[1] == calls[0] - 17
     s.close()
@@ -112,6 +114,7 @@ def test_error_while_rotating(wal_dir, sh, faults, where):
     s.segment_size = s._size + 1                   # the next write fills it, the one after
     before = s.segment_names()                     # rotates
     s.save_hard_state(sh.HardState(5, 5, 5))       # unsynced, in the old segment
+    s._flush()                                     # handed to the kernel, not fsynced
     assert s.segment_names() == before
     if where == "fsync old segment":
         faults.only_fd = s._fd
