@@ -36,8 +36,8 @@ The search (Lowe, "Testing for linearizability", 2016; Porcupine, anishathalye/p
 - Memoization: a (set of linearized operations as an int bitset, model state) pair that was
   seen before leads nowhere new and is skipped (Lowe's cache).
 - Plain search first: on a linearizable history the search above finds an order in one
-  mostly forward pass, so it runs first on the whole key history (for a fifth of the
-  budget, at least a second); only when it fails or runs long does the segmented search
+  mostly forward pass, so it runs first on the whole key history (for 40 µs per operation,
+  at least a second, at most a fifth of the budget); only when it fails or runs long does the segmented search
   below decide (and locate the failing window).
 - Quiescent cuts: a key's history is cut wherever no finite operation is in flight, and the
   segments are searched one after the other. A segment's search starts from every
@@ -321,11 +321,25 @@ def _search(ops: list[Operation], model, init, deadline: float, want_report: boo
         rank[i] = len(members)
         members.append(i)
     placed = {id(m): 0 for m in classes.values()}
+    # The set of placed operations, kept small: finite operations by rank (they are placed
+    # roughly in invocation order) as a low-water mark ``low`` (ranks below it are all
+    # placed) plus a bitset ``window`` of ranks from ``low`` on; info operations apart, in
+    # ``ibits`` (they may stay unplaced forever, and would pin a plain bitset's low end).
+    # Memo keys stay a few words long however long the history is.
+    bit = [0] * n
+    fi = ii = 0
+    for i in range(n):
+        if is_finite[i]:
+            bit[i] = fi
+            fi += 1
+        else:
+            bit[i] = ii
+            ii += 1
     step = model.step
     state = init
-    linearized = 0
+    low = window = ibits = 0
     cache = set()
-    stack: list[tuple[int, Any]] = []   # (op id, state before it)
+    stack: list[tuple] = []   # (op id, state, low, window, ibits before it)
     best_depth = -1
     best = None
     terminals: dict = {}
@@ -335,10 +349,10 @@ def _search(ops: list[Operation], model, init, deadline: float, want_report: boo
         if not finite:
             # every finite operation is placed; info operations left may happen later
             if not collect:
-                return True, [i for i, _ in stack]
-            k = (state, frozenset(i for i in info_ids if not linearized >> i & 1))
+                return True, [t[0] for t in stack]
+            k = (state, frozenset(i for i in info_ids if not ibits >> bit[i] & 1))
             if k not in terminals:
-                terminals[k] = [i for i, _ in stack]
+                terminals[k] = [t[0] for t in stack]
             if not stack:
                 break
             entry = n   # any return entry: backtrack below
@@ -357,14 +371,22 @@ def _search(ops: list[Operation], model, init, deadline: float, want_report: boo
                 # still happen later, or never) can do everything placing it can
                 legal = False
             if legal:
-                lin = linearized | (1 << entry)
-                k = (lin, new_state)
+                if c == -1:
+                    w = window | (1 << (bit[entry] - low))
+                    lo = low
+                    if w & 1:   # advance the low-water mark over the placed ranks
+                        t = (~w & (w + 1)).bit_length() - 1
+                        w >>= t
+                        lo += t
+                    k = (lo, w, ibits, new_state)
+                else:
+                    k = (low, window, ibits | (1 << bit[entry]), new_state)
                 if k not in cache:
                     cache.add(k)
-                    stack.append((entry, state))
+                    stack.append((entry, state, low, window, ibits))
                     state = new_state
-                    linearized = lin
-                    if is_finite[entry]:
+                    low, window, ibits = k[0], k[1], k[2]
+                    if c == -1:
                         finite -= 1
                     else:
                         placed[c] += 1
@@ -384,11 +406,10 @@ def _search(ops: list[Operation], model, init, deadline: float, want_report: boo
             # a return entry: its operation could not be placed before here
             if want_report and finite and len(stack) > best_depth:
                 best_depth = len(stack)
-                best = ([i for i, _ in stack], state, entry - n)
+                best = ([t[0] for t in stack], state, entry - n)
             if not stack:
                 break
-            top, state = stack.pop()
-            linearized &= ~(1 << top)
+            top, state, low, window, ibits = stack.pop()
             if is_finite[top]:
                 finite += 1
             else:
@@ -463,16 +484,18 @@ def _written(op: Operation):
     return op.value if op.f == _WRITE else op.value[1]
 
 
-def _drop_dead(ops: list[Operation], configs: dict, later: set) -> dict:
+def _drop_dead(ops: list[Operation], configs: dict, last_write: dict, segment: int) -> dict:
     """Forget, in each configuration, the unplaced info cas operations that can never swap
-    again: the value they expect is neither the register's nor one that a later or unplaced
-    operation may write (values are unique per key). Placing them could only be a no-op."""
+    again: the value they expect is neither the register's nor one that an unplaced
+    operation or one of a segment after ``segment`` may write. Placing them could only be a
+    no-op."""
     out: dict = {}
     for (state, pend), back in configs.items():
         if pend:
-            alive = {state} | later | {_written(ops[g]) for g in pend}
+            alive = {state} | {_written(ops[g]) for g in pend}
             keep = frozenset(g for g in pend
-                             if ops[g].f != _CAS or ops[g].value[0] in alive)
+                             if ops[g].f != _CAS or ops[g].value[0] in alive
+                             or last_write.get(ops[g].value[0], -1) > segment)
             if keep != pend:
                 k = (state, keep)
                 if k not in out:
@@ -599,7 +622,7 @@ def _unexplained(ops: list[Operation]) -> set:
 
 
 def check_key(key, ops: Iterable[Operation], budget: float = 10.0, model=RegisterModel,
-              minimize: bool = True) -> KeyResult:
+              minimize: bool = True, plain_first: bool = True) -> KeyResult:
     """Check one key's operations (raw or prepared); see ``check``.
 
     The history is first cut at quiescent instants (no finite operation in flight) into
@@ -622,19 +645,21 @@ def check_key(key, ops: Iterable[Operation], budget: float = 10.0, model=Registe
     # linearizable history it finds an order in one mostly forward pass. When it fails (or
     # runs long) the segmented search below decides, and locates the failing window.
     try:
-        ok, res = _search(ops, model, model.init,
-                          min(deadline, t0 + max(1.0, budget * 0.2)), False)
+        if not plain_first:
+            raise _Budget
+        plain = min(budget * 0.2, max(1.0, len(ops) * 4e-5))
+        ok, res = _search(ops, model, model.init, min(deadline, t0 + plain), False)
         if ok:
             return KeyResult(key, OK, len(ops), time.monotonic() - t0, [shown[i] for i in res])
     except _Budget:
         pass
     segments = _segments(ops)
-    # values that operations of later segments may write (for dropping dead info cas)
-    later: list[set] = [set()] * len(segments)
-    acc: set = set()
-    for k in range(len(segments) - 1, -1, -1):
-        later[k] = acc
-        acc = acc | {_written(ops[g]) for g in segments[k] if ops[g].f != _READ}
+    # the last segment in which each value may be written (for dropping dead info cas)
+    last_write: dict = {}
+    for k, seg in enumerate(segments):
+        for g in seg:
+            if ops[g].f != _READ:
+                last_write[_written(ops[g])] = k
     try:
         for k, seg in enumerate(segments):
             out, best = _run_segment(ops, seg, configs, model, deadline, True)
@@ -642,7 +667,7 @@ def check_key(key, ops: Iterable[Operation], budget: float = 10.0, model=Registe
                 return _violation(key, ops, shown, seg, configs, history, best, model,
                                   deadline, budget, minimize, t0)
             if model is RegisterModel:
-                out = _drop_dead(ops, out, later[k])
+                out = _drop_dead(ops, out, last_write, k)
             configs = _prune(out)
             history.append(configs)
     except _Budget:
@@ -681,12 +706,13 @@ def _violation(key, ops, shown, seg, configs, history, best, model, deadline, bu
 
 
 def check(ops: Iterable[Operation], budget: float = 30.0, model=RegisterModel,
-          minimize: bool = True) -> CheckResult:
+          minimize: bool = True, plain_first: bool = True) -> CheckResult:
     """Check a history of linearizable operations on any number of keys.
 
     Each key is checked on its own (P-compositionality), smallest first, with what is left of
     ``budget`` seconds shared evenly among the keys still to check. Returns a CheckResult;
-    ``result.summary()`` is the report a human reads."""
+    ``result.summary()`` is the report a human reads. ``plain_first=False`` skips the plain
+    search (tests use it to exercise the segmented one alone)."""
     t0 = time.monotonic()
     by_key: dict = {}
     for op in ops:
@@ -696,7 +722,7 @@ def check(ops: Iterable[Operation], budget: float = 30.0, model=RegisterModel,
     for i, key in enumerate(keys):
         left = max(0.0, budget - (time.monotonic() - t0))
         share = left / (len(keys) - i)
-        r = check_key(key, by_key[key], share, model, minimize)
+        r = check_key(key, by_key[key], share, model, minimize, plain_first)
         result.keys[key] = r
         result.operations += r.operations
         if r.verdict == VIOLATION:

@@ -290,12 +290,13 @@ def _execution(rng: random.Random, nops: int, nkeys: int, info_rate: float = 0.1
 
 
 @settings(max_examples=120, deadline=None, derandomize=True)
-@given(seed=st.integers(0, 2**32 - 1), nops=st.integers(1, 40), nkeys=st.integers(1, 3))
-def test_generated_histories_are_linearizable(seed, nops, nkeys):
+@given(seed=st.integers(0, 2**32 - 1), nops=st.integers(1, 40), nkeys=st.integers(1, 3),
+       plain_first=st.booleans())
+def test_generated_histories_are_linearizable(seed, nops, nkeys, plain_first):
     ops = _execution(random.Random(seed), nops, nkeys)
     rng = random.Random(seed + 1)
     rng.shuffle(ops)   # record order does not matter
-    res = check(ops, budget=10)
+    res = check(ops, budget=10, plain_first=plain_first)
     assert res.verdict == OK, f"seed={seed}\n{res.summary()}"
 
 
@@ -450,5 +451,8 @@ def _small_history(draw):
 @given(ops=_small_history())
 def test_agrees_with_brute_force(ops):
     expected = OK if _reference(ops) else VIOLATION
-    res = check(ops, budget=10)
-    assert res.verdict == expected, "\n".join(o.describe() for o in ops) + "\n" + res.summary()
+    for plain_first in (True, False):
+        res = check(ops, budget=10, plain_first=plain_first)
+        assert res.verdict == expected, (f"plain_first={plain_first}\n"
+                                         + "\n".join(o.describe() for o in ops) + "\n"
+                                         + res.summary())
