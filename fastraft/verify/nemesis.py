@@ -27,6 +27,8 @@ as often as not):
 - ``kill``: SIGKILL a minority of nodes (often the leader); restarted at the heal.
 - ``pause``: SIGSTOP a node (often the leader) for longer than an election timeout; SIGCONT at
   the heal (the stale-leader case).
+- ``degrade``: every peer link drops a fraction of its frames (5-30 %) and delays the rest
+  (2-50 ms with jitter, in order).
 
 Output directory: ``cluster.toml``, ``node<i>.log``, ``data/``, ``history.jsonl`` (see
 history.py), ``nemesis.jsonl`` (one line per fault start and heal, on the history's clock),
@@ -57,7 +59,7 @@ from .proxy import BLACKHOLE, BLOCK, Proxies
 __all__ = ["RunOptions", "RunResult", "NodeProcs", "RegisterWorkload", "Nemesis", "run",
            "run_sync", "FAULT_KINDS"]
 
-FAULT_KINDS = ("partition", "kill", "pause")
+FAULT_KINDS = ("partition", "kill", "pause", "degrade")
 _PR_SET_PDEATHSIG = 1
 
 
@@ -357,6 +359,13 @@ class Nemesis:
             t = await self._target()
             self.procs.pause(t)
             return f"pause {t}"
+        if kind == "degrade":
+            drop = round(self.rng.uniform(0.05, 0.3), 3)
+            delay = round(self.rng.uniform(0.002, 0.05), 4)
+            jitter = round(self.rng.uniform(0, delay), 4)
+            self.proxies.degrade(drop=drop, delay=delay, jitter=jitter)
+            return (f"degrade every link: drop {drop:.0%}, delay {delay * 1000:.0f}"
+                    f"±{jitter * 1000:.0f} ms")
         raise ValueError(kind)
 
     def heal(self) -> None:

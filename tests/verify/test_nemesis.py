@@ -26,9 +26,9 @@ def test_options_validation(tmp_path):
     assert e.value.code == 2
 
 
-def test_short_run_with_every_fault(tmp_path, capsys):
+def test_short_run_with_every_fault_kind(tmp_path, capsys):
     out = tmp_path / "run"
-    code = main(["--nemesis", "partition,kill,pause", "--duration", "10", "--nodes", "3",
+    code = main(["--nemesis", "partition,kill,pause,degrade", "--duration", "10", "--nodes", "3",
                  "--seed", "7", "--out", str(out), "--quiet", "0.5,1", "--fault", "0.7,1.5",
                  "--recover", "3", "--workers", "4", "--check-budget", "30"])
     text = capsys.readouterr().out
