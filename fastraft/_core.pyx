@@ -723,6 +723,18 @@ def encode_record(rtype, index, term, payload):
     return out
 
 
+cdef bytes _write_records(const RecordSpec* specs, Py_ssize_t n, Py_ssize_t total):
+    """The second pass of the encoders: every record written straight into one buffer."""
+    cdef bytes out = PyBytes_FromStringAndSize(NULL, total)
+    cdef uint8_t* p = <uint8_t*>PyBytes_AS_STRING(out)
+    cdef Py_ssize_t k
+    with nogil:
+        for k in range(n):
+            _write_record(p, &specs[k])
+            p += C_RECORD_HEADER_SIZE + specs[k].size
+    return out
+
+
 def encode_records(records):
     """One pass checks every record and sizes the output; a second writes headers, payloads
     and checksums straight into the result buffer (no intermediate copies)."""
@@ -732,21 +744,13 @@ def encode_records(records):
     cdef RecordSpec* specs = <RecordSpec*>PyMem_Malloc((n if n else 1) * sizeof(RecordSpec))
     if specs == NULL:
         raise MemoryError()
-    cdef bytes out
-    cdef uint8_t* p
     try:
         for k in range(n):
             rtype, index, term, payload = items[k]
             _spec(&specs[k], rtype, index, term, payload)
             total += C_RECORD_HEADER_SIZE + specs[k].size
         # The payload pointers in specs stay valid: ``items`` keeps every payload alive.
-        out = PyBytes_FromStringAndSize(NULL, total)
-        p = <uint8_t*>PyBytes_AS_STRING(out)
-        with nogil:
-            for k in range(n):
-                _write_record(p, &specs[k])
-                p += C_RECORD_HEADER_SIZE + specs[k].size
-        return out
+        return _write_records(specs, n, total)
     finally:
         PyMem_Free(specs)
 
@@ -761,8 +765,6 @@ def encode_entries(rtype, first_index, prev_term, entries,
     cdef RecordSpec* specs = <RecordSpec*>PyMem_Malloc((n if n else 1) * sizeof(RecordSpec))
     if specs == NULL:
         raise MemoryError()
-    cdef bytes out
-    cdef uint8_t* p
     cdef object pair, term, payload
     cdef object prev = prev_term
     cdef object index = first_index
@@ -785,13 +787,7 @@ def encode_entries(rtype, first_index, prev_term, entries,
             prev = term
             index = index + 1
             total += C_RECORD_HEADER_SIZE + specs[k].size
-        out = PyBytes_FromStringAndSize(NULL, total)
-        p = <uint8_t*>PyBytes_AS_STRING(out)
-        with nogil:
-            for k in range(n):
-                _write_record(p, &specs[k])
-                p += C_RECORD_HEADER_SIZE + specs[k].size
-        return out
+        return _write_records(specs, n, total)
     finally:
         PyMem_Free(specs)
 

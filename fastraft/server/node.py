@@ -325,16 +325,11 @@ class Node:
         if rd.committed is not None:
             self._apply(rd.committed)
         if rd.read_states:
-            applied = self.machine.applied_index
             for rs in rd.read_states:
                 batch = self._reads.pop(rs.context, None)
-                if batch is None:
-                    continue
-                if rs.index <= applied:
-                    for conn, req in batch:
-                        self._serve_read(conn, req)
-                else:
+                if batch is not None:
                     self._read_ready.append((rs.index, batch))
+            self._serve_ready_reads()
         if rd.dropped_reads:
             for ctx in rd.dropped_reads:
                 for conn, req in self._reads.pop(ctx, ()):
@@ -387,15 +382,19 @@ class Node:
                 else:
                     conn.respond(req_id, result[0], result[1])
         if self._read_ready:
-            applied = self.machine.applied_index
-            keep = []
-            for index, rbatch in self._read_ready:
-                if index <= applied:
-                    for conn, req in rbatch:
-                        self._serve_read(conn, req)
-                else:
-                    keep.append((index, rbatch))
-            self._read_ready = keep
+            self._serve_ready_reads()
+
+    def _serve_ready_reads(self) -> None:
+        """Serve the reads whose ReadIndex the state machine has reached (thesis §6.4)."""
+        applied = self.machine.applied_index
+        keep = []
+        for index, batch in self._read_ready:
+            if index <= applied:
+                for conn, req in batch:
+                    self._serve_read(conn, req)
+            else:
+                keep.append((index, batch))
+        self._read_ready = keep
 
     def _install(self, snap: Snapshot) -> None:
         meta = snap.meta

@@ -139,13 +139,7 @@ class PeerTransport:
             conn.abort()
 
     async def close(self) -> None:
-        self._closed = True
-        if self._server is not None:
-            self._server.close()
-        for out in self._out.values():
-            out.close()
-        for conn in list(self._inbound):
-            conn.abort()
+        self.abort()
         if self._server is not None:
             try:
                 await asyncio.wait_for(self._server.wait_closed(), 1.0)
