@@ -9,6 +9,10 @@ disturbs real node processes the way Jepsen does and never imports the server. M
   asyncio-safe recording, and conversion into checker operations.
 - ``proxy``: the asyncio fault proxy for peer links (block, blackhole, drop, delay, heal per
   directed link; partitions on top), runnable in a background thread.
+- ``nemesis``: a whole verification run — node processes behind the proxies, the register
+  workload over ``fastraft.client.AsyncClient``, the fault schedule (partition, kill, pause,
+  degrade), the verdict. ``python -m fastraft.verify`` (``__main__``) is its command line.
+  Not imported here (it needs POSIX signals and the client).
 """
 
 from .checker import (
