@@ -21,7 +21,7 @@ import logging
 from .. import codec
 from ..core import FrameDecoder, encode_frame
 from ..errors import FrameTooLarge, InvalidRequest, RemoteProtocolError
-from .logs import LogOnce
+from .logs import LogOnce, reason_kind
 
 __all__ = ["ClientServer", "ClientConn"]
 
@@ -106,7 +106,8 @@ class ClientConn(asyncio.Protocol):
             self.transport.resume_reading()
 
     def _bad(self, reason: str) -> None:
-        self.srv.once(("bad", self.remote, reason[:60]), logging.WARNING,
+        host = self.remote.rsplit(":", 1)[0]
+        self.srv.once(("bad", host, reason_kind(reason)), logging.WARNING,
                       "closing client connection %s: %s", self.remote, reason)
         self.closed = True
         self.transport.abort()

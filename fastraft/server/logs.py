@@ -12,7 +12,7 @@ import logging
 import sys
 import time
 
-__all__ = ["setup_logging", "LogOnce"]
+__all__ = ["setup_logging", "LogOnce", "reason_kind"]
 
 
 class _JsonFormatter(logging.Formatter):
@@ -73,3 +73,14 @@ class LogOnce:
 
     def forget(self, key) -> None:
         self._seen.discard(key)
+
+
+def reason_kind(reason: str) -> str:
+    """The stable part of a rejection reason (its words before the first digit, quote or
+    colon), so that "frame of 123 bytes ..." and "frame of 456 bytes ..." count as one."""
+    out = []
+    for ch in reason[:60]:
+        if ch.isdigit() or ch in ":'\"[{(":
+            break
+        out.append(ch)
+    return "".join(out).strip()

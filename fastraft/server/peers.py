@@ -43,7 +43,7 @@ from ..errors import (
     StorageError,
 )
 from ..raft.messages import Message, MsgType, Snapshot
-from .logs import LogOnce
+from .logs import LogOnce, reason_kind
 
 __all__ = ["PeerTransport"]
 
@@ -240,7 +240,7 @@ class _Outbound(asyncio.Protocol):
             if not self._welcome.done():
                 self._welcome.set_exception(exc)
             else:
-                self.tr.once(("out-bad", self.pid, str(exc)), logging.WARNING,
+                self.tr.once(("out-bad", self.pid, reason_kind(str(exc))), logging.WARNING,
                              "closing connection to node %d: %s", self.pid, exc)
             self.transport.abort()
 
@@ -365,7 +365,7 @@ class _Inbound(asyncio.Protocol):
 
     def _handshake_timeout(self) -> None:
         if self.peer_id is None:
-            self.tr.once(("idle", self.remote), logging.WARNING,
+            self.tr.once(("idle", self.remote.rsplit(":", 1)[0]), logging.WARNING,
                          "closing peer connection from %s: no handshake within %.0f s",
                          self.remote, HANDSHAKE_TIMEOUT)
             self.transport.abort()
@@ -378,7 +378,8 @@ class _Inbound(asyncio.Protocol):
 
     def _reject(self, reason: str) -> None:
         who = f"node {self.peer_id}" if self.peer_id is not None else self.remote
-        self.tr.once(("in-bad", who, reason[:80]), logging.WARNING,
+        host = self.remote.rsplit(":", 1)[0]
+        self.tr.once(("in-bad", self.peer_id, host, reason_kind(reason)), logging.WARNING,
                      "closing peer connection from %s: %s", who, reason)
         self.transport.abort()
 
@@ -419,7 +420,8 @@ class _Inbound(asyncio.Protocol):
             elif frm not in self.tr.peers:
                 reason = f"unknown node id {frm}"
             if reason is not None:
-                self.tr.once(("refuse", self.remote, reason), logging.WARNING,
+                self.tr.once(("refuse", self.remote.rsplit(":", 1)[0], reason_kind(reason)),
+                             logging.WARNING,
                              "refusing peer connection from %s: %s", self.remote, reason)
                 self.transport.write(encode_frame(codec.encode_refuse(reason)))
                 self.transport.close()
