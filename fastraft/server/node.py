@@ -86,6 +86,7 @@ class Node:
         self._read_ready: list = []     # (index, batch) safe once applied >= index
         self._read_ctx = 0
         self._snapshotting = False
+        self._need_snapshot = False
         self._tick_handle = None
         #: ``--rejoin``: this node lost its data. The marker file keeps it from voting across
         #: restarts until a leader has caught it up (RaftConfig.rejoining).
@@ -119,6 +120,9 @@ class Node:
         if newest is not None and newest.meta.index > rlog.snapshot.meta.index:
             self.raw.compact(newest, keep_from=rlog.snapshot.meta.index + 1)
         self.snap_index = rlog.applied
+        # A snapshot mark without a readable file (SQLite backend, file lost): make one soon,
+        # a lagging follower may need it.
+        self._need_snapshot = rlog.snapshot.meta.index > 0 and rlog.snapshot.data is None
         log.info("recovered: log %d..%d, term %d, vote %d, commit %d, applied %d",
                  rlog.first_index, rlog.last_index, hs.term, hs.vote, rlog.committed,
                  rlog.applied)
@@ -413,8 +417,10 @@ class Node:
         if self._snapshotting or self._stopping:
             return
         applied = self.machine.applied_index
-        if applied - self.snap_index < self.tuning.snapshot_threshold:
+        if (applied - self.snap_index < self.tuning.snapshot_threshold
+                and not (self._need_snapshot and applied > 0)):
             return
+        self._need_snapshot = False
         self._snapshotting = True
         asyncio.get_running_loop().create_task(self._snapshot(applied))
 

@@ -289,6 +289,12 @@ class _Outbound(asyncio.Protocol):
 
     def _start_snapshot(self, m: Message) -> None:
         meta = m.snapshot.meta
+        if m.snapshot.data is None:     # no file for it yet (the node is making one)
+            self.tr.once(("no-snap-file", meta.index), logging.INFO,
+                         "node %d needs snapshot %d@%d, which has no file yet", self.pid,
+                         meta.index, meta.term)
+            self.tr.node.on_snapshot_sent(self.pid, False)
+            return
         key = (meta.term, meta.index)
         if self._snap_task is not None and not self._snap_task.done():
             if self._snap_for == key:
