@@ -2,9 +2,10 @@
 
 Place in the architecture: the entry point of the verification framework; it parses options
 and hands them to ``nemesis.run`` (see there for what a run does and writes). Exit status: 0
-when the history is linearizable and the stale reads keep their promise, 1 on a violation,
-3 when the checker ran out of budget (unknown), 2 for a usage error or a cluster that would
-not start.
+when every check passed (linearizable history, stale reads keep their promise, no lost
+insert, no duplicated or lost session operation, no node behaving against its contract), 1 on
+a violation, 3 when a check could not conclude (checker budget, final state unreadable), 2
+for a usage error or a cluster that would not start.
 
     python -m fastraft.verify --nemesis partition,kill,pause --duration 300 --nodes 5 \\
         --seed 42 --out verify-out
@@ -17,7 +18,7 @@ import sys
 import time
 
 from .checker import OK, VIOLATION
-from .nemesis import FAULT_KINDS, RunOptions, run_sync
+from .nemesis import FAULT_KINDS, WORKLOADS, RunOptions, run_sync
 
 
 def _range(text: str) -> tuple:
@@ -32,8 +33,9 @@ def _range(text: str) -> tuple:
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(
         prog="python -m fastraft.verify",
-        description="Run real fastraft nodes behind fault proxies under a register workload "
-                    "and a nemesis, then check the history for linearizability.")
+        description="Run real fastraft nodes behind fault proxies under register, set and "
+                    "session workloads and a nemesis, then check the history for "
+                    "linearizability, lost inserts and duplicated session operations.")
     ap.add_argument("--nemesis", default=",".join(FAULT_KINDS),
                     help=f"comma-separated fault kinds among {', '.join(FAULT_KINDS)}, or "
                          "'none' (default: all)")
@@ -57,7 +59,18 @@ def main(argv=None) -> int:
     ap.add_argument("--check-budget", type=float, default=600.0,
                     help="seconds the linearizability checker may spend")
     ap.add_argument("--storage", choices=("wal", "sqlite"), default="wal")
+    ap.add_argument("--workload", default=",".join(WORKLOADS),
+                    help=f"comma-separated workloads among {', '.join(WORKLOADS)} "
+                         "(default: all)")
+    ap.add_argument("--set-workers", type=int, default=2, help="clients inserting keys")
+    ap.add_argument("--session-workers", type=int, default=3,
+                    help="clients doing cas-loop increments and appends")
+    ap.add_argument("--snapshot-threshold", type=int, default=2000,
+                    help="the cluster's snapshot_threshold (low, so wiped nodes need a "
+                         "snapshot; default 2000)")
+    ap.add_argument("--no-plot", action="store_true", help="do not draw latency.png")
     args = ap.parse_args(argv)
+    workloads = tuple(w.strip() for w in args.workload.split(",") if w.strip())
     kinds = () if args.nemesis in ("", "none") else tuple(
         k.strip() for k in args.nemesis.split(",") if k.strip())
     try:
@@ -65,7 +78,10 @@ def main(argv=None) -> int:
                           nemesis=kinds, seed=args.seed, workers=args.workers, keys=args.keys,
                           quiet=args.quiet, fault=args.fault, recover=args.recover,
                           check_budget=args.check_budget, storage=args.storage,
-                          op_timeout=args.op_timeout, op_deadline=args.op_deadline)
+                          op_timeout=args.op_timeout, op_deadline=args.op_deadline,
+                          workloads=workloads, set_workers=args.set_workers,
+                          session_workers=args.session_workers, plot=not args.no_plot)
+        opts.tuning["snapshot_threshold"] = args.snapshot_threshold
     except ValueError as exc:
         ap.error(str(exc))
     if not opts.out:

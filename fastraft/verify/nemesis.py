@@ -57,9 +57,10 @@ from .history import HistoryWriter, read_history, to_operations
 from .proxy import BLACKHOLE, BLOCK, Proxies
 
 __all__ = ["RunOptions", "RunResult", "NodeProcs", "RegisterWorkload", "Nemesis", "run",
-           "run_sync", "FAULT_KINDS"]
+           "run_sync", "FAULT_KINDS", "WORKLOADS"]
 
-FAULT_KINDS = ("partition", "kill", "pause", "degrade")
+FAULT_KINDS = ("partition", "kill", "pause", "degrade", "wipe", "transfer", "disk")
+WORKLOADS = ("register", "set", "session")
 _PR_SET_PDEATHSIG = 1
 
 
@@ -81,9 +82,16 @@ class RunOptions:
     op_deadline: float = 3.0           # per operation, retries included
     check_budget: float = 60.0
     tuning: dict = field(default_factory=lambda: {"tick_ms": 10, "heartbeat_ms": 30,
-                                                  "election_timeout_ms": 300})
+                                                  "election_timeout_ms": 300,
+                                                  "snapshot_threshold": 2000,
+                                                  "snapshot_keep_entries": 200,
+                                                  "segment_size": 1 << 20})
     storage: str = "wal"
     start_timeout: float = 30.0
+    workloads: tuple = WORKLOADS
+    set_workers: int = 2
+    session_workers: int = 3
+    plot: bool = True
 
     def __post_init__(self) -> None:
         if self.seed is None:
@@ -92,8 +100,14 @@ class RunOptions:
         if unknown:
             raise ValueError(f"unknown nemesis kinds {sorted(unknown)} "
                              f"(known: {', '.join(FAULT_KINDS)})")
+        unknown = set(self.workloads) - set(WORKLOADS)
+        if unknown or not self.workloads:
+            raise ValueError(f"unknown or no workloads {sorted(unknown)} "
+                             f"(known: {', '.join(WORKLOADS)})")
         if self.nodes < 1 or self.workers < 1 or self.keys < 1 or self.duration <= 0:
             raise ValueError("nodes, workers, keys and duration must be positive")
+        if self.set_workers < 1 or self.session_workers < 1:
+            raise ValueError("set and session workers must be positive")
 
 
 @dataclass
@@ -101,27 +115,42 @@ class RunResult:
     verdict: str                       # ok | violation | unknown
     seed: int
     out: str
-    operations: dict
-    faults: dict
+    operations: dict                   # workload -> counts
+    faults: dict                       # kind -> how many injected
     linearizability: str
     stale_reads: str
     history: str
     nemesis_log: str
     summary_path: str
+    verdicts: dict = field(default_factory=dict)    # check -> ok | violation | unknown
+    set_result: str = ""
+    session_result: str = ""
+    anomalies: list = field(default_factory=list)   # node behaviour against its contract
+    notes: list = field(default_factory=list)
+    fault_outcomes: dict = field(default_factory=dict)
 
     def text(self) -> str:
-        ops = ", ".join(f"{k} {v}" for k, v in self.operations.items())
+        ops = "; ".join(f"{w}: " + ", ".join(f"{k} {v}" for k, v in c.items())
+                        for w, c in self.operations.items())
         faults = ", ".join(f"{k} {v}" for k, v in self.faults.items()) or "none"
-        return "\n".join([
+        verdicts = ", ".join(f"{k} {v}" for k, v in self.verdicts.items())
+        lines = [
             f"verdict: {self.verdict.upper()}   (seed {self.seed})",
+            f"checks: {verdicts}",
             f"operations: {ops}",
             f"faults injected: {faults}",
+            "fault outcomes: " + (", ".join(f"{k} {v}" for k, v in
+                                            sorted(self.fault_outcomes.items())) or "-"),
             self.linearizability,
             self.stale_reads,
-            f"history: {self.history}",
-            f"nemesis log: {self.nemesis_log}",
-            f"summary: {self.summary_path}",
-        ])
+        ]
+        lines += [x for x in (self.set_result, self.session_result) if x]
+        lines.append(f"node anomalies: {len(self.anomalies)}")
+        lines += [f"  {a}" for a in self.anomalies[:20]]
+        lines += [f"note: {n}" for n in self.notes]
+        lines += [f"history: {self.history}", f"nemesis log: {self.nemesis_log}",
+                  f"summary: {self.summary_path}"]
+        return "\n".join(lines)
 
 
 def _free_port() -> int:
@@ -151,20 +180,45 @@ class NodeProcs:
         self.procs: dict[int, subprocess.Popen | None] = {i: None for i in self.ids}
         self.paused: set[int] = set()
 
-    def start(self, i: int) -> None:
+    def start(self, i: int, rejoin: bool = False, fsize_limit: int | None = None,
+              log_name: str | None = None) -> None:
+        """Start node ``i`` (no-op if running). ``rejoin``: with ``--rejoin`` (its data was
+        wiped). ``fsize_limit``: under RLIMIT_FSIZE (writes past it fail with EFBIG; Python
+        ignores SIGXFSZ). ``log_name``: output to that file instead of ``node<i>.log``."""
         p = self.procs[i]
         if p is not None and p.poll() is None:
             return
         argv = [sys.executable, "-m", "fastraft", "node", "--id", str(i), "--config",
                 self.config_path, "--data-dir", self.data_dir]
-        with open(self.base / f"node{i}.log", "ab") as log:
-            log.write(f"=== verify: starting node {i} at {time.time():.3f}\n".encode())
+        if rejoin:
+            argv.append("--rejoin")
+        setup = _child_setup if sys.platform.startswith("linux") else None
+        if fsize_limit is not None:
+            def setup(limit=fsize_limit):  # pragma: no cover - runs in the child
+                import resource
+
+                _child_setup()
+                resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
+        with open(self.base / (log_name or f"node{i}.log"), "ab") as log:
+            log.write(f"=== verify: starting node {i} at {time.time():.3f}"
+                      f"{' --rejoin' if rejoin else ''}"
+                      f"{f' under RLIMIT_FSIZE={fsize_limit}' if fsize_limit else ''}\n"
+                      .encode())
             log.flush()
             self.procs[i] = subprocess.Popen(
                 argv, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
-                cwd=self.base,
-                preexec_fn=_child_setup if sys.platform.startswith("linux") else None)
+                cwd=self.base, preexec_fn=setup)
         self.paused.discard(i)
+
+    def exited(self, i: int) -> int | None:
+        """The exit code of node ``i``'s process if it ended on its own (None: running or
+        never started / killed by the harness)."""
+        p = self.procs[i]
+        return None if p is None else p.poll()
+
+    def terminate(self, i: int) -> None:
+        if self.running(i):
+            self.procs[i].send_signal(signal.SIGTERM)
 
     def running(self, i: int) -> bool:
         p = self.procs[i]
@@ -291,7 +345,8 @@ class Nemesis:
 
     def __init__(self, kinds, procs: NodeProcs, proxies: Proxies, status_client,
                  history: HistoryWriter, rng: random.Random, quiet=(1.0, 3.0),
-                 fault=(1.0, 4.0), election_timeout: float = 0.3) -> None:
+                 fault=(1.0, 4.0), election_timeout: float = 0.3, node_dir=None,
+                 storage: str = "wal") -> None:
         self.kinds = list(kinds)
         self.procs = procs
         self.proxies = proxies
@@ -304,6 +359,58 @@ class Nemesis:
         self.log: list[dict] = []
         self.counts: dict[str, int] = {}
         self._killed: set[int] = set()
+        self.node_dir = node_dir or (lambda i: str(procs.base / "data" / str(i)))
+        self.storage = storage
+        self.anomalies: list[str] = []
+        self.stats: dict[str, int] = {}     # outcomes of the process/disk faults
+        self._limited: int | None = None    # node running under RLIMIT_FSIZE
+        self._rejoined: dict[int, int] = {}  # wiped node -> its log size at the restart
+        self._torn: dict[int, int] = {}      # node with a torn tail -> log size at restart
+
+    def _stat(self, name: str) -> None:
+        self.stats[name] = self.stats.get(name, 0) + 1
+
+    def _anomaly(self, text: str) -> None:
+        self.anomalies.append(f"t={self.history.now():.2f} {text}")
+        self._record("anomaly", "node", text)
+
+    def _log_size(self, i: int) -> int:
+        try:
+            return (self.procs.base / f"node{i}.log").stat().st_size
+        except OSError:
+            return 0
+
+    def _log_since(self, i: int, offset: int) -> str:
+        try:
+            with open(self.procs.base / f"node{i}.log", "rb") as f:
+                f.seek(offset)
+                return f.read().decode("utf-8", "replace")
+        except OSError:
+            return ""
+
+    def check_crashes(self) -> None:
+        """A node that exited on its own (not the one under RLIMIT_FSIZE) is an anomaly: it is
+        recorded with its exit code and the tail of its log, and restarted."""
+        for i in self.procs.ids:
+            if i == self._limited:
+                continue
+            rc = self.procs.exited(i)
+            if rc is not None:
+                tail = self._log_since(i, max(0, self._log_size(i) - 600)).strip()
+                tail = tail.replace("\n", " | ")[-400:]
+                self._anomaly(f"node {i} exited with code {rc} on its own; log tail: {tail}")
+                self.procs.procs[i] = None
+                self.procs.start(i)
+
+    async def _leader(self) -> int | None:
+        try:
+            return await asyncio.wait_for(current_leader(self.status_client), 2.0)
+        except (asyncio.TimeoutError, FastraftError, OSError):
+            return None
+
+    def _newest_segment(self, i: int) -> Path | None:
+        segs = sorted((Path(self.node_dir(i)) / "wal").glob("wal-*.log"))
+        return segs[-1] if segs else None
 
     def _record(self, action: str, kind: str, detail: str, **extra) -> None:
         ev = {"time": round(self.history.now(), 6), "action": action, "fault": kind,
@@ -359,6 +466,61 @@ class Nemesis:
             t = await self._target()
             self.procs.pause(t)
             return f"pause {t}"
+        if kind == "wipe":
+            lead = await self._leader()
+            cands = [i for i in ids if i != lead and i not in self.procs.paused]
+            t = self.rng.choice(cands or ids)
+            self.procs.kill(t)
+            import shutil
+
+            shutil.rmtree(self.node_dir(t), ignore_errors=True)
+            self._rejoined[t] = self._log_size(t)
+            self.procs.start(t, rejoin=True)
+            return f"wipe {t} (leader {lead}): kill -9, data deleted, restarted with --rejoin"
+        if kind == "transfer":
+            lead = await self._leader()
+            if lead is None:
+                self._stat("transfer_no_leader")
+                return "transfer: no leader known; nothing done"
+            self.procs.terminate(lead)
+            loop = asyncio.get_running_loop()
+            end = loop.time() + 10.0
+            while self.procs.running(lead) and loop.time() < end:
+                await asyncio.sleep(0.02)
+            rc = self.procs.exited(lead)
+            if rc is None:
+                self._anomaly(f"leader {lead} did not stop within 10 s of SIGTERM; kill -9")
+            elif rc != 0:
+                self._anomaly(f"leader {lead} exited with code {rc} after SIGTERM (not 0)")
+            else:
+                self._stat("transfer_clean_exit")
+            self.procs.kill(lead)
+            self._killed.add(lead)
+            new = await self._leader()
+            return f"transfer: SIGTERM leader {lead} (exit {rc}); leader now {new}"
+        if kind == "disk":
+            t = await self._target()
+            if self.storage != "wal" or self.rng.random() < 0.5:
+                # an injected write error: restart under RLIMIT_FSIZE a little past the
+                # newest segment's size, so one of the next writes fails with EFBIG
+                self.procs.kill(t)
+                seg = self._newest_segment(t)
+                size = seg.stat().st_size if seg is not None else 0
+                limit = size + self.rng.randint(4 << 10, 32 << 10)
+                self._limited = t
+                self.procs.start(t, fsize_limit=limit, log_name=f"node{t}.efbig.log")
+                return (f"disk write error: node {t} restarted under RLIMIT_FSIZE={limit} "
+                        f"(newest segment {seg.name if seg else '-'} at {size} bytes)")
+            self.procs.kill(t)
+            seg = self._newest_segment(t)
+            junk = bytes(self.rng.randrange(256) for _ in range(self.rng.randint(1, 48)))
+            if seg is not None:
+                with open(seg, "ab") as f:
+                    f.write(junk)
+            self._torn[t] = self._log_size(t)
+            self.procs.start(t)
+            return (f"disk torn record: node {t} kill -9, {len(junk)} random bytes appended "
+                    f"to {seg.name if seg else '(no segment)'}, restarted")
         if kind == "degrade":
             drop = round(self.rng.uniform(0.05, 0.3), 3)
             delay = round(self.rng.uniform(0.002, 0.05), 4)
@@ -369,13 +531,53 @@ class Nemesis:
         raise ValueError(kind)
 
     def heal(self) -> None:
-        """Undo every fault: heal the links, resume paused nodes, restart killed ones."""
+        """Undo every fault: heal the links, resume paused nodes, restart killed ones, restart
+        the node under RLIMIT_FSIZE normally (it must have exited 3 or still be running);
+        note whether wiped nodes came back through a snapshot."""
         self.proxies.heal()
         for i in list(self.procs.paused):
             self.procs.resume(i)
+        if self._limited is not None:
+            t, self._limited = self._limited, None
+            rc = self.procs.exited(t)
+            if rc is None:
+                self._stat("disk_error_not_reached")
+            elif rc == 3:
+                self._stat("disk_error_exit_3")
+            else:
+                self._anomaly(f"node {t} under RLIMIT_FSIZE exited with code {rc}, not 3")
+            self.procs.kill(t)
+            efbig = self.procs.base / f"node{t}.efbig.log"
+            try:
+                with open(efbig, "rb") as src, open(self.procs.base / f"node{t}.log",
+                                                     "ab") as dst:
+                    dst.write(src.read())
+                efbig.unlink()
+            except OSError:
+                pass
+            self.procs.start(t)
+        for t, off in list(self._torn.items()):
+            if self.procs.exited(t) is not None:
+                self._anomaly(f"node {t} did not recover from a torn WAL tail: exit "
+                              f"{self.procs.exited(t)}: "
+                              + self._log_since(t, off).strip().replace("\n", " | ")[-400:])
+                self.procs.procs[t] = None
+                self.procs.start(t)
+            else:
+                self._stat("torn_tail_recovered")
+        self._torn.clear()
+        for t, off in list(self._rejoined.items()):
+            text = self._log_since(t, off)
+            if "installed snapshot" in text:
+                self._stat("wipe_via_snapshot")
+                del self._rejoined[t]
+            elif self.procs.exited(t) is not None:
+                self._anomaly(f"wiped node {t} exited with code {self.procs.exited(t)}")
+                del self._rejoined[t]
         for i in sorted(self._killed):
             self.procs.start(i)
         self._killed.clear()
+        self.check_crashes()
 
     async def run(self, stop: asyncio.Event) -> None:
         async def pause_for(rng_range) -> bool:
@@ -389,11 +591,15 @@ class Nemesis:
         while not stop.is_set():
             if await pause_for(self.quiet):
                 break
+            self.check_crashes()
             kind = self.rng.choice(self.kinds)
             lo, hi = self.fault
             if kind == "pause":
                 lo = max(lo, 2 * self.election_timeout)   # longer than an election timeout
                 hi = max(hi, lo)
+            elif kind in ("disk", "wipe"):
+                lo = max(lo, 3.0)       # time to hit the write limit / to catch up
+                hi = max(hi, lo + 1.0)
             detail = await self.start_fault(kind)
             self.counts[kind] = self.counts.get(kind, 0) + 1
             self._record("start", kind, detail)
@@ -414,10 +620,24 @@ def _write_config(out: Path, opts: RunOptions, proxy_addrs: dict, private: dict,
     return cfg, str(path)
 
 
+async def _wait_leader(procs, status_client, timeout: float, what: str, out: Path) -> None:
+    deadline = time.monotonic() + timeout
+    while await current_leader(status_client) is None:
+        for i in procs.ids:
+            if procs.procs[i] is not None and procs.procs[i].poll() is not None:
+                raise RuntimeError(f"node {i} exited with code {procs.procs[i].returncode}"
+                                   f" while {what}; see {out / f'node{i}.log'}")
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"no leader within {timeout:g} s while {what}; see the logs "
+                               f"in {out}")
+        await asyncio.sleep(0.1)
+
+
 async def run(opts: RunOptions, progress=None) -> RunResult:
     """One verification run (see the module docstring). ``progress(str)`` gets a line now
     and then (None: silent)."""
     from ..client import AsyncClient
+    from .workloads import SessionWorkload, SetWorkload, read_final_state
 
     say = progress or (lambda s: None)
     out = Path(opts.out)
@@ -431,6 +651,8 @@ async def run(opts: RunOptions, progress=None) -> RunResult:
     procs = None
     status_client = None
     history = None
+    notes: list = []
+    final_state = (None, None)
     try:
         cfg, cfg_path = _write_config(out, opts, {i: proxies.address(i) for i in ids},
                                       private, clients)
@@ -439,28 +661,32 @@ async def run(opts: RunOptions, progress=None) -> RunResult:
             procs.start(i)
         endpoints = [format_address(clients[i]) for i in ids]
         status_client = AsyncClient(endpoints, timeout=0.5, deadline=1.0)
-        deadline = time.monotonic() + opts.start_timeout
-        while await current_leader(status_client) is None:
-            for i in ids:
-                if procs.procs[i].poll() is not None:
-                    raise RuntimeError(f"node {i} exited with code {procs.procs[i].returncode}"
-                                       f" while starting; see {out / f'node{i}.log'}")
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"no leader within {opts.start_timeout:g} s; see the logs "
-                                   f"in {out}")
-            await asyncio.sleep(0.1)
-        say(f"cluster of {opts.nodes} up; running the workload for {opts.duration:g} s "
-            f"(seed {opts.seed}, nemesis {','.join(opts.nemesis) or 'none'})")
+        await _wait_leader(procs, status_client, opts.start_timeout, "starting", out)
+        say(f"cluster of {opts.nodes} up; running {','.join(opts.workloads)} for "
+            f"{opts.duration:g} s (seed {opts.seed}, nemesis {','.join(opts.nemesis) or 'none'})")
         hist_path = out / "history.jsonl"
         history = HistoryWriter(hist_path, keep=False)
         workload = RegisterWorkload(endpoints, history, random.Random(rng.random()),
                                     opts.workers, opts.keys, opts.op_timeout, opts.op_deadline)
         nemesis = Nemesis(opts.nemesis, procs, proxies, status_client, history,
                           random.Random(rng.random()), opts.quiet, opts.fault,
-                          cfg.tuning.election_timeout_ms / 1000)
+                          cfg.tuning.election_timeout_ms / 1000, node_dir=cfg.node_dir,
+                          storage=opts.storage)
+        workloads = {}
+        if "register" in opts.workloads:
+            workloads["register"] = workload
+        set_rng, session_rng = random.Random(rng.random()), random.Random(rng.random())
+        if "set" in opts.workloads:
+            workloads["set"] = SetWorkload(endpoints, history, set_rng, opts.set_workers,
+                                           opts.op_timeout, opts.op_deadline)
+        if "session" in opts.workloads:
+            workloads["session"] = SessionWorkload(endpoints, history, session_rng,
+                                                   opts.session_workers, opts.op_timeout,
+                                                   opts.op_deadline)
         stop_work = asyncio.Event()
         stop_faults = asyncio.Event()
-        work = asyncio.ensure_future(workload.run(stop_work))
+        work = asyncio.ensure_future(asyncio.gather(*(w.run(stop_work)
+                                                      for w in workloads.values())))
         faults = asyncio.ensure_future(nemesis.run(stop_faults)) if opts.nemesis else None
         try:
             await asyncio.wait_for(asyncio.shield(work), opts.duration)
@@ -478,9 +704,28 @@ async def run(opts: RunOptions, progress=None) -> RunResult:
             pass
         stop_work.set()
         try:
-            await asyncio.wait_for(work, opts.op_deadline * 3 + 5)
+            await asyncio.wait_for(work, opts.op_deadline * 4 + 5)
         except asyncio.TimeoutError:
             pass
+        nemesis.check_crashes()
+        for t in nemesis._rejoined:
+            nemesis._stat("wipe_snapshot_not_seen")
+        if "set" in workloads or "session" in workloads:
+            say("kill -9 of every node, restart, final reads")
+            for i in ids:
+                procs.kill(i)
+            nemesis._record("start", "final", "kill -9 every node; restart")
+            for i in ids:
+                procs.start(i)
+            await _wait_leader(procs, status_client, 60.0, "restarting after the final kill",
+                               out)
+            pairs = to_operations(read_history(hist_path)).other
+            reader = AsyncClient(endpoints, timeout=2.0, deadline=10.0)
+            try:
+                final_state = await read_final_state(reader, pairs)
+            finally:
+                await reader.close()
+            nemesis._record("heal", "final", "final state read")
         history.close()
         nemesis_path = out / "nemesis.jsonl"
         nemesis_path.write_text("".join(json.dumps(e) + "\n" for e in nemesis.log))
@@ -493,22 +738,50 @@ async def run(opts: RunOptions, progress=None) -> RunResult:
             procs.close()
         await proxies.aclose()
 
+    from .workloads import check_session, check_set
+
     say("checking the history")
     ops = to_operations(read_history(hist_path))
     lin = check(ops.linearizable, budget=opts.check_budget)
     stale = check_stale_reads(ops.stale_reads, ops.linearizable, monotonic=False)
-    verdict = lin.verdict
-    if verdict == OK and not stale.ok:
-        verdict = VIOLATION
-    elif verdict == UNKNOWN and not stale.ok:
-        verdict = VIOLATION
-    counts = {"invoked": len(ops.linearizable) + len(ops.stale_reads), **workload.counts,
-              "checked": lin.operations, "stale_reads": stale.reads}
+    verdicts = {}
+    counts = {}
+    if "register" in workloads:
+        verdicts["linearizable"] = lin.verdict
+        verdicts["stale_reads"] = OK if stale.ok else VIOLATION
+        counts["register"] = {"invoked": len(ops.linearizable) + len(ops.stale_reads),
+                              **workload.counts, "checked": lin.operations,
+                              "stale_reads": stale.reads}
+    set_res = sess_res = None
+    if "set" in workloads:
+        set_res = check_set(ops.other, final_state[0])
+        verdicts["set_lost"] = OK if set_res.ok else (VIOLATION if set_res.read else UNKNOWN)
+        counts["set"] = {**workloads["set"].counts, "checked": set_res.attempted}
+    if "session" in workloads:
+        sess_res = check_session(ops.other, final_state[1])
+        verdicts["session_duplicates"] = OK if sess_res.ok else (
+            VIOLATION if sess_res.read else UNKNOWN)
+        counts["session"] = {**workloads["session"].counts,
+                             "checked": sum(sess_res.counts().values())}
+    verdicts["node_anomalies"] = OK if not nemesis.anomalies else VIOLATION
+    vs = set(verdicts.values())
+    verdict = VIOLATION if VIOLATION in vs else UNKNOWN if UNKNOWN in vs else OK
     summary_path = out / "summary.json"
-    result = RunResult(verdict, opts.seed, str(out), counts, dict(nemesis.counts),
-                       lin.summary(), stale.summary(), str(hist_path), str(nemesis_path),
-                       str(summary_path))
+    if opts.plot:
+        from .plot import plot_run
+
+        notes.append(plot_run(out))
+    faults = dict(nemesis.counts)
+    result = RunResult(verdict, opts.seed, str(out), counts, faults,
+                       lin.summary() if "register" in workloads else "register: not run",
+                       stale.summary() if "register" in workloads else "",
+                       str(hist_path), str(nemesis_path), str(summary_path), verdicts,
+                       set_res.summary() if set_res else "",
+                       sess_res.summary() if sess_res else "",
+                       list(nemesis.anomalies), notes, dict(nemesis.stats))
     summary = asdict(result)
+    summary["set"] = set_res.to_json() if set_res else None
+    summary["session"] = sess_res.to_json() if sess_res else None
     summary["options"] = {k: (list(v) if isinstance(v, tuple) else v)
                           for k, v in asdict(opts).items()}
     summary["proxy_stats"] = {f"{a}->{b}": v for (a, b), v in proxies.stats().items()}
