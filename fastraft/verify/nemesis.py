@@ -366,6 +366,8 @@ class Nemesis:
         self._limited: int | None = None    # node running under RLIMIT_FSIZE
         self._rejoined: dict[int, int] = {}  # wiped node -> its log size at the restart
         self._torn: dict[int, int] = {}      # node with a torn tail -> log size at restart
+        self._crashes: dict[int, int] = {}
+        self.left_down: set[int] = set()     # nodes that kept failing: no longer restarted
 
     def _stat(self, name: str) -> None:
         self.stats[name] = self.stats.get(name, 0) + 1
@@ -392,14 +394,20 @@ class Nemesis:
         """A node that exited on its own (not the one under RLIMIT_FSIZE) is an anomaly: it is
         recorded with its exit code and the tail of its log, and restarted."""
         for i in self.procs.ids:
-            if i == self._limited:
+            if i == self._limited or i in self.left_down:
                 continue
             rc = self.procs.exited(i)
             if rc is not None:
                 tail = self._log_since(i, max(0, self._log_size(i) - 600)).strip()
                 tail = tail.replace("\n", " | ")[-400:]
-                self._anomaly(f"node {i} exited with code {rc} on its own; log tail: {tail}")
+                self._crashes[i] = self._crashes.get(i, 0) + 1
                 self.procs.procs[i] = None
+                if self._crashes[i] >= 3:
+                    self.left_down.add(i)
+                    self._anomaly(f"node {i} exited with code {rc} on its own (3rd time): left "
+                                  f"down; log tail: {tail}")
+                    continue
+                self._anomaly(f"node {i} exited with code {rc} on its own; log tail: {tail}")
                 self.procs.start(i)
 
     async def _leader(self) -> int | None:
@@ -407,6 +415,29 @@ class Nemesis:
             return await asyncio.wait_for(current_leader(self.status_client), 2.0)
         except (asyncio.TimeoutError, FastraftError, OSError):
             return None
+
+    def _torn_tail(self, data: bytes) -> tuple[bytes, str]:
+        """Bytes a crash in mid-write could leave after the last record: a strict prefix
+        of a real record (its header intact, the payload cut), fewer random bytes than a
+        record header, or a zero-filled extension. (Random bytes as long as a header fail
+        its checksum: the WAL calls that damage, not a torn write, and refuses to start.)"""
+        from ..core import RECORD_HEADER_SIZE, SEGMENT_HEADER_SIZE, decode_records
+
+        shape = self.rng.choice(["prefix", "short", "zeros"])
+        if shape == "prefix" and len(data) > SEGMENT_HEADER_SIZE:
+            recs, end, _, _ = decode_records(data, SEGMENT_HEADER_SIZE)
+            if recs and recs[-1][3]:
+                size = RECORD_HEADER_SIZE + len(recs[-1][3])
+                rec = data[end - size:end]
+                cut = self.rng.randint(RECORD_HEADER_SIZE + 1, size - 1) \
+                    if size - 1 > RECORD_HEADER_SIZE else RECORD_HEADER_SIZE - 1
+                return rec[:cut], f"a {cut}-byte prefix of a {size}-byte record"
+            shape = "short"
+        if shape == "short":
+            n = self.rng.randint(1, RECORD_HEADER_SIZE - 1)
+            return bytes(self.rng.randrange(256) for _ in range(n)), f"{n} random bytes"
+        n = self.rng.choice([512, 4096, 8192])
+        return bytes(n), f"{n} zero bytes"
 
     def _newest_segment(self, i: int) -> Path | None:
         segs = sorted((Path(self.node_dir(i)) / "wal").glob("wal-*.log"))
@@ -418,7 +449,8 @@ class Nemesis:
         self.log.append(ev)
 
     async def _target(self, prefer_leader: bool = True) -> int:
-        ids = [i for i in self.procs.ids if self.procs.running(i) and i not in self.procs.paused]
+        ids = [i for i in self.procs.ids if self.procs.running(i) and i not in self.procs.paused
+               and i not in self.left_down]
         if prefer_leader and self.rng.random() < 0.5:
             try:
                 lead = await asyncio.wait_for(current_leader(self.status_client), 2.0)
@@ -513,14 +545,15 @@ class Nemesis:
                         f"(newest segment {seg.name if seg else '-'} at {size} bytes)")
             self.procs.kill(t)
             seg = self._newest_segment(t)
-            junk = bytes(self.rng.randrange(256) for _ in range(self.rng.randint(1, 48)))
+            how = "(no segment)"
             if seg is not None:
+                junk, how = self._torn_tail(seg.read_bytes())
                 with open(seg, "ab") as f:
                     f.write(junk)
             self._torn[t] = self._log_size(t)
             self.procs.start(t)
-            return (f"disk torn record: node {t} kill -9, {len(junk)} random bytes appended "
-                    f"to {seg.name if seg else '(no segment)'}, restarted")
+            return (f"disk torn record: node {t} kill -9, {how} appended to "
+                    f"{seg.name if seg else '-'}, restarted")
         if kind == "degrade":
             drop = round(self.rng.uniform(0.05, 0.3), 3)
             delay = round(self.rng.uniform(0.002, 0.05), 4)
@@ -561,8 +594,12 @@ class Nemesis:
                 self._anomaly(f"node {t} did not recover from a torn WAL tail: exit "
                               f"{self.procs.exited(t)}: "
                               + self._log_since(t, off).strip().replace("\n", " | ")[-400:])
+                self._crashes[t] = self._crashes.get(t, 0) + 1
                 self.procs.procs[t] = None
-                self.procs.start(t)
+                if self._crashes[t] >= 3:
+                    self.left_down.add(t)
+                else:
+                    self.procs.start(t)
             else:
                 self._stat("torn_tail_recovered")
         self._torn.clear()
@@ -574,7 +611,7 @@ class Nemesis:
             elif self.procs.exited(t) is not None:
                 self._anomaly(f"wiped node {t} exited with code {self.procs.exited(t)}")
                 del self._rejoined[t]
-        for i in sorted(self._killed):
+        for i in sorted(self._killed - self.left_down):
             self.procs.start(i)
         self._killed.clear()
         self.check_crashes()
@@ -620,11 +657,12 @@ def _write_config(out: Path, opts: RunOptions, proxy_addrs: dict, private: dict,
     return cfg, str(path)
 
 
-async def _wait_leader(procs, status_client, timeout: float, what: str, out: Path) -> None:
+async def _wait_leader(procs, status_client, timeout: float, what: str, out: Path,
+                       strict: bool = True) -> None:
     deadline = time.monotonic() + timeout
     while await current_leader(status_client) is None:
         for i in procs.ids:
-            if procs.procs[i] is not None and procs.procs[i].poll() is not None:
+            if strict and procs.procs[i] is not None and procs.procs[i].poll() is not None:
                 raise RuntimeError(f"node {i} exited with code {procs.procs[i].returncode}"
                                    f" while {what}; see {out / f'node{i}.log'}")
         if time.monotonic() > deadline:
@@ -715,10 +753,21 @@ async def run(opts: RunOptions, progress=None) -> RunResult:
             for i in ids:
                 procs.kill(i)
             nemesis._record("start", "final", "kill -9 every node; restart")
+            offsets = {i: nemesis._log_size(i) for i in ids}
             for i in ids:
-                procs.start(i)
-            await _wait_leader(procs, status_client, 60.0, "restarting after the final kill",
-                               out)
+                if i not in nemesis.left_down:
+                    procs.start(i)
+            try:
+                await _wait_leader(procs, status_client, 60.0,
+                                   "restarting after the final kill", out, strict=False)
+            except RuntimeError as exc:
+                notes.append(str(exc))
+            for i in ids:
+                rc = procs.exited(i)
+                if rc is not None:
+                    nemesis._anomaly(f"node {i} exited with code {rc} after the final restart: "
+                                     + nemesis._log_since(i, offsets[i]).strip()
+                                     .replace("\n", " | ")[-400:])
             pairs = to_operations(read_history(hist_path)).other
             reader = AsyncClient(endpoints, timeout=2.0, deadline=10.0)
             try:
