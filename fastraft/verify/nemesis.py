@@ -1,4 +1,4 @@
-"""A verification run: real nodes behind fault proxies, a register workload, a nemesis, a verdict.
+"""A verification run: real nodes behind fault proxies, workloads, a nemesis, a verdict.
 
 Place in the architecture: the top of the verification framework (``fastraft.verify``),
 driven by ``python -m fastraft.verify`` and by the short scenarios in the test suite. It starts
@@ -12,15 +12,21 @@ One asyncio loop runs everything: the proxies, the workers, the nemesis. A run::
     allocate ports; start one proxy per node; write cluster.toml (raft = the proxy's address,
         raft_listen = the node's private one); start the nodes; wait for a leader
     for --duration seconds:
-        workers: read (linearizable), stale_read, write (unique values), cas, on few keys;
-                 each op recorded as invoke then ok / fail (NotApplied) / info (OutcomeUnknown
-                 or anything else; the worker then continues as a fresh process id)
+        workers (--workload): register: read (linearizable), stale_read, write (unique
+                 values), cas, on few keys; set: inserts of fresh keys; session: cas-loop
+                 increments and appends (workloads.py); each op recorded as invoke then ok /
+                 fail (NotApplied) / info (OutcomeUnknown or anything else; the worker then
+                 continues as a fresh process id)
         nemesis: quiet for a while, then one fault for a while, then heal, again and again
     heal everything (resume, restart, reconnect), keep the workload going for --recover
-    seconds (the cluster must serve again), stop; check; write summary.json and summary.txt
+    seconds (the cluster must serve again), stop
+    set / session: kill -9 EVERY node, restart them all, read the final state linearizably
+    check: linearizability (register), lost inserts (set), exactly-once (session), node
+        anomalies (a node exiting on its own, against its contract); write summary.json,
+        summary.txt and latency.png (plot.py, with matplotlib)
 
-Faults (``--nemesis`` picks the kinds; the targets are drawn from the seeded RNG, the leader
-as often as not):
+Faults (``--nemesis`` picks the kinds, dealt as a seeded shuffled deck: every kind once per
+round; the targets are drawn from the seeded RNG, the leader as often as not):
 
 - ``partition``: isolate a node (often the leader), a majority/minority split, a bridge (one
   node sees both halves), or a one-way cut from the leader; "block" or "blackhole".
@@ -29,10 +35,23 @@ as often as not):
   the heal (the stale-leader case).
 - ``degrade``: every peer link drops a fraction of its frames (5-30 %) and delays the rest
   (2-50 ms with jitter, in order).
+- ``wipe``: kill -9 a follower, delete its data directory, restart it with ``--rejoin``; with
+  the run's low ``snapshot_threshold`` it must come back through a snapshot (counted as
+  ``wipe_via_snapshot`` when its log says so).
+- ``transfer``: SIGTERM the leader: it must hand leadership over and exit 0 within 10 s;
+  restarted at the heal.
+- ``disk``: either a torn tail (kill -9, append to the newest WAL segment what a crash in
+  mid-write leaves: a prefix of a record, a few random bytes, or zeros; restart: it must start
+  and cut them) or a write error (restart under RLIMIT_FSIZE a little past the newest
+  segment: it must exit 3, or still be running; restarted normally at the heal).
+
+A node exiting when no fault asked it to (or with the wrong code) is a node anomaly: recorded
+with the tail of its log and restarted (left down after its third failure).
 
 Output directory: ``cluster.toml``, ``node<i>.log``, ``data/``, ``history.jsonl`` (see
 history.py), ``nemesis.jsonl`` (one line per fault start and heal, on the history's clock),
-``summary.json`` and ``summary.txt`` (the verdict, the counts, the checker's report).
+``summary.json`` and ``summary.txt`` (the verdict and each check's, the counts per workload,
+faults per kind and their outcomes, the anomalies, the checker's report), ``latency.png``.
 """
 
 from __future__ import annotations
@@ -367,6 +386,8 @@ class Nemesis:
         self._rejoined: dict[int, int] = {}  # wiped node -> its log size at the restart
         self._torn: dict[int, int] = {}      # node with a torn tail -> log size at restart
         self._crashes: dict[int, int] = {}
+        self._deck: list[str] = []
+        self._torn_seg: dict[int, Path | None] = {}
         self.left_down: set[int] = set()     # nodes that kept failing: no longer restarted
 
     def _stat(self, name: str) -> None:
@@ -438,6 +459,22 @@ class Nemesis:
             return bytes(self.rng.randrange(256) for _ in range(n)), f"{n} random bytes"
         n = self.rng.choice([512, 4096, 8192])
         return bytes(n), f"{n} zero bytes"
+
+    @staticmethod
+    def _segment_damage(seg: Path | None) -> str | None:
+        """None if ``seg`` (a WAL segment the node has written on since) decodes cleanly or
+        with a torn end (a write in flight); else the reason (the junk was not cut)."""
+        from ..core import (DEFAULT_MAX_RECORD_SIZE, SEGMENT_HEADER_SIZE, WAL_CORRUPT,
+                           decode_records)
+
+        try:
+            data = seg.read_bytes() if seg is not None else b""
+        except OSError:
+            return None          # compacted away since
+        if len(data) <= SEGMENT_HEADER_SIZE:
+            return None
+        _, _, status, reason = decode_records(data, SEGMENT_HEADER_SIZE, DEFAULT_MAX_RECORD_SIZE)
+        return f"{seg.name}: {reason}" if status == WAL_CORRUPT else None
 
     def _newest_segment(self, i: int) -> Path | None:
         segs = sorted((Path(self.node_dir(i)) / "wal").glob("wal-*.log"))
@@ -551,6 +588,7 @@ class Nemesis:
                 with open(seg, "ab") as f:
                     f.write(junk)
             self._torn[t] = self._log_size(t)
+            self._torn_seg[t] = seg
             self.procs.start(t)
             return (f"disk torn record: node {t} kill -9, {how} appended to "
                     f"{seg.name if seg else '-'}, restarted")
@@ -602,7 +640,11 @@ class Nemesis:
                     self.procs.start(t)
             else:
                 self._stat("torn_tail_recovered")
+                bad = self._segment_damage(self._torn_seg.get(t))
+                if bad:
+                    self._anomaly(f"node {t} kept the torn tail: {bad}")
         self._torn.clear()
+        self._torn_seg.clear()
         for t, off in list(self._rejoined.items()):
             text = self._log_since(t, off)
             if "installed snapshot" in text:
@@ -629,7 +671,10 @@ class Nemesis:
             if await pause_for(self.quiet):
                 break
             self.check_crashes()
-            kind = self.rng.choice(self.kinds)
+            if not self._deck:          # every kind once per round, in a seeded order
+                self._deck = list(self.kinds)
+                self.rng.shuffle(self._deck)
+            kind = self._deck.pop()
             lo, hi = self.fault
             if kind == "pause":
                 lo = max(lo, 2 * self.election_timeout)   # longer than an election timeout
