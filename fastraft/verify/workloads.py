@@ -20,7 +20,8 @@ changes by the client's session (a retried attempt is answered from the session 
   At the end, per key: ``acked <= final <= acked + unknown``. A cas applied but answered
   False (or NotApplied) would be retried and applied again: ``final > acked + unknown``.
 - ``append`` on shared keys ``a<j>.<gen>`` (a generation holds at most ``APPEND_CAP``
-  tokens, then the workers move on to the next): the value is a comma-separated token list;
+  tokens, then the workers move on to the next; the attempt that finds a key full is recorded
+  as a ``fail`` with value "full" and the token goes to the next generation): the value is a comma-separated token list;
   ``cas(old, old + "," + token)`` retried the same way, with the same token. Each token is
   unique, so at the end: an acknowledged token present exactly once, an unknown one at most
   once, a failed one absent, no token twice (a duplicate is a cas applied but reported not
@@ -217,7 +218,8 @@ def check_session(pairs, finals) -> SessionResult:
                                 + ", ".join(_show(t) for t in lost[:10]))
         if phantom:
             res.problems.append(f"append {k}: tokens present that were never applied "
-                                "(failed or never sent): " + ", ".join(_show(t) for t in phantom[:10]))
+                                "(failed or never sent): "
+                                + ", ".join(_show(t) for t in phantom[:10]))
     return res
 
 
