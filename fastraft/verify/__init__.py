@@ -9,10 +9,16 @@ disturbs real node processes the way Jepsen does and never imports the server. M
   asyncio-safe recording, and conversion into checker operations.
 - ``proxy``: the asyncio fault proxy for peer links (block, blackhole, drop, delay, heal per
   directed link; partitions on top), runnable in a background thread.
+- ``workloads``: the set (durability: unique inserts, all present after kill -9 of every
+  node) and session (exactly-once: cas-loop increments and appends) workloads and their
+  checkers (``check_set``, ``check_session``: pure functions of history and final state).
 - ``nemesis``: a whole verification run — node processes behind the proxies, the register
-  workload over ``fastraft.client.AsyncClient``, the fault schedule (partition, kill, pause,
-  degrade), the verdict. ``python -m fastraft.verify`` (``__main__``) is its command line.
-  Not imported here (it needs POSIX signals and the client).
+  workload and those of ``workloads`` over ``fastraft.client.AsyncClient``, the fault
+  schedule (partition, kill, pause, degrade, wipe, transfer, disk), the verdict.
+  ``python -m fastraft.verify`` (``__main__``) is its command line. Not imported here (it
+  needs POSIX signals and the client).
+- ``plot``: ``latency.png`` of a run (latency over time per operation kind, fault windows
+  shaded) when matplotlib is installed (``pip install 'fastraft[plot]'``).
 """
 
 from .checker import (
@@ -31,6 +37,7 @@ from .checker import (
 )
 from .history import Event, HistoryWriter, Operations, read_history, to_operations
 from .proxy import FaultProxy, LinkState, LoopThread, Network, Proxies
+from .workloads import SessionResult, SetResult, check_session, check_set
 
 __all__ = [
     "OK", "UNKNOWN", "VIOLATION",
@@ -38,4 +45,5 @@ __all__ = [
     "check", "check_key", "check_stale_reads",
     "Event", "HistoryWriter", "Operations", "read_history", "to_operations",
     "FaultProxy", "LinkState", "LoopThread", "Network", "Proxies",
+    "SessionResult", "SetResult", "check_session", "check_set",
 ]
