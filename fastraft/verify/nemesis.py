@@ -365,7 +365,7 @@ class Nemesis:
     def __init__(self, kinds, procs: NodeProcs, proxies: Proxies, status_client,
                  history: HistoryWriter, rng: random.Random, quiet=(1.0, 3.0),
                  fault=(1.0, 4.0), election_timeout: float = 0.3, node_dir=None,
-                 storage: str = "wal") -> None:
+                 storage: str = "wal", log_path=None) -> None:
         self.kinds = list(kinds)
         self.procs = procs
         self.proxies = proxies
@@ -380,6 +380,7 @@ class Nemesis:
         self._killed: set[int] = set()
         self.node_dir = node_dir or (lambda i: str(procs.base / "data" / str(i)))
         self.storage = storage
+        self.log_path = log_path
         self.anomalies: list[str] = []
         self.stats: dict[str, int] = {}     # outcomes of the process/disk faults
         self._limited: int | None = None    # node running under RLIMIT_FSIZE
@@ -484,6 +485,9 @@ class Nemesis:
         ev = {"time": round(self.history.now(), 6), "action": action, "fault": kind,
               "detail": detail, **extra}
         self.log.append(ev)
+        if self.log_path is not None:       # followable during a long run
+            with open(self.log_path, "a", encoding="utf-8") as f:
+                f.write(json.dumps(ev) + "\n")
 
     async def _target(self, prefer_leader: bool = True) -> int:
         ids = [i for i in self.procs.ids if self.procs.running(i) and i not in self.procs.paused
@@ -754,7 +758,7 @@ async def run(opts: RunOptions, progress=None) -> RunResult:
         nemesis = Nemesis(opts.nemesis, procs, proxies, status_client, history,
                           random.Random(rng.random()), opts.quiet, opts.fault,
                           cfg.tuning.election_timeout_ms / 1000, node_dir=cfg.node_dir,
-                          storage=opts.storage)
+                          storage=opts.storage, log_path=out / "nemesis.jsonl")
         workloads = {}
         if "register" in opts.workloads:
             workloads["register"] = workload
@@ -771,10 +775,20 @@ async def run(opts: RunOptions, progress=None) -> RunResult:
         work = asyncio.ensure_future(asyncio.gather(*(w.run(stop_work)
                                                       for w in workloads.values())))
         faults = asyncio.ensure_future(nemesis.run(stop_faults)) if opts.nemesis else None
+
+        async def report() -> None:
+            while True:
+                await asyncio.sleep(60.0)
+                done = {n: sum(w.counts.values()) for n, w in workloads.items()}
+                say(f"t={history.now():.0f} s: operations {done}; faults {nemesis.counts}; "
+                    f"anomalies {len(nemesis.anomalies)}")
+
+        reporter = asyncio.ensure_future(report())
         try:
             await asyncio.wait_for(asyncio.shield(work), opts.duration)
         except asyncio.TimeoutError:
             pass
+        reporter.cancel()
         stop_faults.set()
         if faults is not None:
             await faults
