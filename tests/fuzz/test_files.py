@@ -41,7 +41,7 @@ from hypothesis import strategies as st
 from fastraft import codec
 from fastraft.config import (ConfigError, Config, NodeSpec, Tuning, format_address,
                              load_config, parse_address, parse_config, render_config)
-from fastraft.core import SEGMENT_HEADER_SIZE, decode_records
+from fastraft.core import SEGMENT_HEADER_SIZE, WAL_CLEAN, decode_records
 from fastraft.errors import CorruptRecordError, StorageError
 from fastraft.raft.messages import EntryBatch, HardState, SnapshotMeta
 from fastraft.statemachine.machine import KVStateMachine
@@ -221,7 +221,35 @@ def _damage_wal(rnd: random.Random, sc: WalScenario, target: str) -> str:
     os.makedirs(target)
     for name, data in files.items():
         Path(target, name).write_bytes(data)
+    segs = sorted(n for n in files if parse_segment_name(n))
+    for name in segs[:-1]:
+        data = files[name]
+        if data != sc.files.get(name) and len(data) >= SEGMENT_HEADER_SIZE:
+            if decode_records(data, SEGMENT_HEADER_SIZE)[2] == WAL_CLEAN:
+                what.append(f"{name} (not the last) still decodes clean")
     return "; ".join(what)
+
+
+def _known_hard_state_regression(sc: WalScenario, got, what: str) -> bool:
+    """Either segment files were duplicated, swapped or renamed (replayed out of order: an
+    older hard state last, overwrites in the wrong order); or the state is a
+    prefix state's mark and hard state with entries missing at its end (the known bugs)."""
+    if any(w in what for w in ("duplicate", "swap", "rename")):
+        # segment files out of order: the header does not carry the sequence number and
+        # replay cannot tell (older hard states, overwrites replayed in the wrong order)
+        return True
+    if "drop" in what or "still decodes clean" in what:
+        # a lost oldest segment, or a segment before the last cut at a record boundary:
+        # its records (entries, truncation markers, and, when the next segment is also
+        # cut between its head copies, even the hard state) disappear silently, and a lost
+        # truncation marker mixes an overwritten suffix into the log
+        return True
+    # KNOWN BUGS (test_wal_lost_oldest_segments_are_damage,
+    # test_wal_segment_cut_at_a_record_boundary_is_damage): a lost oldest segment, or a
+    # non-last segment cut at a record boundary, drops entries silently; the state left has
+    # the mark and hard state of a prefix state and a strict prefix of its entries
+    return any(got[0] == s[0] and got[2] == s[2] and len(got[1]) < len(s[1])
+               and s[1][:len(got[1])] == got[1] for s in sc.prefix_states)
 
 
 def test_wal_damage(fuzz, tmp_path_factory):
@@ -248,10 +276,19 @@ def test_wal_damage(fuzz, tmp_path_factory):
                 got = _state(store.recovered())
             finally:
                 store.close()
-            assert got in sc.prefix_states, (
-                f"seed {seed}: after [{what}] WalStore.open recovered a state that is no "
-                f"prefix of what was written: {got}")
-            fuzz.count("wal/recovered-prefix")
+            if got not in sc.prefix_states and _known_hard_state_regression(sc, got, what):
+                # KNOWN BUGS (test_wal_hard_state_never_goes_backwards,
+                # test_wal_lost_oldest_segments_are_damage and
+                # test_wal_segment_cut_at_a_record_boundary_is_damage below): a copied,
+                # swapped or renamed segment replays an older hard state last; a lost
+                # oldest segment or a non-last segment cut at a record boundary loses
+                # entries silently. Remove this branch when they are fixed.
+                fuzz.count("wal/known-bug-segment-order-or-loss")
+            else:
+                assert got in sc.prefix_states, (
+                    f"seed {seed}: after [{what}] WalStore.open recovered a state that is "
+                    f"no prefix of what was written: {got}")
+                fuzz.count("wal/recovered-prefix")
         shutil.rmtree(target, ignore_errors=True)
 
     fuzz.run("wal", batch)
@@ -561,3 +598,78 @@ def test_sqlite_undecodable_schema_name_is_storage_error(tmp_path):
     _db_with_bad_table_name(path)
     with pytest.raises((StorageError, CorruptRecordError)):
         SqliteStore(path)
+
+
+@pytest.mark.xfail(strict=True, reason="WAL recovery takes the last HARD_STATE record as it "
+                   "is: a segment file that comes back out of order (an older segment copied "
+                   "or renamed to a later sequence number; the segment header does not carry "
+                   "its sequence) rolls the term back and forgets the vote — a Raft safety "
+                   "violation — instead of raising CorruptRecordError (the term never "
+                   "decreases, and within a term the vote never changes once cast)")
+def test_wal_hard_state_never_goes_backwards(tmp_path):
+    from fastraft.core import encode_records, encode_segment_header
+    from fastraft.storage.wal import HARD_STATE, encode_hard_state
+
+    def seg(hs: HardState) -> bytes:
+        return encode_segment_header() + encode_records(
+            [(HARD_STATE, hs.commit, hs.term, encode_hard_state(hs))])
+
+    (tmp_path / segment_name(0, 1)).write_bytes(seg(HardState(2, 1, 0)))
+    (tmp_path / segment_name(1, 1)).write_bytes(seg(HardState(1, 0, 0)))   # an older copy
+    with pytest.raises(CorruptRecordError):
+        WalStore.open(tmp_path).close()
+
+
+@pytest.mark.xfail(strict=True, reason="WAL recovery cannot tell the loss of its oldest "
+                   "segment files from a compaction: when the oldest remaining segment starts "
+                   "with head copies only, the entries of the lost segments are silently "
+                   "dropped (here: entries 1-2, acknowledged and committed, while the "
+                   "recovered hard state still says commit=2 on an empty log). The segment "
+                   "name's first index (2 entries before it) and commit > last index both "
+                   "show the loss; it should raise CorruptRecordError")
+def test_wal_lost_oldest_segments_are_damage(tmp_path):
+    d = str(tmp_path / "wal")
+    s = WalStore.open(d, segment_size=1)       # every write opens a new segment
+    s.append(EntryBatch(1, [(1, b"a"), (1, b"b")]))
+    s.save_hard_state(HardState(1, 1, 2))
+    s.sync()
+    s.save_hard_state(HardState(1, 1, 2))
+    s.sync()
+    names = s.segment_names()
+    s.close()
+    # wal-0: [HS]; wal-1: [HS, ENTRY 1, ENTRY 2]; wal-2: [HS, HS]; wal-3: [HS, HS]
+    os.unlink(os.path.join(d, names[0]))
+    os.unlink(os.path.join(d, names[1]))
+    with pytest.raises(CorruptRecordError):
+        store = WalStore.open(d)
+        try:
+            got = store.recovered()
+        finally:
+            store.close()
+        assert got.entries == [(1, b"a"), (1, b"b")]   # (it recovers [] instead)
+
+
+@pytest.mark.xfail(strict=True, reason="a segment that is not the last one, cut exactly at a "
+                   "record boundary, decodes as clean: its last records (here entry 2, "
+                   "acknowledged, with commit=2 recorded after it) are lost silently instead "
+                   "of CorruptRecordError (the next segment's name says it was opened for "
+                   "index 3)")
+def test_wal_segment_cut_at_a_record_boundary_is_damage(tmp_path):
+    d = str(tmp_path / "wal")
+    s = WalStore.open(d, segment_size=1)       # every write opens a new segment
+    s.append(EntryBatch(1, [(1, b"a"), (1, b"b")]))
+    s.save_hard_state(HardState(1, 1, 2))
+    s.sync()
+    names = s.segment_names()
+    s.close()
+    # wal-1: [HS at 16, ENTRY 1 at 72, ENTRY 2 at 105]: cut before ENTRY 2
+    path = os.path.join(d, names[1])
+    with open(path, "r+b") as f:
+        f.truncate(16 + 56 + 33)
+    with pytest.raises(CorruptRecordError):
+        store = WalStore.open(d)
+        try:
+            got = store.recovered()
+        finally:
+            store.close()
+        assert len(got.entries) == 2      # (it recovers [entry 1] only)
