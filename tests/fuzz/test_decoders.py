@@ -463,3 +463,16 @@ def test_restore_buffer_full_is_corruption(monkeypatch):
     monkeypatch.setattr(codec, "SnapshotDecoder", lambda: real(max_bytes=16))
     with pytest.raises(CorruptRecordError):
         KVStateMachine.restore([b"\x91" * 100])
+
+
+@pytest.mark.xfail(strict=True, raises=CorruptRecordError,
+                   reason="a legitimate snapshot does not restore: max_value_bytes may be up "
+                          "to 256 MiB (config.py), but SnapshotDecoder's default max_bytes "
+                          "(64 MiB) bounds every bin, so a state holding one 65 MiB value "
+                          "gives a snapshot that restore() calls corrupt")
+def test_snapshot_with_a_value_over_64_mib_restores():
+    sm = KVStateMachine()
+    sm.apply(1, codec.encode_command([codec.CMD_REGISTER, 1]))
+    sm.apply(2, codec.encode_command([codec.CMD_PUT, 2, 1, 1, 1, b"k", b"v" * (65 << 20)]))
+    got = KVStateMachine.restore(sm.snapshot_chunks())
+    assert got.get(b"k") == b"v" * (65 << 20)

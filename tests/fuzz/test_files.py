@@ -673,3 +673,15 @@ def test_wal_segment_cut_at_a_record_boundary_is_damage(tmp_path):
         finally:
             store.close()
         assert len(got.entries) == 2      # (it recovers [entry 1] only)
+
+
+@pytest.mark.xfail(strict=True, reason="parse_config accepts any integer >= 1 as a node id "
+                   "(TOML integers are unbounded in tomllib): id = 2**64 gives a Config whose "
+                   "node cannot work — codec.encode_hello raises OverflowError (ids are u64 on "
+                   "the wire), and ids >= 2**63 are refused by the SQLite store's marks; the "
+                   "config should be refused with ConfigError (ids in 1..2**63-1)")
+def test_config_node_id_beyond_u64_is_refused():
+    text = ('[cluster]\nname = "c"\n\n[[node]]\nid = 18446744073709551616\n'
+            'raft = "127.0.0.1:1"\nclient = "127.0.0.1:2"\n')
+    with pytest.raises(ConfigError):
+        parse_config(text)
