@@ -490,17 +490,18 @@ def decode_command(payload: bytes) -> tuple:
 
 class SnapshotDecoder:
     """Decode a stream of msgpack values fed in arbitrary chunks (a state machine snapshot).
-    Values are decoded strictly; ``max_bytes`` bounds any single string or container."""
+    Values are decoded strictly; ``max_bytes`` bounds any single string or container (the
+    default holds the largest value a cluster may be configured for, 256 MiB, with room)."""
 
-    def __init__(self, max_bytes: int = 64 << 20) -> None:
+    def __init__(self, max_bytes: int = 512 << 20) -> None:
         self._u = msgpack.Unpacker(
             raw=False, use_list=True, strict_map_key=True, max_buffer_size=max_bytes * 2,
             max_bin_len=max_bytes, max_str_len=max_bytes, max_array_len=max_bytes,
             max_map_len=max_bytes, max_ext_len=0)
 
     def feed(self, data) -> list:
-        self._u.feed(data)
         try:
+            self._u.feed(data)
             return list(self._u)
         except (ValueError, msgpack.FormatError, msgpack.StackError, TypeError,
                 UnicodeDecodeError, msgpack.BufferFull, OverflowError) as exc:

@@ -130,6 +130,10 @@ def _show(v) -> str:
 
 # -- the dataclasses ------------------------------------------------------------------------
 
+#: Node ids travel as u64 on the wire and are stored as SQLite's signed 64-bit integers.
+MAX_NODE_ID = (1 << 63) - 1
+
+
 @dataclass(frozen=True)
 class NodeSpec:
     """One voter: its id and its two addresses. ``raft`` is where the other nodes dial it;
@@ -142,8 +146,9 @@ class NodeSpec:
     raft_listen: tuple[str, int] | None = None
 
     def __post_init__(self) -> None:
-        if type(self.id) is not int or self.id < 1:
-            raise ConfigError(f"node id: expected an integer >= 1, got {_show(self.id)}")
+        if type(self.id) is not int or not 1 <= self.id <= MAX_NODE_ID:
+            raise ConfigError(f"node id: expected an integer in 1..{MAX_NODE_ID}, got "
+                              f"{_show(self.id)}")
         object.__setattr__(self, "raft", _check_address(self.raft, f"node {self.id} raft"))
         object.__setattr__(self, "client",
                            _check_address(self.client, f"node {self.id} client"))
@@ -449,8 +454,9 @@ def parse_config(text: str, source: str = "<string>") -> Config:
                                   + ("an integer >= 1" if key == "id" else
                                      "an address \"host:port\""))
         nid = raw["id"]
-        if type(nid) is not int or nid < 1:
-            raise ConfigError(f"{source}: {where} id: expected an integer >= 1, got "
+        if type(nid) is not int or not 1 <= nid <= MAX_NODE_ID:
+            raise ConfigError(f"{source}: {where} id: expected an integer in "
+                              f"1..{MAX_NODE_ID}, got "
                               f"{_show(nid)}")
         addrs = {"raft_listen": None}
         for key in ("raft", "client", "raft_listen"):

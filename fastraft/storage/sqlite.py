@@ -188,7 +188,8 @@ class SqliteStore:
             conn.execute("INSERT OR IGNORE INTO machine VALUES (0, 0)")
             self._recover()
             conn.commit()
-        except sqlite3.Error as exc:
+        except (sqlite3.Error, UnicodeDecodeError) as exc:
+            # (sqlite3 cannot always decode the message of a damaged schema)
             self._fail("opening", exc)
         except CorruptRecordError:
             if self._conn is not None:

@@ -174,12 +174,13 @@ def _damage(directory: str, name: str, offset: int, reason: str) -> CorruptRecor
 
 
 class _Segment:
-    __slots__ = ("seq", "name", "hi")
+    __slots__ = ("seq", "name", "hi", "first")
 
-    def __init__(self, seq: int, name: str, hi: int = 0) -> None:
+    def __init__(self, seq: int, name: str, hi: int = 0, first: int = 0) -> None:
         self.seq = seq
         self.name = name
         self.hi = hi            # highest entry index ever written in it (0: none)
+        self.first = first      # the log's last index + 1 when it was opened (its name)
 
 
 # -- recovery ----------------------------------------------------------------------------------
@@ -192,7 +193,7 @@ def _read_segments(directory: str, max_record_size: int, notes: list):
     segs: list[_Segment] = []
     records = []
     end = 0
-    for k, (seq, _index, name) in enumerate(listing):
+    for k, (seq, first, name) in enumerate(listing):
         if k and seq != listing[k - 1][0] + 1:
             raise _damage(directory, name, 0,
                           f"segment {listing[k - 1][0] + 1:016x} is missing before this one")
@@ -216,7 +217,7 @@ def _read_segments(directory: str, max_record_size: int, notes: list):
         for rtype, index, term, payload in recs:
             records.append((k_seg, pos, rtype, index, term, payload))
             pos += RECORD_HEADER_SIZE + len(payload)
-        segs.append(_Segment(seq, name))
+        segs.append(_Segment(seq, name, first=first))
     return segs, records, end
 
 
@@ -235,10 +236,24 @@ def _replay(directory: str, segs: list, records: list):
     def bad(seg, off, reason):
         return _damage(directory, seg.name, off, reason)
 
+    cur = -1
     for k, off, rtype, index, term, payload in records:
         seg = segs[k]
         mi = mark.index if mark is not None else 0
         last = base + len(log)
+        if k != cur:
+            cur = k
+            # A segment is opened when the log ends at first - 1: anything else means
+            # records at the end of the previous segment (cut at a record boundary, which
+            # decodes clean) or whole segments are missing, or a segment is out of place.
+            if k and last != seg.first - 1:
+                raise bad(seg, 0, f"this segment was opened after index {seg.first - 1} but "
+                                  f"the segments before it end at index {last}: records "
+                                  f"are missing or a segment is out of place")
+            if not k and seg.first - 1 > final:
+                raise bad(seg, 0, f"the oldest segment was opened after index "
+                                  f"{seg.first - 1} but no snapshot mark covers the entries "
+                                  f"before it: older segments are missing")
         if rtype == ENTRY:
             if index != last + 1 or index <= mi:
                 if index <= mi:

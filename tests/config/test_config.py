@@ -216,8 +216,9 @@ def test_node_keys_required():
 
 
 @pytest.mark.parametrize("value, expected", [
-    ("0", "expected an integer >= 1, got 0"),
-    ("-3", "expected an integer >= 1, got -3"),
+    ("0", "expected an integer in 1..9223372036854775807, got 0"),
+    ("-3", "expected an integer in 1..9223372036854775807, got -3"),
+    ("9223372036854775808", "expected an integer in 1..9223372036854775807"),
     ("true", "got the boolean true"),
     ('"1"', "got '1' (str)"),
     ("1.0", "got 1.0 (float)"),
