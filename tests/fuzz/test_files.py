@@ -103,7 +103,8 @@ class WalScenario:
                 fi = rnd.randrange(max(mark, first - 1) + 1, last + 1)
                 st_.append(EntryBatch(fi, [(term, os.urandom(rnd.randrange(0, 20)))]))
             elif op <= 7:
-                st_.save_hard_state(HardState(term, rnd.randrange(0, 4), rnd.randrange(0, last + 1)))
+                st_.save_hard_state(HardState(term, rnd.randrange(0, 4),
+                                              rnd.randrange(0, last + 1)))
             elif op == 8 and last > mark:            # a local snapshot, maybe compacted
                 i = rnd.randrange(max(mark, first - 1) + 1, last + 1)
                 st_.save_snapshot_mark(SnapshotMeta(i, st_.term(i), frozenset({1, 2, 3})))
@@ -231,25 +232,13 @@ def _damage_wal(rnd: random.Random, sc: WalScenario, target: str) -> str:
 
 
 def _known_hard_state_regression(sc: WalScenario, got, what: str) -> bool:
-    """Either segment files were duplicated, swapped or renamed (replayed out of order: an
-    older hard state last, overwrites in the wrong order); or the state is a
-    prefix state's mark and hard state with entries missing at its end (the known bugs)."""
+    """Segment files were duplicated, swapped or renamed: replayed out of order (an older
+    hard state last, overwrites in the wrong order) — the open known bug."""
     if any(w in what for w in ("duplicate", "swap", "rename")):
         # segment files out of order: the header does not carry the sequence number and
         # replay cannot tell (older hard states, overwrites replayed in the wrong order)
         return True
-    if "drop" in what or "still decodes clean" in what:
-        # a lost oldest segment, or a segment before the last cut at a record boundary:
-        # its records (entries, truncation markers, and, when the next segment is also
-        # cut between its head copies, even the hard state) disappear silently, and a lost
-        # truncation marker mixes an overwritten suffix into the log
-        return True
-    # KNOWN BUGS (test_wal_lost_oldest_segments_are_damage,
-    # test_wal_segment_cut_at_a_record_boundary_is_damage): a lost oldest segment, or a
-    # non-last segment cut at a record boundary, drops entries silently; the state left has
-    # the mark and hard state of a prefix state and a strict prefix of its entries
-    return any(got[0] == s[0] and got[2] == s[2] and len(got[1]) < len(s[1])
-               and s[1][:len(got[1])] == got[1] for s in sc.prefix_states)
+    return False
 
 
 def test_wal_damage(fuzz, tmp_path_factory):
@@ -277,13 +266,10 @@ def test_wal_damage(fuzz, tmp_path_factory):
             finally:
                 store.close()
             if got not in sc.prefix_states and _known_hard_state_regression(sc, got, what):
-                # KNOWN BUGS (test_wal_hard_state_never_goes_backwards,
-                # test_wal_lost_oldest_segments_are_damage and
-                # test_wal_segment_cut_at_a_record_boundary_is_damage below): a copied,
-                # swapped or renamed segment replays an older hard state last; a lost
-                # oldest segment or a non-last segment cut at a record boundary loses
-                # entries silently. Remove this branch when they are fixed.
-                fuzz.count("wal/known-bug-segment-order-or-loss")
+                # KNOWN BUG (test_wal_hard_state_never_goes_backwards below): a copied,
+                # swapped or renamed segment is replayed out of order. Remove this branch
+                # when it is fixed.
+                fuzz.count("wal/known-bug-segment-order")
             else:
                 assert got in sc.prefix_states, (
                     f"seed {seed}: after [{what}] WalStore.open recovered a state that is "
@@ -559,10 +545,11 @@ def test_sqlite_damage(fuzz, tmp_path_factory):
                 s.close()
         except (StorageError, CorruptRecordError):
             fuzz.count("sqlite/refused")
-        except UnicodeDecodeError:
-            # KNOWN BUG (test_sqlite_undecodable_schema_name_is_storage_error below): remove
-            # this clause when it is fixed
-            fuzz.count("sqlite/known-bug-UnicodeDecodeError")
+        except TypeError as exc:
+            # KNOWN BUG (test_sqlite_null_log_index_is_corruption below): remove this clause
+            # when it is fixed
+            assert "NoneType" in str(exc), exc
+            fuzz.count("sqlite/known-bug-TypeError")
         else:
             fuzz.count("sqlite/opened")
         for suffix in ("", "-wal", "-shm"):
@@ -588,11 +575,8 @@ def _db_with_bad_table_name(path: str) -> None:
     Path(path).write_bytes(bytes(d))
 
 
-@pytest.mark.xfail(strict=True, raises=UnicodeDecodeError,
-                   reason="SqliteStore.__init__ catches sqlite3.Error only: SQLite reports "
-                          "'malformed database schema (<damaged name>)' and Python's sqlite3 "
-                          "cannot decode the non-UTF-8 name in that message, so a damaged "
-                          "database raises UnicodeDecodeError instead of StorageError")
+# Regression test (found by the fuzzers, fixed in e0e0028): a non-UTF-8 table name
+# in sqlite_master escaped SqliteStore as UnicodeDecodeError.
 def test_sqlite_undecodable_schema_name_is_storage_error(tmp_path):
     path = str(tmp_path / "bad.db")
     _db_with_bad_table_name(path)
@@ -620,13 +604,8 @@ def test_wal_hard_state_never_goes_backwards(tmp_path):
         WalStore.open(tmp_path).close()
 
 
-@pytest.mark.xfail(strict=True, reason="WAL recovery cannot tell the loss of its oldest "
-                   "segment files from a compaction: when the oldest remaining segment starts "
-                   "with head copies only, the entries of the lost segments are silently "
-                   "dropped (here: entries 1-2, acknowledged and committed, while the "
-                   "recovered hard state still says commit=2 on an empty log). The segment "
-                   "name's first index (2 entries before it) and commit > last index both "
-                   "show the loss; it should raise CorruptRecordError")
+# Regression test (found by the fuzzers, fixed in e0e0028): losing the oldest segments
+# dropped their entries silently.
 def test_wal_lost_oldest_segments_are_damage(tmp_path):
     d = str(tmp_path / "wal")
     s = WalStore.open(d, segment_size=1)       # every write opens a new segment
@@ -649,11 +628,8 @@ def test_wal_lost_oldest_segments_are_damage(tmp_path):
         assert got.entries == [(1, b"a"), (1, b"b")]   # (it recovers [] instead)
 
 
-@pytest.mark.xfail(strict=True, reason="a segment that is not the last one, cut exactly at a "
-                   "record boundary, decodes as clean: its last records (here entry 2, "
-                   "acknowledged, with commit=2 recorded after it) are lost silently instead "
-                   "of CorruptRecordError (the next segment's name says it was opened for "
-                   "index 3)")
+# Regression test (found by the fuzzers, fixed in e0e0028): a segment before the last
+# cut at a record boundary decoded clean and lost its last records silently.
 def test_wal_segment_cut_at_a_record_boundary_is_damage(tmp_path):
     d = str(tmp_path / "wal")
     s = WalStore.open(d, segment_size=1)       # every write opens a new segment
@@ -675,13 +651,27 @@ def test_wal_segment_cut_at_a_record_boundary_is_damage(tmp_path):
         assert len(got.entries) == 2      # (it recovers [entry 1] only)
 
 
-@pytest.mark.xfail(strict=True, reason="parse_config accepts any integer >= 1 as a node id "
-                   "(TOML integers are unbounded in tomllib): id = 2**64 gives a Config whose "
-                   "node cannot work — codec.encode_hello raises OverflowError (ids are u64 on "
-                   "the wire), and ids >= 2**63 are refused by the SQLite store's marks; the "
-                   "config should be refused with ConfigError (ids in 1..2**63-1)")
+# Regression test (found by the fuzzers, fixed in e0e0028): node ids beyond u64 were
+# accepted.
 def test_config_node_id_beyond_u64_is_refused():
     text = ('[cluster]\nname = "c"\n\n[[node]]\nid = 18446744073709551616\n'
             'raft = "127.0.0.1:1"\nclient = "127.0.0.1:2"\n')
     with pytest.raises(ConfigError):
         parse_config(text)
+
+
+@pytest.mark.xfail(strict=True, raises=TypeError,
+                   reason="SqliteStore._recover trusts the column types: a damaged database "
+                          "(found by the fuzzer: random bytes overwritten in a valid one) or a "
+                          "foreign one whose log table yields COUNT(*) > 0 but MAX(idx) NULL "
+                          "crashes with TypeError ('NoneType' - 'int') instead of "
+                          "CorruptRecordError")
+def test_sqlite_null_log_index_is_corruption(tmp_path):
+    path = str(tmp_path / "nul.db")
+    c = sqlite3.connect(path)
+    c.execute("CREATE TABLE log (idx, term, payload)")     # no INTEGER PRIMARY KEY
+    c.execute("INSERT INTO log VALUES (NULL, 1, x'00')")
+    c.commit()
+    c.close()
+    with pytest.raises((StorageError, CorruptRecordError)):
+        SqliteStore(path)
