@@ -65,6 +65,8 @@ class WalBackend:
         """Recover: returns ``(raft_log, hard_state, newest_snapshot | None)``; sets
         ``self.machine``."""
         store = self.store
+        for note in store.recovery_notes:
+            log.warning("WAL recovery: %s", note)
         st = store.recovered()
         mark = st.snapshot
         latest = self.snaps.latest()

@@ -35,7 +35,7 @@ import time
 from .. import __version__, codec
 from ..config import format_address
 from ..core import IMPLEMENTATION
-from ..errors import Busy, CorruptRecordError, NotLeader, StorageError
+from ..errors import Busy, CompactedError, CorruptRecordError, NotLeader, StorageError
 from ..raft import RaftConfig, RawNode, Snapshot, SnapshotMeta
 from ..raft.raft import LEADER, ROLE_NAMES
 from .backends import RecoveryError, open_backend
@@ -426,7 +426,10 @@ class Node:
 
     async def _snapshot(self, applied: int) -> None:
         try:
-            term = self.raw.raft.log.term(applied)
+            try:
+                term = self.raw.raft.log.term(applied)
+            except CompactedError:
+                return      # a snapshot from the leader overtook this one: nothing to do
             t0 = time.monotonic()
             meta, path = await self.backend.snapshot(SnapshotMeta(applied, term, self.voters))
             took = time.monotonic() - t0

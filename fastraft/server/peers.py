@@ -185,6 +185,9 @@ class _Outbound(asyncio.Protocol):
             try:
                 self._lost = loop.create_future()
                 self._welcome = loop.create_future()
+                # A handshake that timed out may still fail later: mark it retrieved.
+                self._welcome.add_done_callback(
+                    lambda f: f.cancelled() or f.exception())
                 self._decoder = FrameDecoder(1 << 16)
                 self._drained = asyncio.Event()
                 self._drained.set()
@@ -402,8 +405,10 @@ class _Inbound(asyncio.Protocol):
                 self._reject(str(exc))
                 return
             except (OSError, StorageError) as exc:
-                log.error("cannot store a snapshot from node %s: %s", self.peer_id, exc)
+                # Writing a received snapshot failed (disk full, IO error): the same rule as
+                # any other storage failure, the node stops.
                 self.transport.abort()
+                self.tr.node.fatal(f"cannot store a snapshot from node {self.peer_id}: {exc}")
                 return
             if self.transport.is_closing():
                 return
