@@ -22,12 +22,10 @@ spent in a long run (conftest.py); the inputs are counted.
 from __future__ import annotations
 
 import importlib.util
-import random
 import struct
 import sys
 from pathlib import Path
 
-import msgpack
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
