@@ -235,7 +235,7 @@ def decode_peer(body, max_bytes: int) -> tuple:
             raise _bad(f"peer message has {n} fields, expected 15")
         (_, mtype, to, frm, term, log_term, index, flat, commit, reject, hint_index,
          hint_term, context, snap, transfer) = v
-        if mtype not in _MSG_TYPES or type(mtype) is not int:
+        if type(mtype) is not int or mtype not in _MSG_TYPES:
             raise _bad(f"unknown message type {_show(mtype)}")
         for val, what in ((to, "to"), (frm, "from"), (term, "term"), (log_term, "log_term"),
                           (index, "index"), (commit, "commit"), (hint_index, "hint_index"),

@@ -186,7 +186,12 @@ class SqliteStore:
             conn.execute("INSERT OR IGNORE INTO hard_state VALUES (0, 0, 0, 0)")
             conn.execute("INSERT OR IGNORE INTO applied VALUES (0, 0)")
             conn.execute("INSERT OR IGNORE INTO machine VALUES (0, 0)")
-            self._recover()
+            try:
+                self._recover()
+            except (TypeError, ValueError, AttributeError, OverflowError) as exc:
+                # Rows of the wrong type (a damaged or foreign database): never trusted.
+                raise CorruptRecordError(f"{self.path}: a stored row has the wrong type or "
+                                         f"value ({type(exc).__name__}: {exc})") from None
             conn.commit()
         except (sqlite3.Error, UnicodeDecodeError) as exc:
             # (sqlite3 cannot always decode the message of a damaged schema)
