@@ -237,6 +237,7 @@ def _replay(directory: str, segs: list, records: list):
         return _damage(directory, seg.name, off, reason)
 
     cur = -1
+    head_hs = None
     for k, off, rtype, index, term, payload in records:
         seg = segs[k]
         mi = mark.index if mark is not None else 0
@@ -250,6 +251,7 @@ def _replay(directory: str, segs: list, records: list):
                 raise bad(seg, 0, f"this segment was opened after index {seg.first - 1} but "
                                   f"the segments before it end at index {last}: records "
                                   f"are missing or a segment is out of place")
+            head_hs = hs if k else None     # its first HARD_STATE is a copy of this one
             if not k and seg.first - 1 > final:
                 raise bad(seg, 0, f"the oldest segment was opened after index "
                                   f"{seg.first - 1} but no snapshot mark covers the entries "
@@ -279,6 +281,12 @@ def _replay(directory: str, segs: list, records: list):
                 hs = decode_hard_state(payload)
             except CorruptRecordError as exc:
                 raise bad(seg, off, str(exc)) from None
+            if head_hs is not None:
+                if hs != head_hs:
+                    raise bad(seg, off, f"this segment opens with hard state {tuple(hs)} but "
+                                        f"the segments before it end with {tuple(head_hs)}: "
+                                        f"a segment is out of place")
+                head_hs = None
         elif rtype == SNAPSHOT:
             try:
                 meta, keep = decode_snapshot_mark(index, term, payload)
