@@ -343,12 +343,6 @@ def test_peer_frames(fuzz):
             out = codec.decode_peer(body, max_bytes)
         except RemoteProtocolError:
             return
-        except TypeError as exc:
-            # KNOWN BUG (test_peer_message_type_of_another_type_is_a_protocol_error below):
-            # remove this clause when it is fixed
-            assert "unhashable" in str(exc), exc
-            fuzz.count("peer/known-bug-unhashable-message-type")
-            return
         check_peer(out)
 
     fuzz.run("peer", batch)
@@ -461,7 +455,7 @@ def test_snapshot_streams(fuzz):
     fuzz.run("snapshot_stream", batch)
 
 
-# -- bugs found: regression tests, and xfails for the open ones --------------------------
+# -- bugs found by the fuzzers (all fixed): regression tests ------------------------------
 
 # Regression test (found by the fuzzers, fixed in e0e0028): more buffered bytes
 # than max_buffer_size escaped SnapshotDecoder.feed as msgpack.BufferFull.
@@ -490,12 +484,9 @@ def test_snapshot_with_a_value_over_64_mib_restores():
 
 
 
-@pytest.mark.xfail(strict=True, raises=TypeError,
-                   reason="decode_peer tests `mtype not in _MSG_TYPES` before checking that "
-                          "mtype is an int: a P_MSG whose type field is a list or a map raises "
-                          "TypeError (unhashable type) instead of RemoteProtocolError; on a "
-                          "live node it escapes data_received and the event loop logs a "
-                          "traceback for every such frame (found by the live fuzzer)")
+# Regression test (found by the fuzzers, fixed in a431e80): a P_MSG
+# whose type field was a list/map escaped decode_peer as TypeError (a traceback per frame
+# on a live node).
 def test_peer_message_type_of_another_type_is_a_protocol_error():
     body = codec.pack([codec.P_MSG, [], 0, 0, 0, 0, 0, [], 0, False, 0, 0, 0, None, False])
     with pytest.raises(RemoteProtocolError):
@@ -546,11 +537,6 @@ def test_every_field_of_every_frame_with_every_wrong_type(fuzz):
             check_peer(codec.decode_peer(body, MAX_BYTES))
         except RemoteProtocolError:
             pass
-        except TypeError as exc:
-            # KNOWN BUG (test_peer_message_type_of_another_type_is_a_protocol_error):
-            # remove this clause when it is fixed
-            assert "unhashable" in str(exc), exc
-            fuzz.count("swap/peer/known-bug-unhashable-message-type")
     for body in _every_swap(_SAMPLE_REQUESTS):
         fuzz.count("swap/request")
         try:

@@ -231,16 +231,6 @@ def _damage_wal(rnd: random.Random, sc: WalScenario, target: str) -> str:
     return "; ".join(what)
 
 
-def _known_hard_state_regression(sc: WalScenario, got, what: str) -> bool:
-    """Segment files were duplicated, swapped or renamed: replayed out of order (an older
-    hard state last, overwrites in the wrong order) — the open known bug."""
-    if any(w in what for w in ("duplicate", "swap", "rename")):
-        # segment files out of order: the header does not carry the sequence number and
-        # replay cannot tell (older hard states, overwrites replayed in the wrong order)
-        return True
-    return False
-
-
 def test_wal_damage(fuzz, tmp_path_factory):
     root = tmp_path_factory.mktemp("walfuzz")
     counter = [0]
@@ -265,16 +255,10 @@ def test_wal_damage(fuzz, tmp_path_factory):
                 got = _state(store.recovered())
             finally:
                 store.close()
-            if got not in sc.prefix_states and _known_hard_state_regression(sc, got, what):
-                # KNOWN BUG (test_wal_hard_state_never_goes_backwards below): a copied,
-                # swapped or renamed segment is replayed out of order. Remove this branch
-                # when it is fixed.
-                fuzz.count("wal/known-bug-segment-order")
-            else:
-                assert got in sc.prefix_states, (
-                    f"seed {seed}: after [{what}] WalStore.open recovered a state that is "
-                    f"no prefix of what was written: {got}")
-                fuzz.count("wal/recovered-prefix")
+            assert got in sc.prefix_states, (
+                f"seed {seed}: after [{what}] WalStore.open recovered a state that is "
+                f"no prefix of what was written: {got}")
+            fuzz.count("wal/recovered-prefix")
         shutil.rmtree(target, ignore_errors=True)
 
     fuzz.run("wal", batch)
@@ -545,12 +529,6 @@ def test_sqlite_damage(fuzz, tmp_path_factory):
                 s.close()
         except (StorageError, CorruptRecordError):
             fuzz.count("sqlite/refused")
-        except (TypeError, AttributeError) as exc:
-            # KNOWN BUG (test_sqlite_null_log_index_is_corruption and
-            # test_sqlite_mark_ids_of_another_type_are_corruption below): recovery trusts
-            # the column types of what it reads. Remove this clause when it is fixed.
-            assert "NoneType" in str(exc) or "has no attribute 'split'" in str(exc), exc
-            fuzz.count(f"sqlite/known-bug-{type(exc).__name__}")
         else:
             fuzz.count("sqlite/opened")
         for suffix in ("", "-wal", "-shm"):
@@ -585,12 +563,8 @@ def test_sqlite_undecodable_schema_name_is_storage_error(tmp_path):
         SqliteStore(path)
 
 
-@pytest.mark.xfail(strict=True, reason="WAL recovery takes the last HARD_STATE record as it "
-                   "is: a segment file that comes back out of order (an older segment copied "
-                   "or renamed to a later sequence number; the segment header does not carry "
-                   "its sequence) rolls the term back and forgets the vote — a Raft safety "
-                   "violation — instead of raising CorruptRecordError (the term never "
-                   "decreases, and within a term the vote never changes once cast)")
+# Regression test (found by the fuzzers, fixed in 6492d6e): an older
+# segment copied or renamed to a later sequence number rolled the hard state back.
 def test_wal_hard_state_never_goes_backwards(tmp_path):
     from fastraft.core import encode_records, encode_segment_header
     from fastraft.storage.wal import HARD_STATE, encode_hard_state
@@ -661,12 +635,8 @@ def test_config_node_id_beyond_u64_is_refused():
         parse_config(text)
 
 
-@pytest.mark.xfail(strict=True, raises=TypeError,
-                   reason="SqliteStore._recover trusts the column types: a damaged database "
-                          "(found by the fuzzer: random bytes overwritten in a valid one) or a "
-                          "foreign one whose log table yields COUNT(*) > 0 but MAX(idx) NULL "
-                          "crashes with TypeError ('NoneType' - 'int') instead of "
-                          "CorruptRecordError")
+# Regression test (found by the fuzzers, fixed in a431e80): a log table
+# with COUNT(*) > 0 and MAX(idx) NULL raised TypeError.
 def test_sqlite_null_log_index_is_corruption(tmp_path):
     path = str(tmp_path / "nul.db")
     c = sqlite3.connect(path)
@@ -678,12 +648,8 @@ def test_sqlite_null_log_index_is_corruption(tmp_path):
         SqliteStore(path)
 
 
-@pytest.mark.xfail(strict=True, raises=AttributeError,
-                   reason="SqliteStore._recover trusts the column types: a damaged database "
-                          "(found by the long fuzz run: bytes overwritten in a valid one) or a "
-                          "foreign one whose snapshot_mark.voters is an integer crashes with "
-                          "AttributeError ('int' object has no attribute 'split', in _ids) "
-                          "instead of CorruptRecordError")
+# Regression test (found by the fuzzers, fixed in a431e80): an integer
+# snapshot_mark.voters raised AttributeError.
 def test_sqlite_mark_ids_of_another_type_are_corruption(tmp_path):
     path = str(tmp_path / "mark.db")
     c = sqlite3.connect(path)
