@@ -558,7 +558,7 @@ class SqliteStore:
 
     def kv_get(self, key: bytes) -> bytes | None:
         rows = self._query("SELECT value FROM kv WHERE key = ?", (bytes(key),))
-        return bytes(rows[0][0]) if rows else None
+        return self._blob(rows[0][0], "value") if rows else None
 
     def kv_scan(self, prefix: bytes = b"", limit: int | None = None) -> list:
         """``(key, value)`` pairs of the keys starting with ``prefix``, in key (byte) order,
@@ -574,7 +574,14 @@ class SqliteStore:
             args.append(end)
         sql += " ORDER BY key LIMIT ?"
         args.append(-1 if limit is None else limit)
-        return [(bytes(k), bytes(v)) for k, v in self._query(sql, args)]
+        blob = self._blob
+        return [(blob(k, "key"), blob(v, "value")) for k, v in self._query(sql, args)]
+
+    def _blob(self, v, what: str) -> bytes:
+        """A kv cell as bytes; a cell of another type is damage (a damaged or foreign db)."""
+        if type(v) is bytes:
+            return v
+        raise CorruptRecordError(f"{self.path}: a kv {what} is {type(v).__name__}, not a blob")
 
     # -- copies and lifecycle ------------------------------------------------------------------
 

@@ -529,11 +529,6 @@ def test_sqlite_damage(fuzz, tmp_path_factory):
                 s.close()
         except (StorageError, CorruptRecordError):
             fuzz.count("sqlite/refused")
-        except TypeError as exc:
-            # KNOWN BUG (test_sqlite_kv_row_of_another_type_is_corruption below): kv_get /
-            # kv_scan trust the kv rows' types. Remove this clause when it is fixed.
-            assert "NoneType" in str(exc), exc
-            fuzz.count("sqlite/known-bug-kv-TypeError")
         else:
             fuzz.count("sqlite/opened")
         for suffix in ("", "-wal", "-shm"):
@@ -666,12 +661,6 @@ def test_sqlite_mark_ids_of_another_type_are_corruption(tmp_path):
         SqliteStore(path)
 
 
-@pytest.mark.xfail(strict=True, raises=TypeError,
-                   reason="kv_get / kv_scan convert the rows with bytes() unchecked: a damaged "
-                          "database (found by the long fuzz run) or a foreign one holding a kv "
-                          "row whose value is NULL raises TypeError (cannot convert 'NoneType' "
-                          "object to bytes) instead of CorruptRecordError/StorageError; open "
-                          "does not check the kv table")
 def test_sqlite_kv_row_of_another_type_is_corruption(tmp_path):
     path = str(tmp_path / "kv.db")
     c = sqlite3.connect(path)
