@@ -127,6 +127,13 @@ def _check_ints(what: str, *values) -> None:
             raise ValueError(f"{what}: {v} is outside 0 .. 2**63 - 1")
 
 
+def _stored_ints(what: str, row) -> None:
+    """Rows read back at recovery hold non-negative integers, or the database is damaged."""
+    if row is None or any(type(v) is not int or v < 0 for v in row):
+        raise CorruptRecordError(f"SQLite store: {what} holds {row!r}, not non-negative "
+                                 f"integers (a damaged database)")
+
+
 def _ids(text: str) -> frozenset:
     return frozenset(int(x) for x in text.split(",") if x)
 
@@ -188,6 +195,8 @@ class SqliteStore:
             conn.execute("INSERT OR IGNORE INTO machine VALUES (0, 0)")
             try:
                 self._recover()
+            except CorruptRecordError:
+                raise
             except (TypeError, ValueError, AttributeError, OverflowError) as exc:
                 # Rows of the wrong type (a damaged or foreign database): never trusted.
                 raise CorruptRecordError(f"{self.path}: a stored row has the wrong type or "
@@ -208,12 +217,14 @@ class SqliteStore:
     def _recover(self) -> None:
         conn = self._conn
         row = conn.execute("SELECT term, vote, commit_index FROM hard_state").fetchone()
+        _stored_ints("the hard state", row)
         self._hs = HardState(*row)
         row = conn.execute("SELECT idx, term, voters, outgoing FROM snapshot_mark").fetchone()
         if row is None:
             self._mark: SnapshotMeta | None = None
             self._base, self._base_term = 0, 0
         else:
+            _stored_ints("the snapshot mark", row[:2])
             self._mark = SnapshotMeta(row[0], row[1], _ids(row[2]), _ids(row[3]))
             self._base, self._base_term = row[0], row[1]
         # A restart keeps the log after the mark only.
@@ -234,7 +245,11 @@ class SqliteStore:
         self._last_term = (conn.execute("SELECT term FROM log WHERE idx = ?",
                                         (self._last,)).fetchone()[0]
                            if count else self._base_term)
-        self._applied = conn.execute("SELECT applied_index FROM applied").fetchone()[0]
+        row = conn.execute("SELECT applied_index FROM applied").fetchone()
+        _stored_ints("the applied index", row)
+        self._applied = row[0]
+        _stored_ints("the state machine's clock",
+                     conn.execute("SELECT clock FROM machine").fetchone())
 
     # -- guards and IO -------------------------------------------------------------------------
 
