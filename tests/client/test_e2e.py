@@ -168,7 +168,9 @@ def test_kill_leader_during_writes_applies_each_acknowledged_write_once(cluster_
                         put_ok.add(key)
 
             async def killer() -> None:
+                deadline = time.monotonic() + 30
                 while sum(acked) < 100:
+                    assert time.monotonic() < deadline, "no 100 increments before the kill"
                     await asyncio.sleep(0.005)
                 await asyncio.get_running_loop().run_in_executor(None, cl.kill, old)
                 kill_done.set()

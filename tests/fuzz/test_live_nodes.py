@@ -319,7 +319,9 @@ def test_live_nodes_survive_hostile_input(cluster_factory, wire, fuzz):
     for s in attack.hanging:
         s.close()
     acked_during_attack = len(writer.acked)
-    time.sleep(0.5)
+    # The writer keeps going after the attack: wait (deadline) for one more acknowledged write.
+    cl.wait_for(lambda: len(writer.acked) > acked_during_attack, 15,
+                "a write acknowledged after the attack")
     writer.stop.set()
     wt.join(15)
     if writer.conn is not None:

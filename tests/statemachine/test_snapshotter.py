@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import time
 
 import pytest
 
@@ -50,6 +51,14 @@ def children() -> set[int]:
     return out
 
 
+
+async def _until_running(timeout: float = 10.0) -> None:
+    """Yield to the loop until a snapshot has started (polled against a deadline)."""
+    deadline = time.monotonic() + timeout
+    while not snapshotter.snapshot_running():
+        assert time.monotonic() < deadline, "the snapshot never started"
+        await asyncio.sleep(0)
+
 @needs_fork
 def test_fork_snapshot_is_found_and_restores(smh, tmp_path):
     m = machine(smh)
@@ -74,7 +83,7 @@ def test_the_parent_goes_on_applying_while_the_child_writes(smh, tmp_path):
 
     async def main():
         task = asyncio.ensure_future(snapshotter.take_snapshot(m, store, at))
-        await asyncio.sleep(0)                  # the task has forked by now
+        await _until_running()                  # the task has forked by now
         assert snapshotter.snapshot_running()
         with pytest.raises(LocalProtocolError, match="already"):
             await snapshotter.take_snapshot(m, store, at)
@@ -113,7 +122,7 @@ def test_cancelled_snapshot_kills_and_reaps_the_child(smh, tmp_path):
 
     async def main():
         task = asyncio.ensure_future(snapshotter.take_snapshot(m, store, meta(m)))
-        await asyncio.sleep(0)
+        await _until_running()
         task.cancel()
         with pytest.raises(asyncio.CancelledError):
             await task
@@ -207,16 +216,21 @@ m.apply(1, codec.encode_command([codec.CMD_REGISTER, 1]))
 async def main():
     task = asyncio.ensure_future(take_snapshot(m, SnapshotStore(sys.argv[1]),
                                                SnapshotMeta(1, 1, frozenset({1}))))
-    await asyncio.sleep(0)
     me = str(os.getpid())
-    for pid in os.listdir("/proc"):
-        if pid.isdigit():
-            try:
-                with open(f"/proc/{pid}/stat") as f:
-                    if f.read().rsplit(")", 1)[1].split()[1] == me:
-                        print(pid, flush=True)
-            except OSError:
-                pass
+    deadline = time.monotonic() + 10
+    found = []
+    while not found and time.monotonic() < deadline:     # poll until the child exists
+        await asyncio.sleep(0.01)
+        for pid in os.listdir("/proc"):
+            if pid.isdigit():
+                try:
+                    with open(f"/proc/{pid}/stat") as f:
+                        if f.read().rsplit(")", 1)[1].split()[1] == me:
+                            found.append(pid)
+                except OSError:
+                    pass
+    for pid in found:
+        print(pid, flush=True)
     os.kill(os.getpid(), signal.SIGKILL)
 
 asyncio.run(main())
