@@ -13,8 +13,8 @@ How it stays exact:
   touched or removed (expiry, eviction), the clock and the applied index are written by one
   ``SqliteStore.apply_batch`` — one SAVEPOINT, durable with the node's next sync. A restart
   therefore replays nothing already applied.
-- Sessions stay in memory too (the table is small and hot) and are written row by row as they
-  change, each with its place in last-activity order (``ord``), so a restart rebuilds the very
+- Sessions stay in memory too (the table is small and hot; it reports the sessions it drops
+  in ``SessionTable.removed``) and are written row by row as they change, each with its place in last-activity order (``ord``), so a restart rebuilds the very
   same order (it decides evictions).
 - Snapshots for lagging followers are made from a consistent copy of the database (SQLite's
   backup API) and written in the stream format of ``KVStateMachine`` (the copy is loaded into
@@ -24,15 +24,12 @@ How it stays exact:
 
 from __future__ import annotations
 
-from itertools import islice
-
 from .. import codec
 from ..errors import CorruptRecordError, RemoteProtocolError
 from ..raft import SnapshotMeta
 from ..statemachine import KVStateMachine
 from ..statemachine.kv import KVStore
-from ..statemachine.sessions import (DEFAULT_MAX_SESSIONS, DEFAULT_SESSION_TIMEOUT_MS, Session,
-                                     SessionTable)
+from ..statemachine.sessions import DEFAULT_MAX_SESSIONS, DEFAULT_SESSION_TIMEOUT_MS, Session
 
 __all__ = ["SqliteStateMachine", "encode_session", "decode_session"]
 
@@ -62,30 +59,6 @@ def decode_session(sid: int, blob: bytes) -> Session:
             raise CorruptRecordError(f"session {sid}: malformed cached response")
         responses[seq] = (status, value)
     return Session(sid, v[0], v[1], responses)
-
-
-class _TrackedSessions(SessionTable):
-    """A SessionTable that records the sessions it drops (expiry, eviction)."""
-
-    __slots__ = ("removed",)
-
-    def __init__(self, *a, **kw) -> None:
-        super().__init__(*a, **kw)
-        self.removed: list = []
-
-    def _expire(self) -> None:
-        limit = self.clock - self.timeout_ms
-        for sid, s in self._sessions.items():       # least recently active first
-            if s.last_active >= limit:
-                break
-            self.removed.append(sid)
-        super()._expire()
-
-    def register(self, sid: int) -> Session:
-        extra = len(self._sessions) - self.max_sessions + 1
-        if extra > 0:
-            self.removed.extend(islice(self._sessions.keys(), extra))
-        return super().register(sid)
 
 
 class _SqliteKV:
@@ -134,7 +107,7 @@ class SqliteStateMachine(KVStateMachine):
         super().__init__(session_timeout_ms, max_sessions)
         self.store = store
         self._kv = _SqliteKV(store)
-        self._sessions = _TrackedSessions(session_timeout_ms, max_sessions)
+        self._sessions.removed = []
         self._touched: dict = {}
         self.applied_index = store.applied_index()
         rows = store.session_rows()

@@ -86,7 +86,7 @@ class SessionTable:
     """The sessions of one state machine and the clock that expires them."""
 
     __slots__ = ("timeout_ms", "max_sessions", "max_cached", "clock", "_sessions",
-                 "_expire_at")
+                 "_expire_at", "removed")
 
     def __init__(self, timeout_ms: int = DEFAULT_SESSION_TIMEOUT_MS,
                  max_sessions: int = DEFAULT_MAX_SESSIONS,
@@ -99,6 +99,9 @@ class SessionTable:
         self.clock = 0
         self._sessions: OrderedDict[int, Session] = OrderedDict()
         self._expire_at: float = _INFINITY
+        #: When a list, the ids of the sessions dropped (expired or evicted) are appended to
+        #: it: a persistent copy of the table (the SQLite backend) deletes their rows.
+        self.removed: list | None = None
 
     # -- time --------------------------------------------------------------------------------
 
@@ -119,6 +122,8 @@ class SessionTable:
                 self._expire_at = s.last_active + self.timeout_ms
                 return
             del sessions[sid]
+            if self.removed is not None:
+                self.removed.append(sid)
         self._expire_at = _INFINITY
 
     def _touch(self, s: Session) -> None:
@@ -133,7 +138,9 @@ class SessionTable:
         sessions = self._sessions
         assert sid not in sessions, f"session {sid} registered twice"
         while len(sessions) >= self.max_sessions:
-            sessions.popitem(last=False)
+            gone, _s = sessions.popitem(last=False)
+            if self.removed is not None:
+                self.removed.append(gone)
         s = Session(sid, self.clock)
         sessions[sid] = s
         if self._expire_at == _INFINITY:
