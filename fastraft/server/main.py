@@ -9,12 +9,11 @@ The only place that chooses uvloop. Exit codes: 0 after a clean stop (SIGTERM/SI
 from __future__ import annotations
 
 import asyncio
-import errno
-import fcntl
 import logging
 import os
 import signal
 
+from ..datadir import lock_data_dir
 from ..errors import ConfigError
 from .logs import setup_logging
 from .node import FatalError, Node
@@ -35,22 +34,6 @@ def pick_loop(choice: str = "auto"):
         else:
             return uvloop.new_event_loop, "uvloop"
     return asyncio.new_event_loop, "asyncio"
-
-
-def _lock(node_dir: str) -> int:
-    os.makedirs(node_dir, exist_ok=True)
-    fd = os.open(os.path.join(node_dir, "LOCK"), os.O_RDWR | os.O_CREAT, 0o644)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except OSError as exc:
-        os.close(fd)
-        if exc.errno in (errno.EWOULDBLOCK, errno.EAGAIN):
-            raise ConfigError(f"data directory {node_dir} is in use by another fastraft "
-                              f"node (locked)") from None
-        raise
-    os.ftruncate(fd, 0)
-    os.write(fd, f"{os.getpid()}\n".encode())
-    return fd
 
 
 async def _serve(node: Node) -> int:
@@ -78,7 +61,7 @@ def run_node(cfg, node_id: int, *, loop: str = "auto", log_json: bool = False,
     node_dir = cfg.node_dir(node_id)
     factory, loop_name = pick_loop(loop)
     try:
-        lock_fd = _lock(node_dir)
+        lock_fd = lock_data_dir(node_dir)
     except ConfigError as exc:
         log.error("%s", exc)
         return 2
