@@ -2,7 +2,7 @@
 
 FASTRAFT_NO_EXTENSIONS=1 skips the extension entirely (the pure-Python twin
 fastraft/_core_py.py is then the only core). Otherwise a compiler failure only warns and the
-install runs on the twin (Extension(optional=True), as DESIGN.md asks), unless
+install runs on the twin (Extension(optional=True): the package works without it), unless
 FASTRAFT_REQUIRE_EXTENSIONS=1 makes it fatal (CI sets it). tests/unit/test_implementation.py
 also fails when an installed build silently fell back to the twin.
 """

@@ -30,9 +30,10 @@ never taken for an integer, every number has a range, node ids are unique and ev
 ``parse_config`` reads back to an equal ``Config`` (the launcher and the integration harness
 write their clusters this way).
 
-Time: the engine counts ticks (DESIGN.md); ``Tuning`` holds milliseconds for people and turns
-them into ticks (``heartbeat_tick``, ``election_tick``, rounded down) for the engine, which
-randomizes each election timeout in ``[election_tick, 2 * election_tick)``.
+Time: the engine counts ticks (docs/architecture.md, "Time and determinism"); ``Tuning``
+holds milliseconds for people and turns them into ticks (``heartbeat_tick``,
+``election_tick``, rounded down) for the engine, which randomizes each election timeout in
+``[election_tick, 2 * election_tick)``.
 """
 
 from __future__ import annotations

@@ -5,7 +5,7 @@ Place in the architecture: inside ``fastraft.statemachine``, beside ``kv.py``, u
 machine derives from the leader timestamps written into the log, so every node expires the same
 sessions at the same log index.
 
-Rules (DESIGN.md, "Consensus rules"):
+Rules (Raft thesis §6.3; docs/architecture.md, "Client sessions"):
 
 - A session is created by a REGISTER entry; its id is that entry's log index.
 - Each session keeps ``last_active`` (the clock when it was last heard from), ``floor`` (the

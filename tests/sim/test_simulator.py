@@ -24,7 +24,8 @@ def _failures(summary):
 
 
 def test_two_thousand_seeded_scenarios_are_safe_and_live():
-    """DESIGN.md: thousands of seeded scenarios per CI run; 3, 5 and 7 nodes, every fault."""
+    """Thousands of seeded scenarios per CI run; 3, 5 and 7 nodes, every fault
+    (docs/architecture.md, "How it is tested")."""
     summary = run_seeds(range(1, 2001), [3, 5, 7], 300, FAULT_KINDS, workers=WORKERS)
     assert summary["runs"] == 2000
     assert summary["safety_violations"] == 0 and summary["liveness_failures"] == 0, \

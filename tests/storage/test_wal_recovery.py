@@ -1,7 +1,8 @@
 """WAL recovery from damaged files: torn tails are cut, everything else stops with file and
 offset, and ``repair`` (the explicit operator action) makes the directory open again.
 
-Specification: the module docstring of fastraft/storage/wal.py and DESIGN.md "Storage rules".
+Specification: the module docstring of fastraft/storage/wal.py and docs/architecture.md,
+"Storage rules".
 """
 
 from __future__ import annotations

@@ -1,5 +1,5 @@
-"""Tests of the engine's rules beyond the core paper (DESIGN.md, "Consensus rules that are not
-optional"): pre-vote, check-quorum, the leader lease on votes, fast backtracking with conflict
+"""Tests of the engine's rules beyond the core paper (docs/architecture.md, "Consensus rules"):
+pre-vote, check-quorum, the leader lease on votes, fast backtracking with conflict
 hints, pipelining bounded by inflight entries and bytes, snapshots for followers behind the
 compacted log, ReadIndex batching, leadership transfer, NotLeader/Busy, and the Ready/advance
 durability contract (durable before send; the leader counts its own entries once advanced).
@@ -397,7 +397,7 @@ def test_report_unreachable_moves_replicate_to_probe(rh):
     assert pr.state == PROBE and pr.next == pr.match + 1
 
 
-# -- snapshots (thesis §5; DESIGN: chunks streamed by the runtime) ----------------------------
+# -- snapshots (thesis §5; chunks streamed by the runtime: docs/architecture.md) --------------
 
 
 def behind_compaction(rh, **kw):
