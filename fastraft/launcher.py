@@ -2,26 +2,45 @@
 
 Place in the architecture: the top layer, beside ``cli.py`` (which adds this subcommand with
 ``add_cluster_parser`` and calls ``run_cluster``). It reads the configuration
-(``fastraft.config``) and manages child processes; it never imports the server, the engine or
-the stores — each node is a separate ``python -m fastraft node`` process, exactly what a user
-would start by hand, so the launcher cannot hide a bug that only real processes show.
+(``fastraft.config``), checks the data directory locks (``fastraft.datadir``) and manages
+child processes; it never imports the server, the engine or the stores — each node is a
+separate ``python -P -m fastraft node`` process, exactly what a user would start by hand, so
+the launcher cannot hide a bug that only real processes show.
 
 What it does:
 
-1. Creates ``--data-dir`` (default ``./fastraft-data``). Without ``--config`` it writes the
-   built-in local cluster of ``--size`` nodes to ``DIR/cluster.toml`` (``render_config``) and
-   hands that file to every node, so nodes and launcher agree on one configuration.
-2. Starts ``[sys.executable, "-m", "fastraft", "node", "--id", N, "--config", CFG,
-   "--data-dir", DIR]`` (plus ``--storage`` when given) per node, each in its own process
-   group so a terminal's Ctrl-C reaches only the launcher, which then stops the nodes in
-   order. On Linux a node also receives SIGTERM if the launcher dies without cleaning up.
-3. Copies every node's output (stdout and stderr) to its own stderr, one line at a time,
-   prefixed ``[node N]``; its stdout carries only the summary: the client endpoints and a
-   command to paste.
-4. On SIGINT or SIGTERM it sends SIGTERM to every node, waits up to 10 s in all, SIGKILLs any
+1. Finds the configuration. With ``--config FILE`` that file is used. Otherwise the cluster
+   lives in ``--data-dir`` (default ``./fastraft-data``) as ``DIR/cluster.toml``: an existing
+   file is kept and used as is (the user may have edited it: ports, tuning, name, nodes), and
+   its ``data_dir`` key is not used (the nodes keep their data in DIR, next to the file; a
+   note on stderr says so when the key names another directory). ``--size N`` with an
+   existing file of another number of nodes is refused (exit 2, one line naming the file,
+   what it says, what the option says and how to resolve it: edit the file, or remove it to
+   regenerate). Without a file, the built-in local cluster of ``--size`` nodes (default 3) is
+   written there (``render_config``). Every node gets the same file, so nodes and launcher
+   agree on one configuration. An invalid file is a ConfigError naming it (exit 2).
+2. Before anything is started, written or printed, checks every node's data directory lock
+   (``DIR/N/LOCK``, see ``fastraft.datadir``): when another process holds one (a running
+   cluster or node on the same directory) it exits 2 with one line naming the locked
+   directories and the pids holding them. This is a check, not a reservation: each node
+   takes its own lock, and one that loses a race for it exits 2 like any failed node.
+3. Starts ``[sys.executable, "-P", "-m", "fastraft", "node", "--id", N, "--config", CFG,
+   "--data-dir", DIR]`` (plus ``--storage`` when given) per node. ``-P`` keeps the current
+   directory off the node's ``sys.path``: run from a source checkout, the nodes import the
+   installed package (with its compiled core), not the checkout's sources, so fastraft must
+   be installed (``pip install .``). ``-I`` would also drop PYTHONPATH and the user site
+   directory, which some installs need (``pip install --user``). Each node runs in
+   its own process group so a terminal's Ctrl-C reaches only the launcher, which then stops
+   the nodes in order. On Linux a node also receives SIGTERM if the launcher dies without
+   cleaning up.
+4. Copies every node's output (stdout and stderr) to its own stderr, one line at a time,
+   prefixed ``[node N]``; its stdout carries only the summary: the configuration file and
+   whether it was kept, written or given, the client endpoints and a command to paste.
+5. On SIGINT or SIGTERM it sends SIGTERM to every node, waits up to 10 s in all, SIGKILLs any
    that are left (a second Ctrl-C does that at once), and exits 0 when every node exited
-   with status 0, 1 otherwise (2 for a usage or configuration error). A node that exits on its
-   own is reported (id, exit code) and the others keep running until all have exited.
+   with status 0, 1 otherwise (2 for a usage, configuration or start-up error found before
+   any node started). A node that exits on its own is reported (id, exit code) and the
+   others keep running until all have exited.
 
 For tests only: ``FASTRAFT_LAUNCHER_NODE_CMD`` replaces the node command with a JSON list of
 strings in which ``{id}``, ``{config}``, ``{data_dir}`` and ``{storage}`` are substituted, and
@@ -31,6 +50,7 @@ strings in which ``{id}``, ``{config}``, ``{data_dir}`` and ``{storage}`` are su
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import signal
@@ -48,6 +68,7 @@ from .config import (
     load_config,
     render_config,
 )
+from .datadir import lock_holder
 from .errors import ConfigError
 
 __all__ = ["add_cluster_parser", "run_cluster", "node_command", "main", "STOP_GRACE_S"]
@@ -68,7 +89,8 @@ def add_cluster_parser(subparsers) -> argparse.ArgumentParser:
                     "cleanly on Ctrl-C. Without --config, the built-in local cluster of "
                     "--size nodes is used (node N: clients on 127.0.0.1:7000+N, peers on "
                     "127.0.0.1:7100+N, so 7001 and 7101 for node 1) and written to "
-                    "DATA_DIR/cluster.toml.")
+                    "DATA_DIR/cluster.toml; an existing DATA_DIR/cluster.toml is kept and "
+                    "used as is (edit it to change the cluster, remove it to regenerate).")
     _add_arguments(p)
     return p
 
@@ -95,7 +117,8 @@ def node_command(node_id: int, config_path: str, data_dir: str,
         subst = {"id": str(node_id), "config": config_path, "data_dir": data_dir,
                  "storage": storage or ""}
         return [part.format(**subst) for part in json.loads(template)]
-    argv = [sys.executable, "-m", "fastraft", "node", "--id", str(node_id),
+    # -P: never the current directory's fastraft (a source checkout has no compiled core).
+    argv = [sys.executable, "-P", "-m", "fastraft", "node", "--id", str(node_id),
             "--config", config_path, "--data-dir", data_dir]
     if storage:
         argv += ["--storage", storage]
@@ -171,26 +194,73 @@ def _pump(child: _Child, lock: threading.Lock) -> None:
     stream.close()
 
 
-def _load(args) -> tuple[Config, str, str]:
-    """``(config, config_path, data_dir)`` for the arguments; writes the default config."""
+#: How the summary describes the configuration file, by where it came from.
+_ORIGINS = {
+    "given": "given with --config",
+    "kept": "kept: the existing file, used as is; remove it to regenerate",
+    "written": "written: the built-in local cluster; edit it to change the cluster",
+}
+
+
+def _load(args) -> tuple[Config, str, str, str, str | None]:
+    """``(config, config_path, data_dir, origin, text_to_write)`` for the arguments, where
+    origin is "given", "kept" or "written" (then ``text_to_write`` is the file's text; it is
+    written only once nothing stands in the way of the start). Raises ConfigError."""
     if args.config is not None:
         cfg = load_config(args.config)
         data_dir = args.data_dir if args.data_dir is not None else cfg.data_dir
-        os.makedirs(data_dir, exist_ok=True)
-        return cfg, args.config, data_dir
+        return cfg, args.config, data_dir, "given", None
+    if args.size is not None and not 1 <= args.size <= MAX_DEFAULT_SIZE:
+        raise ConfigError(f"--size takes 1 to {MAX_DEFAULT_SIZE} nodes, got {args.size}")
     data_dir = args.data_dir if args.data_dir is not None else DEFAULT_DATA_DIR
-    cfg = default_config(3 if args.size is None else args.size, data_dir=data_dir)
-    os.makedirs(data_dir, exist_ok=True)
     path = os.path.join(data_dir, "cluster.toml")
-    _write_atomically(path, render_config(cfg))
-    return cfg, path, data_dir
+    if os.path.lexists(path):
+        cfg = load_config(path)
+        if args.size is not None and args.size != len(cfg.nodes):
+            raise ConfigError(
+                f"{path} describes {len(cfg.nodes)} node(s) but --size asks for {args.size}: "
+                f"edit {path}, or remove it to have --size {args.size} write a new one (or "
+                f"leave out --size to use it as is)")
+        return cfg, path, data_dir, "kept", None
+    cfg = default_config(3 if args.size is None else args.size, data_dir=data_dir)
+    return cfg, path, data_dir, "written", render_config(cfg)
+
+
+def _check_locks(cfg: Config, data_dir: str) -> None:
+    """ConfigError naming every node directory whose lock another process holds."""
+    in_dir = dataclasses.replace(cfg, data_dir=data_dir)  # as the node computes it
+    held = []
+    for spec in cfg.nodes:
+        node_dir = in_dir.node_dir(spec.id)
+        pid = lock_holder(node_dir)
+        if pid is not None:
+            held.append(f"{node_dir} (pid {pid if pid else 'unknown'})")
+    if held:
+        raise ConfigError(
+            f"data directory in use: {', '.join(held)} locked by another fastraft process; "
+            f"stop it first, or use another --data-dir; nothing was started")
+
+
+def _prepare(args) -> tuple[Config, str, str, str]:
+    """Everything before the first node starts: the configuration, the lock check, then the
+    data directory and the default file. ``(config, config_path, data_dir, origin)``."""
+    cfg, config_path, data_dir, origin, text = _load(args)
+    _check_locks(cfg, data_dir)
+    if origin == "kept" and os.path.realpath(cfg.data_dir) != os.path.realpath(data_dir):
+        _err(f"note: {config_path} sets data_dir = {cfg.data_dir!r}; the nodes keep their "
+             f"data in {data_dir}, where the file is (use --config {config_path} to follow "
+             f"its data_dir)")
+    os.makedirs(data_dir, exist_ok=True)
+    if text is not None:
+        _write_atomically(config_path, text)
+    return cfg, config_path, data_dir, origin
 
 
 def run_cluster(args) -> int:
     """Run the cluster described by ``args`` (from ``add_cluster_parser``) until a signal
     stops it or every node has exited; returns the exit status."""
     try:
-        cfg, config_path, data_dir = _load(args)
+        cfg, config_path, data_dir, origin = _prepare(args)
     except ConfigError as e:
         _err(str(e))
         return 2
@@ -230,7 +300,7 @@ def run_cluster(args) -> int:
             child.reader = threading.Thread(target=_pump, args=(child, lock),
                                             name=f"node-{child.id}-output", daemon=True)
             child.reader.start()
-        _print_summary(cfg, config_path, data_dir, children)
+        _print_summary(cfg, config_path, origin, data_dir, children)
 
         while not signals_seen:
             for child in children:
@@ -302,11 +372,12 @@ def _join_readers(children: list[_Child]) -> None:
             child.reader.join(timeout=2.0)
 
 
-def _print_summary(cfg: Config, config_path: str, data_dir: str,
+def _print_summary(cfg: Config, config_path: str, origin: str, data_dir: str,
                    children: list[_Child]) -> None:
     endpoints = ",".join(cfg.client_endpoints())
     lines = [f"fastraft cluster {cfg.cluster_name!r}: {len(cfg.nodes)} node(s), "
-             f"data in {data_dir}, config {config_path}"]
+             f"data in {data_dir}",
+             f"config {config_path} ({_ORIGINS[origin]})"]
     for spec, child in zip(cfg.nodes, children):
         lines.append(f"  node {spec.id}  client {spec.client_addr}  peer {spec.raft_addr}  "
                      f"pid {child.proc.pid}")

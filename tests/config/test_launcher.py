@@ -20,6 +20,7 @@ from pathlib import Path
 import pytest
 
 from fastraft import launcher
+from fastraft.datadir import lock_data_dir
 from fastraft.config import default_config, load_config, parse_config, render_config
 
 FAKE_NODE = r'''
@@ -144,9 +145,34 @@ def run(tmp_path):
 def test_node_command_is_the_contract(monkeypatch):
     monkeypatch.delenv("FASTRAFT_LAUNCHER_NODE_CMD", raising=False)
     assert launcher.node_command(2, "c.toml", "d") == [
-        sys.executable, "-m", "fastraft", "node", "--id", "2", "--config", "c.toml",
+        sys.executable, "-P", "-m", "fastraft", "node", "--id", "2", "--config", "c.toml",
         "--data-dir", "d"]
     assert launcher.node_command(1, "c.toml", "d", "sqlite")[-2:] == ["--storage", "sqlite"]
+
+
+def test_node_command_never_imports_a_fastraft_from_the_cwd(monkeypatch, tmp_path):
+    """Run from a source checkout (no compiled core there), a node must still import the
+    installed package: the interpreter and flags of node_command() must keep the current
+    directory off sys.path, both for ``-c`` code and for ``-m fastraft``."""
+    monkeypatch.delenv("FASTRAFT_LAUNCHER_NODE_CMD", raising=False)
+    import fastraft
+
+    shadow = tmp_path / "fastraft"
+    shadow.mkdir()
+    (shadow / "__init__.py").write_text("SHADOW = True\n__version__ = 'shadow'\n")
+    (shadow / "__main__.py").write_text("print('shadow fastraft'); raise SystemExit(99)\n")
+    argv = launcher.node_command(1, "c.toml", "d")
+    interpreter = argv[:argv.index("-m")]
+    probe = subprocess.run(
+        [*interpreter, "-c", "import fastraft; print(fastraft.__file__)"],
+        cwd=tmp_path, capture_output=True, text=True, timeout=60)
+    assert probe.returncode == 0, probe.stderr
+    assert os.path.samefile(probe.stdout.strip(), fastraft.__file__)
+    module = argv[:argv.index("fastraft") + 1]  # [python, flags..., "-m", "fastraft"]
+    info = subprocess.run([*module, "info", "--json"], cwd=tmp_path, capture_output=True,
+                          text=True, timeout=60)
+    assert info.returncode == 0, (info.stdout, info.stderr)
+    assert json.loads(info.stdout)["version"] == fastraft.__version__
 
 
 def test_parser_options():
@@ -272,3 +298,119 @@ def test_nodes_follow_a_killed_launcher(run):
     r.kill()  # SIGKILL: no chance to clean up
     wait_for(lambda: not any(alive(k["pid"]) for k in kids.values()), 10,
              "the nodes to get SIGTERM when the launcher dies")
+
+
+def started(r: Run) -> list[Path]:
+    """The stand-ins this run's launcher started (their pid files)."""
+    return list(r.pids_dir.glob("*.json"))
+
+
+def stop(r: Run) -> tuple[int, str, str]:
+    """SIGINT the launcher, wait for it, and forget its stand-ins (the next run counts anew)."""
+    r.proc.send_signal(signal.SIGINT)
+    result = r.finish()
+    for f in started(r):
+        f.unlink()
+    return result
+
+
+def test_a_fresh_data_dir_gets_the_file_written(run, tmp_path):
+    r = run(["--size", "2", "--data-dir", "data"])
+    r.children(2)
+    code, out, err = stop(r)
+    assert code == 0, err
+    path = os.path.join("data", "cluster.toml")
+    assert load_config(tmp_path / path) == default_config(2, data_dir="data")
+    assert f"config {path} (written: the built-in local cluster" in out
+
+
+def test_an_existing_file_is_kept_with_its_edits_across_restarts(run, tmp_path):
+    r = run(["--size", "2", "--data-dir", "data"])
+    r.children(2)
+    assert stop(r)[0] == 0
+    cfg_path = tmp_path / "data" / "cluster.toml"
+    text = cfg_path.read_text()
+    assert 'name = "fastraft-local"' in text and '"127.0.0.1:7002"' in text
+    edited = (text.replace('name = "fastraft-local"', 'name = "my-edited-cluster"')
+              .replace('"127.0.0.1:7002"', '"127.0.0.1:7202"')
+              + "# my own notes\n")
+    cfg_path.write_text(edited)
+    path = os.path.join("data", "cluster.toml")
+    for args in (["--data-dir", "data"],                 # without --size: used as is
+                 ["--size", "2", "--data-dir", "data"]):  # a --size that agrees with it
+        r = run(args)
+        kids = r.children(2)
+        assert kids[2]["argv"] == ["2", path, "data", ""]
+        code, out, err = stop(r)
+        assert code == 0, err
+        assert cfg_path.read_text() == edited  # byte for byte: nothing rewritten
+        assert "fastraft cluster 'my-edited-cluster': 2 node(s)" in out
+        assert "node 2  client 127.0.0.1:7202" in out
+        assert f"config {path} (kept: the existing file, used as is" in out
+        assert "note:" not in err
+
+
+def test_a_kept_file_naming_another_data_dir_gets_a_note(run, tmp_path):
+    (tmp_path / "data").mkdir()
+    cfg_path = tmp_path / "data" / "cluster.toml"
+    cfg_path.write_text(render_config(default_config(2, data_dir="elsewhere")))
+    r = run(["--data-dir", "data"])
+    kids = r.children(2)
+    assert kids[1]["argv"] == ["1", os.path.join("data", "cluster.toml"), "data", ""]
+    code, out, err = stop(r)
+    assert code == 0, err
+    assert "note: " in err and "'elsewhere'" in err
+    assert not (tmp_path / "elsewhere").exists()
+
+
+def test_a_size_that_contradicts_the_file_is_refused(run, tmp_path):
+    r = run(["--size", "3", "--data-dir", "data"])
+    r.children(3)
+    assert stop(r)[0] == 0
+    cfg_path = tmp_path / "data" / "cluster.toml"
+    text = cfg_path.read_text()
+    r = run(["--size", "5", "--data-dir", "data"])
+    code, out, err = r.finish()
+    assert code == 2
+    path = os.path.join("data", "cluster.toml")
+    assert err.count("\n") == 1 and err.startswith(f"fastraft cluster: {path} ")
+    assert "3 node(s)" in err and "--size asks for 5" in err
+    assert "edit" in err and "remove it" in err
+    assert out == "" and started(r) == []
+    assert cfg_path.read_text() == text
+
+
+def test_an_invalid_existing_file_is_a_config_error(run, tmp_path):
+    (tmp_path / "data").mkdir()
+    cfg_path = tmp_path / "data" / "cluster.toml"
+    cfg_path.write_text('[cluster]\nname = "x"\n[[node]]\nid = 1\nraft = "h:1"\n')
+    r = run(["--data-dir", "data"])
+    code, out, err = r.finish()
+    assert code == 2
+    assert err.startswith(f"fastraft cluster: {os.path.join('data', 'cluster.toml')}: ")
+    assert err.count("\n") == 1
+    assert out == "" and started(r) == []
+    assert cfg_path.read_text().endswith('raft = "h:1"\n')  # not replaced
+
+
+def test_a_locked_data_dir_is_refused_before_anything_starts(run, tmp_path):
+    fds = [lock_data_dir(str(tmp_path / "data" / "2")),
+           lock_data_dir(str(tmp_path / "data" / "3"))]
+    try:
+        r = run(["--size", "3", "--data-dir", "data"])
+        code, out, err = r.finish()
+    finally:
+        for fd in fds:
+            os.close(fd)
+    assert code == 2
+    assert err.count("\n") == 1 and err.startswith("fastraft cluster: ")
+    pid = os.getpid()
+    assert f"{os.path.join('data', '2')} (pid {pid})" in err
+    assert f"{os.path.join('data', '3')} (pid {pid})" in err
+    assert os.path.join("data", "1") not in err
+    assert out == ""  # no banner
+    assert started(r) == []
+    assert not (tmp_path / "data" / "cluster.toml").exists()  # nothing written either
+    r = run(["--size", "3", "--data-dir", "data"])  # the lock released: it starts
+    r.children(3)
+    assert stop(r)[0] == 0

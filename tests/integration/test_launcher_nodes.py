@@ -3,14 +3,25 @@
 Place in the architecture: an integration test of the launcher over real ``fastraft node``
 processes (the stand-in node tests are in tests/config/test_launcher.py). The cluster runs on
 free ports from a config file, so it never collides with a local cluster on 7001-7003.
+One test runs the ``fastraft`` console script from a copy of the package's pure-Python sources
+(a source checkout without the compiled core, as the README's quickstart has the user in)
+and checks that every node runs the core the installed package reports.
 """
 
 from __future__ import annotations
 
+import json
+import os
+import re
+import shutil
 import signal
 import subprocess
 import sys
+from pathlib import Path
 
+import pytest
+
+import fastraft
 from fastraft.config import Config, NodeSpec, Tuning, render_config
 
 
@@ -54,6 +65,71 @@ def test_launcher_runs_real_nodes_and_stops_them_cleanly(tmp_path, harness, wire
             assert f"node {i} stopped (exit code 0)" in err
             assert f"[node {i}] " in err
         assert (tmp_path / "d" / "1").is_dir()
+    finally:
+        if proc.poll() is None:
+            proc.kill()  # the nodes follow (SIGTERM on the launcher's death, Linux)
+            proc.wait()
+
+
+def test_cluster_from_a_source_checkout_runs_the_installed_core(tmp_path, harness, wire):
+    script = Path(sys.executable).with_name("fastraft")  # the console script of this install
+    if not script.exists():
+        pytest.skip("no fastraft console script beside the interpreter")
+    neutral = tmp_path / "neutral"
+    neutral.mkdir()
+    info = subprocess.run([str(script), "info", "--json"], cwd=neutral, capture_output=True,
+                          text=True, timeout=60)
+    assert info.returncode == 0, info.stderr
+    installed = json.loads(info.stdout)
+    # The "checkout": the package's sources without any compiled module. Its _core.py
+    # stand-in fails to import, as a missing extension does: without it, an editable
+    # install's import hook would find the source tree's compiled _core for the copy too.
+    # Its version is marked, so a node running it is told apart whatever the cores.
+    checkout = tmp_path / "checkout"
+    shadow = checkout / "fastraft"
+    shutil.copytree(Path(fastraft.__file__).parent, shadow,
+                    ignore=shutil.ignore_patterns("*.so", "*.pyd", "__pycache__"))
+    (shadow / "_core.py").write_text("raise ImportError('no compiled core in a checkout')\n")
+    init = (shadow / "__init__.py").read_text()
+    marked = re.sub(r"(?m)^__version__ = .*$", "__version__ = '0+checkout'", init)
+    assert marked != init
+    (shadow / "__init__.py").write_text(marked)
+    probe = subprocess.run([sys.executable, "-c", "import fastraft, fastraft.core as c; "
+                            "print(c.IMPLEMENTATION, fastraft.__version__)"],
+                           cwd=checkout, capture_output=True, text=True, timeout=60)
+    assert probe.stdout.split() == ["python", "0+checkout"], probe  # what nodes must not run
+
+    specs = tuple(NodeSpec(i, ("127.0.0.1", harness.free_port()),
+                           ("127.0.0.1", harness.free_port())) for i in (1, 2, 3))
+    cfg = Config(f"checkout-{tmp_path.name}", specs, Tuning(), data_dir=str(tmp_path / "d"))
+    path = tmp_path / "cluster.toml"
+    path.write_text(render_config(cfg))
+    env = {k: v for k, v in os.environ.items()
+           if k not in ("PYTHONPATH", "PYTHONSAFEPATH", "FASTRAFT_LAUNCHER_NODE_CMD")}
+    out_path, err_path = tmp_path / "out", tmp_path / "err"
+    with open(out_path, "wb") as out, open(err_path, "wb") as err:
+        proc = subprocess.Popen([str(script), "cluster", "--config", str(path)],
+                                stdout=out, stderr=err, cwd=checkout, env=env)
+    try:
+        def report():
+            return f"launcher stdout:\n{out_path.read_text()}\nstderr:\n{err_path.read_text()}"
+
+        def statuses():
+            found = {}
+            for spec in specs:
+                with wire.WireClient(spec.client_addr, 1.0) as c:
+                    status = wire.parse_status(c.status().values)
+                found[spec.id] = {"core": status["core"], "version": status["version"]}
+            return found
+
+        found = harness.wait_for(statuses, 30, "every launched node to answer status",
+                                 report)
+        expected = {"core": installed["core"], "version": installed["version"]}
+        assert found == {1: expected, 2: expected, 3: expected}, report()
+        for i in (1, 2, 3):
+            assert f"[node {i}] " in err_path.read_text()
+        proc.send_signal(signal.SIGINT)
+        assert proc.wait(30) == 0, report()
     finally:
         if proc.poll() is None:
             proc.kill()  # the nodes follow (SIGTERM on the launcher's death, Linux)
