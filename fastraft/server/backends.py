@@ -17,6 +17,11 @@ node's Ready cycle is the same for both; what differs is kept here:
   backend's, so nodes of either kind can feed each other.
 
 Both produce snapshot files through the same ``SnapshotStore`` in ``<data>/snap``.
+
+A data directory belongs to the backend that first opened it (``fastraft.datadir``'s BACKEND
+marker, checked by ``main`` before a backend opens anything); ``backends_present`` tells which
+backends' files a directory from before the marker holds. Every directory a backend creates is
+created durably (each new name's parent fsynced).
 """
 
 from __future__ import annotations
@@ -26,20 +31,43 @@ import logging
 import os
 import time
 
+from ..datadir import makedirs_durable
 from ..errors import CorruptRecordError, StorageError
 from ..raft import RaftLog, Snapshot, SnapshotMeta, initial_snapshot
 from ..statemachine import KVStateMachine
 from ..statemachine.snapshotter import fork_available, take_snapshot, take_snapshot_sync
 from ..storage.snapshot import SnapshotStore, read_meta
-from ..storage.wal import WalStore
+from ..storage.wal import WalStore, parse_segment_name
 
-__all__ = ["WalBackend", "SqliteBackend", "open_backend", "RecoveryError"]
+__all__ = ["WalBackend", "SqliteBackend", "open_backend", "backends_present", "RecoveryError",
+           "WAL_DIR", "SQLITE_FILE"]
+
+#: The WAL backend's segments are in ``<data>/wal``; the SQLite backend's database is
+#: ``<data>/fastraft.db``.
+WAL_DIR = "wal"
+SQLITE_FILE = "fastraft.db"
 
 log = logging.getLogger("fastraft.node")
 
 
 class RecoveryError(Exception):
     """The data directory cannot be recovered; the message tells the operator what to do."""
+
+
+def backends_present(data_dir: str) -> set[str]:
+    """The backends whose data ``data_dir`` holds: ``"wal"`` for WAL segment files in
+    ``wal/``, ``"sqlite"`` for the database file (what a directory from before the BACKEND
+    marker is recognised by)."""
+    found = set()
+    try:
+        names = os.listdir(os.path.join(data_dir, WAL_DIR))
+    except (FileNotFoundError, NotADirectoryError):
+        names = []
+    if any(parse_segment_name(n) is not None for n in names):
+        found.add("wal")
+    if os.path.lexists(os.path.join(data_dir, SQLITE_FILE)):
+        found.add("sqlite")
+    return found
 
 
 def open_backend(kind: str, data_dir: str, voters: frozenset, tuning):
@@ -55,8 +83,8 @@ class WalBackend:
         self.data_dir = data_dir
         self.voters = voters
         self.tuning = tuning
-        os.makedirs(data_dir, exist_ok=True)
-        self.wal_dir = os.path.join(data_dir, "wal")
+        makedirs_durable(data_dir)
+        self.wal_dir = os.path.join(data_dir, WAL_DIR)
         self.store = WalStore.open(self.wal_dir, segment_size=tuning.segment_size)
         self.snaps = SnapshotStore(os.path.join(data_dir, "snap"))
         self.machine = None
@@ -159,8 +187,8 @@ class SqliteBackend:
         self.data_dir = data_dir
         self.voters = voters
         self.tuning = tuning
-        os.makedirs(data_dir, exist_ok=True)
-        self.path = os.path.join(data_dir, "fastraft.db")
+        makedirs_durable(data_dir)
+        self.path = os.path.join(data_dir, SQLITE_FILE)
         self.store = SqliteStore(self.path)
         if not tuning.fsync:
             self.store.unsafe_no_fsync()

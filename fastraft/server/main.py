@@ -2,8 +2,13 @@
 
 Place in the architecture: the top of ``fastraft.server``, called by ``fastraft node`` (cli).
 The only place that chooses uvloop. Exit codes: 0 after a clean stop (SIGTERM/SIGINT),
-2 for a configuration or start-up problem (bad config, port in use, data directory locked),
-3 when the node stopped itself on a storage failure or unrecoverable state.
+2 for a configuration or start-up problem (bad config, port in use, data directory locked,
+data directory owned by another storage backend), 3 when the node stopped itself on a storage
+failure or unrecoverable state.
+
+Before a backend opens anything, the data directory is locked (``datadir.lock_data_dir``) and
+claimed for the configured backend (``datadir.claim_backend``: its BACKEND marker, written at
+the first start, must name the same backend; there is no migration between backends).
 """
 
 from __future__ import annotations
@@ -13,8 +18,9 @@ import logging
 import os
 import signal
 
-from ..datadir import lock_data_dir
+from ..datadir import claim_backend, lock_data_dir
 from ..errors import ConfigError
+from .backends import backends_present
 from .logs import setup_logging
 from .node import FatalError, Node
 
@@ -66,6 +72,18 @@ def run_node(cfg, node_id: int, *, loop: str = "auto", log_json: bool = False,
         log.error("%s", exc)
         return 2
     try:
+        storage = cfg.tuning.storage
+        try:
+            how = claim_backend(node_dir, storage, backends_present(node_dir))
+        except ConfigError as exc:
+            log.error("%s", exc)
+            return 2
+        except OSError as exc:
+            log.error("cannot record the storage backend of %s: %s", node_dir, exc)
+            return 2
+        if how == "recognised":
+            log.info("data directory %s holds %s data from before the backend marker: "
+                     "marked as the %s backend's", node_dir, storage, storage)
         node = Node(cfg, node_id, node_dir, loop_name=loop_name, rejoin=rejoin)
         with asyncio.Runner(loop_factory=factory) as runner:
             return runner.run(_serve(node))

@@ -35,6 +35,7 @@ import time
 from .. import __version__, codec
 from ..config import format_address
 from ..core import IMPLEMENTATION
+from ..datadir import remove_durable, write_file_durable
 from ..errors import Busy, CompactedError, CorruptRecordError, NotLeader, StorageError
 from ..raft import RaftConfig, RawNode, Snapshot, SnapshotMeta
 from ..raft.raft import LEADER, ROLE_NAMES
@@ -104,11 +105,9 @@ class Node:
         self.snaps = b.snaps
         rlog, hs, newest = b.open()
         self.machine = b.machine
-        if self._rejoin:
-            with open(self._rejoin_marker, "w") as f:
-                f.write("this node lost its data; it does not vote until a leader caught it up\n")
-                f.flush()
-                os.fsync(f.fileno())
+        if self._rejoin:        # durable (file and directory fsynced) before it matters
+            write_file_durable(self._rejoin_marker, b"this node lost its data; it does not "
+                               b"vote until a leader caught it up\n")
         self._rejoin = os.path.exists(self._rejoin_marker)
         if self._rejoin:
             log.warning("rejoining after a data loss: no vote and no campaign until a leader "
@@ -267,7 +266,7 @@ class Node:
         if self._rejoin and not raw.raft.rejoining:
             self._rejoin = False
             try:
-                os.unlink(self._rejoin_marker)
+                remove_durable(self._rejoin_marker)
             except OSError:
                 pass
             log.info("caught up after the data loss: voting again")

@@ -1,23 +1,19 @@
-"""Small file helpers shared by the storage backends: directory fsync and the
-``<prefix><16 hex>-<16 hex><suffix>`` file names of WAL segments and snapshots.
+"""Small file helpers shared by the storage backends: directory fsync, durable directory
+creation and the ``<prefix><16 hex>-<16 hex><suffix>`` file names of WAL segments and snapshots.
 
 Place in the architecture: private to ``fastraft.storage``; IO only through ``os``.
+``fsync_dir`` and ``makedirs_durable`` live in ``fastraft.datadir`` (a standard-library leaf
+that the launcher imports too) and are re-exported here.
 """
 
 from __future__ import annotations
 
 import os
 
-__all__ = ["fsync_dir", "truncate_file", "hex_pair_name", "parse_hex_pair", "list_hex_pairs"]
+from ..datadir import fsync_dir, makedirs_durable
 
-
-def fsync_dir(directory: str) -> None:
-    """Make a creation, rename or deletion in ``directory`` durable."""
-    fd = os.open(directory, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+__all__ = ["fsync_dir", "makedirs_durable", "truncate_file", "hex_pair_name", "parse_hex_pair",
+           "list_hex_pairs"]
 
 
 def truncate_file(path: str, size: int) -> None:

@@ -62,7 +62,7 @@ from collections.abc import Iterable, Iterator
 
 from ..errors import CorruptRecordError, LocalProtocolError, StorageError
 from ..raft.messages import SnapshotMeta
-from ._files import fsync_dir, hex_pair_name, list_hex_pairs, parse_hex_pair
+from ._files import fsync_dir, hex_pair_name, list_hex_pairs, makedirs_durable, parse_hex_pair
 
 __all__ = ["SnapshotStore", "SnapshotReader", "snapshot_name", "parse_snapshot_name",
            "read_meta", "verify", "read_chunks", "open_data", "load", "MAGIC", "VERSION"]
@@ -262,9 +262,7 @@ class SnapshotStore:
         self.keep = keep
         self._failed: str | None = None
         try:
-            if not os.path.isdir(self.directory):
-                os.makedirs(self.directory)
-                fsync_dir(os.path.dirname(os.path.abspath(self.directory)))
+            makedirs_durable(self.directory)    # each new level's parent fsynced
             removed = False
             for name in os.listdir(self.directory):
                 if name.startswith(_PREFIX) and name.endswith(_SUFFIX + _TMP):

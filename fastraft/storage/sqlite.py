@@ -69,6 +69,7 @@ from ..errors import (
     UnavailableError,
 )
 from ..raft.messages import EntryBatch, HardState, SnapshotMeta
+from ._files import fsync_dir
 from .base import RecoveredState, check_new_mark, mark_keeps_log
 
 __all__ = ["SqliteStore", "SCHEMA_VERSION"]
@@ -202,7 +203,10 @@ class SqliteStore:
                 raise CorruptRecordError(f"{self.path}: a stored row has the wrong type or "
                                          f"value ({type(exc).__name__}: {exc})") from None
             conn.commit()
-        except (sqlite3.Error, UnicodeDecodeError) as exc:
+            # The database's name (and its -wal file's) durable before anything depends on
+            # it: SQLite fsyncs the directory for a new -wal file, not for the database file.
+            fsync_dir(os.path.dirname(os.path.abspath(self.path)))
+        except (sqlite3.Error, UnicodeDecodeError, OSError) as exc:
             # (sqlite3 cannot always decode the message of a damaged schema)
             self._fail("opening", exc)
         except CorruptRecordError:

@@ -75,7 +75,14 @@ from ..core import (
 )
 from ..errors import CorruptRecordError, LocalProtocolError, StorageError
 from ..raft.messages import EntryBatch, HardState, SnapshotMeta
-from ._files import fsync_dir, hex_pair_name, list_hex_pairs, parse_hex_pair, truncate_file
+from ._files import (
+    fsync_dir,
+    hex_pair_name,
+    list_hex_pairs,
+    makedirs_durable,
+    parse_hex_pair,
+    truncate_file,
+)
 from .base import RecoveredState, check_new_mark, mark_keeps_log
 
 __all__ = ["RecordType", "WalStore", "recover", "repair", "scan", "ScannedRecord",
@@ -357,9 +364,7 @@ class WalStore:
         if segment_size < 1:
             raise ValueError("segment_size must be positive")
         try:
-            if not os.path.isdir(directory):
-                os.makedirs(directory)
-                fsync_dir(os.path.dirname(os.path.abspath(directory)))
+            makedirs_durable(directory)     # each new level's parent fsynced
             removed = False
             for name in os.listdir(directory):
                 if name.endswith(_SEG_SUFFIX + ".tmp"):  # a rotation that did not finish
