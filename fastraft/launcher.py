@@ -68,7 +68,7 @@ from .config import (
     load_config,
     render_config,
 )
-from .datadir import lock_holder
+from .datadir import lock_holder, makedirs_durable, write_file_durable
 from .errors import ConfigError
 
 __all__ = ["add_cluster_parser", "run_cluster", "node_command", "main", "STOP_GRACE_S"]
@@ -136,15 +136,6 @@ def _describe(code: int) -> str:
         except ValueError:
             return f"killed by signal {-code}"
     return f"exit code {code}"
-
-
-def _write_atomically(path: str, text: str) -> None:
-    tmp = f"{path}.tmp"
-    with open(tmp, "w", encoding="utf-8") as f:
-        f.write(text)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
 
 
 def _find_prctl():
@@ -250,9 +241,9 @@ def _prepare(args) -> tuple[Config, str, str, str]:
         _err(f"note: {config_path} sets data_dir = {cfg.data_dir!r}; the nodes keep their "
              f"data in {data_dir}, where the file is (use --config {config_path} to follow "
              f"its data_dir)")
-    os.makedirs(data_dir, exist_ok=True)
+    makedirs_durable(data_dir)  # the nodes' directories live in it: its name must survive a crash
     if text is not None:
-        _write_atomically(config_path, text)
+        write_file_durable(config_path, text.encode("utf-8"))
     return cfg, config_path, data_dir, origin
 
 
