@@ -6,21 +6,57 @@ client and tools; later it is also the only place that chooses uvloop. It offers
 ``wal-dump`` and ``wal-repair`` (the WAL inspector and the explicit repair), ``node`` (one
 server process, ``fastraft.server``) and ``cluster`` (a local cluster of child processes,
 ``fastraft.launcher``), and the client commands ``put``, ``get``, ``del``, ``cas``, ``scan``,
-``status`` and ``bench`` (``fastraft.client.cli_cmds``).
+``status`` and ``bench`` (``fastraft.client.cli_cmds``, where their exit codes are listed).
+
+Unix conventions kept here for every command: an error is one line ``fastraft CMD: message``
+on stderr (no traceback) and a usage error is argparse's (exit 2); when standard output is
+closed early (``fastraft wal-dump DIR | head``) the command stops quietly with exit status 141
+(128 + SIGPIPE, what a shell reports for a program killed by SIGPIPE); Ctrl-C exits 130.
+
+Exit codes: 0 success; 1 a negative answer (get/del: not found, cas: compare failed, status:
+degraded, wal-dump: a damaged segment, sim: a failed run); 2 an error or usage error (status:
+unavailable); 130 interrupted; 141 output pipe closed.
+
+``wal-dump DIR`` and ``wal-repair DIR ...`` take a node's data directory (``DATA_DIR/<id>``,
+whose WAL is in ``wal/``) or the WAL directory itself.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
+import signal
 import sys
 
 from . import __version__
 
 
+#: Where a node keeps its WAL inside its data directory, and its SQLite database (the names
+#: fastraft/server/backends.py uses).
+NODE_WAL_SUBDIR = "wal"
+NODE_SQLITE_FILE = "fastraft.db"
+
+
+_EPILOG = """\
+exit status:
+  0    success
+  1    a negative answer: get/del not found, cas compare failed, status degraded,
+       wal-dump found a corrupt segment, sim had a failing run
+  2    an error (one line "fastraft COMMAND: message" on stderr) or a usage error;
+       status: no leader or no quorum answered
+  130  interrupted (Ctrl-C)
+  141  standard output was closed early (e.g. piped into head)
+
+Run "fastraft COMMAND -h" for a command's options."""
+
+
 def _build_parser() -> argparse.ArgumentParser:
+    from .client.cli_cmds import ParagraphFormatter, non_negative_int, positive_int
+
     parser = argparse.ArgumentParser(
-        prog="fastraft", description="fastraft: a Raft-replicated key-value store")
+        prog="fastraft", description="fastraft: a Raft-replicated key-value store",
+        formatter_class=ParagraphFormatter, epilog=_EPILOG)
     parser.add_argument("--version", action="version", version=f"fastraft {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     info = sub.add_parser("info", help="show the version and which core implementation is used")
@@ -36,10 +72,11 @@ def _build_parser() -> argparse.ArgumentParser:
     sim.add_argument("--seeds", default="1-100", help="a seed or an inclusive range A-B")
     sim.add_argument("--nodes", default="3",
                      help="cluster size 1-9, or a comma list cycled over the seeds (3,5,7)")
-    sim.add_argument("--steps", type=int, default=300, help="ticks of the fault phase")
+    sim.add_argument("--steps", type=positive_int, default=300,
+                     help="ticks of the fault phase")
     sim.add_argument("--faults", default="all",
                      help=f"comma list of {','.join(FAULT_KINDS)}, or 'all' or 'none'")
-    sim.add_argument("--workers", type=int, default=0,
+    sim.add_argument("--workers", type=non_negative_int, default=0,
                      help="worker processes (default: one per CPU)")
     sim.add_argument("--json", action="store_true", help="print the JSON summary only")
 
@@ -47,8 +84,10 @@ def _build_parser() -> argparse.ArgumentParser:
         "wal-dump", help="print the records of a node's write-ahead log (read-only)",
         description="List every record of the WAL segments in DIR: file, offset, type, "
                     "index, term and payload size, and where each segment stops being valid. "
-                    "Changes nothing (a torn tail is reported, not cut).")
-    dump.add_argument("dir", help="the WAL directory of a node")
+                    "Changes nothing (a torn tail is reported, not cut). Exit 1 when a "
+                    "segment is corrupt, 2 when DIR holds no WAL.")
+    dump.add_argument("dir", metavar="DIR",
+                      help="a node's data directory (DATA_DIR/<id>) or its wal/ directory")
     dump.add_argument("--json", action="store_true", help="one JSON object per line")
 
     rep = sub.add_parser(
@@ -56,9 +95,11 @@ def _build_parser() -> argparse.ArgumentParser:
         description="Give up the WAL from FILE at byte OFFSET on (as named by the error that "
                     "stopped the node). The cut bytes and later segments are kept aside as "
                     "*.damaged files. Only for a replica whose peers can catch it up.")
-    rep.add_argument("dir")
-    rep.add_argument("file")
-    rep.add_argument("offset", type=int)
+    rep.add_argument("dir", metavar="DIR",
+                     help="a node's data directory (DATA_DIR/<id>) or its wal/ directory")
+    rep.add_argument("file", metavar="FILE", help="the segment file named by the error")
+    rep.add_argument("offset", type=non_negative_int, metavar="OFFSET",
+                     help="the byte offset named by the error")
 
     node = sub.add_parser(
         "node", help="run one node of a cluster",
@@ -78,7 +119,9 @@ def _build_parser() -> argparse.ArgumentParser:
                            "restarts until then)")
     node.add_argument("--log-json", action="store_true", help="log JSON lines")
     node.add_argument("--log-level", default="INFO",
-                      choices=("DEBUG", "INFO", "WARNING", "ERROR"))
+                      choices=("DEBUG", "INFO", "WARNING", "ERROR"),
+                      help="least severe log messages shown (default INFO; logs go to "
+                           "stderr)")
 
     from .launcher import add_cluster_parser
 
@@ -104,7 +147,6 @@ def _cmd_info(args: argparse.Namespace) -> int:
 
 
 def _cmd_sim(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
-    import os
     import time
 
     from .sim import FAULT_KINDS, parse_seeds, run_seeds
@@ -140,17 +182,63 @@ def _cmd_sim(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     return 1 if summary["safety_violations"] or summary["liveness_failures"] else 0
 
 
-def _cmd_wal_dump(args: argparse.Namespace) -> int:
-    import os
+def _has_segments(path: str) -> bool:
+    from .storage.wal import parse_segment_name
 
+    try:
+        return any(parse_segment_name(n) for n in os.listdir(path))
+    except OSError:
+        return False
+
+
+def _no_wal_message(path: str) -> str:
+    """Why ``path`` holds no WAL, and what to give instead."""
+    if os.path.isfile(os.path.join(path, NODE_SQLITE_FILE)):
+        return (f"{path} is the data directory of a node that uses the SQLite backend "
+                f"({NODE_SQLITE_FILE}): it has no WAL")
+    try:
+        nodes = sorted((n for n in os.listdir(path) if n.isdigit()
+                        and os.path.isdir(os.path.join(path, n, NODE_WAL_SUBDIR))), key=int)
+    except OSError:
+        nodes = []
+    if nodes:
+        return (f"no WAL segments in {path}: it looks like a cluster's data directory; give "
+                f"one node's directory, e.g. {os.path.join(path, nodes[0])}")
+    return (f"no WAL segments in {path}: give a node's data directory (DATA_DIR/<id>) "
+            f"or its {NODE_WAL_SUBDIR}/ directory")
+
+
+def find_wal_dir(path: str, file: str | None = None) -> str:
+    """The WAL directory meant by ``path``: itself when it holds WAL segments (or ``file``),
+    else its ``wal/`` subdirectory (a node's data directory). ValueError saying what to give
+    instead when neither holds a WAL."""
+    if not os.path.isdir(path):
+        raise ValueError(f"{path} is not a directory")
+    sub = os.path.join(path, NODE_WAL_SUBDIR)
+    if file is not None:
+        for d in (path, sub):
+            if os.path.isfile(os.path.join(d, file)):
+                return d
+        if _has_segments(path) or _has_segments(sub):
+            where = path if _has_segments(path) else sub
+            raise ValueError(f"{file} is not a file in {where}")
+    elif _has_segments(path):
+        return path
+    elif _has_segments(sub):
+        return sub
+    raise ValueError(_no_wal_message(path))
+
+
+def _cmd_wal_dump(args: argparse.Namespace) -> int:
     from .storage.wal import scan
 
-    if not os.path.isdir(args.dir):
-        print(f"fastraft wal-dump: {args.dir} is not a directory", file=sys.stderr)
+    try:
+        wal_dir = find_wal_dir(args.dir)
+    except ValueError as e:
+        print(f"fastraft wal-dump: {e}", file=sys.stderr)
         return 2
-    segments = scan(args.dir)
     damaged = False
-    for seg in segments:
+    for seg in scan(wal_dir):
         damaged = damaged or seg.status == "corrupt"
         if args.json:
             for r in seg.records:
@@ -164,9 +252,20 @@ def _cmd_wal_dump(args: argparse.Namespace) -> int:
                   f"size={r.size}")
         if seg.reason:
             print(f"  ! {seg.reason}")
-    if not segments:
-        print(f"no WAL segments in {args.dir}", file=sys.stderr)
     return 1 if damaged else 0
+
+
+def _cmd_wal_repair(args: argparse.Namespace) -> int:
+    from .storage.wal import repair
+
+    try:
+        wal_dir = find_wal_dir(args.dir, args.file)
+        for line in repair(wal_dir, args.file, args.offset):
+            print(line)
+    except (OSError, ValueError) as e:
+        print(f"fastraft wal-repair: {e}", file=sys.stderr)
+        return 2
+    return 0
 
 
 def _load_cluster_config(args: argparse.Namespace):
@@ -199,7 +298,40 @@ def _cmd_node(args: argparse.Namespace) -> int:
                     log_level=args.log_level, rejoin=args.rejoin)
 
 
+def _to_devnull(stream) -> None:
+    try:
+        fd = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(fd, stream.fileno())
+        os.close(fd)
+    except (OSError, ValueError, AttributeError):
+        pass
+
+
+def _quiet_broken_pipe() -> int:
+    """Standard output was closed by its reader: point it (and standard error, when that is
+    closed too) at /dev/null so that nothing more is written, not even by the interpreter's
+    final flush (which would print "Exception ignored ... BrokenPipeError"); 128 + SIGPIPE."""
+    _to_devnull(sys.stdout)
+    try:
+        sys.stderr.flush()
+    except (OSError, ValueError):
+        _to_devnull(sys.stderr)
+    return 128 + getattr(signal, "SIGPIPE", 13)
+
+
 def main(argv: list[str] | None = None) -> int:
+    """The ``fastraft`` command: run the command named by ``argv`` and return its exit code."""
+    try:
+        rc = _dispatch(argv)
+        sys.stdout.flush()
+        return rc
+    except BrokenPipeError:
+        return _quiet_broken_pipe()
+    except KeyboardInterrupt:
+        return 130
+
+
+def _dispatch(argv: list[str] | None) -> int:
     parser = _build_parser()
     args = parser.parse_args(argv)
     if args.command == "info":
@@ -208,6 +340,8 @@ def main(argv: list[str] | None = None) -> int:
         return _cmd_sim(args, parser)
     if args.command == "wal-dump":
         return _cmd_wal_dump(args)
+    if args.command == "wal-repair":
+        return _cmd_wal_repair(args)
     if args.command == "node":
         return _cmd_node(args)
     if args.command == "cluster":
@@ -218,16 +352,6 @@ def main(argv: list[str] | None = None) -> int:
 
     if args.command in CLIENT_COMMANDS:
         return run_client_command(args)
-    if args.command == "wal-repair":
-        from .storage.wal import repair
-
-        try:
-            for line in repair(args.dir, args.file, args.offset):
-                print(line)
-        except (OSError, ValueError) as e:
-            print(f"fastraft wal-repair: {e}", file=sys.stderr)
-            return 2
-        return 0
     parser.print_help()
     return 2
 

@@ -88,9 +88,12 @@ def test_status_text_lists_unreachable_nodes(capsys, real_cluster):
     eps = real_cluster.endpoints() + ["127.0.0.1:1"]
     rc, out, _ = cli(capsys, "status", "--endpoints", ",".join(eps), "--timeout", "1")
     lines = out.splitlines()
-    assert rc == 0 and lines[0].split()[:3] == ["ID", "ENDPOINT", "ROLE"]
-    assert sum(" leader " in ln for ln in lines) == 1
-    assert "127.0.0.1:1" in lines[-1] and "no (" in lines[-1]
+    # a leader and a quorum (3 of 4) answered, one node did not: degraded, exit 1
+    assert rc == 1 and lines[0].split()[:3] == ["ID", "ENDPOINT", "ROLE"]
+    assert sum(" leader " in ln for ln in lines[:-1]) == 1
+    assert "127.0.0.1:1" in lines[-2] and "no (" in lines[-2]
+    assert lines[-1].startswith("degraded: leader node ")
+    assert "3 of 4 nodes answered" in lines[-1] and "no answer from 127.0.0.1:1" in lines[-1]
 
 
 def test_errors_exit_2(capsys):

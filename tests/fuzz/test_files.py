@@ -156,14 +156,35 @@ class WalScenario:
         return states
 
 
-_wal_root = tempfile.mkdtemp(prefix="fastraft-fuzz-wal-")
 _scenarios: dict = {}
 
 
 def _scenario(seed: int) -> WalScenario:
+    """The scenario of ``seed`` (kept in memory; its files are written in a temporary
+    directory that is removed at once)."""
     if seed not in _scenarios:
-        _scenarios[seed] = WalScenario(seed, _wal_root, segment_size=(200, 400, 1000)[seed % 3])
+        root = tempfile.mkdtemp(prefix="fastraft-fuzz-wal-")
+        try:
+            _scenarios[seed] = WalScenario(seed, root, segment_size=(200, 400, 1000)[seed % 3])
+        finally:
+            shutil.rmtree(root, ignore_errors=True)
     return _scenarios[seed]
+
+
+def test_wal_scenarios_leave_no_temporary_directory(tmp_path):
+    """Building the WAL scenarios (as the fuzzer does) leaves nothing in the temp dir."""
+    import subprocess
+
+    code = ("import importlib.util, sys\n"
+            "spec = importlib.util.spec_from_file_location('fuzz_files', sys.argv[1])\n"
+            "mod = importlib.util.module_from_spec(spec)\n"
+            "spec.loader.exec_module(mod)\n"
+            "mod._scenario(0)\n")
+    env = {**os.environ, "TMPDIR": str(tmp_path)}
+    p = subprocess.run([sys.executable, "-c", code, __file__], env=env, capture_output=True,
+                       text=True, timeout=120)
+    assert p.returncode == 0, p.stderr
+    assert os.listdir(tmp_path) == []
 
 
 def _damage_wal(rnd: random.Random, sc: WalScenario, target: str) -> str:

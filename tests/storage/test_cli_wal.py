@@ -8,7 +8,7 @@ import sys
 
 from fastraft.errors import CorruptRecordError
 from fastraft.raft import EntryBatch, HardState
-from fastraft.storage.wal import WalStore
+from fastraft.storage.wal import WalStore, parse_segment_name, segment_name
 
 
 def _cli(tmp_path, *args):
@@ -69,3 +69,47 @@ def test_damage_is_reported_then_repaired_by_the_named_command(tmp_path):
 def test_wal_dump_refuses_a_missing_directory(tmp_path):
     out = _cli(tmp_path, "wal-dump", tmp_path / "nope")
     assert out.returncode == 2 and "not a directory" in out.stderr
+
+
+def _backend_dir(tmp_path, kind: str):
+    """A node's data directory as the node's storage backend lays it out."""
+    from fastraft.config import Tuning
+    from fastraft.server.backends import open_backend
+
+    d = tmp_path / "data" / "1"
+    b = open_backend(kind, str(d), frozenset({1}), Tuning())
+    b.close()
+    return d
+
+
+def test_wal_dump_and_repair_accept_a_node_data_directory(tmp_path):
+    node = _backend_dir(tmp_path, "wal")
+    wal = next(p for p in node.iterdir() if p.is_dir() and any(
+        parse_segment_name(q.name) for q in p.iterdir()))
+    _make_wal(wal)
+    by_node = _cli(tmp_path, "wal-dump", node, "--json")
+    assert by_node.returncode == 0, by_node.stderr
+    assert by_node.stdout == _cli(tmp_path, "wal-dump", wal, "--json").stdout
+    assert '"type": "ENTRY"' in by_node.stdout
+    last = sorted(n for n in os.listdir(wal) if parse_segment_name(n))[-1]
+    rep = _cli(tmp_path, "wal-repair", node, last, 100)
+    assert rep.returncode == 0 and "truncated" in rep.stdout, rep.stderr
+    out = _cli(tmp_path, "wal-repair", node, segment_name(99, 1), 1)
+    assert out.returncode == 2 and "is not a file in" in out.stderr
+
+
+def test_wal_dump_without_a_wal_says_what_to_give(tmp_path):
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    out = _cli(tmp_path, "wal-dump", empty)
+    assert out.returncode == 2 and out.stdout == ""
+    assert out.stderr == (f"fastraft wal-dump: no WAL segments in {empty}: give a node's "
+                          "data directory (DATA_DIR/<id>) or its wal/ directory\n")
+    sqlite_node = _backend_dir(tmp_path / "s", "sqlite")
+    out = _cli(tmp_path, "wal-dump", sqlite_node)
+    assert out.returncode == 2 and "uses the SQLite backend" in out.stderr
+    wal_node = _backend_dir(tmp_path / "w", "wal")
+    out = _cli(tmp_path, "wal-dump", wal_node.parent)        # DATA_DIR, not DATA_DIR/<id>
+    assert out.returncode == 2 and f"e.g. {wal_node}" in out.stderr
+    out = _cli(tmp_path, "wal-repair", empty, segment_name(1, 1), 0)
+    assert out.returncode == 2 and "no WAL segments in" in out.stderr
