@@ -30,12 +30,8 @@ import signal
 import sys
 
 from . import __version__
-
-
-#: Where a node keeps its WAL inside its data directory, and its SQLite database (the names
-#: fastraft/server/backends.py uses).
-NODE_WAL_SUBDIR = "wal"
-NODE_SQLITE_FILE = "fastraft.db"
+from .datadir import SQLITE_FILE as NODE_SQLITE_FILE
+from .datadir import WAL_DIR as NODE_WAL_SUBDIR
 
 
 _EPILOG = """\

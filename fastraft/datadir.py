@@ -39,12 +39,16 @@ from typing import Iterable
 
 from .errors import ConfigError
 
-__all__ = ["LOCK_NAME", "BACKEND_NAME", "lock_data_dir", "lock_holder", "fsync_dir",
+__all__ = ["LOCK_NAME", "BACKEND_NAME", "WAL_DIR", "SQLITE_FILE", "lock_data_dir", "lock_holder", "fsync_dir",
            "makedirs_durable", "write_file_durable", "remove_durable", "read_backend_marker",
            "claim_backend", "NO_MIGRATION"]
 
 LOCK_NAME = "LOCK"
 BACKEND_NAME = "BACKEND"
+#: Inside a node's directory: the WAL backend's segments are in ``wal/``, the SQLite
+#: backend's database is ``fastraft.db``.
+WAL_DIR = "wal"
+SQLITE_FILE = "fastraft.db"
 
 #: What the refusal to open a directory with another backend tells the operator to do.
 NO_MIGRATION = ("fastraft has no migration between backends; to switch, wipe this node's data "

@@ -31,7 +31,7 @@ import logging
 import os
 import time
 
-from ..datadir import makedirs_durable
+from ..datadir import SQLITE_FILE, WAL_DIR, makedirs_durable
 from ..errors import CorruptRecordError, StorageError
 from ..raft import RaftLog, Snapshot, SnapshotMeta, initial_snapshot
 from ..statemachine import KVStateMachine
@@ -42,10 +42,6 @@ from ..storage.wal import WalStore, parse_segment_name
 __all__ = ["WalBackend", "SqliteBackend", "open_backend", "backends_present", "RecoveryError",
            "WAL_DIR", "SQLITE_FILE"]
 
-#: The WAL backend's segments are in ``<data>/wal``; the SQLite backend's database is
-#: ``<data>/fastraft.db``.
-WAL_DIR = "wal"
-SQLITE_FILE = "fastraft.db"
 
 log = logging.getLogger("fastraft.node")
 
