@@ -12,9 +12,14 @@ disturbs real node processes the way Jepsen does and never imports the server. M
 - ``workloads``: the set (durability: unique inserts, all present after kill -9 of every
   node) and session (exactly-once: cas-loop increments and appends) workloads and their
   checkers (``check_set``, ``check_session``: pure functions of history and final state).
+- ``schedule``: the fault schedule, planned before a run (every kind once per round in a
+  seeded order; the kinds that do not fit in the duration skipped with the reason). Pure.
+- ``report``: the words of a run's summary (each count with its meaning, the faults that ran
+  and were skipped, their outcomes). Pure.
 - ``nemesis``: a whole verification run — node processes behind the proxies, the register
-  workload and those of ``workloads`` over ``fastraft.client.AsyncClient``, the fault
-  schedule (partition, kill, pause, degrade, wipe, transfer, disk), the verdict.
+  workload and those of ``workloads`` over ``fastraft.client.AsyncClient``, the faults
+  (partition, kill, pause, degrade, wipe, transfer, disk) following the schedule, the
+  verdict.
   ``python -m fastraft.verify`` (``__main__``) is its command line. Not imported here (it
   needs POSIX signals and the client).
 - ``plot``: ``latency.png`` of a run (latency over time per operation kind, fault windows
@@ -37,6 +42,7 @@ from .checker import (
 )
 from .history import Event, HistoryWriter, Operations, read_history, to_operations
 from .proxy import FaultProxy, LinkState, LoopThread, Network, Proxies
+from .schedule import FAULT_KINDS, FaultPlan, plan_faults
 from .workloads import SessionResult, SetResult, check_session, check_set
 
 __all__ = [
@@ -45,5 +51,6 @@ __all__ = [
     "check", "check_key", "check_stale_reads",
     "Event", "HistoryWriter", "Operations", "read_history", "to_operations",
     "FaultProxy", "LinkState", "LoopThread", "Network", "Proxies",
+    "FAULT_KINDS", "FaultPlan", "plan_faults",
     "SessionResult", "SetResult", "check_session", "check_set",
 ]

@@ -39,7 +39,10 @@ def main(argv=None) -> int:
     ap.add_argument("--nemesis", default=",".join(FAULT_KINDS),
                     help=f"comma-separated fault kinds among {', '.join(FAULT_KINDS)}, or "
                          "'none' (default: all)")
-    ap.add_argument("--duration", type=float, default=60.0, help="seconds of faults + load")
+    ap.add_argument("--duration", type=float, default=60.0,
+                    help="seconds of load under faults (then --recover seconds without); "
+                         "the fault plan fits in it: every kind once first, the kinds that "
+                         "do not fit skipped and named with the reason")
     ap.add_argument("--nodes", type=int, default=3)
     ap.add_argument("--seed", type=int, default=None, help="default: random, printed")
     ap.add_argument("--out", default=None, help="output directory (default: "

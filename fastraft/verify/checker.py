@@ -37,8 +37,8 @@ The search (Lowe, "Testing for linearizability", 2016; Porcupine, anishathalye/p
   seen before leads nowhere new and is skipped (Lowe's cache).
 - Plain search first: on a linearizable history the search above finds an order in one
   mostly forward pass, so it runs first on the whole key history (for 40 µs per operation,
-  at least a second, at most a fifth of the budget); only when it fails or runs long does the segmented search
-  below decide (and locate the failing window).
+  at least a second, at most a fifth of the budget); only when it fails or runs long does
+  the segmented search below decide (and locate the failing window).
 - Quiescent cuts: a key's history is cut wherever no finite operation is in flight, and the
   segments are searched one after the other. A segment's search starts from every
   *configuration* the previous segment can end in — a register value plus the info
@@ -254,8 +254,9 @@ class CheckResult:
         for r in self.keys.values():
             counts[r.verdict] += 1
         head = (f"linearizability: {self.verdict.upper()} — {self.operations} operations on "
-                f"{len(self.keys)} key(s) in {self.elapsed:.2f} s "
-                f"(ok {counts[OK]}, violation {counts[VIOLATION]}, unknown {counts[UNKNOWN]})")
+                f"{len(self.keys)} key(s) searched in {self.elapsed:.2f} s (keys: "
+                f"{counts[OK]} linearizable, {counts[VIOLATION]} with a violation, "
+                f"{counts[UNKNOWN]} unknown: the checker's time budget ran out)")
         parts = [head]
         for r in self.keys.values():
             if r.verdict == UNKNOWN:
@@ -760,6 +761,7 @@ class StaleReadAnomaly:
 class StaleReadResult:
     anomalies: list[StaleReadAnomaly]
     reads: int
+    monotonic: bool = True         # whether going back in time was checked too
 
     @property
     def ok(self) -> bool:
@@ -767,7 +769,8 @@ class StaleReadResult:
 
     def summary(self) -> str:
         head = (f"stale reads: {'OK' if self.ok else 'ANOMALIES'} — {self.reads} read(s) "
-                f"checked, {len(self.anomalies)} anomaly(ies)")
+                f"checked, {len(self.anomalies)} anomaly(ies) (a value never written"
+                + (", or a client going back in time" if self.monotonic else "") + ")")
         return "\n".join([head] + ["  " + a.describe() for a in self.anomalies])
 
 
@@ -826,4 +829,4 @@ def check_stale_reads(reads: Iterable[Operation], writes: Iterable[Operation],
             continue
         if w is not None and (prev_w is None or w.call > prev_w.call):
             last_seen[pk] = r
-    return StaleReadResult(anomalies, n)
+    return StaleReadResult(anomalies, n, monotonic)

@@ -25,8 +25,11 @@ One asyncio loop runs everything: the proxies, the workers, the nemesis. A run::
         anomalies (a node exiting on its own, against its contract); write summary.json,
         summary.txt and latency.png (plot.py, with matplotlib)
 
-Faults (``--nemesis`` picks the kinds, dealt as a seeded shuffled deck: every kind once per
-round; the targets are drawn from the seeded RNG, the leader as often as not):
+Faults (``--nemesis`` picks the kinds; the schedule is planned before the run by
+``schedule.plan_faults``: every kind once per round in a seeded shuffled order, the first
+round squeezed into ``--duration`` when it allows, and the kinds that do not fit skipped with
+the reason, which the summary reports; the targets are drawn from the seeded RNG, the leader
+as often as not):
 
 - ``partition``: isolate a node (often the leader), a majority/minority split, a bridge (one
   node sees both halves), or a one-way cut from the leader; "block" or "blackhole".
@@ -49,9 +52,11 @@ A node exiting when no fault asked it to (or with the wrong code) is a node anom
 with the tail of its log and restarted (left down after its third failure).
 
 Output directory: ``cluster.toml``, ``node<i>.log``, ``data/``, ``history.jsonl`` (see
-history.py), ``nemesis.jsonl`` (one line per fault start and heal, on the history's clock),
-``summary.json`` and ``summary.txt`` (the verdict and each check's, the counts per workload,
-faults per kind and their outcomes, the anomalies, the checker's report), ``latency.png``.
+history.py), ``nemesis.jsonl`` (one line per fault start and heal, on the history's clock,
+and a "skip" line per kind left out of the plan), ``summary.json`` and ``summary.txt`` (the
+verdict and each check's, the counts per workload with the reasons of the failed and unknown
+ones, the faults per kind, which kinds ran and which were skipped and why, each kind's
+outcome, the anomalies, the checker's report; see report.py), ``latency.png``.
 """
 
 from __future__ import annotations
@@ -74,13 +79,15 @@ from ..errors import FastraftError, NotApplied
 from .checker import OK, UNKNOWN, VIOLATION, check, check_stale_reads
 from .history import HistoryWriter, read_history, to_operations
 from .proxy import BLACKHOLE, BLOCK, Proxies
+from .report import fault_coverage, summary_text
+from .schedule import FAULT_KINDS, plan_faults
 
 __all__ = ["RunOptions", "RunResult", "NodeProcs", "RegisterWorkload", "Nemesis", "run",
            "run_sync", "FAULT_KINDS", "WORKLOADS"]
 
-FAULT_KINDS = ("partition", "kill", "pause", "degrade", "wipe", "transfer", "disk")
 WORKLOADS = ("register", "set", "session")
 _PR_SET_PDEATHSIG = 1
+_CUT_SHORT_SLACK = 0.25   # a fault healed this much before its planned end is "cut short"
 
 
 @dataclass
@@ -148,28 +155,11 @@ class RunResult:
     notes: list = field(default_factory=list)
     fault_outcomes: dict = field(default_factory=dict)
 
+    fault_coverage: dict = field(default_factory=dict)   # see report.fault_coverage
+
     def text(self) -> str:
-        ops = "; ".join(f"{w}: " + ", ".join(f"{k} {v}" for k, v in c.items())
-                        for w, c in self.operations.items())
-        faults = ", ".join(f"{k} {v}" for k, v in self.faults.items()) or "none"
-        verdicts = ", ".join(f"{k} {v}" for k, v in self.verdicts.items())
-        lines = [
-            f"verdict: {self.verdict.upper()}   (seed {self.seed})",
-            f"checks: {verdicts}",
-            f"operations: {ops}",
-            f"faults injected: {faults}",
-            "fault outcomes: " + (", ".join(f"{k} {v}" for k, v in
-                                            sorted(self.fault_outcomes.items())) or "-"),
-            self.linearizability,
-            self.stale_reads,
-        ]
-        lines += [x for x in (self.set_result, self.session_result) if x]
-        lines.append(f"node anomalies: {len(self.anomalies)}")
-        lines += [f"  {a}" for a in self.anomalies[:20]]
-        lines += [f"note: {n}" for n in self.notes]
-        lines += [f"history: {self.history}", f"nemesis log: {self.nemesis_log}",
-                  f"summary: {self.summary_path}"]
-        return "\n".join(lines)
+        """The summary a human reads (``summary.txt``): every count with its meaning."""
+        return summary_text(self)
 
 
 def _free_port() -> int:
@@ -304,6 +294,7 @@ class RegisterWorkload:
         self.op_deadline = op_deadline
         self._pids = itertools.count(1)
         self.counts = {"ok": 0, "fail": 0, "info": 0}
+        self.reasons: dict = {"fail": {}, "info": {}}    # status -> recorded value -> n
 
     async def run(self, stop: asyncio.Event) -> None:
         from ..client import AsyncClient
@@ -332,13 +323,13 @@ class RegisterWorkload:
                     self.history.invoke(pid, f, key, arg)
                     try:
                         res = await call
-                    except NotApplied:
-                        self.history.fail(pid)
-                        self.counts["fail"] += 1
+                    except NotApplied as exc:
+                        self._count("fail", type(exc).__name__)
+                        self.history.fail(pid, type(exc).__name__)
                         continue
                     except (FastraftError, OSError, asyncio.TimeoutError) as exc:
+                        self._count("info", type(exc).__name__)
                         self.history.info(pid, type(exc).__name__)
-                        self.counts["info"] += 1
                         pid = next(self._pids)     # the old op may still be in flight
                         continue
                     self.history.ok(pid, res)
@@ -349,6 +340,7 @@ class RegisterWorkload:
                         seen[key] = unique
             except asyncio.CancelledError:
                 if pid in self.history.in_flight:
+                    self._count("info", "cancelled")
                     self.history.info(pid, "cancelled")
                 raise
             finally:
@@ -357,16 +349,25 @@ class RegisterWorkload:
         await asyncio.gather(*(worker(w, random.Random(self.rng.random()))
                                for w in range(self.workers)))
 
+    def _count(self, status: str, reason: str) -> None:
+        self.counts[status] += 1
+        self.reasons[status][reason] = self.reasons[status].get(reason, 0) + 1
+
 
 class Nemesis:
-    """The fault schedule: quiet, fault, heal, again, drawn from a seeded RNG. Every start
-    and heal is appended to ``log`` (dicts) with the history's clock."""
+    """The faults: quiet, fault, heal, again, following ``plan`` (``schedule.plan_faults`` for
+    ``duration`` seconds, seeded from ``rng``). Every start and heal is appended to ``log``
+    (dicts) with the history's clock; ``counts`` (kind -> faults started), ``cut_short``
+    (kind -> faults the end of the run healed early)."""
 
     def __init__(self, kinds, procs: NodeProcs, proxies: Proxies, status_client,
                  history: HistoryWriter, rng: random.Random, quiet=(1.0, 3.0),
                  fault=(1.0, 4.0), election_timeout: float = 0.3, node_dir=None,
-                 storage: str = "wal", log_path=None) -> None:
+                 storage: str = "wal", log_path=None, duration: float = 60.0) -> None:
         self.kinds = list(kinds)
+        self.plan = plan_faults(self.kinds, duration, quiet, fault, election_timeout,
+                                seed=rng.random())
+        self.cut_short: dict[str, int] = {}
         self.procs = procs
         self.proxies = proxies
         self.status_client = status_client
@@ -387,7 +388,6 @@ class Nemesis:
         self._rejoined: dict[int, int] = {}  # wiped node -> its log size at the restart
         self._torn: dict[int, int] = {}      # node with a torn tail -> log size at restart
         self._crashes: dict[int, int] = {}
-        self._deck: list[str] = []
         self._torn_seg: dict[int, Path | None] = {}
         self.left_down: set[int] = set()     # nodes that kept failing: no longer restarted
 
@@ -663,35 +663,32 @@ class Nemesis:
         self.check_crashes()
 
     async def run(self, stop: asyncio.Event) -> None:
-        async def pause_for(rng_range) -> bool:
-            lo, hi = rng_range
+        """Follow the plan until it ends or ``stop`` is set (a fault in progress then is
+        healed at once: counted in ``cut_short``)."""
+        async def stopped_within(seconds: float) -> bool:
             try:
-                await asyncio.wait_for(stop.wait(), self.rng.uniform(lo, hi))
+                await asyncio.wait_for(stop.wait(), seconds)
                 return True
             except asyncio.TimeoutError:
                 return False
 
-        while not stop.is_set():
-            if await pause_for(self.quiet):
+        for kind, reason in self.plan.skipped.items():
+            self._record("skip", kind, reason)
+        for step in self.plan.steps:
+            if await stopped_within(step.quiet):
                 break
             self.check_crashes()
-            if not self._deck:          # every kind once per round, in a seeded order
-                self._deck = list(self.kinds)
-                self.rng.shuffle(self._deck)
-            kind = self._deck.pop()
-            lo, hi = self.fault
-            if kind == "pause":
-                lo = max(lo, 2 * self.election_timeout)   # longer than an election timeout
-                hi = max(hi, lo)
-            elif kind in ("disk", "wipe"):
-                lo = max(lo, 3.0)       # time to hit the write limit / to catch up
-                hi = max(hi, lo + 1.0)
-            detail = await self.start_fault(kind)
-            self.counts[kind] = self.counts.get(kind, 0) + 1
-            self._record("start", kind, detail)
-            await pause_for((lo, hi))
+            detail = await self.start_fault(step.kind)
+            self.counts[step.kind] = self.counts.get(step.kind, 0) + 1
+            self._record("start", step.kind, detail)
+            began = time.monotonic()
+            if (await stopped_within(step.fault)
+                    and time.monotonic() - began < step.fault - _CUT_SHORT_SLACK):
+                self.cut_short[step.kind] = self.cut_short.get(step.kind, 0) + 1
             self.heal()
-            self._record("heal", kind, detail)
+            self._record("heal", step.kind, detail)
+            if stop.is_set():
+                break
 
 
 def _write_config(out: Path, opts: RunOptions, proxy_addrs: dict, private: dict,
@@ -758,7 +755,9 @@ async def run(opts: RunOptions, progress=None) -> RunResult:
         nemesis = Nemesis(opts.nemesis, procs, proxies, status_client, history,
                           random.Random(rng.random()), opts.quiet, opts.fault,
                           cfg.tuning.election_timeout_ms / 1000, node_dir=cfg.node_dir,
-                          storage=opts.storage, log_path=out / "nemesis.jsonl")
+                          storage=opts.storage, log_path=out / "nemesis.jsonl",
+                          duration=opts.duration)
+        _announce(nemesis.plan, say)
         workloads = {}
         if "register" in opts.workloads:
             workloads["register"] = workload
@@ -846,6 +845,15 @@ async def run(opts: RunOptions, progress=None) -> RunResult:
             procs.close()
         await proxies.aclose()
 
+    return _judge(opts, out, workloads, final_state, nemesis, notes, hist_path, nemesis_path,
+                  proxies, say)
+
+
+def _judge(opts: RunOptions, out: Path, workloads: dict, final_state, nemesis: Nemesis,
+           notes: list, hist_path: Path, nemesis_path: Path, proxies: Proxies,
+           say) -> RunResult:
+    """The end of a run: check the history and the final state, write summary.json and
+    summary.txt (and latency.png)."""
     from .workloads import check_session, check_set
 
     say("checking the history")
@@ -858,19 +866,24 @@ async def run(opts: RunOptions, progress=None) -> RunResult:
         verdicts["linearizable"] = lin.verdict
         verdicts["stale_reads"] = OK if stale.ok else VIOLATION
         counts["register"] = {"invoked": len(ops.linearizable) + len(ops.stale_reads),
-                              **workload.counts, "checked": lin.operations,
-                              "stale_reads": stale.reads}
+                              **workloads["register"].counts, "checked": lin.operations,
+                              "stale_reads": stale.reads,
+                              **_reason_counts(workloads["register"])}
     set_res = sess_res = None
     if "set" in workloads:
         set_res = check_set(ops.other, final_state[0])
         verdicts["set_lost"] = OK if set_res.ok else (VIOLATION if set_res.read else UNKNOWN)
-        counts["set"] = {**workloads["set"].counts, "checked": set_res.attempted}
+        counts["set"] = {**workloads["set"].counts, "checked": set_res.attempted,
+                         **_reason_counts(workloads["set"])}
     if "session" in workloads:
         sess_res = check_session(ops.other, final_state[1])
         verdicts["session_duplicates"] = OK if sess_res.ok else (
             VIOLATION if sess_res.read else UNKNOWN)
         counts["session"] = {**workloads["session"].counts,
-                             "checked": sum(sess_res.counts().values())}
+                             "checked": sum(sess_res.counts()[f"{k}_{w}"]
+                                            for k in ("incr", "append")
+                                            for w in ("acked", "unknown", "failed")),
+                             **_reason_counts(workloads["session"])}
     verdicts["node_anomalies"] = OK if not nemesis.anomalies else VIOLATION
     vs = set(verdicts.values())
     verdict = VIOLATION if VIOLATION in vs else UNKNOWN if UNKNOWN in vs else OK
@@ -886,7 +899,9 @@ async def run(opts: RunOptions, progress=None) -> RunResult:
                        str(hist_path), str(nemesis_path), str(summary_path), verdicts,
                        set_res.summary() if set_res else "",
                        sess_res.summary() if sess_res else "",
-                       list(nemesis.anomalies), notes, dict(nemesis.stats))
+                       list(nemesis.anomalies), notes, dict(nemesis.stats),
+                       fault_coverage(nemesis.plan, nemesis.counts, nemesis.cut_short,
+                                      nemesis.stats))
     summary = asdict(result)
     summary["set"] = set_res.to_json() if set_res else None
     summary["session"] = sess_res.to_json() if sess_res else None
@@ -896,6 +911,23 @@ async def run(opts: RunOptions, progress=None) -> RunResult:
     summary_path.write_text(json.dumps(summary, indent=2) + "\n")
     (out / "summary.txt").write_text(result.text() + "\n")
     return result
+
+
+def _announce(plan, say) -> None:
+    if plan.kinds:
+        say(f"fault plan: {len(plan.steps)} faults in {plan.duration:g} s, "
+            f"{len(plan.planned)} of the {len(plan.kinds)} kinds first: "
+            + " ".join(plan.planned)
+            + (" (times squeezed towards the low ends of --quiet/--fault to fit)"
+               if plan.compressed else ""))
+    for kind, reason in plan.skipped.items():
+        say(f"fault kind {kind} skipped: {reason}")
+
+
+def _reason_counts(workload) -> dict:
+    """``fail_reasons`` / ``info_reasons`` of a workload: the value recorded with each fail /
+    info completion (an error's class name, or "full", "gave_up", "cancelled") -> n."""
+    return {f"{st}_reasons": dict(workload.reasons[st]) for st in ("fail", "info")}
 
 
 def run_sync(opts: RunOptions, progress=None) -> RunResult:

@@ -21,11 +21,17 @@ changes by the client's session (a retried attempt is answered from the session 
   False (or NotApplied) would be retried and applied again: ``final > acked + unknown``.
 - ``append`` on shared keys ``a<j>.<gen>`` (a generation holds at most ``APPEND_CAP``
   tokens, then the workers move on to the next; the attempt that finds a key full is recorded
-  as a ``fail`` with value "full" and the token goes to the next generation): the value is a comma-separated token list;
-  ``cas(old, old + "," + token)`` retried the same way, with the same token. Each token is
-  unique, so at the end: an acknowledged token present exactly once, an unknown one at most
-  once, a failed one absent, no token twice (a duplicate is a cas applied but reported not
-  applied, or applied twice). Unlike the counter it names the culprit operation.
+  as a ``fail`` with value "full" and the token goes to the next generation): the value is
+  a comma-separated token list; ``cas(old, old + "," + token)`` retried the same way, with
+  the same token. Each token is unique, so at the end: an acknowledged token present exactly
+  once, an unknown one at most once, a failed one absent, no token twice (a duplicate is a
+  cas applied but reported not applied, or applied twice). Unlike the counter it names the
+  culprit operation.
+
+The value recorded with a ``fail`` / ``info`` completion says why (the workloads count them
+per value in ``reasons``): an error's class name (NotLeader, Timeout, ...), or for a session
+operation "full" (above), "gave_up" (its cas loop ran out of time, 3 x ``--op-deadline``:
+no attempt applied) or "stopped" (a cas lost a race as the run ended and was not retried).
 """
 
 from __future__ import annotations
@@ -44,6 +50,9 @@ CHUNK = 1000          # set keys per scan prefix
 APPEND_CAP = 100      # tokens per append key generation
 
 _AMBIGUOUS = (FastraftError, OSError, asyncio.TimeoutError)
+_GAVE_UP = "gave_up"  # the value of a session fail whose cas loop ran out of time
+_STOPPED = "stopped"  # ... whose cas lost a race as the run ended (not retried)
+_FULL = "full"        # the value of an append fail that found its key full
 
 
 def set_key(worker: int, n: int) -> bytes:
@@ -84,10 +93,13 @@ class SetResult:
     def summary(self) -> str:
         if not self.read:
             return "set: UNKNOWN (the final state could not be read)"
-        head = (f"set: {self.acked} acknowledged inserts, {self.unknown} unknown "
-                f"({self.unknown_present} present), {self.failed} failed; lost {len(self.lost)}")
+        head = (f"set: {self.acked} acknowledged inserts (each must be present at the end), "
+                f"{self.unknown} with unknown outcome (may be present or not: "
+                f"{self.unknown_present} of them present), {self.failed} failed definitely "
+                f"(must be absent: {len(self.resurrected)} present); lost {len(self.lost)}")
         if self.lost:
             head += ": " + ", ".join(_show(k) for k in self.lost[:20])
+        head += " (acknowledged inserts missing at the end)"
         if self.resurrected:
             head += (f"; {len(self.resurrected)} failed inserts present: "
                      + ", ".join(_show(k) for k in self.resurrected[:20]))
@@ -139,20 +151,27 @@ class SessionResult:
         return self.read and not self.problems
 
     def counts(self) -> dict:
+        """``{incr,append}_{acked,unknown,failed}`` and ``append_full`` (of the failed
+        appends, those that found their key full: the token moved on to the next key)."""
         out = {}
         for kind, per in (("incr", self.incr), ("append", self.append)):
             for what in ("acked", "unknown", "failed"):
                 out[f"{kind}_{what}"] = sum(v[what] for v in per.values())
+        out["append_full"] = sum(v.get("full", 0) for v in self.append.values())
         return out
 
     def summary(self) -> str:
         if not self.read:
             return "session: UNKNOWN (the final state could not be read)"
         c = self.counts()
-        head = (f"session: incr {c['incr_acked']} acked / {c['incr_unknown']} unknown / "
-                f"{c['incr_failed']} failed on {len(self.incr)} counters; append "
-                f"{c['append_acked']} acked / {c['append_unknown']} unknown / "
-                f"{c['append_failed']} failed on {len(self.append)} keys; "
+        full = c["append_full"]
+        head = (f"session: increments: {c['incr_acked']} acknowledged, {c['incr_unknown']} "
+                f"with unknown outcome, {c['incr_failed']} failed definitely, on "
+                f"{len(self.incr)} counters; appends: {c['append_acked']} acknowledged, "
+                f"{c['append_unknown']} with unknown outcome, {c['append_failed']} not applied"
+                + (f" ({full} of them because the key was full: the token moved on to the "
+                   f"next key)" if full else "")
+                + f", on {len(self.append)} keys (at most {APPEND_CAP} tokens a key); "
                 f"{len(self.problems)} problems (duplicates, losses, extra applications)")
         if self.problems:
             head += "\n  " + "\n  ".join(self.problems[:20])
@@ -172,6 +191,7 @@ def check_session(pairs, finals) -> SessionResult:
     finals = finals or {}
     incr: dict = {}
     tokens: dict = {}        # key -> {token: status}
+    full: dict = {}          # key -> appends that found it full
     for inv, comp in pairs:
         st = _status(comp)
         st = {"ok": "acked", "fail": "failed"}.get(st, "unknown")
@@ -180,6 +200,8 @@ def check_session(pairs, finals) -> SessionResult:
             d[st] += 1
         elif inv.f == "append":
             tokens.setdefault(inv.key, {})[bytes(inv.value)] = st
+            if st == "failed" and comp.value == _FULL:
+                full[inv.key] = full.get(inv.key, 0) + 1
     if not res.read:
         return res
     for key, d in sorted(incr.items()):
@@ -206,7 +228,8 @@ def check_session(pairs, finals) -> SessionResult:
         lost = sorted(t for t, s in toks.items() if s == "acked" and t not in found)
         phantom = sorted(t for t in found if toks.get(t) in (None, "failed"))
         d = {s: sum(1 for v in toks.values() if v == s) for s in ("acked", "unknown", "failed")}
-        res.append[key] = {**d, "tokens": sum(found.values()), "duplicates": len(dup),
+        res.append[key] = {**d, "full": full.get(key, 0), "tokens": sum(found.values()),
+                           "duplicates": len(dup),
                            "lost": len(lost), "phantom": len(phantom),
                            "ok": not (dup or lost or phantom)}
         k = _show(key)
@@ -243,6 +266,7 @@ class _Base:
         self.op_timeout = op_timeout
         self.op_deadline = op_deadline
         self.counts = {"ok": 0, "fail": 0, "info": 0}
+        self.reasons: dict = {"fail": {}, "info": {}}    # status -> recorded value -> n
         self._gen = 0
 
     def _pid(self, w: int) -> str:
@@ -262,6 +286,7 @@ class _Base:
             except asyncio.CancelledError:
                 if pid in self.history.in_flight:
                     self.history.info(pid, "cancelled")
+                    self._tally("info", "cancelled")
                 raise
             finally:
                 await client.close()
@@ -271,8 +296,16 @@ class _Base:
 
     def _done(self, pid, status: str, w: int, value=None) -> str:
         getattr(self.history, status)(pid, value)
-        self.counts[status] += 1
+        if status == "ok":
+            self.counts["ok"] += 1
+        else:
+            self._tally(status, value)
         return self._pid(w) if status == "info" else pid
+
+    def _tally(self, status: str, reason) -> None:
+        self.counts[status] += 1
+        reason = str(reason)
+        self.reasons[status][reason] = self.reasons[status].get(reason, 0) + 1
 
 
 class SetWorkload(_Base):
@@ -310,10 +343,11 @@ class SessionWorkload(_Base):
         self._gens: dict = {}        # (worker, slot) -> generation
         self._n: dict = {}
 
-    async def _cas_loop(self, client, key, make_new, stop, loop) -> str:
-        """read, cas(old, make_new(old)) until True (ok), an ambiguous cas (info), or the
-        deadline (fail: no attempt could have applied). make_new may return None: the key
-        is full (move on: 'full')."""
+    async def _cas_loop(self, client, key, make_new, stop, loop) -> tuple:
+        """read, cas(old, make_new(old)) until True (ok), an ambiguous cas (info, with the
+        error's name), or the deadline or the end of the run (fail: no attempt could have
+        applied; "gave_up" / "stopped"). make_new may return None: the key is full (move
+        on: 'full'). Returns (status, the value to record with it)."""
         end = loop.time() + 3 * self.op_deadline
         while loop.time() < end:
             try:
@@ -323,19 +357,19 @@ class SessionWorkload(_Base):
                 continue
             new = make_new(old)
             if new is None:
-                return "full"
+                return _FULL, None
             try:
                 swapped = await client.cas(key, old, new)
             except NotApplied:
                 await asyncio.sleep(0.02)
                 continue
-            except _AMBIGUOUS:
-                return "info"
+            except _AMBIGUOUS as exc:
+                return "info", type(exc).__name__
             if swapped:
-                return "ok"
+                return "ok", None
             if stop.is_set():
-                break
-        return "fail"
+                return "fail", _STOPPED
+        return "fail", _GAVE_UP
 
     async def step(self, client, w, rng, pid, stop) -> str:
         loop = asyncio.get_running_loop()
@@ -344,9 +378,9 @@ class SessionWorkload(_Base):
         if rng.random() < 0.5:
             key = rng.choice(self.counter_keys)
             self.history.invoke(pid, "incr", key, None)
-            st = await self._cas_loop(
+            st, why = await self._cas_loop(
                 client, key, lambda old: str(int(old or b"0") + 1).encode(), stop, loop)
-            return self._done(pid, st, w)
+            return self._done(pid, st, w, why)
         slot = rng.randrange(self.append_slots)
         token = f"{w}.{n}".encode()
         while True:
@@ -360,11 +394,11 @@ class SessionWorkload(_Base):
                 return (bytes(old) + b"," + token) if old else token
 
             self.history.invoke(pid, "append", key, token)
-            st = await self._cas_loop(client, key, make, stop, loop)
-            if st != "full":
-                return self._done(pid, st, w)
+            st, why = await self._cas_loop(client, key, make, stop, loop)
+            if st != _FULL:
+                return self._done(pid, st, w, why)
             # Never applied: a fail, then the same token on the next generation.
-            pid = self._done(pid, "fail", w, "full")
+            pid = self._done(pid, "fail", w, _FULL)
             self._gens[(w, slot)] = gen + 1
             if stop.is_set():
                 return pid
