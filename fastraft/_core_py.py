@@ -12,7 +12,9 @@ What lives here (the hot, IO-free code of fastraft):
 2. Quorum arithmetic: ``committed_index`` / ``joint_committed_index`` and ``vote_result`` /
    ``joint_vote_result``.
 3. The WAL record codec: ``encode_record(s)``, ``decode_records`` and the segment header.
-4. The frame codec: ``encode_frame(s)`` and ``FrameDecoder``.
+4. The frame codec: ``encode_frame(s)`` and ``FrameDecoder`` (strict for peers; in skip mode,
+   for the client port, a frame over the limit comes out as an ``OversizedFrame`` marker, a
+   name outside ``__all__``: callers tell it from a frame by its type).
 
 Domain of inputs: indexes and terms are ints in [0, 2**63). A negative index passed to a
 lookup is simply "below the log" (CompactedError); numbers that do not fit raise
@@ -659,8 +661,9 @@ def decode_records(buf, offset: int = 0, max_record_size: int = DEFAULT_MAX_RECO
 # ---------------------------------------------------------------------------------------------
 #
 # A network frame is a 4-byte little-endian unsigned payload length followed by the payload
-# (which codec.py fills with msgpack). A decoder refuses a frame whose announced length is
-# over its limit as soon as the 4 length bytes arrive, before buffering any of it.
+# (which codec.py fills with msgpack). A strict decoder refuses a frame whose announced length
+# is over its limit as soon as the 4 length bytes arrive, before buffering any of it; a
+# skipping one hands out its first bytes and drops the rest as it arrives.
 
 FRAME_HEADER_SIZE = 4
 DEFAULT_MAX_FRAME_SIZE = 16 * 1024 * 1024
@@ -680,34 +683,96 @@ def encode_frames(payloads) -> bytes:
     return b"".join([encode_frame(p) for p in payloads])
 
 
+#: How many bytes of an oversized frame's body a skipping FrameDecoder hands out.
+OVERSIZED_HEAD = 64
+
+
+class OversizedFrame:
+    """What a skipping FrameDecoder returns in place of a frame over its limit: the announced
+    body ``size`` and ``head``, the first ``min(size, OVERSIZED_HEAD)`` bytes of the body (enough
+    to read a request id). Not a ``bytes``: callers tell it apart by type."""
+
+    __slots__ = ("size", "head")
+
+    def __init__(self, size: int, head: bytes) -> None:
+        self.size = size
+        self.head = head
+
+    def __eq__(self, other) -> bool:
+        return (type(other) is type(self) and other.size == self.size
+                and other.head == self.head)
+
+    __hash__ = None
+
+    def __repr__(self) -> str:
+        return f"OversizedFrame(size={self.size}, head={self.head!r})"
+
+
 class FrameDecoder:
     """Splits a byte stream into frames: ``feed(data)`` returns the frames completed by
-    ``data`` and keeps the remainder. A length over ``max_frame_size`` raises FrameTooLarge;
-    the decoder is then dead (the connection must be closed) and any further ``feed``
-    raises LocalProtocolError. Frames completed earlier in the same ``feed`` call as the
-    oversized one are discarded with it: the connection is being closed anyway."""
+    ``data`` and keeps the remainder.
 
-    __slots__ = ("_buf", "_max", "_failed")
+    Strict mode (the default, for peers): a length over ``max_frame_size`` raises
+    FrameTooLarge as soon as the 4 length bytes arrive; the decoder is then dead (the
+    connection must be closed) and any further ``feed`` raises LocalProtocolError. Frames
+    completed earlier in the same ``feed`` call as the oversized one are discarded with it:
+    the connection is being closed anyway.
 
-    def __init__(self, max_frame_size: int = DEFAULT_MAX_FRAME_SIZE) -> None:
+    Skip mode (``skip_oversized=True``, for the client port, which answers such a request and
+    keeps the connection): once the length and the first ``min(size, OVERSIZED_HEAD)`` body
+    bytes of an oversized frame have arrived, ``feed`` returns an ``OversizedFrame(size,
+    head)`` in its place, in stream order among the frames; the rest of its body is dropped
+    as it arrives (``skipping`` counts what is still to drop), never buffered, and decoding
+    goes on after it."""
+
+    __slots__ = ("_buf", "_max", "_failed", "_skip_mode", "_skip")
+
+    def __init__(self, max_frame_size: int = DEFAULT_MAX_FRAME_SIZE,
+                 skip_oversized: bool = False) -> None:
         if not 0 <= max_frame_size <= 0xFFFFFFFF:
             raise ValueError("max_frame_size must be in 0 .. 2**32-1")
         self._buf = bytearray()
         self._max = max_frame_size
         self._failed = False
+        self._skip_mode = bool(skip_oversized)
+        self._skip = 0
 
     @property
     def max_frame_size(self) -> int:
         return self._max
 
     @property
+    def skip_oversized(self) -> bool:
+        return self._skip_mode
+
+    @property
     def pending(self) -> int:
         """Bytes received that do not yet form a complete frame."""
         return len(self._buf)
 
+    @property
+    def skipping(self) -> int:
+        """Bytes of an oversized frame's body still to be dropped (skip mode)."""
+        return self._skip
+
+    @property
+    def partial_head(self) -> bytes | None:
+        """Skip mode, while the head of an oversized frame is incomplete: the body bytes
+        received so far (so a caller can give up on it early); None otherwise."""
+        buf = self._buf
+        if (self._skip_mode and len(buf) >= FRAME_HEADER_SIZE
+                and _U32.unpack_from(buf, 0)[0] > self._max):
+            return bytes(buf[FRAME_HEADER_SIZE:])
+        return None
+
     def feed(self, data) -> list:
         if self._failed:
             raise LocalProtocolError("FrameDecoder used after a protocol error")
+        if self._skip:
+            mv = memoryview(data).cast("B")
+            k = min(self._skip, len(mv))
+            self._skip -= k
+            data = mv[k:]
         buf = self._buf
         buf += data
         frames = []
@@ -718,9 +783,23 @@ class FrameDecoder:
         while n - pos >= FRAME_HEADER_SIZE:
             (size,) = unpack(buf, pos)
             if size > limit:
-                self._failed = True
-                del buf[:]
-                raise FrameTooLarge(size, limit)
+                if not self._skip_mode:
+                    self._failed = True
+                    del buf[:]
+                    raise FrameTooLarge(size, limit)
+                h = min(size, OVERSIZED_HEAD)
+                if n - pos - FRAME_HEADER_SIZE < h:
+                    break                       # wait for the head
+                pos += FRAME_HEADER_SIZE
+                frames.append(OversizedFrame(size, bytes(buf[pos:pos + h])))
+                pos += h
+                rest = size - h
+                if rest > n - pos:
+                    self._skip = rest - (n - pos)
+                    pos = n
+                    break
+                pos += rest
+                continue
             end = pos + FRAME_HEADER_SIZE + size
             if end > n:
                 break

@@ -33,15 +33,32 @@ any order)::
     OP_SCAN       prefix, limit, stale                          [[key, value], ...]
     OP_REGISTER   -                                             session id
     OP_KEEPALIVE  session, first_unacked                        nil
-    OP_STATUS     -                                             [id, role, term, leader,
+    OP_STATUS     [with_limits]                                 [id, role, term, leader,
                                                                  last_index, commit, applied,
                                                                  core, loop, version]
+                                                                then, with_limits true:
+                                                                [..., max_frame, max_key,
+                                                                 max_value, max_scan]
 
     status        values
     ST_OK         as above
     ST_NOT_LEADER leader_id | 0, leader client address "host:port" | nil
     ST_BUSY / ST_INVALID / ST_SESSION_EXPIRED / ST_ERROR           message
     ST_UNKNOWN    message: the outcome is unknown (leadership lost after proposing)
+
+OP_STATUS's optional boolean asks for the node's request limits (bytes of a frame body, a key,
+a value; entries of a scan) after the ten fields; without it the answer keeps its ten fields,
+so clients that parse exactly ten keep working (and an older node refuses the argument with
+ST_INVALID). Clients number their requests from 1: request id 0 is the node's::
+
+    notice:   [0, status, message, last_req_id]
+
+A notice says the node closes this connection and read no request after ``last_req_id``
+(request ids grow along a connection): every request sent after it was NOT applied. ST_BUSY:
+refused at accept (too many connections; last_req_id 0); ST_NOT_LEADER: the node is shutting
+down. Requests up to ``last_req_id`` got their answers before the notice, or none (outcome
+unknown). A request frame over the node's frame limit is answered ST_INVALID (its id is read
+from the first bytes of its body, ``request_head``) and skipped; the connection stays open.
 
 Commands (log entry payloads; ``ts`` is the leader's wall clock in milliseconds)::
 
@@ -77,6 +94,7 @@ __all__ = [
     "encode_hello", "encode_welcome", "encode_refuse", "encode_message", "encode_snap_chunk",
     "decode_peer", "SnapMeta", "attach_snapshot",
     "encode_request", "decode_request", "encode_response", "decode_response",
+    "encode_notice", "request_head", "STATUS_LIMIT_FIELDS",
     "encode_command", "decode_command",
     "pack", "new_packer", "unpack", "SnapshotDecoder",
 ]
@@ -337,6 +355,12 @@ class Request(NamedTuple):
     expected: bytes | None = None
     stale: bool = False
     limit: int = 0
+    with_limits: bool = False       # OP_STATUS: append the limits to the answer
+
+
+#: The fields OP_STATUS appends when asked ``with_limits`` (what ``Limits`` and the node's
+#: frame limit hold), in wire order.
+STATUS_LIMIT_FIELDS = ("max_frame_bytes", "max_key_bytes", "max_value_bytes", "max_scan")
 
 
 def encode_request(req_id: int, op: int, *args) -> bytes:
@@ -379,6 +403,7 @@ def _session(args) -> tuple[int, int, int]:
 
 _ARITY = {OP_GET: 2, OP_PUT: 5, OP_DELETE: 4, OP_CAS: 6, OP_SCAN: 3, OP_REGISTER: 0,
           OP_KEEPALIVE: 2, OP_STATUS: 0}
+_MAX_ARITY = {**_ARITY, OP_STATUS: 1}
 
 
 def decode_request(body, limits: Limits, max_bytes: int) -> Request:
@@ -395,9 +420,10 @@ def decode_request(body, limits: Limits, max_bytes: int) -> Request:
         args = v[2:]
         if type(op) is not int or op not in _ARITY:
             raise InvalidRequest(f"unknown operation {_show(op)}")
-        if len(args) != _ARITY[op]:
-            raise InvalidRequest(
-                f"{OP_NAMES[op]} takes {_ARITY[op]} arguments, got {len(args)}")
+        if not _ARITY[op] <= len(args) <= _MAX_ARITY[op]:
+            many = _ARITY[op] if _ARITY[op] == _MAX_ARITY[op] \
+                else f"{_ARITY[op]} to {_MAX_ARITY[op]}"
+            raise InvalidRequest(f"{OP_NAMES[op]} takes {many} arguments, got {len(args)}")
         if op == OP_GET:
             if type(args[1]) is not bool:
                 raise InvalidRequest("stale must be a boolean")
@@ -429,6 +455,10 @@ def decode_request(body, limits: Limits, max_bytes: int) -> Request:
             if s == 0:
                 raise InvalidRequest("keepalive needs a session")
             return Request(req_id, op, s, first_unacked=_rint(args[1], "first_unacked"))
+        if op == OP_STATUS and args:
+            if type(args[0]) is not bool:
+                raise InvalidRequest("status's with_limits must be a boolean")
+            return Request(req_id, op, with_limits=args[0])
         return Request(req_id, op)
     except InvalidRequest as exc:
         exc.req_id = req_id
@@ -437,6 +467,65 @@ def decode_request(body, limits: Limits, max_bytes: int) -> Request:
 
 def encode_response(req_id: int, status: int, *values) -> bytes:
     return pack([req_id, status, *values])
+
+
+def encode_notice(status: int, message: str, last_req_id: int) -> bytes:
+    """The node's notice before it closes a connection (module docstring)."""
+    return pack([0, status, message, last_req_id])
+
+
+_FIXED_UINT = {0xcc: 1, 0xcd: 2, 0xce: 4, 0xcf: 8}
+_FIXED_INT = {0xd0: 1, 0xd1: 2, 0xd2: 4, 0xd3: 8}
+
+
+def _head_int(b, pos: int):
+    """``(value, next_pos)`` of the msgpack integer at ``pos``; None when the bytes there are
+    not an integer; ... (Ellipsis) when they are cut short."""
+    if pos >= len(b):
+        return ...
+    t = b[pos]
+    if t <= 0x7f:
+        return t, pos + 1
+    if t >= 0xe0:
+        return t - 0x100, pos + 1
+    n = _FIXED_UINT.get(t) or _FIXED_INT.get(t)
+    if n is None:
+        return None
+    if pos + 1 + n > len(b):
+        return ...
+    return int.from_bytes(b[pos + 1:pos + 1 + n], "big", signed=t in _FIXED_INT), pos + 1 + n
+
+
+def request_head(head) -> tuple[int, int | None] | None:
+    """``(req_id, op)`` read from the first bytes of a request body (``op`` None when it is
+    not an integer), without the rest of it: how the client port answers a request too large
+    to read. None when these bytes cannot begin a request ``[req_id, op, ...]``; ``...``
+    (Ellipsis) when they are a valid beginning cut too short to tell (23 bytes always do)."""
+    b = bytes(head[:32])
+    if not b:
+        return ...
+    t = b[0]
+    if 0x90 <= t <= 0x9f:
+        n, pos = t & 0x0f, 1
+    elif t in (0xdc, 0xdd):
+        w = 2 if t == 0xdc else 4
+        if len(b) < 1 + w:
+            return ...
+        n, pos = int.from_bytes(b[1:1 + w], "big"), 1 + w
+    else:
+        return None
+    if n < 2:
+        return None
+    got = _head_int(b, pos)
+    if got is None or got is ...:
+        return got
+    req_id, pos = got
+    if not 0 <= req_id <= _U64:
+        return None
+    got = _head_int(b, pos)
+    if got is ...:
+        return ...
+    return req_id, (None if got is None else got[0])
 
 
 def decode_response(body, max_bytes: int) -> tuple[int, int, list]:

@@ -19,7 +19,7 @@ leadership-lost distinction)::
     │   └── UnavailableError        ... above the last index (not there yet)
     ├── SnapshotTemporarilyUnavailable
     ├── NotApplied                  the command was certainly NOT applied: safe to retry anywhere
-    │   ├── NotLeader(leader_hint)
+    │   ├── NotLeader(leader_hint, answered, unreachable)
     │   ├── Busy
     │   ├── InvalidRequest
     │   └── SessionExpired
@@ -114,11 +114,18 @@ class NotApplied(FastraftError):
 
 
 class NotLeader(NotApplied):
-    """This node is not the leader; ``leader_hint`` names the one it believes in, or None."""
+    """No leader took the command; ``leader_hint`` names the one a node believes in, or None.
 
-    def __init__(self, leader_hint: int | None = None, message: str | None = None) -> None:
+    Raised by the client when a call ends without a leader: ``answered`` are the endpoints
+    that answered (none as the leader), ``unreachable`` the ones it could not reach (both
+    empty tuples unless the client set them); the message says what each one said or why."""
+
+    def __init__(self, leader_hint: int | None = None, message: str | None = None, *,
+                 answered: tuple[str, ...] = (), unreachable: tuple[str, ...] = ()) -> None:
         super().__init__(message or f"not the leader (leader hint: {leader_hint})")
         self.leader_hint = leader_hint
+        self.answered = tuple(answered)
+        self.unreachable = tuple(unreachable)
 
 
 class Busy(NotApplied):

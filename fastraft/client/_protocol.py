@@ -16,9 +16,15 @@ The status split (DESIGN.md, "Public contract") is decided here and nowhere else
     ST_UNKNOWN          may have been applied; retried with the same session and seq
     ST_ERROR            the server failed internally: OutcomeUnknown, not retried
 
-Two pseudo-statuses stand for what the connection saw instead of an answer: ``LOST`` (the
+Pseudo-statuses stand for what the connection saw instead of an answer: ``LOST`` (the
 connection broke after the request was written) and ``TIMED_OUT`` (no answer within the
-per-request timeout). Both leave the outcome unknown.
+per-request timeout) leave the outcome unknown; ``TOO_LARGE`` (the answer is over the
+client's frame limit: skipped, the connection kept) is InvalidRequest for a read. A notice
+(request id 0, codec.py) resolves the requests the node did not read with its status
+(ST_BUSY or ST_NOT_LEADER: not applied) and the others with LOST.
+
+The client refuses locally (InvalidRequest, nothing sent) a request over the limits it learned
+from a status answer (``check_limits``).
 """
 
 from __future__ import annotations
@@ -29,13 +35,15 @@ from ..core import encode_frame
 from ..errors import LocalProtocolError, RemoteProtocolError
 
 __all__ = [
-    "LOST", "TIMED_OUT", "to_bytes", "to_opt_bytes", "frame", "split_address",
-    "status_dict", "STATUS_FIELDS", "check_get", "check_scan", "check_bool",
+    "LOST", "TIMED_OUT", "TOO_LARGE", "to_bytes", "to_opt_bytes", "frame", "split_address",
+    "status_dict", "STATUS_FIELDS", "LIMIT_FIELDS", "check_get", "check_scan", "check_bool",
+    "payload_size", "check_limits", "notice",
 ]
 
 #: Pseudo-statuses set by the connection (never sent by a node).
 LOST = -1
 TIMED_OUT = -2
+TOO_LARGE = -3
 
 _pack = codec.pack
 
@@ -72,13 +80,73 @@ def split_address(text: str) -> tuple[str, int]:
 #: The fields of an OP_STATUS answer, in wire order.
 STATUS_FIELDS = ("id", "role", "term", "leader", "last_index", "commit", "applied", "core",
                  "loop", "version")
+#: The fields that follow them when the request asks ``with_limits`` (codec.py).
+LIMIT_FIELDS = codec.STATUS_LIMIT_FIELDS
 
 
 def status_dict(values: list) -> dict:
-    """An OP_STATUS answer's values as a dict keyed by STATUS_FIELDS."""
-    if len(values) != 1 or type(values[0]) is not list or len(values[0]) != len(STATUS_FIELDS):
+    """An OP_STATUS answer's values as a dict keyed by STATUS_FIELDS, then LIMIT_FIELDS when
+    the node sent them (positive integers); fields past those are ignored (a newer node)."""
+    n = len(STATUS_FIELDS)
+    if len(values) != 1 or type(values[0]) is not list or len(values[0]) < n:
         raise RemoteProtocolError(f"malformed status answer: {values!r:.100}")
-    return dict(zip(STATUS_FIELDS, values[0]))
+    fields = values[0]
+    out = dict(zip(STATUS_FIELDS, fields))
+    if len(fields) >= n + len(LIMIT_FIELDS):
+        lim = fields[n:n + len(LIMIT_FIELDS)]
+        if any(type(v) is not int or v < 0 for v in lim):
+            raise RemoteProtocolError(f"malformed limits in a status answer: {lim!r:.100}")
+        out.update(zip(LIMIT_FIELDS, lim))
+    return out
+
+
+def payload_size(args) -> int:
+    """Bytes of the keys and values among a request's arguments (its frame is at most a few
+    dozen bytes longer)."""
+    n = 0
+    for a in args:
+        if type(a) is bytes:
+            n += len(a)
+    return n
+
+
+#: Frame bytes of a request beyond its keys and values, at most: the array, a request id,
+#: op, session, seq and first_unacked (9 bytes each), three bin headers, a bool.
+FRAME_OVERHEAD = 64
+
+
+def check_limits(op: int, args, limits: dict) -> str | None:
+    """Why a request is over the cluster's ``limits`` (a status dict with LIMIT_FIELDS), or
+    None. ``args`` are the operation's own arguments (without session fields). The frame
+    check here refuses only what is over even without its framing; the connection checks the
+    exact frame (``_Conn.request``)."""
+    if op in (codec.OP_GET, codec.OP_DELETE, codec.OP_PUT, codec.OP_CAS, codec.OP_SCAN):
+        what = "prefix" if op == codec.OP_SCAN else "key"
+        k = args[0]
+        if len(k) > limits["max_key_bytes"]:
+            return (f"{what} of {len(k)} bytes is over the cluster's limit of "
+                    f"{limits['max_key_bytes']} bytes (max_key_bytes)")
+        values = ()
+        if op == codec.OP_PUT:
+            values = (("value", args[1]),)
+        elif op == codec.OP_CAS:
+            values = (("expected", args[1]), ("new", args[2]))
+        for name, v in values:
+            if v is not None and len(v) > limits["max_value_bytes"]:
+                return (f"{name} of {len(v)} bytes is over the cluster's limit of "
+                        f"{limits['max_value_bytes']} bytes (max_value_bytes)")
+    size = payload_size(args)
+    if size > limits["max_frame_bytes"]:
+        return (f"{codec.OP_NAMES.get(op, 'request')} of more than {size} bytes is over the "
+                f"cluster's frame limit of {limits['max_frame_bytes']} bytes (max_frame_bytes)")
+    return None
+
+
+def notice(values: list) -> tuple[str, int | None]:
+    """``(message, last_req_id)`` of a notice's values (last_req_id None when missing)."""
+    msg = values[0] if values and type(values[0]) is str else "the node closed the connection"
+    last = values[1] if len(values) > 1 and type(values[1]) is int else None
+    return msg[:300], last
 
 
 def check_get(values: list):

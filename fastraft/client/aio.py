@@ -32,6 +32,21 @@ When the attempts or the time run out, a write that any attempt may have applied
 (its entry may still be in the log and commit). Only writes no attempt could have applied raise
 ``NotLeader`` / ``Busy`` / ``InvalidRequest``.
 
+A call that ends without a leader raises one NotLeader that says what each node's last attempt
+saw (``_no_leader``): the nodes that answered and what they said, the ones that could not be
+reached and why (``answered`` / ``unreachable``); "no node reachable at ..." when none
+answered. A call gives up early when every endpoint refused the connection for REFUSED_ROUNDS
+full rounds spanning REFUSED_FOR seconds (nothing listens there; a starting cluster listens
+before it has elected).
+
+Limits: the client learns the cluster's request limits from any status answer (``limits``) and
+then refuses, with InvalidRequest and without sending anything, a request over them. A request
+whose keys and values may not fit the smallest frame limit a node can have (1 MiB) while the
+limits are unknown first asks one node for its status (once; the answer is kept). A node
+refuses an oversized frame with ST_INVALID too, and a connection it closes with a notice
+(request id 0: too many connections, shutting down) fails the requests it did not read as
+Busy / NotLeader (not applied); the others as ConnectionLost.
+
 The session is registered on the first write and kept alive by a background task that sends
 OP_KEEPALIVE when no write of the session has been sent for ``keepalive_interval`` seconds.
 """
@@ -39,7 +54,9 @@ OP_KEEPALIVE when no write of the session has been sent for ``keepalive_interval
 from __future__ import annotations
 
 import asyncio
+import errno
 import logging
+import re
 
 from .. import codec
 from ..core import FrameDecoder
@@ -47,7 +64,6 @@ from ..errors import (
     Busy,
     ConnectionLost,
     FastraftError,
-    FrameTooLarge,
     InvalidRequest,
     LeadershipLost,
     LocalProtocolError,
@@ -70,6 +86,14 @@ DEFAULT_KEEPALIVE_INTERVAL = 10.0
 #: How long a node that refused a connection is skipped when choosing where to send.
 DOWN_FOR = 1.0
 DEFAULT_MAX_FRAME = 256 << 20
+#: A call gives up when every endpoint refused the connection on this many consecutive full
+#: rounds of attempts spanning at least REFUSED_FOR seconds (the deadline still bounds it).
+REFUSED_ROUNDS = 3
+REFUSED_FOR = 2.0
+#: The smallest frame limit a node can have (config.Tuning.max_frame_bytes): a request that
+#: fits under it needs no knowledge of the cluster's limits.
+MIN_NODE_FRAME = 1 << 20
+_NO_LIMIT = 0xFFFFFFFF
 
 ST_OK = codec.ST_OK
 ST_NOT_LEADER = codec.ST_NOT_LEADER
@@ -80,6 +104,7 @@ ST_UNKNOWN = codec.ST_UNKNOWN
 ST_ERROR = codec.ST_ERROR
 LOST = P.LOST
 TIMED_OUT = P.TIMED_OUT
+TOO_LARGE = P.TOO_LARGE
 OP_GET = codec.OP_GET
 OP_PUT = codec.OP_PUT
 OP_DELETE = codec.OP_DELETE
@@ -97,6 +122,24 @@ _PLAIN = 3       # a write without a seq (register, keepalive): args sent as the
 
 _decode_response = codec.decode_response
 _pack = codec.pack
+#: Operations whose keys and values count against the limits.
+_SIZED = frozenset({OP_GET, OP_PUT, OP_DELETE, OP_CAS, OP_SCAN})
+_REFUSED_TEXT = re.compile(r"\[Errno (\d+)\]")
+
+
+def _connect_failure(exc: BaseException, timeout: float) -> tuple[str, bool]:
+    """A short reason for a failed connection attempt, and whether it was refused (nothing
+    listens there: every address tried answered ECONNREFUSED)."""
+    if isinstance(exc, (asyncio.TimeoutError, TimeoutError)):
+        return f"no connection within {timeout:g} s", False
+    if isinstance(exc, ConnectionRefusedError):
+        return "connection refused", True
+    # Several addresses (localhost: ::1 and 127.0.0.1) fail as one OSError listing them all.
+    codes = {int(c) for c in _REFUSED_TEXT.findall(str(exc))}
+    if codes == {errno.ECONNREFUSED}:
+        return "connection refused", True
+    text = getattr(exc, "strerror", None) or str(exc) or type(exc).__name__
+    return text[:200], False
 
 
 class _Conn(asyncio.Protocol):
@@ -107,6 +150,7 @@ class _Conn(asyncio.Protocol):
     ``pending`` is not done; whoever pops it resolves it."""
 
     __slots__ = ("addr", "loop", "transport", "pending", "ready", "closed", "error", "waiter",
+                 "why", "refused", "notice", "max_body",
                  "_decoder", "_max", "_out", "_flush", "_sweeper", "_sweep_every", "_rid")
 
     def __init__(self, addr: str, loop, max_frame: int, sweep_every: float) -> None:
@@ -117,8 +161,12 @@ class _Conn(asyncio.Protocol):
         self.ready = False          # connected and usable
         self.closed = False         # lost or closed for good (a new _Conn replaces it)
         self.error: str | None = None
+        self.why: str | None = None         # short reason of a failure ("connection refused")
+        self.refused = False                # the connection attempt was refused
+        self.notice: tuple | None = None    # (status, values) for what the node did not read
+        self.max_body = _NO_LIMIT           # the cluster's frame limit, once learned
         self.waiter: asyncio.Future | None = None
-        self._decoder = FrameDecoder(max_frame)
+        self._decoder = FrameDecoder(max_frame, skip_oversized=True)
         self._max = max_frame
         self._out: list[bytes] = []
         self._flush = None
@@ -133,7 +181,8 @@ class _Conn(asyncio.Protocol):
                 self.loop.create_connection(lambda: self, host, port), timeout)
         except (OSError, asyncio.TimeoutError) as exc:
             self.closed = True
-            self.error = f"cannot connect to {self.addr}: {exc or type(exc).__name__}"
+            self.why, self.refused = _connect_failure(exc, timeout)
+            self.error = f"cannot connect to {self.addr}: {self.why}"
 
     # -- asyncio.Protocol ---------------------------------------------------------------------
 
@@ -148,21 +197,59 @@ class _Conn(asyncio.Protocol):
         self._fail(f"connection to {self.addr} lost" + (f": {exc}" if exc else ""))
 
     def data_received(self, data) -> None:
-        try:
-            frames = self._decoder.feed(data)
-        except FrameTooLarge as exc:
-            self.abort(f"bad answer from {self.addr}: {exc}")
-            return
+        frames = self._decoder.feed(data)       # skip mode: an oversized answer is skipped
         pending = self.pending
         for body in frames:
+            if type(body) is not bytes:
+                if not self._too_large(body.size, body.head):
+                    return
+                continue
             try:
                 rid, status, values = _decode_response(body, self._max)
             except RemoteProtocolError as exc:
                 self.abort(f"bad answer from {self.addr}: {exc}")
                 return
+            if rid == 0:
+                self._notice(status, values)
+                return
             ent = pending.pop(rid, None)
             if ent is not None:
                 ent[0].set_result((status, values))
+
+    def _too_large(self, size: int, head: bytes) -> bool:
+        """An answer over ``max_frame``: its request gets TOO_LARGE, the connection stays.
+        False (and the connection is aborted) when its head is not an answer."""
+        got = codec.request_head(head)          # [req_id, status, ...] starts like a request
+        if type(got) is not tuple:
+            self.abort(f"bad answer from {self.addr}: a frame of {size} bytes, over the "
+                       f"limit of {self._max}, that is not an answer")
+            return False
+        ent = self.pending.pop(got[0], None)
+        if ent is not None:
+            ent[0].set_result((TOO_LARGE, [
+                f"the answer of {size} bytes from {self.addr} is over this client's frame "
+                f"limit of {self._max} bytes (max_frame)"]))
+        return True
+
+    def _notice(self, status: int, values: list) -> None:
+        """The node closes the connection and read no request after the one it names: those
+        after it get the notice's status (not applied), the others LOST when it closes."""
+        msg, last = P.notice(values)
+        if last is not None and status in (ST_BUSY, ST_NOT_LEADER):
+            ans = (ST_BUSY, [msg]) if status == ST_BUSY else (ST_NOT_LEADER, [0, None, msg])
+            self.notice = ans
+            pending = self.pending
+            for rid in [r for r in pending if r > last]:
+                fut = pending.pop(rid)[0]
+                if not fut.done():
+                    fut.set_result(ans)
+        reason = f"{self.addr} closed the connection: {msg}"
+        log.debug("%s", reason)
+        self.why = msg
+        self.error = reason
+        if self.transport is not None:
+            self.transport.abort()
+        self._fail(reason)
 
     # -- requests -----------------------------------------------------------------------------
 
@@ -171,8 +258,15 @@ class _Conn(asyncio.Protocol):
         rid = self._rid = self._rid + 1
         loop = self.loop
         fut = loop.create_future()
+        frame = P.frame([rid, op, *args])
+        if len(frame) - 4 > self.max_body:      # the node would refuse it: do not send it
+            fut.set_result((ST_INVALID, [
+                f"{codec.OP_NAMES.get(op, 'request')} of {len(frame) - 4} bytes is over the "
+                f"cluster's frame limit of {self.max_body} bytes (max_frame_bytes); refused "
+                f"by the client, nothing sent"]))
+            return fut
         self.pending[rid] = (fut, loop.time() + timeout)
-        self._out.append(P.frame([rid, op, *args]))
+        self._out.append(frame)
         if self._flush is None:
             self._flush = loop.call_soon(self._write)
         if self._sweeper is None:
@@ -225,6 +319,69 @@ class _Conn(asyncio.Protocol):
         if self.transport is not None and not self.closed:
             self.transport.close()
         self._fail(f"connection to {self.addr} closed by the client")
+
+
+class _Attempts:
+    """What the failed attempts of one call left behind (made at the first failure, so a
+    call that succeeds at once allocates nothing):
+
+    ``last``     the error of the last attempt (the call raises it, or a summary of it)
+    ``unknown``  the OutcomeUnknown class of the last attempt that may have applied a write
+    ``said``     address -> what its last attempt saw (``_what_it_said``), for _no_leader
+    ``hops``     leader hints followed since the last backoff
+    refusals     a streak of consecutive refused connections (any other outcome ends it): the
+                 call is hopeless once every endpoint refused for REFUSED_ROUNDS full rounds
+                 spanning REFUSED_FOR seconds
+    """
+
+    __slots__ = ("last", "unknown", "said", "hops", "_start", "_count", "_addrs")
+
+    def __init__(self) -> None:
+        self.last: FastraftError | None = None
+        self.unknown = None
+        self.said: dict[str, tuple] = {}
+        self.hops = 0
+        self.answered()
+
+    def refused(self, addr: str, now: float) -> None:
+        if self._start is None:
+            self._start = now
+        self._count += 1
+        self._addrs.add(addr)
+
+    def answered(self) -> None:
+        """An attempt that was not a refused connection: the streak ends."""
+        self._start = None
+        self._count = 0
+        self._addrs: set[str] = set()
+
+    def hopeless(self, endpoints: list[str], now: float) -> bool:
+        return (self._start is not None and self._count >= REFUSED_ROUNDS * len(endpoints)
+                and now - self._start >= REFUSED_FOR and self._addrs.issuperset(endpoints))
+
+
+def _what_it_said(status: int, values: list) -> tuple[bool, str, str | None]:
+    """``(answered?, a short account, the leader address it named)`` of one attempt's
+    outcome, for _no_leader."""
+    if status == ST_NOT_LEADER:
+        if len(values) > 2 and type(values[2]) is str:         # a notice: shutting down
+            return True, values[2], None
+        lid = values[0] if values and type(values[0]) is int else 0
+        addr = values[1] if len(values) > 1 and type(values[1]) is str else None
+        if addr:
+            return True, f"not the leader, points to node {lid} at {addr}", addr
+        if lid:
+            return True, f"not the leader, points to node {lid}", None
+        return True, "not the leader, no leader known", None
+    if status == TIMED_OUT:
+        return False, "no answer in time", None
+    if status == LOST:
+        return False, "connection lost", None
+    if status == ST_BUSY:
+        return True, f"busy ({P.message(values)})", None
+    if status == ST_UNKNOWN:
+        return True, "lost its leadership", None
+    return True, P.message(values), None
 
 
 def _endpoints(endpoints) -> list[str]:
@@ -283,6 +440,11 @@ class AsyncClient:
         self._registering: asyncio.Task | None = None
         self._keepalive: asyncio.Task | None = None
         self._closed = False
+        self._limits: dict | None = None     # the cluster's limits (LIMIT_FIELDS), once known
+        self._limits_task: asyncio.Task | None = None
+        self._limits_absent = False          # a node answered status without limits (older)
+        #: Keys and values of at most this many bytes in all cannot be over any limit.
+        self._small = MIN_NODE_FRAME - P.FRAME_OVERHEAD
         #: Attempts made after a failed one, over the client's life (for tests and tools).
         self.retries = 0
 
@@ -329,9 +491,16 @@ class AsyncClient:
     async def status(self) -> list[dict]:
         """One dict per endpoint, in endpoint order: ``endpoint``, ``reachable`` and, when
         reachable, the node's ``id, role, term, leader, last_index, commit, applied, core,
-        loop, version``; when not, ``error``."""
+        loop, version`` and its request limits ``max_frame_bytes, max_key_bytes,
+        max_value_bytes, max_scan`` (absent from an older node); when not, ``error``."""
         self._check_open()
         return list(await asyncio.gather(*(self._status_one(a) for a in self.endpoints)))
+
+    @property
+    def limits(self) -> dict | None:
+        """The cluster's request limits learned from a status answer (``max_frame_bytes``,
+        ``max_key_bytes``, ``max_value_bytes``, ``max_scan``), or None before."""
+        return None if self._limits is None else dict(self._limits)
 
     async def leader(self) -> str | None:
         """The address of the node believed to be the leader (asks the nodes if unknown)."""
@@ -353,7 +522,7 @@ class AsyncClient:
         if self._closed:
             return
         self._closed = True
-        for task in (self._keepalive, self._registering):
+        for task in (self._keepalive, self._registering, self._limits_task):
             if task is not None and not task.done():
                 task.cancel()
         for conn in list(self._conns.values()):
@@ -407,6 +576,8 @@ class AsyncClient:
         conn = self._conns.get(addr)
         if conn is None or conn.closed:
             conn = _Conn(addr, self._loop, self._max_frame, self._sweep_every)
+            if self._limits is not None:
+                conn.max_body = self._limits["max_frame_bytes"]
             self._conns[addr] = conn
             conn.waiter = self._loop.create_task(conn.open(self.connect_timeout))
         if not conn.ready and not conn.closed:
@@ -493,6 +664,8 @@ class AsyncClient:
         now = loop.time()
         if deadline is None:
             deadline = now + (self.deadline if budget is None else budget)
+        if op in _SIZED and P.payload_size(args) > self._small:
+            await self._check_limits(op, args, deadline)
         sess = seq = None
         if kind == _WRITE:
             sess = self._session
@@ -500,11 +673,9 @@ class AsyncClient:
                 sess = await self._session_for_write(deadline)
             seq = sess.begin()
             sess.last_sent = now
-        unknown = None      # the OutcomeUnknown class of the last attempt that may have applied
-        last: FastraftError | None = None
+        at = None           # _Attempts, from the first failed attempt on
         attempts = 0
         failures = 0
-        hops = 0            # leader hints followed since the last backoff
         retry = self.retry
         try:
             while True:
@@ -518,89 +689,56 @@ class AsyncClient:
                     if kind != _STALE and conn.ready and addr == self._leader:
                         self._lconn = conn
                 attempts += 1
-                backoff = True
-                if not conn.ready:
-                    last = NotLeader(None, f"no node reachable: {conn.error}")
+                if not conn.ready and conn.notice is None:
+                    at = at or _Attempts()
+                    at.said[conn.addr] = (False, conn.why or conn.error or "unreachable", None)
+                    at.last = NotLeader(None, "no node reachable")   # detailed by _no_leader
+                    if conn.refused:
+                        at.refused(conn.addr, loop.time())
+                    else:
+                        at.answered()
                     # Try the next node at once unless every node was tried already.
                     backoff = attempts % len(self.endpoints) == 0
                 else:
-                    timeout = deadline - loop.time()
-                    if timeout > self.timeout:
-                        timeout = self.timeout
-                    elif timeout < 0.001:
-                        timeout = 0.001
-                    if kind == _WRITE:
-                        fut = conn.request(op, (sess.id, seq, sess.first_unacked, *args),
-                                           timeout)
+                    if not conn.ready:      # closed by a notice before anything was sent
+                        status, values = conn.notice
                     else:
-                        fut = conn.request(op, args, timeout)
-                    status, values = await fut
+                        timeout = deadline - loop.time()
+                        if timeout > self.timeout:
+                            timeout = self.timeout
+                        elif timeout < 0.001:
+                            timeout = 0.001
+                        if kind == _WRITE:
+                            fut = conn.request(op, (sess.id, seq, sess.first_unacked, *args),
+                                               timeout)
+                        else:
+                            fut = conn.request(op, args, timeout)
+                        status, values = await fut
                     if status == ST_OK:
                         if kind != _STALE and self._lconn is not conn:
                             self._leader = conn.addr     # it answered as the leader
                             self._lconn = conn
                         return values
-                    if status == ST_NOT_LEADER:
-                        # Follow a hint at once, but not around a circle of stale hints.
-                        hops += 1
-                        backoff = not self._on_not_leader(conn.addr, values) \
-                            or hops > len(self.endpoints)
-                        hint = values[0] if values and type(values[0]) is int else 0
-                        last = NotLeader(hint or None, f"{conn.addr} is not the leader "
-                                         f"(hint: {values[1] if len(values) > 1 else None})")
-                    elif status == TIMED_OUT:
-                        self._forget_leader(conn.addr)
-                        last = Timeout(P.message(values))
-                        backoff = False          # a whole timeout was waited already
-                        if kind >= _WRITE:
-                            unknown = Timeout
-                    elif status == LOST:
-                        last = ConnectionLost(P.message(values))
-                        if kind >= _WRITE:
-                            unknown = ConnectionLost
-                    elif status == ST_UNKNOWN:
-                        self._forget_leader(conn.addr)
-                        last = LeadershipLost(f"{conn.addr}: {P.message(values)}")
-                        unknown = LeadershipLost
-                    elif status == ST_BUSY:
-                        last = Busy(f"{conn.addr}: {P.message(values)}")
-                    elif status == ST_INVALID:
-                        if unknown is not None:
-                            raise unknown(
-                                f"outcome unknown: an earlier attempt may have been applied; "
-                                f"the retry was refused: {P.message(values)}")
-                        raise InvalidRequest(P.message(values))
-                    elif status == ST_SESSION_EXPIRED:
-                        s = session if session is not None else sess
-                        if s is not None:
-                            s.expired = True
-                        if kind != _WRITE:      # keepalive (or an odd answer to a read)
-                            raise SessionExpired(P.message(values))
-                        if unknown is not None:
-                            raise Timeout(
-                                f"outcome unknown: session {sess.id} expired while write "
-                                f"{seq} was in doubt ({P.message(values)})")
-                        # Never possibly applied: move the write to a new session.
+                    at = at or _Attempts()
+                    backoff = self._judge(at, kind, conn.addr, status, values,
+                                          session if session is not None else sess, seq)
+                    if backoff is None:
+                        # SESSION_EXPIRED, never possibly applied: move the write to a new
+                        # session (a new seq) and try again at once.
                         sess.done(seq)
                         sess = seq = None
                         sess = await self._session_for_write(deadline)
                         seq = sess.begin()
                         sess.last_sent = loop.time()
                         backoff = False
-                        last = SessionExpired(P.message(values))
-                    else:  # ST_ERROR
-                        if kind >= _WRITE:
-                            raise OutcomeUnknown(f"server error at {conn.addr}: "
-                                                 f"{P.message(values)}")
-                        raise RemoteProtocolError(f"server error at {conn.addr}: "
-                                                  f"{P.message(values)}")
                 # -- retry? -------------------------------------------------------------------
                 now = loop.time()
-                if not retry.should_retry(attempts) or now >= deadline:
+                if (not retry.should_retry(attempts) or now >= deadline
+                        or at.hopeless(self.endpoints, now)):
                     break
                 self.retries += 1
                 if backoff:
-                    hops = 0
+                    at.hops = 0
                     failures += 1
                     delay = retry.delay(failures)
                     if now + delay >= deadline:
@@ -608,14 +746,166 @@ class AsyncClient:
                     await asyncio.sleep(delay)
                 if self._closed:
                     break
-            if unknown is not None:
-                raise unknown(f"outcome unknown after {attempts} attempts: {last}")
-            if self._closed:
-                raise LocalProtocolError("the client was closed during the call")
-            raise last
+            raise self._final_error(at, attempts)
         finally:
             if seq is not None:
                 sess.done(seq)
+
+    def _judge(self, at: _Attempts, kind: int, addr: str, status: int, values: list,
+               sess: Session | None, seq: int | None) -> bool | None:
+        """Take in a failed attempt's answer: raise when the call ends here; else note it in
+        ``at`` and return whether to back off before the next attempt (None: the session
+        expired and the write must move to a new one)."""
+        at.answered()
+        at.said[addr] = _what_it_said(status, values)
+        if status == ST_NOT_LEADER:
+            # Follow a hint at once, but not around a circle of stale hints.
+            at.hops += 1
+            backoff = not self._on_not_leader(addr, values) or at.hops > len(self.endpoints)
+            hint = values[0] if values and type(values[0]) is int else 0
+            at.last = NotLeader(hint or None, f"{addr} is not the leader "
+                                f"(hint: {values[1] if len(values) > 1 else None})")
+            return backoff
+        if status == TIMED_OUT:
+            self._forget_leader(addr)
+            at.last = Timeout(P.message(values))
+            if kind >= _WRITE:
+                at.unknown = Timeout
+            return False                # a whole timeout was waited already
+        if status == LOST or (status == TOO_LARGE and kind >= _WRITE):
+            at.last = ConnectionLost(P.message(values))
+            if kind >= _WRITE:
+                at.unknown = ConnectionLost
+            return True
+        if status == ST_UNKNOWN:
+            self._forget_leader(addr)
+            at.last = LeadershipLost(f"{addr}: {P.message(values)}")
+            at.unknown = LeadershipLost
+            return True
+        if status == ST_BUSY:
+            at.last = Busy(f"{addr}: {P.message(values)}")
+            return True
+        if status == ST_INVALID or status == TOO_LARGE:
+            if at.unknown is not None:
+                raise at.unknown(f"outcome unknown: an earlier attempt may have been applied; "
+                                 f"the retry was refused: {P.message(values)}")
+            raise InvalidRequest(P.message(values))
+        if status == ST_SESSION_EXPIRED:
+            if sess is not None:
+                sess.expired = True
+            if kind != _WRITE:          # keepalive (or an odd answer to a read)
+                raise SessionExpired(P.message(values))
+            if at.unknown is not None:
+                raise Timeout(f"outcome unknown: session {sess.id} expired while write "
+                              f"{seq} was in doubt ({P.message(values)})")
+            at.last = SessionExpired(P.message(values))
+            return None
+        # ST_ERROR
+        if kind >= _WRITE:
+            raise OutcomeUnknown(f"server error at {addr}: {P.message(values)}")
+        raise RemoteProtocolError(f"server error at {addr}: {P.message(values)}")
+
+    def _final_error(self, at: _Attempts, attempts: int) -> FastraftError:
+        """The error a call that ran out of attempts or time raises."""
+        last = at.last
+        if isinstance(last, NotLeader):
+            last = self._no_leader(at.said, last.leader_hint)
+        if at.unknown is not None:
+            return at.unknown(f"outcome unknown after {attempts} attempts: {last}")
+        if self._closed:
+            return LocalProtocolError("the client was closed during the call")
+        return last
+
+    def _no_leader(self, said: dict, hint: int | None) -> NotLeader:
+        """One line on why no leader took the call: what each node's last attempt saw."""
+        eps = self.endpoints
+        order = list(eps) + [a for a in said if a not in eps]
+        answered = tuple(a for a in order if a in said and said[a][0])
+        unreachable = tuple(a for a in order if a in said and not said[a][0])
+        untried = [a for a in eps if a not in said]
+        if not answered:
+            whys = [said[a][1] for a in unreachable]
+            if len(set(whys)) == 1:
+                text = f"no node reachable at {', '.join(unreachable)} ({whys[0]})"
+            else:
+                text = "no node reachable: " + "; ".join(
+                    f"{a}: {why}" for a, why in zip(unreachable, whys))
+        else:
+            n_ok, n = len(answered), len(answered) + len(unreachable)
+            named = [said[a][2] for a in answered if said[a][2] in unreachable]
+            if named:
+                why = f"{n_ok} of {n} nodes reachable; the leader they name, {named[0]}, is not"
+            elif not unreachable:
+                why = (f"all {n} nodes answered but none is the leader (an election may be "
+                       f"in progress)")
+            elif 2 * n_ok <= n:
+                why = f"no quorum: only {n_ok} of {n} nodes reachable"
+            else:
+                why = (f"{n_ok} of {n} nodes reachable but none is the leader (an election "
+                       f"may be in progress)")
+            parts = [f"{a} answered: {said[a][1]}" for a in answered]
+            parts += [f"{a}: {said[a][1]}" for a in unreachable]
+            text = f"no leader ({why}): " + "; ".join(parts)
+        if untried:
+            text += f"; not tried: {', '.join(untried)}"
+        return NotLeader(hint, text, answered=answered, unreachable=unreachable)
+
+    # -- limits -------------------------------------------------------------------------------
+
+    async def _check_limits(self, op: int, args: tuple, deadline: float) -> None:
+        """InvalidRequest (nothing sent) when the request is over the cluster's limits;
+        learn them first (its keys and values are over ``_small``: it may be over the
+        smallest frame limit a node can have)."""
+        lim = self._limits
+        if lim is None:
+            if self._limits_absent:
+                return
+            await self._fetch_limits(deadline)
+            lim = self._limits
+            if lim is None:
+                return          # no node told: send it; a node refuses it with ST_INVALID
+        why = P.check_limits(op, args, lim)
+        if why is not None:
+            raise InvalidRequest(f"{why}; refused by the client, nothing sent")
+
+    def _learn_limits(self, st: dict) -> None:
+        if "max_frame_bytes" not in st:
+            if self._limits is None:            # an older node: it refuses by itself
+                self._limits_absent = True
+                self._small = _NO_LIMIT
+            return
+        lim = {k: st[k] for k in P.LIMIT_FIELDS}
+        self._limits = lim
+        self._limits_absent = False
+        self._small = min(lim["max_key_bytes"], lim["max_value_bytes"])
+        for conn in self._conns.values():
+            conn.max_body = lim["max_frame_bytes"]
+
+    async def _fetch_limits(self, deadline: float) -> None:
+        """Ask one node (the first that answers) for its status, once for all the callers
+        that need it at the same time; wait at most until ``deadline``."""
+        task = self._limits_task
+        if task is None or task.done():
+            task = self._limits_task = self._loop.create_task(self._ask_limits())
+        wait = deadline - self._loop.time()
+        if wait > 0:
+            try:
+                await asyncio.wait_for(asyncio.shield(task), wait)
+            except asyncio.TimeoutError:
+                pass
+
+    async def _ask_limits(self) -> None:
+        now = self._loop.time()
+        order = sorted(self.endpoints, key=lambda a: (a != self._leader,
+                                                      self._down.get(a, 0.0) > now))
+        for addr in order:
+            try:
+                st = await self._status_one(addr)
+            except (FastraftError, OSError) as exc:
+                log.debug("status of %s failed: %s", addr, exc)
+                continue
+            if st["reachable"]:
+                return
 
     async def _status_one(self, addr: str) -> dict:
         out = {"endpoint": addr, "reachable": False}
@@ -623,7 +913,9 @@ class AsyncClient:
         if not conn.ready:
             out["error"] = conn.error
             return out
-        status, values = await conn.request(OP_STATUS, (), self.timeout)
+        status, values = await conn.request(OP_STATUS, (True,), self.timeout)
+        if status == ST_INVALID and conn.ready:     # an older node: no with_limits argument
+            status, values = await conn.request(OP_STATUS, (), self.timeout)
         if status != ST_OK:
             out["error"] = P.message(values)
             return out
@@ -633,6 +925,7 @@ class AsyncClient:
             out["error"] = str(exc)
             return out
         out["reachable"] = True
+        self._learn_limits(out)
         if out["role"] == "leader" and self._leader != addr:
             self._leader = addr
             self._lconn = None

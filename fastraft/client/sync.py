@@ -40,6 +40,11 @@ class Client:
     def session_id(self) -> int | None:
         return self._aio.session_id
 
+    @property
+    def limits(self) -> dict | None:
+        """The cluster's request limits once a status answer told them (``AsyncClient``)."""
+        return self._aio.limits
+
     def _run(self, coro):
         if self._closed:
             coro.close()

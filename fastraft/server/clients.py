@@ -5,12 +5,28 @@ and validates requests with ``fastraft.codec`` and hands ``codec.Request`` objec
 (``node.on_request(conn, req)``); the node answers through ``conn.respond``. Answers may leave
 in any order; the request id pairs them up.
 
-Bad input closes the connection with one log line: a body that is not msgpack or not
-``[req_id, op, ...]``, or an oversized frame. A request that is well-formed but invalid
-(unknown operation, wrong types, a key or value over the limits) is answered ``ST_INVALID``
-and the connection stays open. Connections above ``max_connections`` are closed at once.
-A client that stops reading its answers is paused (no more requests read from it) until its
-send buffer drains, so it cannot make the node buffer without limit.
+Every refusal the client can act on is an answer, never a dropped connection:
+
+- a request that is well-formed but invalid (unknown operation, wrong types, a key or value
+  over the limits) is answered ``ST_INVALID``; the connection stays open;
+- so is a request frame over the frame limit: the decoder (skip mode) hands out only the first
+  bytes of its body, the request id is read from them (``codec.request_head``), the answer
+  names the size and the limit, and the rest of the frame is dropped as it arrives, never
+  buffered;
+- a connection above ``max_connections`` gets one notice (``codec.encode_notice``: request id
+  0, ST_BUSY, "too many connections", last request read 0) and is closed: the client knows
+  none of its requests was read;
+- a graceful stop (``ClientServer.close``) flushes the answers already given, then sends each
+  connection a notice (ST_NOT_LEADER, "shutting down", the id of the last request read): the
+  requests sent after that one were never read, so the client retries them elsewhere.
+
+After a notice the node half-closes the connection and drops what still arrives until the
+client closes it (or ``LINGER`` seconds pass), so the notice is not lost to a reset.
+
+Only bad input closes a connection, with one log line: a body that is not msgpack or not
+``[req_id, op, ...]`` (for an oversized frame: a head that cannot begin one). A client that
+stops reading its answers is paused (no more requests read from it) until its send buffer
+drains, so it cannot make the node buffer without limit.
 """
 
 from __future__ import annotations
@@ -20,12 +36,17 @@ import logging
 
 from .. import codec
 from ..core import FrameDecoder, encode_frame
-from ..errors import FrameTooLarge, InvalidRequest, RemoteProtocolError
+from ..errors import InvalidRequest, RemoteProtocolError
 from .logs import LogOnce, reason_kind
 
-__all__ = ["ClientServer", "ClientConn"]
+__all__ = ["ClientServer", "ClientConn", "LINGER"]
 
 log = logging.getLogger("fastraft.clients")
+
+#: Seconds a connection that got a notice stays half-open for the client to read it.
+LINGER = 2.0
+#: Connections refused at accept that may linger at once; past it they are aborted.
+MAX_LINGERING = 256
 
 
 class ClientServer:
@@ -37,8 +58,10 @@ class ClientServer:
         self.max_frame = max_frame
         self.max_connections = max_connections
         self.conns: set = set()
+        self.lingering = 0          # connections refused at accept, still half-open
         self.once = LogOnce(log)
         self._server = None
+        self._all_closed: asyncio.Future | None = None
 
     async def start(self) -> None:
         loop = asyncio.get_running_loop()
@@ -51,27 +74,48 @@ class ClientServer:
             self._server.close()
 
     async def close(self) -> None:
+        """Graceful: every connection gets the answers already given, then a notice that the
+        node is shutting down (the requests it has not read are not applied); wait (up to
+        about a second) for the clients to close them."""
         self.stop_accepting()
+        loop = asyncio.get_running_loop()
         for c in list(self.conns):
-            c.close()
+            c.go_away(codec.ST_NOT_LEADER, "the node is shutting down")
+        if self.conns:
+            self._all_closed = loop.create_future()
+            try:
+                await asyncio.wait_for(asyncio.shield(self._all_closed), 1.0)
+            except asyncio.TimeoutError:
+                pass
+        for c in list(self.conns):
+            c.transport.abort()
         if self._server is not None:
             try:
                 await asyncio.wait_for(self._server.wait_closed(), 1.0)
             except (asyncio.TimeoutError, Exception):
                 pass
 
+    def _gone(self, conn) -> None:
+        self.conns.discard(conn)
+        f = self._all_closed
+        if f is not None and not self.conns and not f.done():
+            f.set_result(None)
+
 
 class ClientConn(asyncio.Protocol):
-    __slots__ = ("srv", "transport", "remote", "_decoder", "closed", "_out", "_flush")
+    __slots__ = ("srv", "transport", "remote", "_decoder", "closed", "_out", "_flush",
+                 "last_rid", "_linger")
 
     def __init__(self, srv: ClientServer) -> None:
         self.srv = srv
         self.transport = None
         self.remote = "?"
-        self._decoder = FrameDecoder(srv.max_frame)
+        self._decoder = FrameDecoder(srv.max_frame, skip_oversized=True)
         self.closed = False
         self._out: list = []          # answers gathered during one event-loop turn
         self._flush = None
+        self.last_rid = 0             # id of the last request read (a notice names it)
+        self._linger = None
 
     def connection_made(self, transport) -> None:
         self.transport = transport
@@ -82,20 +126,51 @@ class ClientConn(asyncio.Protocol):
             srv.once(("too-many", srv.max_connections), logging.WARNING,
                      "refusing client %s: %d connections already open", self.remote,
                      len(srv.conns))
-            self.closed = True
-            transport.abort()
+            if srv.lingering >= MAX_LINGERING:      # a flood: no notice, no half-open state
+                self.closed = True
+                transport.abort()
+                return
+            srv.lingering += 1
+            self.go_away(codec.ST_BUSY, f"too many connections: the node already serves "
+                                        f"{len(srv.conns)} (max_client_connections)")
             return
         srv.conns.add(self)
         transport.set_write_buffer_limits(high=8 << 20)
 
     def connection_lost(self, exc) -> None:
         self.closed = True
-        self.srv.conns.discard(self)
+        if self._linger is not None:
+            self._linger.cancel()
+            self._linger = None
+            if self not in self.srv.conns:
+                self.srv.lingering -= 1
+        self.srv._gone(self)
+
+    def eof_received(self):
+        return None                   # the client is done: close our side too
 
     def close(self) -> None:
+        """Close now, after the answers already given (no notice)."""
         if not self.closed:
+            self._write()
             self.closed = True
             self.transport.close()
+
+    def go_away(self, status: int, message: str) -> None:
+        """Send the answers already given, then a notice (``codec.encode_notice``): this
+        connection is closed and no request after ``last_rid`` was read. Half-close, drop
+        what still arrives, and close when the client does (or after LINGER seconds)."""
+        if self.closed:
+            return
+        out = self._out
+        self._out = []
+        out.append(encode_frame(codec.encode_notice(status, message, self.last_rid)))
+        self.closed = True
+        t = self.transport
+        t.write(b"".join(out))
+        if t.can_write_eof():
+            t.write_eof()
+        self._linger = asyncio.get_running_loop().call_later(LINGER, t.abort)
 
     def pause_writing(self) -> None:
         if not self.closed:
@@ -115,23 +190,54 @@ class ClientConn(asyncio.Protocol):
     def data_received(self, data) -> None:
         if self.closed:
             return
-        try:
-            frames = self._decoder.feed(data)
-        except FrameTooLarge as exc:
-            self._bad(str(exc))
-            return
+        dec = self._decoder
+        frames = dec.feed(data)
         srv = self.srv
         node = srv.node
         for body in frames:
+            if type(body) is not bytes:         # an OversizedFrame: answered, then skipped
+                if not self._oversized(body.size, body.head):
+                    return
+                continue
             try:
                 req = codec.decode_request(body, srv.limits, srv.max_frame)
             except InvalidRequest as exc:
+                self.last_rid = exc.req_id
                 self.respond(exc.req_id, codec.ST_INVALID, str(exc))
                 continue
             except RemoteProtocolError as exc:
                 self._bad(str(exc))
                 return
+            self.last_rid = req.req_id
             node.on_request(self, req)
+        if dec.pending and not self.closed:
+            head = dec.partial_head
+            if head is not None and codec.request_head(head) is None:
+                self._bad(f"a frame over the limit of {srv.max_frame} bytes that is not a "
+                          f"request: {head[:16]!r}")
+
+    def _oversized(self, size: int, head: bytes) -> bool:
+        """Answer a request frame over the limit ST_INVALID; False when its head is not a
+        request (the connection is then closed)."""
+        srv = self.srv
+        got = codec.request_head(head)
+        if type(got) is not tuple:
+            self._bad(f"frame of {size} bytes exceeds the limit of {srv.max_frame} bytes "
+                      f"and is not a request: {head[:16]!r}")
+            return False
+        rid, op = got
+        what = codec.OP_NAMES.get(op, "request")
+        lim = srv.limits
+        host = self.remote.rsplit(":", 1)[0]
+        srv.once(("oversized", host), logging.INFO,
+                 "refused a %s of %d bytes from %s: over the frame limit of %d bytes", what,
+                 size, self.remote, srv.max_frame)
+        self.last_rid = rid
+        self.respond(rid, codec.ST_INVALID,
+                     f"{what} of {size} bytes is over the node's frame limit of "
+                     f"{srv.max_frame} bytes (max_value_bytes {lim.max_value}, "
+                     f"max_key_bytes {lim.max_key})")
+        return True
 
     def respond(self, req_id: int, status: int, *values) -> None:
         """Queue an answer; answers of one loop turn leave in one write."""

@@ -208,7 +208,11 @@ class Node:
                 self._kick()
             return
         if op == codec.OP_STATUS:
-            conn.respond(req.req_id, codec.ST_OK, self.status_fields())
+            fields = self.status_fields()
+            if req.with_limits:         # codec.STATUS_LIMIT_FIELDS
+                lim = self.limits
+                fields += [self.clients.max_frame, lim.max_key, lim.max_value, lim.max_scan]
+            conn.respond(req.req_id, codec.ST_OK, fields)
             return
         if self._stopping:
             conn.respond(req.req_id, codec.ST_NOT_LEADER, 0, None)

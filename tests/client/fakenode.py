@@ -6,9 +6,16 @@ It imports nothing of the server: it is a small model of a node's client port wi
 session table (exactly-once by (session, seq), first_unacked drops cached answers), enough to
 check what the client sends and what it concludes.
 
-Every node records each decoded request (``node.requests``). ``node.plan(op, *actions)``
-queues actions consumed by the next requests of that op (None = any op); without a plan a
-node answers as a leader (``cluster.leader``) or NOT_LEADER with a hint (``cluster.hint``).
+Every node records each decoded request (``node.requests``) and counts the bytes it received
+(``node.bytes_in``). ``node.plan(op, *actions)`` queues actions consumed by the next requests
+of that op (None = any op); without a plan a node answers as a leader (``cluster.leader``) or
+NOT_LEADER with a hint (``cluster.hint``).
+
+Like a node, it answers OP_STATUS with its limits when asked (``node.limits``:
+``codec.STATUS_LIMIT_FIELDS`` values; ``node.old = True`` plays a node that predates them)
+and answers a frame over ``limits["max_frame_bytes"]`` ST_INVALID without reading it.
+``node.refuse_connections = "message"`` refuses every new connection with a notice (request
+id 0, ST_BUSY, last request read 0), as a node over max_client_connections does.
 
 Actions:
     "ok"            behave normally
@@ -16,9 +23,13 @@ Actions:
     "drop"          close the connection, nothing applied
     "apply_silent"  apply, never answer;   "silent": never answer, nothing applied
     "apply_unknown" apply, answer ST_UNKNOWN
+    "apply_vanish"  apply, then stop listening and drop every connection (later connection
+                    attempts are refused)
     "expire"        forget the session, answer ST_SESSION_EXPIRED
     ("status", st, *values)   answer exactly that, nothing applied
     ("delay", s)    behave normally after ``s`` seconds
+    ("notice", st, message)   send a notice that this request was not read (last request
+                    read: the one before), nothing applied, and close the connection
 """
 
 from __future__ import annotations
@@ -29,6 +40,9 @@ from fastraft import codec
 from fastraft.core import FrameDecoder, encode_frame
 
 LIMITS = codec.Limits()
+#: What a node with the default tuning says (config.Tuning.max_frame_bytes and codec.Limits).
+DEFAULT_NODE_LIMITS = {"max_frame_bytes": 4096 + (1 << 20) + 65536, "max_key_bytes": 4096,
+                       "max_value_bytes": 1 << 20, "max_scan": 10_000}
 
 
 class FakeState:
@@ -93,6 +107,11 @@ class FakeNode:
         self.requests: list[codec.Request] = []
         self.plans: list[tuple] = []
         self.connections = 0
+        self.bytes_in = 0
+        self.limits = dict(DEFAULT_NODE_LIMITS)
+        self.old = False                      # answer status without limits
+        self.refuse_connections: str | None = None
+        self.oversized: list[int] = []        # sizes of the frames refused as oversized
         self.hint: FakeNode | None = None     # overrides the cluster's hint when set
         self.server = None
         self.addr = ""
@@ -113,21 +132,60 @@ class FakeNode:
     async def _serve(self, reader, writer) -> None:
         self.connections += 1
         self._writers.add(writer)
-        dec = FrameDecoder(1 << 24)
+        if self.refuse_connections is not None:
+            await self._go_away(reader, writer, codec.ST_BUSY, self.refuse_connections, 0)
+            return
+        max_frame = self.limits["max_frame_bytes"]
+        dec = FrameDecoder(max_frame, skip_oversized=True)
+        limits = codec.Limits(self.limits["max_key_bytes"], self.limits["max_value_bytes"],
+                              self.limits["max_scan"])
         try:
             while True:
                 data = await reader.read(65536)
                 if not data:
                     return
+                self.bytes_in += len(data)
                 for body in dec.feed(data):
-                    req = codec.decode_request(body, LIMITS, 1 << 24)
+                    if type(body) is not bytes:          # over the frame limit: refused
+                        rid, _op = codec.request_head(body.head)
+                        self.oversized.append(body.size)
+                        writer.write(encode_frame(codec.encode_response(
+                            rid, codec.ST_INVALID, f"frame of {body.size} bytes is over "
+                            f"the limit of {max_frame}")))
+                        continue
+                    try:
+                        req = codec.decode_request(body, limits, max_frame)
+                    except codec.InvalidRequest as exc:
+                        writer.write(encode_frame(codec.encode_response(
+                            exc.req_id, codec.ST_INVALID, str(exc))))
+                        continue
                     self.requests.append(req)
-                    if not await self._handle(req, writer):
+                    done = await self._handle(req, writer)
+                    if done == "linger":            # a notice went out: read no more
+                        while await reader.read(65536):
+                            pass
+                        writer.close()
+                        return
+                    if not done:
                         writer.transport.abort()
                         return
         except (ConnectionError, asyncio.CancelledError):
             pass
         finally:
+            self._writers.discard(writer)
+
+    async def _go_away(self, reader, writer, status: int, message: str, last: int) -> None:
+        """A notice, then half-close and drop what arrives until the client closes (as the
+        node does, so the notice is not lost to a reset)."""
+        writer.write(encode_frame(codec.encode_notice(status, message, last)))
+        writer.write_eof()
+        try:
+            while await reader.read(65536):
+                pass
+        except ConnectionError:
+            pass
+        finally:
+            writer.close()
             self._writers.discard(writer)
 
     def _take(self, op):
@@ -137,8 +195,8 @@ class FakeNode:
                 return action
         return "ok"
 
-    async def _handle(self, req: codec.Request, writer) -> bool:
-        """Answer ``req``; False to drop the connection."""
+    async def _handle(self, req: codec.Request, writer):
+        """Answer ``req``; False to drop the connection, "linger" after a notice."""
         action = self._take(req.op)
         st = self.cluster.state
 
@@ -153,6 +211,11 @@ class FakeNode:
         if isinstance(action, tuple) and action[0] == "status":
             send(action[1], *action[2:])
             return True
+        if isinstance(action, tuple) and action[0] == "notice":
+            writer.write(encode_frame(codec.encode_notice(action[1], action[2],
+                                                          req.req_id - 1)))
+            writer.write_eof()
+            return "linger"
         if action == "drop":
             return False
         if action == "silent":
@@ -161,6 +224,12 @@ class FakeNode:
             st.sessions.pop(req.session, None)
             send(codec.ST_SESSION_EXPIRED, f"session {req.session} is unknown or expired")
             return True
+        if action == "apply_vanish":
+            st.write(req)
+            self.server.close()
+            for w in list(self._writers):
+                w.transport.abort()
+            return False
         if action in ("apply_drop", "apply_silent", "apply_unknown"):
             st.write(req)
             if action == "apply_unknown":
@@ -172,10 +241,14 @@ class FakeNode:
     def _normal(self, req: codec.Request) -> tuple:
         c = self.cluster
         if req.op == codec.OP_STATUS:
+            if req.with_limits and self.old:
+                return codec.ST_INVALID, "status takes 0 arguments, got 1"
             lead = c.leader.id if c.leader else 0
             role = "leader" if c.leader is self else "follower"
-            return codec.ST_OK, [self.id, role, 1, lead, 10, 10, 10, "python", "asyncio",
-                                 "0.1.0"]
+            fields = [self.id, role, 1, lead, 10, 10, 10, "python", "asyncio", "0.1.0"]
+            if req.with_limits:
+                fields += [self.limits[k] for k in codec.STATUS_LIMIT_FIELDS]
+            return codec.ST_OK, fields
         if req.op in (codec.OP_GET, codec.OP_SCAN):
             if req.stale or c.leader is self:
                 return c.state.read(req)

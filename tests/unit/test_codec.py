@@ -123,3 +123,66 @@ def test_wrong_shapes_never_escape_as_another_error(value):
         codec.decode_command(body)
     except RemoteProtocolError:
         pass
+
+
+def test_status_may_ask_for_the_limits():
+    plain = codec.decode_request(codec.pack([5, codec.OP_STATUS]), LIMITS, 100)
+    assert plain.op == codec.OP_STATUS and plain.with_limits is False
+    asked = codec.decode_request(codec.pack([5, codec.OP_STATUS, True]), LIMITS, 100)
+    assert asked.with_limits is True
+    with pytest.raises(InvalidRequest, match="boolean"):
+        codec.decode_request(codec.pack([5, codec.OP_STATUS, 1]), LIMITS, 100)
+    with pytest.raises(InvalidRequest, match="status takes 0 to 1 arguments, got 2"):
+        codec.decode_request(codec.pack([5, codec.OP_STATUS, True, True]), LIMITS, 100)
+    assert codec.STATUS_LIMIT_FIELDS == ("max_frame_bytes", "max_key_bytes",
+                                         "max_value_bytes", "max_scan")
+
+
+def test_notice_is_a_response_with_request_id_zero():
+    rid, status, values = codec.decode_response(
+        codec.encode_notice(codec.ST_BUSY, "too many connections", 0), 100)
+    assert (rid, status, values) == (0, codec.ST_BUSY, ["too many connections", 0])
+
+
+@pytest.mark.parametrize("req_id", [0, 1, 127, 128, 255, 256, 65535, 65536, 2**32, 2**64 - 1])
+@pytest.mark.parametrize("op", [codec.OP_PUT, codec.OP_STATUS, 200, 70000])
+def test_request_head_reads_id_and_op_from_the_first_bytes(req_id, op):
+    body = codec.pack([req_id, op, 1, 2, 3, b"k", b"v" * 5000])
+    assert codec.request_head(body[:64]) == (req_id, op)
+    assert codec.request_head(body[:23]) == (req_id, op)
+    assert codec.request_head(body) == (req_id, op)
+    # Cut short: a valid beginning, too short to tell.
+    assert codec.request_head(body[:1]) is ...
+    # Every prefix gives either the answer or "too short", never a wrong answer.
+    for n in range(0, 24):
+        assert codec.request_head(body[:n]) in ((req_id, op), ...)
+
+
+def test_request_head_of_long_arrays_and_odd_ops():
+    assert codec.request_head(codec.pack(list(range(20)))[:64]) == (0, 1)
+    assert codec.request_head(codec.pack([7] * 70000)[:64]) == (7, 7)
+    assert codec.request_head(codec.pack([9, "put", b"x"])) == (9, None)
+    assert codec.request_head(codec.pack([9, -3])) == (9, -3)
+    assert codec.request_head(b"\x92\xd0\x05\x02") == (5, 2)       # int8 holding 5
+
+
+@pytest.mark.parametrize("body", [
+    b"x", b"\xc1", codec.pack([1]), codec.pack([]), codec.pack({"a": 1}), codec.pack(b"bin"),
+    codec.pack([-1, 2]), codec.pack(["id", 2]), codec.pack([1.5, 2]), codec.pack([None, 2]),
+], ids=["fixint", "never-used", "one-element", "empty", "map", "bin", "negative-id", "str-id",
+        "float-id", "nil-id"])
+def test_request_head_refuses_what_cannot_begin_a_request(body):
+    assert codec.request_head(body) is None
+
+
+@given(st.binary(max_size=40))
+def test_request_head_agrees_with_decode_request(data):
+    got = codec.request_head(data)
+    try:
+        v = msgpack.unpackb(data, strict_map_key=False)
+    except Exception:
+        return
+    if type(v) is list and len(v) >= 2 and type(v[0]) is int and 0 <= v[0] < 2**64:
+        assert got == (v[0], v[1] if type(v[1]) is int else None)
+    else:
+        assert got is None

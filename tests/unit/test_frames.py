@@ -4,6 +4,9 @@ Specification: section 4 of ``fastraft._core_py``: a frame is a 4-byte little-en
 length then the payload; ``FrameDecoder.feed`` returns the frames completed by the data and
 keeps the remainder (``pending``); a length over ``max_frame_size`` raises FrameTooLarge as
 soon as the 4 length bytes arrive, and the decoder is dead afterwards (LocalProtocolError).
+In skip mode (``skip_oversized=True``, the client port's) an oversized frame is handed out as
+an ``OversizedFrame(size, head)`` once its first 64 body bytes (or all of a shorter body) have
+arrived, and the rest of its body is dropped as it arrives, never buffered.
 """
 
 from __future__ import annotations
@@ -12,6 +15,8 @@ import struct
 from array import array
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from fastraft.errors import FrameTooLarge, LocalProtocolError, RemoteProtocolError
 
@@ -262,3 +267,141 @@ def test_a_dead_decoder_does_not_affect_a_new_one(core_impl):
         dead.feed(frame(b"abc"))
     fresh = core_impl.FrameDecoder(2)
     assert fresh.feed(frame(b"ab")) == [b"ab"]
+
+
+# -- skip mode (the client port): oversized frames are handed out as a head, then dropped -----
+
+HEAD = 64
+
+
+def over(core_impl, size: int, head: bytes):
+    return core_impl.OversizedFrame(size, head)
+
+
+def reference_skip(stream: bytes, limit: int) -> list:
+    """What a skipping decoder returns for a whole stream: frames, and for each oversized
+    frame whose head is complete, ``("over", size, head)``."""
+    out, pos = [], 0
+    while len(stream) - pos >= 4:
+        (size,) = struct.unpack_from("<I", stream, pos)
+        if size > limit:
+            h = min(size, HEAD)
+            if pos + 4 + h > len(stream):
+                break
+            out.append(("over", size, stream[pos + 4:pos + 4 + h]))
+            pos += 4 + size
+            continue
+        if pos + 4 + size > len(stream):
+            break
+        out.append(stream[pos + 4:pos + 4 + size])
+        pos += 4 + size
+    return out
+
+
+def plain(frames: list) -> list:
+    return [f if type(f) is bytes else ("over", f.size, f.head) for f in frames]
+
+
+def test_skip_mode_is_opt_in(core_impl):
+    assert core_impl.FrameDecoder(10).skip_oversized is False
+    dec = core_impl.FrameDecoder(10, skip_oversized=True)
+    assert dec.skip_oversized is True and dec.skipping == 0 and dec.partial_head is None
+    assert core_impl.FrameDecoder(max_frame_size=3, skip_oversized=True).max_frame_size == 3
+    with pytest.raises(FrameTooLarge):
+        core_impl.FrameDecoder(10).feed(frame(b"x" * 11))
+
+
+def test_oversized_frame_is_a_marker_in_stream_order(core_impl):
+    dec = core_impl.FrameDecoder(100, skip_oversized=True)
+    body = bytes(range(200))
+    out = dec.feed(frame(b"before") + frame(body) + frame(b"after"))
+    assert out[0] == b"before" and out[2] == b"after"
+    marker = out[1]
+    assert type(marker) is not bytes
+    assert (marker.size, marker.head) == (200, body[:HEAD])
+    assert marker == over(core_impl, 200, body[:HEAD])
+    assert "size=200" in repr(marker)
+    assert dec.pending == 0 and dec.skipping == 0
+
+
+def test_oversized_body_is_dropped_as_it_arrives_never_buffered(core_impl):
+    dec = core_impl.FrameDecoder(1000, skip_oversized=True)
+    body = b"".join(b"%07d" % i for i in range(50_000))          # 350,000 bytes
+    stream = frame(body) + frame(b"next")
+    out = dec.feed(stream[:4 + 10])
+    assert out == [] and dec.partial_head == body[:10] and dec.pending == 14
+    out = dec.feed(stream[14:5000])
+    assert plain(out) == [("over", len(body), body[:HEAD])]
+    assert dec.pending == 0 and dec.skipping == len(body) - (5000 - 4)
+    assert dec.partial_head is None
+    pos = 5000
+    for step in (1, 7, 65536, 100_000):
+        assert dec.feed(memoryview(stream)[pos:pos + step]) == []
+        pos += step
+        assert dec.pending == 0                    # nothing of the body is kept
+    assert dec.feed(bytearray(stream[pos:])) == [b"next"]
+    assert dec.skipping == 0 and dec.pending == 0
+
+
+def test_the_marker_waits_for_its_head(core_impl):
+    dec = core_impl.FrameDecoder(4, skip_oversized=True)
+    body = b"h" * 100
+    data = frame(body)
+    for i in range(4 + HEAD - 1):
+        assert dec.feed(data[i:i + 1]) == []
+    assert dec.partial_head == body[:HEAD - 1]
+    assert plain(dec.feed(data[4 + HEAD - 1:4 + HEAD])) == [("over", 100, body[:HEAD])]
+    assert dec.skipping == 100 - HEAD
+    assert dec.feed(data[4 + HEAD:]) == [] and dec.skipping == 0
+
+
+def test_short_oversized_frames_hand_out_their_whole_body(core_impl):
+    dec = core_impl.FrameDecoder(0, skip_oversized=True)
+    out = dec.feed(frame(b"") + frame(b"ab") + frame(b"") + frame(b"c" * 70))
+    assert plain(out) == [b"", ("over", 2, b"ab"), b"", ("over", 70, b"c" * HEAD)]
+    assert dec.pending == 0 and dec.skipping == 0
+
+
+def test_huge_announced_length_is_skipped_not_fatal(core_impl):
+    dec = core_impl.FrameDecoder(16, skip_oversized=True)
+    out = dec.feed(b"\xff\xff\xff\xff" + b"z" * 100)
+    assert plain(out) == [("over", 2**32 - 1, b"z" * HEAD)]
+    assert dec.skipping == 2**32 - 1 - 100
+    assert dec.feed(b"z" * 1000) == [] and dec.pending == 0
+
+
+def test_partial_head_only_for_an_oversized_frame(core_impl):
+    dec = core_impl.FrameDecoder(10, skip_oversized=True)
+    dec.feed(frame(b"abc")[:5])                  # a frame within the limit, incomplete
+    assert dec.partial_head is None and dec.pending == 5
+    dec = core_impl.FrameDecoder(10, skip_oversized=True)
+    dec.feed(struct.pack("<I", 11))
+    assert dec.partial_head == b""
+    strict = core_impl.FrameDecoder(10)
+    strict.feed(frame(b"abc")[:5])
+    assert strict.partial_head is None
+
+
+@pytest.mark.parametrize("split", range(0, 120, 7))
+def test_skip_mode_split_anywhere(core_impl, split):
+    stream = frame(b"a" * 5) + frame(b"B" * 90) + frame(b"") + frame(b"C" * 20) + frame(b"d")
+    want = reference_skip(stream, 10)
+    dec = core_impl.FrameDecoder(10, skip_oversized=True)
+    got = plain(dec.feed(stream[:split]) + dec.feed(stream[split:]))
+    assert got == want
+    assert dec.pending == 0 and dec.skipping == 0
+
+
+@given(st.lists(st.one_of(st.binary(max_size=150),
+                          st.integers(0, 400).map(lambda n: struct.pack("<I", n))),
+                max_size=12).map(b"".join),
+       st.sampled_from([0, 1, 10, 63, 64, 100]),
+       st.lists(st.integers(0, 3000), max_size=12))
+def test_skip_mode_matches_the_reference_on_any_stream(core_impl, stream, limit, cuts):
+    dec = core_impl.FrameDecoder(limit, skip_oversized=True)
+    points = sorted({c % (len(stream) + 1) for c in cuts} | {0, len(stream)})
+    got = []
+    for lo, hi in zip(points, points[1:]):
+        got += plain(dec.feed(stream[lo:hi]))
+        assert dec.pending <= max(limit, HEAD) + 4
+    assert got == reference_skip(stream, limit)
