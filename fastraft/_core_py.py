@@ -66,6 +66,7 @@ __all__ = [
     "encode_frame",
     "encode_frames",
     "FrameDecoder",
+    "OversizedFrame",
     "FRAME_HEADER_SIZE",
     "DEFAULT_MAX_FRAME_SIZE",
 ]

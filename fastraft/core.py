@@ -57,6 +57,7 @@ DEFAULT_MAX_RECORD_SIZE = _impl.DEFAULT_MAX_RECORD_SIZE
 encode_frame = _impl.encode_frame
 encode_frames = _impl.encode_frames
 FrameDecoder = _impl.FrameDecoder
+OversizedFrame = _impl.OversizedFrame
 FRAME_HEADER_SIZE = _impl.FRAME_HEADER_SIZE
 DEFAULT_MAX_FRAME_SIZE = _impl.DEFAULT_MAX_FRAME_SIZE
 

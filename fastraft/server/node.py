@@ -201,7 +201,7 @@ class Node:
         if op == codec.OP_GET or op == codec.OP_SCAN:
             if req.stale:
                 self._serve_read(conn, req)
-            elif self.role != LEADER:
+            elif self.role != LEADER or self._stopping:
                 self._not_leader(conn, req.req_id)
             else:
                 self._read_batch.append((conn, req))
@@ -504,6 +504,14 @@ class Node:
                 while loop.time() < deadline and self.raw.raft.role == LEADER:
                     await asyncio.sleep(0.01)
         self._abandon_pending()
+        # Gathered but never proposed or started: certainly not applied, so say NotLeader
+        # rather than leave them to the closing connection (outcome unknown).
+        props, self._props = self._props, []
+        for _payload, conn, req_id in props:
+            conn.respond(req_id, codec.ST_NOT_LEADER, 0, None)
+        reads, self._read_batch = self._read_batch, []
+        for conn, req in reads:
+            self._not_leader(conn, req.req_id)
         if self._tick_handle is not None:
             self._tick_handle.cancel()
         try:
