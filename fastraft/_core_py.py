@@ -513,7 +513,7 @@ def joint_vote_result(incoming, outgoing, votes) -> int:
 #                zero bytes (a preallocated or extended-but-unwritten tail);
 #   WAL_CORRUPT  anything else: a header or content checksum mismatch, an impossible length
 #                (over max_record_size) or non-zero reserved bits before the end.
-# A torn tail may be cut off; corruption must stop the node (DESIGN.md, storage rules).
+# A torn tail may be cut off; corruption must stop the node (docs/architecture.md, "Storage rules").
 # Being unsure is classed as corruption: a false "torn" would silently drop acknowledged data.
 
 WAL_VERSION = 1

@@ -5,7 +5,8 @@ It builds request frames with ``fastraft.codec`` (the one module that speaks msg
 core's frame codec, and it decides what each answer status means for the caller. It does no IO
 and imports no event loop.
 
-The status split (DESIGN.md, "Public contract") is decided here and nowhere else:
+The status split (docs/architecture.md, "The client's error split") is decided here and
+nowhere else:
 
     ST_OK               the value
     ST_NOT_LEADER       not applied; retry on the hinted leader (NotLeader once retries end)
