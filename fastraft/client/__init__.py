@@ -1,8 +1,8 @@
 """The fastraft client: ``Client`` (blocking) and ``AsyncClient`` (asyncio).
 
 Place in the architecture: the client layer (docs/architecture.md, "Layers"). Pure Python: it
-uses ``codec`` for msgpack, ``core`` for the frame codec (the pure-Python twin when the extension is absent),
-``errors`` and ``config``; it never imports the server. Layout::
+uses ``codec`` for msgpack, ``core`` for the frame codec (the pure-Python twin when the
+extension is absent), ``errors`` and ``config``; it never imports the server. Layout::
 
     _protocol.py   request frames, answer validation, the status -> error split
     _session.py    session id, sequence numbers, first_unacked
