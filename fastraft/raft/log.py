@@ -67,6 +67,11 @@ class RaftLog:
         """Term at ``index``; raises CompactedError / UnavailableError outside the log."""
         return self.ring.term(index)
 
+    def entries(self, lo: int, hi: int, max_bytes: int | None = None) -> list:
+        """``(term, payload)`` of the entries ``lo .. hi-1`` (``lo`` > the snapshot index),
+        cut after ``max_bytes`` of payload but never empty (the first entry always comes)."""
+        return self.ring.slice(lo, hi, max_bytes)
+
     def match_term(self, index: int, term: int) -> bool:
         try:
             return self.ring.term(index) == term

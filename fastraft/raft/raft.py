@@ -549,7 +549,7 @@ class Raft:
             return self._send_snapshot(to, pr)
         last = log.last_index
         if pr.next <= last:
-            entries = log.ring.slice(pr.next, last + 1, self.cfg.max_msg_bytes)
+            entries = log.entries(pr.next, last + 1, self.cfg.max_msg_bytes)
         else:
             if not send_empty:
                 return False

@@ -30,7 +30,7 @@ from .log import RaftLog
 from .messages import EntryBatch, HardState, Message, MsgType, Snapshot
 from .raft import LEADER, Raft, RaftConfig
 
-__all__ = ["RawNode", "Ready", "SoftState"]
+__all__ = ["RawNode", "Ready", "SoftState", "Status", "PeerProgress"]
 
 
 class SoftState(NamedTuple):
@@ -40,7 +40,39 @@ class SoftState(NamedTuple):
     role: int
 
 
+class PeerProgress(NamedTuple):
+    """What the leader knows of one follower's log (``0 <= match < next``); ``state`` is a
+    ``progress`` state code (PROBE, REPLICATE, SNAPSHOT)."""
+
+    match: int
+    next: int
+    state: int
+
+
+class Status(NamedTuple):
+    """A consistent snapshot of a node's state, for logs, status answers, metrics and tests
+    (etcd's ``status.go``). Invariant: ``applied <= committed``, ``stable <= last_index``."""
+
+    id: int
+    term: int
+    vote: int
+    lead: int                           # 0 when no leader is known
+    role: int                           # raft.FOLLOWER / CANDIDATE / PRE_CANDIDATE / LEADER
+    first_index: int
+    last_index: int
+    committed: int
+    applied: int
+    stable: int                         # last index known durable in storage
+    rejoining: bool                     # a --rejoin node not yet caught up (no votes)
+    voters: tuple                       # the configuration's voters
+    outgoing: tuple                     # the outgoing voters while joint, else ()
+    progress: dict                      # leader only: follower id -> PeerProgress; else {}
+
+
 class Ready(NamedTuple):
+    """One batch of work for the runtime (module docstring: persist, send, apply, then
+    ``advance``). Lists are handed over, not copied: the engine starts new ones."""
+
     hard_state: HardState | None        # to persist, None when unchanged
     entries: EntryBatch | None          # to persist (after truncating from first_index)
     snapshot: Snapshot | None           # received from the leader: persist and install
@@ -57,21 +89,27 @@ class Ready(NamedTuple):
 
 
 class RawNode:
+    """The engine as the runtime and the simulator see it: inputs (``tick``, ``step``,
+    ``propose``, ``read_index``, ...), outputs through ``ready()`` / ``advance()``, and a few
+    read-only views (``status()``, ``term``, ``role``, ``lead``, ``term_at``). The protocol
+    itself (``raft.Raft``) is private: only white-box tests and the simulator's invariant
+    checker reach it, as ``_raft``."""
+
     def __init__(self, cfg: RaftConfig, rng: random.Random | None = None,
                  log: RaftLog | None = None, hard_state: HardState = HardState()) -> None:
-        self.raft = Raft(cfg, rng if rng is not None else random.Random(cfg.id), log,
+        self._raft = Raft(cfg, rng if rng is not None else random.Random(cfg.id), log,
                          hard_state)
-        self._prev_hard = self.raft.hard_state()
-        self._prev_soft = SoftState(self.raft.lead, self.raft.role)
+        self._prev_hard = self._raft.hard_state()
+        self._prev_soft = SoftState(self._raft.lead, self._raft.role)
         self._outstanding = False       # a Ready was handed out and not yet advanced
 
     # -- inputs -----------------------------------------------------------------------------
 
     def tick(self) -> None:
-        self.raft.tick()
+        self._raft.tick()
 
     def step(self, m: Message) -> None:
-        self.raft.step(m)
+        self._raft.step(m)
 
     def check_message(self, m: Message) -> str | None:
         """Why ``m`` could not come from a correct peer of this node, or None. The runtime
@@ -79,7 +117,7 @@ class RawNode:
         inputs, so a message that breaks the protocol's own invariants (entries older than
         the position they follow, an acknowledgement of entries this leader never had) is
         refused here instead of corrupting state."""
-        r = self.raft
+        r = self._raft
         if m.to != r.id:
             return f"message for node {m.to} delivered to node {r.id}"
         if m.frm == r.id:
@@ -100,31 +138,31 @@ class RawNode:
         return None
 
     def propose(self, payloads) -> tuple[int, int]:
-        return self.raft.propose(payloads)
+        return self._raft.propose(payloads)
 
     def read_index(self, context) -> None:
-        self.raft.read_index(context)
+        self._raft.read_index(context)
 
     def transfer_leadership(self, to: int) -> None:
-        self.raft.transfer_leadership(to)
+        self._raft.transfer_leadership(to)
 
     def campaign(self) -> None:
         """Start an election now (as if the election timeout fired)."""
-        self.raft.hup()
+        self._raft.hup()
 
     def report_snapshot(self, to: int, ok: bool) -> None:
-        self.raft.report_snapshot(to, ok)
+        self._raft.report_snapshot(to, ok)
 
     def report_unreachable(self, to: int) -> None:
-        self.raft.report_unreachable(to)
+        self._raft.report_unreachable(to)
 
     def compact(self, snapshot: Snapshot, keep_from: int | None = None) -> None:
-        self.raft.compact(snapshot, keep_from)
+        self._raft.compact(snapshot, keep_from)
 
     # -- outputs ----------------------------------------------------------------------------
 
     def has_ready(self) -> bool:
-        r = self.raft
+        r = self._raft
         log = r.log
         return bool(r.msgs or r.msgs_after_persist or r.read_states or r.dropped_reads
                     or log.stable < log.last_index or log.pending_snapshot is not None
@@ -136,7 +174,7 @@ class RawNode:
     def ready(self) -> Ready:
         if self._outstanding:
             raise LocalProtocolError("ready() called again before advance() of the last Ready")
-        r = self.raft
+        r = self._raft
         log = r.log
         hs = r.hard_state()
         prev = self._prev_hard
@@ -171,7 +209,7 @@ class RawNode:
     def advance(self, rd: Ready) -> None:
         """The runtime persisted, sent and applied ``rd``."""
         self._outstanding = False
-        r = self.raft
+        r = self._raft
         log = r.log
         if rd.snapshot is not None:
             if log.pending_snapshot is rd.snapshot:
@@ -185,20 +223,45 @@ class RawNode:
         if r.role == LEADER and rd.entries is not None:
             r.on_persisted()
 
+    # -- read-only views ------------------------------------------------------------------
+
     @property
     def applied(self) -> int:
-        return self.raft.log.applied
+        return self._raft.log.applied
 
-    def status(self) -> dict:
-        """A snapshot of the node's state for logs, `status` commands and tests."""
-        r = self.raft
+    @property
+    def term(self) -> int:
+        return self._raft.term
+
+    @property
+    def role(self) -> int:
+        return self._raft.role
+
+    @property
+    def lead(self) -> int:
+        """The leader this node knows of in its term, 0 when none."""
+        return self._raft.lead
+
+    @property
+    def rejoining(self) -> bool:
+        """True while a ``--rejoin`` node has not yet been caught up (it neither votes nor
+        campaigns until then)."""
+        return self._raft.rejoining
+
+    def term_at(self, index: int) -> int:
+        """The term of the entry at ``index`` (the snapshot's term at its index).
+        CompactedError below the retained log, UnavailableError past its end."""
+        return self._raft.log.term(index)
+
+    def status(self) -> Status:
+        """A consistent snapshot of the node's state (``Status``)."""
+        r = self._raft
         log = r.log
-        st = {
-            "id": r.id, "term": r.term, "vote": r.vote, "lead": r.lead, "role": r.role,
-            "first_index": log.first_index, "last_index": log.last_index,
-            "committed": log.committed, "applied": log.applied, "stable": log.stable,
-        }
+        progress = {}
         if r.role == LEADER:
-            st["progress"] = {vid: (pr.match, pr.next, pr.state) for vid, pr in r.prs.items()}
-        return st
+            progress = {vid: PeerProgress(pr.match, pr.next, pr.state)
+                        for vid, pr in r.prs.items()}
+        return Status(r.id, r.term, r.vote, r.lead, r.role, log.first_index, log.last_index,
+                      log.committed, log.applied, log.stable, r.rejoining, tuple(sorted(r.voters)),
+                      tuple(sorted(r.outgoing)), progress)
 

@@ -37,8 +37,7 @@ from ..config import format_address
 from ..core import IMPLEMENTATION
 from ..datadir import remove_durable, write_file_durable
 from ..errors import Busy, CompactedError, CorruptRecordError, NotLeader, StorageError
-from ..raft import RaftConfig, RawNode, Snapshot, SnapshotMeta
-from ..raft.raft import LEADER, ROLE_NAMES
+from ..raft import LEADER, ROLE_NAMES, RaftConfig, RawNode, Snapshot, SnapshotMeta
 from .backends import RecoveryError, open_backend
 from .clients import ClientServer
 from .peers import PeerTransport
@@ -267,7 +266,7 @@ class Node:
         except StorageError as exc:
             self.fatal(f"storage failure: {exc}")
             return
-        if self._rejoin and not raw.raft.rejoining:
+        if self._rejoin and not raw.rejoining:
             self._rejoin = False
             try:
                 remove_durable(self._rejoin_marker)
@@ -346,12 +345,12 @@ class Node:
         was_leader = self.role == LEADER
         self.role, self.lead = ss.role, ss.lead
         if ss.role == LEADER and not was_leader:
-            log.info("became leader in term %d", self.raw.raft.term)
+            log.info("became leader in term %d", self.raw.term)
         elif was_leader and ss.role != LEADER:
-            log.info("lost leadership in term %d (leader now %d)", self.raw.raft.term, ss.lead)
+            log.info("lost leadership in term %d (leader now %d)", self.raw.term, ss.lead)
             self._abandon_pending()
         elif ss.lead:
-            log.info("following node %d in term %d", ss.lead, self.raw.raft.term)
+            log.info("following node %d in term %d", ss.lead, self.raw.term)
 
     def _abandon_pending(self) -> None:
         """Leadership is lost: the writes in flight may or may not commit later."""
@@ -430,7 +429,7 @@ class Node:
     async def _snapshot(self, applied: int) -> None:
         try:
             try:
-                term = self.raw.raft.log.term(applied)
+                term = self.raw.term_at(applied)
             except CompactedError:
                 return      # a snapshot from the leader overtook this one: nothing to do
             t0 = time.monotonic()
@@ -454,9 +453,8 @@ class Node:
     # -- status and shutdown --------------------------------------------------------------
 
     def status_fields(self) -> list:
-        r = self.raw.raft
-        lg = r.log
-        return [self.id, ROLE_NAMES[r.role], r.term, r.lead, lg.last_index, lg.committed,
+        st = self.raw.status()
+        return [self.id, ROLE_NAMES[st.role], st.term, st.lead, st.last_index, st.committed,
                 self.machine.applied_index, IMPLEMENTATION, self.loop_name, __version__]
 
     def fatal(self, reason: str) -> None:
@@ -487,12 +485,12 @@ class Node:
         self.clients.stop_accepting()
         loop = asyncio.get_running_loop()
         deadline = loop.time() + grace
-        r = self.raw.raft
-        if r.role == LEADER and len(self.voters) > 1:
+        st = self.raw.status()
+        if st.role == LEADER and len(self.voters) > 1:
             best = None
-            for vid, pr in r.prs.items():
+            for vid, pr in st.progress.items():
                 if vid != self.id and self.peers.connected(vid):
-                    if best is None or pr.match > r.prs[best].match:
+                    if best is None or pr.match > st.progress[best].match:
                         best = vid
             if best is not None:
                 log.info("handing leadership to node %d before stopping", best)
@@ -501,7 +499,7 @@ class Node:
                     self._kick()
                 except Exception as exc:      # noqa: BLE001 - best effort
                     log.info("leadership transfer not started: %s", exc)
-                while loop.time() < deadline and self.raw.raft.role == LEADER:
+                while loop.time() < deadline and self.raw.role == LEADER:
                     await asyncio.sleep(0.01)
         self._abandon_pending()
         # Gathered but never proposed or started: certainly not applied, so say NotLeader

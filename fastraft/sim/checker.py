@@ -1,7 +1,7 @@
 """Safety invariants of Raft, checked by the simulator after every step.
 
 Place in the architecture: part of the deterministic simulator (``fastraft.sim``). It only
-reads engine state (through ``RawNode.raft``) and the simulator's records; it never changes
+reads engine state (through ``RawNode._raft``: a white-box checker) and the simulator's records; it never changes
 them. Each violation is a sentence; the simulator prints it with the seed that replays it.
 
 The properties (Raft paper, Figure 3, plus the client-visible ones):

@@ -248,7 +248,7 @@ class SimNode:
         while node.has_ready():
             rd = node.ready()
             if rd.entries is not None:
-                sim.checker.on_persist(self.id, node.raft, rd.entries)
+                sim.checker.on_persist(self.id, node._raft, rd.entries)
             for m in rd.messages:
                 sim.net.send(sim.now, m)
             self.storage.write(rd)
@@ -306,8 +306,9 @@ class SimNode:
         applied = self.sm.index
         if applied - self.storage.snapshot.meta.index < self.snapshot_every:
             return
-        raft = self.node.raft
-        meta = SnapshotMeta(applied, raft.log.term(applied), raft.voters, raft.outgoing)
+        st = self.node.status()
+        meta = SnapshotMeta(applied, self.node.term_at(applied), frozenset(st.voters),
+                            frozenset(st.outgoing))
         snap = Snapshot(meta, (applied, self.sm.digest))
         self.storage.save_snapshot(snap)
         self.node.compact(snap, keep_from=max(applied - self.keep_tail, 1))

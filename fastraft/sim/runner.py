@@ -129,8 +129,7 @@ class Simulation:
     def leader(self) -> SimNode | None:
         best = None
         for sn in self.live():
-            if sn.node.raft.role == LEADER and (best is None or
-                                                sn.node.raft.term > best.node.raft.term):
+            if sn.node.role == LEADER and (best is None or sn.node.term > best.node.term):
                 best = sn
         return best
 
@@ -198,7 +197,7 @@ class Simulation:
         checker = self.checker
         for sn in self.nodes.values():
             if sn.node is not None:
-                checker.check_node(sn.id, sn.node.raft)
+                checker.check_node(sn.id, sn.node._raft)
         for sn in self.nodes.values():
             if sn.waiting_reads and sn.node is not None:
                 sn._serve_reads(self)
@@ -278,7 +277,7 @@ class Simulation:
         live = self.live()
         if not live:
             return None
-        leaders = [sn for sn in live if sn.node.raft.role == LEADER]
+        leaders = [sn for sn in live if sn.node.role == LEADER]
         if leaders and rng.random() < 0.85:
             return rng.choice(leaders)
         return rng.choice(live)
@@ -312,7 +311,7 @@ class Simulation:
                 return t
             lead = self.leader()
             if lead is not None and (marker is None or marker[0] != lead.id
-                                     or marker[2] != lead.node.raft.term):
+                                     or marker[2] != lead.node.term):
                 try:
                     first, term = lead.node.propose([b"liveness-probe"])
                 except (NotLeader, Busy):
@@ -339,7 +338,7 @@ def run_scenario(cfg: SimConfig) -> dict:
     violations = list(sim.checker.violations)
     if error:
         violations.append(error)
-    commits = max((sn.node.raft.log.committed for sn in sim.nodes.values()
+    commits = max((sn.node.status().committed for sn in sim.nodes.values()
                    if sn.node is not None), default=0)
     wl = sim.workload
     return {

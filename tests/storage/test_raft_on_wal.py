@@ -43,33 +43,33 @@ def test_single_node_restarts_from_the_wal(wal_dir):
     node.campaign()
     applied = []
     drive(store, node, applied)
-    assert node.raft.role == LEADER
+    assert node._raft.role == LEADER
     for k in range(30):
         node.propose([b"cmd%d" % k, b"x" * (k + 1)])
         drive(store, node, applied)
-    term, last, commit = node.raft.term, node.raft.log.last_index, node.raft.log.committed
+    term, last, commit = node._raft.term, node._raft.log.last_index, node._raft.log.committed
     assert commit == last and len(store.segment_names()) > 3
     store.close()
 
     store, node = boot(wal_dir)
-    assert (node.raft.term, node.raft.log.last_index, node.raft.log.committed) == \
+    assert (node._raft.term, node._raft.log.last_index, node._raft.log.committed) == \
         (term, last, commit)
     # compact under a snapshot mark, restart again: the log starts after the mark
-    snap = Snapshot(SnapshotMeta(40, node.raft.log.term(40), frozenset({1})))
-    node.raft.log.applied_to(commit)
+    snap = Snapshot(SnapshotMeta(40, node._raft.log.term(40), frozenset({1})))
+    node._raft.log.applied_to(commit)
     node.compact(snap)
     store.save_snapshot_mark(snap.meta)
     store.compact(40)
     store.close()
 
     store, node = boot(wal_dir)
-    assert node.raft.log.first_index == 41 and node.raft.log.last_index == last
+    assert node._raft.log.first_index == 41 and node._raft.log.last_index == last
     node.campaign()
     drive(store, node, [])
-    assert node.raft.role == LEADER and node.raft.term > term
+    assert node._raft.role == LEADER and node._raft.term > term
     node.propose([b"after"])
     drive(store, node, [])
     store.close()
     store, node = boot(wal_dir)
-    assert node.raft.log.ring.payload(node.raft.log.last_index) == b"after"
+    assert node._raft.log.ring.payload(node._raft.log.last_index) == b"after"
     store.close()

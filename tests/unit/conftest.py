@@ -146,19 +146,19 @@ class Node:
 
     @property
     def raft(self):
-        return self.raw.raft
+        return self.raw._raft
 
     @property
     def log(self):
-        return self.raw.raft.log
+        return self.raw._raft.log
 
     @property
     def role(self) -> int:
-        return self.raw.raft.role
+        return self.raw._raft.role
 
     @property
     def term(self) -> int:
-        return self.raw.raft.term
+        return self.raw._raft.term
 
     def log_terms(self) -> list[int]:
         log = self.log

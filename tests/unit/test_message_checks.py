@@ -33,8 +33,8 @@ def test_refuses_entries_older_than_their_position():
 
 def test_refuses_acknowledgement_beyond_the_leaders_log():
     n = _leader()
-    last = n.raft.log.last_index
-    term = n.raft.term
+    last = n.status().last_index
+    term = n.term
     bad = Message(MsgType.APP_RESP, 1, 2, term, index=last + 5)
     assert "beyond this leader's last index" in n.check_message(bad)
     ok = Message(MsgType.APP_RESP, 1, 2, term, index=last)

@@ -321,7 +321,7 @@ def test_acknowledgement_moves_probe_to_replicate(rh):
     c.elect(1)
     prs = c[1].raft.prs
     assert prs[2].state == REPLICATE and prs[2].match == 1
-    assert c[1].raw.status()["progress"][2] == (1, 2, REPLICATE)
+    assert c[1].raw.status().progress[2] == (1, 2, REPLICATE)
 
 
 @pytest.mark.parametrize("proposals,window", [(1, 256), (2, 2)],

@@ -54,7 +54,7 @@ class Net:
     def elect(self, nid):
         self.nodes[nid].campaign()
         self.pump()
-        assert self.nodes[nid].raft.role == LEADER
+        assert self.nodes[nid]._raft.role == LEADER
 
 
 def test_lost_appends_with_a_full_window_recover_on_heartbeats():
@@ -65,12 +65,12 @@ def test_lost_appends_with_a_full_window_recover_on_heartbeats():
     for k in range(6):
         lead.propose([b"x%d" % k])
         net.pump()
-    pr3 = lead.raft.prs[3]
-    assert pr3.match < lead.raft.log.last_index
+    pr3 = lead._raft.prs[3]
+    assert pr3.match < lead._raft.log.last_index
     net.drop = lambda m: False
     net.tick(6)   # heartbeats only: the window must reopen and node 3 catch up
-    assert net.nodes[3].raft.log.last_index == lead.raft.log.last_index
-    assert lead.raft.prs[3].match == lead.raft.log.last_index
+    assert net.nodes[3]._raft.log.last_index == lead._raft.log.last_index
+    assert lead._raft.prs[3].match == lead._raft.log.last_index
 
 
 def test_an_empty_follower_log_is_found_in_one_round_trip():
@@ -81,24 +81,24 @@ def test_an_empty_follower_log_is_found_in_one_round_trip():
         lead.propose([b"x%d" % k])
         net.pump()
     # Node 3 loses everything (a wiped disk): a fresh engine with an empty log, same term.
-    term = net.nodes[3].raft.term
+    term = net.nodes[3]._raft.term
     ids = [1, 2, 3]
     fresh = RawNode(RaftConfig(3, ids), random.Random(3),
                     RaftLog(initial_snapshot(ids)))
-    fresh.raft.term = term
+    fresh._raft.term = term
     net.nodes[3] = fresh
     # The leader's view of node 3 as a newly elected leader has it: nothing known to match.
-    pr3 = lead.raft.prs[3]
+    pr3 = lead._raft.prs[3]
     pr3.become_probe()
     pr3.match = 0
-    pr3.next = lead.raft.log.last_index + 1
+    pr3.next = lead._raft.log.last_index + 1
     net.log.clear()
     lead.propose([b"more"])
     net.pump()
     rejects = [m for m in net.log if m.type == MsgType.APP_RESP and m.frm == 3 and m.reject]
     assert len(rejects) == 1, f"{len(rejects)} rejections before the leader found index 0"
     assert rejects[0].hint_index == 0 and rejects[0].hint_term == 0
-    assert fresh.raft.log.last_index == lead.raft.log.last_index
+    assert fresh._raft.log.last_index == lead._raft.log.last_index
 
 
 def test_ready_twice_without_advance_is_refused():
@@ -133,9 +133,9 @@ def test_a_commit_index_change_alone_needs_no_fsync():
     rd2 = follower.ready()
     assert rd2.entries is not None and rd2.must_sync
     follower.advance(rd2)
-    last = follower.raft.log.last_index
-    assert follower.raft.log.committed < last
-    follower.step(Message(MsgType.HEARTBEAT, 2, 1, leader.raft.term, commit=last))
+    last = follower._raft.log.last_index
+    assert follower._raft.log.committed < last
+    follower.step(Message(MsgType.HEARTBEAT, 2, 1, leader._raft.term, commit=last))
     rd3 = follower.ready()
     assert rd3.hard_state is not None and rd3.hard_state.commit == last
     assert rd3.entries is None and not rd3.must_sync

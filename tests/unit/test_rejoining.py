@@ -29,7 +29,7 @@ def test_a_rejoining_node_refuses_votes_and_does_not_campaign():
         n.tick()
     assert not any(m.type in (MsgType.VOTE, MsgType.PRE_VOTE) for m in _drain(n))
     n.campaign()
-    assert n.raft.role == 0 and not _drain(n)
+    assert n.role == 0 and not _drain(n)
     # A normal node grants the same vote.
     m = _node(rejoining=False)
     m.step(Message(MsgType.VOTE, 3, 2, 5, log_term=1, index=1))
@@ -42,7 +42,7 @@ def test_heartbeats_alone_do_not_end_rejoining():
     n.step(Message(MsgType.APP, 3, 1, 2, log_term=0, index=0, entries=[(2, b"")], commit=0))
     n.step(Message(MsgType.HEARTBEAT, 3, 1, 2, commit=1))
     _drain(n)
-    assert n.raft.rejoining
+    assert n.rejoining
 
 
 def test_rejoining_ends_when_it_holds_the_leaders_commit_of_the_leaders_term():
@@ -51,16 +51,16 @@ def test_rejoining_ends_when_it_holds_the_leaders_commit_of_the_leaders_term():
     n.step(Message(MsgType.APP, 3, 1, 2, log_term=0, index=0, entries=[(1, b"a"), (2, b"")],
                    commit=3))
     _drain(n)
-    assert n.raft.rejoining
+    assert n.rejoining
     # ... one whose commit is of an older term is not enough either.
     m = _node()
     m.step(Message(MsgType.APP, 3, 1, 2, log_term=0, index=0, entries=[(1, b"a"), (2, b"")],
                    commit=1))
     _drain(m)
-    assert m.raft.rejoining
+    assert m.rejoining
     n.step(Message(MsgType.APP, 3, 1, 2, log_term=2, index=2, entries=[(2, b"b")], commit=3))
     _drain(n)
-    assert not n.raft.rejoining
+    assert not n.rejoining
     n.step(Message(MsgType.VOTE, 3, 2, 3, log_term=2, index=3, transfer=True))
     (resp,) = [x for x in _drain(n) if x.type == MsgType.VOTE_RESP]
     assert not resp.reject
@@ -69,4 +69,4 @@ def test_rejoining_ends_when_it_holds_the_leaders_commit_of_the_leaders_term():
 def test_rejoining_survives_a_restart_only_if_asked_again():
     n = RawNode(RaftConfig(id=3, voters={1, 2, 3}, rejoining=False), random.Random(1),
                 hard_state=HardState(4, 0, 0))
-    assert not n.raft.rejoining
+    assert not n.rejoining

@@ -66,3 +66,53 @@ def test_every_module_has_a_docstring():
             continue
         tree = ast.parse(path.read_text())
         assert ast.get_docstring(tree), f"{path.relative_to(PKG)} lacks a module docstring"
+
+
+# -- the engine is sealed behind RawNode ------------------------------------------------------
+
+#: Engine modules whose insides only fastraft/raft/ itself may use; the rest of the package
+#: goes through ``fastraft.raft`` (RawNode, Ready, Status, the message vocabulary). The
+#: simulator's invariant checker is white-box on purpose and is the one exception.
+ENGINE_INTERNALS = {"fastraft.raft.raft", "fastraft.raft.log", "fastraft.raft.progress",
+                    "fastraft.raft.rawnode"}
+WHITE_BOX = {"sim"}
+
+
+def _module_name(path: pathlib.Path) -> str:
+    rel = path.relative_to(PKG.parent).with_suffix("")
+    parts = list(rel.parts)
+    if parts[-1] == "__init__":
+        parts.pop()
+    return ".".join(parts)
+
+
+def _absolute(node: ast.ImportFrom, module: str, is_pkg: bool) -> str:
+    if node.level == 0:
+        return node.module or ""
+    base = module.split(".")
+    base = base if is_pkg else base[:-1]
+    base = base[:len(base) - (node.level - 1)]
+    return ".".join(base + ([node.module] if node.module else []))
+
+
+def test_the_runtime_stays_off_the_engines_private_names():
+    offences = []
+    for path in _sources():
+        rel = path.relative_to(PKG)
+        if path.suffix != ".py" or rel.parts[0] in ({"raft"} | WHITE_BOX):
+            continue
+        module = _module_name(path)
+        tree = ast.parse(path.read_text(), filename=str(path))
+        for node in ast.walk(tree):
+            if isinstance(node, ast.ImportFrom):
+                target = _absolute(node, module, path.name == "__init__.py")
+                if target in ENGINE_INTERNALS:
+                    offences.append(f"{rel}:{node.lineno} imports {target}")
+                elif target == "fastraft.raft" and any(a.name == "Raft" for a in node.names):
+                    offences.append(f"{rel}:{node.lineno} imports the engine class Raft")
+            elif isinstance(node, ast.Import):
+                offences += [f"{rel}:{node.lineno} imports {a.name}" for a in node.names
+                             if a.name in ENGINE_INTERNALS]
+            elif isinstance(node, ast.Attribute) and node.attr == "_raft":
+                offences.append(f"{rel}:{node.lineno} reaches into RawNode._raft")
+    assert not offences, "use RawNode's public surface instead:\n" + "\n".join(offences)
