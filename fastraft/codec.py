@@ -79,7 +79,7 @@ from typing import Any, NamedTuple
 
 import msgpack
 
-from .errors import InvalidRequest, RemoteProtocolError
+from .errors import InvalidRequest, RemoteProtocolError, short_repr
 from .raft.messages import Message, MsgType, Snapshot, SnapshotMeta
 
 __all__ = [
@@ -175,13 +175,8 @@ def _bad(what: str) -> RemoteProtocolError:
 
 def _uint(v, what: str) -> int:
     if type(v) is not int or not 0 <= v <= _U64:
-        raise _bad(f"{what}: expected an unsigned integer, got {_show(v)}")
+        raise _bad(f"{what}: expected an unsigned integer, got {short_repr(v)}")
     return v
-
-
-def _show(v) -> str:
-    r = repr(v)
-    return r if len(r) <= 60 else r[:57] + "..."
 
 
 # -- peer frames ----------------------------------------------------------------------------
@@ -245,7 +240,7 @@ def decode_peer(body, max_bytes: int) -> tuple:
     Raises RemoteProtocolError for anything else."""
     v = _unpackb(body, max_bytes)
     if type(v) is not list or not v or type(v[0]) is not int:
-        raise _bad(f"peer frame is not an array with an integer kind: {_show(v)}")
+        raise _bad(f"peer frame is not an array with an integer kind: {short_repr(v)}")
     kind = v[0]
     n = len(v)
     if kind == P_MSG:
@@ -254,7 +249,7 @@ def decode_peer(body, max_bytes: int) -> tuple:
         (_, mtype, to, frm, term, log_term, index, flat, commit, reject, hint_index,
          hint_term, context, snap, transfer) = v
         if type(mtype) is not int or mtype not in _MSG_TYPES:
-            raise _bad(f"unknown message type {_show(mtype)}")
+            raise _bad(f"unknown message type {short_repr(mtype)}")
         for val, what in ((to, "to"), (frm, "from"), (term, "term"), (log_term, "log_term"),
                           (index, "index"), (commit, "commit"), (hint_index, "hint_index"),
                           (hint_term, "hint_term"), (context, "context")):
@@ -386,7 +381,7 @@ def _value(v, limits: Limits, what: str = "value") -> bytes:
 
 def _rint(v, what: str) -> int:
     if type(v) is not int or not 0 <= v <= _U64:
-        raise InvalidRequest(f"{what} must be an unsigned integer, got {_show(v)}")
+        raise InvalidRequest(f"{what} must be an unsigned integer, got {short_repr(v)}")
     return v
 
 
@@ -414,12 +409,12 @@ def decode_request(body, limits: Limits, max_bytes: int) -> Request:
     ``req_id`` as an attribute when the request can be answered with ST_INVALID."""
     v = _unpackb(body, max_bytes)
     if type(v) is not list or len(v) < 2 or type(v[0]) is not int or not 0 <= v[0] <= _U64:
-        raise _bad(f"request is not [req_id, op, ...]: {_show(v)}")
+        raise _bad(f"request is not [req_id, op, ...]: {short_repr(v)}")
     req_id, op = v[0], v[1]
     try:
         args = v[2:]
         if type(op) is not int or op not in _ARITY:
-            raise InvalidRequest(f"unknown operation {_show(op)}")
+            raise InvalidRequest(f"unknown operation {short_repr(op)}")
         if not _ARITY[op] <= len(args) <= _MAX_ARITY[op]:
             many = _ARITY[op] if _ARITY[op] == _MAX_ARITY[op] \
                 else f"{_ARITY[op]} to {_MAX_ARITY[op]}"
@@ -534,7 +529,7 @@ def decode_response(body, max_bytes: int) -> tuple[int, int, list]:
     v = _unpackb(body, max_bytes)
     if (type(v) is not list or len(v) < 2 or type(v[0]) is not int or type(v[1]) is not int
             or v[1] not in _STATUSES):
-        raise _bad(f"response is not [req_id, status, ...]: {_show(v)}")
+        raise _bad(f"response is not [req_id, status, ...]: {short_repr(v)}")
     return v[0], v[1], v[2:]
 
 
@@ -553,7 +548,7 @@ def decode_command(payload: bytes) -> tuple:
     before proposing, so this only happens to a log written by something else."""
     v = _unpackb(payload, max(len(payload), 1))
     if type(v) is not list or not v or type(v[0]) is not int or v[0] not in _CMD_SHAPE:
-        raise _bad(f"not a command: {_show(v)}")
+        raise _bad(f"not a command: {short_repr(v)}")
     if len(v) != _CMD_SHAPE[v[0]]:
         raise _bad(f"command {v[0]} has {len(v)} fields")
     kind = v[0]

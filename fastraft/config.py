@@ -45,7 +45,7 @@ import tomllib
 from dataclasses import dataclass, field
 from typing import Any, Iterable
 
-from .errors import ConfigError
+from .errors import ConfigError, short_repr
 
 __all__ = [
     "NodeSpec",
@@ -124,9 +124,7 @@ def _check_address(value, what: str) -> tuple[str, int]:
 def _show(v) -> str:
     if type(v) is bool:
         return f"the boolean {str(v).lower()}"
-    r = repr(v)
-    r = r if len(r) <= 60 else r[:57] + "..."
-    return f"{r} ({type(v).__name__})"
+    return f"{short_repr(v)} ({type(v).__name__})"
 
 
 # -- the dataclasses ------------------------------------------------------------------------

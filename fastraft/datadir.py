@@ -40,7 +40,7 @@ from typing import Iterable
 from .errors import ConfigError
 
 __all__ = ["LOCK_NAME", "BACKEND_NAME", "WAL_DIR", "SQLITE_FILE", "lock_data_dir", "lock_holder", "fsync_dir",
-           "makedirs_durable", "write_file_durable", "remove_durable", "read_backend_marker",
+           "makedirs_durable", "write_file_durable", "remove_durable", "remove_quietly", "read_backend_marker",
            "claim_backend", "NO_MIGRATION"]
 
 LOCK_NAME = "LOCK"
@@ -110,6 +110,16 @@ def write_file_durable(path: str, data: bytes, mode: int = 0o644) -> None:
         os.close(fd)
     os.replace(tmp, path)
     fsync_dir(os.path.dirname(os.path.abspath(path)))
+
+
+def remove_quietly(path: str) -> bool:
+    """Remove the file ``path`` if it is there, ignoring every error (scratch and part files
+    whose removal nothing depends on); True when it was removed."""
+    try:
+        os.unlink(path)
+    except OSError:
+        return False
+    return True
 
 
 def remove_durable(path: str) -> bool:

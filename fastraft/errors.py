@@ -34,6 +34,7 @@ A broken internal invariant is an AssertionError, never one of these: it must cr
 from __future__ import annotations
 
 __all__ = [
+    "short_repr",
     "FastraftError",
     "LocalProtocolError",
     "RemoteProtocolError",
@@ -55,6 +56,12 @@ __all__ = [
     "ConnectionLost",
     "LeadershipLost",
 ]
+
+
+def short_repr(v, limit: int = 60) -> str:
+    """``repr(v)`` cut to ``limit`` characters, for naming a bad value in an error message."""
+    r = repr(v)
+    return r if len(r) <= limit else r[:limit - 3] + "..."
 
 
 class FastraftError(Exception):

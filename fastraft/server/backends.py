@@ -31,7 +31,7 @@ import logging
 import os
 import time
 
-from ..datadir import SQLITE_FILE, WAL_DIR, makedirs_durable
+from ..datadir import SQLITE_FILE, WAL_DIR, makedirs_durable, remove_quietly
 from ..errors import CorruptRecordError, StorageError
 from ..raft import RaftLog, Snapshot, SnapshotMeta, initial_snapshot
 from ..statemachine import KVStateMachine
@@ -261,10 +261,7 @@ class SqliteBackend:
                                                        self.tuning.session_timeout_ms)
         finally:
             for p in (tmp, tmp + "-wal", tmp + "-shm"):
-                try:
-                    os.unlink(p)
-                except OSError:
-                    pass
+                remove_quietly(p)
 
     def after_snapshot(self, meta: SnapshotMeta, fsync: bool) -> int:
         """The database holds the applied state itself: the mark moves to the snapshot and

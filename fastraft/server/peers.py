@@ -35,6 +35,7 @@ import socket
 
 from .. import codec
 from ..core import FrameDecoder, encode_frame
+from ..datadir import remove_quietly
 from ..errors import (
     CorruptRecordError,
     FrameTooLarge,
@@ -98,10 +99,7 @@ class PeerTransport:
         d = self.snaps.directory
         for name in os.listdir(d):
             if name.startswith(PART_PREFIX):
-                try:
-                    os.unlink(os.path.join(d, name))
-                except OSError:
-                    pass
+                remove_quietly(os.path.join(d, name))
 
     async def start(self) -> None:
         loop = asyncio.get_running_loop()
@@ -469,10 +467,7 @@ class _Inbound(asyncio.Protocol):
                 os.close(fd)
             except OSError:
                 pass
-            try:
-                os.unlink(path)
-            except OSError:
-                pass
+            remove_quietly(path)
 
     def _chunk(self, term: int, index: int, offset: int, data: bytes) -> None:
         if offset == 0:
@@ -510,15 +505,9 @@ class _Inbound(asyncio.Protocol):
         except LocalProtocolError as exc:     # older than a snapshot we hold: nothing to do
             log.info("ignoring snapshot %d@%d from node %d: %s", meta.index, meta.term,
                      self.peer_id, exc)
-            try:
-                os.unlink(path)
-            except OSError:
-                pass
+            remove_quietly(path)
             return None
         except CorruptRecordError as exc:
-            try:
-                os.unlink(path)
-            except OSError:
-                pass
+            remove_quietly(path)
             raise RemoteProtocolError(f"received snapshot is damaged: {exc}") from None
         return m._replace(snapshot=Snapshot(meta, final))

@@ -45,7 +45,7 @@ from collections.abc import Iterable, Iterator
 from operator import lt
 
 from .. import codec
-from ..errors import CorruptRecordError, RemoteProtocolError
+from ..errors import CorruptRecordError, RemoteProtocolError, short_repr
 from .kv import KVStore
 from .sessions import (DEFAULT_MAX_SESSIONS, DEFAULT_SESSION_TIMEOUT_MS, Session,
                        SessionTable)
@@ -370,7 +370,7 @@ class _Restorer:
 
     def _header(self, v) -> None:
         if type(v) is not list or len(v) != 6 or not all(_is_uint(x) for x in v):
-            raise _corrupt(f"bad header {_show(v)}: expected 6 unsigned integers")
+            raise _corrupt(f"bad header {short_repr(v)}: expected 6 unsigned integers")
         if v[0] != SNAPSHOT_FORMAT:
             raise _corrupt(f"unknown format version {v[0]}")
         self.header = v
@@ -402,7 +402,7 @@ class _Restorer:
             if (type(rec) is not list or len(rec) != 4 or not _is_uint(rec[0])
                     or not _is_uint(rec[1]) or not _is_uint(rec[2])
                     or type(rec[3]) is not list or len(rec[3]) % 3):
-                raise _corrupt(f"bad session record {_show(rec)}")
+                raise _corrupt(f"bad session record {short_repr(rec)}")
             sid, last_active, floor, flat = rec
             if not 1 <= sid <= applied or sid in self.ids:
                 raise _corrupt(f"session id {sid} repeated or not a log index <= {applied}")
@@ -417,14 +417,14 @@ class _Restorer:
                         or type(status) is not int or status not in _STATUSES
                         or type(value) not in _RESPONSE_TYPES):
                     raise _corrupt(f"session {sid}: bad cached response "
-                                   f"{_show([seq, status, value])}")
+                                   f"{short_repr([seq, status, value])}")
                 responses[seq] = (status, value)
             self.ids.add(sid)
             self.sessions.append(Session(sid, last_active, floor, responses))
 
     def _end(self, v) -> None:
         if v != [_END, self.n_keys, self.n_sessions]:
-            raise _corrupt(f"bad end marker {_show(v)}, expected "
+            raise _corrupt(f"bad end marker {short_repr(v)}, expected "
                            f"{[_END, self.n_keys, self.n_sessions]}")
         self.stage = 4
 
@@ -446,6 +446,3 @@ class _Restorer:
         return m
 
 
-def _show(v) -> str:
-    r = repr(v)
-    return r if len(r) <= 80 else r[:77] + "..."

@@ -10,9 +10,9 @@ from __future__ import annotations
 
 import os
 
-from ..datadir import fsync_dir, makedirs_durable
+from ..datadir import fsync_dir, makedirs_durable, remove_quietly
 
-__all__ = ["fsync_dir", "makedirs_durable", "truncate_file", "hex_pair_name", "parse_hex_pair",
+__all__ = ["fsync_dir", "makedirs_durable", "remove_quietly", "truncate_file", "hex_pair_name", "parse_hex_pair",
            "list_hex_pairs"]
 
 

@@ -62,7 +62,14 @@ from collections.abc import Iterable, Iterator
 
 from ..errors import CorruptRecordError, LocalProtocolError, StorageError
 from ..raft.messages import SnapshotMeta
-from ._files import fsync_dir, hex_pair_name, list_hex_pairs, makedirs_durable, parse_hex_pair
+from ._files import (
+    fsync_dir,
+    hex_pair_name,
+    list_hex_pairs,
+    makedirs_durable,
+    parse_hex_pair,
+    remove_quietly,
+)
 
 __all__ = ["SnapshotStore", "SnapshotReader", "snapshot_name", "parse_snapshot_name",
            "read_meta", "verify", "read_chunks", "open_data", "load", "MAGIC", "VERSION"]
@@ -425,12 +432,8 @@ class SnapshotStore:
             except OSError:
                 pass
         for path in (tmp, renamed):
-            if path is None:
-                continue
-            try:
-                os.unlink(path)
-            except OSError:
-                pass
+            if path is not None:
+                remove_quietly(path)
         try:
             fsync_dir(self.directory)
         except OSError:
