@@ -79,7 +79,7 @@ from typing import Any, NamedTuple
 
 import msgpack
 
-from .errors import InvalidRequest, RemoteProtocolError, short_repr
+from .errors import InvalidRequest, LocalProtocolError, RemoteProtocolError, short_repr
 from .raft.messages import Message, MsgType, Snapshot, SnapshotMeta
 
 __all__ = [
@@ -95,7 +95,7 @@ __all__ = [
     "decode_peer", "SnapMeta", "attach_snapshot",
     "encode_request", "decode_request", "encode_response", "decode_response",
     "encode_notice", "request_head", "STATUS_LIMIT_FIELDS",
-    "encode_command", "decode_command",
+    "encode_command", "command_for", "decode_command",
     "pack", "new_packer", "unpack", "SnapshotDecoder",
 ]
 
@@ -536,6 +536,26 @@ def decode_response(body, max_bytes: int) -> tuple[int, int, list]:
 # -- commands (log entry payloads) ----------------------------------------------------------
 
 def encode_command(cmd: tuple | list) -> bytes:
+    return pack(cmd)
+
+
+def command_for(req: Request, ts: int) -> bytes:
+    """The log command (its encoded payload) for a decoded write request ``req``, stamped
+    with the leader's wall clock ``ts`` in milliseconds."""
+    op = req.op
+    if op == OP_PUT:
+        cmd = [CMD_PUT, ts, req.session, req.seq, req.first_unacked, req.key, req.value]
+    elif op == OP_DELETE:
+        cmd = [CMD_DELETE, ts, req.session, req.seq, req.first_unacked, req.key]
+    elif op == OP_CAS:
+        cmd = [CMD_CAS, ts, req.session, req.seq, req.first_unacked, req.key, req.expected,
+               req.value]
+    elif op == OP_REGISTER:
+        cmd = [CMD_REGISTER, ts]
+    elif op == OP_KEEPALIVE:
+        cmd = [CMD_KEEPALIVE, ts, req.session, req.first_unacked]
+    else:
+        raise LocalProtocolError(f"{OP_NAMES.get(op, op)} is not a write")
     return pack(cmd)
 
 

@@ -223,20 +223,7 @@ class Node:
             conn.respond(req.req_id, codec.ST_BUSY,
                          f"{len(self._pending)} writes are waiting for commitment")
             return
-        ts = _now_ms()
-        if op == codec.OP_PUT:
-            cmd = [codec.CMD_PUT, ts, req.session, req.seq, req.first_unacked, req.key,
-                   req.value]
-        elif op == codec.OP_DELETE:
-            cmd = [codec.CMD_DELETE, ts, req.session, req.seq, req.first_unacked, req.key]
-        elif op == codec.OP_CAS:
-            cmd = [codec.CMD_CAS, ts, req.session, req.seq, req.first_unacked, req.key,
-                   req.expected, req.value]
-        elif op == codec.OP_REGISTER:
-            cmd = [codec.CMD_REGISTER, ts]
-        else:  # OP_KEEPALIVE
-            cmd = [codec.CMD_KEEPALIVE, ts, req.session, req.first_unacked]
-        self._props.append((codec.encode_command(cmd), conn, req.req_id))
+        self._props.append((codec.command_for(req, _now_ms()), conn, req.req_id))
         self._kick()
 
     def _serve_read(self, conn, req) -> None:
