@@ -17,7 +17,8 @@ leadership-lost distinction)::
     ├── LogError                    (also IndexError) an index outside the retained log
     │   ├── CompactedError          ... below the first retained index (compacted away)
     │   └── UnavailableError        ... above the last index (not there yet)
-    ├── SnapshotTemporarilyUnavailable
+    ├── FatalError                  a node must stop (storage failure, unrecoverable state)
+    │   └── RecoveryError           ... its data directory cannot be recovered as it is
     ├── NotApplied                  the command was certainly NOT applied: safe to retry anywhere
     │   ├── NotLeader(leader_hint, answered, unreachable)
     │   ├── Busy
@@ -29,6 +30,8 @@ leadership-lost distinction)::
         └── LeadershipLost
 
 A broken internal invariant is an AssertionError, never one of these: it must crash the node.
+``tests/unit/test_exception_tree.py`` checks that every exception class defined in fastraft
+sits in this tree.
 """
 
 from __future__ import annotations
@@ -45,7 +48,8 @@ __all__ = [
     "LogError",
     "CompactedError",
     "UnavailableError",
-    "SnapshotTemporarilyUnavailable",
+    "FatalError",
+    "RecoveryError",
     "NotApplied",
     "NotLeader",
     "Busy",
@@ -112,8 +116,14 @@ class UnavailableError(LogError):
     """The index is above the last index of the log."""
 
 
-class SnapshotTemporarilyUnavailable(FastraftError):
-    """A snapshot is being produced and cannot be served yet; ask again later."""
+class FatalError(FastraftError):
+    """A node must stop: its storage failed or its state cannot be recovered. The message says
+    why; ``fastraft node`` logs it and exits with status 3."""
+
+
+class RecoveryError(FatalError):
+    """A node's data directory cannot be recovered as it is (a log without the snapshot that
+    precedes it, ...); the message tells the operator what to do (wipe it and rejoin)."""
 
 
 class NotApplied(FastraftError):

@@ -32,7 +32,7 @@ import os
 import time
 
 from ..datadir import SQLITE_FILE, WAL_DIR, makedirs_durable, remove_quietly
-from ..errors import CorruptRecordError, StorageError
+from ..errors import CorruptRecordError, RecoveryError, StorageError
 from ..raft import RaftLog, Snapshot, SnapshotMeta, initial_snapshot
 from ..statemachine import KVStateMachine
 from ..statemachine.snapshotter import fork_available, take_snapshot, take_snapshot_sync
@@ -44,10 +44,6 @@ __all__ = ["WalBackend", "SqliteBackend", "open_backend", "backends_present", "R
 
 
 log = logging.getLogger("fastraft.node")
-
-
-class RecoveryError(Exception):
-    """The data directory cannot be recovered; the message tells the operator what to do."""
 
 
 def backends_present(data_dir: str) -> set[str]:

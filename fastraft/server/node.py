@@ -36,21 +36,16 @@ from .. import __version__, codec
 from ..config import format_address
 from ..core import IMPLEMENTATION
 from ..datadir import remove_durable, write_file_durable
-from ..errors import Busy, CompactedError, CorruptRecordError, NotLeader, StorageError
+from ..errors import (Busy, CompactedError, CorruptRecordError, FatalError, NotLeader,
+                      StorageError)
 from ..raft import LEADER, ROLE_NAMES, RaftConfig, RawNode, Snapshot, SnapshotMeta
-from .backends import RecoveryError, open_backend
+from .backends import open_backend
 from .clients import ClientServer
 from .peers import PeerTransport
 
 __all__ = ["Node", "FatalError"]
 
 log = logging.getLogger("fastraft.node")
-
-_ROLE_CODES = {name: code for code, name in ROLE_NAMES.items()}
-
-
-class FatalError(Exception):
-    """The node must stop (storage failure, unrecoverable state); the message says why."""
 
 
 def _now_ms() -> int:
@@ -130,7 +125,7 @@ class Node:
         self.stopped = loop.create_future()
         try:
             self._open_storage()
-        except (StorageError, CorruptRecordError, RecoveryError) as exc:
+        except (StorageError, CorruptRecordError) as exc:
             raise FatalError(str(exc)) from exc
         t = self.tuning
         peers = {n.id: n.raft for n in self.cfg.nodes if n.id != self.id}
