@@ -172,10 +172,11 @@ class SqliteBackend:
     name = "sqlite"
 
     def __init__(self, data_dir: str, voters: frozenset, tuning) -> None:
+        from ..statemachine.sqlite_machine import SqliteStateMachine
         from ..storage.sqlite import SqliteStore
-        from .sqlite_machine import SqliteStateMachine
 
         self._machine_cls = SqliteStateMachine
+        self._store_cls = SqliteStore
         self.data_dir = data_dir
         self.voters = voters
         self.tuning = tuning
@@ -253,8 +254,12 @@ class SqliteBackend:
         tmp = os.path.join(self.data_dir, "snapshot-copy.db")
         try:
             self.store.backup_to(tmp)
-            return self._machine_cls.snapshot_from_copy(tmp, self.snaps, meta,
-                                                       self.tuning.session_timeout_ms)
+            copy = self._store_cls(tmp)
+            try:
+                return self._machine_cls.snapshot_from_copy(copy, self.snaps, meta,
+                                                           self.tuning.session_timeout_ms)
+            finally:
+                copy.close()
         finally:
             for p in (tmp, tmp + "-wal", tmp + "-shm"):
                 remove_quietly(p)

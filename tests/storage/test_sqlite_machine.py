@@ -7,7 +7,7 @@ import pytest
 
 from fastraft import codec
 from fastraft.raft import SnapshotMeta
-from fastraft.server.sqlite_machine import SqliteStateMachine
+from fastraft.statemachine.sqlite_machine import SqliteStateMachine
 from fastraft.statemachine import KVStateMachine
 from fastraft.storage.snapshot import SnapshotStore
 from fastraft.storage.sqlite import SqliteStore
@@ -120,8 +120,10 @@ def test_snapshots_cross_between_the_two_machines(tmp_path):
     # ... and back: a snapshot file from a copy of the database restores to the same state.
     snaps = SnapshotStore(tmp_path / "snap")
     store.backup_to(tmp_path / "copy.db")
+    copy = SqliteStore(tmp_path / "copy.db")
     meta, path = SqliteStateMachine.snapshot_from_copy(
-        str(tmp_path / "copy.db"), snaps, SnapshotMeta(300, 1, frozenset({1})), TIMEOUT)
+        copy, snaps, SnapshotMeta(300, 1, frozenset({1})), TIMEOUT)
+    copy.close()
     assert meta.index == 300
     back = KVStateMachine.restore(snaps.read_chunks(path))
     assert _state(back) == _state(mem)

@@ -1,10 +1,12 @@
 """The KV state machine kept in SQLite: the same commands, sessions and answers as
 ``KVStateMachine``, with the state in the node's database instead of memory.
 
-Place in the architecture: part of the runtime (``fastraft.server``), used by the SQLite
-backend (``backends.SqliteBackend``); it joins the IO-free state machine
-(``fastraft.statemachine``, whose command logic it inherits unchanged) to the storage layer
-(``fastraft.storage.sqlite``). Encodings go through ``fastraft.codec``.
+Place in the architecture: part of ``fastraft.statemachine`` (it inherits the command logic of
+``machine.KVStateMachine`` unchanged), used by the runtime's SQLite backend
+(``fastraft.server.backends.SqliteBackend``). It imports no IO module itself: the state lives
+in the ``fastraft.storage.sqlite.SqliteStore`` it is given, and a snapshot file is written from
+a store holding a copy of the database that the backend opens. Encodings go through
+``fastraft.codec``.
 
 How it stays exact:
 
@@ -14,8 +16,9 @@ How it stays exact:
   ``SqliteStore.apply_batch`` — one SAVEPOINT, durable with the node's next sync. A restart
   therefore replays nothing already applied.
 - Sessions stay in memory too (the table is small and hot; it reports the sessions it drops
-  in ``SessionTable.removed``) and are written row by row as they change, each with its place in last-activity order (``ord``), so a restart rebuilds the very
-  same order (it decides evictions).
+  in ``SessionTable.removed``) and are written row by row as they change, each with its
+  place in last-activity order (``ord``), so a restart rebuilds the very same order (it
+  decides evictions).
 - Snapshots for lagging followers are made from a consistent copy of the database (SQLite's
   backup API) and written in the stream format of ``KVStateMachine`` (the copy is loaded into
   a ``KVStateMachine`` to write it), so a WAL node can install a SQLite node's snapshot and
@@ -27,9 +30,9 @@ from __future__ import annotations
 from .. import codec
 from ..errors import CorruptRecordError, RemoteProtocolError
 from ..raft import SnapshotMeta
-from ..statemachine import KVStateMachine
-from ..statemachine.kv import KVStore
-from ..statemachine.sessions import DEFAULT_MAX_SESSIONS, DEFAULT_SESSION_TIMEOUT_MS, Session
+from .kv import KVStore
+from .machine import KVStateMachine
+from .sessions import DEFAULT_MAX_SESSIONS, DEFAULT_SESSION_TIMEOUT_MS, Session
 
 __all__ = ["SqliteStateMachine", "encode_session", "decode_session"]
 
@@ -37,6 +40,7 @@ _ABSENT = object()
 
 
 def encode_session(s: Session) -> bytes:
+    """A session as the bytes of its database row (``decode_session`` reads them back)."""
     flat = []
     for seq, (status, value) in s.responses.items():
         flat += (seq, status, value)
@@ -44,6 +48,7 @@ def encode_session(s: Session) -> bytes:
 
 
 def decode_session(sid: int, blob: bytes) -> Session:
+    """The session ``sid`` from its row's bytes; CorruptRecordError for malformed bytes."""
     try:
         v = codec.unpack(blob)
     except RemoteProtocolError as exc:
@@ -102,6 +107,9 @@ class _SqliteKV:
 
 
 class SqliteStateMachine(KVStateMachine):
+    """``KVStateMachine`` with its state in a ``SqliteStore``: the same answers; each applied
+    batch is written in one savepoint with its applied index, so a reopen replays nothing."""
+
     def __init__(self, store, session_timeout_ms: int = DEFAULT_SESSION_TIMEOUT_MS,
                  max_sessions: int = DEFAULT_MAX_SESSIONS) -> None:
         super().__init__(session_timeout_ms, max_sessions)
@@ -175,25 +183,20 @@ class SqliteStateMachine(KVStateMachine):
         self.applied_index = m.applied_index
 
     @staticmethod
-    def snapshot_from_copy(copy_path: str, snaps, meta: SnapshotMeta,
+    def snapshot_from_copy(copy, snaps, meta: SnapshotMeta,
                            session_timeout_ms: int) -> tuple[SnapshotMeta, str]:
-        """Write a snapshot file of the database copy at ``copy_path`` into ``snaps``; its
-        index is the copy's applied index (``meta`` gives the configuration, and the term
-        when the index is ``meta.index``)."""
-        from ..storage.sqlite import SqliteStore
-
-        copy = SqliteStore(copy_path)
-        try:
-            applied = copy.applied_index()
-            term = meta.term if applied == meta.index else copy.term(applied)
-            pairs = copy.kv_scan(b"", None)
-            m = KVStateMachine(session_timeout_ms)
-            m._kv = KVStore.from_sorted([k for k, _v in pairs], [v for _k, v in pairs])
-            del pairs
-            m._sessions.load(copy.machine_clock(),
-                             [decode_session(sid, b) for sid, _o, b in copy.session_rows()])
-            m.applied_index = applied
-        finally:
-            copy.close()
+        """Write a snapshot file of ``copy`` (a ``SqliteStore`` open on a consistent copy of
+        the database; the caller closes it) into ``snaps``; its index is the copy's applied
+        index (``meta`` gives the configuration, and the term when the index is
+        ``meta.index``)."""
+        applied = copy.applied_index()
+        term = meta.term if applied == meta.index else copy.term(applied)
+        pairs = copy.kv_scan(b"", None)
+        m = KVStateMachine(session_timeout_ms)
+        m._kv = KVStore.from_sorted([k for k, _v in pairs], [v for _k, v in pairs])
+        del pairs
+        m._sessions.load(copy.machine_clock(),
+                         [decode_session(sid, b) for sid, _o, b in copy.session_rows()])
+        m.applied_index = applied
         out = SnapshotMeta(applied, term, meta.voters, meta.outgoing)
         return out, snaps.save(out, m.snapshot_chunks())
