@@ -3,9 +3,10 @@
 Place in the architecture: the top layer, beside ``cli.py`` (which adds this subcommand with
 ``add_cluster_parser`` and calls ``run_cluster``). It reads the configuration
 (``fastraft.config``), checks the data directory locks (``fastraft.datadir``) and manages
-child processes; it never imports the server, the engine or the stores — each node is a
-separate ``python -P -m fastraft node`` process, exactly what a user would start by hand, so
-the launcher cannot hide a bug that only real processes show.
+child processes (started and stopped through ``fastraft.processes``, as the verification
+runs and the test harness do); it never imports the server, the engine or the stores —
+each node is a separate ``python -P -m fastraft node`` process, exactly what a user would
+start by hand, so the launcher cannot hide a bug that only real processes show.
 
 What it does:
 
@@ -70,13 +71,13 @@ from .config import (
 )
 from .datadir import lock_holder, makedirs_durable, write_file_durable
 from .errors import ConfigError
+from .processes import kill, node_argv, spawn, stop
 
 __all__ = ["add_cluster_parser", "run_cluster", "node_command", "main", "STOP_GRACE_S"]
 
 #: Seconds between the SIGTERM sent to the nodes and the SIGKILL of those still running.
 STOP_GRACE_S = 10.0
 _POLL_S = 0.1
-_PR_SET_PDEATHSIG = 1
 
 _PROG = "fastraft cluster"
 
@@ -111,18 +112,14 @@ def _add_arguments(p: argparse.ArgumentParser) -> None:
 
 def node_command(node_id: int, config_path: str, data_dir: str,
                  storage: str | None = None) -> list[str]:
-    """The argv that starts node ``node_id`` (overridable by FASTRAFT_LAUNCHER_NODE_CMD)."""
+    """The argv that starts node ``node_id``: ``processes.node_argv`` (``python -P -m
+    fastraft node ...``), or FASTRAFT_LAUNCHER_NODE_CMD's template when set."""
     template = os.environ.get("FASTRAFT_LAUNCHER_NODE_CMD")
     if template:
         subst = {"id": str(node_id), "config": config_path, "data_dir": data_dir,
                  "storage": storage or ""}
         return [part.format(**subst) for part in json.loads(template)]
-    # -P: never the current directory's fastraft (a source checkout has no compiled core).
-    argv = [sys.executable, "-P", "-m", "fastraft", "node", "--id", str(node_id),
-            "--config", config_path, "--data-dir", data_dir]
-    if storage:
-        argv += ["--storage", storage]
-    return argv
+    return node_argv(node_id, config_path, data_dir, storage=storage)
 
 
 def _err(msg: str) -> None:
@@ -136,23 +133,6 @@ def _describe(code: int) -> str:
         except ValueError:
             return f"killed by signal {-code}"
     return f"exit code {code}"
-
-
-def _find_prctl():
-    # Resolved in the parent: nothing may import or dlopen between fork and exec.
-    if not sys.platform.startswith("linux"):
-        return None
-    try:
-        import ctypes
-
-        return ctypes.CDLL(None, use_errno=True).prctl
-    except (OSError, AttributeError):  # pragma: no cover
-        return None
-
-
-def _child_setup(prctl) -> None:  # pragma: no cover - runs in the child before exec
-    # Ask Linux to send SIGTERM to this node if the launcher dies without stopping it.
-    prctl(_PR_SET_PDEATHSIG, int(signal.SIGTERM), 0, 0, 0)
 
 
 class _Child:
@@ -272,15 +252,11 @@ def run_cluster(args) -> int:
     children: list[_Child] = []
     try:
         # Start every node before any output thread exists (fork with threads is unsafe).
-        prctl = _find_prctl()
-        setup = (lambda: _child_setup(prctl)) if prctl is not None else None
+        # A node gets SIGTERM if the launcher dies without stopping it (Linux).
         for spec in cfg.nodes:
             argv = node_command(spec.id, config_path, data_dir, storage)
             try:
-                proc = subprocess.Popen(
-                    argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                    stderr=subprocess.STDOUT, process_group=0,
-                    preexec_fn=setup)
+                proc = spawn(argv, stdout=subprocess.PIPE, death_signal=signal.SIGTERM)
             except OSError as e:
                 _err(f"cannot start node {spec.id} ({argv[0]}): {e}")
                 _stop_all(children, grace, signals_seen)
@@ -318,35 +294,22 @@ def run_cluster(args) -> int:
         for s, h in previous.items():
             signal.signal(s, h)
         for child in children:  # never leave a node behind, whatever happened above
-            if child.proc.poll() is None:
-                child.proc.kill()
-                child.proc.wait()
+            kill(child.proc)
 
 
 def _stop_all(children: list[_Child], grace: float, signals_seen: list[int]) -> bool:
     """SIGTERM every running node, wait up to ``grace`` seconds (less if another signal
     arrives), SIGKILL the rest. True when every node exited with status 0."""
     first_signals = len(signals_seen)
-    for child in children:
-        if child.proc.poll() is None:
-            try:
-                child.proc.send_signal(signal.SIGTERM)
-            except ProcessLookupError:  # pragma: no cover - exited in between
-                pass
-    deadline = time.monotonic() + grace
-    while time.monotonic() < deadline and len(signals_seen) == first_signals:
-        if all(c.proc.poll() is not None for c in children):
-            break
-        time.sleep(_POLL_S / 2)
+    killed = stop([c.proc for c in children], grace,
+                  interrupted=lambda: len(signals_seen) > first_signals)
     if len(signals_seen) > first_signals:
         _err("second signal: killing the remaining nodes now")
     clean = True
     for child in children:
-        if child.proc.poll() is None:
+        if child.proc in killed:
             _err(f"node {child.id} (pid {child.proc.pid}) did not stop within "
                  f"{grace:g} s: SIGKILL")
-            child.proc.kill()
-            child.proc.wait()
             clean = False
         code = child.proc.returncode
         if not child.reported:

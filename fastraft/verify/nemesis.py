@@ -67,15 +67,14 @@ import json
 import os
 import random
 import signal
-import socket
 import subprocess
-import sys
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from ..config import Config, NodeSpec, Tuning, format_address, render_config
 from ..errors import FastraftError, NotApplied
+from ..processes import free_port, kill, node_argv, spawn
 from .checker import OK, UNKNOWN, VIOLATION, check, check_stale_reads
 from .history import HistoryWriter, read_history, to_operations
 from .proxy import BLACKHOLE, BLOCK, Proxies
@@ -86,7 +85,6 @@ __all__ = ["RunOptions", "RunResult", "NodeProcs", "RegisterWorkload", "Nemesis"
            "run_sync", "FAULT_KINDS", "WORKLOADS"]
 
 WORKLOADS = ("register", "set", "session")
-_PR_SET_PDEATHSIG = 1
 _CUT_SHORT_SLACK = 0.25   # a fault healed this much before its planned end is "cut short"
 
 
@@ -162,24 +160,11 @@ class RunResult:
         return summary_text(self)
 
 
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _child_setup() -> None:  # pragma: no cover - runs in the child between fork and exec
-    try:
-        import ctypes
-
-        ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
-    except Exception:
-        pass
-
-
 class NodeProcs:
-    """The node processes of a run: ``python -m fastraft node --id N --config F --data-dir D``
-    with output in ``<base>/node<N>.log``; signals only (SIGKILL, SIGSTOP, SIGCONT)."""
+    """The node processes of a run: ``python -P -m fastraft node --id N --config F --data-dir
+    D`` (``processes.node_argv``) with output in ``<base>/node<N>.log``, each in its own
+    process group and SIGKILLed if the run dies; driven by signals only (SIGTERM, SIGKILL,
+    SIGSTOP, SIGCONT)."""
 
     def __init__(self, base: Path, config_path: str, data_dir: str, ids) -> None:
         self.base = base
@@ -197,26 +182,15 @@ class NodeProcs:
         p = self.procs[i]
         if p is not None and p.poll() is None:
             return
-        argv = [sys.executable, "-m", "fastraft", "node", "--id", str(i), "--config",
-                self.config_path, "--data-dir", self.data_dir]
-        if rejoin:
-            argv.append("--rejoin")
-        setup = _child_setup if sys.platform.startswith("linux") else None
-        if fsize_limit is not None:
-            def setup(limit=fsize_limit):  # pragma: no cover - runs in the child
-                import resource
-
-                _child_setup()
-                resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
+        argv = node_argv(i, self.config_path, self.data_dir, *(["--rejoin"] if rejoin else []))
         with open(self.base / (log_name or f"node{i}.log"), "ab") as log:
             log.write(f"=== verify: starting node {i} at {time.time():.3f}"
                       f"{' --rejoin' if rejoin else ''}"
                       f"{f' under RLIMIT_FSIZE={fsize_limit}' if fsize_limit else ''}\n"
                       .encode())
             log.flush()
-            self.procs[i] = subprocess.Popen(
-                argv, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
-                cwd=self.base, preexec_fn=setup)
+            self.procs[i] = spawn(argv, stdout=log, cwd=self.base, death_signal=signal.SIGKILL,
+                                  fsize_limit=fsize_limit)
         self.paused.discard(i)
 
     def exited(self, i: int) -> int | None:
@@ -226,34 +200,38 @@ class NodeProcs:
         return None if p is None else p.poll()
 
     def terminate(self, i: int) -> None:
+        """SIGTERM node ``i`` if it is running (a leadership transfer, then exit 0)."""
         if self.running(i):
             self.procs[i].send_signal(signal.SIGTERM)
 
     def running(self, i: int) -> bool:
+        """Whether node ``i``'s process is alive (paused counts as alive)."""
         p = self.procs[i]
         return p is not None and p.poll() is None
 
     def kill(self, i: int) -> None:
+        """SIGKILL node ``i`` (if started) and reap it: it is then not running."""
         p = self.procs[i]
         if p is None:
             return
-        if p.poll() is None:
-            p.kill()
-        p.wait()
+        kill(p)
         self.procs[i] = None
         self.paused.discard(i)
 
     def pause(self, i: int) -> None:
+        """SIGSTOP node ``i`` if it is running."""
         if self.running(i):
             self.procs[i].send_signal(signal.SIGSTOP)
             self.paused.add(i)
 
     def resume(self, i: int) -> None:
+        """SIGCONT node ``i`` if it was paused."""
         if self.running(i) and i in self.paused:
             self.procs[i].send_signal(signal.SIGCONT)
         self.paused.discard(i)
 
     def close(self) -> None:
+        """SIGKILL every node (the end of the run)."""
         for i in self.ids:
             try:
                 self.kill(i)
@@ -728,8 +706,8 @@ async def run(opts: RunOptions, progress=None) -> RunResult:
     out.mkdir(parents=True, exist_ok=True)
     rng = random.Random(opts.seed)
     ids = list(range(1, opts.nodes + 1))
-    private = {i: ("127.0.0.1", _free_port()) for i in ids}
-    clients = {i: ("127.0.0.1", _free_port()) for i in ids}
+    private = {i: ("127.0.0.1", free_port()) for i in ids}
+    clients = {i: ("127.0.0.1", free_port()) for i in ids}
     proxies = Proxies({i: (("127.0.0.1", 0), private[i]) for i in ids}, seed=opts.seed)
     await proxies.astart()
     procs = None

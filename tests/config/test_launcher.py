@@ -1,4 +1,5 @@
-"""Tests of ``fastraft cluster`` (fastraft.launcher) with a stand-in node process.
+"""Tests of ``fastraft cluster`` (fastraft.launcher) with a stand-in node process, and of
+``fastraft.processes`` (how the launcher, the verification runs and the harness start nodes).
 
 Place in the architecture: process-level tests of the launcher alone. The real node is
 replaced through FASTRAFT_LAUNCHER_NODE_CMD by a small script that records its pid and argv,
@@ -19,7 +20,7 @@ from pathlib import Path
 
 import pytest
 
-from fastraft import launcher
+from fastraft import launcher, processes
 from fastraft.datadir import lock_data_dir
 from fastraft.config import default_config, load_config, parse_config, render_config
 
@@ -414,3 +415,118 @@ def test_a_locked_data_dir_is_refused_before_anything_starts(run, tmp_path):
     r = run(["--size", "3", "--data-dir", "data"])  # the lock released: it starts
     r.children(3)
     assert stop(r)[0] == 0
+
+
+# -- fastraft.processes: one way to start and stop node processes -----------------------------
+
+
+def test_free_port_never_hands_out_a_port_twice(monkeypatch):
+    """The operating system may offer the same free port twice in a row: a cluster given it
+    twice would not start (the verify runs' own copy of free_port did hand it out twice)."""
+    offered = iter([41001, 41001, 41002, 41001, 41003])
+
+    class FakeSocket:
+        def __init__(self, *a):
+            self.port = None
+
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *exc):
+            pass
+
+        def bind(self, addr):
+            self.port = next(offered)
+
+        def getsockname(self):
+            return ("127.0.0.1", self.port)
+
+    monkeypatch.setattr(processes.socket, "socket", FakeSocket)
+    monkeypatch.setattr(processes, "_ports_given", set())
+    assert [processes.free_port() for _ in range(3)] == [41001, 41002, 41003]
+
+
+def test_free_port_gives_distinct_real_ports():
+    ports = [processes.free_port() for _ in range(50)]
+    assert len(set(ports)) == 50
+
+
+def test_the_child_setup_imports_nothing(monkeypatch):
+    """What runs between fork and exec may not import (another thread may hold the import
+    lock): everything it calls is resolved in the parent (the verify runs' copy imported
+    ctypes and resource there)."""
+    calls = []
+    setup = processes._child_setup(lambda *a: calls.append(("prctl", a)), 9,
+                                   lambda *a: calls.append(("setrlimit", a)), 1, 4096)
+
+    def no_import(*a, **kw):
+        raise AssertionError(f"import between fork and exec: {a[0]}")
+
+    monkeypatch.setattr("builtins.__import__", no_import)
+    setup()
+    monkeypatch.undo()
+    assert calls == [("prctl", (1, 9, 0, 0, 0)), ("setrlimit", (1, (4096, 4096)))]
+    assert processes._child_setup(None, None) is None
+
+
+PROBE = r"""
+import ctypes, os, resource
+sig = ctypes.c_int()
+ctypes.CDLL(None).prctl(2, ctypes.byref(sig), 0, 0, 0)   # PR_GET_PDEATHSIG
+print(os.getpgid(0) == os.getpid(), sig.value, resource.getrlimit(resource.RLIMIT_FSIZE)[0])
+"""
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="PR_SET_PDEATHSIG is Linux's")
+def test_spawn_own_group_death_signal_and_file_size_limit(tmp_path):
+    import resource
+
+    unlimited = resource.getrlimit(resource.RLIMIT_FSIZE)[0]
+    out = tmp_path / "out"
+    for kw, expected in (({}, ["True", str(int(signal.SIGKILL)), str(unlimited)]),
+                         ({"death_signal": signal.SIGTERM, "fsize_limit": 1 << 20},
+                          ["True", str(int(signal.SIGTERM)), str(1 << 20)])):
+        with open(out, "wb") as f:
+            p = processes.spawn([sys.executable, "-c", PROBE], stdout=f, **kw)
+        assert p.wait(30) == 0, out.read_text()
+        assert out.read_text().split() == expected, out.read_text()
+
+
+def test_node_argv():
+    assert processes.node_argv(3, "c.toml", "d", "--rejoin", storage="wal") == [
+        sys.executable, "-P", "-m", "fastraft", "node", "--id", "3", "--config", "c.toml",
+        "--data-dir", "d", "--storage", "wal", "--rejoin"]
+    assert processes.node_argv(1, "c", "d", safe_path=False)[1:3] == ["-m", "fastraft"]
+
+
+STUBBORN = "import signal, sys, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); " \
+           "print('up', flush=True); time.sleep(60)"
+POLITE = "import signal, sys, time; signal.signal(signal.SIGTERM, lambda *a: sys.exit(0)); " \
+         "print('up', flush=True); time.sleep(60)"
+
+
+def _started(code: str):
+    p = processes.spawn([sys.executable, "-c", code], stdout=subprocess.PIPE)
+    assert p.stdout.readline() == b"up\n"   # its SIGTERM handler is in place
+    p.stdout.close()
+    return p
+
+
+def test_stop_waits_the_grace_period_then_kills_only_the_stragglers():
+    polite, stubborn = _started(POLITE), _started(STUBBORN)
+    t0 = time.monotonic()
+    killed = processes.stop([polite, stubborn], 0.5)
+    assert killed == [stubborn]
+    assert 0.5 <= time.monotonic() - t0 < 10
+    assert polite.returncode == 0 and stubborn.returncode == -signal.SIGKILL
+
+
+def test_stop_resumes_a_paused_process_and_gives_up_when_interrupted():
+    paused = _started(POLITE)
+    paused.send_signal(signal.SIGSTOP)
+    assert processes.stop([paused], 30, resume=True) == [] and paused.returncode == 0
+    stubborn = _started(STUBBORN)
+    t0 = time.monotonic()
+    assert processes.stop([stubborn], 60, interrupted=lambda: True) == [stubborn]
+    assert time.monotonic() - t0 < 10
+    assert processes.kill(stubborn) == -signal.SIGKILL   # reaped already: just the code

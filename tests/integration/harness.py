@@ -4,7 +4,8 @@ Place in the architecture: test infrastructure (tests/integration; the ``cluster
 fixture in ``conftest.py`` hands it out). It starts the very command a user runs —
 ``python -m fastraft node --id N --config F --data-dir D`` — on free ports, with every node's
 stdout and stderr in its own log file, and drives the nodes with signals only (SIGTERM,
-SIGKILL, SIGSTOP/SIGCONT). It talks to them through ``wire.py`` (the protocol as codec.py
+SIGKILL, SIGSTOP/SIGCONT). Starting, stopping and the free ports are ``fastraft.processes``'s,
+as for the launcher and the verification runs. It talks to them through ``wire.py`` (the protocol as codec.py
 describes it), never through fastraft.client, and imports nothing of the server.
 
 Rules it keeps:
@@ -14,7 +15,7 @@ Rules it keeps:
   node's log.
 - Nothing outlives the test: ``close()`` SIGKILLs every node (paused ones included) and
   waits for it; the fixture calls it in a finalizer, and on Linux each node also gets SIGKILL
-  if the test process dies (PR_SET_PDEATHSIG).
+  if the test process dies (PR_SET_PDEATHSIG). Each node runs in its own process group.
 - Ports come from binding port 0 on 127.0.0.1 and are never handed out twice in a run.
 - ``node(i).data_dir`` is the node's own directory, ``<base>/data/<i>`` (the config's
   data_dir is ``<base>/data``, passed as ``--data-dir``); logs are ``<base>/node<i>.log``
@@ -28,14 +29,15 @@ import itertools
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
 from pathlib import Path
 from typing import Callable
 
+from fastraft import processes
 from fastraft.config import Config, NodeSpec, Tuning, render_config
+from fastraft.processes import free_port
 
 
 def _sibling(name: str):
@@ -57,8 +59,6 @@ wire = _sibling("wire")
 __all__ = ["Cluster", "NodeProc", "free_port", "wait_for", "wire", "LOG_TAIL_LINES"]
 
 LOG_TAIL_LINES = 40
-_PR_SET_PDEATHSIG = 1
-_used_ports: set[int] = set()
 _names = itertools.count(1)
 
 #: ``node_cmd(node_id, config_path, data_dir) -> argv``: how a node is started.
@@ -66,20 +66,10 @@ NodeCmd = Callable[[int, str, str], list]
 
 
 def default_node_cmd(node_id: int, config_path: str, data_dir: str) -> list:
-    return [sys.executable, "-m", "fastraft", "node", "--id", str(node_id),
-            "--config", config_path, "--data-dir", data_dir]
-
-
-def free_port() -> int:
-    """A port that was free on 127.0.0.1 a moment ago and was not handed out before."""
-    for _ in range(1000):
-        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-            s.bind(("127.0.0.1", 0))
-            port = s.getsockname()[1]
-        if port not in _used_ports:
-            _used_ports.add(port)
-            return port
-    raise RuntimeError("no free port found")  # pragma: no cover
+    """``python -m fastraft node --id N --config F --data-dir D`` (without ``-P``: tests
+    wrap this argv and expect ``-m fastraft`` right after the interpreter; a node's working
+    directory is its cluster's fresh base directory anyway)."""
+    return processes.node_argv(node_id, config_path, data_dir, safe_path=False)
 
 
 def wait_for(predicate, timeout: float = 10.0, what: str = "the condition",
@@ -104,26 +94,6 @@ def wait_for(predicate, timeout: float = 10.0, what: str = "the condition",
     if report is not None:
         msg += "\n" + report()
     raise AssertionError(msg)
-
-
-def _find_prctl():
-    # Resolved once here, in the parent: between fork and exec (where _child_setup runs,
-    # perhaps while another thread of the test holds the import lock) nothing may import.
-    if not sys.platform.startswith("linux"):
-        return None
-    try:
-        import ctypes
-
-        return ctypes.CDLL(None, use_errno=True).prctl
-    except (OSError, AttributeError):  # pragma: no cover
-        return None
-
-
-_prctl = _find_prctl()
-
-
-def _child_setup() -> None:  # pragma: no cover - runs in the child between fork and exec
-    _prctl(_PR_SET_PDEATHSIG, int(signal.SIGKILL), 0, 0, 0)
 
 
 class NodeProc:
@@ -253,10 +223,8 @@ class Cluster:
         with open(n.log_path, "ab") as log:
             log.write(f"=== harness: starting node {i}: {' '.join(argv)}\n".encode())
             log.flush()
-            n.proc = subprocess.Popen(
-                argv, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
-                cwd=self.base,
-                preexec_fn=_child_setup if _prctl is not None else None)
+            n.proc = processes.spawn(argv, stdout=log, cwd=self.base,
+                                     death_signal=signal.SIGKILL)
         n.paused = False
 
     def _signal(self, i: int, sig: int) -> None:
@@ -269,8 +237,7 @@ class Cluster:
         n = self.nodes[i]
         if n.proc is None:
             return n.exit_codes[-1] if n.exit_codes else 0
-        if n.proc.poll() is None:
-            n.proc.kill()
+        processes.kill(n.proc)
         return n._reap()
 
     def terminate(self, i: int, timeout: float = 10.0) -> int:
@@ -278,38 +245,20 @@ class Cluster:
         AssertionError (after a SIGKILL) when it does not exit within ``timeout``."""
         n = self.nodes[i]
         assert n.proc is not None, f"node {i} is not running"
-        if n.proc.poll() is None:
-            n.proc.send_signal(signal.SIGTERM)
-            if n.paused:
-                n.proc.send_signal(signal.SIGCONT)
-            try:
-                n.proc.wait(timeout)
-            except subprocess.TimeoutExpired:
-                n.proc.kill()
-                n._reap()
-                raise AssertionError(
-                    f"node {i} did not exit within {timeout:g} s of SIGTERM (killed)\n"
-                    + self.report()) from None
+        if processes.stop([n.proc], timeout, resume=n.paused):
+            n._reap()
+            raise AssertionError(
+                f"node {i} did not exit within {timeout:g} s of SIGTERM (killed)\n"
+                + self.report())
         return n._reap()
 
     def stop(self, timeout: float = 10.0) -> dict[int, int]:
         """SIGTERM every running node, wait, and return ``{id: exit code}`` (nodes that
         outlive ``timeout`` are SIGKILLed and report -9)."""
         running = [n for n in self.nodes.values() if n.proc is not None]
-        for n in running:
-            if n.proc.poll() is None:
-                n.proc.send_signal(signal.SIGTERM)
-                if n.paused:
-                    n.proc.send_signal(signal.SIGCONT)
-        deadline = time.monotonic() + timeout
-        codes = {}
-        for n in running:
-            try:
-                n.proc.wait(max(0.0, deadline - time.monotonic()))
-            except subprocess.TimeoutExpired:
-                n.proc.kill()
-            codes[n.id] = n._reap()
-        return codes
+        processes.stop([n.proc for n in running], timeout,
+                       resume=any(n.paused for n in running))
+        return {n.id: n._reap() for n in running}
 
     def pause(self, i: int) -> None:
         """SIGSTOP node ``i`` (it keeps its sockets but answers nothing); on Linux, returns
@@ -354,8 +303,7 @@ class Cluster:
             if n.proc is None:
                 continue
             try:
-                if n.proc.poll() is None:
-                    n.proc.kill()  # works on a stopped process too
+                processes.kill(n.proc)  # works on a stopped process too
                 n._reap()
             except Exception:  # pragma: no cover - keep killing the others
                 pass
