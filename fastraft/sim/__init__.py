@@ -3,7 +3,7 @@
 Place in the architecture: beside the runtime, above the engine. It runs many
 ``fastraft.raft.RawNode`` engines against a simulated network (``network.py``) and disk
 (``cluster.py``) under a seeded fault plan (``runner.py``) and checks Raft's safety
-properties after every step (``checker.py``). Everything is a function of the seed.
+properties after every step (``invariants.py``). Everything is a function of the seed.
 """
 
 from .runner import FAULT_KINDS, SimConfig, Simulation, parse_seeds, run_scenario, run_seeds

@@ -28,7 +28,7 @@ from dataclasses import dataclass
 
 from ..errors import Busy, NotLeader
 from ..raft import LEADER, MsgType, RaftConfig
-from .checker import Checker
+from .invariants import Checker
 from .cluster import SimNode, Workload
 from .network import LinkConfig, Network
 

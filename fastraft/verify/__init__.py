@@ -3,7 +3,7 @@
 Place in the architecture: beside the client, above the codec and the core; it observes and
 disturbs real node processes the way Jepsen does and never imports the server. Modules:
 
-- ``checker``: the linearizability checker (Wing & Gong / Porcupine search per key, with a
+- ``linearizability``: the linearizability checker (Wing & Gong / Porcupine search per key, with a
   time budget) and the stale-read checker. Pure computation.
 - ``history``: the JSON-lines history (one line per invoke and per completion), thread- and
   asyncio-safe recording, and conversion into checker operations.
@@ -26,7 +26,7 @@ disturbs real node processes the way Jepsen does and never imports the server. M
   shaded) when matplotlib is installed (``pip install 'fastraft[plot]'``).
 """
 
-from .checker import (
+from .linearizability import (
     OK,
     UNKNOWN,
     VIOLATION,
@@ -41,7 +41,7 @@ from .checker import (
     check_stale_reads,
 )
 from .history import Event, HistoryWriter, Operations, read_history, to_operations
-from .proxy import FaultProxy, LinkState, LoopThread, Network, Proxies
+from .proxy import FaultProxy, LinkState, LoopThread, ProxyNetwork, Proxies
 from .schedule import FAULT_KINDS, FaultPlan, plan_faults
 from .workloads import SessionResult, SetResult, check_session, check_set
 
@@ -50,7 +50,7 @@ __all__ = [
     "CheckResult", "KeyResult", "Operation", "RegisterModel", "StaleReadResult", "Violation",
     "check", "check_key", "check_stale_reads",
     "Event", "HistoryWriter", "Operations", "read_history", "to_operations",
-    "FaultProxy", "LinkState", "LoopThread", "Network", "Proxies",
+    "FaultProxy", "LinkState", "LoopThread", "ProxyNetwork", "Proxies",
     "FAULT_KINDS", "FaultPlan", "plan_faults",
     "SessionResult", "SetResult", "check_session", "check_set",
 ]

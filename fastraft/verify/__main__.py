@@ -17,7 +17,7 @@ import argparse
 import sys
 import time
 
-from .checker import OK, VIOLATION
+from .linearizability import OK, VIOLATION
 from .nemesis import FAULT_KINDS, WORKLOADS, RunOptions, run_sync
 
 

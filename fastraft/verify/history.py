@@ -1,8 +1,9 @@
 """Client histories: recording operations as JSON lines and reading them back for the checker.
 
-Place in the architecture: part of the verification framework (``fastraft.verify``), between a
-workload (which calls the client and records what it saw) and ``checker.py`` (which judges
-it). Standard library only: it never imports the client or the server.
+Place in the architecture: part of the verification framework (``fastraft.verify``), between
+a workload (which calls the client and records what it saw) and the checks that judge it
+(``linearizability.py``, ``final_state.py``). Standard library only: it never imports the
+client or the server.
 
 A history is a file of JSON lines, one per invocation and one per completion, in the order
 they happened (Jepsen's model)::
@@ -38,7 +39,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Hashable, Iterable, NamedTuple
 
-from .checker import Operation
+from .linearizability import Operation
 
 __all__ = ["Event", "HistoryWriter", "Operations", "read_history", "to_operations",
            "encode_value", "decode_value", "TYPES"]
@@ -222,8 +223,8 @@ def read_history(path: str | Path) -> list[Event]:
 
 class Operations(NamedTuple):
     """A history as the checker takes it: ``linearizable`` (read / write / cas) for
-    ``checker.check``, ``stale_reads`` (as ``read`` operations) for
-    ``checker.check_stale_reads``, and ``other`` (pairs of events of other kinds, the
+    ``linearizability.check``, ``stale_reads`` (as ``read`` operations) for
+    ``linearizability.check_stale_reads``, and ``other`` (pairs of events of other kinds, the
     completion None when missing)."""
 
     linearizable: list[Operation]

@@ -4,7 +4,7 @@ Place in the architecture: the top of the verification framework (``fastraft.ver
 driven by ``python -m fastraft.verify`` and by the short scenarios in the test suite. It starts
 node processes with the very command a user runs (``python -m fastraft node ...``), reaches
 them through ``fastraft.client.AsyncClient``, disturbs them with the proxies of ``proxy.py``
-and with signals, records a history (``history.py``) and judges it (``checker.py``). It reads
+and with signals, records a history (``history.py``) and judges it (``linearizability.py``). It reads
 and writes the cluster configuration (``fastraft.config``) and never imports the server.
 
 One asyncio loop runs everything: the proxies, the workers, the nemesis. A run::
@@ -75,7 +75,7 @@ from pathlib import Path
 from ..config import Config, NodeSpec, Tuning, format_address, render_config
 from ..errors import FastraftError, NotApplied
 from ..processes import free_port, kill, node_argv, spawn
-from .checker import OK, UNKNOWN, VIOLATION, check, check_stale_reads
+from .linearizability import OK, UNKNOWN, VIOLATION, check, check_stale_reads
 from .history import HistoryWriter, read_history, to_operations
 from .proxy import BLACKHOLE, BLOCK, Proxies
 from .report import fault_coverage, summary_text

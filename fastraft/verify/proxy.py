@@ -18,8 +18,8 @@ every link ``x -> to``, and the hello names the link::
     node 2 ──dial──> proxy of 3 ──> node 3 (private)      link (2, 3)
     node 3 ──dial──> proxy of 1 ──> node 1 (private)      link (3, 1): 3's messages to 1
 
-Faults, per directed link (``Network`` holds one ``LinkState`` for each; any can change at any
-moment, also for connections already open):
+Faults, per directed link (``ProxyNetwork`` holds one ``LinkState`` for each; any can change
+at any moment, also for connections already open):
 
 - ``pass``:      frames are forwarded as they come.
 - ``block``:     the link's connections are cut (aborted) and new ones are accepted, their
@@ -59,7 +59,7 @@ from .. import codec
 from ..core import DEFAULT_MAX_FRAME_SIZE, FrameDecoder, encode_frame
 from ..errors import FastraftError
 
-__all__ = ["PASS", "BLOCK", "BLACKHOLE", "LinkState", "Network", "FaultProxy", "Proxies",
+__all__ = ["PASS", "BLOCK", "BLACKHOLE", "LinkState", "ProxyNetwork", "FaultProxy", "Proxies",
            "LinkControl", "LoopThread"]
 
 log = logging.getLogger("fastraft.verify.proxy")
@@ -104,9 +104,11 @@ class LinkState:
 
     @property
     def clean(self) -> bool:
+        """No fault at all: frames pass as they come."""
         return self == _CLEAN
 
     def describe(self) -> str:
+        """The faults in words (``block, drop 10%, delay 20±5 ms``); ``pass`` when clean."""
         parts = [self.mode] if self.mode != PASS or self.clean else []
         if self.drop:
             parts.append(f"drop {self.drop:.0%}")
@@ -118,7 +120,7 @@ class LinkState:
 _CLEAN = LinkState()
 
 
-class Network:
+class ProxyNetwork:
     """The fault table shared by the proxies of one cluster: a LinkState per directed link
     ``(frm, to)`` (absent = clean), a seeded RNG per link, and counters per link
     (``stats[(frm, to)]``: frames, bytes, dropped, delayed, cut, refused, connections).
@@ -135,25 +137,29 @@ class Network:
         self._lock = threading.Lock()
 
     def state(self, frm, to) -> LinkState:
+        """The faults of link ``frm -> to`` now."""
         return self._links.get((frm, to), _CLEAN)
 
     def set(self, frm, to, state: LinkState) -> None:
+        """Replace the faults of link ``frm -> to``."""
         with self._lock:
-            if state.clean:
-                self._links.pop((frm, to), None)
-            else:
-                self._links[(frm, to)] = state
+            self._put((frm, to), state)
 
     def update(self, frm, to, **changes) -> LinkState:
+        """Change some fields of link ``frm -> to``'s LinkState; returns the new one."""
         with self._lock:
             st = replace(self._links.get((frm, to), _CLEAN), **changes)
-            if st.clean:
-                self._links.pop((frm, to), None)
-            else:
-                self._links[(frm, to)] = st
+            self._put((frm, to), st)
             return st
 
+    def _put(self, link: tuple, state: LinkState) -> None:
+        if state.clean:
+            self._links.pop(link, None)
+        else:
+            self._links[link] = state
+
     def heal(self) -> None:
+        """Every link clean."""
         with self._lock:
             self._links.clear()
 
@@ -172,12 +178,14 @@ class Network:
         return r
 
     def count(self, link, what: str, n: int = 1) -> None:
+        """Add ``n`` to the link's counter ``what`` (``stats``)."""
         c = self.stats.get(link)
         if c is None:
             c = self.stats[link] = Counter()
         c[what] += n
 
     def describe(self) -> str:
+        """Every faulty link in words, for the logs."""
         links = self.faulty()
         if not links:
             return "all links clean"
@@ -188,8 +196,9 @@ class _Pipe:
     """One direction of one proxied connection: frames in from ``reader``, faults applied,
     out to ``writer`` in order."""
 
-    def __init__(self, conn: _Conn, reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
-                 decoder: FrameDecoder | None, first_done: bool, back: bool = False) -> None:
+    def __init__(self, conn: _ProxiedConnection, reader: asyncio.StreamReader,
+                 writer: asyncio.StreamWriter, decoder: FrameDecoder | None, first_done: bool,
+                 back: bool = False) -> None:
         self.conn = conn
         self.back = back
         self.reader = reader
@@ -292,8 +301,9 @@ class _Pipe:
             self.conn.abort()
 
 
-class _Conn:
-    """One accepted connection and its upstream twin."""
+class _ProxiedConnection:
+    """One connection through the proxy: the accepted one, its upstream twin to the node,
+    the tasks piping between them, and the link it carries (once its hello is read)."""
 
     def __init__(self, proxy: FaultProxy, link) -> None:
         self.proxy = proxy
@@ -314,7 +324,35 @@ class _Conn:
                 t.cancel()
 
 
-class FaultProxy:
+class _OnLoopThread:
+    """The blocking lifecycle of a loop-bound object: ``start()`` runs its ``astart()`` on a
+    LoopThread of its own and returns once it is up; ``close()`` runs ``aclose()`` there and
+    stops the thread (a no-op when not started so)."""
+
+    _thread: LoopThread | None = None
+
+    def _thread_name(self) -> str:
+        raise NotImplementedError
+
+    async def astart(self):
+        raise NotImplementedError
+
+    async def aclose(self) -> None:
+        raise NotImplementedError
+
+    def start(self):
+        self._thread = LoopThread(name=self._thread_name()).start()
+        self._thread.run(self.astart())
+        return self
+
+    def close(self) -> None:
+        if self._thread is not None:
+            self._thread.run(self.aclose())
+            self._thread.close()
+            self._thread = None
+
+
+class FaultProxy(_OnLoopThread):
     """A TCP proxy in front of one node's private peer address (``target_addr``), listening
     on ``listen_addr`` (port 0: any free port; ``address`` says which after start). Faults
     come from ``network`` (a private one by default).
@@ -322,16 +360,16 @@ class FaultProxy:
     Loop-bound: ``await astart()`` / ``await aclose()`` on a running loop, or the blocking
     ``start()`` / ``close()``, which run it on a LoopThread of its own."""
 
-    def __init__(self, listen_addr, target_addr, network: Network | None = None,
+    def __init__(self, listen_addr, target_addr, network: ProxyNetwork | None = None,
                  node_id: int | None = None, max_frame: int = DEFAULT_MAX_FRAME_SIZE) -> None:
         self.listen_addr = _addr(listen_addr)
         self.target_addr = _addr(target_addr)
-        self.network = network if network is not None else Network()
+        self.network = network if network is not None else ProxyNetwork()
         self.node_id = node_id
         self.max_frame = max_frame
         self.address: tuple[str, int] | None = None
         self._server: asyncio.base_events.Server | None = None
-        self._conns: set[_Conn] = set()
+        self._conns: set[_ProxiedConnection] = set()
         self._thread: LoopThread | None = None
         self.loop: asyncio.AbstractEventLoop | None = None
 
@@ -342,6 +380,7 @@ class FaultProxy:
     # -- lifecycle ------------------------------------------------------------------------
 
     async def astart(self) -> FaultProxy:
+        """Listen (on the running loop); ``address`` is then where."""
         self.loop = asyncio.get_running_loop()
         host, port = self.listen_addr
         self._server = await asyncio.start_server(self._handle, host, port,
@@ -350,6 +389,7 @@ class FaultProxy:
         return self
 
     async def aclose(self) -> None:
+        """Stop listening and abort every open connection."""
         if self._server is not None:
             self._server.close()
         for c in list(self._conns):
@@ -359,17 +399,8 @@ class FaultProxy:
             self._server = None
         self._conns.clear()
 
-    def start(self) -> FaultProxy:
-        """Run on a background loop of its own; returns once listening."""
-        self._thread = LoopThread(name=f"fault-proxy-{self.node_id}").start()
-        self._thread.run(self.astart())
-        return self
-
-    def close(self) -> None:
-        if self._thread is not None:
-            self._thread.run(self.aclose())
-            self._thread.close()
-            self._thread = None
+    def _thread_name(self) -> str:
+        return f"fault-proxy-{self.node_id}"
 
     # -- faults on open connections -------------------------------------------------------
 
@@ -387,7 +418,7 @@ class FaultProxy:
     # -- connections ----------------------------------------------------------------------
 
     async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        conn = _Conn(self, None)
+        conn = _ProxiedConnection(self, None)
         conn.writers.append(writer)
         conn.tasks.add(asyncio.current_task())
         self._conns.add(conn)
@@ -401,7 +432,7 @@ class FaultProxy:
             conn.abort()
             self._conns.discard(conn)
 
-    async def _serve(self, conn: _Conn, reader, writer) -> None:
+    async def _serve(self, conn: _ProxiedConnection, reader, writer) -> None:
         net = self.network
         decoder = FrameDecoder(self.max_frame)
         raw = bytearray()
@@ -475,6 +506,7 @@ class LoopThread:
         self._thread: threading.Thread | None = None
 
     def start(self) -> LoopThread:
+        """Start the thread and its loop; returns once the loop exists."""
         ready = threading.Event()
 
         def main() -> None:
@@ -494,12 +526,15 @@ class LoopThread:
 
     @property
     def in_loop(self) -> bool:
+        """Whether the caller runs on the loop's own thread (where ``run`` would deadlock)."""
         return self._thread is threading.current_thread()
 
     def run(self, coro, timeout: float | None = 30.0):
+        """Run ``coro`` on the loop and return its result (waits up to ``timeout``)."""
         return asyncio.run_coroutine_threadsafe(coro, self.loop).result(timeout)
 
     def call(self, fn: Callable, *args, timeout: float | None = 30.0):
+        """Call ``fn(*args)`` on the loop and return its result (waits up to ``timeout``)."""
         fut: concurrent.futures.Future = concurrent.futures.Future()
 
         def go() -> None:
@@ -512,6 +547,7 @@ class LoopThread:
         return fut.result(timeout)
 
     def close(self) -> None:
+        """Cancel every task on the loop, stop it and join the thread."""
         if self._thread is None:
             return
 
@@ -540,6 +576,7 @@ class LinkControl:
 
     @property
     def state(self) -> LinkState:
+        """The link's faults now."""
         return self.proxies.network.state(self.frm, self.to)
 
     def _set(self, **changes) -> LinkControl:
@@ -549,9 +586,11 @@ class LinkControl:
         return self
 
     def block(self) -> LinkControl:
+        """Cut the link's connections and refuse new ones."""
         return self._set(mode=BLOCK)
 
     def blackhole(self) -> LinkControl:
+        """Drop every byte of the link silently, both ways; new dials hang."""
         return self._set(mode=BLACKHOLE)
 
     def unblock(self) -> LinkControl:
@@ -559,19 +598,23 @@ class LinkControl:
         return self._set(mode=PASS)
 
     def drop(self, fraction: float) -> LinkControl:
+        """Drop each frame after the handshake with probability ``fraction``."""
         return self._set(drop=fraction)
 
     def delay(self, seconds: float, jitter: float = 0.0) -> LinkControl:
+        """Hold each frame after the handshake ``seconds ± jitter``, in order."""
         return self._set(delay=seconds, jitter=jitter)
 
     def heal(self) -> LinkControl:
+        """The link clean again."""
         self.proxies.network.set(self.frm, self.to, _CLEAN)
         self.proxies._log(f"link {self.frm} -> {self.to}: heal")
         return self
 
 
-class Proxies:
-    """One FaultProxy per node of a cluster over one Network, and the partitions built on it.
+class Proxies(_OnLoopThread):
+    """One FaultProxy per node of a cluster over one ProxyNetwork, and the partitions built
+    on it.
 
     ``nodes``: ``{node_id: (listen_addr, target_addr)}`` — where its proxy listens (the
     address the other nodes dial: the node's ``raft`` address in the config) and the node's
@@ -580,7 +623,7 @@ class Proxies:
     methods is ``"block"`` (cut and refused) or ``"blackhole"`` (silently dropped)."""
 
     def __init__(self, nodes: dict, seed: int = 0, max_frame: int = DEFAULT_MAX_FRAME_SIZE) -> None:
-        self.network = Network(seed)
+        self.network = ProxyNetwork(seed)
         self.proxies = {i: FaultProxy(listen, target, self.network, node_id=i,
                                       max_frame=max_frame)
                         for i, (listen, target) in sorted(nodes.items())}
@@ -591,34 +634,29 @@ class Proxies:
 
     @property
     def ids(self) -> list[int]:
+        """The node ids, sorted."""
         return sorted(self.proxies)
 
     def address(self, i: int) -> tuple[str, int]:
+        """Where node ``i``'s proxy listens (once started)."""
         return self.proxies[i].address
 
     # -- lifecycle ------------------------------------------------------------------------
 
     async def astart(self) -> Proxies:
+        """Start every proxy on the running loop."""
         self.loop = asyncio.get_running_loop()
         for p in self.proxies.values():
             await p.astart()
         return self
 
     async def aclose(self) -> None:
+        """Close every proxy (on its loop)."""
         for p in self.proxies.values():
             await p.aclose()
 
-    def start(self) -> Proxies:
-        """Run every proxy on one background loop; returns once all listen."""
-        self._thread = LoopThread(name="fault-proxies").start()
-        self._thread.run(self.astart())
-        return self
-
-    def close(self) -> None:
-        if self._thread is not None:
-            self._thread.run(self.aclose())
-            self._thread.close()
-            self._thread = None
+    def _thread_name(self) -> str:
+        return "fault-proxies"
 
     def __enter__(self) -> Proxies:
         return self.start()
@@ -654,6 +692,7 @@ class Proxies:
     # -- links and partitions -------------------------------------------------------------
 
     def link(self, frm: int, to: int) -> LinkControl:
+        """The controls of link ``frm -> to``."""
         return LinkControl(self, frm, to)
 
     def _cut(self, pairs: Iterable[tuple[int, int]], mode: str) -> None:
@@ -710,6 +749,7 @@ class Proxies:
         self._log("heal")
 
     def stats(self) -> dict:
+        """``{(frm, to): {counter: n}}`` for every link that carried anything."""
         return {k: dict(v) for k, v in sorted(self.network.stats.items())}
 
 

@@ -12,7 +12,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from fastraft.verify.checker import OK, VIOLATION, check, check_stale_reads
+from fastraft.verify.linearizability import OK, VIOLATION, check, check_stale_reads
 from fastraft.verify.history import (
     Event,
     HistoryWriter,

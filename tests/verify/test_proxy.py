@@ -31,7 +31,7 @@ from fastraft.verify.proxy import (
     FaultProxy,
     LinkState,
     LoopThread,
-    Network,
+    ProxyNetwork,
     Proxies,
 )
 
@@ -148,7 +148,7 @@ def server():
 
 @pytest.fixture
 def proxy(server):
-    p = FaultProxy(("127.0.0.1", 0), server.addr, node_id=2, network=Network(seed=7)).start()
+    p = FaultProxy(("127.0.0.1", 0), server.addr, node_id=2, network=ProxyNetwork(seed=7)).start()
     yield p
     p.close()
 
@@ -234,7 +234,7 @@ def test_blackhole_drops_silently(server, proxy):
 
 
 def _run_drops(server, seed: int) -> list[int]:
-    p = FaultProxy(("127.0.0.1", 0), server.addr, network=Network(seed=seed)).start()
+    p = FaultProxy(("127.0.0.1", 0), server.addr, network=ProxyNetwork(seed=seed)).start()
     try:
         p.network.update(1, 2, drop=0.5)
         d = Dialler(p.address)
@@ -345,7 +345,7 @@ def test_link_state_validation():
     with pytest.raises(ValueError):
         LinkState(delay=-1)
     assert LinkState().clean and not LinkState(drop=0.1).clean
-    net = Network()
+    net = ProxyNetwork()
     net.update(1, 2, drop=0.1)
     assert "1->2: drop 10%" in net.describe()
     net.update(1, 2, drop=0.0)

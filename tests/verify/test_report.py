@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import re
 
-from fastraft.verify.checker import check_stale_reads
+from fastraft.verify.linearizability import check_stale_reads
 from fastraft.verify.history import HistoryWriter, to_operations
 from fastraft.verify.nemesis import RunResult
 from fastraft.verify.report import fault_coverage

@@ -1,8 +1,9 @@
 """Safety invariants of Raft, checked by the simulator after every step.
 
 Place in the architecture: part of the deterministic simulator (``fastraft.sim``). It only
-reads engine state (through ``RawNode._raft``: a white-box checker) and the simulator's records; it never changes
-them. Each violation is a sentence; the simulator prints it with the seed that replays it.
+reads engine state (through ``RawNode._raft``: a white-box checker) and the simulator's
+records; it never changes them. Each violation is a sentence; the simulator prints it with the
+seed that replays it.
 
 The properties (Raft paper, Figure 3, plus the client-visible ones):
 
@@ -31,6 +32,10 @@ __all__ = ["Checker"]
 
 
 class Checker:
+    """The invariant checker of one simulation: the runtime reports persists, applies and
+    restarts (``on_*``), the runner sweeps every node after every step (``check_node``);
+    ``violations`` holds the first 20 broken properties as sentences."""
+
     def __init__(self) -> None:
         self.violations: list[str] = []
         self.leaders: dict[int, int] = {}              # term -> leader id
@@ -42,6 +47,7 @@ class Checker:
         self._leader_mark: dict[int, tuple[int, int, int]] = {}  # node -> (term, last, last term)
 
     def fail(self, msg: str) -> None:
+        """Record a violation (the first 20 are kept)."""
         if len(self.violations) < 20:
             self.violations.append(msg)
 
@@ -76,12 +82,14 @@ class Checker:
                       f"digest {digest:#x}, another node reached {seen:#x}")
 
     def on_restart(self, node_id: int) -> None:
+        """Node ``node_id`` restarted: its commit index and leader marks start over."""
         self._commit_seen.pop(node_id, None)
         self._leader_mark.pop(node_id, None)
 
     # -- the per-step sweep -----------------------------------------------------------------
 
     def check_node(self, node_id: int, raft) -> None:
+        """Properties 1, 2, 4 and 6 for one node's engine (``RawNode._raft``), after a step."""
         log = raft.log
         ring = log.ring
         # 6: commit monotonicity and committed entries never change.

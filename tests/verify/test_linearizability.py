@@ -1,4 +1,4 @@
-"""Tests of the linearizability checker (fastraft.verify.checker).
+"""Tests of the linearizability checker (fastraft.verify.linearizability).
 
 Hand-made histories with a known verdict (the classic anomalies: a stale read after a completed
 write, two clients seeing two concurrent writes in opposite orders, info writes that may or may
@@ -17,7 +17,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from fastraft.verify.checker import (
+from fastraft.verify.linearizability import (
     OK,
     UNKNOWN,
     VIOLATION,
@@ -403,7 +403,7 @@ def _reference(ops) -> bool:
     register model."""
     from itertools import permutations
 
-    from fastraft.verify.checker import RegisterModel
+    from fastraft.verify.linearizability import RegisterModel
 
     ops = prepare(ops)
     ok_ops = [o for o in ops if o.ret != INF]
