@@ -4,10 +4,13 @@ Place in the architecture: the client layer (docs/architecture.md, "Layers"). Pu
 uses ``codec`` for msgpack, ``core`` for the frame codec (the pure-Python twin when the
 extension is absent), ``errors`` and ``config``; it never imports the server. Layout::
 
-    _protocol.py   request frames, answer validation, the status -> error split
-    _session.py    session id, sequence numbers, first_unacked
+    _protocol.py   request frames, answer validation, the status table
+    _connection.py NodeConnection: one pipelined connection to one node, per-request timeouts
+    _attempts.py   the verdict on each failed attempt (the NotApplied / OutcomeUnknown split)
+                   and the error of a call that gives up
+    _session.py    ClientSession: session id, sequence numbers, first_unacked
     retry.py       RetryPolicy and its backoff (replaceable)
-    aio.py         AsyncClient: connections, pipelining, leader discovery, the call loop
+    aio.py         AsyncClient: node choice, leader discovery, the call loop, limits, session
     sync.py        Client: AsyncClient on a private loop in a background thread
     cli_cmds.py    fastraft put/get/del/cas/scan/status/bench
     bench.py       the load generator behind ``fastraft bench``

@@ -1,12 +1,12 @@
 """The client's side of the wire protocol: arguments to bytes, answers to values or errors.
 
-Place in the architecture: shared by ``aio`` (the asyncio client) and, through it, ``sync``.
-It builds request frames with ``fastraft.codec`` (the one module that speaks msgpack) and the
-core's frame codec, and it decides what each answer status means for the caller. It does no IO
-and imports no event loop.
+Place in the architecture: shared by ``aio`` (the asyncio client; ``sync`` through it),
+``_connection`` and ``_attempts``. It builds request frames with ``fastraft.codec`` (the one
+module that speaks msgpack) and the core's frame codec, and it states what each answer status
+means for the caller. It does no IO and imports no event loop.
 
-The status split (docs/architecture.md, "The client's error split") is decided here and
-nowhere else:
+The status split (docs/architecture.md, "The client's error split") is stated here, and
+applied in one place, ``_attempts.Attempts.judge``:
 
     ST_OK               the value
     ST_NOT_LEADER       not applied; retry on the hinted leader (NotLeader once retries end)
@@ -120,7 +120,7 @@ def check_limits(op: int, args, limits: dict) -> str | None:
     """Why a request is over the cluster's ``limits`` (a status dict with LIMIT_FIELDS), or
     None. ``args`` are the operation's own arguments (without session fields). The frame
     check here refuses only what is over even without its framing; the connection checks the
-    exact frame (``_Conn.request``)."""
+    exact frame (``NodeConnection.request``)."""
     if op in (codec.OP_GET, codec.OP_DELETE, codec.OP_PUT, codec.OP_CAS, codec.OP_SCAN):
         what = "prefix" if op == codec.OP_SCAN else "key"
         k = args[0]

@@ -1,4 +1,4 @@
-"""Client-side session bookkeeping (Raft thesis §6.3): sequence numbers and ``first_unacked``.
+"""``ClientSession``: the client's side of a session (Raft thesis §6.3): seqs, ``first_unacked``.
 
 Place in the architecture: shared by the clients (``aio``; ``sync`` through it). Pure Python,
 no IO, no event loop: the client calls it around every write.
@@ -23,10 +23,13 @@ from __future__ import annotations
 
 from collections import deque
 
-__all__ = ["Session"]
+__all__ = ["ClientSession"]
 
 
-class Session:
+class ClientSession:
+    """One session of a client (module docstring): its id, the seqs of its writes, and
+    ``first_unacked``; ``expired`` once a node said so."""
+
     __slots__ = ("id", "next_seq", "_open", "_closed", "expired", "last_sent")
 
     def __init__(self, sid: int, now: float = 0.0) -> None:
@@ -63,8 +66,9 @@ class Session:
 
     @property
     def open_count(self) -> int:
+        """How many seqs are open (allocated and their call not ended)."""
         return len(self._open) - len(self._closed)
 
     def __repr__(self) -> str:
-        return (f"Session(id={self.id}, next_seq={self.next_seq}, "
+        return (f"ClientSession(id={self.id}, next_seq={self.next_seq}, "
                 f"first_unacked={self.first_unacked}, expired={self.expired})")

@@ -17,7 +17,7 @@ import pytest
 
 from fastraft import codec
 from fastraft.client import AsyncClient, Client, ExponentialBackoff, NoBackoff, RetryPolicy
-from fastraft.client._session import Session
+from fastraft.client._session import ClientSession
 from fastraft.errors import (
     Busy,
     ConnectionLost,
@@ -465,7 +465,7 @@ def test_custom_policy_object_is_used(fake):
 
 
 def test_session_first_unacked_bookkeeping():
-    s = Session(7)
+    s = ClientSession(7)
     assert s.first_unacked == 1
     a, b, c = s.begin(), s.begin(), s.begin()
     assert (a, b, c) == (1, 2, 3) and s.first_unacked == 1
