@@ -28,6 +28,9 @@ __all__ = ["RaftLog"]
 
 
 class RaftLog:
+    """The engine's whole retained log in memory, with the positions that say what is
+    durable (``stable``), committed and applied (invariants in the module docstring)."""
+
     __slots__ = ("ring", "committed", "applied", "stable", "snapshot", "pending_snapshot")
 
     def __init__(self, snapshot: Snapshot, entries=(), committed: int = 0,
@@ -53,14 +56,17 @@ class RaftLog:
 
     @property
     def first_index(self) -> int:
+        """The first retained entry's index (the compaction point + 1)."""
         return self.ring.offset + 1
 
     @property
     def last_index(self) -> int:
+        """The last entry's index (the compaction point when the log is empty)."""
         return self.ring.last_index
 
     @property
     def last_term(self) -> int:
+        """The last entry's term (the compaction point's when the log is empty)."""
         return self.ring.last_term
 
     def term(self, index: int) -> int:
@@ -73,6 +79,7 @@ class RaftLog:
         return self.ring.slice(lo, hi, max_bytes)
 
     def match_term(self, index: int, term: int) -> bool:
+        """Whether the log holds ``index`` at ``term`` (False outside the log)."""
         try:
             return self.ring.term(index) == term
         except (CompactedError, UnavailableError):
@@ -144,12 +151,14 @@ class RaftLog:
         return last_new
 
     def commit_to(self, index: int) -> None:
+        """Move the commit index up to ``index`` (never down; never past the log)."""
         if index > self.committed:
             assert index <= self.ring.last_index, (
                 f"commit {index} beyond last index {self.ring.last_index}")
             self.committed = index
 
     def applied_to(self, index: int) -> None:
+        """Move the applied index up to ``index`` (never down; never past the commit)."""
         if index > self.applied:
             assert index <= self.committed, f"applied {index} beyond commit {self.committed}"
             self.applied = index
@@ -187,6 +196,7 @@ class RaftLog:
     # -- reads for Ready --------------------------------------------------------------------
 
     def unstable_entries(self) -> EntryBatch | None:
+        """The entries not yet confirmed durable (after ``stable``), or None."""
         if self.stable >= self.ring.last_index:
             return None
         first = self.stable + 1
@@ -202,6 +212,7 @@ class RaftLog:
         return EntryBatch(first, self.ring.slice(first, self.committed + 1, max_bytes))
 
     def has_next_committed(self) -> bool:
+        """Whether ``next_committed`` would return a batch (without building it)."""
         first = self.applied + 1
         if self.pending_snapshot is not None:
             first = max(first, self.pending_snapshot.meta.index + 1)

@@ -130,11 +130,5 @@ class EntryBatch(NamedTuple):
 
     @property
     def last_index(self) -> int:
+        """The index of the last entry (``first_index - 1`` for an empty batch)."""
         return self.first_index + len(self.entries) - 1
-
-    def indexed(self):
-        """Yield ``(index, term, payload)`` for each entry."""
-        i = self.first_index
-        for term, payload in self.entries:
-            yield i, term, payload
-            i += 1

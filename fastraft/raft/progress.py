@@ -52,6 +52,7 @@ class Inflights:
         self.bytes = 0
 
     def add(self, last_index: int, size: int) -> None:
+        """Record an append ending at ``last_index`` carrying ``size`` payload bytes."""
         self._q.append((last_index, size))
         self.bytes += size
 
@@ -69,10 +70,12 @@ class Inflights:
             self.bytes -= self._q.popleft()[1]
 
     def full(self) -> bool:
+        """Whether the window is at its message or byte bound (no more appends for now)."""
         return len(self._q) >= self.max_count or (self.max_bytes > 0 and
                                                   self.bytes >= self.max_bytes)
 
     def reset(self) -> None:
+        """Forget every message (on a state change: nothing in flight is counted on)."""
         self._q.clear()
         self.bytes = 0
 
@@ -81,6 +84,9 @@ class Inflights:
 
 
 class Progress:
+    """The leader's knowledge of one follower: ``match`` (known replicated), ``next`` (next
+    to send), the replication state (module docstring) and its in-flight window."""
+
     __slots__ = ("match", "next", "state", "probe_sent", "pending_snapshot", "recent_active",
                  "inflights", "sent_commit")
 
@@ -99,6 +105,7 @@ class Progress:
                 f"state={STATE_NAMES[self.state]}, inflight={len(self.inflights)})")
 
     def become_probe(self) -> None:
+        """Back to one append at a time from ``match + 1`` (or after a snapshot sent)."""
         if self.state == SNAPSHOT:
             self.next = max(self.match + 1, self.pending_snapshot + 1)
         else:
@@ -109,6 +116,7 @@ class Progress:
         self.inflights.reset()
 
     def become_replicate(self) -> None:
+        """The log matches up to ``match``: pipeline appends from ``match + 1``."""
         self.state = REPLICATE
         self.next = self.match + 1
         self.probe_sent = False
@@ -116,12 +124,15 @@ class Progress:
         self.inflights.reset()
 
     def become_snapshot(self, snapshot_index: int) -> None:
+        """A snapshot up to ``snapshot_index`` is being streamed: send nothing else."""
         self.state = SNAPSHOT
         self.probe_sent = False
         self.pending_snapshot = snapshot_index
         self.inflights.reset()
 
     def is_paused(self) -> bool:
+        """Whether no append may be sent now (a probe unanswered, a full window, or a
+        snapshot in flight)."""
         if self.state == PROBE:
             return self.probe_sent
         if self.state == REPLICATE:

@@ -36,12 +36,24 @@ Rules (Raft paper §5, Ongaro's thesis; etcd-io/raft is the model for the shape)
 
 Role functions are swapped, not tested in an if-ladder: ``_step`` and ``_tick`` point to the
 current role's handlers (etcd's stepLeader/stepCandidate/stepFollower).
+
+Glossary (short names kept from etcd-io/raft, so its code and this one read side by side):
+
+    hup        the election timeout fired ("hang up" on the leader): start a campaign
+    prs, pr    the leader's ``progress.Progress`` of every voter (id -> Progress); one of them
+    rr         the ReadIndex round in flight (``ReadRound``)
+    mci        the quorum's commit index ("majority committed index", rule 3)
+    li, lt     the last index and last term of a log
+    bcast      send to every other voter
+    msgs       messages that may leave now; ``msgs_after_persist``: only once the Ready is
+               durable (rule 2)
 """
 
 from __future__ import annotations
 
 import random
 from dataclasses import dataclass
+from typing import NamedTuple
 
 from ..core import VOTE_LOST, VOTE_WON, joint_committed_index, joint_vote_result
 from ..errors import Busy, CompactedError, LocalProtocolError, NotLeader
@@ -49,8 +61,8 @@ from .log import RaftLog, initial_snapshot
 from .messages import NO_NODE, LEADER_TYPES, HardState, Message, MsgType, ReadState, Snapshot
 from .progress import PROBE, REPLICATE, SNAPSHOT, Progress
 
-__all__ = ["RaftConfig", "Raft", "FOLLOWER", "PRE_CANDIDATE", "CANDIDATE", "LEADER",
-           "ROLE_NAMES"]
+__all__ = ["RaftConfig", "Raft", "ReadRound", "FOLLOWER", "PRE_CANDIDATE", "CANDIDATE",
+           "LEADER", "ROLE_NAMES"]
 
 FOLLOWER = 0
 PRE_CANDIDATE = 1
@@ -74,6 +86,18 @@ HEARTBEAT = MsgType.HEARTBEAT
 HEARTBEAT_RESP = MsgType.HEARTBEAT_RESP
 SNAP = MsgType.SNAP
 TIMEOUT_NOW = MsgType.TIMEOUT_NOW
+
+
+class ReadRound(NamedTuple):
+    """A ReadIndex round in flight (rule 6): the heartbeats whose context is ``id`` collect
+    ``acks`` (voter id -> True); once a quorum answered, every read of ``contexts`` is safe
+    at ``index``, the commit index when the round started. (White-box tests build one as a
+    plain tuple, so the engine unpacks it rather than reading its fields by name.)"""
+
+    id: int
+    index: int
+    contexts: list
+    acks: dict
 
 
 @dataclass
@@ -109,7 +133,9 @@ class RaftConfig:
 
 
 class Raft:
-    """One node's Raft state. Drive it through RawNode (``rawnode.py``)."""
+    """One node's Raft state and the protocol's rules (module docstring). Private to the
+    engine: runtimes drive it through RawNode (``rawnode.py``), which turns what it leaves
+    in ``msgs``, ``msgs_after_persist``, ``read_states`` and the log into Readys."""
 
     def __init__(self, cfg: RaftConfig, rng: random.Random, log: RaftLog | None = None,
                  hard_state: HardState = HardState()) -> None:
@@ -144,7 +170,7 @@ class Raft:
         self.msgs_after_persist: list[Message] = []   # only once the Ready is durable
         # ReadIndex: contexts waiting for a round, the round in flight, and results.
         self.read_waiting: list = []
-        self.read_round: tuple | None = None          # (round id, index, contexts, acks)
+        self.read_round: ReadRound | None = None
         self.read_round_id = 0
         self.read_states: list[ReadState] = []
         self.dropped_reads: list = []
@@ -160,16 +186,20 @@ class Raft:
 
     @property
     def all_voters(self) -> frozenset:
+        """Every voter of the configuration, incoming and outgoing (joint consensus)."""
         return self.voters | self.outgoing
 
     @property
     def promotable(self) -> bool:
+        """Whether this node votes in its configuration (only voters campaign)."""
         return self.id in self.voters or self.id in self.outgoing
 
     def hard_state(self) -> HardState:
+        """The state that must be durable before this node's answers leave (rule 2)."""
         return HardState(self.term, self.vote, self.log.committed)
 
     def send(self, m: Message) -> None:
+        """Queue ``m`` in ``msgs`` or ``msgs_after_persist`` by what it depends on."""
         # Leader-to-follower traffic may leave before this node's own fsync (thesis §10.2.1);
         # answers and vote requests depend on the hard state and entries just changed, so
         # they wait until the runtime has made the Ready durable.
@@ -193,7 +223,8 @@ class Raft:
 
     def _drop_reads(self) -> None:
         if self.read_round is not None:
-            self.dropped_reads.extend(self.read_round[2])
+            _rid, _index, contexts, _acks = self.read_round
+            self.dropped_reads.extend(contexts)
             self.read_round = None
         if self.read_waiting:
             self.dropped_reads.extend(self.read_waiting)
@@ -202,6 +233,7 @@ class Raft:
     # -- role transitions -------------------------------------------------------------------
 
     def become_follower(self, term: int, lead: int) -> None:
+        """Follow ``lead`` (NO_NODE: unknown) in ``term``; a new term clears the vote."""
         self._reset(term)
         self.lead = lead
         self.role = FOLLOWER
@@ -210,6 +242,7 @@ class Raft:
         self.prs = {}
 
     def become_pre_candidate(self) -> None:
+        """Start a pre-vote round: term and vote stay as they are."""
         assert self.role != LEADER, "invalid transition: leader -> pre-candidate"
         # Pre-vote changes neither term nor vote (thesis §9.6).
         self.role = PRE_CANDIDATE
@@ -220,6 +253,7 @@ class Raft:
         self.prs = {}
 
     def become_candidate(self) -> None:
+        """Start an election: the next term, voting for ourselves."""
         assert self.role != LEADER, "invalid transition: leader -> candidate"
         self._reset(self.term + 1)
         self.vote = self.id
@@ -229,6 +263,8 @@ class Raft:
         self.prs = {}
 
     def become_leader(self) -> None:
+        """Take the lead after winning: a Progress per voter, the no-op of the term, appends
+        to everyone."""
         assert self.role == CANDIDATE, f"invalid transition: {ROLE_NAMES[self.role]} -> leader"
         self._reset(self.term)
         self.lead = self.id
@@ -252,6 +288,8 @@ class Raft:
     # -- time -------------------------------------------------------------------------------
 
     def tick(self) -> None:
+        """One unit of time: election timeout for followers and candidates, heartbeats and
+        the check-quorum deadline for a leader."""
         self._tick()
 
     def _tick_election(self) -> None:
@@ -339,6 +377,9 @@ class Raft:
     # -- the entry point for messages --------------------------------------------------------
 
     def step(self, m: Message) -> None:
+        """Take one message from a peer: apply the term rules (rule 1), then hand it to the
+        vote handler or the current role's handler. Trusts ``m`` (RawNode.check_message and
+        the codec validate what arrives from the network)."""
         term = m.term
         mtype = m.type
         if term > self.term:
@@ -469,10 +510,11 @@ class Raft:
                 # past the end) either carries what is missing or is rejected, which drops
                 # the follower back to a probe from its match (etcd does the same).
                 self.maybe_send_append(m.frm, pr)
-            rr = self.read_round
-            if rr is not None and m.context == rr[0]:
-                rr[3][m.frm] = True
-                self._maybe_finish_read_round()
+            if self.read_round is not None:
+                rid, _index, _contexts, acks = self.read_round
+                if m.context == rid:
+                    acks[m.frm] = True
+                    self._maybe_finish_read_round()
 
     def _handle_append_response(self, m: Message, pr: Progress) -> None:
         log = self.log
@@ -520,6 +562,8 @@ class Raft:
             self.send(Message(TIMEOUT_NOW, m.frm, self.id, self.term))
 
     def maybe_commit(self) -> bool:
+        """Advance the commit index to what a quorum matches, if that entry is of our term
+        (rule 3); returns whether it moved."""
         prs = self.prs
         log = self.log
         if self.outgoing:
@@ -574,12 +618,16 @@ class Raft:
         return True
 
     def bcast_append(self) -> None:
+        """Send every other voter what it lacks (entries, an empty append, or a snapshot)."""
         for vid, pr in self.prs.items():
             if vid != self.id:
                 self.maybe_send_append(vid, pr)
 
     def bcast_heartbeat(self) -> None:
-        ctx = self.read_round[0] if self.read_round is not None else 0
+        """Heartbeat every other voter, carrying the read round in flight (rule 6)."""
+        ctx = 0
+        if self.read_round is not None:
+            ctx, _index, _contexts, _acks = self.read_round
         committed = self.log.committed
         for vid, pr in self.prs.items():
             if vid != self.id:
@@ -627,7 +675,7 @@ class Raft:
             return   # rule 6: wait for the no-op of this term to commit
         self.read_round_id += 1
         acks = {self.id: True}
-        self.read_round = (self.read_round_id, log.committed, self.read_waiting, acks)
+        self.read_round = ReadRound(self.read_round_id, log.committed, self.read_waiting, acks)
         self.read_waiting = []
         if not self._maybe_finish_read_round():
             self.bcast_heartbeat()
@@ -642,6 +690,8 @@ class Raft:
         return True
 
     def transfer_leadership(self, to: int) -> None:
+        """Hand the lead to voter ``to`` (rule 7): proposals get Busy until the transfer ends.
+        NotLeader on a non-leader."""
         if self.role != LEADER:
             raise NotLeader(self.lead if self.lead != NO_NODE else None)
         if to == self.id:
@@ -680,9 +730,11 @@ class Raft:
         pr.probe_sent = True   # wait for the follower's answer or the next heartbeat
 
     def report_unreachable(self, to: int) -> None:
+        """The runtime could not reach ``to``: stop pipelining to it and probe instead."""
         pr = self.prs.get(to) if self.role == LEADER else None
         if pr is not None and pr.state == REPLICATE:
             pr.become_probe()
 
     def compact(self, snapshot: Snapshot, keep_from: int | None = None) -> None:
+        """The runtime took ``snapshot`` of the applied state: release the log it covers."""
         self.log.compact(snapshot, keep_from)

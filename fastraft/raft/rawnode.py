@@ -106,9 +106,11 @@ class RawNode:
     # -- inputs -----------------------------------------------------------------------------
 
     def tick(self) -> None:
+        """Advance the engine's clock by one tick (the runtime's unit of time)."""
         self._raft.tick()
 
     def step(self, m: Message) -> None:
+        """Take one message from a peer (after ``check_message`` accepted it)."""
         self._raft.step(m)
 
     def check_message(self, m: Message) -> str | None:
@@ -138,12 +140,19 @@ class RawNode:
         return None
 
     def propose(self, payloads) -> tuple[int, int]:
+        """Append a batch of non-empty commands on the leader; returns ``(first_index,
+        term)``: the k-th command is applied iff the entry at ``first_index + k`` commits
+        with ``term``. NotLeader / Busy: certainly not appended."""
         return self._raft.propose(payloads)
 
     def read_index(self, context) -> None:
+        """Ask for a linearizable read on the leader: ``context`` comes back in a later
+        Ready's ``read_states`` (or ``dropped_reads``). NotLeader on a non-leader."""
         self._raft.read_index(context)
 
     def transfer_leadership(self, to: int) -> None:
+        """Hand the lead to voter ``to`` (proposals are Busy meanwhile; abandoned after an
+        election timeout). NotLeader on a non-leader."""
         self._raft.transfer_leadership(to)
 
     def campaign(self) -> None:
@@ -151,17 +160,24 @@ class RawNode:
         self._raft.hup()
 
     def report_snapshot(self, to: int, ok: bool) -> None:
+        """The runtime finished (``ok``) or gave up streaming the snapshot a SNAP message
+        asked it to send to ``to``; replication to it resumes with a probe."""
         self._raft.report_snapshot(to, ok)
 
     def report_unreachable(self, to: int) -> None:
+        """The runtime could not deliver to ``to``: the leader probes it instead of
+        pipelining."""
         self._raft.report_unreachable(to)
 
     def compact(self, snapshot: Snapshot, keep_from: int | None = None) -> None:
+        """The state machine took ``snapshot`` (at or below the applied index): release the
+        log it covers, from ``keep_from`` on kept for slow followers when given."""
         self._raft.compact(snapshot, keep_from)
 
     # -- outputs ----------------------------------------------------------------------------
 
     def has_ready(self) -> bool:
+        """Whether ``ready()`` has anything to hand out (cheap: no Ready is built)."""
         r = self._raft
         log = r.log
         return bool(r.msgs or r.msgs_after_persist or r.read_states or r.dropped_reads
@@ -172,6 +188,8 @@ class RawNode:
                     or r.lead != self._prev_soft.lead or r.role != self._prev_soft.role)
 
     def ready(self) -> Ready:
+        """The next batch of work (module docstring); ``advance(rd)`` must follow before the
+        next ``ready()`` (LocalProtocolError otherwise)."""
         if self._outstanding:
             raise LocalProtocolError("ready() called again before advance() of the last Ready")
         r = self._raft
@@ -227,14 +245,17 @@ class RawNode:
 
     @property
     def applied(self) -> int:
+        """The index of the last entry handed out to apply and advanced."""
         return self._raft.log.applied
 
     @property
     def term(self) -> int:
+        """The node's current term."""
         return self._raft.term
 
     @property
     def role(self) -> int:
+        """FOLLOWER, PRE_CANDIDATE, CANDIDATE or LEADER (``raft.ROLE_NAMES``)."""
         return self._raft.role
 
     @property

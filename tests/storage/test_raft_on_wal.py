@@ -34,7 +34,7 @@ def drive(store, node, applied):
         if rd.must_sync:
             store.sync()
         if rd.committed is not None:
-            applied.extend(p for _i, _t, p in rd.committed.indexed() if p)
+            applied.extend(p for _t, p in rd.committed.entries if p)
         node.advance(rd)
 
 

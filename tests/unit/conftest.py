@@ -213,7 +213,7 @@ class Node:
                     self.applied = list(rd.snapshot.data or ())
                     self.applied_index = meta.index
             if rd.committed is not None:
-                for index, term, data in rd.committed.indexed():
+                for index, (term, data) in enumerate(rd.committed.entries, rd.committed.first_index):
                     assert index == self.applied_index + 1, (
                         f"node {self.id}: applying {index} after {self.applied_index}")
                     self.applied.append((index, term, data))

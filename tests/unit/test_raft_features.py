@@ -578,7 +578,7 @@ def test_read_round_counts_only_answers_to_its_context(rh):
     c = settled(rh)
     leader = c[1]
     leader.raw.read_index("r")
-    rid = leader.raft.read_round[0]
+    rid = leader.raft.read_round.id
     leader.drain()
     for f in (2, 3):
         leader.step(rh.msg(rh.M.HEARTBEAT_RESP, 1, f, 1, context=0))
