@@ -43,7 +43,7 @@ from .linearizability import (
 from .history import Event, HistoryWriter, Operations, read_history, to_operations
 from .proxy import FaultProxy, LinkState, LoopThread, ProxyNetwork, Proxies
 from .schedule import FAULT_KINDS, FaultPlan, plan_faults
-from .workloads import SessionResult, SetResult, check_session, check_set
+from .final_state import SessionResult, SetResult, check_session, check_set
 
 __all__ = [
     "OK", "UNKNOWN", "VIOLATION",

@@ -2,10 +2,12 @@
 
 Place in the architecture: the top of the verification framework (``fastraft.verify``),
 driven by ``python -m fastraft.verify`` and by the short scenarios in the test suite. It starts
-node processes with the very command a user runs (``python -m fastraft node ...``), reaches
-them through ``fastraft.client.AsyncClient``, disturbs them with the proxies of ``proxy.py``
-and with signals, records a history (``history.py``) and judges it (``linearizability.py``). It reads
-and writes the cluster configuration (``fastraft.config``) and never imports the server.
+node processes with the very command a user runs (``python -P -m fastraft node ...``, through
+``fastraft.processes``), drives them with the workloads of ``workloads.py`` over
+``fastraft.client.AsyncClient``, disturbs them with the fault kinds of ``faults.py`` (the
+proxies of ``proxy.py`` and signals), records a history (``history.py``) and judges it
+(``linearizability.py``, ``final_state.py``). It reads and writes the cluster configuration
+(``fastraft.config``) and never imports the server.
 
 One asyncio loop runs everything: the proxies, the workers, the nemesis. A run::
 
@@ -25,11 +27,11 @@ One asyncio loop runs everything: the proxies, the workers, the nemesis. A run::
         anomalies (a node exiting on its own, against its contract); write summary.json,
         summary.txt and latency.png (plot.py, with matplotlib)
 
-Faults (``--nemesis`` picks the kinds; the schedule is planned before the run by
-``schedule.plan_faults``: every kind once per round in a seeded shuffled order, the first
-round squeezed into ``--duration`` when it allows, and the kinds that do not fit skipped with
-the reason, which the summary reports; the targets are drawn from the seeded RNG, the leader
-as often as not):
+Faults (``--nemesis`` picks the kinds, ``faults.py`` has one object per kind; the schedule
+is planned before the run by ``schedule.plan_faults``: every kind once per round in a seeded
+shuffled order, the first round squeezed into ``--duration`` when it allows, and the kinds
+that do not fit skipped with the reason, which the summary reports; the targets are drawn
+from the seeded RNG, the leader as often as not):
 
 - ``partition``: isolate a node (often the leader), a majority/minority split, a bridge (one
   node sees both halves), or a one-way cut from the leader; "block" or "blackhole".
@@ -62,7 +64,6 @@ outcome, the anomalies, the checker's report; see report.py), ``latency.png``.
 from __future__ import annotations
 
 import asyncio
-import itertools
 import json
 import os
 import random
@@ -73,19 +74,23 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from ..config import Config, NodeSpec, Tuning, format_address, render_config
-from ..errors import FastraftError, NotApplied
+from ..errors import FastraftError
 from ..processes import free_port, kill, node_argv, spawn
-from .linearizability import OK, UNKNOWN, VIOLATION, check, check_stale_reads
+from .faults import make_faults
+from .final_state import check_session, check_set
 from .history import HistoryWriter, read_history, to_operations
-from .proxy import BLACKHOLE, BLOCK, Proxies
+from .linearizability import OK, UNKNOWN, VIOLATION, check, check_stale_reads
+from .proxy import Proxies
 from .report import fault_coverage, summary_text
 from .schedule import FAULT_KINDS, plan_faults
+from .workloads import RegisterWorkload, SessionWorkload, SetWorkload, read_final_state
 
-__all__ = ["RunOptions", "RunResult", "NodeProcs", "RegisterWorkload", "Nemesis", "run",
-           "run_sync", "FAULT_KINDS", "WORKLOADS"]
+__all__ = ["RunOptions", "RunResult", "NodeProcs", "Nemesis", "run", "run_sync",
+           "cluster_status", "current_leader", "FAULT_KINDS", "WORKLOADS"]
 
 WORKLOADS = ("register", "set", "session")
 _CUT_SHORT_SLACK = 0.25   # a fault healed this much before its planned end is "cut short"
+_EXCERPT = 400            # characters of a node's log quoted in an anomaly
 
 
 @dataclass
@@ -136,6 +141,9 @@ class RunOptions:
 
 @dataclass
 class RunResult:
+    """What a run found: the verdict (``ok`` only when every check passed) and every count;
+    ``asdict`` of it is the bulk of ``summary.json``, ``text()`` is ``summary.txt``."""
+
     verdict: str                       # ok | violation | unknown
     seed: int
     out: str
@@ -249,6 +257,8 @@ async def cluster_status(client) -> dict[int, dict]:
 
 
 async def current_leader(client) -> int | None:
+    """The node that reports role leader for the highest term among the nodes that answer,
+    when exactly one does; else None."""
     st = await cluster_status(client)
     if not st:
         return None
@@ -257,86 +267,14 @@ async def current_leader(client) -> int | None:
     return leaders[0] if len(leaders) == 1 else None
 
 
-class RegisterWorkload:
-    """``workers`` concurrent clients doing reads, stale reads, writes of unique values and
-    cas on ``keys`` keys, recording everything in ``history``. One AsyncClient per worker."""
-
-    def __init__(self, endpoints, history: HistoryWriter, rng: random.Random, workers: int,
-                 keys: int, op_timeout: float, op_deadline: float) -> None:
-        self.endpoints = list(endpoints)
-        self.history = history
-        self.rng = rng
-        self.workers = workers
-        self.keys = [f"k{i}".encode() for i in range(keys)]
-        self.op_timeout = op_timeout
-        self.op_deadline = op_deadline
-        self._pids = itertools.count(1)
-        self.counts = {"ok": 0, "fail": 0, "info": 0}
-        self.reasons: dict = {"fail": {}, "info": {}}    # status -> recorded value -> n
-
-    async def run(self, stop: asyncio.Event) -> None:
-        from ..client import AsyncClient
-
-        async def worker(w: int, rng: random.Random) -> None:
-            client = AsyncClient(self.endpoints, timeout=self.op_timeout,
-                                 deadline=self.op_deadline)
-            pid = next(self._pids)
-            seen: dict = {}
-            n = 0
-            try:
-                while not stop.is_set():
-                    key = rng.choice(self.keys)
-                    r = rng.random()
-                    n += 1
-                    unique = f"{w}.{n}".encode()
-                    if r < 0.35:
-                        f, arg, call = "read", None, client.get(key)
-                    elif r < 0.45:
-                        f, arg, call = "stale_read", None, client.get(key, stale=True)
-                    elif r < 0.8:
-                        f, arg, call = "write", unique, client.put(key, unique)
-                    else:
-                        exp = seen.get(key)
-                        f, arg, call = "cas", (exp, unique), client.cas(key, exp, unique)
-                    self.history.invoke(pid, f, key, arg)
-                    try:
-                        res = await call
-                    except NotApplied as exc:
-                        self._count("fail", type(exc).__name__)
-                        self.history.fail(pid, type(exc).__name__)
-                        continue
-                    except (FastraftError, OSError, asyncio.TimeoutError) as exc:
-                        self._count("info", type(exc).__name__)
-                        self.history.info(pid, type(exc).__name__)
-                        pid = next(self._pids)     # the old op may still be in flight
-                        continue
-                    self.history.ok(pid, res)
-                    self.counts["ok"] += 1
-                    if f in ("read", "stale_read"):
-                        seen[key] = res
-                    elif f == "write" or (f == "cas" and res):
-                        seen[key] = unique
-            except asyncio.CancelledError:
-                if pid in self.history.in_flight:
-                    self._count("info", "cancelled")
-                    self.history.info(pid, "cancelled")
-                raise
-            finally:
-                await client.close()
-
-        await asyncio.gather(*(worker(w, random.Random(self.rng.random()))
-                               for w in range(self.workers)))
-
-    def _count(self, status: str, reason: str) -> None:
-        self.counts[status] += 1
-        self.reasons[status][reason] = self.reasons[status].get(reason, 0) + 1
-
-
 class Nemesis:
     """The faults: quiet, fault, heal, again, following ``plan`` (``schedule.plan_faults`` for
     ``duration`` seconds, seeded from ``rng``). Every start and heal is appended to ``log``
     (dicts) with the history's clock; ``counts`` (kind -> faults started), ``cut_short``
-    (kind -> faults the end of the run healed early)."""
+    (kind -> faults the end of the run healed early), ``stats`` (outcome counter -> n, see
+    ``report.OUTCOMES``), ``anomalies`` (node behaviour against its contract, in words).
+    The kinds are the objects of ``faults.make_faults`` (``faults``); they act through the
+    methods below."""
 
     def __init__(self, kinds, procs: NodeProcs, proxies: Proxies, status_client,
                  history: HistoryWriter, rng: random.Random, quiet=(1.0, 3.0),
@@ -356,33 +294,45 @@ class Nemesis:
         self.election_timeout = election_timeout
         self.log: list[dict] = []
         self.counts: dict[str, int] = {}
-        self._killed: set[int] = set()
         self.node_dir = node_dir or (lambda i: str(procs.base / "data" / str(i)))
         self.storage = storage
         self.log_path = log_path
         self.anomalies: list[str] = []
         self.stats: dict[str, int] = {}     # outcomes of the process/disk faults
-        self._limited: int | None = None    # node running under RLIMIT_FSIZE
-        self._rejoined: dict[int, int] = {}  # wiped node -> its log size at the restart
-        self._torn: dict[int, int] = {}      # node with a torn tail -> log size at restart
+        self.faults = make_faults()         # kind -> Fault, in the order of their heals
+        self.killed: set[int] = set()       # nodes a fault killed: restarted at the heal
+        self.left_down: set[int] = set()    # nodes that kept failing: no longer restarted
         self._crashes: dict[int, int] = {}
-        self._torn_seg: dict[int, Path | None] = {}
-        self.left_down: set[int] = set()     # nodes that kept failing: no longer restarted
 
-    def _stat(self, name: str) -> None:
+    # -- what the faults act through --------------------------------------------------------
+
+    def stat(self, name: str) -> None:
+        """Count one outcome (``report.OUTCOMES`` says what each means)."""
         self.stats[name] = self.stats.get(name, 0) + 1
 
-    def _anomaly(self, text: str) -> None:
+    def anomaly(self, text: str) -> None:
+        """Record node behaviour against its contract (a violation of the run)."""
         self.anomalies.append(f"t={self.history.now():.2f} {text}")
-        self._record("anomaly", "node", text)
+        self.record("anomaly", "node", text)
 
-    def _log_size(self, i: int) -> int:
+    def record(self, action: str, kind: str, detail: str, **extra) -> None:
+        """Append an event to ``log`` (and to ``log_path``, followable during a long run)."""
+        ev = {"time": round(self.history.now(), 6), "action": action, "fault": kind,
+              "detail": detail, **extra}
+        self.log.append(ev)
+        if self.log_path is not None:
+            with open(self.log_path, "a", encoding="utf-8") as f:
+                f.write(json.dumps(ev) + "\n")
+
+    def log_size(self, i: int) -> int:
+        """The size of node ``i``'s log file now (0 if there is none)."""
         try:
             return (self.procs.base / f"node{i}.log").stat().st_size
         except OSError:
             return 0
 
-    def _log_since(self, i: int, offset: int) -> str:
+    def log_since(self, i: int, offset: int) -> str:
+        """Node ``i``'s log from byte ``offset`` on."""
         try:
             with open(self.procs.base / f"node{i}.log", "rb") as f:
                 f.seek(offset)
@@ -390,255 +340,86 @@ class Nemesis:
         except OSError:
             return ""
 
-    def check_crashes(self) -> None:
-        """A node that exited on its own (not the one under RLIMIT_FSIZE) is an anomaly: it is
-        recorded with its exit code and the tail of its log, and restarted."""
-        for i in self.procs.ids:
-            if i == self._limited or i in self.left_down:
-                continue
-            rc = self.procs.exited(i)
-            if rc is not None:
-                tail = self._log_since(i, max(0, self._log_size(i) - 600)).strip()
-                tail = tail.replace("\n", " | ")[-400:]
-                self._crashes[i] = self._crashes.get(i, 0) + 1
-                self.procs.procs[i] = None
-                if self._crashes[i] >= 3:
-                    self.left_down.add(i)
-                    self._anomaly(f"node {i} exited with code {rc} on its own (3rd time): left "
-                                  f"down; log tail: {tail}")
-                    continue
-                self._anomaly(f"node {i} exited with code {rc} on its own; log tail: {tail}")
-                self.procs.start(i)
+    def log_excerpt(self, i: int, offset: int) -> str:
+        """The end of node ``i``'s log from ``offset`` on, on one line (for an anomaly)."""
+        return self.log_since(i, offset).strip().replace("\n", " | ")[-_EXCERPT:]
 
-    async def _leader(self) -> int | None:
+    def kill(self, i: int) -> None:
+        """SIGKILL node ``i``; it is restarted at the heal."""
+        self.procs.kill(i)
+        self.killed.add(i)
+
+    def crashed(self, i: int) -> None:
+        """Node ``i`` exited when it should not have: restart it, unless that was its third
+        time (then it is left down for the rest of the run)."""
+        self._crashes[i] = self._crashes.get(i, 0) + 1
+        self.procs.procs[i] = None
+        if self._crashes[i] >= 3:
+            self.left_down.add(i)
+        else:
+            self.procs.start(i)
+
+    async def leader(self) -> int | None:
+        """The leader the cluster reports now (None: none, or no answer within 2 s)."""
         try:
             return await asyncio.wait_for(current_leader(self.status_client), 2.0)
         except (asyncio.TimeoutError, FastraftError, OSError):
             return None
 
-    def _torn_tail(self, data: bytes) -> tuple[bytes, str]:
-        """Bytes a crash in mid-write could leave after the last record: a strict prefix
-        of a real record (its header intact, the payload cut), fewer random bytes than a
-        record header, or a zero-filled extension. (Random bytes as long as a header fail
-        its checksum: the WAL calls that damage, not a torn write, and refuses to start.)"""
-        from ..core import RECORD_HEADER_SIZE, SEGMENT_HEADER_SIZE, decode_records
-
-        shape = self.rng.choice(["prefix", "short", "zeros"])
-        if shape == "prefix" and len(data) > SEGMENT_HEADER_SIZE:
-            recs, end, _, _ = decode_records(data, SEGMENT_HEADER_SIZE)
-            if recs and recs[-1][3]:
-                size = RECORD_HEADER_SIZE + len(recs[-1][3])
-                rec = data[end - size:end]
-                cut = self.rng.randint(RECORD_HEADER_SIZE + 1, size - 1) \
-                    if size - 1 > RECORD_HEADER_SIZE else RECORD_HEADER_SIZE - 1
-                return rec[:cut], f"a {cut}-byte prefix of a {size}-byte record"
-            shape = "short"
-        if shape == "short":
-            n = self.rng.randint(1, RECORD_HEADER_SIZE - 1)
-            return bytes(self.rng.randrange(256) for _ in range(n)), f"{n} random bytes"
-        n = self.rng.choice([512, 4096, 8192])
-        return bytes(n), f"{n} zero bytes"
-
-    @staticmethod
-    def _segment_damage(seg: Path | None) -> str | None:
-        """None if ``seg`` (a WAL segment the node has written on since) decodes cleanly or
-        with a torn end (a write in flight); else the reason (the junk was not cut)."""
-        from ..core import (DEFAULT_MAX_RECORD_SIZE, SEGMENT_HEADER_SIZE, WAL_CORRUPT,
-                           decode_records)
-
-        try:
-            data = seg.read_bytes() if seg is not None else b""
-        except OSError:
-            return None          # compacted away since
-        if len(data) <= SEGMENT_HEADER_SIZE:
-            return None
-        _, _, status, reason = decode_records(data, SEGMENT_HEADER_SIZE, DEFAULT_MAX_RECORD_SIZE)
-        return f"{seg.name}: {reason}" if status == WAL_CORRUPT else None
-
-    def _newest_segment(self, i: int) -> Path | None:
-        segs = sorted((Path(self.node_dir(i)) / "wal").glob("wal-*.log"))
-        return segs[-1] if segs else None
-
-    def _record(self, action: str, kind: str, detail: str, **extra) -> None:
-        ev = {"time": round(self.history.now(), 6), "action": action, "fault": kind,
-              "detail": detail, **extra}
-        self.log.append(ev)
-        if self.log_path is not None:       # followable during a long run
-            with open(self.log_path, "a", encoding="utf-8") as f:
-                f.write(json.dumps(ev) + "\n")
-
-    async def _target(self, prefer_leader: bool = True) -> int:
+    async def target(self, prefer_leader: bool = True) -> int:
+        """A running, unpaused node to hit: the leader half of the time (when one is known
+        and ``prefer_leader``), else one drawn at random."""
         ids = [i for i in self.procs.ids if self.procs.running(i) and i not in self.procs.paused
                and i not in self.left_down]
         if prefer_leader and self.rng.random() < 0.5:
-            try:
-                lead = await asyncio.wait_for(current_leader(self.status_client), 2.0)
-            except (asyncio.TimeoutError, FastraftError, OSError):
-                lead = None
+            lead = await self.leader()
             if lead is not None and lead in ids:
                 return lead
         return self.rng.choice(ids or self.procs.ids)
 
-    async def start_fault(self, kind: str) -> str:
-        ids = self.procs.ids
-        n = len(ids)
-        if kind == "partition":
-            mode = BLOCK if self.rng.random() < 0.7 else BLACKHOLE
-            shape = self.rng.choice(["isolate", "split", "bridge", "one_way"] if n >= 3
-                                    else ["isolate", "one_way"])
-            t = await self._target()
-            if shape == "isolate":
-                self.proxies.isolate(t, mode)
-                return f"isolate {t} ({mode})"
-            if shape == "split":
-                shuffled = ids[:]
-                self.rng.shuffle(shuffled)
-                minority = shuffled[: (n - 1) // 2]
-                self.proxies.partition([minority, shuffled[len(minority):]], mode)
-                return f"split {sorted(minority)} | {sorted(shuffled[len(minority):])} ({mode})"
-            if shape == "bridge":
-                others = [i for i in ids if i != t]
-                self.rng.shuffle(others)
-                half = len(others) // 2
-                self.proxies.bridge(others[:half], others[half:], via=t, mode=mode)
-                return f"bridge {sorted(others[:half])} <-{t}-> {sorted(others[half:])} ({mode})"
-            other = self.rng.choice([i for i in ids if i != t])
-            self.proxies.one_way(t, other, mode)
-            return f"one-way {t} -> {other} ({mode})"
-        if kind == "kill":
-            k = self.rng.randint(1, max(1, (n - 1) // 2))
-            first = await self._target()
-            victims = [first] + self.rng.sample([i for i in ids if i != first], k - 1)
-            for v in victims:
-                self.procs.kill(v)
-                self._killed.add(v)
-            return f"kill -9 {sorted(victims)}"
-        if kind == "pause":
-            t = await self._target()
-            self.procs.pause(t)
-            return f"pause {t}"
-        if kind == "wipe":
-            lead = await self._leader()
-            cands = [i for i in ids if i != lead and i not in self.procs.paused]
-            t = self.rng.choice(cands or ids)
-            self.procs.kill(t)
-            import shutil
+    # -- the schedule -----------------------------------------------------------------------
 
-            shutil.rmtree(self.node_dir(t), ignore_errors=True)
-            self._rejoined[t] = self._log_size(t)
-            self.procs.start(t, rejoin=True)
-            return f"wipe {t} (leader {lead}): kill -9, data deleted, restarted with --rejoin"
-        if kind == "transfer":
-            lead = await self._leader()
-            if lead is None:
-                self._stat("transfer_no_leader")
-                return "transfer: no leader known; nothing done"
-            self.procs.terminate(lead)
-            loop = asyncio.get_running_loop()
-            end = loop.time() + 10.0
-            while self.procs.running(lead) and loop.time() < end:
-                await asyncio.sleep(0.02)
-            rc = self.procs.exited(lead)
+    def check_crashes(self) -> None:
+        """A node that exited on its own (and no fault lets it) is an anomaly: it is recorded
+        with its exit code and the tail of its log, and restarted (left down the third
+        time)."""
+        for i in self.procs.ids:
+            if i in self.left_down or any(f.expects_exit(i) for f in self.faults.values()):
+                continue
+            rc = self.procs.exited(i)
             if rc is None:
-                self._anomaly(f"leader {lead} did not stop within 10 s of SIGTERM; kill -9")
-            elif rc != 0:
-                self._anomaly(f"leader {lead} exited with code {rc} after SIGTERM (not 0)")
+                continue
+            tail = self.log_excerpt(i, max(0, self.log_size(i) - 600))
+            if self._crashes.get(i, 0) + 1 >= 3:
+                self.anomaly(f"node {i} exited with code {rc} on its own (3rd time): left "
+                             f"down; log tail: {tail}")
             else:
-                self._stat("transfer_clean_exit")
-            self.procs.kill(lead)
-            self._killed.add(lead)
-            new = await self._leader()
-            return f"transfer: SIGTERM leader {lead} (exit {rc}); leader now {new}"
-        if kind == "disk":
-            t = await self._target()
-            if self.storage != "wal" or self.rng.random() < 0.5:
-                # an injected write error: restart under RLIMIT_FSIZE a little past the
-                # newest segment's size, so one of the next writes fails with EFBIG
-                self.procs.kill(t)
-                seg = self._newest_segment(t)
-                size = seg.stat().st_size if seg is not None else 0
-                limit = size + self.rng.randint(4 << 10, 32 << 10)
-                self._limited = t
-                self.procs.start(t, fsize_limit=limit, log_name=f"node{t}.efbig.log")
-                return (f"disk write error: node {t} restarted under RLIMIT_FSIZE={limit} "
-                        f"(newest segment {seg.name if seg else '-'} at {size} bytes)")
-            self.procs.kill(t)
-            seg = self._newest_segment(t)
-            how = "(no segment)"
-            if seg is not None:
-                junk, how = self._torn_tail(seg.read_bytes())
-                with open(seg, "ab") as f:
-                    f.write(junk)
-            self._torn[t] = self._log_size(t)
-            self._torn_seg[t] = seg
-            self.procs.start(t)
-            return (f"disk torn record: node {t} kill -9, {how} appended to "
-                    f"{seg.name if seg else '-'}, restarted")
-        if kind == "degrade":
-            drop = round(self.rng.uniform(0.05, 0.3), 3)
-            delay = round(self.rng.uniform(0.002, 0.05), 4)
-            jitter = round(self.rng.uniform(0, delay), 4)
-            self.proxies.degrade(drop=drop, delay=delay, jitter=jitter)
-            return (f"degrade every link: drop {drop:.0%}, delay {delay * 1000:.0f}"
-                    f"±{jitter * 1000:.0f} ms")
-        raise ValueError(kind)
+                self.anomaly(f"node {i} exited with code {rc} on its own; log tail: {tail}")
+            self.crashed(i)
+
+    async def start_fault(self, kind: str) -> str:
+        """Inject one fault of ``kind``; returns what was done, in words."""
+        return await self.faults[kind].start(self)
 
     def heal(self) -> None:
-        """Undo every fault: heal the links, resume paused nodes, restart killed ones, restart
-        the node under RLIMIT_FSIZE normally (it must have exited 3 or still be running);
-        note whether wiped nodes came back through a snapshot."""
+        """Undo every fault: heal the links, then each kind's heal (resume paused nodes,
+        restart the node under RLIMIT_FSIZE normally: it must have exited 3 or still be
+        running; check torn-tail restarts; note whether wiped nodes came back through a
+        snapshot), restart the killed nodes, and look for crashes."""
         self.proxies.heal()
-        for i in list(self.procs.paused):
-            self.procs.resume(i)
-        if self._limited is not None:
-            t, self._limited = self._limited, None
-            rc = self.procs.exited(t)
-            if rc is None:
-                self._stat("disk_error_not_reached")
-            elif rc == 3:
-                self._stat("disk_error_exit_3")
-            else:
-                self._anomaly(f"node {t} under RLIMIT_FSIZE exited with code {rc}, not 3")
-            self.procs.kill(t)
-            efbig = self.procs.base / f"node{t}.efbig.log"
-            try:
-                with open(efbig, "rb") as src, open(self.procs.base / f"node{t}.log",
-                                                     "ab") as dst:
-                    dst.write(src.read())
-                efbig.unlink()
-            except OSError:
-                pass
-            self.procs.start(t)
-        for t, off in list(self._torn.items()):
-            if self.procs.exited(t) is not None:
-                self._anomaly(f"node {t} did not recover from a torn WAL tail: exit "
-                              f"{self.procs.exited(t)}: "
-                              + self._log_since(t, off).strip().replace("\n", " | ")[-400:])
-                self._crashes[t] = self._crashes.get(t, 0) + 1
-                self.procs.procs[t] = None
-                if self._crashes[t] >= 3:
-                    self.left_down.add(t)
-                else:
-                    self.procs.start(t)
-            else:
-                self._stat("torn_tail_recovered")
-                bad = self._segment_damage(self._torn_seg.get(t))
-                if bad:
-                    self._anomaly(f"node {t} kept the torn tail: {bad}")
-        self._torn.clear()
-        self._torn_seg.clear()
-        for t, off in list(self._rejoined.items()):
-            text = self._log_since(t, off)
-            if "installed snapshot" in text:
-                self._stat("wipe_via_snapshot")
-                del self._rejoined[t]
-            elif self.procs.exited(t) is not None:
-                self._anomaly(f"wiped node {t} exited with code {self.procs.exited(t)}")
-                del self._rejoined[t]
-        for i in sorted(self._killed - self.left_down):
+        for fault in self.faults.values():
+            fault.heal(self)
+        for i in sorted(self.killed - self.left_down):
             self.procs.start(i)
-        self._killed.clear()
+        self.killed.clear()
         self.check_crashes()
+
+    def finish(self) -> None:
+        """At the end of the run (after the final heal and the recovery): crashes, and the
+        wiped nodes whose snapshot install never showed (``wipe_snapshot_not_seen``)."""
+        self.check_crashes()
+        for _ in self.faults["wipe"].rejoined:
+            self.stat("wipe_snapshot_not_seen")
 
     async def run(self, stop: asyncio.Event) -> None:
         """Follow the plan until it ends or ``stop`` is set (a fault in progress then is
@@ -651,20 +432,20 @@ class Nemesis:
                 return False
 
         for kind, reason in self.plan.skipped.items():
-            self._record("skip", kind, reason)
+            self.record("skip", kind, reason)
         for step in self.plan.steps:
             if await stopped_within(step.quiet):
                 break
             self.check_crashes()
             detail = await self.start_fault(step.kind)
             self.counts[step.kind] = self.counts.get(step.kind, 0) + 1
-            self._record("start", step.kind, detail)
+            self.record("start", step.kind, detail)
             began = time.monotonic()
             if (await stopped_within(step.fault)
                     and time.monotonic() - began < step.fault - _CUT_SHORT_SLACK):
                 self.cut_short[step.kind] = self.cut_short.get(step.kind, 0) + 1
             self.heal()
-            self._record("heal", step.kind, detail)
+            self.record("heal", step.kind, detail)
             if stop.is_set():
                 break
 
@@ -697,9 +478,8 @@ async def _wait_leader(procs, status_client, timeout: float, what: str, out: Pat
 
 async def run(opts: RunOptions, progress=None) -> RunResult:
     """One verification run (see the module docstring). ``progress(str)`` gets a line now
-    and then (None: silent)."""
+    and then (None: silent). RuntimeError when the cluster does not start."""
     from ..client import AsyncClient
-    from .workloads import SessionWorkload, SetWorkload, read_final_state
 
     say = progress or (lambda s: None)
     out = Path(opts.out)
@@ -728,89 +508,21 @@ async def run(opts: RunOptions, progress=None) -> RunResult:
             f"{opts.duration:g} s (seed {opts.seed}, nemesis {','.join(opts.nemesis) or 'none'})")
         hist_path = out / "history.jsonl"
         history = HistoryWriter(hist_path, keep=False)
-        workload = RegisterWorkload(endpoints, history, random.Random(rng.random()),
-                                    opts.workers, opts.keys, opts.op_timeout, opts.op_deadline)
-        nemesis = Nemesis(opts.nemesis, procs, proxies, status_client, history,
-                          random.Random(rng.random()), opts.quiet, opts.fault,
-                          cfg.tuning.election_timeout_ms / 1000, node_dir=cfg.node_dir,
-                          storage=opts.storage, log_path=out / "nemesis.jsonl",
-                          duration=opts.duration)
+        # one seed each, drawn in this order: register, nemesis, set, session
+        register_rng, nemesis_rng, set_rng, session_rng = (random.Random(rng.random())
+                                                           for _ in range(4))
+        nemesis = Nemesis(opts.nemesis, procs, proxies, status_client, history, nemesis_rng,
+                          opts.quiet, opts.fault, cfg.tuning.election_timeout_ms / 1000,
+                          node_dir=cfg.node_dir, storage=opts.storage,
+                          log_path=out / "nemesis.jsonl", duration=opts.duration)
         _announce(nemesis.plan, say)
-        workloads = {}
-        if "register" in opts.workloads:
-            workloads["register"] = workload
-        set_rng, session_rng = random.Random(rng.random()), random.Random(rng.random())
-        if "set" in opts.workloads:
-            workloads["set"] = SetWorkload(endpoints, history, set_rng, opts.set_workers,
-                                           opts.op_timeout, opts.op_deadline)
-        if "session" in opts.workloads:
-            workloads["session"] = SessionWorkload(endpoints, history, session_rng,
-                                                   opts.session_workers, opts.op_timeout,
-                                                   opts.op_deadline)
-        stop_work = asyncio.Event()
-        stop_faults = asyncio.Event()
-        work = asyncio.ensure_future(asyncio.gather(*(w.run(stop_work)
-                                                      for w in workloads.values())))
-        faults = asyncio.ensure_future(nemesis.run(stop_faults)) if opts.nemesis else None
-
-        async def report() -> None:
-            while True:
-                await asyncio.sleep(60.0)
-                done = {n: sum(w.counts.values()) for n, w in workloads.items()}
-                say(f"t={history.now():.0f} s: operations {done}; faults {nemesis.counts}; "
-                    f"anomalies {len(nemesis.anomalies)}")
-
-        reporter = asyncio.ensure_future(report())
-        try:
-            await asyncio.wait_for(asyncio.shield(work), opts.duration)
-        except asyncio.TimeoutError:
-            pass
-        reporter.cancel()
-        stop_faults.set()
-        if faults is not None:
-            await faults
-        nemesis.heal()
-        nemesis._record("heal", "final", "heal everything")
-        say(f"final heal; {opts.recover:g} s of recovery")
-        try:
-            await asyncio.wait_for(asyncio.shield(work), opts.recover)
-        except asyncio.TimeoutError:
-            pass
-        stop_work.set()
-        try:
-            await asyncio.wait_for(work, opts.op_deadline * 4 + 5)
-        except asyncio.TimeoutError:
-            pass
-        nemesis.check_crashes()
-        for t in nemesis._rejoined:
-            nemesis._stat("wipe_snapshot_not_seen")
+        workloads = _workloads(opts, endpoints, history,
+                               {"register": register_rng, "set": set_rng,
+                                "session": session_rng})
+        await _load_under_faults(opts, workloads, nemesis, history, say)
         if "set" in workloads or "session" in workloads:
-            say("kill -9 of every node, restart, final reads")
-            for i in ids:
-                procs.kill(i)
-            nemesis._record("start", "final", "kill -9 every node; restart")
-            offsets = {i: nemesis._log_size(i) for i in ids}
-            for i in ids:
-                if i not in nemesis.left_down:
-                    procs.start(i)
-            try:
-                await _wait_leader(procs, status_client, 60.0,
-                                   "restarting after the final kill", out, strict=False)
-            except RuntimeError as exc:
-                notes.append(str(exc))
-            for i in ids:
-                rc = procs.exited(i)
-                if rc is not None:
-                    nemesis._anomaly(f"node {i} exited with code {rc} after the final restart: "
-                                     + nemesis._log_since(i, offsets[i]).strip()
-                                     .replace("\n", " | ")[-400:])
-            pairs = to_operations(read_history(hist_path)).other
-            reader = AsyncClient(endpoints, timeout=2.0, deadline=10.0)
-            try:
-                final_state = await read_final_state(reader, pairs)
-            finally:
-                await reader.close()
-            nemesis._record("heal", "final", "final state read")
+            final_state = await _final_state(procs, nemesis, status_client, endpoints, out,
+                                             hist_path, notes, say)
         history.close()
         nemesis_path = out / "nemesis.jsonl"
         nemesis_path.write_text("".join(json.dumps(e) + "\n" for e in nemesis.log))
@@ -827,13 +539,102 @@ async def run(opts: RunOptions, progress=None) -> RunResult:
                   proxies, say)
 
 
+def _workloads(opts: RunOptions, endpoints: list, history: HistoryWriter, rngs: dict) -> dict:
+    """The workloads ``opts`` asks for, name -> workload, each with its RNG from ``rngs``."""
+    out: dict = {}
+    if "register" in opts.workloads:
+        out["register"] = RegisterWorkload(endpoints, history, rngs["register"], opts.workers,
+                                           opts.keys, opts.op_timeout, opts.op_deadline)
+    if "set" in opts.workloads:
+        out["set"] = SetWorkload(endpoints, history, rngs["set"], opts.set_workers,
+                                 opts.op_timeout, opts.op_deadline)
+    if "session" in opts.workloads:
+        out["session"] = SessionWorkload(endpoints, history, rngs["session"],
+                                         opts.session_workers, opts.op_timeout,
+                                         opts.op_deadline)
+    return out
+
+
+async def _load_under_faults(opts: RunOptions, workloads: dict, nemesis: Nemesis,
+                             history: HistoryWriter, say) -> None:
+    """The workloads for ``--duration`` seconds while the nemesis follows its plan; then the
+    final heal, ``--recover`` seconds more of load, and the workers stopped."""
+    stop_work = asyncio.Event()
+    stop_faults = asyncio.Event()
+    work = asyncio.ensure_future(asyncio.gather(*(w.run(stop_work)
+                                                  for w in workloads.values())))
+    faults = asyncio.ensure_future(nemesis.run(stop_faults)) if opts.nemesis else None
+
+    async def report() -> None:
+        while True:
+            await asyncio.sleep(60.0)
+            done = {n: sum(w.counts.values()) for n, w in workloads.items()}
+            say(f"t={history.now():.0f} s: operations {done}; faults {nemesis.counts}; "
+                f"anomalies {len(nemesis.anomalies)}")
+
+    reporter = asyncio.ensure_future(report())
+    await _at_most(asyncio.shield(work), opts.duration)
+    reporter.cancel()
+    stop_faults.set()
+    if faults is not None:
+        await faults
+    nemesis.heal()
+    nemesis.record("heal", "final", "heal everything")
+    say(f"final heal; {opts.recover:g} s of recovery")
+    await _at_most(asyncio.shield(work), opts.recover)
+    stop_work.set()
+    await _at_most(work, opts.op_deadline * 4 + 5)
+    nemesis.finish()
+
+
+async def _at_most(awaitable, seconds: float) -> None:
+    """Wait for ``awaitable`` at most ``seconds`` (cancelled then, unless shielded)."""
+    try:
+        await asyncio.wait_for(awaitable, seconds)
+    except asyncio.TimeoutError:
+        pass
+
+
+async def _final_state(procs: NodeProcs, nemesis: Nemesis, status_client, endpoints: list,
+                       out: Path, hist_path: Path, notes: list, say) -> tuple:
+    """kill -9 of every node, a restart, and the final state read linearizably:
+    ``workloads.read_final_state``'s pair. A node that does not come back is an anomaly."""
+    from ..client import AsyncClient
+
+    say("kill -9 of every node, restart, final reads")
+    ids = procs.ids
+    for i in ids:
+        procs.kill(i)
+    nemesis.record("start", "final", "kill -9 every node; restart")
+    offsets = {i: nemesis.log_size(i) for i in ids}
+    for i in ids:
+        if i not in nemesis.left_down:
+            procs.start(i)
+    try:
+        await _wait_leader(procs, status_client, 60.0, "restarting after the final kill", out,
+                           strict=False)
+    except RuntimeError as exc:
+        notes.append(str(exc))
+    for i in ids:
+        rc = procs.exited(i)
+        if rc is not None:
+            nemesis.anomaly(f"node {i} exited with code {rc} after the final restart: "
+                            + nemesis.log_excerpt(i, offsets[i]))
+    pairs = to_operations(read_history(hist_path)).other
+    reader = AsyncClient(endpoints, timeout=2.0, deadline=10.0)
+    try:
+        final_state = await read_final_state(reader, pairs)
+    finally:
+        await reader.close()
+    nemesis.record("heal", "final", "final state read")
+    return final_state
+
+
 def _judge(opts: RunOptions, out: Path, workloads: dict, final_state, nemesis: Nemesis,
            notes: list, hist_path: Path, nemesis_path: Path, proxies: Proxies,
            say) -> RunResult:
     """The end of a run: check the history and the final state, write summary.json and
     summary.txt (and latency.png)."""
-    from .workloads import check_session, check_set
-
     say("checking the history")
     ops = to_operations(read_history(hist_path))
     lin = check(ops.linearizable, budget=opts.check_budget)

@@ -1,11 +1,19 @@
-"""The durability (set) and exactly-once (session) workloads and their checkers.
+"""The workloads of a verification run: register, set (durability) and session (exactly-once).
 
-Place in the architecture: part of the verification framework (``fastraft.verify``), beside
-the register workload of ``nemesis.py``. The workers talk to the cluster through
-``fastraft.client.AsyncClient`` and record every operation in the run's history
-(``history.py``) under their own ``f`` names, which ``history.to_operations`` hands over in
-``Operations.other``. The checkers (``check_set``, ``check_session``) are pure functions of
-those (invocation, completion) pairs and of the final state read after the run.
+Place in the architecture: part of the verification framework (``fastraft.verify``); a run
+(``nemesis.py``) starts them. Each worker is a client of its own
+(``fastraft.client.AsyncClient``) that records every operation in the run's history
+(``history.py``): invoked, then ok, fail (NotApplied: certainly not applied) or info (any
+other error: the outcome is unknown, and the worker goes on as a fresh process id, since the
+old operation may still be in flight). ``Workload`` is that scaffolding; each workload only
+says what one step does. The register workload's operations are judged by
+``linearizability.py``; the set and session ones (their own ``f`` names, handed over in
+``Operations.other``) by ``final_state.py``, against the state ``read_final_state`` reads
+after the run.
+
+Register workload (``f`` = ``read`` (linearizable), ``stale_read``, ``write`` of unique
+values, ``cas``): ``workers`` clients on ``keys`` keys ``k<j>``; a cas expects the value the
+worker last saw.
 
 Set workload (``f = "insert"``): each worker puts fresh keys ``s/<worker>/<chunk>/<n>`` (1000
 keys per chunk, so one scan per chunk reads them back). At the end of the run every node is
@@ -29,232 +37,47 @@ changes by the client's session (a retried attempt is answered from the session 
   culprit operation.
 
 The value recorded with a ``fail`` / ``info`` completion says why (the workloads count them
-per value in ``reasons``): an error's class name (NotLeader, Timeout, ...), or for a session
-operation "full" (above), "gave_up" (its cas loop ran out of time, 3 x ``--op-deadline``:
-no attempt applied) or "stopped" (a cas lost a race as the run ended and was not retried).
+per value in ``reasons``): an error's class name (NotLeader, Timeout, ...), "cancelled" (in
+flight as the run ended), or for a session operation "full" (above), "gave_up" (its cas loop
+ran out of time, 3 x ``--op-deadline``: no attempt applied) or "stopped" (a cas lost a race
+as the run ended and was not retried).
 """
 
 from __future__ import annotations
 
 import asyncio
+import itertools
 import random
-from collections import Counter
-from dataclasses import dataclass, field
 
 from ..errors import FastraftError, NotApplied
+from .final_state import APPEND_CAP, FULL, parse_tokens
 
-__all__ = ["SetWorkload", "SessionWorkload", "SetResult", "SessionResult", "check_set",
-           "check_session", "parse_tokens", "APPEND_CAP", "CHUNK"]
+__all__ = ["Workload", "RegisterWorkload", "SetWorkload", "SessionWorkload",
+           "read_final_state", "set_key", "set_prefix", "CHUNK"]
 
 CHUNK = 1000          # set keys per scan prefix
-APPEND_CAP = 100      # tokens per append key generation
 
 _AMBIGUOUS = (FastraftError, OSError, asyncio.TimeoutError)
 _GAVE_UP = "gave_up"  # the value of a session fail whose cas loop ran out of time
 _STOPPED = "stopped"  # ... whose cas lost a race as the run ended (not retried)
-_FULL = "full"        # the value of an append fail that found its key full
 
 
 def set_key(worker: int, n: int) -> bytes:
+    """The ``n``-th key a set worker inserts: ``s/<worker>/<chunk>/<n>``."""
     return f"s/{worker}/{n // CHUNK:05d}/{n}".encode()
 
 
 def set_prefix(key: bytes) -> bytes:
+    """The scan prefix of a set key's chunk (``s/<worker>/<chunk>/``)."""
     return key[: key.rindex(b"/") + 1]
 
 
-def parse_tokens(value) -> list:
-    if not value:
-        return []
-    return [t for t in bytes(value).split(b",") if t]
+class Workload:
+    """``workers`` concurrent clients, each running ``step`` until ``stop`` is set, recording
+    in ``history``; ``counts`` (ok / fail / info) and ``reasons`` (fail / info -> the value
+    recorded -> n) say how it went. A subclass defines ``step``, which records one
+    operation and returns the process id to go on with (``_done`` gives it)."""
 
-
-def _status(comp) -> str:
-    return comp.type if comp is not None else "info"
-
-
-# -- checkers --------------------------------------------------------------------------------
-
-@dataclass
-class SetResult:
-    attempted: int = 0
-    acked: int = 0
-    unknown: int = 0
-    failed: int = 0
-    unknown_present: int = 0
-    lost: list = field(default_factory=list)          # acknowledged, absent at the end
-    resurrected: list = field(default_factory=list)   # failed (NotApplied), present at the end
-    read: bool = True                                 # the final state could be read
-
-    @property
-    def ok(self) -> bool:
-        return self.read and not self.lost and not self.resurrected
-
-    def summary(self) -> str:
-        if not self.read:
-            return "set: UNKNOWN (the final state could not be read)"
-        head = (f"set: {self.acked} acknowledged inserts (each must be present at the end), "
-                f"{self.unknown} with unknown outcome (may be present or not: "
-                f"{self.unknown_present} of them present), {self.failed} failed definitely "
-                f"(must be absent: {len(self.resurrected)} present); lost {len(self.lost)}")
-        if self.lost:
-            head += ": " + ", ".join(_show(k) for k in self.lost[:20])
-        head += " (acknowledged inserts missing at the end)"
-        if self.resurrected:
-            head += (f"; {len(self.resurrected)} failed inserts present: "
-                     + ", ".join(_show(k) for k in self.resurrected[:20]))
-        return head
-
-    def to_json(self) -> dict:
-        return {"attempted": self.attempted, "acked": self.acked, "unknown": self.unknown,
-                "failed": self.failed, "unknown_present": self.unknown_present,
-                "lost": [_show(k) for k in self.lost],
-                "resurrected": [_show(k) for k in self.resurrected], "read": self.read,
-                "ok": self.ok}
-
-
-def check_set(pairs, present) -> SetResult:
-    """``pairs``: (invocation, completion | None) of ``insert`` operations (others ignored);
-    ``present``: the set of keys found at the end (None: it could not be read)."""
-    res = SetResult(read=present is not None)
-    present = present or set()
-    for inv, comp in pairs:
-        if inv.f != "insert":
-            continue
-        res.attempted += 1
-        st = _status(comp)
-        if st == "ok":
-            res.acked += 1
-            if inv.key not in present:
-                res.lost.append(inv.key)
-        elif st == "fail":
-            res.failed += 1
-            if inv.key in present:
-                res.resurrected.append(inv.key)
-        else:
-            res.unknown += 1
-            res.unknown_present += inv.key in present
-    res.lost.sort()
-    res.resurrected.sort()
-    return res
-
-
-@dataclass
-class SessionResult:
-    incr: dict = field(default_factory=dict)     # key -> {acked, unknown, failed, final, ok}
-    append: dict = field(default_factory=dict)   # key -> {acked, unknown, failed, tokens, ...}
-    problems: list = field(default_factory=list)
-    read: bool = True
-
-    @property
-    def ok(self) -> bool:
-        return self.read and not self.problems
-
-    def counts(self) -> dict:
-        """``{incr,append}_{acked,unknown,failed}`` and ``append_full`` (of the failed
-        appends, those that found their key full: the token moved on to the next key)."""
-        out = {}
-        for kind, per in (("incr", self.incr), ("append", self.append)):
-            for what in ("acked", "unknown", "failed"):
-                out[f"{kind}_{what}"] = sum(v[what] for v in per.values())
-        out["append_full"] = sum(v.get("full", 0) for v in self.append.values())
-        return out
-
-    def summary(self) -> str:
-        if not self.read:
-            return "session: UNKNOWN (the final state could not be read)"
-        c = self.counts()
-        full = c["append_full"]
-        head = (f"session: increments: {c['incr_acked']} acknowledged, {c['incr_unknown']} "
-                f"with unknown outcome, {c['incr_failed']} failed definitely, on "
-                f"{len(self.incr)} counters; appends: {c['append_acked']} acknowledged, "
-                f"{c['append_unknown']} with unknown outcome, {c['append_failed']} not applied"
-                + (f" ({full} of them because the key was full: the token moved on to the "
-                   f"next key)" if full else "")
-                + f", on {len(self.append)} keys (at most {APPEND_CAP} tokens a key); "
-                f"{len(self.problems)} problems (duplicates, losses, extra applications)")
-        if self.problems:
-            head += "\n  " + "\n  ".join(self.problems[:20])
-        return head
-
-    def to_json(self) -> dict:
-        conv = lambda d: {_show(k): v for k, v in d.items()}   # noqa: E731
-        return {"incr": conv(self.incr), "append": conv(self.append),
-                "problems": self.problems, "read": self.read, "ok": self.ok, **self.counts()}
-
-
-def check_session(pairs, finals) -> SessionResult:
-    """``pairs``: (invocation, completion | None) of ``incr`` / ``append`` operations (others
-    ignored); ``finals``: key -> value at the end (bytes or None), for every key used (None
-    instead of the dict: it could not be read)."""
-    res = SessionResult(read=finals is not None)
-    finals = finals or {}
-    incr: dict = {}
-    tokens: dict = {}        # key -> {token: status}
-    full: dict = {}          # key -> appends that found it full
-    for inv, comp in pairs:
-        st = _status(comp)
-        st = {"ok": "acked", "fail": "failed"}.get(st, "unknown")
-        if inv.f == "incr":
-            d = incr.setdefault(inv.key, {"acked": 0, "unknown": 0, "failed": 0})
-            d[st] += 1
-        elif inv.f == "append":
-            tokens.setdefault(inv.key, {})[bytes(inv.value)] = st
-            if st == "failed" and comp.value == _FULL:
-                full[inv.key] = full.get(inv.key, 0) + 1
-    if not res.read:
-        return res
-    for key, d in sorted(incr.items()):
-        raw = finals.get(key)
-        try:
-            final = int(raw) if raw else 0
-        except ValueError:
-            final = None
-        ok = final is not None and d["acked"] <= final <= d["acked"] + d["unknown"]
-        res.incr[key] = {**d, "final": final, "ok": ok}
-        if final is None:
-            res.problems.append(f"counter {_show(key)}: not a number: {raw!r}")
-        elif final < d["acked"]:
-            res.problems.append(f"counter {_show(key)}: final {final} < {d['acked']} "
-                                "acknowledged increments (lost increments)")
-        elif final > d["acked"] + d["unknown"]:
-            res.problems.append(
-                f"counter {_show(key)}: final {final} > {d['acked']} acknowledged + "
-                f"{d['unknown']} unknown increments (an increment applied twice, or applied "
-                "but reported not applied)")
-    for key, toks in sorted(tokens.items()):
-        found = Counter(parse_tokens(finals.get(key)))
-        dup = sorted(t for t, n in found.items() if n > 1)
-        lost = sorted(t for t, s in toks.items() if s == "acked" and t not in found)
-        phantom = sorted(t for t in found if toks.get(t) in (None, "failed"))
-        d = {s: sum(1 for v in toks.values() if v == s) for s in ("acked", "unknown", "failed")}
-        res.append[key] = {**d, "full": full.get(key, 0), "tokens": sum(found.values()),
-                           "duplicates": len(dup),
-                           "lost": len(lost), "phantom": len(phantom),
-                           "ok": not (dup or lost or phantom)}
-        k = _show(key)
-        if dup:
-            res.problems.append(f"append {k}: tokens present more than once: "
-                                + ", ".join(_show(t) for t in dup[:10]))
-        if lost:
-            res.problems.append(f"append {k}: acknowledged tokens missing: "
-                                + ", ".join(_show(t) for t in lost[:10]))
-        if phantom:
-            res.problems.append(f"append {k}: tokens present that were never applied "
-                                "(failed or never sent): "
-                                + ", ".join(_show(t) for t in phantom[:10]))
-    return res
-
-
-def _show(b) -> str:
-    if isinstance(b, (bytes, bytearray)):
-        return bytes(b).decode("utf-8", "replace")
-    return str(b)
-
-
-# -- workloads -------------------------------------------------------------------------------
-
-class _Base:
     name = "?"
 
     def __init__(self, endpoints, history, rng: random.Random, workers: int,
@@ -269,11 +92,18 @@ class _Base:
         self.reasons: dict = {"fail": {}, "info": {}}    # status -> recorded value -> n
         self._gen = 0
 
-    def _pid(self, w: int) -> str:
+    def _pid(self, w: int):
+        """A fresh process id for worker ``w``."""
         self._gen += 1
         return f"{self.name}-{w}-{self._gen}"
 
+    async def step(self, client, w: int, rng: random.Random, pid, stop: asyncio.Event):
+        """One operation of worker ``w`` as process ``pid``; returns the next process id."""
+        raise NotImplementedError
+
     async def run(self, stop: asyncio.Event) -> None:
+        """Run every worker until ``stop`` is set (an operation in flight when the workers
+        are cancelled is recorded as info "cancelled")."""
         from ..client import AsyncClient
 
         async def one(w: int, rng: random.Random) -> None:
@@ -294,7 +124,20 @@ class _Base:
         await asyncio.gather(*(one(w, random.Random(self.rng.random()))
                                for w in range(self.workers)))
 
-    def _done(self, pid, status: str, w: int, value=None) -> str:
+    async def _call(self, pid, w: int, call):
+        """Await ``call`` and record its completion: ``(True, result, pid)``, or ``(False,
+        None, next pid)`` after a NotApplied (fail) or an ambiguous error (info)."""
+        try:
+            res = await call
+        except NotApplied as exc:
+            return False, None, self._done(pid, "fail", w, type(exc).__name__)
+        except _AMBIGUOUS as exc:
+            return False, None, self._done(pid, "info", w, type(exc).__name__)
+        return True, res, self._done(pid, "ok", w, res)
+
+    def _done(self, pid, status: str, w: int, value=None):
+        """Record ``pid``'s completion; returns the process id to go on with (a fresh one
+        after an info: the operation may still be in flight)."""
         getattr(self.history, status)(pid, value)
         if status == "ok":
             self.counts["ok"] += 1
@@ -308,7 +151,50 @@ class _Base:
         self.reasons[status][reason] = self.reasons[status].get(reason, 0) + 1
 
 
-class SetWorkload(_Base):
+class RegisterWorkload(Workload):
+    """Reads, stale reads, writes of unique values and cas on ``keys`` keys (see the module
+    docstring); the linearizability checker judges them. Process ids are numbers."""
+
+    name = "register"
+
+    def __init__(self, endpoints, history, rng: random.Random, workers: int, keys: int,
+                 op_timeout: float, op_deadline: float) -> None:
+        super().__init__(endpoints, history, rng, workers, op_timeout, op_deadline)
+        self.keys = [f"k{i}".encode() for i in range(keys)]
+        self._pids = itertools.count(1)
+        self._n: dict = {}           # worker -> operations so far
+        self._seen: dict = {}        # worker -> key -> the value it last saw
+
+    def _pid(self, w: int) -> int:
+        return next(self._pids)
+
+    async def step(self, client, w, rng, pid, stop):
+        """One read, stale read, write or cas."""
+        seen = self._seen.setdefault(w, {})
+        key = rng.choice(self.keys)
+        r = rng.random()
+        n = self._n[w] = self._n.get(w, 0) + 1
+        unique = f"{w}.{n}".encode()
+        if r < 0.35:
+            f, arg, call = "read", None, client.get(key)
+        elif r < 0.45:
+            f, arg, call = "stale_read", None, client.get(key, stale=True)
+        elif r < 0.8:
+            f, arg, call = "write", unique, client.put(key, unique)
+        else:
+            exp = seen.get(key)
+            f, arg, call = "cas", (exp, unique), client.cas(key, exp, unique)
+        self.history.invoke(pid, f, key, arg)
+        ok, res, pid = await self._call(pid, w, call)
+        if ok:
+            if f in ("read", "stale_read"):
+                seen[key] = res
+            elif f == "write" or (f == "cas" and res):
+                seen[key] = unique
+        return pid
+
+
+class SetWorkload(Workload):
     """Unique inserts (see the module docstring)."""
 
     name = "set"
@@ -318,20 +204,16 @@ class SetWorkload(_Base):
         self._n: dict = {}
 
     async def step(self, client, w, rng, pid, stop) -> str:
+        """One insert of a fresh key."""
         n = self._n.get(w, 0)
         self._n[w] = n + 1
         key = set_key(w, n)
         self.history.invoke(pid, "insert", key, None)
-        try:
-            await client.put(key, b"x")
-        except NotApplied as exc:
-            return self._done(pid, "fail", w, type(exc).__name__)
-        except _AMBIGUOUS as exc:
-            return self._done(pid, "info", w, type(exc).__name__)
-        return self._done(pid, "ok", w)
+        _, _, pid = await self._call(pid, w, client.put(key, b"x"))
+        return pid
 
 
-class SessionWorkload(_Base):
+class SessionWorkload(Workload):
     """Counters and appends from cas loops (see the module docstring)."""
 
     name = "session"
@@ -357,7 +239,7 @@ class SessionWorkload(_Base):
                 continue
             new = make_new(old)
             if new is None:
-                return _FULL, None
+                return FULL, None
             try:
                 swapped = await client.cas(key, old, new)
             except NotApplied:
@@ -372,6 +254,7 @@ class SessionWorkload(_Base):
         return "fail", _GAVE_UP
 
     async def step(self, client, w, rng, pid, stop) -> str:
+        """One increment or one append (moving on to the next key generation when full)."""
         loop = asyncio.get_running_loop()
         n = self._n.get(w, 0)
         self._n[w] = n + 1
@@ -395,16 +278,17 @@ class SessionWorkload(_Base):
 
             self.history.invoke(pid, "append", key, token)
             st, why = await self._cas_loop(client, key, make, stop, loop)
-            if st != _FULL:
+            if st != FULL:
                 return self._done(pid, st, w, why)
             # Never applied: a fail, then the same token on the next generation.
-            pid = self._done(pid, "fail", w, _FULL)
+            pid = self._done(pid, "fail", w, FULL)
             self._gens[(w, slot)] = gen + 1
             if stop.is_set():
                 return pid
 
     @staticmethod
     def keys_used(pairs) -> list:
+        """The counter and append keys the session operations of ``pairs`` used, sorted."""
         return sorted({inv.key for inv, _ in pairs if inv.f in ("incr", "append")})
 
 
@@ -431,7 +315,7 @@ async def read_final_state(client, pairs, attempts: int = 30):
                 rows = await retry(lambda p=prefix: client.scan(p, 0))
                 present.update(bytes(k) for k, _ in rows)
             for inv, comp in inserts:
-                if _status(comp) == "ok" and inv.key not in present:
+                if comp is not None and comp.type == "ok" and inv.key not in present:
                     v = await retry(lambda k=inv.key: client.get(k))
                     if v is not None:
                         present.add(inv.key)

@@ -12,7 +12,7 @@ from fastraft.verify.history import HistoryWriter, to_operations
 from fastraft.verify.nemesis import RunResult
 from fastraft.verify.report import fault_coverage
 from fastraft.verify.schedule import FAULT_KINDS, plan_faults
-from fastraft.verify.workloads import check_session, check_set
+from fastraft.verify.final_state import check_session, check_set
 
 
 def _result(duration=10.0):

@@ -1,4 +1,4 @@
-"""The set and session checkers (fastraft.verify.workloads) on hand-made histories: a lost
+"""The set and session checks (fastraft.verify.final_state) on hand-made histories: a lost
 insert is reported, a double increment or a duplicated append is reported, unknown outcomes
 are tolerated within their bounds. Plus the plot helpers (no matplotlib needed)."""
 
@@ -6,7 +6,8 @@ from __future__ import annotations
 
 from fastraft.verify.history import HistoryWriter, to_operations
 from fastraft.verify.plot import fault_windows, latencies
-from fastraft.verify.workloads import check_session, check_set, parse_tokens, set_key, set_prefix
+from fastraft.verify.final_state import check_session, check_set, parse_tokens
+from fastraft.verify.workloads import set_key, set_prefix
 
 
 def _pairs(script):
