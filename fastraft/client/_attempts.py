@@ -75,12 +75,14 @@ class Attempts:
     ``unknown``  the OutcomeUnknown class of the last attempt that may have applied a write
     ``said``     address -> what its last attempt saw (``_what_it_said``), for no_leader
     ``hops``     leader hints followed since the last backoff (the call loop resets it)
+    ``failures`` backoffs so far (the retry policy's delay grows with it)
     refusals     a streak of consecutive refused connections (any other outcome ends it): the
                  call is hopeless once every endpoint refused for REFUSED_ROUNDS full rounds
                  spanning REFUSED_FOR seconds
     """
 
-    __slots__ = ("endpoints", "last", "unknown", "said", "hops", "_start", "_count", "_addrs")
+    __slots__ = ("endpoints", "last", "unknown", "said", "hops", "failures", "_start", "_count",
+                 "_addrs")
 
     def __init__(self, endpoints: list[str]) -> None:
         self.endpoints = endpoints
@@ -88,6 +90,7 @@ class Attempts:
         self.unknown = None
         self.said: dict[str, tuple] = {}
         self.hops = 0
+        self.failures = 0
         self._answered()
 
     def unreachable(self, addr: str, why: str, refused: bool, now: float) -> None:

@@ -379,8 +379,6 @@ class AsyncClient:
             sess.last_sent = now
         at = None           # Attempts, from the first failed attempt on
         attempts = 0
-        failures = 0
-        retry = self.retry
         try:
             while True:
                 # -- one attempt --------------------------------------------------------------
@@ -433,17 +431,10 @@ class AsyncClient:
                         sess.last_sent = loop.time()
                         backoff = False
                 # -- retry? -------------------------------------------------------------------
-                now = loop.time()
-                if (not retry.should_retry(attempts) or now >= expires_at
-                        or at.hopeless(now)):
+                delay = self._retry_delay(at, attempts, backoff, expires_at)
+                if delay is None:
                     break
-                self.retries += 1
                 if backoff:
-                    at.hops = 0
-                    failures += 1
-                    delay = retry.delay(failures)
-                    if now + delay >= expires_at:
-                        break
                     await asyncio.sleep(delay)
                 if self._closed:
                     break
@@ -451,6 +442,23 @@ class AsyncClient:
         finally:
             if seq is not None:
                 sess.done(seq)
+
+    def _retry_delay(self, at: Attempts, attempts: int, backoff: bool,
+                     expires_at: float) -> float | None:
+        """After a failed attempt: None when the call gives up (the retry policy's attempts,
+        the time, or every endpoint refusing); else the seconds to wait first when
+        ``backoff`` (counted as a failure by the policy), 0.0 when not."""
+        now = self._loop.time()
+        if (not self.retry.should_retry(attempts) or now >= expires_at
+                or at.hopeless(now)):
+            return None
+        self.retries += 1
+        if not backoff:
+            return 0.0
+        at.hops = 0
+        at.failures += 1
+        delay = self.retry.delay(at.failures)
+        return None if now + delay >= expires_at else delay
 
     # -- limits -------------------------------------------------------------------------------
 

@@ -19,8 +19,9 @@ __all__ = ["ExponentialBackoff", "NoBackoff", "RetryPolicy"]
 
 
 class ExponentialBackoff:
-    """``base * 2**n`` capped at ``cap`` seconds, with "equal jitter": a delay drawn uniformly
-    from ``[d/2, d]`` (never zero, so a retry storm spreads out yet still waits)."""
+    """The default backoff: ``d = base * 2**(n-1)`` capped at ``cap`` seconds after the n-th
+    consecutive failure, with "equal jitter": a delay drawn uniformly from ``[d/2, d]`` (never
+    zero, so a retry storm spreads out yet still waits). ``rng``: for reproducible delays."""
 
     def __init__(self, base: float = 0.02, cap: float = 1.0, rng: random.Random | None = None):
         if base < 0 or cap < base:
@@ -39,13 +40,15 @@ class NoBackoff:
     """No wait at all (tests)."""
 
     def delay(self, failures: int) -> float:
+        """Always 0."""
         return 0.0
 
 
 class RetryPolicy:
-    """At most ``max_attempts`` attempts per call (the first one included), with
-    ``backoff.delay(n)`` seconds between them. Following a leader hint to another node does
-    not wait, but it does count as an attempt."""
+    """How persistent a call is: at most ``max_attempts`` attempts per call (the first one
+    included), with ``backoff.delay(n)`` seconds between them (``backoff``: any object with
+    that method; default ExponentialBackoff()). Following a leader hint to another node does
+    not wait, but it does count as an attempt. The call's deadline bounds the time anyway."""
 
     def __init__(self, max_attempts: int = 16, backoff=None) -> None:
         if max_attempts < 1:
@@ -58,6 +61,7 @@ class RetryPolicy:
         return attempts < self.max_attempts
 
     def delay(self, failures: int) -> float:
+        """Seconds to wait after the ``failures``-th consecutive failure (the backoff's)."""
         return self.backoff.delay(failures)
 
     def __repr__(self) -> str:

@@ -19,9 +19,10 @@ __all__ = ["Client"]
 
 
 class Client:
-    """Blocking client with the methods of ``AsyncClient`` (same arguments, same errors);
-    a context manager. ``Client(endpoints, timeout=5.0, deadline=None, retry=None,
-    keepalive_interval=10.0)``."""
+    """Blocking client with the methods of ``AsyncClient`` (same arguments, same errors,
+    the same NotApplied / OutcomeUnknown promise for writes); a context manager; safe to
+    share between threads. ``Client(endpoints, timeout=5.0, deadline=None, retry=None,
+    keepalive_interval=10.0)``: the options of ``AsyncClient``."""
 
     def __init__(self, endpoints=None, **options) -> None:
         self._aio = AsyncClient(endpoints, **options)
@@ -34,10 +35,12 @@ class Client:
 
     @property
     def endpoints(self) -> list[str]:
+        """The nodes' client addresses, as given (or the built-in local cluster's)."""
         return self._aio.endpoints
 
     @property
     def session_id(self) -> int | None:
+        """The current session's id (None before the first write, or after it expired)."""
         return self._aio.session_id
 
     @property
@@ -59,29 +62,39 @@ class Client:
 
     def get(self, key, stale: bool = False, *, deadline: float | None = None
             ) -> bytes | None:
+        """The value of ``key`` or None; linearizable unless ``stale`` (any node's state)."""
         return self._run(self._aio.get(key, stale, deadline=deadline))
 
     def put(self, key, value, *, deadline: float | None = None) -> None:
+        """Set ``key`` to ``value``; applied exactly once, even across retries."""
         return self._run(self._aio.put(key, value, deadline=deadline))
 
     def delete(self, key, *, deadline: float | None = None) -> bool:
+        """Remove ``key`` (exactly once); True when it existed."""
         return self._run(self._aio.delete(key, deadline=deadline))
 
     def cas(self, key, expected, new, *, deadline: float | None = None) -> bool:
+        """Set ``key`` to ``new`` if its value is ``expected`` (None: absent), atomically
+        and exactly once; True when swapped."""
         return self._run(self._aio.cas(key, expected, new, deadline=deadline))
 
     def scan(self, prefix=b"", limit: int = 0, stale: bool = False, *,
              deadline: float | None = None) -> list:
+        """``[(key, value), ...]`` of the keys starting with ``prefix``, in key order, at
+        most ``limit`` of them (0: the node's maximum)."""
         return self._run(self._aio.scan(prefix, limit, stale, deadline=deadline))
 
     def status(self) -> list[dict]:
+        """One status dict per endpoint, in endpoint order (``AsyncClient.status``)."""
         return self._run(self._aio.status())
 
     def leader(self) -> str | None:
+        """The believed leader's address (asks the nodes if unknown), or None."""
         return self._run(self._aio.leader())
 
     def close(self) -> None:
-        """Close the connections and stop the private loop's thread."""
+        """Close the connections and stop the private loop's thread (idempotent); a write
+        in flight fails with ConnectionLost (outcome unknown)."""
         with self._lock:
             if self._closed:
                 return
