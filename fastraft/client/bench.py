@@ -153,7 +153,7 @@ async def _wait_for_leader(client, endpoints: list[str], timeout: float) -> list
     """The nodes' statuses once one answers as the leader; BenchAborted when no node
     answers, or when none is the leader after ``timeout`` seconds (an election may be under
     way when the cluster has just started)."""
-    deadline = time.monotonic() + timeout
+    give_up_at = time.monotonic() + timeout
     while True:
         nodes = await client.status()
         if not any(n.get("reachable") for n in nodes):
@@ -161,7 +161,7 @@ async def _wait_for_leader(client, endpoints: list[str], timeout: float) -> list
                                nobody_answered=True)
         if _leader_of(nodes) is not None:
             return nodes
-        if time.monotonic() >= deadline:
+        if time.monotonic() >= give_up_at:
             n = sum(bool(x.get("reachable")) for x in nodes)
             raise BenchAborted(f"no leader: {n} of {len(nodes)} nodes answered and none "
                                f"is the leader after {timeout:g} s")
@@ -263,13 +263,7 @@ async def bench(endpoints: list[str], *, clients: int = 1, concurrency: int = 64
     try:
         before = await _wait_for_leader(cs[0], endpoints, timeout)
         if read_fraction > 0:
-            # Write every key once so that reads find values (not measured).
-            it = iter(keys)
-
-            async def fill(c):
-                for k in it:
-                    await c.put(k, run.value)
-            await asyncio.gather(*(fill(cs[i % len(cs)]) for i in range(concurrency)))
+            await _write_every_key(cs, keys, run.value, concurrency)
         tasks = [asyncio.ensure_future(run.worker(cs[i % len(cs)]))
                  for i in range(concurrency)]
         elapsed = await _measure(run, hist, duration, 3 * timeout, progress)
@@ -284,7 +278,6 @@ async def bench(endpoints: list[str], *, clients: int = 1, concurrency: int = 64
         await asyncio.gather(*tasks, return_exceptions=True)
         for c in cs:
             await c.close()
-    ops = hist.n
     return {
         "endpoints": endpoints,
         "clients": len(cs),
@@ -294,6 +287,27 @@ async def bench(endpoints: list[str], *, clients: int = 1, concurrency: int = 64
         "stale_reads": stale,
         "value_size": value_size,
         "key_count": key_count,
+        **_results(run, hist, elapsed),
+        "leader_start": _leader_of(before),
+        "leader_end": _leader_of(after),
+    }
+
+
+async def _write_every_key(cs: list, keys: list, value: bytes, concurrency: int) -> None:
+    """Write every key once, ``concurrency`` at a time, so that reads find values (before
+    the measured run)."""
+    it = iter(keys)
+
+    async def fill(c):
+        for k in it:
+            await c.put(k, value)
+    await asyncio.gather(*(fill(cs[i % len(cs)]) for i in range(concurrency)))
+
+
+def _results(run: _Run, hist: Histogram, elapsed: float) -> dict:
+    """The measured part of the summary: counts, throughput, latency percentiles, errors."""
+    ops = hist.n
+    return {
         "ops": ops,
         "reads": run.reads,
         "writes": run.writes,
@@ -303,8 +317,6 @@ async def bench(endpoints: list[str], *, clients: int = 1, concurrency: int = 64
                        "max": _ms(hist.max),
                        "mean": _ms(hist.total / ops) if ops else 0.0},
         "errors": run.errors,
-        "leader_start": _leader_of(before),
-        "leader_end": _leader_of(after),
     }
 
 

@@ -88,23 +88,21 @@ def positive_float(text: str) -> float:
 
 def positive_int(text: str) -> int:
     """An argparse type: an integer >= 1."""
-    try:
-        v = int(text)
-    except ValueError:
-        v = 0
-    if v < 1:
-        raise argparse.ArgumentTypeError(f"expected an integer >= 1, got {text!r}")
-    return v
+    return _int_at_least(text, 1)
 
 
 def non_negative_int(text: str) -> int:
     """An argparse type: an integer >= 0."""
+    return _int_at_least(text, 0)
+
+
+def _int_at_least(text: str, low: int) -> int:
     try:
         v = int(text)
     except ValueError:
-        v = -1
-    if v < 0:
-        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {text!r}")
+        v = low - 1
+    if v < low:
+        raise argparse.ArgumentTypeError(f"expected an integer >= {low}, got {text!r}")
     return v
 
 
@@ -322,8 +320,9 @@ def _text(b: bytes, encoding: str) -> str:
     return escape(b)
 
 
-def _show(b: bytes | None) -> dict:
-    """A value for JSON: text when it is UTF-8, else base64."""
+def _json_value(b: bytes | None) -> dict:
+    """The fields of a value in a JSON answer: {"value": text} when it is UTF-8 (or null),
+    else {"value_b64": ...}."""
     if b is None:
         return {"value": None}
     try:
@@ -332,8 +331,9 @@ def _show(b: bytes | None) -> dict:
         return {"value_b64": base64.b64encode(b).decode("ascii")}
 
 
-def _show_key(k: bytes) -> dict:
-    """A key for JSON: {"key": text}, or {"key": null, "key_b64": ...} when not UTF-8."""
+def _json_key(k: bytes) -> dict:
+    """The fields of a key in a JSON answer: {"key": text}, or {"key": null, "key_b64": ...}
+    when it is not UTF-8."""
     try:
         return {"key": k.decode("utf-8")}
     except UnicodeDecodeError:
@@ -420,26 +420,18 @@ async def _run(cmd: str, args, eps: list[str]) -> int:
         if cmd == "put":
             await c.put(key, _arg_bytes(args.value, enc, "VALUE", []))
             if args.json:
-                _print_json({"ok": True, **_show_key(key)})
+                _print_json({"ok": True, **_json_key(key)})
             else:
                 print("OK")
             return 0
         if cmd == "get":
             return _get_output(args, key, await c.get(key, stale=args.stale))
         if cmd == "del":
-            existed = await c.delete(key)
-            if args.json:
-                _print_json({**_show_key(key), "deleted": existed})
-            else:
-                print("deleted" if existed else "not found")
-            return 0 if existed else 1
+            return _yes_no_output(args, key, "deleted", await c.delete(key),
+                                  "deleted", "not found")
         if cmd == "cas":
-            swapped = await c.cas(key, *values)
-            if args.json:
-                _print_json({**_show_key(key), "swapped": swapped})
-            else:
-                print("swapped" if swapped else "compare failed")
-            return 0 if swapped else 1
+            return _yes_no_output(args, key, "swapped", await c.cas(key, *values),
+                                  "swapped", "compare failed")
         if cmd == "scan":
             prefix = _arg_bytes(args.prefix, enc, "PREFIX")
             _scan_output(args, await c.scan(prefix, limit=args.limit, stale=args.stale))
@@ -484,7 +476,7 @@ def _usage(args, message: str) -> None:
 
 def _get_output(args, key: bytes, v: bytes | None) -> int:
     if args.json:
-        _print_json({**_show_key(key), "found": v is not None, **_show(v)})
+        _print_json({**_json_key(key), "found": v is not None, **_json_value(v)})
     elif v is None:
         print(f"fastraft get: {_text(key, args.encoding)}: not found", file=sys.stderr)
     elif args.raw or args.encoding == "utf8":
@@ -494,14 +486,20 @@ def _get_output(args, key: bytes, v: bytes | None) -> int:
     return 0 if v is not None else 1
 
 
+def _yes_no_output(args, key: bytes, field: str, yes: bool, yes_text: str,
+                   no_text: str) -> int:
+    """Print the outcome of del or cas: JSON ``{"key": ..., field: yes}``, or ``yes_text`` /
+    ``no_text``; exit code 0 when ``yes``, else 1."""
+    if args.json:
+        _print_json({**_json_key(key), field: yes})
+    else:
+        print(yes_text if yes else no_text)
+    return 0 if yes else 1
+
+
 def _scan_output(args, pairs: list) -> None:
     if args.json:
-        items = []
-        for k, v in pairs:
-            kk = _show(k)
-            items.append({"key": kk.get("value"), **({"key_b64": kk["value_b64"]}
-                                                    if "value_b64" in kk else {}),
-                          **_show(v)})
+        items = [{**_json_key(k), **_json_value(v)} for k, v in pairs]
         _print_json({"count": len(pairs), "items": items})
         return
     enc = args.encoding

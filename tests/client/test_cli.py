@@ -64,6 +64,22 @@ def test_json_output(capsys, eps):
     assert rc == 0 and len(nodes) == 3 and all(n["reachable"] for n in nodes)
 
 
+def test_json_of_writes_and_of_a_binary_key(capsys, eps):
+    """The exact JSON documents of put, del, cas and scan, for a key that is not UTF-8."""
+    def js(*argv):
+        rc, out, _ = cli(capsys, *argv, "--encoding", "hex", "--json", *eps)
+        return rc, out
+
+    key = '"key": null, "key_b64": "amIv/w=="'
+    assert js("put", "6a622fff", "01") == (0, '{"ok": true, %s}\n' % key)
+    assert js("scan", "6a622f") == (
+        0, '{"count": 1, "items": [{%s, "value": "\\u0001"}]}\n' % key)
+    assert js("del", "6a622fff") == (0, '{%s, "deleted": true}\n' % key)
+    assert js("del", "6a622fff") == (1, '{%s, "deleted": false}\n' % key)
+    assert js("cas", "6a622fff", "02", "--absent") == (0, '{%s, "swapped": true}\n' % key)
+    assert js("cas", "6a622fff", "03", "--absent") == (1, '{%s, "swapped": false}\n' % key)
+
+
 def test_cas_and_stdin(capsys, eps):
     assert cli(capsys, "cas", "cli/c", "new", "--absent", *eps)[:2] == (0, "swapped\n")
     assert cli(capsys, "cas", "cli/c", "x", "--absent", *eps)[:2] == (1, "compare failed\n")
