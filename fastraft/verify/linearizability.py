@@ -144,6 +144,9 @@ class RegisterModel:
 
     @staticmethod
     def step(state, op: Operation):
+        """``(legal, new_state)``: whether ``op`` may take effect in ``state`` with its
+        recorded output (an info operation's output is not known: any), and the state
+        after it."""
         f = op.f
         if f == _READ:
             return op.status == "info" or op.output == state, state
@@ -185,6 +188,7 @@ class Violation:
     before: list[Operation] = field(default_factory=list)
 
     def format(self, context: int = 8) -> str:
+        """The report a human reads (``context``: how many operations of a long list)."""
         lines = [f"key {self.key!r}: NOT linearizable"]
         if self.before:
             lines.append("  before the failing window (the end of one linearization):")
@@ -243,13 +247,16 @@ class CheckResult:
 
     @property
     def ok(self) -> bool:
+        """Every key is linearizable."""
         return self.verdict == OK
 
     @property
     def violations(self) -> list[Violation]:
+        """The violation of every key that has one."""
         return [r.violation for r in self.keys.values() if r.violation is not None]
 
     def summary(self) -> str:
+        """The verdict in words: counts per key verdict, the unknown keys, each violation."""
         counts = {OK: 0, VIOLATION: 0, UNKNOWN: 0}
         for r in self.keys.values():
             counts[r.verdict] += 1
@@ -295,47 +302,13 @@ def _search(ops: list[Operation], model, init, deadline: float, want_report: boo
     all the finite operations, as ``({(state, frozenset(unplaced info ids)): order}, report)``
     (empty when there is none). Ids index ``ops``. Raises _Budget past ``deadline``."""
     n = len(ops)
-    # Entries 0..n-1 are calls, n..2n-1 returns; entry 2n is the head sentinel.
-    order = sorted(range(2 * n), key=lambda e: (ops[e].call, 0, e) if e < n
-                   else (ops[e - n].ret, 1, e))
+    nxt, prv = _entry_list(ops)
     head = 2 * n
-    nxt = [-1] * (2 * n + 1)
-    prv = [-1] * (2 * n + 1)
-    last = head
-    for e in order:
-        nxt[last] = e
-        prv[e] = last
-        last = e
     is_finite = [op.ret != math.inf for op in ops]
     finite = sum(is_finite)
     info_ids = [i for i in range(n) if not is_finite[i]]
-    # Interchangeable info operations (same kind, same argument) are placed in id order only:
-    # they can happen at any time after their invocation, so once invoked, which one of them
-    # is used makes no difference — without this rule every subset of them would be a new
-    # search state (2**k).
-    cls = [-1] * n
-    rank = [0] * n
-    classes: dict = {}
-    for i in info_ids:
-        members = classes.setdefault((ops[i].f, ops[i].value), [])
-        cls[i] = id(members)
-        rank[i] = len(members)
-        members.append(i)
-    placed = {id(m): 0 for m in classes.values()}
-    # The set of placed operations, kept small: finite operations by rank (they are placed
-    # roughly in invocation order) as a low-water mark ``low`` (ranks below it are all
-    # placed) plus a bitset ``window`` of ranks from ``low`` on; info operations apart, in
-    # ``ibits`` (they may stay unplaced forever, and would pin a plain bitset's low end).
-    # Memo keys stay a few words long however long the history is.
-    bit = [0] * n
-    fi = ii = 0
-    for i in range(n):
-        if is_finite[i]:
-            bit[i] = fi
-            fi += 1
-        else:
-            bit[i] = ii
-            ii += 1
+    cls, rank, placed = _info_classes(ops, info_ids)
+    bit = _bit_positions(is_finite)
     step = model.step
     state = init
     low = window = ibits = 0
@@ -391,15 +364,7 @@ def _search(ops: list[Operation], model, init, deadline: float, want_report: boo
                         finite -= 1
                     else:
                         placed[c] += 1
-                    # lift the call and its return out of the list
-                    r = entry + n
-                    p, q = prv[entry], nxt[entry]
-                    nxt[p] = q
-                    prv[q] = p
-                    p, q = prv[r], nxt[r]
-                    nxt[p] = q
-                    if q != -1:
-                        prv[q] = p
+                    _lift(nxt, prv, entry, n)
                     entry = nxt[head]
                     continue
             entry = nxt[entry]
@@ -415,20 +380,92 @@ def _search(ops: list[Operation], model, init, deadline: float, want_report: boo
                 finite += 1
             else:
                 placed[cls[top]] -= 1
-            r = top + n
-            p, q = prv[r], nxt[r]
-            nxt[p] = r
-            if q != -1:
-                prv[q] = r
-            p, q = prv[top], nxt[top]
-            nxt[p] = top
-            prv[q] = top
+            _unlift(nxt, prv, top, n)
             entry = nxt[top]
         if entry == -1:  # only info returns remain unvisited: cannot happen while finite > 0
             raise AssertionError("linearizability search ran off the entry list")
     if collect:
         return terminals, best
     return False, best
+
+
+def _entry_list(ops: list[Operation]) -> tuple[list[int], list[int]]:
+    """The call and return entries of ``ops`` as a doubly linked list in time order, as
+    ``(nxt, prv)``: entries 0..n-1 are the calls, n..2n-1 the returns, 2n the head sentinel
+    (-1: none). A call sorts before a return at the same instant (equal times count as
+    concurrent, the lenient reading)."""
+    n = len(ops)
+    order = sorted(range(2 * n), key=lambda e: (ops[e].call, 0, e) if e < n
+                   else (ops[e - n].ret, 1, e))
+    nxt = [-1] * (2 * n + 1)
+    prv = [-1] * (2 * n + 1)
+    last = 2 * n
+    for e in order:
+        nxt[last] = e
+        prv[e] = last
+        last = e
+    return nxt, prv
+
+
+def _lift(nxt: list[int], prv: list[int], call: int, n: int) -> None:
+    """Take operation ``call``'s call and return entries out of the list (it is placed)."""
+    r = call + n
+    p, q = prv[call], nxt[call]
+    nxt[p] = q
+    prv[q] = p
+    p, q = prv[r], nxt[r]
+    nxt[p] = q
+    if q != -1:
+        prv[q] = p
+
+
+def _unlift(nxt: list[int], prv: list[int], call: int, n: int) -> None:
+    """Put operation ``call``'s entries back where ``_lift`` took them from (backtracking:
+    the entries lifted since are back already, so their neighbours are the old ones)."""
+    r = call + n
+    p, q = prv[r], nxt[r]
+    nxt[p] = r
+    if q != -1:
+        prv[q] = r
+    p, q = prv[call], nxt[call]
+    nxt[p] = call
+    prv[q] = call
+
+
+def _info_classes(ops: list[Operation], info_ids: list[int]) -> tuple[list, list, dict]:
+    """Interchangeable info operations (same kind, same argument) are placed in id order
+    only: they can happen at any time after their invocation, so once invoked, which one of
+    them is used makes no difference — without this rule every subset of them would be a new
+    search state (2**k). Returns ``(cls, rank, placed)``: per operation its class (-1: none,
+    a finite operation) and its rank in it, and per class how many are placed (0)."""
+    cls = [-1] * len(ops)
+    rank = [0] * len(ops)
+    classes: dict = {}
+    for i in info_ids:
+        members = classes.setdefault((ops[i].f, ops[i].value), [])
+        cls[i] = id(members)
+        rank[i] = len(members)
+        members.append(i)
+    return cls, rank, {id(m): 0 for m in classes.values()}
+
+
+def _bit_positions(is_finite: list[bool]) -> list[int]:
+    """Each operation's bit in the search's record of placed operations, which stays small:
+    finite operations by rank (they are placed roughly in invocation order) as a low-water
+    mark ``low`` (ranks below it are all placed) plus a bitset ``window`` of ranks from
+    ``low`` on; info operations apart, in ``ibits`` (they may stay unplaced forever, and
+    would pin a plain bitset's low end). Memo keys stay a few words long however long the
+    history is."""
+    bit = [0] * len(is_finite)
+    fi = ii = 0
+    for i, fin in enumerate(is_finite):
+        if fin:
+            bit[i] = fi
+            fi += 1
+        else:
+            bit[i] = ii
+            ii += 1
+    return bit
 
 
 class _Unobserved:
@@ -749,6 +786,7 @@ class StaleReadAnomaly:
     newer: Operation | None = None
 
     def describe(self) -> str:
+        """The anomaly in one line, naming the read (and the newer read it goes back from)."""
         if self.kind == "never-written":
             return (f"key {self.read.key!r}: {self.read.describe()} — no write of that value "
                     "was invoked before this read returned")
@@ -759,15 +797,19 @@ class StaleReadAnomaly:
 
 @dataclass
 class StaleReadResult:
+    """The verdict of ``check_stale_reads``: every anomaly found among ``reads`` reads."""
+
     anomalies: list[StaleReadAnomaly]
     reads: int
     monotonic: bool = True         # whether going back in time was checked too
 
     @property
     def ok(self) -> bool:
+        """No stale read broke its promise."""
         return not self.anomalies
 
     def summary(self) -> str:
+        """The verdict in words, one line per anomaly."""
         head = (f"stale reads: {'OK' if self.ok else 'ANOMALIES'} — {self.reads} read(s) "
                 f"checked, {len(self.anomalies)} anomaly(ies) (a value never written"
                 + (", or a client going back in time" if self.monotonic else "") + ")")
