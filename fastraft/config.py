@@ -184,7 +184,13 @@ _INT_RANGES: dict[str, tuple[int, int]] = {
     "max_value_bytes": (0, 256 * _MIB),
     "max_pending": (1, 1 << 24),
     "max_client_connections": (1, 1 << 20),
+    "max_inflight_msgs": (1, 1 << 16),
+    "max_inflight_bytes": (0, 1 << 40),
+    "max_msg_bytes": (1, _MAX_FRAME),
 }
+
+#: Tuning fields that are booleans.
+_BOOLS = ("fsync", "pre_vote", "check_quorum", "leader_sync_first")
 
 
 @dataclass(frozen=True)
@@ -193,7 +199,9 @@ class Tuning:
 
     Invariants (checked at construction): ``1 <= tick_ms <= 1000``;
     ``tick_ms <= heartbeat_ms < election_timeout_ms``; in ticks,
-    ``election_tick > heartbeat_tick >= 1``.
+    ``election_tick > heartbeat_tick >= 1``; ``max_msg_bytes <= max_frame_bytes``. The
+    server turns it into the engine's ``RaftConfig`` in one place
+    (``fastraft.server.wiring.raft_config``).
     """
 
     tick_ms: int = 10  # engine tick (1..1000)
@@ -207,8 +215,15 @@ class Tuning:
     session_timeout_ms: int = 60_000
     max_key_bytes: int = 4096
     max_value_bytes: int = 1 << 20
-    max_pending: int = 8192  # proposals waiting for commit before Busy
+    max_pending: int = 8192  # client writes taken and not yet answered, then Busy
     max_client_connections: int = 1024
+    # The engine's replication settings (fastraft.raft.RaftConfig; server.wiring.raft_config).
+    pre_vote: bool = True  # a pre-vote round before a real election (thesis §9.6)
+    check_quorum: bool = True  # a leader that hears from no majority steps down
+    max_inflight_msgs: int = 256  # per follower: appends sent and not yet acknowledged
+    max_inflight_bytes: int = 16 << 20  # per follower: their payload bytes (0: no limit)
+    max_msg_bytes: int = 1 << 20  # payload bytes per append (one entry always goes)
+    leader_sync_first: bool = False  # True: the leader fsyncs before sending (measuring only)
 
     def __post_init__(self) -> None:
         for name, (lo, hi) in _INT_RANGES.items():
@@ -218,9 +233,11 @@ class Tuning:
             if not lo <= v <= hi:
                 raise ConfigError(
                     f"[tuning] {name}: expected an integer in {lo}..{hi}, got {v}")
-        if type(self.fsync) is not bool:
-            raise ConfigError(
-                f"[tuning] fsync: expected a boolean (true or false), got {_show(self.fsync)}")
+        for name in _BOOLS:
+            v = getattr(self, name)
+            if type(v) is not bool:
+                raise ConfigError(
+                    f"[tuning] {name}: expected a boolean (true or false), got {_show(v)}")
         if type(self.storage) is not str or self.storage not in STORAGE_BACKENDS:
             raise ConfigError(
                 f"[tuning] storage: expected one of {', '.join(map(repr, STORAGE_BACKENDS))}"
@@ -240,6 +257,11 @@ class Tuning:
                 f"heartbeat's {self.heartbeat_tick} ticks ({self.heartbeat_ms} ms): raise "
                 f"election_timeout_ms to at least "
                 f"{(self.heartbeat_tick + 1) * self.tick_ms}")
+        if self.max_msg_bytes > self.max_frame_bytes:
+            raise ConfigError(
+                f"[tuning] max_msg_bytes: expected at most the largest frame a node accepts "
+                f"({self.max_frame_bytes} bytes, from max_key_bytes and max_value_bytes), "
+                f"got {self.max_msg_bytes}")
 
     @property
     def heartbeat_tick(self) -> int:

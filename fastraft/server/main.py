@@ -8,21 +8,26 @@ failure or unrecoverable state.
 
 Before a backend opens anything, the data directory is locked (``datadir.lock_data_dir``) and
 claimed for the configured backend (``datadir.claim_backend``: its BACKEND marker, written at
-the first start, must name the same backend; there is no migration between backends).
+the first start, must name the same backend; there is no migration between backends). Then,
+in the running loop, ``wiring.build_node`` recovers the storage and builds the node with its
+parts, and the node runs until a signal or a fatal error.
 """
 
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import os
 import signal
+from typing import Callable
 
 from ..datadir import claim_backend, lock_data_dir
-from ..errors import ConfigError
+from ..errors import ConfigError, FatalError
 from .backends import backends_present
 from .logs import setup_logging
-from .node import FatalError, Node
+from .node import Node
+from .wiring import build_node
 
 __all__ = ["run_node", "pick_loop"]
 
@@ -42,16 +47,20 @@ def pick_loop(choice: str = "auto"):
     return asyncio.new_event_loop, "asyncio"
 
 
-async def _serve(node: Node) -> int:
+async def _serve(build: Callable[[], Node]) -> int:
+    """Build the node in the running loop, start it, wait until it stops; the exit code."""
     loop = asyncio.get_running_loop()
+    node: Node | None = None
 
     def on_signal(name: str) -> None:
         log.info("%s received: stopping", name)
-        loop.create_task(node.shutdown())
+        if node is not None:        # always built by then: the build does not yield
+            loop.create_task(node.shutdown())
 
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, on_signal, sig.name)
     try:
+        node = build()
         await node.start()
     except OSError as exc:
         log.error("cannot start: %s", exc)
@@ -62,6 +71,8 @@ async def _serve(node: Node) -> int:
 
 def run_node(cfg, node_id: int, *, loop: str = "auto", log_json: bool = False,
              log_level: str = "INFO", rejoin: bool = False) -> int:
+    """Run node ``node_id`` of ``cfg`` in this process until it stops; returns the exit code
+    (module docstring). ``rejoin``: this node lost its data (``fastraft node --rejoin``)."""
     setup_logging(node_id, log_json, log_level)
     cfg.node(node_id)          # ConfigError for an unknown id, before anything is touched
     node_dir = cfg.node_dir(node_id)
@@ -84,9 +95,10 @@ def run_node(cfg, node_id: int, *, loop: str = "auto", log_json: bool = False,
         if how == "recognised":
             log.info("data directory %s holds %s data from before the backend marker: "
                      "marked as the %s backend's", node_dir, storage, storage)
-        node = Node(cfg, node_id, node_dir, loop_name=loop_name, rejoin=rejoin)
+        build = functools.partial(build_node, cfg, node_id, node_dir, loop_name=loop_name,
+                                  rejoin=rejoin)
         with asyncio.Runner(loop_factory=factory) as runner:
-            return runner.run(_serve(node))
+            return runner.run(_serve(build))
     except FatalError as exc:
         log.critical("cannot run: %s", exc)
         return 3

@@ -298,6 +298,15 @@ def test_data_dir_rules():
     ("max_client_connections", "0", "max_client_connections: expected an integer in 1.."),
     ("fsync", "1", "fsync: expected a boolean (true or false), got 1 (int)"),
     ("fsync", '"false"', "fsync: expected a boolean"),
+    ("pre_vote", "1", "pre_vote: expected a boolean (true or false), got 1 (int)"),
+    ("check_quorum", '"no"', "check_quorum: expected a boolean (true or false), got 'no'"),
+    ("leader_sync_first", "0", "leader_sync_first: expected a boolean (true or false), got 0"),
+    ("max_inflight_msgs", "0", "max_inflight_msgs: expected an integer in 1..65536, got 0"),
+    ("max_inflight_msgs", "true", "max_inflight_msgs: expected an integer, got the boolean"),
+    ("max_inflight_bytes", "-1", "max_inflight_bytes: expected an integer in 0.."),
+    ("max_msg_bytes", "0", "max_msg_bytes: expected an integer in 1.."),
+    ("max_msg_bytes", "2097152", "max_msg_bytes: expected at most the largest frame a node "
+                                 "accepts (1118208 bytes"),
     ("storage", '"sqlit"', "storage: expected one of 'wal', 'sqlite' (did you mean "
                            "'sqlite'?), got 'sqlit' (str)"),
     ("storage", "1", "storage: expected one of 'wal', 'sqlite', got 1 (int)"),
@@ -339,6 +348,35 @@ def test_tuning_constructor_validates():
     with pytest.raises(ConfigError, match="storage"):
         Tuning(storage="rocks")
     assert isinstance(ConfigError("x"), ValueError)
+
+
+def test_engine_keys_default_to_the_engines_defaults_and_reach_it():
+    """The [tuning] keys of the engine default to RaftConfig's own defaults (so a file
+    without them behaves as before), and raft_config hands every one to the engine."""
+    from fastraft.raft import RaftConfig
+    from fastraft.server.wiring import raft_config
+
+    engine = RaftConfig(id=1, voters=frozenset({1}))
+    t = Tuning()
+    for key in ("pre_vote", "check_quorum", "max_inflight_msgs", "max_inflight_bytes",
+                "max_msg_bytes"):
+        assert getattr(t, key) == getattr(engine, key), key
+    assert t.leader_sync_first is False
+    t = parse_config(with_tuning(pre_vote="false", check_quorum="false", max_inflight_msgs=7,
+                                 max_inflight_bytes=0, max_msg_bytes=4096,
+                                 election_timeout_ms=300, heartbeat_ms=20)).tuning
+    rc = raft_config(t, 3, frozenset({1, 2, 3}), rejoining=True)
+    assert (rc.id, rc.voters, rc.rejoining) == (3, frozenset({1, 2, 3}), True)
+    assert (rc.election_tick, rc.heartbeat_tick) == (30, 2)
+    assert (rc.pre_vote, rc.check_quorum) == (False, False)
+    assert (rc.max_inflight_msgs, rc.max_inflight_bytes, rc.max_msg_bytes) == (7, 0, 4096)
+
+
+def test_max_msg_bytes_fits_a_frame():
+    assert Tuning(max_msg_bytes=Tuning().max_frame_bytes).max_msg_bytes == 1118208
+    assert Tuning(max_value_bytes=8 << 20, max_msg_bytes=8 << 20).max_msg_bytes == 8 << 20
+    with pytest.raises(ConfigError, match="max_msg_bytes: expected at most"):
+        Tuning(max_value_bytes=10, max_msg_bytes=(1 << 20) + 1)
 
 
 def test_fsync_false_and_sqlite_are_accepted():
@@ -448,7 +486,13 @@ def tunings(draw):
         max_key_bytes=draw(st.integers(1, 1 << 20)),
         max_value_bytes=draw(st.integers(0, 1 << 28)),
         max_pending=draw(st.integers(1, 1 << 24)),
-        max_client_connections=draw(st.integers(1, 1 << 20)))
+        max_client_connections=draw(st.integers(1, 1 << 20)),
+        pre_vote=draw(st.booleans()),
+        check_quorum=draw(st.booleans()),
+        max_inflight_msgs=draw(st.integers(1, 1 << 16)),
+        max_inflight_bytes=draw(st.integers(0, 1 << 40)),
+        max_msg_bytes=draw(st.integers(1, 1 << 20)),
+        leader_sync_first=draw(st.booleans()))
 
 
 @st.composite

@@ -25,7 +25,7 @@ from fastraft.errors import FastraftError
 PENDING = {
     "fastraft.client.cli_cmds._ArgError",
     "fastraft.verify.proxy._Cut",
-    "fastraft.verify.checker._Budget",
+    "fastraft.verify.linearizability._Budget",
 }
 
 

@@ -1,0 +1,269 @@
+"""Client requests of one node: writes gathered into one proposal per loop turn, the writes
+waiting for their entry to apply, linearizable reads batched into one ReadIndex round, and
+every answer.
+
+Place in the architecture: part of the runtime (``fastraft.server``), between the client port
+(``clients.ClientServer`` calls ``on_request`` for each decoded request) and the node's Ready
+loop (``node.Node`` calls ``flush`` once per turn, ``apply`` with each committed batch,
+``reads_ready`` / ``reads_dropped`` with the engine's read states, and ``abandon`` when
+leadership is lost). It never touches storage or sockets: answers go out through
+``conn.respond``.
+
+The promise: a request is answered once, and a definite refusal (NotLeader, Busy) is only
+given for what is certainly not applied. A write taken by a leader is answered with its
+entry's result once applied, or "outcome unknown" when leadership is lost first or another
+leader's entry took its index. Only a node that stops on a fatal error (``drop_all``) leaves
+requests unanswered: their connections are aborted. The write path stays lean: one
+NamedTuple per write while it is gathered and one while it waits; no logging.
+
+This class owns the pending-write limit (``Tuning.max_pending``): a write beyond it is
+answered Busy at once, before anything is proposed.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Callable, NamedTuple
+
+from .. import codec
+from ..errors import Busy, NotLeader
+from ..raft import LEADER
+
+__all__ = ["Requests", "Proposal", "PendingWrite"]
+
+
+class Proposal(NamedTuple):
+    """A write gathered this loop turn: its log command and where its answer goes."""
+
+    payload: bytes
+    conn: object
+    req_id: int
+
+
+class PendingWrite(NamedTuple):
+    """A proposed write waiting for its entry to apply: the term it was proposed in (another
+    term at its index means another leader's entry took the place) and where its answer goes."""
+
+    term: int
+    conn: object
+    req_id: int
+
+
+def _now_ms() -> int:
+    return time.time_ns() // 1_000_000
+
+
+class Requests:
+    """The request side of a node (see the module docstring). ``raw`` is the engine,
+    ``machine`` the state machine in force (the node replaces it when a snapshot is
+    installed), ``kick`` schedules the node's next pass, ``status`` gives the OP_STATUS
+    fields, ``addr_of`` maps node ids to client addresses (for NotLeader hints)."""
+
+    def __init__(self, node_id: int, raw, machine, *, limits: codec.Limits, max_frame: int,
+                 max_pending: int, addr_of: dict, kick: Callable[[], None],
+                 status: Callable[[], list]) -> None:
+        self.id = node_id
+        self.raw = raw
+        self.machine = machine
+        self.limits = limits
+        self.max_frame = max_frame
+        self.max_pending = max_pending
+        self.addr_of = addr_of
+        self._kick = kick
+        self._status = status
+        self.role = 0                   # the engine's role and leader, as of the last Ready
+        self.lead = 0
+        self.stopping = False           # shutting down: no new write or read is taken
+        self.dead = False               # a fatal error: nothing is answered any more
+        self._props: list = []          # Proposal gathered this turn
+        self._pending: dict = {}        # index -> PendingWrite
+        self._read_batch: list = []     # (conn, req) linearizable reads gathered this turn
+        self._reads: dict = {}          # read ctx -> [(conn, req), ...] awaiting a ReadState
+        self._read_ready: list = []     # (index, batch) safe once applied >= index
+        self._read_ctx = 0
+
+    # -- taking requests (the client port calls this) ----------------------------------------
+
+    def on_request(self, conn, req) -> None:
+        """Take one decoded request: answer it now (status, stale read, refusal) or gather it
+        for this turn's proposal or read round."""
+        if self.dead:
+            return
+        op = req.op
+        if op == codec.OP_GET or op == codec.OP_SCAN:
+            if req.stale:
+                self._serve_read(conn, req)
+            elif self.role != LEADER or self.stopping:
+                self._not_leader(conn, req.req_id)
+            else:
+                self._read_batch.append((conn, req))
+                self._kick()
+            return
+        if op == codec.OP_STATUS:
+            fields = self._status()
+            if req.with_limits:         # codec.STATUS_LIMIT_FIELDS
+                lim = self.limits
+                fields += [self.max_frame, lim.max_key, lim.max_value, lim.max_scan]
+            conn.respond(req.req_id, codec.ST_OK, fields)
+            return
+        if self.stopping:
+            conn.respond(req.req_id, codec.ST_NOT_LEADER, 0, None)
+            return
+        if self.role != LEADER:
+            self._not_leader(conn, req.req_id)
+            return
+        if len(self._pending) + len(self._props) >= self.max_pending:
+            conn.respond(req.req_id, codec.ST_BUSY,
+                         f"{len(self._pending)} writes are waiting for commitment")
+            return
+        self._props.append(Proposal(codec.command_for(req, _now_ms()), conn, req.req_id))
+        self._kick()
+
+    def _not_leader(self, conn, req_id: int) -> None:
+        lead = self.lead if self.lead != self.id else 0
+        conn.respond(req_id, codec.ST_NOT_LEADER, lead, self.addr_of.get(lead))
+
+    def _serve_read(self, conn, req) -> None:
+        m = self.machine
+        if req.op == codec.OP_GET:
+            conn.respond(req.req_id, codec.ST_OK, m.get(req.key))
+        else:
+            conn.respond(req.req_id, codec.ST_OK,
+                         [[k, v] for k, v in m.scan(req.key, req.limit)])
+
+    # -- once per loop turn ------------------------------------------------------------------
+
+    def flush(self) -> None:
+        """Propose the writes gathered this turn as one batch and start one ReadIndex round
+        for the reads gathered; refuse them all (certainly not applied) if the engine does."""
+        if self._props:
+            self._flush_proposals()
+        if self._read_batch:
+            self._flush_reads()
+
+    def _flush_proposals(self) -> None:
+        props = self._props
+        self._props = []
+        try:
+            first, term = self.raw.propose([p.payload for p in props])
+        except NotLeader:
+            for p in props:
+                self._not_leader(p.conn, p.req_id)
+            return
+        except Busy as exc:
+            for p in props:
+                p.conn.respond(p.req_id, codec.ST_BUSY, str(exc))
+            return
+        pending = self._pending
+        for i, p in enumerate(props, first):
+            pending[i] = PendingWrite(term, p.conn, p.req_id)
+
+    def _flush_reads(self) -> None:
+        batch = self._read_batch
+        self._read_batch = []
+        self._read_ctx += 1
+        ctx = self._read_ctx
+        try:
+            self.raw.read_index(ctx)
+        except NotLeader:
+            for conn, req in batch:
+                self._not_leader(conn, req.req_id)
+            return
+        self._reads[ctx] = batch
+
+    # -- what the Ready cycle brings ---------------------------------------------------------
+
+    def apply(self, batch) -> None:
+        """Apply a committed batch (``EntryBatch``) to the state machine, answer the writes
+        waiting on its entries and serve the reads it made safe."""
+        results = self.machine.apply_entries(batch.first_index, batch.entries)
+        pending = self._pending
+        if pending:
+            entries = batch.entries
+            first = batch.first_index
+            for index, result in results:
+                p = pending.pop(index, None)
+                if p is None:
+                    continue
+                if entries[index - first][0] != p.term:
+                    p.conn.respond(p.req_id, codec.ST_UNKNOWN,
+                                   "the write was overwritten by another leader's entry")
+                elif result is None:
+                    p.conn.respond(p.req_id, codec.ST_ERROR, "no result for the entry")
+                else:
+                    p.conn.respond(p.req_id, result[0], result[1])
+        if self._read_ready:
+            self._serve_ready_reads()
+
+    def reads_ready(self, read_states) -> None:
+        """The engine confirmed these read rounds (``ReadState``): serve each batch once the
+        state machine has applied its index (thesis §6.4)."""
+        for rs in read_states:
+            batch = self._reads.pop(rs.context, None)
+            if batch is not None:
+                self._read_ready.append((rs.index, batch))
+        self._serve_ready_reads()
+
+    def reads_dropped(self, contexts) -> None:
+        """The engine dropped these read rounds (leadership lost): NotLeader to each read."""
+        for ctx in contexts:
+            for conn, req in self._reads.pop(ctx, ()):
+                self._not_leader(conn, req.req_id)
+
+    def _serve_ready_reads(self) -> None:
+        applied = self.machine.applied_index
+        keep = []
+        for index, batch in self._read_ready:
+            if index <= applied:
+                for conn, req in batch:
+                    self._serve_read(conn, req)
+            else:
+                keep.append((index, batch))
+        self._read_ready = keep
+
+    def on_role(self, role: int, lead: int) -> None:
+        """The engine's new role and leader (a Ready's soft state); losing leadership
+        abandons what waits on it."""
+        was_leader = self.role == LEADER
+        self.role, self.lead = role, lead
+        if was_leader and role != LEADER:
+            self.abandon()
+
+    # -- leadership lost, shutdown, fatal ----------------------------------------------------
+
+    def abandon(self) -> None:
+        """Leadership is lost: the writes in flight may or may not commit later (outcome
+        unknown); the reads waiting for a round or for their index get NotLeader."""
+        pending = self._pending
+        self._pending = {}
+        for p in pending.values():
+            p.conn.respond(p.req_id, codec.ST_UNKNOWN,
+                           "leadership lost before the write committed: outcome unknown")
+        for _index, batch in self._read_ready:
+            for conn, req in batch:
+                self._not_leader(conn, req.req_id)
+        self._read_ready = []
+        reads = self._reads
+        self._reads = {}
+        for batch in reads.values():
+            for conn, req in batch:
+                self._not_leader(conn, req.req_id)
+
+    def refuse_gathered(self) -> None:
+        """At shutdown: what was gathered but never proposed or started is certainly not
+        applied, so it gets NotLeader rather than being left to the closing connection
+        (outcome unknown)."""
+        props, self._props = self._props, []
+        for p in props:
+            p.conn.respond(p.req_id, codec.ST_NOT_LEADER, 0, None)
+        reads, self._read_batch = self._read_batch, []
+        for conn, req in reads:
+            self._not_leader(conn, req.req_id)
+
+    def drop_all(self) -> None:
+        """A fatal error: forget every waiting write without an answer (none may be
+        acknowledged now) and take no more requests."""
+        self.dead = True
+        self.stopping = True
+        self._pending = {}
+        self._props = []

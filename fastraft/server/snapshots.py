@@ -1,0 +1,100 @@
+"""Snapshots of one node: taking them by threshold without stalling the loop, and installing
+the leader's.
+
+Place in the architecture: part of the runtime (``fastraft.server``), driven by the node's
+Ready loop (``node.Node`` calls ``maybe_take`` once per pass and ``install`` for a snapshot in a
+Ready) over the storage backend (``backends``: the backend writes the file, by a forked child
+for the WAL backend, from a database copy in a thread for SQLite).
+
+What it promises: one snapshot at a time; once the file is durable the engine's log prefix is
+released (keeping ``snapshot_keep_entries`` for slow followers) and the backend deletes what
+the older kept snapshot covers (the WAL's mark stays one snapshot behind, so a damaged newest
+file can fall back to the previous one and still find the log after it). A storage failure
+while doing so stops the node (``fatal``); any other failure is logged and the next pass may
+try again. Nothing is started or released once the node is stopping.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from typing import Callable
+
+from ..errors import CompactedError, StorageError
+from ..raft import Snapshot, SnapshotMeta
+
+__all__ = ["Snapshots"]
+
+log = logging.getLogger("fastraft.node")
+
+
+class Snapshots:
+    """When to snapshot and what follows one (see the module docstring). ``raw`` is the
+    engine, ``backend`` the storage (``interfaces.Backend``), ``fatal`` stops the node.
+    ``need_snapshot``: the recovered log has a snapshot mark without a readable file (SQLite
+    backend, file lost), so one is made as soon as anything is applied."""
+
+    def __init__(self, raw, backend, *, voters: frozenset, threshold: int, keep_entries: int,
+                 fsync: bool, fatal: Callable[[str], None], need_snapshot: bool) -> None:
+        self.raw = raw
+        self.backend = backend
+        self.voters = voters
+        self.threshold = threshold
+        self.keep_entries = keep_entries
+        self.fsync = fsync
+        self._fatal = fatal
+        self.index = raw.applied         # the index of the newest snapshot (or recovery)
+        self.stopping = False
+        self._need = need_snapshot
+        self._running = False
+
+    def maybe_take(self) -> None:
+        """Start a snapshot when ``threshold`` entries were applied since the last one (or
+        one is needed), unless one is running or the node is stopping."""
+        if self._running or self.stopping:
+            return
+        applied = self.backend.machine.applied_index
+        if applied - self.index < self.threshold and not (self._need and applied > 0):
+            return
+        self._need = False
+        self._running = True
+        asyncio.get_running_loop().create_task(self._take(applied))
+
+    async def _take(self, applied: int) -> None:
+        try:
+            try:
+                term = self.raw.term_at(applied)
+            except CompactedError:
+                return      # a snapshot from the leader overtook this one: nothing to do
+            t0 = time.monotonic()
+            meta, path = await self.backend.snapshot(SnapshotMeta(applied, term, self.voters))
+            took = time.monotonic() - t0
+            if self.stopping:
+                return
+            keep = self.keep_entries
+            self.raw.compact(Snapshot(meta, path), keep_from=max(1, meta.index - keep + 1))
+            self.index = meta.index
+            freed = self.backend.after_snapshot(meta, self.fsync)
+            log.info("snapshot at %d written in %.2f s; log released up to %d; %d WAL "
+                     "segments deleted", meta.index, took, max(0, meta.index - keep), freed)
+        except StorageError as exc:
+            self._fatal(f"snapshot failed: {exc}")
+        except Exception:
+            log.exception("snapshot at %d failed", applied)
+        finally:
+            self._running = False
+
+    def install(self, snap: Snapshot):
+        """After the Ready's sync: make the leader's snapshot the state; returns the state
+        machine now in force. StorageError if the file cannot be read."""
+        meta = snap.meta
+        t0 = time.monotonic()
+        self.backend.install(snap)
+        machine = self.backend.machine
+        assert machine.applied_index == meta.index, (
+            f"snapshot {snap.data} holds index {machine.applied_index}, not {meta.index}")
+        self.index = meta.index
+        log.info("installed snapshot %d@%d from the leader in %.2f s", meta.index,
+                 meta.term, time.monotonic() - t0)
+        return machine
