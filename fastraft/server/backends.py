@@ -63,23 +63,43 @@ def backends_present(data_dir: str) -> set[str]:
 
 
 def open_backend(kind: str, data_dir: str, voters: frozenset, tuning):
+    """The backend ``kind`` (``"wal"`` or ``"sqlite"``) on ``data_dir``, its directories
+    made and its store opened; ``open()`` then recovers it (``interfaces.Backend``)."""
     if kind == "sqlite":
         return SqliteBackend(data_dir, voters, tuning)
     return WalBackend(data_dir, voters, tuning)
 
 
-class WalBackend:
-    name = "wal"
+class _Backend:
+    """What both backends share: the data directory (made durably), the snapshot files in
+    ``<data>/snap``, and the state machine (None until ``open``)."""
+
+    name = ""
 
     def __init__(self, data_dir: str, voters: frozenset, tuning) -> None:
         self.data_dir = data_dir
         self.voters = voters
         self.tuning = tuning
         makedirs_durable(data_dir)
-        self.wal_dir = os.path.join(data_dir, WAL_DIR)
-        self.store = WalStore.open(self.wal_dir, segment_size=tuning.segment_size)
         self.snaps = SnapshotStore(os.path.join(data_dir, "snap"))
         self.machine = None
+        self.store = None
+
+    def close(self) -> None:
+        """Close the store (its last sync is the node's)."""
+        self.store.close()
+
+
+class WalBackend(_Backend):
+    """The default backend: log and hard state in the binary WAL, the state machine in
+    memory, snapshot files taken by a forked child (module docstring)."""
+
+    name = "wal"
+
+    def __init__(self, data_dir: str, voters: frozenset, tuning) -> None:
+        super().__init__(data_dir, voters, tuning)
+        self.wal_dir = os.path.join(data_dir, WAL_DIR)
+        self.store = WalStore.open(self.wal_dir, segment_size=tuning.segment_size)
 
     def open(self):
         """Recover: returns ``(raft_log, hard_state, newest_snapshot | None)``; sets
@@ -164,31 +184,29 @@ class WalBackend:
             self.store.sync()
         return before - len(self.store.segment_names())
 
-    def close(self) -> None:
-        self.store.close()
 
+class SqliteBackend(_Backend):
+    """One SQLite database for the log, the hard state and the applied state machine; a
+    batch is applied in the transaction of the next sync, so a restart replays nothing
+    already applied (module docstring)."""
 
-class SqliteBackend:
     name = "sqlite"
 
     def __init__(self, data_dir: str, voters: frozenset, tuning) -> None:
         from ..statemachine.sqlite_machine import SqliteStateMachine
         from ..storage.sqlite import SqliteStore
 
+        super().__init__(data_dir, voters, tuning)
         self._machine_cls = SqliteStateMachine
         self._store_cls = SqliteStore
-        self.data_dir = data_dir
-        self.voters = voters
-        self.tuning = tuning
-        makedirs_durable(data_dir)
         self.path = os.path.join(data_dir, SQLITE_FILE)
         self.store = SqliteStore(self.path)
         if not tuning.fsync:
             self.store.unsafe_no_fsync()
-        self.snaps = SnapshotStore(os.path.join(data_dir, "snap"))
-        self.machine = None
 
     def open(self):
+        """Recover (``WalBackend.open``); a snapshot whose mark is durable but whose state is
+        not (a crash between the two) is installed again."""
         store = self.store
         self.machine = self._machine_cls(store, self.tuning.session_timeout_ms)
         applied = self.machine.applied_index
@@ -235,6 +253,7 @@ class SqliteBackend:
         self.install(snap)
 
     def install(self, snap: Snapshot) -> None:
+        """After the sync: load the leader's snapshot (unless ``persist_snapshot`` did)."""
         if self.machine.applied_index == snap.meta.index:
             return      # done by persist_snapshot
         try:
@@ -276,6 +295,3 @@ class SqliteBackend:
         if fsync:
             self.store.sync()
         return 0
-
-    def close(self) -> None:
-        self.store.close()
