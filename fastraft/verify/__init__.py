@@ -3,23 +3,26 @@
 Place in the architecture: beside the client, above the codec and the core; it observes and
 disturbs real node processes the way Jepsen does and never imports the server. Modules:
 
-- ``linearizability``: the linearizability checker (Wing & Gong / Porcupine search per key, with a
-  time budget) and the stale-read checker. Pure computation.
+- ``linearizability``: the linearizability checker (Wing & Gong / Porcupine search per key,
+  with a time budget) and the stale-read checker. Pure computation.
+- ``final_state``: the checks of the set (no acknowledged insert lost) and session
+  (exactly-once increments and appends) workloads against the state read after the run.
+  Pure computation.
 - ``history``: the JSON-lines history (one line per invoke and per completion), thread- and
   asyncio-safe recording, and conversion into checker operations.
 - ``proxy``: the asyncio fault proxy for peer links (block, blackhole, drop, delay, heal per
-  directed link; partitions on top), runnable in a background thread.
-- ``workloads``: the set (durability: unique inserts, all present after kill -9 of every
-  node) and session (exactly-once: cas-loop increments and appends) workloads and their
-  checkers (``check_set``, ``check_session``: pure functions of history and final state).
+  directed link, in a ``ProxyNetwork``; partitions on top), runnable in a background thread.
+- ``workloads``: the register, set (durability: unique inserts, all present after kill -9 of
+  every node) and session (exactly-once: cas-loop increments and appends) workloads over
+  ``fastraft.client.AsyncClient``, on one worker scaffolding (``Workload``).
 - ``schedule``: the fault schedule, planned before a run (every kind once per round in a
   seeded order; the kinds that do not fit in the duration skipped with the reason). Pure.
+- ``faults``: one object per fault kind (partition, kill, pause, degrade, wipe, transfer,
+  disk) with ``start`` and ``heal``.
 - ``report``: the words of a run's summary (each count with its meaning, the faults that ran
   and were skipped, their outcomes). Pure.
-- ``nemesis``: a whole verification run — node processes behind the proxies, the register
-  workload and those of ``workloads`` over ``fastraft.client.AsyncClient``, the faults
-  (partition, kill, pause, degrade, wipe, transfer, disk) following the schedule, the
-  verdict.
+- ``nemesis``: a whole verification run — node processes (``fastraft.processes``) behind the
+  proxies, the workloads, the ``Nemesis`` following the schedule, the verdict.
   ``python -m fastraft.verify`` (``__main__``) is its command line. Not imported here (it
   needs POSIX signals and the client).
 - ``plot``: ``latency.png`` of a run (latency over time per operation kind, fault windows

@@ -31,6 +31,7 @@ def _range(text: str) -> tuple:
 
 
 def main(argv=None) -> int:
+    """Parse ``argv``, run, print the summary; returns the exit status (see above)."""
     ap = argparse.ArgumentParser(
         prog="python -m fastraft.verify",
         description="Run real fastraft nodes behind fault proxies under register, set and "

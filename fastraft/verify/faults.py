@@ -218,7 +218,7 @@ class Disk(Fault):
         t = await nem.target()
         if nem.storage != "wal" or nem.rng.random() < 0.5:
             return self._write_error(nem, t)
-        return self._torn_tail(nem, t)
+        return self._torn_record(nem, t)
 
     def _write_error(self, nem: Nemesis, t: int) -> str:
         # restart under RLIMIT_FSIZE a little past the newest segment's size, so one of the
@@ -232,7 +232,7 @@ class Disk(Fault):
         return (f"disk write error: node {t} restarted under RLIMIT_FSIZE={limit} "
                 f"(newest segment {seg.name if seg else '-'} at {size} bytes)")
 
-    def _torn_tail(self, nem: Nemesis, t: int) -> str:
+    def _torn_record(self, nem: Nemesis, t: int) -> str:
         nem.procs.kill(t)
         seg = _newest_segment(nem, t)
         how = "(no segment)"

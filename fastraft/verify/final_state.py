@@ -41,6 +41,9 @@ def _status(comp) -> str:
 
 @dataclass
 class SetResult:
+    """The verdict of ``check_set``: the inserts by outcome, the acknowledged ones ``lost``
+    and the failed ones ``resurrected`` (``ok``: neither, and the final state was read)."""
+
     attempted: int = 0
     acked: int = 0
     unknown: int = 0
@@ -52,9 +55,11 @@ class SetResult:
 
     @property
     def ok(self) -> bool:
+        """Nothing lost, nothing resurrected, and the final state was read."""
         return self.read and not self.lost and not self.resurrected
 
     def summary(self) -> str:
+        """The verdict in words, naming the first lost and resurrected keys."""
         if not self.read:
             return "set: UNKNOWN (the final state could not be read)"
         head = (f"set: {self.acked} acknowledged inserts (each must be present at the end), "
@@ -70,6 +75,7 @@ class SetResult:
         return head
 
     def to_json(self) -> dict:
+        """The ``set`` object of ``summary.json``."""
         return {"attempted": self.attempted, "acked": self.acked, "unknown": self.unknown,
                 "failed": self.failed, "unknown_present": self.unknown_present,
                 "lost": [_as_text(k) for k in self.lost],
@@ -105,6 +111,9 @@ def check_set(pairs, present) -> SetResult:
 
 @dataclass
 class SessionResult:
+    """The verdict of ``check_session``: per counter and per append key what was found, and
+    every ``problem`` in words (``ok``: none, and the final state was read)."""
+
     incr: dict = field(default_factory=dict)     # key -> {acked, unknown, failed, final, ok}
     append: dict = field(default_factory=dict)   # key -> {acked, unknown, failed, tokens, ...}
     problems: list = field(default_factory=list)
@@ -112,6 +121,7 @@ class SessionResult:
 
     @property
     def ok(self) -> bool:
+        """No problem, and the final state was read."""
         return self.read and not self.problems
 
     def counts(self) -> dict:
@@ -125,6 +135,7 @@ class SessionResult:
         return out
 
     def summary(self) -> str:
+        """The verdict in words, with the first problems."""
         if not self.read:
             return "session: UNKNOWN (the final state could not be read)"
         c = self.counts()
@@ -142,6 +153,7 @@ class SessionResult:
         return head
 
     def to_json(self) -> dict:
+        """The ``session`` object of ``summary.json``."""
         conv = lambda d: {_as_text(k): v for k, v in d.items()}   # noqa: E731
         return {"incr": conv(self.incr), "append": conv(self.append),
                 "problems": self.problems, "read": self.read, "ok": self.ok, **self.counts()}

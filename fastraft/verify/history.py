@@ -60,12 +60,14 @@ class Event:
     time: float
 
     def to_json(self) -> str:
+        """The event as one history line (without the newline)."""
         return json.dumps({"process": self.process, "type": self.type, "f": self.f,
                            "key": encode_value(self.key), "value": encode_value(self.value),
                            "time": self.time}, separators=(", ", ": "))
 
     @classmethod
     def from_json(cls, line: str) -> Event:
+        """The event of one history line; ValueError when it is not one."""
         d = json.loads(line)
         if not isinstance(d, dict):
             raise ValueError("a history line must be a JSON object")
@@ -97,6 +99,8 @@ def encode_value(v: Any) -> Any:
 
 
 def decode_value(v: Any) -> Any:
+    """The value ``encode_value`` wrote (arrays come back as tuples); ValueError for an
+    object it does not know."""
     if isinstance(v, dict):
         if len(v) == 1 and "b" in v:
             return v["b"].encode("utf-8")
@@ -175,12 +179,16 @@ class HistoryWriter:
         return self._append(make)
 
     def ok(self, process: Hashable, value: Any = None) -> Event:
+        """``process``'s operation completed with result ``value``."""
         return self.complete(process, "ok", value)
 
     def fail(self, process: Hashable, value: Any = None) -> Event:
+        """``process``'s operation certainly did not take effect (``value``: why)."""
         return self.complete(process, "fail", value)
 
     def info(self, process: Hashable, value: Any = None) -> Event:
+        """``process``'s operation has an unknown outcome (``value``: why); the process
+        should not invoke again."""
         return self.complete(process, "info", value)
 
     @property
@@ -190,6 +198,7 @@ class HistoryWriter:
             return dict(self._pending)
 
     def close(self) -> None:
+        """Close the file (events are no longer written); safe to call twice."""
         with self._lock:
             if self.closed:
                 return

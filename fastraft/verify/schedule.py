@@ -67,6 +67,7 @@ class Step:
     fault: float
 
     def to_json(self) -> dict:
+        """The step as the plan in ``summary.json`` lists it."""
         return {"kind": self.kind, "quiet": self.quiet, "fault": self.fault}
 
 
@@ -90,15 +91,18 @@ class FaultPlan:
         return list(dict.fromkeys(s.kind for s in self.steps))
 
     def counts(self) -> dict:
+        """Kind -> planned faults of that kind."""
         out: dict = {}
         for s in self.steps:
             out[s.kind] = out.get(s.kind, 0) + 1
         return out
 
     def seconds(self) -> float:
+        """The seconds the plan takes, set-up allowances included."""
         return sum(s.quiet + s.fault + _setup(s.kind) for s in self.steps)
 
     def to_json(self) -> dict:
+        """The ``plan`` object of ``summary.json``'s ``fault_coverage``."""
         return {"kinds": list(self.kinds), "duration": self.duration,
                 "planned": self.planned, "planned_counts": self.counts(),
                 "skipped": dict(self.skipped), "compressed": self.compressed,

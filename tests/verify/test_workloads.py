@@ -1,13 +1,20 @@
 """The set and session checks (fastraft.verify.final_state) on hand-made histories: a lost
 insert is reported, a double increment or a duplicated append is reported, unknown outcomes
-are tolerated within their bounds. Plus the plot helpers (no matplotlib needed)."""
+are tolerated within their bounds. Plus the workers' shared scaffolding against a stand-in
+client, the table of fault kinds, and the plot helpers (no matplotlib needed)."""
 
 from __future__ import annotations
 
+import asyncio
+import random
+
+from fastraft.errors import NotLeader, Timeout
 from fastraft.verify.history import HistoryWriter, to_operations
 from fastraft.verify.plot import fault_windows, latencies
 from fastraft.verify.final_state import check_session, check_set, parse_tokens
-from fastraft.verify.workloads import set_key, set_prefix
+from fastraft.verify.faults import make_faults
+from fastraft.verify.schedule import FAULT_KINDS
+from fastraft.verify.workloads import RegisterWorkload, SetWorkload, set_key, set_prefix
 
 
 def _pairs(script):
@@ -124,3 +131,66 @@ def test_plot_helpers():
            {"time": 2, "action": "heal", "fault": "kill", "detail": "kill -9 [1]"},
            {"time": 3, "action": "anomaly", "fault": "node", "detail": "x"}]
     assert fault_windows(nem) == [(1, 2, "kill", "kill -9 [1]")]
+
+
+class _Client:
+    """A stand-in AsyncClient: each call takes the next scripted outcome (an exception is
+    raised, anything else returned)."""
+
+    def __init__(self, outcomes):
+        self.outcomes = list(outcomes)
+
+    async def _next(self):
+        out = self.outcomes.pop(0)
+        if isinstance(out, BaseException):
+            raise out
+        return out
+
+    def get(self, key, stale=False):
+        return self._next()
+
+    def put(self, key, value):
+        return self._next()
+
+    def cas(self, key, expected, new):
+        return self._next()
+
+
+def test_workers_record_fail_info_ok_and_move_on_after_info():
+    """One scaffolding for every workload: a NotApplied is a fail (same process id), an
+    ambiguous error an info (a fresh process id: the operation may still be in flight)."""
+    h = HistoryWriter(None, keep=True)
+    reg = RegisterWorkload(["x:1"], h, random.Random(1), 1, 2, 1.0, 3.0)
+    client = _Client([NotLeader(), Timeout(), None, None, None])
+
+    async def steps():
+        pid = reg._pid(0)
+        pids = [pid]
+        for _ in range(5):
+            pid = await reg.step(client, 0, random.Random(3), pid, asyncio.Event())
+            pids.append(pid)
+        return pids
+
+    pids = asyncio.run(steps())
+    assert pids == [1, 1, 2, 2, 2, 2]            # numbers, renewed after the info only
+    assert reg.counts == {"ok": 3, "fail": 1, "info": 1}
+    assert reg.reasons == {"fail": {"NotLeader": 1}, "info": {"Timeout": 1}}
+    assert [e.type for e in h.events if e.type != "invoke"] == ["fail", "info", "ok", "ok",
+                                                                 "ok"]
+    sw = SetWorkload(["x:1"], h, random.Random(1), 1, 1.0, 3.0)
+
+    async def insert(outcome):
+        return await sw.step(_Client([outcome]), 0, None, "p", asyncio.Event())
+
+    assert asyncio.run(insert(None)) == "p"
+    assert asyncio.run(insert(Timeout())) == "set-0-1"    # a fresh id after the info
+    assert sw.counts == {"ok": 1, "fail": 0, "info": 1}
+    assert [e.key for e in h.events if e.f == "insert" and e.type == "invoke"] == [
+        set_key(0, 0), set_key(0, 1)]
+
+
+def test_every_fault_kind_has_its_object():
+    faults = make_faults()
+    assert sorted(faults) == sorted(FAULT_KINDS)
+    assert all(f.kind == k for k, f in faults.items())
+    assert list(faults)[:2] == ["partition", "degrade"]    # heal order: the links first
