@@ -4,9 +4,10 @@ Place in the architecture: test infrastructure (tests/integration; the ``cluster
 fixture in ``conftest.py`` hands it out). It starts the very command a user runs —
 ``python -m fastraft node --id N --config F --data-dir D`` — on free ports, with every node's
 stdout and stderr in its own log file, and drives the nodes with signals only (SIGTERM,
-SIGKILL, SIGSTOP/SIGCONT). Starting, stopping and the free ports are ``fastraft.processes``'s,
-as for the launcher and the verification runs. It talks to them through ``wire.py`` (the protocol as codec.py
-describes it), never through fastraft.client, and imports nothing of the server.
+SIGKILL, SIGSTOP/SIGCONT); starting, stopping and the free ports are ``fastraft.processes``'s,
+as for the launcher and the verification runs. It talks to them through ``wire.py`` (the
+protocol as codec.py describes it), never through fastraft.client, and imports nothing of
+the server.
 
 Rules it keeps:
 
