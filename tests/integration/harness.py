@@ -113,31 +113,38 @@ class NodeProc:
 
     @property
     def client_addr(self) -> str:
+        """``host:port`` of the node's client port."""
         return self.spec.client_addr
 
     @property
     def raft_addr(self) -> str:
+        """``host:port`` the node advertises to its peers."""
         return self.spec.raft_addr
 
     @property
     def data_dir(self) -> str:
+        """The node's own data directory, ``<base>/data/<id>``."""
         return self.cluster.config.node_dir(self.id)
 
     @property
     def pid(self) -> int | None:
+        """The pid of the node's process (None while not running)."""
         return self.proc.pid if self.proc is not None else None
 
     @property
     def running(self) -> bool:
+        """Whether the node's process is alive (a paused one is)."""
         return self.proc is not None and self.proc.poll() is None
 
     def log_text(self) -> str:
+        """Everything the node's processes wrote so far (every start's output)."""
         try:
             return self.log_path.read_text(errors="replace")
         except FileNotFoundError:
             return ""
 
     def log_tail(self, lines: int = LOG_TAIL_LINES) -> str:
+        """The last ``lines`` lines of the log."""
         return "\n".join(self.log_text().splitlines()[-lines:])
 
     def _reap(self) -> int:
@@ -187,12 +194,15 @@ class Cluster:
 
     @property
     def ids(self) -> list[int]:
+        """The node ids, sorted."""
         return sorted(self.nodes)
 
     def node(self, i: int) -> NodeProc:
+        """Node ``i``."""
         return self.nodes[i]
 
     def endpoints(self) -> list[str]:
+        """Every node's client address, as the client takes them."""
         return self.config.client_endpoints()
 
     def start(self, ids=None, wait: bool = True) -> Cluster:
@@ -274,6 +284,7 @@ class Cluster:
             self.wait_for(stopped, 5.0, f"node {i} to stop on SIGSTOP")
 
     def resume(self, i: int) -> None:
+        """SIGCONT node ``i``."""
         self._signal(i, signal.SIGCONT)
         self.nodes[i].paused = False
 
@@ -328,6 +339,7 @@ class Cluster:
         return "\n".join(out)
 
     def wait_for(self, predicate, timeout: float = 10.0, what: str = "the condition"):
+        """``wait_for`` with every node's state and log tail in the timeout's message."""
         return wait_for(predicate, timeout, what, report=self.report)
 
     def client(self, i: int, timeout: float = 5.0):
@@ -352,6 +364,7 @@ class Cluster:
             return None
 
     def statuses(self) -> dict[int, dict]:
+        """``{id: status}`` of the nodes that answer."""
         return {i: s for i in self.ids if (s := self.status(i)) is not None}
 
     def current_leader(self) -> int | None:
