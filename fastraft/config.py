@@ -361,6 +361,7 @@ class Config:
 
     @property
     def voters(self) -> frozenset[int]:
+        """The ids of every node (all are voters)."""
         return frozenset(n.id for n in self.nodes)
 
     def client_endpoints(self) -> list[str]:

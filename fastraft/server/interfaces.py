@@ -52,7 +52,8 @@ class Backend(Protocol):
     def after_snapshot(self, meta: SnapshotMeta, fsync: bool) -> int:
         """Release the storage the new snapshot covers; returns the WAL segments deleted."""
 
-    def close(self) -> None: ...
+    def close(self) -> None:
+        """Close the store (after the node's last sync)."""
 
 
 class PeerHandler(Protocol):
@@ -76,17 +77,20 @@ class PeerHandler(Protocol):
 class Peers(Protocol):
     """The peer transport as the node uses it."""
 
-    async def start(self) -> None: ...
+    async def start(self) -> None:
+        """Listen for peers and start dialling them."""
 
     def send(self, msgs: list) -> None:
         """Send the engine's messages, in order per peer."""
 
-    def connected(self, pid: int) -> bool: ...
+    def connected(self, pid: int) -> bool:
+        """Whether the connection to ``pid`` is up (a leadership successor must be)."""
 
     def abort(self) -> None:
         """Drop every connection at once (the node is failing)."""
 
-    async def close(self) -> None: ...
+    async def close(self) -> None:
+        """Close every connection and stop dialling."""
 
 
 class Responder(Protocol):
@@ -99,7 +103,8 @@ class Responder(Protocol):
 class RequestHandler(Protocol):
     """What the client port calls for each decoded request."""
 
-    def on_request(self, conn: Responder, req: Request) -> None: ...
+    def on_request(self, conn: Responder, req: Request) -> None:
+        """Take one decoded request; its answer goes to ``conn`` (now or later)."""
 
 
 class Clients(Protocol):
@@ -107,9 +112,11 @@ class Clients(Protocol):
 
     conns: set                      # the open connections (each has ``transport.abort()``)
 
-    async def start(self) -> None: ...
+    async def start(self) -> None:
+        """Listen for clients."""
 
-    def stop_accepting(self) -> None: ...
+    def stop_accepting(self) -> None:
+        """Accept no new connection (the open ones stay)."""
 
     async def close(self) -> None:
         """Graceful: tell every connection the node is going away, then close them."""

@@ -13,8 +13,9 @@ The promise: a request is answered once, and a definite refusal (NotLeader, Busy
 given for what is certainly not applied. A write taken by a leader is answered with its
 entry's result once applied, or "outcome unknown" when leadership is lost first or another
 leader's entry took its index. Only a node that stops on a fatal error (``drop_all``) leaves
-requests unanswered: their connections are aborted. The write path stays lean: one
-NamedTuple per write while it is gathered and one while it waits; no logging.
+requests unanswered: their connections are aborted. The write path stays lean: a gathered
+write is its command plus one ``(conn, req_id)`` pair, a waiting one a ``PendingWrite``; no
+logging, no per-write call beyond the answer.
 
 This class owns the pending-write limit (``Tuning.max_pending``): a write beyond it is
 answered Busy at once, before anything is proposed.
@@ -29,15 +30,7 @@ from .. import codec
 from ..errors import Busy, NotLeader
 from ..raft import LEADER
 
-__all__ = ["Requests", "Proposal", "PendingWrite"]
-
-
-class Proposal(NamedTuple):
-    """A write gathered this loop turn: its log command and where its answer goes."""
-
-    payload: bytes
-    conn: object
-    req_id: int
+__all__ = ["Requests", "PendingWrite"]
 
 
 class PendingWrite(NamedTuple):
@@ -75,7 +68,8 @@ class Requests:
         self.lead = 0
         self.stopping = False           # shutting down: no new write or read is taken
         self.dead = False               # a fatal error: nothing is answered any more
-        self._props: list = []          # Proposal gathered this turn
+        self._payloads: list = []       # the log commands of the writes gathered this turn,
+        self._waiters: list = []        # and where each one's answer goes: (conn, req_id)
         self._pending: dict = {}        # index -> PendingWrite
         self._read_batch: list = []     # (conn, req) linearizable reads gathered this turn
         self._reads: dict = {}          # read ctx -> [(conn, req), ...] awaiting a ReadState
@@ -112,11 +106,12 @@ class Requests:
         if self.role != LEADER:
             self._not_leader(conn, req.req_id)
             return
-        if len(self._pending) + len(self._props) >= self.max_pending:
+        if len(self._pending) + len(self._payloads) >= self.max_pending:
             conn.respond(req.req_id, codec.ST_BUSY,
                          f"{len(self._pending)} writes are waiting for commitment")
             return
-        self._props.append(Proposal(codec.command_for(req, _now_ms()), conn, req.req_id))
+        self._payloads.append(codec.command_for(req, _now_ms()))
+        self._waiters.append((conn, req.req_id))
         self._kick()
 
     def _not_leader(self, conn, req_id: int) -> None:
@@ -136,27 +131,30 @@ class Requests:
     def flush(self) -> None:
         """Propose the writes gathered this turn as one batch and start one ReadIndex round
         for the reads gathered; refuse them all (certainly not applied) if the engine does."""
-        if self._props:
+        if self._payloads:
             self._flush_proposals()
         if self._read_batch:
             self._flush_reads()
 
     def _flush_proposals(self) -> None:
-        props = self._props
-        self._props = []
+        payloads, waiters = self._payloads, self._waiters
+        self._payloads, self._waiters = [], []
         try:
-            first, term = self.raw.propose([p.payload for p in props])
+            first, term = self.raw.propose(payloads)
         except NotLeader:
-            for p in props:
-                self._not_leader(p.conn, p.req_id)
+            for conn, req_id in waiters:
+                self._not_leader(conn, req_id)
             return
         except Busy as exc:
-            for p in props:
-                p.conn.respond(p.req_id, codec.ST_BUSY, str(exc))
+            for conn, req_id in waiters:
+                conn.respond(req_id, codec.ST_BUSY, str(exc))
             return
         pending = self._pending
-        for i, p in enumerate(props, first):
-            pending[i] = PendingWrite(term, p.conn, p.req_id)
+        # PendingWrite(term, conn, req_id) without the NamedTuple's Python-level __new__,
+        # which costs more than the rest of a write's bookkeeping here (0.3 against 0.1 us).
+        new, cls = tuple.__new__, PendingWrite
+        for i, (conn, req_id) in enumerate(waiters, first):
+            pending[i] = new(cls, (term, conn, req_id))
 
     def _flush_reads(self) -> None:
         batch = self._read_batch
@@ -185,13 +183,14 @@ class Requests:
                 p = pending.pop(index, None)
                 if p is None:
                     continue
-                if entries[index - first][0] != p.term:
-                    p.conn.respond(p.req_id, codec.ST_UNKNOWN,
-                                   "the write was overwritten by another leader's entry")
+                term, conn, req_id = p          # a PendingWrite (unpacked: the fastest)
+                if entries[index - first][0] != term:
+                    conn.respond(req_id, codec.ST_UNKNOWN,
+                                 "the write was overwritten by another leader's entry")
                 elif result is None:
-                    p.conn.respond(p.req_id, codec.ST_ERROR, "no result for the entry")
+                    conn.respond(req_id, codec.ST_ERROR, "no result for the entry")
                 else:
-                    p.conn.respond(p.req_id, result[0], result[1])
+                    conn.respond(req_id, result[0], result[1])
         if self._read_ready:
             self._serve_ready_reads()
 
@@ -253,9 +252,9 @@ class Requests:
         """At shutdown: what was gathered but never proposed or started is certainly not
         applied, so it gets NotLeader rather than being left to the closing connection
         (outcome unknown)."""
-        props, self._props = self._props, []
-        for p in props:
-            p.conn.respond(p.req_id, codec.ST_NOT_LEADER, 0, None)
+        waiters, self._waiters, self._payloads = self._waiters, [], []
+        for conn, req_id in waiters:
+            conn.respond(req_id, codec.ST_NOT_LEADER, 0, None)
         reads, self._read_batch = self._read_batch, []
         for conn, req in reads:
             self._not_leader(conn, req.req_id)
@@ -266,4 +265,4 @@ class Requests:
         self.dead = True
         self.stopping = True
         self._pending = {}
-        self._props = []
+        self._payloads, self._waiters = [], []

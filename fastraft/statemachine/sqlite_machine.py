@@ -162,6 +162,7 @@ class SqliteStateMachine(KVStateMachine):
     # -- reads and snapshots -----------------------------------------------------------------
 
     def key_count(self) -> int:
+        """How many keys the database holds (for logs)."""
         return self.store.kv_count()
 
     def snapshot_chunks(self, chunk_bytes: int = 0):
