@@ -1,8 +1,10 @@
 """The storage interface: what the runtime needs from a durable Raft log, as a Protocol.
 
 Place in the architecture: the top of ``fastraft.storage``, used by the runtime (server) and
-implemented by the backends (``wal.WalStore``; the SQLite backend later). It imports only the
-plain message types of ``fastraft.raft.messages`` (never the engine's logic) and no msgpack.
+implemented by the backends (``wal.WalStore``, ``sqlite.SqliteStore``, ``memory.MemoryStore``),
+which share the rules below (``check_new_mark``, ``mark_keeps_log``) and the rest of what
+does not depend on how the log is kept (``StoreBase``). It imports only the errors and the plain message types of
+``fastraft.raft.messages`` (never the engine's logic), no IO and no msgpack.
 
 The runtime drives a store from each Ready (rawnode.py)::
 
@@ -33,17 +35,19 @@ Semantics every backend keeps (tests/storage checks them):
   deletes whole segment files), so storage use shrinks in steps.
 - A restart returns the snapshot mark, the entries after it and the last hard state;
   ``first_index`` is then ``snapshot index + 1``.
-- A failed write or fsync raises ``StorageError`` and the store refuses every later call.
+- A failed write or fsync raises ``StorageError`` and the store refuses every later call
+  (``failed`` says why); a closed store refuses them with ``LocalProtocolError``. ``close``
+  syncs first (a failed store is only released); a store is its own context manager.
 """
 
 from __future__ import annotations
 
 from typing import NamedTuple, Protocol, runtime_checkable
 
-from ..errors import LocalProtocolError
+from ..errors import LocalProtocolError, StorageError
 from ..raft.messages import EntryBatch, HardState, SnapshotMeta
 
-__all__ = ["LogStore", "RecoveredState", "check_new_mark", "mark_keeps_log"]
+__all__ = ["LogStore", "RecoveredState", "StoreBase", "check_new_mark", "mark_keeps_log"]
 
 
 def check_new_mark(current: SnapshotMeta | None, meta: SnapshotMeta) -> None:
@@ -73,10 +77,12 @@ class RecoveredState(NamedTuple):
 
     @property
     def first_index(self) -> int:
+        """The index of ``entries[0]``: right after the snapshot mark."""
         return (self.snapshot.index if self.snapshot is not None else 0) + 1
 
     @property
     def last_index(self) -> int:
+        """The index of the last entry (the mark's when there is none)."""
         return self.first_index + len(self.entries) - 1
 
 
@@ -84,22 +90,32 @@ class RecoveredState(NamedTuple):
 class LogStore(Protocol):
     """A durable Raft log with hard state and a snapshot mark (see the module docstring)."""
 
-    def append(self, batch: EntryBatch) -> None: ...
+    def append(self, batch: EntryBatch) -> None:
+        """Write ``batch`` after discarding the stored entries from ``batch.first_index`` on;
+        LocalProtocolError for a batch that would overwrite the mark, leave a gap or lower
+        a term (nothing written then)."""
 
     def truncate(self, index: int) -> None:
         """Discard the entries from ``index`` on (``append`` of an empty batch)."""
 
-    def save_hard_state(self, hs: HardState) -> None: ...
+    def save_hard_state(self, hs: HardState) -> None:
+        """Write ``hs`` as the hard state (the last one written wins)."""
 
-    def save_snapshot_mark(self, meta: SnapshotMeta) -> None: ...
+    def save_snapshot_mark(self, meta: SnapshotMeta) -> None:
+        """Record that a snapshot covers the log up to ``meta.index``: keep the log when it
+        holds ``meta.index`` at ``meta.term``, else discard it (module docstring)."""
 
-    def sync(self) -> None: ...
+    def sync(self) -> None:
+        """Make every write so far durable (one fsync); nothing that depends on them may be
+        acknowledged before it returns."""
 
     @property
-    def first_index(self) -> int: ...
+    def first_index(self) -> int:
+        """The first index held (the compaction point + 1)."""
 
     @property
-    def last_index(self) -> int: ...
+    def last_index(self) -> int:
+        """The last index held (the compaction point when the log is empty)."""
 
     def term(self, index: int) -> int:
         """Term at ``index`` (``first_index - 1`` answers the compaction point's term);
@@ -109,14 +125,124 @@ class LogStore(Protocol):
         """Entries ``lo .. hi - 1`` as ``(term, payload)`` pairs."""
 
     @property
-    def hard_state(self) -> HardState: ...
+    def hard_state(self) -> HardState:
+        """The hard state last written (``HardState()`` before any)."""
 
     @property
-    def snapshot_mark(self) -> SnapshotMeta | None: ...
+    def snapshot_mark(self) -> SnapshotMeta | None:
+        """The snapshot mark last written, or None."""
 
-    def compact(self, index: int) -> None: ...
+    def compact(self, index: int) -> None:
+        """Release the entries up to ``index`` (at most the snapshot mark); space is freed
+        in whole units (module docstring)."""
 
     def recovered(self) -> RecoveredState:
         """The state a restart from what is stored now would return."""
 
-    def close(self) -> None: ...
+    def close(self) -> None:
+        """Sync and release the store; it refuses every later call."""
+
+
+class StoreBase:
+    """What every backend shares, beside how it keeps the log: the lifecycle (the guard that
+    refuses every call after a failure or ``close``, ``failed``, ``close`` and the context
+    manager) and the interface's rules that do not depend on the log's keeping (the checks of
+    ``append`` and ``compact``, ``truncate``, the hard state and mark views, ``recovered``).
+
+    A backend keeps its hard state in ``_hs`` and its mark in ``_mark``, sets ``_failed``
+    (None) and ``_closed`` (False) when it opens, names itself in ``_name()`` for the
+    refusals and frees its files or connection in ``_release()``."""
+
+    _failed: str | None
+    _closed: bool
+    _hs: HardState
+    _mark: SnapshotMeta | None
+
+    # -- lifecycle ---------------------------------------------------------------------------
+
+    def _name(self) -> str:
+        """How the refusals name this store (``the WAL in <dir>``)."""
+        raise NotImplementedError
+
+    def _release(self) -> None:
+        """Free what the store holds open; called once, by ``close``."""
+
+    def _check(self) -> None:
+        if self._failed is not None:
+            raise StorageError(f"{self._name()} failed earlier and refuses every call: "
+                               f"{self._failed}")
+        if self._closed:
+            raise LocalProtocolError(f"{self._name()} is closed")
+
+    @property
+    def failed(self) -> str | None:
+        """Why the store failed, or None."""
+        return self._failed
+
+    def close(self) -> None:
+        """Sync and close. Closing a failed store only releases it; closing again does
+        nothing."""
+        if self._closed:
+            return
+        try:
+            if self._failed is None:
+                self.sync()
+        finally:
+            self._closed = True
+            self._release()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    # -- the interface's shared rules --------------------------------------------------------
+
+    @property
+    def _mark_index(self) -> int:
+        return self._mark.index if self._mark is not None else 0
+
+    def _check_batch(self, first_index: int, last_index: int) -> None:
+        """``append``'s rule: a batch starts above the mark and at most at ``last + 1``."""
+        mi = self._mark_index
+        if first_index <= mi:
+            raise LocalProtocolError(
+                f"entries from {first_index} would overwrite the snapshot mark {mi}")
+        if first_index > last_index + 1:
+            raise LocalProtocolError(
+                f"gap: entries from {first_index}, the log ends at {last_index}")
+
+    def _check_compact(self, index: int) -> None:
+        """``compact``'s rule: never beyond the snapshot mark."""
+        mi = self._mark_index
+        if index > mi:
+            raise LocalProtocolError(f"compact({index}) beyond the snapshot mark {mi}")
+
+    @staticmethod
+    def _own_mark(meta: SnapshotMeta) -> SnapshotMeta:
+        """The mark as the store keeps it (its configuration as frozensets)."""
+        return SnapshotMeta(meta.index, meta.term, frozenset(meta.voters),
+                            frozenset(meta.outgoing))
+
+    def truncate(self, index: int) -> None:
+        """Discard the entries from ``index`` on (``append`` of an empty batch)."""
+        self.append(EntryBatch(index, []))
+
+    @property
+    def hard_state(self) -> HardState:
+        """The hard state last written (``HardState()`` before any)."""
+        self._check()
+        return self._hs
+
+    @property
+    def snapshot_mark(self) -> SnapshotMeta | None:
+        """The snapshot mark last written, or None."""
+        self._check()
+        return self._mark
+
+    def recovered(self) -> RecoveredState:
+        """The state a restart from what is written now would return."""
+        self._check()
+        return RecoveredState(self._mark, self.entries(self._mark_index + 1,
+                                                       self.last_index + 1), self._hs)

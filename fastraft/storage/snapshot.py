@@ -62,14 +62,7 @@ from collections.abc import Iterable, Iterator
 
 from ..errors import CorruptRecordError, LocalProtocolError, StorageError
 from ..raft.messages import SnapshotMeta
-from ._files import (
-    fsync_dir,
-    hex_pair_name,
-    list_hex_pairs,
-    makedirs_durable,
-    parse_hex_pair,
-    remove_quietly,
-)
+from ._files import HexPairNames, fsync_dir, makedirs_durable, remove_quietly, write_all
 
 __all__ = ["SnapshotStore", "SnapshotReader", "snapshot_name", "parse_snapshot_name",
            "read_meta", "verify", "read_chunks", "open_data", "load", "MAGIC", "VERSION"]
@@ -81,8 +74,7 @@ END_MAGIC = b"SNPE"
 VERSION = 1
 _HEAD = struct.Struct("<8sHHIIQQ")      # magic, version, flags, nv, no, index, term
 _TRAILER = struct.Struct("<QI4s")       # data length, crc, end magic
-_PREFIX = "snap-"
-_SUFFIX = ".snap"
+_NAMES = HexPairNames("snap-", ".snap")
 _TMP = ".tmp"
 #: Upper bound on voters + outgoing ids in a header (guards against a damaged count).
 MAX_IDS = 1 << 16
@@ -93,23 +85,19 @@ DEFAULT_CHUNK = 1 << 20
 
 # -- names -------------------------------------------------------------------------------------
 
-def snapshot_name(term: int, index: int) -> str:
-    return hex_pair_name(_PREFIX, term, index, _SUFFIX)
-
-
-def parse_snapshot_name(name: str) -> tuple[int, int] | None:
-    """``(term, index)`` of a snapshot file name, or None for any other file."""
-    return parse_hex_pair(name, _PREFIX, _SUFFIX)
-
-
-def _list_snapshots(directory: str) -> list[tuple[int, int, str]]:
-    """``(term, index, name)`` of every snapshot file, oldest first."""
-    return list_hex_pairs(directory, _PREFIX, _SUFFIX)
+#: ``snapshot_name(term, index)``: the file name of that snapshot.
+snapshot_name = _NAMES.name
+#: ``parse_snapshot_name(name)``: ``(term, index)`` of a snapshot file name, or None.
+parse_snapshot_name = _NAMES.parse
+#: ``_list_snapshots(directory)``: ``(term, index, name)`` of every snapshot, oldest first.
+_list_snapshots = _NAMES.listing
 
 
 # -- header and trailer ------------------------------------------------------------------------
 
 def encode_header(meta: SnapshotMeta) -> bytes:
+    """The header of a snapshot file of ``meta`` (layout in the module docstring);
+    ValueError for too many ids or fields out of range."""
     voters = sorted(meta.voters)
     outgoing = sorted(meta.outgoing)
     ids = voters + outgoing
@@ -232,9 +220,11 @@ class SnapshotReader(io.RawIOBase):
         self._left = self.length
 
     def readable(self) -> bool:
+        """Always True: a reader reads."""
         return True
 
     def readinto(self, b) -> int:
+        """Read into ``b`` up to the end of the data (0 there); the CRC is not checked."""
         if self._left <= 0:
             return 0
         mv = memoryview(b).cast("B")
@@ -245,6 +235,7 @@ class SnapshotReader(io.RawIOBase):
         return n
 
     def close(self) -> None:
+        """Close the file; closing again does nothing."""
         if not self.closed:
             self._f.close()
         super().close()
@@ -272,7 +263,7 @@ class SnapshotStore:
             makedirs_durable(self.directory)    # each new level's parent fsynced
             removed = False
             for name in os.listdir(self.directory):
-                if name.startswith(_PREFIX) and name.endswith(_SUFFIX + _TMP):
+                if name.startswith(_NAMES.prefix) and name.endswith(_NAMES.suffix + _TMP):
                     os.unlink(os.path.join(self.directory, name))
                     log.info("removed %s: a snapshot save that did not finish",
                              os.path.join(self.directory, name))
@@ -309,6 +300,7 @@ class SnapshotStore:
         return [n for _t, _i, n in _list_snapshots(self.directory)]
 
     def paths(self) -> list[str]:
+        """The snapshot file paths, oldest first."""
         return [os.path.join(self.directory, n) for n in self.names()]
 
     def latest(self) -> tuple[SnapshotMeta, str] | None:
@@ -323,14 +315,17 @@ class SnapshotStore:
         return None
 
     def open_data(self, path) -> SnapshotReader:
+        """The module's ``open_data`` of ``path``, refused once the store failed."""
         self._check()
         return open_data(path)
 
     def read_chunks(self, path, size: int = DEFAULT_CHUNK) -> Iterator[bytes]:
+        """The module's ``read_chunks`` of ``path``, refused once the store failed."""
         self._check()
         return read_chunks(path, size)
 
     def load(self, path) -> tuple[SnapshotMeta, bytes]:
+        """The module's ``load`` of ``path``, refused once the store failed."""
         self._check()
         return load(path)
 
@@ -374,14 +369,14 @@ class SnapshotStore:
                     buf += chunk
                     continue
                 if buf:
-                    _write_all(fd, buf)
+                    write_all(fd, buf)
                     buf = bytearray()
                 if n >= WRITE_BUFFER:
-                    _write_all(fd, chunk)
+                    write_all(fd, chunk)
                 else:
                     buf += chunk
             buf += _TRAILER.pack(dlen, crc, END_MAGIC)
-            _write_all(fd, buf)
+            write_all(fd, buf)
             del buf
             os.fsync(fd)
             os.close(fd)
@@ -452,9 +447,3 @@ class SnapshotStore:
         except OSError as exc:
             self._fail("deleting old snapshots (the new snapshot itself is durable)", exc)
 
-
-def _write_all(fd: int, buf) -> None:
-    view = memoryview(buf).cast("B")
-    off, end = 0, view.nbytes
-    while off < end:
-        off += os.write(fd, view[off:])

@@ -70,7 +70,7 @@ from ..errors import (
 )
 from ..raft.messages import EntryBatch, HardState, SnapshotMeta
 from ._files import fsync_dir
-from .base import RecoveredState, check_new_mark, mark_keeps_log
+from .base import StoreBase, check_new_mark, mark_keeps_log
 
 __all__ = ["SqliteStore", "SCHEMA_VERSION"]
 
@@ -154,7 +154,7 @@ def _prefix_end(prefix: bytes) -> bytes | None:
     return bytes(p)
 
 
-class SqliteStore:
+class SqliteStore(StoreBase):
     """The SQLite ``LogStore`` plus the key-value state (see the module docstring).
 
     ``SqliteStore(path)`` opens (creating it if needed) and recovers the database at ``path``.
@@ -257,12 +257,8 @@ class SqliteStore:
 
     # -- guards and IO -------------------------------------------------------------------------
 
-    def _check(self) -> None:
-        if self._failed is not None:
-            raise StorageError(f"the SQLite store {self.path} failed earlier and refuses every "
-                               f"call: {self._failed}")
-        if self._closed:
-            raise LocalProtocolError(f"the SQLite store {self.path} is closed")
+    def _name(self) -> str:
+        return f"the SQLite store {self.path}"
 
     def _fail(self, what: str, exc: BaseException):
         self._failed = f"{what} failed: {exc}"
@@ -297,12 +293,8 @@ class SqliteStore:
         """Write ``batch``, discarding stored entries >= ``batch.first_index`` first."""
         self._check()
         fi = batch.first_index
-        mi = self._mark.index if self._mark is not None else 0
         last = self._last
-        if fi <= mi:
-            raise LocalProtocolError(f"entries from {fi} would overwrite the snapshot mark {mi}")
-        if fi > last + 1:
-            raise LocalProtocolError(f"gap: entries from {fi}, the log ends at {last}")
+        self._check_batch(fi, last)
         entries = list(batch.entries)
         prev = self._last_term if fi == last + 1 else self.term(fi - 1)
         if entries:
@@ -334,11 +326,8 @@ class SqliteStore:
         else:
             self._last, self._last_term = fi - 1, prev    # prev: the term at fi - 1
 
-    def truncate(self, index: int) -> None:
-        """Discard the entries from ``index`` on."""
-        self.append(EntryBatch(index, []))
-
     def save_hard_state(self, hs: HardState) -> None:
+        """Write ``hs`` in the open transaction (durable at the next sync)."""
         self._check()
         hs = HardState(*hs)
         _check_ints("hard state", *hs)
@@ -370,8 +359,7 @@ class SqliteStore:
         if not keep:
             self._base = self._last = meta.index
             self._base_term = self._last_term = meta.term
-        self._mark = SnapshotMeta(meta.index, meta.term, frozenset(meta.voters),
-                                  frozenset(meta.outgoing))
+        self._mark = self._own_mark(meta)
 
     def sync(self) -> None:
         """Commit the open transaction: one fsync (synchronous=FULL) covering every write
@@ -401,11 +389,13 @@ class SqliteStore:
 
     @property
     def first_index(self) -> int:
+        """The first index held (the compaction point + 1)."""
         self._check()
         return self._base + 1
 
     @property
     def last_index(self) -> int:
+        """The last index written (committed or not)."""
         self._check()
         return self._last
 
@@ -438,24 +428,12 @@ class SqliteStore:
         return self._query(         # rows are (term, payload) tuples; BLOBs come as bytes
             "SELECT term, payload FROM log WHERE idx >= ? AND idx < ? ORDER BY idx", (lo, hi))
 
-    @property
-    def hard_state(self) -> HardState:
-        self._check()
-        return self._hs
-
-    @property
-    def snapshot_mark(self) -> SnapshotMeta | None:
-        self._check()
-        return self._mark
-
     def compact(self, index: int) -> None:
         """Release the entries up to ``index`` (at most the snapshot mark): one DELETE in the
         open transaction (durable with the next sync; the mark it relies on commits with it
         or before it). Freed pages are reused by later appends."""
         self._check()
-        mi = self._mark.index if self._mark is not None else 0
-        if index > mi:
-            raise LocalProtocolError(f"compact({index}) beyond the snapshot mark {mi}")
+        self._check_compact(index)
         if index <= self._base:
             return
         base_term = self.term(index)
@@ -465,12 +443,6 @@ class SqliteStore:
         except sqlite3.Error as exc:
             self._fail("compaction", exc)
         self._base, self._base_term = index, base_term
-
-    def recovered(self) -> RecoveredState:
-        """The state a restart from what is stored now would return."""
-        self._check()
-        s = self._mark.index if self._mark is not None else 0
-        return RecoveredState(self._mark, self.entries(s + 1, self._last + 1), self._hs)
 
     # -- the state machine's key-value state ---------------------------------------------------
 
@@ -573,9 +545,11 @@ class SqliteStore:
                 self._query("SELECT sid, ord, blob FROM sessions ORDER BY ord")]
 
     def kv_count(self) -> int:
+        """The number of keys in the key-value state."""
         return self._query("SELECT COUNT(*) FROM kv")[0][0]
 
     def kv_get(self, key: bytes) -> bytes | None:
+        """The value of ``key`` in the key-value state (written so far), or None."""
         rows = self._query("SELECT value FROM kv WHERE key = ?", (bytes(key),))
         return self._blob(rows[0][0], "value") if rows else None
 
@@ -657,26 +631,7 @@ class SqliteStore:
         except (sqlite3.Error, OSError) as exc:
             raise StorageError(f"copy of {self.path} to {dest} failed: {exc}") from exc
 
-    @property
-    def failed(self) -> str | None:
-        """Why the store failed, or None."""
-        return self._failed
-
-    def close(self) -> None:
-        """Commit and close. Closing a failed store only releases it."""
-        if self._closed:
-            return
-        try:
-            if self._failed is None:
-                self.sync()
-        finally:
-            self._closed = True
-            if self._conn is not None:
-                self._conn.close()
-                self._conn = None
-
-    def __enter__(self) -> SqliteStore:
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.close()
+    def _release(self) -> None:
+        if self._conn is not None:
+            self._conn.close()
+            self._conn = None

@@ -75,17 +75,10 @@ from ..core import (
 )
 from ..errors import CorruptRecordError, LocalProtocolError, StorageError
 from ..raft.messages import EntryBatch, HardState, SnapshotMeta
-from ._files import (
-    fsync_dir,
-    hex_pair_name,
-    list_hex_pairs,
-    makedirs_durable,
-    parse_hex_pair,
-    truncate_file,
-)
-from .base import RecoveredState, check_new_mark, mark_keeps_log
+from ._files import HexPairNames, fsync_dir, makedirs_durable, truncate_file, write_all
+from .base import RecoveredState, StoreBase, check_new_mark, mark_keeps_log
 
-__all__ = ["RecordType", "WalStore", "recover", "repair", "scan", "ScannedRecord",
+__all__ = ["RecordType", "Record", "WalStore", "recover", "repair", "scan", "ScannedRecord",
            "ScannedSegment", "segment_name", "parse_segment_name", "DEFAULT_SEGMENT_SIZE",
            "SNAP_KEEP"]
 
@@ -105,6 +98,18 @@ TRUNCATE = RecordType.TRUNCATE.value
 SNAPSHOT = RecordType.SNAPSHOT.value
 _TYPE_CODES = frozenset(t.value for t in RecordType)
 
+
+class Record(NamedTuple):
+    """One record as the core's codec writes it (``encode_records``). Appends bypass it: the
+    core encodes a batch of entries straight from its ``(term, payload)`` pairs
+    (``encode_entries``), and ``decode_records`` gives plain ``(type, index, term, payload)``
+    tuples, unpacked where they are read."""
+
+    type: int
+    index: int
+    term: int
+    payload: bytes
+
 DEFAULT_SEGMENT_SIZE = 64 * 1024 * 1024
 #: Pending record bytes written to the segment before the next sync asks for it.
 WRITE_BUFFER = 4 * 1024 * 1024
@@ -112,13 +117,13 @@ SNAP_KEEP = 1
 
 _HS = struct.Struct("<QQQ")
 _SNAP_HEAD = struct.Struct("<BII")
-_SEG_PREFIX = "wal-"
-_SEG_SUFFIX = ".log"
+_SEGMENTS = HexPairNames("wal-", ".log")
 
 
 # -- payloads and names ------------------------------------------------------------------------
 
 def encode_hard_state(hs: HardState) -> bytes:
+    """The HARD_STATE payload of ``hs``; ValueError when a field does not fit in 64 bits."""
     try:
         return _HS.pack(hs.term, hs.vote, hs.commit)
     except struct.error:
@@ -126,12 +131,15 @@ def encode_hard_state(hs: HardState) -> bytes:
 
 
 def decode_hard_state(payload: bytes) -> HardState:
+    """The hard state of a HARD_STATE payload; CorruptRecordError for a malformed one."""
     if len(payload) != _HS.size:
         raise CorruptRecordError(f"hard state payload of {len(payload)} bytes, not {_HS.size}")
     return HardState(*_HS.unpack(payload))
 
 
 def encode_snapshot_mark(meta: SnapshotMeta, keep: bool) -> bytes:
+    """The SNAPSHOT payload of ``meta`` (``keep``: the log was kept); ValueError when an id
+    does not fit in 64 bits."""
     voters = sorted(meta.voters)
     outgoing = sorted(meta.outgoing)
     ids = voters + outgoing
@@ -143,6 +151,7 @@ def encode_snapshot_mark(meta: SnapshotMeta, keep: bool) -> bytes:
 
 
 def decode_snapshot_mark(index: int, term: int, payload: bytes) -> tuple[SnapshotMeta, bool]:
+    """``(meta, keep)`` of a SNAPSHOT record; CorruptRecordError for a malformed payload."""
     if len(payload) < _SNAP_HEAD.size:
         raise CorruptRecordError("snapshot mark payload too short")
     flags, nv, no = _SNAP_HEAD.unpack_from(payload)
@@ -153,17 +162,12 @@ def decode_snapshot_mark(index: int, term: int, payload: bytes) -> tuple[Snapsho
     return meta, bool(flags & SNAP_KEEP)
 
 
-def segment_name(seq: int, index: int) -> str:
-    return hex_pair_name(_SEG_PREFIX, seq, index, _SEG_SUFFIX)
-
-
-def parse_segment_name(name: str) -> tuple[int, int] | None:
-    """``(seq, index)`` of a segment file name, or None for any other file."""
-    return parse_hex_pair(name, _SEG_PREFIX, _SEG_SUFFIX)
-
-
-def _list_segments(directory: str) -> list[tuple[int, int, str]]:
-    return list_hex_pairs(directory, _SEG_PREFIX, _SEG_SUFFIX)
+#: ``segment_name(seq, index)``: the file name of segment ``seq`` opened for ``index``.
+segment_name = _SEGMENTS.name
+#: ``parse_segment_name(name)``: ``(seq, index)`` of a segment file name, or None.
+parse_segment_name = _SEGMENTS.parse
+#: ``_list_segments(directory)``: ``(seq, index, name)`` of every segment, oldest first.
+_list_segments = _SEGMENTS.listing
 
 
 def _damage(directory: str, name: str, offset: int, reason: str) -> CorruptRecordError:
@@ -193,12 +197,12 @@ class _Segment:
 # -- recovery ----------------------------------------------------------------------------------
 
 def _read_segments(directory: str, max_record_size: int, notes: list):
-    """Decode every segment; cut a torn tail of the last one. Returns the segments, the
-    records as ``(segment position, offset, type, index, term, payload)`` and the length of
-    the last segment."""
+    """Decode every segment; cut a torn tail of the last one. Returns the segments, each
+    one's records as the core decodes them (``(type, index, term, payload)``, starting at
+    ``SEGMENT_HEADER_SIZE``) and the length of the last segment."""
     listing = _list_segments(directory)
     segs: list[_Segment] = []
-    records = []
+    seg_records: list[list] = []
     end = 0
     for k, (seq, first, name) in enumerate(listing):
         if k and seq != listing[k - 1][0] + 1:
@@ -219,121 +223,163 @@ def _read_segments(directory: str, max_record_size: int, notes: list):
             truncate_file(path, end)
             notes.append(f"cut a torn tail off {path} at offset {end} ({len(data) - end} "
                          f"bytes): {reason}")
-        pos = SEGMENT_HEADER_SIZE
-        k_seg = len(segs)
-        for rtype, index, term, payload in recs:
-            records.append((k_seg, pos, rtype, index, term, payload))
-            pos += RECORD_HEADER_SIZE + len(payload)
         segs.append(_Segment(seq, name, first=first))
-    return segs, records, end
+        seg_records.append(recs)
+    return segs, seg_records, end
 
 
-def _replay(directory: str, segs: list, records: list):
+def _replay(directory: str, segs: list, seg_records: list):
     """Rebuild (ring, hard state, snapshot mark) from the decoded records (see the module
     docstring); fills in each segment's ``hi``."""
-    final = 0
-    for r in records:
-        if r[2] == SNAPSHOT:
-            final = r[3]
-    base = 0
-    base_term = None            # None: unknown (after a gap)
-    log: list = []
-    mark: SnapshotMeta | None = None
-    hs = HardState()
-    def bad(seg, off, reason):
-        return _damage(directory, seg.name, off, reason)
-
-    cur = -1
-    head_hs = None
-    for k, off, rtype, index, term, payload in records:
-        seg = segs[k]
-        mi = mark.index if mark is not None else 0
-        last = base + len(log)
-        if k != cur:
-            cur = k
-            # A segment is opened when the log ends at first - 1: anything else means
-            # records at the end of the previous segment (cut at a record boundary, which
-            # decodes clean) or whole segments are missing, or a segment is out of place.
-            if k and last != seg.first - 1:
-                raise bad(seg, 0, f"this segment was opened after index {seg.first - 1} but "
-                                  f"the segments before it end at index {last}: records "
-                                  f"are missing or a segment is out of place")
-            head_hs = hs if k else None     # its first HARD_STATE is a copy of this one
-            if not k and seg.first - 1 > final:
-                raise bad(seg, 0, f"the oldest segment was opened after index "
-                                  f"{seg.first - 1} but no snapshot mark covers the entries "
-                                  f"before it: older segments are missing")
-        if rtype == ENTRY:
-            if index != last + 1 or index <= mi:
-                if index <= mi:
-                    raise bad(seg, off, f"entry {index} at or below the snapshot mark {mi}")
-                if index <= last:
-                    raise bad(seg, off, f"entry {index} overwrites the log (last {last}) "
-                                        f"without a truncation marker")
-                if index - 1 > final:
-                    raise bad(seg, off, f"entry {index} follows {last}: entries are missing")
-                base, base_term, log = index - 1, None, []
-            log.append((term, payload))
-            if index > seg.hi:
-                seg.hi = index
-        elif rtype == TRUNCATE:
-            if index < mi:
-                raise bad(seg, off, f"truncation at {index} below the snapshot mark {mi}")
-            if index >= base:
-                del log[index - base:]
+    final = 0                   # the index of the last snapshot mark written
+    for recs in seg_records:
+        for rtype, index, _term, _payload in recs:
+            if rtype == SNAPSHOT:
+                final = index
+    rp = _Replay(directory, final)
+    for k, seg in enumerate(segs):
+        recs = seg_records[k]
+        if recs:
+            rp.open_segment(k, seg)
+        off = SEGMENT_HEADER_SIZE
+        for rtype, index, term, payload in recs:
+            if rtype == ENTRY:
+                rp.entry(seg, off, index, term, payload)
+            elif rtype == TRUNCATE:
+                rp.truncate(seg, off, index)
+            elif rtype == HARD_STATE:
+                rp.hard_state(seg, off, payload)
+            elif rtype == SNAPSHOT:
+                rp.snapshot(seg, off, index, term, payload)
             else:
-                base, base_term, log = index, None, []
-        elif rtype == HARD_STATE:
-            try:
-                hs = decode_hard_state(payload)
-            except CorruptRecordError as exc:
-                raise bad(seg, off, str(exc)) from None
-            if head_hs is not None:
-                if hs != head_hs:
-                    raise bad(seg, off, f"this segment opens with hard state {tuple(hs)} but "
-                                        f"the segments before it end with {tuple(head_hs)}: "
-                                        f"a segment is out of place")
-                head_hs = None
-        elif rtype == SNAPSHOT:
-            try:
-                meta, keep = decode_snapshot_mark(index, term, payload)
-            except CorruptRecordError as exc:
-                raise bad(seg, off, str(exc)) from None
-            if index < mi:
-                raise bad(seg, off, f"snapshot mark {index} is below the earlier mark {mi}")
-            if keep and index <= last:
-                # Kept when saved. Below a gap's base (segments deleted by compaction) the
-                # entry is gone, but the log after it is still the one the mark kept.
-                known = log[index - base - 1][0] if index > base else (
-                    base_term if index == base else None)
-                if known is not None and known != term:
-                    raise bad(seg, off, f"snapshot mark {index}@{term} does not match the "
-                                        f"log's term {known} there")
-                if index == base:
-                    base_term = term
-            else:       # a reset; or, at the start of a compacted WAL, the first mark copy
-                base, base_term, log = index, term, []
-            mark = meta
+                raise rp.damage(seg, off, f"unknown record type {rtype}")
+            off += RECORD_HEADER_SIZE + len(payload)
+    return rp.result(segs)
+
+
+class _Replay:
+    """The state recovery rebuilds, record by record, by the rules of the module docstring:
+    the log is ``log`` (``(term, payload)`` pairs) after ``base``, whose term is ``base_term``
+    (None: unknown, after a gap left by compaction); the mark and hard state so far. Each
+    method checks one record (or a segment's start) and raises the damage it finds."""
+
+    __slots__ = ("directory", "final", "base", "base_term", "log", "mark", "mark_index",
+                 "hs", "head_hs")
+
+    def __init__(self, directory: str, final: int) -> None:
+        self.directory = directory
+        self.final = final          # the final mark: the replay may be lenient below it only
+        self.base = 0
+        self.base_term: int | None = None
+        self.log: list = []
+        self.mark: SnapshotMeta | None = None
+        self.mark_index = 0
+        self.hs = HardState()
+        self.head_hs: HardState | None = None   # the hard state a segment must open with
+
+    def damage(self, seg: _Segment, off: int, reason: str) -> CorruptRecordError:
+        return _damage(self.directory, seg.name, off, reason)
+
+    def open_segment(self, k: int, seg: _Segment) -> None:
+        """Segment ``k`` starts: it was opened when the log ended at ``seg.first - 1``;
+        anything else means records at the end of the previous segment (cut at a record
+        boundary, which decodes clean) or whole segments are missing, or a segment is out of
+        place. Its first HARD_STATE is a copy of the last one before it."""
+        last = self.base + len(self.log)
+        if k and last != seg.first - 1:
+            raise self.damage(seg, 0, f"this segment was opened after index {seg.first - 1} "
+                                      f"but the segments before it end at index {last}: "
+                                      f"records are missing or a segment is out of place")
+        self.head_hs = self.hs if k else None
+        if not k and seg.first - 1 > self.final:
+            raise self.damage(seg, 0, f"the oldest segment was opened after index "
+                                      f"{seg.first - 1} but no snapshot mark covers the "
+                                      f"entries before it: older segments are missing")
+
+    def entry(self, seg: _Segment, off: int, index: int, term: int, payload: bytes) -> None:
+        last = self.base + len(self.log)
+        if index != last + 1 or index <= self.mark_index:
+            mi = self.mark_index
+            if index <= mi:
+                raise self.damage(seg, off, f"entry {index} at or below the snapshot mark {mi}")
+            if index <= last:
+                raise self.damage(seg, off, f"entry {index} overwrites the log (last {last}) "
+                                            f"without a truncation marker")
+            if index - 1 > self.final:
+                raise self.damage(seg, off, f"entry {index} follows {last}: entries are missing")
+            self.base, self.base_term, self.log = index - 1, None, []
+        self.log.append((term, payload))
+        if index > seg.hi:
+            seg.hi = index
+
+    def truncate(self, seg: _Segment, off: int, index: int) -> None:
+        if index < self.mark_index:
+            raise self.damage(seg, off, f"truncation at {index} below the snapshot mark "
+                                        f"{self.mark_index}")
+        if index >= self.base:
+            del self.log[index - self.base:]
         else:
-            raise bad(seg, off, f"unknown record type {rtype}")
-    s = mark.index if mark is not None else 0
-    t = mark.term if mark is not None else 0
-    if base > s or s > base + len(log):
-        where = segs[-1].name if segs else "?"
-        raise _damage(directory, where, 0, f"the log after replay ({base}..{base + len(log)}) "
-                                           f"does not continue the snapshot mark {s}")
-    ring = LogRing(s, t)
-    try:
-        ring.extend(log[s - base:])
-    except ValueError as exc:
-        raise _damage(directory, segs[-1].name, 0, f"replayed log is inconsistent: {exc}") \
-            from None
-    return ring, hs, mark
+            self.base, self.base_term, self.log = index, None, []
+
+    def hard_state(self, seg: _Segment, off: int, payload: bytes) -> None:
+        try:
+            hs = decode_hard_state(payload)
+        except CorruptRecordError as exc:
+            raise self.damage(seg, off, str(exc)) from None
+        self.hs = hs
+        head = self.head_hs
+        if head is not None:
+            if hs != head:
+                raise self.damage(seg, off, f"this segment opens with hard state {tuple(hs)} "
+                                            f"but the segments before it end with "
+                                            f"{tuple(head)}: a segment is out of place")
+            self.head_hs = None
+
+    def snapshot(self, seg: _Segment, off: int, index: int, term: int, payload: bytes) -> None:
+        try:
+            meta, keep = decode_snapshot_mark(index, term, payload)
+        except CorruptRecordError as exc:
+            raise self.damage(seg, off, str(exc)) from None
+        mi = self.mark_index
+        if index < mi:
+            raise self.damage(seg, off, f"snapshot mark {index} is below the earlier mark {mi}")
+        base = self.base
+        if keep and index <= base + len(self.log):
+            # Kept when saved. Below a gap's base (segments deleted by compaction) the
+            # entry is gone, but the log after it is still the one the mark kept.
+            known = self.log[index - base - 1][0] if index > base else (
+                self.base_term if index == base else None)
+            if known is not None and known != term:
+                raise self.damage(seg, off, f"snapshot mark {index}@{term} does not match the "
+                                            f"log's term {known} there")
+            if index == base:
+                self.base_term = term
+        else:       # a reset; or, at the start of a compacted WAL, the first mark copy
+            self.base, self.base_term, self.log = index, term, []
+        self.mark, self.mark_index = meta, index
+
+    def result(self, segs: list) -> tuple[LogRing, HardState, SnapshotMeta | None]:
+        """The restarted log (the one after the final mark), the hard state and the mark."""
+        mark, base, log = self.mark, self.base, self.log
+        s = mark.index if mark is not None else 0
+        t = mark.term if mark is not None else 0
+        if base > s or s > base + len(log):
+            where = segs[-1].name if segs else "?"
+            raise _damage(self.directory, where, 0, f"the log after replay ({base}.."
+                                                    f"{base + len(log)}) does not continue "
+                                                    f"the snapshot mark {s}")
+        ring = LogRing(s, t)
+        try:
+            ring.extend(log[s - base:])
+        except ValueError as exc:
+            raise _damage(self.directory, segs[-1].name, 0, f"replayed log is inconsistent: "
+                                                            f"{exc}") from None
+        return ring, self.hs, mark
 
 
 # -- the store ---------------------------------------------------------------------------------
 
-class WalStore:
+class WalStore(StoreBase):
     """The WAL ``LogStore``. Build it with ``WalStore.open(directory)``."""
 
     def __init__(self, directory, segment_size, max_record_size, segs, ring, hs, mark, fd,
@@ -367,7 +413,7 @@ class WalStore:
             makedirs_durable(directory)     # each new level's parent fsynced
             removed = False
             for name in os.listdir(directory):
-                if name.endswith(_SEG_SUFFIX + ".tmp"):  # a rotation that did not finish
+                if name.endswith(_SEGMENTS.suffix + ".tmp"):  # a rotation that did not finish
                     os.unlink(os.path.join(directory, name))
                     removed = True
             if removed:
@@ -375,8 +421,8 @@ class WalStore:
         except OSError as exc:
             raise StorageError(f"cannot prepare WAL directory {directory}: {exc}") from exc
         notes: list[str] = []
-        segs, records, end = _read_segments(directory, max_record_size, notes)
-        ring, hs, mark = _replay(directory, segs, records)
+        segs, seg_records, end = _read_segments(directory, max_record_size, notes)
+        ring, hs, mark = _replay(directory, segs, seg_records)
         store = cls(directory, segment_size, max_record_size, segs, ring, hs, mark, None, 0,
                     notes)
         if segs:
@@ -392,12 +438,8 @@ class WalStore:
 
     # -- guards and IO -------------------------------------------------------------------------
 
-    def _check(self) -> None:
-        if self._failed is not None:
-            raise StorageError(f"the WAL in {self.directory} failed earlier and refuses every "
-                               f"call: {self._failed}")
-        if self._closed:
-            raise LocalProtocolError(f"the WAL in {self.directory} is closed")
+    def _name(self) -> str:
+        return f"the WAL in {self.directory}"
 
     def _fail(self, what: str, exc: OSError):
         fd = self._fd
@@ -417,20 +459,14 @@ class WalStore:
                            f"later call and the node must stop (nothing unsynced was "
                            f"acknowledged)") from exc
 
-    @staticmethod
-    def _write_all(fd: int, buf: bytes) -> None:
-        mv = memoryview(buf)
-        while mv:
-            n = os.write(fd, mv)
-            mv = mv[n:]
-
-    def _head_records(self) -> list:
+    def _head_records(self) -> list[Record]:
+        """The copies of the mark and the hard state a new segment opens with."""
         recs = []
         if self._mark is not None:
             m = self._mark
-            recs.append((SNAPSHOT, m.index, m.term, encode_snapshot_mark(m, True)))
+            recs.append(Record(SNAPSHOT, m.index, m.term, encode_snapshot_mark(m, True)))
         hs = self._hs
-        recs.append((HARD_STATE, hs.commit, hs.term, encode_hard_state(hs)))
+        recs.append(Record(HARD_STATE, hs.commit, hs.term, encode_hard_state(hs)))
         return recs
 
     def _new_segment(self, seq: int) -> None:
@@ -443,7 +479,7 @@ class WalStore:
         try:
             fd = os.open(path + ".tmp", os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_APPEND,
                          0o644)
-            self._write_all(fd, buf)
+            write_all(fd, buf)
             os.fsync(fd)
             os.rename(path + ".tmp", path)
             fsync_dir(self.directory)
@@ -461,7 +497,7 @@ class WalStore:
         self._size = self._synced_size = len(buf)
         self._dirty = False
 
-    def _write(self, records: list) -> None:
+    def _write(self, records: list[Record]) -> None:
         self._write_buf(encode_records(records))
 
     def _write_buf(self, buf: bytes) -> None:
@@ -483,7 +519,7 @@ class WalStore:
         self._pending = []
         self._pending_bytes = 0
         try:
-            self._write_all(self._fd, data)
+            write_all(self._fd, data)
         except OSError as exc:
             self._fail("write", exc)
 
@@ -505,19 +541,15 @@ class WalStore:
         self._check()
         ring = self._ring
         fi = batch.first_index
-        mi = self._mark.index if self._mark is not None else 0
         last = ring.last_index
-        if fi <= mi:
-            raise LocalProtocolError(f"entries from {fi} would overwrite the snapshot mark {mi}")
-        if fi > last + 1:
-            raise LocalProtocolError(f"gap: entries from {fi}, the log ends at {last}")
+        self._check_batch(fi, last)
         entries = batch.entries if type(batch.entries) is list else list(batch.entries)
         try:
             buf = encode_entries(ENTRY, fi, ring.term(fi - 1), entries, self.max_record_size)
         except ValueError as exc:
             raise LocalProtocolError(str(exc)) from None
         if fi <= last:
-            buf = encode_records([(TRUNCATE, fi - 1, 0, b"")]) + buf
+            buf = encode_records([Record(TRUNCATE, fi - 1, 0, b"")]) + buf
         elif not buf:
             return
         self._write_buf(buf)
@@ -528,14 +560,11 @@ class WalStore:
             seg = self._segs[-1]
             seg.hi = max(seg.hi, fi + len(entries) - 1)
 
-    def truncate(self, index: int) -> None:
-        """Discard the entries from ``index`` on."""
-        self.append(EntryBatch(index, []))
-
     def save_hard_state(self, hs: HardState) -> None:
+        """Write ``hs`` (a HARD_STATE record; durable at the next sync)."""
         self._check()
         hs = HardState(*hs)
-        self._write([(HARD_STATE, hs.commit, hs.term, encode_hard_state(hs))])
+        self._write([Record(HARD_STATE, hs.commit, hs.term, encode_hard_state(hs))])
         self._hs = hs
 
     def save_snapshot_mark(self, meta: SnapshotMeta) -> None:
@@ -545,11 +574,10 @@ class WalStore:
         ring = self._ring
         check_new_mark(self._mark, meta)
         keep = mark_keeps_log(ring.offset + 1, ring.last_index, ring.term, meta)
-        self._write([(SNAPSHOT, meta.index, meta.term, encode_snapshot_mark(meta, keep))])
+        self._write([Record(SNAPSHOT, meta.index, meta.term, encode_snapshot_mark(meta, keep))])
         if not keep:
             ring.reset(meta.index, meta.term)
-        self._mark = SnapshotMeta(meta.index, meta.term, frozenset(meta.voters),
-                                  frozenset(meta.outgoing))
+        self._mark = self._own_mark(meta)
 
     def flush(self) -> None:
         """Hand the buffered records to the kernel without an fsync (the unsafe
@@ -565,39 +593,31 @@ class WalStore:
 
     @property
     def first_index(self) -> int:
+        """The first index held (the compaction point + 1)."""
         self._check()
         return self._ring.offset + 1
 
     @property
     def last_index(self) -> int:
+        """The last index written (synced or not)."""
         self._check()
         return self._ring.last_index
 
     def term(self, index: int) -> int:
+        """Term at ``index`` (from memory: every retained entry is kept in a LogRing)."""
         self._check()
         return self._ring.term(index)
 
     def entries(self, lo: int, hi: int) -> list:
+        """Entries ``lo .. hi - 1`` as ``(term, payload)`` pairs, from memory."""
         self._check()
         return self._ring.slice(lo, hi)
-
-    @property
-    def hard_state(self) -> HardState:
-        self._check()
-        return self._hs
-
-    @property
-    def snapshot_mark(self) -> SnapshotMeta | None:
-        self._check()
-        return self._mark
 
     def compact(self, index: int) -> None:
         """Release the entries up to ``index`` (at most the snapshot mark): sync, then delete
         the oldest segments holding no entry above ``index``, then fsync the directory."""
         self._check()
-        mi = self._mark.index if self._mark is not None else 0
-        if index > mi:
-            raise LocalProtocolError(f"compact({index}) beyond the snapshot mark {mi}")
+        self._check_compact(index)
         self.sync()     # the mark and the head copies must be durable before files go
         if index > self._ring.offset:
             self._ring.compact(index)
@@ -614,39 +634,14 @@ class WalStore:
         except OSError as exc:
             self._fail("deleting compacted segments", exc)
 
-    def recovered(self) -> RecoveredState:
-        self._check()
-        s = self._mark.index if self._mark is not None else 0
-        return RecoveredState(self._mark, self._ring.slice(s + 1, self._ring.last_index + 1),
-                              self._hs)
-
     def segment_names(self) -> list[str]:
         """The segment files in use, oldest first."""
         return [s.name for s in self._segs]
 
-    @property
-    def failed(self) -> str | None:
-        """Why the store failed, or None."""
-        return self._failed
-
-    def close(self) -> None:
-        """Sync and close. Closing a failed store only releases it."""
-        if self._closed:
-            return
-        try:
-            if self._failed is None:
-                self.sync()
-        finally:
-            self._closed = True
-            if self._fd is not None:
-                os.close(self._fd)
-                self._fd = None
-
-    def __enter__(self) -> WalStore:
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.close()
+    def _release(self) -> None:
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
 
 
 class ScannedRecord(NamedTuple):
@@ -661,6 +656,8 @@ class ScannedRecord(NamedTuple):
 
 
 class ScannedSegment(NamedTuple):
+    """One segment file as ``scan`` reports it: its valid records and why they end."""
+
     file: str
     size: int
     records: list       # of ScannedRecord
