@@ -1,15 +1,18 @@
-"""Simulated nodes: a RawNode driven like the real runtime drives it, over a storage model
-that knows what was synced, a digest state machine, crashes, pauses and a client workload.
+"""Simulated nodes: a RawNode driven like the real runtime drives it, over the storage
+layer's in-memory store (which knows what was synced), a digest state machine, crashes,
+pauses and a client workload.
 
 Place in the architecture: part of the deterministic simulator (``fastraft.sim``); it plays
 the role ``fastraft/server`` plays in production, with the network and the disk simulated.
 No IO, no clocks, every random choice from a seeded ``random.Random``.
 
-Durability model: a Ready's snapshot, entries and hard state are first *written* (pending)
-and then *synced*. A crash keeps a random prefix of the pending writes (a torn tail) and
-nothing after it, so only what was synced is guaranteed to survive, exactly the promise
-the storage layer makes. Snapshots taken by a node are saved atomically (write, fsync,
-rename). Acknowledgements leave only after the sync (``persisted_messages``).
+Durability model: a Ready's snapshot mark, entries and hard state are first *written* to a
+``storage.MemoryStore`` (pending) and then *synced*. A crash keeps a random prefix of the
+pending writes (a torn tail, ``MemoryStore.crash``) and nothing after it, so only what was
+synced is guaranteed to survive, exactly the promise the storage layer makes. Snapshot data
+is kept beside the store, as the runtime's snapshot files are: saved before the mark that
+names it, and snapshots taken by a node are saved atomically (write, fsync, rename).
+Acknowledgements leave only after the sync (``persisted_messages``).
 """
 
 from __future__ import annotations
@@ -27,73 +30,73 @@ from ..raft import (
     SnapshotMeta,
     initial_snapshot,
 )
+from ..storage.memory import MemoryStore
 
 __all__ = ["SimStorage", "SimStateMachine", "SimNode", "Workload"]
 
 
 class SimStorage:
-    """What survives a crash: a snapshot, the entries after it and the hard state."""
+    """A node's disk: its log store (a ``MemoryStore``: what survives a crash is what was
+    synced plus a torn prefix of the rest) and its snapshot files, by ``(index, term)``."""
 
     def __init__(self, voters) -> None:
-        self.snapshot: Snapshot = initial_snapshot(voters)
-        self.entries: list = []            # (term, payload) from snapshot index + 1
-        self.hard = HardState()
-        self._pending: list = []           # written, not yet synced
+        self.store = MemoryStore()
+        self._initial = initial_snapshot(voters)
+        self._snapshots: dict[tuple[int, int], Snapshot] = {}
 
     def write(self, rd) -> None:
+        """Write a Ready's snapshot (its file at once, its mark pending), entries and hard
+        state; durable only at ``sync``."""
+        store = self.store
         if rd.snapshot is not None:
-            self._pending.append(("snap", rd.snapshot))
+            meta = rd.snapshot.meta
+            self._snapshots[(meta.index, meta.term)] = rd.snapshot
+            store.save_snapshot_mark(meta)
         if rd.entries is not None:
-            self._pending.append(("entries", rd.entries))
+            store.append(rd.entries)
         if rd.hard_state is not None:
-            self._pending.append(("hard", rd.hard_state))
+            store.save_hard_state(rd.hard_state)
 
     def sync(self) -> None:
-        for op in self._pending:
-            self._apply(op)
-        self._pending = []
+        self.store.sync()
 
     def crash(self, rng: random.Random) -> None:
         """Lose the unsynced writes, except a random prefix of them (a torn write: whole
         records in order, the last batch of entries possibly cut in the middle)."""
-        keep = rng.randint(0, len(self._pending))
-        for op in self._pending[:keep]:
-            self._apply(op)
-        if keep < len(self._pending) and self._pending[keep][0] == "entries":
-            batch = self._pending[keep][1]
-            cut = rng.randint(0, len(batch.entries))
-            if cut:
-                self._apply(("entries", type(batch)(batch.first_index, batch.entries[:cut])))
-        self._pending = []
+        self.store.crash(rng)
 
-    def _apply(self, op) -> None:
-        kind, val = op
-        if kind == "hard":
-            self.hard = val
-        elif kind == "snap":
-            self.snapshot = val
-            self.entries = []
-        else:
-            base = self.snapshot.meta.index
-            keep = val.first_index - 1 - base
-            assert keep >= 0, f"entries from {val.first_index} below snapshot {base}"
-            if keep > len(self.entries):
-                # A gap can only follow a torn write: drop the batch rather than invent a log.
-                return
-            del self.entries[keep:]
-            self.entries.extend(val.entries)
+    @property
+    def snapshot_index(self) -> int:
+        """The index the latest snapshot mark covers (0: none yet)."""
+        mark = self.store.snapshot_mark
+        return mark.index if mark is not None else 0
 
     def save_snapshot(self, snap: Snapshot) -> None:
-        """Atomic snapshot save, then release the entries it covers."""
-        drop = snap.meta.index - self.snapshot.meta.index
-        if drop <= 0:
+        """Atomic snapshot save (its file, then its mark, synced), then release the entries
+        it covers."""
+        meta = snap.meta
+        if meta.index <= self.snapshot_index:
             return
-        self.sync()
-        self.snapshot = snap
-        del self.entries[:drop]
+        self._snapshots[(meta.index, meta.term)] = snap
+        self.store.save_snapshot_mark(meta)
+        self.store.sync()
+        self.store.compact(meta.index)
+        self._forget_snapshots_below(meta.index)
 
     def load(self) -> tuple[Snapshot, list, HardState]:
-        return self.snapshot, list(self.entries), self.hard
+        """What a restart finds: the snapshot of the mark, the entries after it, the hard
+        state."""
+        st = self.store.recovered()
+        snap = self._initial
+        if st.snapshot is not None:
+            snap = self._snapshots[(st.snapshot.index, st.snapshot.term)]
+            self._forget_snapshots_below(st.snapshot.index)
+        return snap, st.entries, st.hard_state
+
+    def _forget_snapshots_below(self, index: int) -> None:
+        """Drop the snapshot files no durable mark can name any more."""
+        for key in [k for k in self._snapshots if k[0] < index]:
+            del self._snapshots[key]
 
 
 class SimStateMachine:
@@ -304,7 +307,7 @@ class SimNode:
 
     def _maybe_snapshot(self) -> None:
         applied = self.sm.index
-        if applied - self.storage.snapshot.meta.index < self.snapshot_every:
+        if applied - self.storage.snapshot_index < self.snapshot_every:
             return
         st = self.node.status()
         meta = SnapshotMeta(applied, self.node.term_at(applied), frozenset(st.voters),

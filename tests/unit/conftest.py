@@ -8,12 +8,16 @@ each other or this file: everything is handed out by the ``rh`` fixture (a names
   by pointing the engine's core names (``LogRing``, the quorum functions) at that twin for the
   duration of the test. The engine imports them at module level, so monkeypatching the module
   globals is enough.
-- ``rh.Node``: one RawNode with an in-memory durable store, driven the way a runtime drives
-  it (rawnode.py's loop): send ``messages``; persist snapshot, entries and hard state; only
-  then send ``persisted_messages``; install/apply; collect reads; ``advance``. While doing so
-  it checks the durability contract on every message that leaves (``DurabilityViolation``):
-  a vote request or grant only once its term and vote are durable, an append acknowledgement
-  only once the acknowledged entries are durable, nothing but leader traffic in ``messages``.
+- ``rh.Node``: one RawNode over the storage layer's ``MemoryStore`` (plus its snapshots'
+  data, by ``(index, term)``, as snapshot files beside a real store), driven the way a
+  runtime drives it (rawnode.py's loop): send ``messages``; persist snapshot, entries and
+  hard state (``persist``); only then send ``persisted_messages``; install/apply; collect
+  reads; ``advance``. While doing so it checks the durability contract on every message that
+  leaves (``DurabilityViolation``): a vote request or grant only once its term and vote are
+  durable, an append acknowledgement only once the acknowledged entries are durable, nothing
+  but leader traffic in ``messages``. Everything written counts as durable here (``restart``
+  does not ``crash`` the store): the checks compare each message with what was written
+  before it left; the simulator is where unsynced writes get lost.
 - ``rh.Cluster``: N nodes and a FIFO network delivered by hand (``deliver``) or until quiet
   (``stabilize``), with isolation, cut links and drop predicates. Everything is deterministic:
   each node's ``random.Random`` is seeded from the cluster seed and the node id; no clocks.
@@ -32,12 +36,14 @@ import pytest
 
 import fastraft.raft.log as raft_log_module
 import fastraft.raft.raft as raft_module
+from fastraft.errors import CompactedError, UnavailableError
 from fastraft.raft import (
     CANDIDATE,
     FOLLOWER,
     LEADER,
     NO_NODE,
     PRE_CANDIDATE,
+    EntryBatch,
     HardState,
     Message,
     MsgType,
@@ -49,6 +55,7 @@ from fastraft.raft import (
     initial_snapshot,
 )
 from fastraft.raft.messages import LEADER_TYPES
+from fastraft.storage import MemoryStore
 
 
 @pytest.fixture
@@ -73,61 +80,15 @@ def entries_for(terms, start: int = 1):
     return [(t, payload(start + k, t)) for k, t in enumerate(terms)]
 
 
-class MemStore:
-    """The durable state of one node: snapshot, entries after it, hard state. It is what
-    survives a crash (``Node.restart``)."""
-
-    def __init__(self, snapshot: Snapshot, entries=(), hard_state: HardState = HardState()):
-        self.snapshot = snapshot
-        self.entries = list(entries)
-        self.hard_state = hard_state
-        self.syncs = 0
-
-    @property
-    def snap_index(self) -> int:
-        return self.snapshot.meta.index
-
-    @property
-    def last_index(self) -> int:
-        return self.snap_index + len(self.entries)
-
-    def term(self, index: int) -> int | None:
-        if index == self.snap_index:
-            return self.snapshot.meta.term
-        if self.snap_index < index <= self.last_index:
-            return self.entries[index - self.snap_index - 1][0]
-        return None
-
-    def write_entries(self, batch) -> None:
-        assert batch.first_index > self.snap_index, (
-            f"entries from {batch.first_index} overwrite the snapshot at {self.snap_index}")
-        assert batch.first_index <= self.last_index + 1, (
-            f"gap: entries from {batch.first_index}, store ends at {self.last_index}")
-        del self.entries[batch.first_index - self.snap_index - 1:]
-        self.entries.extend(batch.entries)
-
-    def install_snapshot(self, snap: Snapshot) -> None:
-        self.snapshot = snap
-        self.entries = []
-
-    def compact(self, snap: Snapshot) -> None:
-        drop = snap.meta.index - self.snap_index
-        assert 0 <= drop <= len(self.entries)
-        self.snapshot = snap
-        del self.entries[:drop]
-
-    def load_log(self) -> RaftLog:
-        return RaftLog(self.snapshot, list(self.entries), committed=self.hard_state.commit)
-
-
 class Node:
     """One engine plus the runtime loop around it (see the module docstring)."""
 
-    def __init__(self, cfg: RaftConfig, seed: int, store: MemStore, check: bool = True):
+    def __init__(self, cfg: RaftConfig, seed: int, store: MemoryStore, check: bool = True):
         self.cfg = cfg
         self.id = cfg.id
         self.seed = seed
         self.store = store
+        self.snapshots: dict[tuple[int, int], Snapshot] = {}   # the snapshot files
         self.check = check
         self.outbox: list[Message] = []
         self.readies: list = []
@@ -136,9 +97,13 @@ class Node:
         self._boot()
 
     def _boot(self) -> None:
-        self.raw = RawNode(self.cfg, random.Random(self.seed), log=self.store.load_log(),
-                           hard_state=self.store.hard_state)
-        snap = self.store.snapshot
+        st = self.store.recovered()
+        snap = initial_snapshot(self.cfg.voters)
+        if st.snapshot is not None:
+            snap = self.snapshots[(st.snapshot.index, st.snapshot.term)]
+        log = RaftLog(snap, st.entries, committed=st.hard_state.commit)
+        self.raw = RawNode(self.cfg, random.Random(self.seed), log=log,
+                           hard_state=st.hard_state)
         self.applied = list(snap.data) if snap.data else []   # [(index, term, payload)]
         self.applied_index = snap.meta.index
 
@@ -188,14 +153,7 @@ class Node:
                     self._check_send_now(m)
                 self.outbox.append(m)
             # 2. persist, one sync
-            if rd.snapshot is not None:
-                self.store.install_snapshot(rd.snapshot)
-            if rd.entries is not None:
-                self.store.write_entries(rd.entries)
-            if rd.hard_state is not None:
-                self.store.hard_state = rd.hard_state
-            if rd.must_sync:
-                self.store.syncs += 1
+            self.persist(rd)
             if self.check:
                 hs = self.store.hard_state
                 assert hs.commit <= self.store.last_index, (
@@ -226,6 +184,21 @@ class Node:
             done.append(rd)
         return done
 
+    def persist(self, rd) -> None:
+        """Write a Ready's snapshot (its data beside the store, its mark in it), entries and
+        hard state, then sync when the Ready asks for it."""
+        store = self.store
+        if rd.snapshot is not None:
+            meta = rd.snapshot.meta
+            self.snapshots[(meta.index, meta.term)] = rd.snapshot
+            store.save_snapshot_mark(meta)
+        if rd.entries is not None:
+            store.append(rd.entries)
+        if rd.hard_state is not None:
+            store.save_hard_state(rd.hard_state)
+        if rd.must_sync:
+            store.sync()
+
     def drain(self) -> list[Message]:
         """Process Readies and return (and forget) every message that left."""
         self.handle_ready()
@@ -251,7 +224,10 @@ class Node:
                 hs.term < m.term or (hs.term == m.term and hs.vote != m.to)):
             raise DurabilityViolation(f"node {self.id}: vote grant {m} with durable {hs}")
         if t == MsgType.APP_RESP and not m.reject and m.index > 0:
-            st = self.store.term(m.index)
+            try:
+                st = self.store.term(m.index)
+            except (CompactedError, UnavailableError):
+                st = None
             if st is None and m.index > self.store.last_index:
                 raise DurabilityViolation(
                     f"node {self.id}: acknowledges {m.index}, durable log ends at "
@@ -287,13 +263,20 @@ class Node:
         data = tuple(e for e in self.applied if e[0] <= index)
         snap = Snapshot(SnapshotMeta(index, self.log.term(index), r.voters, r.outgoing), data)
         self.raw.compact(snap, keep_from)
-        self.store.compact(snap)
+        self.snapshots[(index, snap.meta.term)] = snap      # saved atomically, then
+        self.store.save_snapshot_mark(snap.meta)            # its mark, and the store's
+        self.store.sync()                                   # log released up to it
+        self.store.compact(index)
         return snap
 
 
-def make_store(voters, terms=(), term: int = 0, vote: int = NO_NODE, commit: int = 0):
-    return MemStore(initial_snapshot(voters), entries_for(terms),
-                    HardState(term, vote, commit))
+def make_store(terms=(), term: int = 0, vote: int = NO_NODE, commit: int = 0) -> MemoryStore:
+    """A store holding entries of these terms from index 1 and this hard state, synced."""
+    store = MemoryStore()
+    store.append(EntryBatch(1, entries_for(terms)))
+    store.save_hard_state(HardState(term, vote, commit))
+    store.sync()
+    return store
 
 
 class Cluster:
@@ -320,8 +303,7 @@ class Cluster:
             kw = dict(cfg_kw)
             kw.update(cfg.get(i, {}))
             rc = RaftConfig(i, self.voters, outgoing=self.outgoing, **kw)
-            self.nodes[i] = Node(rc, seed * 1000 + i, make_store(self.voters, log_terms, t),
-                                 check=check)
+            self.nodes[i] = Node(rc, seed * 1000 + i, make_store(log_terms, t), check=check)
         self.queue: deque[Message] = deque()
         self.isolated: set[int] = set()
         self.cuts: set[frozenset] = set()
@@ -467,7 +449,7 @@ def msg(type_, to, frm, term, **kw) -> Message:
 def rh(raft_core):
     """The Raft harness (see the module docstring), bound to one core implementation."""
     return SimpleNamespace(
-        Cluster=Cluster, Node=Node, MemStore=MemStore, make_store=make_store, msg=msg,
+        Cluster=Cluster, Node=Node, make_store=make_store, msg=msg,
         entries_for=entries_for, payload=payload, DurabilityViolation=DurabilityViolation,
         M=MsgType, FOLLOWER=FOLLOWER, PRE_CANDIDATE=PRE_CANDIDATE, CANDIDATE=CANDIDATE,
         LEADER=LEADER, NO_NODE=NO_NODE, core=raft_core,

@@ -424,7 +424,7 @@ def test_snapshot_sent_to_follower_behind_compacted_log(rh):
     assert any(m.type == rh.M.SNAP for rd in c[1].readies for m in rd.messages)
     # the follower installed it: durable, applied, acknowledged
     f = c[3]
-    assert f.store.snapshot.meta.index == 11
+    assert f.store.snapshot_mark.index == 11
     assert f.applied_index == 11 and f.applied == c[1].applied
     assert any(rd.snapshot is not None for rd in f.readies)
     assert f.log.first_index == 12 and f.log.committed == 11
@@ -783,7 +783,7 @@ def test_leader_counts_its_own_entry_only_after_advance(rh):
     ack = of_type(c[2].drain(), rh.M.APP_RESP)
     leader.step(ack[0])
     assert leader.log.committed == 1, "one durable copy out of three is no majority"
-    leader.store.write_entries(rd.entries)
+    leader.store.append(rd.entries)
     leader.raw.advance(rd)
     assert leader.log.committed == 2
     nxt = leader.raw.ready()
@@ -830,8 +830,8 @@ def test_inputs_between_ready_and_advance_follower(rh):
                   commit=1))
     rd1 = f.raw.ready()
     f.step(rh.msg(rh.M.APP, 1, 2, 1, index=2, log_term=1, entries=[(1, b"c")], commit=3))
-    f.store.write_entries(rd1.entries)
-    f.store.hard_state = rd1.hard_state
+    f.store.append(rd1.entries)
+    f.store.save_hard_state(rd1.hard_state)
     assert [m.index for m in rd1.persisted_messages] == [2]
     assert rd1.committed.entries == [(1, b"a")]
     f.raw.advance(rd1)
@@ -850,12 +850,12 @@ def test_inputs_between_ready_and_advance_leader(rh):
     c.propose(1, b"a")
     rd1 = leader.raw.ready()
     c.propose(1, b"b")
-    leader.store.write_entries(rd1.entries)
+    leader.store.append(rd1.entries)
     leader.raw.advance(rd1)
     assert leader.raft.prs[1].match == 2, "only what rd1 carried is durable"
     rd2 = leader.raw.ready()
     assert rd2.entries.first_index == 3 and rd2.entries.entries == [(1, b"b")]
-    leader.store.write_entries(rd2.entries)
+    leader.store.append(rd2.entries)
     leader.raw.advance(rd2)
     assert leader.raft.prs[1].match == 3
 
@@ -1021,12 +1021,7 @@ def crash(c, node, rng):
         mode = rng.randrange(3)
         c.queue.extend(rd.messages)
         if mode >= 1:
-            if rd.snapshot is not None:
-                node.store.install_snapshot(rd.snapshot)
-            if rd.entries is not None:
-                node.store.write_entries(rd.entries)
-            if rd.hard_state is not None:
-                node.store.hard_state = rd.hard_state
+            node.persist(rd)
         if mode == 2:
             c.queue.extend(rd.persisted_messages)
     node.restart()

@@ -182,7 +182,7 @@ def test_follower_votes_at_most_once_per_term(rh, vote, candidate, granted):
     # §5.2: "Each server will vote for at most one candidate in a given term, on a
     # first-come-first-served basis."
     c = rh.Cluster(3, pre_vote=False)
-    c[1].store.hard_state = HardState(1, vote, 0)
+    c[1].store.save_hard_state(HardState(1, vote, 0))
     c[1].restart()
     c[1].step(rh.msg(rh.M.VOTE, 1, candidate, 1))
     rds = c[1].handle_ready()
@@ -442,7 +442,7 @@ def test_leader_syncs_follower_log(rh, case):
     want = c[1].log_entries()
     assert [t for t, _ in want] == FIGURE_7_LEADER + [8, 8]
     assert c[2].log_entries() == want
-    assert c[2].store.entries == want, "the durable log matches too"
+    assert c[2].store.recovered().entries == want, "the durable log matches too"
     assert c.committed(2) == len(want)
     c.check_safety()
 
