@@ -58,6 +58,7 @@ class SimStorage:
             store.save_hard_state(rd.hard_state)
 
     def sync(self) -> None:
+        """Make the pending writes durable (the Ready's one fsync)."""
         self.store.sync()
 
     def crash(self, rng: random.Random) -> None:

@@ -563,7 +563,8 @@ class WalStore(StoreBase):
     def save_hard_state(self, hs: HardState) -> None:
         """Write ``hs`` (a HARD_STATE record; durable at the next sync)."""
         self._check()
-        hs = HardState(*hs)
+        if type(hs) is not HardState:       # (a HardState is immutable: kept as it is)
+            hs = HardState(*hs)
         self._write([Record(HARD_STATE, hs.commit, hs.term, encode_hard_state(hs))])
         self._hs = hs
 
