@@ -256,7 +256,7 @@ def uses_default_endpoints(args) -> bool:
     return not getattr(args, "endpoints", None) and not getattr(args, "config", None)
 
 
-class _ArgError(Exception):
+class _ArgError(FastraftError):
     """A command-line argument that cannot be used (exit 2, nothing was sent)."""
 
 

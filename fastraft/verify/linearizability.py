@@ -74,6 +74,8 @@ import time
 from dataclasses import dataclass, field, replace
 from typing import Any, Hashable, Iterable
 
+from ..errors import FastraftError
+
 __all__ = [
     "Operation", "RegisterModel", "KeyResult", "CheckResult", "Violation",
     "StaleReadAnomaly", "StaleReadResult",
@@ -289,7 +291,7 @@ def prepare(ops: Iterable[Operation]) -> list[Operation]:
     return out
 
 
-class _Budget(Exception):
+class _Budget(FastraftError):
     pass
 
 

@@ -73,7 +73,7 @@ HELLO_TIMEOUT = 10.0
 _READ_SIZE = 1 << 16
 
 
-class _Cut(Exception):
+class _Cut(FastraftError):
     """The link of this connection became blocked: the connection is being aborted."""
 
 

@@ -19,14 +19,6 @@ import pkgutil
 import fastraft
 from fastraft.errors import FastraftError
 
-#: Private control-flow exceptions of modules this test's author does not own, still to be
-#: moved under FastraftError (issue 12). Each never leaves its module. Empty this set once
-#: they derive from FastraftError.
-PENDING = {
-    "fastraft.client.cli_cmds._ArgError",
-    "fastraft.verify.proxy._Cut",
-    "fastraft.verify.linearizability._Budget",
-}
 
 
 def _modules():
@@ -50,7 +42,7 @@ def test_every_exception_of_fastraft_derives_from_fastraft_error():
     assert "fastraft.errors.NotLeader" in found and "fastraft.client.bench.BenchAborted" in found
     outside = sorted(name for name, cls in found.items()
                      if not issubclass(cls, FastraftError)
-                     and not issubclass(cls, AssertionError) and name not in PENDING)
+                     and not issubclass(cls, AssertionError))
     assert not outside, f"not under FastraftError: {outside}"
 
 
