@@ -4,7 +4,8 @@ Place in the architecture: the default backend of ``fastraft.storage`` (the ``Lo
 protocol of ``base.py``), used by the runtime. It does the IO; the byte layout of records and
 segment headers is the core's (``fastraft.core``: ``encode_records`` / ``decode_records``),
 the message types are ``fastraft.raft.messages``; it never imports the engine's logic and
-never msgpack. All of the durable log's logic lives in this module.
+never msgpack. The durable log's logic lives in this module; the rules every backend
+shares (the checks of append, compact and marks; the lifecycle) are ``base.StoreBase``'s.
 
 Files: a directory of segments ``wal-<16 hex seq>-<16 hex index>.log`` (``seq`` counts from 0
 and orders the segments; ``index`` is the first index the segment was opened for, for
