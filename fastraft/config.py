@@ -280,6 +280,13 @@ class Tuning:
         fields, at least 1 MiB."""
         return min(_MAX_FRAME, max(_MIB, self.max_key_bytes + self.max_value_bytes + 64 * _KIB))
 
+    @property
+    def peer_frame_bytes(self) -> int:
+        """The largest frame a node accepts from a peer: a client's frame (an entry carries one
+        request's key and value) or an append of ``max_msg_bytes`` (the engine counts each
+        entry's framing in it) with 4 KiB for the message's own fields."""
+        return min(_MAX_FRAME, max(self.max_frame_bytes, self.max_msg_bytes + 4 * _KIB))
+
 
 _TUNING_FIELDS = tuple(f.name for f in dataclasses.fields(Tuning))
 

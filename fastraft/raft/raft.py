@@ -68,6 +68,9 @@ FOLLOWER = 0
 PRE_CANDIDATE = 1
 CANDIDATE = 2
 LEADER = 3
+#: An upper bound on what one entry adds to an append message besides its payload: msgpack's
+#: u64 term (9 bytes) and bin32 length header (5), rounded up. Counted in ``max_msg_bytes``.
+ENTRY_FRAMING = 16
 ROLE_NAMES = {FOLLOWER: "follower", PRE_CANDIDATE: "pre-candidate", CANDIDATE: "candidate",
               LEADER: "leader"}
 
@@ -113,7 +116,8 @@ class RaftConfig:
     check_quorum: bool = True
     max_inflight_msgs: int = 256          # per follower, appends sent and not acknowledged
     max_inflight_bytes: int = 16 << 20    # per follower, their payload bytes
-    max_msg_bytes: int = 1 << 20          # payload bytes per append message (>= 1 entry)
+    max_msg_bytes: int = 1 << 20          # bytes per append message, payload plus
+                                          # ENTRY_FRAMING per entry (>= 1 entry)
     max_uncommitted: int = 8192           # leader's appended-but-uncommitted entries: Busy
     max_apply_bytes: int = 64 << 20       # committed payload bytes handed out per Ready
     rejoining: bool = False               # this node lost its data (wiped disk): it neither
@@ -601,7 +605,18 @@ class Raft:
         n = len(entries)
         size = 0
         if n:
-            for e in entries:
+            # The byte budget counts each entry's framing too: a message of many small
+            # entries would otherwise encode well past max_msg_bytes (twice it for 11-byte
+            # commands) and past the frame limit of the receiving node, which would refuse
+            # it again at every retry. The first entry always goes.
+            budget = self.cfg.max_msg_bytes
+            framed = 0
+            for i, e in enumerate(entries):
+                framed += len(e[1]) + ENTRY_FRAMING
+                if framed > budget and i:
+                    entries = entries[:i]
+                    n = i
+                    break
                 size += len(e[1])
         pr.sent_entries(prev + n, n, size)
         pr.sent_commit = log.committed

@@ -88,7 +88,7 @@ def build_node(cfg: Config, node_id: int, data_dir: str, *, loop_name: str = "as
                 need_snapshot=need_snapshot)
     peer_addrs = {n.id: n.raft for n in cfg.nodes if n.id != node_id}
     peers = PeerTransport(node, node_id, cfg.cluster_name, spec.raft_bind, peer_addrs,
-                          backend.snaps, t.max_frame_bytes)
+                          backend.snaps, t.peer_frame_bytes)
     clients = ClientServer(node.requests, spec.client, limits, t.max_frame_bytes,
                            t.max_client_connections)
     node.attach(peers, clients)

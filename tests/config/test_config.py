@@ -338,6 +338,9 @@ def test_tuning_ticks_and_frame_size():
     assert (t.heartbeat_tick, t.election_tick) == (2, 14)
     assert Tuning().max_frame_bytes == 4096 + (1 << 20) + 65536
     assert Tuning(max_value_bytes=10, max_key_bytes=10).max_frame_bytes == 1 << 20
+    # A peer frame fits an append of max_msg_bytes plus the message's own fields.
+    assert Tuning().peer_frame_bytes == Tuning().max_frame_bytes
+    assert Tuning(max_value_bytes=10, max_key_bytes=10).peer_frame_bytes == (1 << 20) + 4096
 
 
 def test_tuning_constructor_validates():

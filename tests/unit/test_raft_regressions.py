@@ -8,6 +8,12 @@
    a rejected append with hint index 0, term 0; the leader treated (0, 0) as "no hint" and
    walked back one index per round trip. Fix: the hint is always used.
 
+3. An append of many small entries encoded far past ``max_msg_bytes`` (the budget counted
+   payload bytes only): about 1.5 MiB for 11-byte commands against a 1 MiB budget, past the
+   receiving node's frame limit, which refused the same frame at every retry, so a follower far
+   behind never caught up. Fix: each entry's framing counts in the budget (raft.py,
+   ENTRY_FRAMING).
+
 Plus two Ready-contract points raised while testing the engine: a second ready() before
 advance() is refused, and a commit-index change alone does not demand an fsync.
 """
@@ -71,6 +77,27 @@ def test_lost_appends_with_a_full_window_recover_on_heartbeats():
     net.tick(6)   # heartbeats only: the window must reopen and node 3 catch up
     assert net.nodes[3]._raft.log.last_index == lead._raft.log.last_index
     assert lead._raft.prs[3].match == lead._raft.log.last_index
+
+
+def test_appends_of_small_entries_stay_within_the_message_budget():
+    from fastraft import codec
+
+    budget = 4096
+    net = Net(max_msg_bytes=budget, max_inflight_msgs=4)
+    net.elect(1)
+    lead = net.nodes[1]
+    net.drop = lambda m: m.to == 3          # node 3 falls far behind
+    for k in range(200):
+        lead.propose([b"c%09d" % k] * 5)    # 10-byte commands, the smallest real ones
+        net.pump()
+    net.drop = lambda m: False
+    net.log.clear()
+    net.tick(30)
+    apps = [m for m in net.log if m.type == MsgType.APP and m.to == 3 and m.entries]
+    assert len(apps) > 1
+    worst = max(len(codec.encode_message(m)) for m in apps)
+    assert worst <= budget + 128, f"an append of {worst} bytes, budget {budget}"
+    assert net.nodes[3]._raft.log.last_index == lead._raft.log.last_index
 
 
 def test_an_empty_follower_log_is_found_in_one_round_trip():
