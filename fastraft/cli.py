@@ -30,6 +30,7 @@ import signal
 import sys
 
 from . import __version__
+from .loops import LOOP_CHOICES
 from .datadir import SQLITE_FILE as NODE_SQLITE_FILE
 from .datadir import WAL_DIR as NODE_WAL_SUBDIR
 
@@ -107,7 +108,7 @@ def _build_parser() -> argparse.ArgumentParser:
     node.add_argument("--data-dir", help="base data directory (the node uses DIR/<id>)")
     node.add_argument("--storage", choices=("wal", "sqlite"),
                       help="storage backend (overrides the config's tuning.storage)")
-    node.add_argument("--loop", choices=("auto", "uvloop", "asyncio"), default="auto",
+    node.add_argument("--loop", choices=LOOP_CHOICES, default="auto",
                       help="event loop (auto: uvloop when installed)")
     node.add_argument("--rejoin", action="store_true",
                       help="this node lost its data (a wiped or replaced disk): do not vote or "

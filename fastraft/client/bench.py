@@ -33,6 +33,7 @@ import sys
 import time
 
 from ..errors import FastraftError
+from ..loops import LOOP_CHOICES, pick_loop
 
 __all__ = ["add_bench_arguments", "run_bench", "Histogram", "bench", "BenchAborted",
            "BENCH_DESCRIPTION"]
@@ -111,7 +112,7 @@ def add_bench_arguments(p) -> None:
                    help="distinct keys (default 10000)")
     p.add_argument("--stale", action="store_true",
                    help="reads are stale (any node; default linearizable on the leader)")
-    p.add_argument("--loop", choices=("auto", "uvloop", "asyncio"), default="auto",
+    p.add_argument("--loop", choices=LOOP_CHOICES, default="auto",
                    help="event loop (auto: uvloop when installed)")
 
 
@@ -320,24 +321,12 @@ def _results(run: _Run, hist: Histogram, elapsed: float) -> dict:
     }
 
 
-def _loop_factory(choice: str):
-    if choice in ("auto", "uvloop"):
-        try:
-            import uvloop
-        except ImportError:
-            if choice == "uvloop":
-                raise ValueError("--loop uvloop: uvloop is not installed") from None
-        else:
-            return uvloop.new_event_loop, "uvloop"
-    return asyncio.new_event_loop, "asyncio"
-
-
 def run_bench(args, endpoints: list[str], hint: str = "") -> int:
     """``fastraft bench``: run, print the summary (stdout) and return the exit code.
     ``hint`` is added to the error when no node answered."""
     try:
         rf = _parse_ratio(args.ratio)
-        factory, loop_name = _loop_factory(args.loop)
+        factory, loop_name = pick_loop(args.loop)
     except ValueError as exc:
         print(f"fastraft bench: {exc}", file=sys.stderr)
         return 2

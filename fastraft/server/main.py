@@ -1,7 +1,7 @@
 """Process entry of a node: choose the event loop, lock the data directory, run until a signal.
 
 Place in the architecture: the top of ``fastraft.server``, called by ``fastraft node`` (cli).
-The only place that chooses uvloop. Exit codes: 0 after a clean stop (SIGTERM/SIGINT),
+It picks the node's event loop with ``fastraft.loops`` (uvloop when installed). Exit codes: 0 after a clean stop (SIGTERM/SIGINT),
 2 for a configuration or start-up problem (bad config, port in use, data directory locked,
 data directory owned by another storage backend), 3 when the node stopped itself on a storage
 failure or unrecoverable state.
@@ -22,6 +22,7 @@ import os
 import signal
 from typing import Callable
 
+from .. import loops
 from ..datadir import claim_backend, lock_data_dir
 from ..errors import ConfigError, FatalError
 from .backends import backends_present
@@ -35,16 +36,12 @@ log = logging.getLogger("fastraft.node")
 
 
 def pick_loop(choice: str = "auto"):
-    """``(loop_factory, name)``: uvloop when installed (or asked for), else asyncio's."""
-    if choice in ("auto", "uvloop"):
-        try:
-            import uvloop
-        except ImportError:
-            if choice == "uvloop":
-                raise ConfigError("--loop uvloop: uvloop is not installed") from None
-        else:
-            return uvloop.new_event_loop, "uvloop"
-    return asyncio.new_event_loop, "asyncio"
+    """``(loop_factory, name)`` (``fastraft.loops.pick_loop``); ConfigError when uvloop is
+    asked for and not installed."""
+    try:
+        return loops.pick_loop(choice)
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from None
 
 
 async def _serve(build: Callable[[], Node]) -> int:
