@@ -20,6 +20,10 @@ and receives on the ones it accepted; replies travel on the reverse connection):
     [P_SNAP_CHUNK, snap_term, snap_index, offset, data]
         a snapshot file's bytes, sent in order before the SNAP message that names it
 
+``decode_peer`` returns them as NamedTuples led by their kind code: ``Hello``, ``Welcome``,
+``Refuse``, ``PeerMessage`` (the engine's ``Message``, and the SNAP's ``SnapMeta``) and
+``SnapshotChunk``.
+
 Client connections (requests carry an id; many may be outstanding; answers may come back in
 any order)::
 
@@ -92,7 +96,8 @@ __all__ = [
     "CMD_REGISTER", "CMD_PUT", "CMD_DELETE", "CMD_CAS", "CMD_KEEPALIVE",
     "Limits", "Request",
     "encode_hello", "encode_welcome", "encode_refuse", "encode_message", "encode_snap_chunk",
-    "decode_peer", "SnapMeta", "attach_snapshot",
+    "decode_peer", "Hello", "Welcome", "Refuse", "PeerMessage", "SnapshotChunk", "PeerFrame",
+    "SnapMeta",
     "encode_request", "decode_request", "encode_response", "decode_response",
     "encode_notice", "request_head", "STATUS_LIMIT_FIELDS",
     "encode_command", "command_for", "decode_command",
@@ -136,7 +141,8 @@ CMD_CAS = 4
 CMD_KEEPALIVE = 5
 
 _U64 = (1 << 64) - 1
-_MSG_TYPES = frozenset(int(t) for t in MsgType)
+#: wire code -> MsgType (a lookup where ``MsgType(code)`` costs an enum call per message)
+_MSG_TYPES = {int(t): t for t in MsgType}
 _MAX_VOTERS = 4096
 
 # One packer per process: msgpack's Packer reuses its buffer (autoreset returns bytes).
@@ -188,19 +194,84 @@ class SnapMeta(NamedTuple):
     nbytes: int
 
 
+# What ``decode_peer`` returns: one NamedTuple per frame kind, each led by its kind code (so
+# ``frame.kind`` tells them apart, and they still compare and unpack as the plain tuples
+# ``(kind, field, ...)`` they replace).
+
+class Hello(NamedTuple):
+    """The dialler's first frame: who it is (``frm``), whom it dialled (``to``)."""
+
+    kind: int               # P_HELLO
+    version: int
+    cluster: str
+    frm: int
+    to: int
+
+
+class Welcome(NamedTuple):
+    """The acceptor's yes to a hello: its protocol version and node id."""
+
+    kind: int               # P_WELCOME
+    version: int
+    node_id: int
+
+
+class Refuse(NamedTuple):
+    """The acceptor's no to a hello (it closes the connection after it)."""
+
+    kind: int               # P_REFUSE
+    reason: str             # at most 500 characters
+
+
+class PeerMessage(NamedTuple):
+    """A validated engine message. ``message.snapshot`` is None; a SNAP message's
+    ``snap`` describes the snapshot file sent before it (None for every other type)."""
+
+    kind: int               # P_MSG
+    message: Message
+    snap: SnapMeta | None
+
+    def with_snapshot(self, data: Any) -> Message:
+        """The SNAP message with its received snapshot attached (``data``: the runtime's
+        handle on the file, as ``Snapshot.data``)."""
+        return self.message._replace(snapshot=Snapshot(self.snap.meta, data))
+
+
+class SnapshotChunk(NamedTuple):
+    """``data``: the bytes at ``offset`` of the file of snapshot ``index``@``term``."""
+
+    kind: int               # P_SNAP_CHUNK
+    term: int
+    index: int
+    offset: int
+    data: bytes
+
+
+PeerFrame = Hello | Welcome | Refuse | PeerMessage | SnapshotChunk
+
+# ``tuple.__new__(PeerMessage, (...))`` builds the NamedTuple without its Python-level
+# ``__new__`` (about a third of the time of ``PeerMessage(...)``): the per-message path.
+_tuple_new = tuple.__new__
+
+
 def encode_hello(cluster: str, frm: int, to: int) -> bytes:
+    """The dialler's hello: node ``frm`` of ``cluster`` asks to send to node ``to``."""
     return pack([P_HELLO, PROTOCOL_VERSION, cluster, frm, to])
 
 
 def encode_welcome(node_id: int) -> bytes:
+    """The acceptor's welcome (it is node ``node_id``, speaking PROTOCOL_VERSION)."""
     return pack([P_WELCOME, PROTOCOL_VERSION, node_id])
 
 
 def encode_refuse(reason: str) -> bytes:
+    """The acceptor's refusal of a hello, saying why."""
     return pack([P_REFUSE, reason])
 
 
 def encode_snap_chunk(snap_term: int, snap_index: int, offset: int, data: bytes) -> bytes:
+    """The bytes ``data`` at ``offset`` of the file of snapshot ``snap_index``@``snap_term``
+    (chunks travel in order, from offset 0, before the SNAP message)."""
     return pack([P_SNAP_CHUNK, snap_term, snap_index, offset, data])
 
 
@@ -227,17 +298,11 @@ def _ids(v, what: str) -> frozenset:
     return out
 
 
-def decode_peer(body, max_bytes: int) -> tuple:
-    """Decode and validate one peer frame. Returns one of::
-
-        (P_HELLO, version, cluster, from_id, to_id)
-        (P_WELCOME, version, node_id)
-        (P_REFUSE, reason)
-        (P_MSG, Message, SnapMeta | None)     Message.snapshot is None; the runtime attaches
-                                              the received file when the SNAP is complete
-        (P_SNAP_CHUNK, snap_term, snap_index, offset, data)
-
-    Raises RemoteProtocolError for anything else."""
+def decode_peer(body, max_bytes: int) -> PeerFrame:
+    """Decode and validate one peer frame: a Hello, Welcome, Refuse, PeerMessage or
+    SnapshotChunk (``.kind`` is its P_ code). A PeerMessage's message has no snapshot
+    attached: the runtime attaches the received file (``PeerMessage.with_snapshot``) once
+    the SNAP is complete. Raises RemoteProtocolError for anything else."""
     v = _unpackb(body, max_bytes)
     if type(v) is not list or not v or type(v[0]) is not int:
         raise _bad(f"peer frame is not an array with an integer kind: {short_repr(v)}")
@@ -286,9 +351,9 @@ def decode_peer(body, max_bytes: int) -> tuple:
             raise _bad("SNAP message without a snapshot description")
         if entries and mtype != MsgType.APP:
             raise _bad("only APP messages carry entries")
-        m = Message(MsgType(mtype), to, frm, term, log_term, index, entries, commit, reject,
+        m = Message(_MSG_TYPES[mtype], to, frm, term, log_term, index, entries, commit, reject,
                     hint_index, hint_term, context, None, transfer)
-        return P_MSG, m, sm
+        return _tuple_new(PeerMessage, (P_MSG, m, sm))
     if kind == P_SNAP_CHUNK:
         if n != 5:
             raise _bad("snapshot chunk must have 5 fields")
@@ -298,7 +363,7 @@ def decode_peer(body, max_bytes: int) -> tuple:
         _uint(off, "chunk offset")
         if type(data) is not bytes:
             raise _bad("chunk data must be bytes")
-        return P_SNAP_CHUNK, st, si, off, data
+        return SnapshotChunk(P_SNAP_CHUNK, st, si, off, data)
     if kind == P_HELLO:
         if n != 5:
             raise _bad("hello must have 5 fields")
@@ -308,23 +373,18 @@ def decode_peer(body, max_bytes: int) -> tuple:
             raise _bad("cluster name must be a string")
         _uint(frm, "from id")
         _uint(to, "to id")
-        return P_HELLO, version, cluster, frm, to
+        return Hello(P_HELLO, version, cluster, frm, to)
     if kind == P_WELCOME:
         if n != 3:
             raise _bad("welcome must have 3 fields")
         _uint(v[1], "version")
         _uint(v[2], "node id")
-        return P_WELCOME, v[1], v[2]
+        return Welcome(P_WELCOME, v[1], v[2])
     if kind == P_REFUSE:
         if n != 2 or type(v[1]) is not str:
             raise _bad("refuse must carry a reason")
-        return P_REFUSE, v[1][:500]
+        return Refuse(P_REFUSE, v[1][:500])
     raise _bad(f"unknown peer frame kind {kind}")
-
-
-def attach_snapshot(m: Message, meta: SnapshotMeta, data: Any) -> Message:
-    """The SNAP message ``m`` with its received snapshot attached (data: the runtime's handle)."""
-    return m._replace(snapshot=Snapshot(meta, data))
 
 
 # -- client requests and responses ----------------------------------------------------------
@@ -359,6 +419,8 @@ STATUS_LIMIT_FIELDS = ("max_frame_bytes", "max_key_bytes", "max_value_bytes", "m
 
 
 def encode_request(req_id: int, op: int, *args) -> bytes:
+    """The body of request ``req_id``: operation ``op`` with its ``args`` in wire order (the
+    table above; ``decode_request`` is its strict inverse). Nothing is validated here."""
     return pack([req_id, op, *args])
 
 
@@ -461,6 +523,7 @@ def decode_request(body, limits: Limits, max_bytes: int) -> Request:
 
 
 def encode_response(req_id: int, status: int, *values) -> bytes:
+    """The answer to request ``req_id``: a status (ST_*) and its values (module docstring)."""
     return pack([req_id, status, *values])
 
 
@@ -536,6 +599,8 @@ def decode_response(body, max_bytes: int) -> tuple[int, int, list]:
 # -- commands (log entry payloads) ----------------------------------------------------------
 
 def encode_command(cmd: tuple | list) -> bytes:
+    """A log command's payload from its fields (``[CMD_*, ts, ...]``, shapes above); the
+    node builds its commands with ``command_for``."""
     return pack(cmd)
 
 
@@ -604,6 +669,8 @@ class SnapshotDecoder:
             max_map_len=max_bytes, max_ext_len=0)
 
     def feed(self, data) -> list:
+        """The values completed by ``data`` (bytes-like), in order; a value cut at the end
+        waits for the next feed. RemoteProtocolError for a stream that is not valid."""
         try:
             self._u.feed(data)
             return list(self._u)

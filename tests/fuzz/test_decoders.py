@@ -252,9 +252,10 @@ def _is_u64(v) -> bool:
 
 
 def check_peer(out) -> None:
-    kind = out[0]
+    kind = out.kind
     if kind == codec.P_MSG:
-        _, m, sm = out
+        assert type(out) is codec.PeerMessage
+        m, sm = out.message, out.snap
         assert isinstance(m.type, MsgType) and m.snapshot is None
         for f in ("to", "frm", "term", "log_term", "index", "commit", "hint_index",
                   "hint_term", "context"):
@@ -272,24 +273,29 @@ def check_peer(out) -> None:
             assert _is_u64(meta.index) and _is_u64(meta.term) and _is_u64(sm.nbytes)
             assert meta.voters and all(_is_u64(i) and i for i in meta.voters)
             assert all(_is_u64(i) and i for i in meta.outgoing)
-            m_full = codec.attach_snapshot(m, meta, None)
+            m_full = out.with_snapshot(None)
+            assert m_full.snapshot.meta == meta and m_full._replace(snapshot=None) == m
             nbytes = sm.nbytes
         else:
             m_full = m
         again = codec.decode_peer(codec.encode_message(m_full, nbytes), MAX_BYTES)
         assert again == out
     elif kind == codec.P_HELLO:
-        _, version, cluster, frm, to = out
-        assert _is_u64(version) and type(cluster) is str and len(cluster) <= 256
-        assert _is_u64(frm) and _is_u64(to)
-        assert codec.decode_peer(codec.encode_hello(cluster, frm, to), MAX_BYTES)[2:] == (
-            cluster, frm, to)
+        assert type(out) is codec.Hello
+        assert _is_u64(out.version) and type(out.cluster) is str and len(out.cluster) <= 256
+        assert _is_u64(out.frm) and _is_u64(out.to)
+        again = codec.decode_peer(codec.encode_hello(out.cluster, out.frm, out.to), MAX_BYTES)
+        assert again[2:] == (out.cluster, out.frm, out.to)
     elif kind == codec.P_WELCOME:
-        assert _is_u64(out[1]) and _is_u64(out[2])
+        assert type(out) is codec.Welcome
+        assert _is_u64(out.version) and _is_u64(out.node_id)
     elif kind == codec.P_REFUSE:
-        assert type(out[1]) is str and len(out[1]) <= 500
+        assert type(out) is codec.Refuse
+        assert type(out.reason) is str and len(out.reason) <= 500
     elif kind == codec.P_SNAP_CHUNK:
-        assert all(_is_u64(x) for x in out[1:4]) and type(out[4]) is bytes
+        assert type(out) is codec.SnapshotChunk
+        assert all(_is_u64(x) for x in (out.term, out.index, out.offset))
+        assert type(out.data) is bytes
         assert codec.decode_peer(codec.encode_snap_chunk(*out[1:]), MAX_BYTES) == out
     else:
         raise AssertionError(f"unknown kind decoded: {out!r}")

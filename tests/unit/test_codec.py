@@ -17,21 +17,32 @@ LIMITS = codec.Limits(max_key=64, max_value=256, max_scan=100)
 def test_peer_message_round_trip():
     m = Message(MsgType.APP, 2, 1, 7, log_term=6, index=10, entries=[(6, b"a"), (7, b"")],
                 commit=9, reject=False, hint_index=0, hint_term=0, context=3, transfer=False)
-    kind, got, snap = codec.decode_peer(codec.encode_message(m), 1 << 20)
-    assert kind == codec.P_MSG and got == m and snap is None
+    out = codec.decode_peer(codec.encode_message(m), 1 << 20)
+    assert type(out) is codec.PeerMessage
+    assert out.kind == codec.P_MSG and out.message == m and out.snap is None
     s = Message(MsgType.SNAP, 2, 1, 7, snapshot=Snapshot(SnapshotMeta(50, 6, frozenset({1, 2}))))
-    kind, got, snap = codec.decode_peer(codec.encode_message(s, 1234), 1 << 20)
-    assert got.snapshot is None and snap.meta == s.snapshot.meta and snap.nbytes == 1234
+    out = codec.decode_peer(codec.encode_message(s, 1234), 1 << 20)
+    assert out.message.snapshot is None
+    assert out.snap.meta == s.snapshot.meta and out.snap.nbytes == 1234
+    # the receiving side attaches its file (here a stand-in handle) to get the message back
+    assert out.with_snapshot("the-file") == s._replace(
+        entries=[], snapshot=Snapshot(s.snapshot.meta, "the-file"))
 
 
 def test_handshake_and_chunk_round_trip():
-    assert codec.decode_peer(codec.encode_hello("c", 1, 2), 100) == (
+    assert codec.decode_peer(codec.encode_hello("c", 1, 2), 100) == codec.Hello(
         codec.P_HELLO, codec.PROTOCOL_VERSION, "c", 1, 2)
-    assert codec.decode_peer(codec.encode_welcome(3), 100) == (
+    assert codec.decode_peer(codec.encode_welcome(3), 100) == codec.Welcome(
         codec.P_WELCOME, codec.PROTOCOL_VERSION, 3)
-    assert codec.decode_peer(codec.encode_refuse("no"), 100) == (codec.P_REFUSE, "no")
-    assert codec.decode_peer(codec.encode_snap_chunk(1, 2, 3, b"xy"), 100) == (
-        codec.P_SNAP_CHUNK, 1, 2, 3, b"xy")
+    assert codec.decode_peer(codec.encode_refuse("no"), 100) == codec.Refuse(
+        codec.P_REFUSE, "no")
+    chunk = codec.decode_peer(codec.encode_snap_chunk(1, 2, 3, b"xy"), 100)
+    assert type(chunk) is codec.SnapshotChunk
+    assert (chunk.term, chunk.index, chunk.offset, chunk.data) == (1, 2, 3, b"xy")
+    # each is still the plain tuple led by its kind code (what the fault proxy reads)
+    hello = codec.decode_peer(codec.encode_hello("c", 1, 2), 100)
+    assert type(hello) is codec.Hello and (hello.frm, hello.to) == (1, 2)
+    assert hello == (codec.P_HELLO, codec.PROTOCOL_VERSION, "c", 1, 2)
 
 
 @pytest.mark.parametrize("body, why", [
@@ -108,8 +119,8 @@ def test_wrong_shapes_never_escape_as_another_error(value):
     except RemoteProtocolError:
         pass
     else:
-        if out[0] == codec.P_MSG:        # what passes is a well-formed message
-            m = out[1]
+        if out.kind == codec.P_MSG:      # what passes is a well-formed message
+            m = out.message
             assert isinstance(m.type, MsgType) and all(
                 type(t) is int and type(p) is bytes for t, p in m.entries)
     try:
