@@ -50,6 +50,11 @@ MAX_LINGERING = 256
 
 
 class ClientServer:
+    """The client port of one node: accepts connections (at most ``max_connections`` open)
+    and hands each valid request to ``node.on_request(conn, req)`` (``node``: the request
+    handler, interfaces.RequestHandler). ``limits`` and ``max_frame`` bound a request; the
+    module docstring says what every refusal looks like to the client."""
+
     def __init__(self, node, listen: tuple[str, int], limits: codec.Limits, max_frame: int,
                  max_connections: int) -> None:
         self.node = node
@@ -64,12 +69,14 @@ class ClientServer:
         self._all_closed: asyncio.Future | None = None
 
     async def start(self) -> None:
+        """Listen on ``listen`` for clients."""
         loop = asyncio.get_running_loop()
         host, port = self.listen
         self._server = await loop.create_server(lambda: ClientConn(self), host, port,
                                                 reuse_address=True, backlog=512)
 
     def stop_accepting(self) -> None:
+        """Accept no new connection; the open ones stay (``close`` ends them)."""
         if self._server is not None:
             self._server.close()
 
@@ -103,6 +110,10 @@ class ClientServer:
 
 
 class ClientConn(asyncio.Protocol):
+    """One client connection: reads requests in order and hands them to the node; answers
+    (``respond``) may come in any order and leave together once per loop turn. The node
+    holds it only to answer (interfaces.Responder) or to close it."""
+
     __slots__ = ("srv", "transport", "remote", "_decoder", "closed", "_out", "_flush",
                  "last_rid", "_linger")
 

@@ -19,7 +19,14 @@ with ``[P_HELLO, version, cluster, from, to]``; the acceptor answers ``P_WELCOME
   by a task that waits for the socket to drain between chunks, so heartbeats and appends keep
   flowing between the chunks; the SNAP message itself follows the last chunk. The receiver
   writes the chunks to a part file, verifies the whole file (checksum included), adopts it
-  into its snapshot store, and only then steps the SNAP message into its engine.
+  into its snapshot store, and only then steps the SNAP message into its engine. Its file
+  work (open, write, fsync, verify, adopt) runs on one worker thread, in the order the frames
+  came, so the loop keeps serving meanwhile. Until the SNAP is stepped, what its sender sends
+  after it waits, in order (an append must not overtake the snapshot it follows), except
+  heartbeats of the same term, stepped at once: they keep the leader known (no election
+  while a large snapshot is verified) and change nothing else (their commit is capped by
+  what the leader knows we hold). A failure to store the file stops the node, as any other
+  storage failure.
 - Any bad input on an accepted connection (garbage, an oversized or malformed frame, a
   message that decodes but fails validation, a wrong sender) closes that connection with one
   log line; the node and its other connections carry on.
@@ -32,6 +39,8 @@ import logging
 import os
 import random
 import socket
+from collections import deque
+from concurrent.futures import ThreadPoolExecutor
 
 from .. import codec
 from ..core import FrameDecoder, encode_frame
@@ -43,7 +52,7 @@ from ..errors import (
     RemoteProtocolError,
     StorageError,
 )
-from ..raft.messages import Message, MsgType, Snapshot
+from ..raft.messages import Message, MsgType
 from .logs import LogOnce, reason_kind
 
 __all__ = ["PeerTransport"]
@@ -54,6 +63,9 @@ _DROPPABLE = frozenset({MsgType.HEARTBEAT, MsgType.APP})
 HANDSHAKE_TIMEOUT = 5.0
 SNAP_CHUNK = 256 * 1024
 PART_PREFIX = "incoming-"
+#: Bytes of frames held for one peer while its snapshot is adopted, past which its
+#: connections stop being read until the snapshot is stepped.
+HELD_BYTES = 16 << 20
 
 
 def _set_keepalive(transport) -> None:
@@ -72,9 +84,14 @@ def _set_keepalive(transport) -> None:
 
 
 class PeerTransport:
-    """All peer connections of one node. ``node`` must offer ``on_peer_message(m)``,
-    ``on_unreachable(peer_id)`` and ``on_snapshot_sent(peer_id, ok)``; ``snaps`` is the
-    node's SnapshotStore (received snapshots are adopted into it)."""
+    """All peer connections of one node: it sends the engine's messages (``send``) and hands
+    the node every validated message received, in the order each peer sent them.
+
+    ``node`` must offer ``on_peer_message(m)`` (returns why ``m`` is refused, or None),
+    ``on_unreachable(peer_id)``, ``on_snapshot_sent(peer_id, ok)`` and ``fatal(reason)``
+    (interfaces.PeerHandler); ``snaps`` is the node's SnapshotStore (received snapshots are
+    adopted into it; their part files are written in its directory). ``peers`` maps every
+    other node's id to its ``(host, port)``; ``max_frame`` bounds a received frame."""
 
     def __init__(self, node, node_id: int, cluster: str, listen: tuple[str, int],
                  peers: dict, snaps, max_frame: int, high_water: int = 32 << 20) -> None:
@@ -93,6 +110,10 @@ class PeerTransport:
         self.max_inbound = 4 * len(self.peers) + 32
         self._server = None
         self._closed = False
+        #: peer id -> _Held: what that peer sent after a SNAP whose snapshot is being adopted.
+        self._held: dict[int, _Held] = {}
+        self._disk = None                   # the file worker (started by the first use)
+        self._disk_down = False
         self._clean_parts()
 
     def _clean_parts(self) -> None:
@@ -102,6 +123,7 @@ class PeerTransport:
                 remove_quietly(os.path.join(d, name))
 
     async def start(self) -> None:
+        """Listen for peers and start dialling every one of them (for ever, with backoff)."""
         loop = asyncio.get_running_loop()
         host, port = self.listen
         self._server = await loop.create_server(lambda: _Inbound(self), host, port,
@@ -123,8 +145,25 @@ class PeerTransport:
             out.send(ms)
 
     def connected(self, pid: int) -> bool:
+        """Whether the connection this node dialled to ``pid`` is up (handshake done)."""
         out = self._out.get(pid)
         return out is not None and out.ready
+
+    def run_disk(self, fn, *args) -> asyncio.Future:
+        """``fn(*args)`` on the worker thread of the received snapshots' file work, after
+        everything submitted before it (one thread: submission order is execution order).
+        Once the transport is closed it runs at once, on the loop."""
+        loop = asyncio.get_running_loop()
+        if self._disk_down:
+            fut = loop.create_future()
+            try:
+                fut.set_result(fn(*args))
+            except Exception as exc:
+                fut.set_exception(exc)
+            return fut
+        if self._disk is None:
+            self._disk = ThreadPoolExecutor(1, thread_name_prefix=f"fastraft-snap-in-{self.id}")
+        return loop.run_in_executor(self._disk, fn, *args)
 
     def abort(self) -> None:
         """Drop every connection at once and stop dialling (the node is failing)."""
@@ -137,12 +176,17 @@ class PeerTransport:
             conn.abort()
 
     async def close(self) -> None:
+        """Drop every connection, stop dialling and listening. File work already submitted
+        (a snapshot being adopted) finishes on its thread."""
         self.abort()
         if self._server is not None:
             try:
                 await asyncio.wait_for(self._server.wait_closed(), 1.0)
             except (asyncio.TimeoutError, Exception):
                 pass
+        self._disk_down = True
+        if self._disk is not None:
+            self._disk.shutdown(wait=False)
 
 
 class _Outbound(asyncio.Protocol):
@@ -224,19 +268,20 @@ class _Outbound(asyncio.Protocol):
     def data_received(self, data) -> None:
         try:
             for body in self._decoder.feed(data):
-                kind = codec.decode_peer(body, 1 << 16)
+                frame = codec.decode_peer(body, 1 << 16)
                 if self._welcome.done():
                     raise RemoteProtocolError("unexpected frame after the handshake")
-                if kind[0] == codec.P_WELCOME:
-                    if kind[1] != codec.PROTOCOL_VERSION or kind[2] != self.pid:
+                if frame.kind == codec.P_WELCOME:
+                    if frame.version != codec.PROTOCOL_VERSION or frame.node_id != self.pid:
                         raise RemoteProtocolError(
-                            f"welcome from node {kind[2]} (protocol {kind[1]}), expected "
-                            f"node {self.pid} (protocol {codec.PROTOCOL_VERSION})")
+                            f"welcome from node {frame.node_id} (protocol {frame.version}), "
+                            f"expected node {self.pid} (protocol {codec.PROTOCOL_VERSION})")
                     self._welcome.set_result(True)
-                elif kind[0] == codec.P_REFUSE:
-                    raise RemoteProtocolError(f"node {self.pid} refused us: {kind[1]}")
+                elif frame.kind == codec.P_REFUSE:
+                    raise RemoteProtocolError(f"node {self.pid} refused us: {frame.reason}")
                 else:
-                    raise RemoteProtocolError(f"unexpected frame kind {kind[0]} in handshake")
+                    raise RemoteProtocolError(
+                        f"unexpected frame kind {frame.kind} in handshake")
         except (RemoteProtocolError, FrameTooLarge) as exc:
             if not self._welcome.done():
                 self._welcome.set_exception(exc)
@@ -347,9 +392,10 @@ class _Inbound(asyncio.Protocol):
         self.transport = None
         self.peer_id = None          # set by a valid hello
         self.remote = "?"
+        self.closed_for_cause = False   # rejected, or its snapshot could not be stored
         self._decoder = FrameDecoder(tr.max_frame)
         self._timer = None
-        self._part = None            # (term, index, path, fd, size) of a snapshot in transit
+        self._part: _Part | None = None     # the snapshot file in transit
 
     def connection_made(self, transport) -> None:
         self.transport = transport
@@ -388,126 +434,262 @@ class _Inbound(asyncio.Protocol):
         host = self.remote.rsplit(":", 1)[0]
         self.tr.once(("in-bad", self.peer_id, host, reason_kind(reason)), logging.WARNING,
                      "closing peer connection from %s: %s", who, reason)
+        self.closed_for_cause = True
         self.transport.abort()
+
+    def _store_failed(self, exc: BaseException) -> None:
+        # Writing a received snapshot failed (disk full, IO error): the same rule as any
+        # other storage failure, the node stops.
+        self.closed_for_cause = True
+        self.transport.abort()
+        self.tr.node.fatal(f"cannot store a snapshot from node {self.peer_id}: {exc}")
 
     def data_received(self, data) -> None:
         try:
-            frames = self._decoder.feed(data)
+            bodies = self._decoder.feed(data)
         except FrameTooLarge as exc:
             self._reject(str(exc))
             return
-        for body in frames:
+        for body in bodies:
             try:
-                self._frame(body)
+                frame = codec.decode_peer(body, self.tr.max_frame)
+                if self.peer_id is None:
+                    self._hello(frame)
+                else:
+                    self.take(frame, len(body))
             except RemoteProtocolError as exc:
                 self._reject(str(exc))
-                return
-            except (OSError, StorageError) as exc:
-                # Writing a received snapshot failed (disk full, IO error): the same rule as
-                # any other storage failure, the node stops.
-                self.transport.abort()
-                self.tr.node.fatal(f"cannot store a snapshot from node {self.peer_id}: {exc}")
                 return
             if self.transport.is_closing():
                 return
 
-    def _frame(self, body: bytes) -> None:
-        kind = codec.decode_peer(body, self.tr.max_frame)
-        k = kind[0]
-        if self.peer_id is None:
-            if k != codec.P_HELLO:
-                raise RemoteProtocolError("the first frame must be a hello")
-            _, version, cluster, frm, to = kind
-            reason = None
-            if version != codec.PROTOCOL_VERSION:
-                reason = f"protocol version {version}, this node speaks " \
-                         f"{codec.PROTOCOL_VERSION}"
-            elif cluster != self.tr.cluster:
-                reason = f"cluster {cluster!r}, this node belongs to {self.tr.cluster!r}"
-            elif to != self.tr.id:
-                reason = f"hello addressed to node {to}, this is node {self.tr.id}"
-            elif frm not in self.tr.peers:
-                reason = f"unknown node id {frm}"
-            if reason is not None:
-                self.tr.once(("refuse", self.remote.rsplit(":", 1)[0], reason_kind(reason)),
-                             logging.WARNING,
-                             "refusing peer connection from %s: %s", self.remote, reason)
-                self.transport.write(encode_frame(codec.encode_refuse(reason)))
-                self.transport.close()
-                return
-            self.peer_id = frm
-            self._timer.cancel()
-            self.transport.write(encode_frame(codec.encode_welcome(self.tr.id)))
+    def _hello(self, frame) -> None:
+        if frame.kind != codec.P_HELLO:
+            raise RemoteProtocolError("the first frame must be a hello")
+        tr = self.tr
+        reason = None
+        if frame.version != codec.PROTOCOL_VERSION:
+            reason = f"protocol version {frame.version}, this node speaks " \
+                     f"{codec.PROTOCOL_VERSION}"
+        elif frame.cluster != tr.cluster:
+            reason = f"cluster {frame.cluster!r}, this node belongs to {tr.cluster!r}"
+        elif frame.to != tr.id:
+            reason = f"hello addressed to node {frame.to}, this is node {tr.id}"
+        elif frame.frm not in tr.peers:
+            reason = f"unknown node id {frame.frm}"
+        if reason is not None:
+            tr.once(("refuse", self.remote.rsplit(":", 1)[0], reason_kind(reason)),
+                    logging.WARNING, "refusing peer connection from %s: %s", self.remote, reason)
+            self.transport.write(encode_frame(codec.encode_refuse(reason)))
+            self.transport.close()
             return
-        if k == codec.P_MSG:
-            _, m, snap = kind
+        self.peer_id = frame.frm
+        self._timer.cancel()
+        self.transport.write(encode_frame(codec.encode_welcome(tr.id)))
+
+    def take(self, frame, size: int) -> None:
+        """Handle a frame received after the handshake, or hold it (with its body's
+        ``size``) while a snapshot of its sender is being adopted. RemoteProtocolError when
+        it is invalid (the caller closes the connection)."""
+        if self.tr._held:
+            held = self.tr._held.get(self.peer_id)
+            if held is not None and not held.lets_through(frame):
+                held.add(self, frame, size)
+                return
+        if frame.kind == codec.P_MSG:
+            m = frame.message
             if m.frm != self.peer_id or m.to != self.tr.id:
                 raise RemoteProtocolError(
                     f"message from {m.frm} to {m.to} on the connection of node "
                     f"{self.peer_id} to {self.tr.id}")
-            if snap is not None:
-                m = self._finish_snapshot(m, snap)
-                if m is None:
-                    return
-            reason = self.tr.node.on_peer_message(m)
-            if reason is not None:
-                raise RemoteProtocolError(f"invalid {m.type.name} message: {reason}")
-        elif k == codec.P_SNAP_CHUNK:
-            self._chunk(*kind[1:])
+            if frame.snap is not None:
+                self._adopt(frame)
+                return
+            self._step(m)
+        elif frame.kind == codec.P_SNAP_CHUNK:
+            self._chunk(frame)
         else:
-            raise RemoteProtocolError(f"unexpected frame kind {k} after the handshake")
+            raise RemoteProtocolError(f"unexpected frame kind {frame.kind} after the handshake")
+
+    def _step(self, m: Message) -> None:
+        reason = self.tr.node.on_peer_message(m)
+        if reason is not None:
+            raise RemoteProtocolError(f"invalid {m.type.name} message: {reason}")
 
     # -- receiving a snapshot -------------------------------------------------------------
 
+    def _disk(self, fn, *args) -> asyncio.Future:
+        fut = self.tr.run_disk(fn, *args)
+        fut.add_done_callback(self._disk_done)
+        return fut
+
+    def _disk_done(self, fut: asyncio.Future) -> None:
+        exc = None if fut.cancelled() else fut.exception()
+        if isinstance(exc, (OSError, StorageError)):
+            self._store_failed(exc)
+        elif exc is not None and not isinstance(exc, (LocalProtocolError, CorruptRecordError)):
+            raise exc       # a bug: the loop's exception handler logs it
+
     def _drop_part(self) -> None:
         if self._part is not None:
-            _t, _i, path, fd, _size = self._part
-            self._part = None
-            try:
-                os.close(fd)
-            except OSError:
-                pass
-            remove_quietly(path)
+            part, self._part = self._part, None
+            self._disk(_remove_part, part)
 
-    def _chunk(self, term: int, index: int, offset: int, data: bytes) -> None:
-        if offset == 0:
+    def _chunk(self, c: codec.SnapshotChunk) -> None:
+        if c.offset == 0:
             self._drop_part()
             path = os.path.join(self.tr.snaps.directory,
-                                f"{PART_PREFIX}{self.peer_id}-{term}-{index}.part")
-            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
-            self._part = (term, index, path, fd, 0)
+                                f"{PART_PREFIX}{self.peer_id}-{c.term}-{c.index}.part")
+            self._part = _Part(c.term, c.index, path)
+            self._disk(_open_part, self._part)
         part = self._part
-        if part is None or part[0] != term or part[1] != index or part[4] != offset:
+        if part is None or (part.term, part.index, part.received) != (c.term, c.index,
+                                                                      c.offset):
             self._drop_part()
-            raise RemoteProtocolError(f"snapshot chunk {index}@{term} at offset {offset} "
-                                      f"out of order")
-        t, i, path, fd, size = part
-        view = memoryview(data)
-        while view:
-            n = os.write(fd, view)
-            view = view[n:]
-        self._part = (t, i, path, fd, size + len(data))
+            raise RemoteProtocolError(f"snapshot chunk {c.index}@{c.term} at offset "
+                                      f"{c.offset} out of order")
+        part.received += len(c.data)
+        self._disk(_write_part, part, c.data)
 
-    def _finish_snapshot(self, m: Message, snap) -> Message | None:
-        meta = snap.meta
+    def _adopt(self, frame: codec.PeerMessage) -> None:
+        """A SNAP message: once its file is complete, verify and adopt it off the loop, then
+        step the message; what its sender sends meanwhile is held (module docstring)."""
+        meta = frame.snap.meta
         part = self._part
-        if (part is None or part[0] != meta.term or part[1] != meta.index
-                or part[4] != snap.nbytes):
+        if part is None or (part.term, part.index, part.received) != (meta.term, meta.index,
+                                                                      frame.snap.nbytes):
             self._drop_part()
             raise RemoteProtocolError(f"SNAP {meta.index}@{meta.term} without its complete "
                                       f"data")
-        _t, _i, path, fd, _size = part
-        os.fsync(fd)
-        os.close(fd)
         self._part = None
-        try:
-            final = self.tr.snaps.adopt(path, meta)
-        except LocalProtocolError as exc:     # older than a snapshot we hold: nothing to do
+        held = self.tr._held[self.peer_id] = _Held(frame.message.term)
+        fut = self._disk(_adopt_part, part, self.tr.snaps, meta)
+        fut.add_done_callback(lambda f: self._adopted(frame, f, held))
+
+    def _adopted(self, frame: codec.PeerMessage, fut: asyncio.Future, held: _Held) -> None:
+        if self.tr._held.get(self.peer_id) is held:
+            del self.tr._held[self.peer_id]
+        if self.tr._closed:
+            return          # the node stops: nothing more is stepped
+        exc = None if fut.cancelled() else fut.exception()
+        meta = frame.snap.meta
+        if isinstance(exc, LocalProtocolError):     # older than a snapshot we hold
             log.info("ignoring snapshot %d@%d from node %d: %s", meta.index, meta.term,
                      self.peer_id, exc)
-            remove_quietly(path)
-            return None
-        except CorruptRecordError as exc:
-            remove_quietly(path)
-            raise RemoteProtocolError(f"received snapshot is damaged: {exc}") from None
-        return m._replace(snapshot=Snapshot(meta, final))
+        elif isinstance(exc, CorruptRecordError):
+            self._reject(f"received snapshot is damaged: {exc}")
+        elif exc is None and not fut.cancelled() and not self.closed_for_cause:
+            try:
+                self._step(frame.with_snapshot(fut.result()))
+            except RemoteProtocolError as bad:
+                self._reject(str(bad))
+        # (a storage failure was reported by _disk_done: the node stops)
+        held.release()
+
+
+class _Held:
+    """What one peer sent after a SNAP message whose snapshot is being adopted, in order,
+    with the connection each frame came on; released once the SNAP is stepped."""
+
+    __slots__ = ("term", "frames", "nbytes", "paused")
+
+    def __init__(self, term: int) -> None:
+        self.term = term            # the SNAP's: heartbeats of this term pass at once
+        self.frames: deque = deque()
+        self.nbytes = 0
+        self.paused: set = set()
+
+    def lets_through(self, frame) -> bool:
+        return (frame.kind == codec.P_MSG and frame.message.type == MsgType.HEARTBEAT
+                and frame.message.term == self.term)
+
+    def add(self, conn: _Inbound, frame, size: int) -> None:
+        self.frames.append((conn, frame, size))
+        self.nbytes += size
+        if self.nbytes > HELD_BYTES and conn not in self.paused:
+            self.paused.add(conn)
+            conn.transport.pause_reading()
+
+    def release(self) -> None:
+        """Hand every held frame to its connection, in order (those of a connection closed
+        for cause are dropped); a SNAP among them holds the rest again."""
+        for conn in self.paused:
+            if not conn.transport.is_closing():
+                conn.transport.resume_reading()
+        while self.frames:
+            conn, frame, size = self.frames.popleft()
+            if conn.closed_for_cause:
+                continue
+            try:
+                conn.take(frame, size)
+            except RemoteProtocolError as exc:
+                conn._reject(str(exc))
+
+
+class _Part:
+    """A snapshot file being received. The loop owns ``received`` (the bytes accepted, in
+    order); the file worker owns ``fd`` and ``failed``."""
+
+    __slots__ = ("term", "index", "path", "received", "fd", "failed")
+
+    def __init__(self, term: int, index: int, path: str) -> None:
+        self.term = term
+        self.index = index
+        self.path = path
+        self.received = 0
+        self.fd = None
+        self.failed = False
+
+
+# The file work of a received snapshot, run by PeerTransport.run_disk on its worker thread
+# (one at a time, in the order submitted).
+
+def _open_part(part: _Part) -> None:
+    try:
+        part.fd = os.open(part.path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+    except OSError:
+        part.failed = True
+        raise
+
+
+def _write_part(part: _Part, data: bytes) -> None:
+    if part.failed:
+        return              # reported once, by the step that failed
+    try:
+        view = memoryview(data)
+        while view:
+            n = os.write(part.fd, view)
+            view = view[n:]
+    except OSError:
+        part.failed = True
+        raise
+
+
+def _close_fd(part: _Part) -> None:
+    if part.fd is not None:
+        fd, part.fd = part.fd, None
+        try:
+            os.close(fd)
+        except OSError:
+            pass
+
+
+def _remove_part(part: _Part) -> None:
+    _close_fd(part)
+    remove_quietly(part.path)
+
+
+def _adopt_part(part: _Part, snaps, meta) -> str:
+    """fsync the complete part file, then ``snaps.adopt`` it: its new path. The part is
+    removed when the snapshot is damaged or older than one held (the exception passes on)."""
+    if part.failed:
+        _close_fd(part)
+        raise StorageError(f"an earlier write of {part.path} failed")
+    os.fsync(part.fd)
+    fd, part.fd = part.fd, None
+    os.close(fd)
+    try:
+        return snaps.adopt(part.path, meta)
+    except (LocalProtocolError, CorruptRecordError):
+        remove_quietly(part.path)
+        raise
