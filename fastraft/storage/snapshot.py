@@ -436,12 +436,17 @@ class SnapshotStore:
 
     def _prune(self) -> None:
         """Delete the snapshots older than the newest ``keep`` (by name), then fsync the
-        directory. Oldest first, so a crash in between leaves the newest ones."""
+        directory. Oldest first, so a crash in between leaves the newest ones. A file already
+        gone was pruned by a concurrent call (``save`` in a worker while the peer transport's
+        thread adopts a received snapshot): not an error."""
         try:
             listing = _list_snapshots(self.directory)
             old = listing[:-self.keep]
             for _t, _i, name in old:
-                os.unlink(os.path.join(self.directory, name))
+                try:
+                    os.unlink(os.path.join(self.directory, name))
+                except FileNotFoundError:
+                    pass
             if old:
                 fsync_dir(self.directory)
         except OSError as exc:

@@ -173,6 +173,22 @@ def test_only_the_newest_two_are_kept(store, snap_dir):
     assert store.latest()[1] == paths[-1]
 
 
+def test_pruning_a_snapshot_another_prune_removed_is_not_a_failure(store, snap_dir,
+                                                                    monkeypatch):
+    """save() in a worker and the peer transport's adopt() on its thread may prune at once:
+    the file one of them lists can be gone when it unlinks it."""
+    import fastraft.storage.snapshot as snapshot_mod
+
+    for k in range(3):
+        store.save(meta(10 * k, 1), [b"s"])
+    listed = snapshot_mod._list_snapshots
+    ghost = (1, 1, "snap-0000000000000001-0000000000000001.snap")   # listed, already gone
+    monkeypatch.setattr(snapshot_mod, "_list_snapshots", lambda d: [ghost] + listed(d))
+    store.save(meta(40, 1), [b"s"])
+    assert not store.failed
+    assert len(snap_files(snap_dir)) == 2
+
+
 def test_keep_is_configurable(snap_dir):
     store = SnapshotStore(snap_dir, keep=3)
     paths = [store.save(meta(k, 1), [b"."]) for k in range(1, 6)]
