@@ -112,6 +112,7 @@ class SimStateMachine:
         self.digest = digest
 
     def apply(self, index: int, payload: bytes) -> None:
+        """Apply the entry at ``index`` (the next one) to the digest."""
         assert index == self.index + 1, f"applied {index} after {self.index}"
         self.digest = crc32(payload, self.digest)
         self.index = index
@@ -137,6 +138,8 @@ class Workload:
         self.reads_dropped = 0
 
     def propose(self, node: "SimNode", n: int = 1) -> tuple[int, int] | None:
+        """Propose ``n`` unique writes at ``node``: ``(first index, term)``, or None when
+        refused."""
         payloads = []
         for _ in range(n):
             self.counter += 1
@@ -152,6 +155,7 @@ class Workload:
         return first, term
 
     def read(self, node: "SimNode") -> None:
+        """Start a linearizable read at ``node``."""
         self.counter += 1
         ctx = self.counter
         try:
@@ -162,6 +166,7 @@ class Workload:
         self.reads[ctx] = (node.id, self.max_acked)
 
     def on_apply(self, node_id: int, index: int, term: int, payload: bytes) -> None:
+        """A node applied an entry: a write of ours at that index and term is acknowledged."""
         w = self.pending.pop((node_id, index), None)
         if w is not None and w == (term, payload):
             self.acked += 1
@@ -171,6 +176,7 @@ class Workload:
                 self.max_acked = index
 
     def on_read_state(self, node_id: int, ctx, index: int) -> None:
+        """A read became safe at ``index``: it is answered once the node has applied it."""
         req = self.reads.pop(ctx, None)
         if req is None:
             return
@@ -181,6 +187,7 @@ class Workload:
         self.reads_served += 1
 
     def on_read_dropped(self, ctx) -> None:
+        """A read was dropped (leadership lost): the client is told NotLeader."""
         if self.reads.pop(ctx, None) is not None:
             self.reads_dropped += 1
 
@@ -193,6 +200,8 @@ class Workload:
 
 
 class SimNode:
+    """One simulated node: a RawNode driven like the real runtime drives it (persist, send,
+    apply, advance), its in-memory store and state machine; it can crash, pause and restart."""
     def __init__(self, node_id: int, cfg: RaftConfig, rng: random.Random,
                  snapshot_every: int, keep_tail: int) -> None:
         self.id = node_id
@@ -210,6 +219,7 @@ class SimNode:
         self.start()
 
     def start(self) -> None:
+        """Start (or restart) the engine from what the store kept."""
         snap, entries, hard = self.storage.load()
         log = RaftLog(snap, entries, committed=hard.commit)
         self.node = RawNode(self.cfg, random.Random(self.rng.getrandbits(64)), log, hard)
@@ -222,6 +232,7 @@ class SimNode:
         self.sync_at = 0
 
     def crash(self) -> None:
+        """Crash: the engine and unsynced writes are lost, the store keeps what a crash keeps."""
         self.node = None
         self.storage.crash(self.rng)
         self.inflight = None

@@ -23,6 +23,8 @@ __all__ = ["LinkConfig", "Network"]
 
 @dataclass
 class LinkConfig:
+    """One directed link's behaviour, in ticks and probabilities: latency drawn in
+    [min_latency, max_latency], loss and duplication rates."""
     min_latency: int = 1
     max_latency: int = 1
     loss: float = 0.0
@@ -30,6 +32,8 @@ class LinkConfig:
 
 
 class Network:
+    """The simulated network: every message sent is queued with a seeded latency and
+    delivered by ``due(now)`` in delivery order, unless lost, or cut by a partition."""
     def __init__(self, rng: random.Random, default: LinkConfig | None = None) -> None:
         self.rng = rng
         self.default = default or LinkConfig()
@@ -42,9 +46,11 @@ class Network:
         self.dropped_snapshots: list = []   # lost SNAP messages: the sender hears "failed"
 
     def link(self, frm: int, to: int) -> LinkConfig:
+        """The behaviour of the link from ``frm`` to ``to`` (the default unless set)."""
         return self.links.get((frm, to), self.default)
 
     def send(self, now: int, msg) -> None:
+        """Queue ``msg`` for delivery after its link's latency (maybe lost or duplicated)."""
         self.sent += 1
         cfg = self.links.get((msg.frm, msg.to), self.default)
         rng = self.rng
@@ -79,11 +85,13 @@ class Network:
             self.dropped_snapshots.append(msg)
 
     def pending(self) -> int:
+        """Messages in flight."""
         return len(self._queue)
 
     # -- partitions -------------------------------------------------------------------------
 
     def heal(self) -> None:
+        """Remove every partition and cut (link latencies and loss stay)."""
         self.blocked.clear()
 
     def cut(self, frm: int, to: int) -> None:
@@ -100,6 +108,7 @@ class Network:
                         self.blocked.add((y, x))
 
     def isolate(self, node: int, others) -> None:
+        """Cut ``node`` off from every other node, both ways."""
         self.split([node], [o for o in others if o != node])
 
     def bridge(self, left, bridge: int, right) -> None:

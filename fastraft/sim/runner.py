@@ -40,6 +40,8 @@ FAULT_KINDS = ("partition", "crash", "torn", "pause", "loss", "dup", "delay", "t
 
 @dataclass
 class SimConfig:
+    """One scenario: its seed (everything random derives from it), the cluster size, the
+    ticks of the fault phase, the fault kinds, and the engine and workload knobs."""
     seed: int
     nodes: int = 3
     steps: int = 300
@@ -55,12 +57,15 @@ class SimConfig:
 
 
 def replay_command(cfg: SimConfig) -> str:
+    """The ``fastraft sim`` command line that replays ``cfg`` exactly."""
     faults = ",".join(k for k in FAULT_KINDS if k in cfg.faults) or "none"
     return (f"fastraft sim --seeds {cfg.seed} --nodes {cfg.nodes} --steps {cfg.steps} "
             f"--faults {faults}")
 
 
 class Simulation:
+    """A seeded run: simulated nodes, network and workload, advanced one tick at a time,
+    with the invariant checker looking after every step."""
     def __init__(self, cfg: SimConfig) -> None:
         if not 1 <= cfg.nodes <= 9:
             raise ValueError("the simulator runs 1 to 9 nodes")
@@ -112,21 +117,25 @@ class Simulation:
     # -- node lifecycle -----------------------------------------------------------------------
 
     def crash_node(self, sn: SimNode) -> None:
+        """Crash ``sn`` (its unsynced writes may be lost) and plan its restart."""
         sn.crash()
         self.workload.forget_node(sn.id)
         self.checker.on_restart(sn.id)
         self.restart_at[sn.id] = self.now + self.rng.randint(5, 80)
 
     def restart_node(self, sn: SimNode) -> None:
+        """Restart ``sn`` from what its store kept."""
         self.restart_at.pop(sn.id, None)
         sn.start()
         self.checker.on_restart(sn.id)
 
     def live(self) -> list[SimNode]:
+        """The nodes that run and are not paused."""
         return [sn for sn in self.nodes.values()
                 if sn.node is not None and sn.paused_until < self.now]
 
     def leader(self) -> SimNode | None:
+        """The live leader of the highest term, if any."""
         best = None
         for sn in self.live():
             if sn.node.role == LEADER and (best is None or sn.node.term > best.node.term):
@@ -136,6 +145,8 @@ class Simulation:
     # -- one tick -----------------------------------------------------------------------------
 
     def tick(self, faults: bool = True) -> None:
+        """Advance one tick: faults (when ``faults``), client traffic, deliveries, the
+        nodes' Ready cycles, then the invariant checks."""
         self.now += 1
         now = self.now
         for nid, when in list(self.restart_at.items()):
@@ -285,6 +296,8 @@ class Simulation:
     # -- phases -------------------------------------------------------------------------------
 
     def heal_all(self) -> None:
+        """End every fault: partitions and degraded links heal, crashed nodes restart, paused
+        ones resume."""
         self.net.heal()
         self.partitioned = False
         for key in self.net.links:
@@ -323,6 +336,8 @@ class Simulation:
 
 
 def run_scenario(cfg: SimConfig) -> dict:
+    """Run ``cfg``: the fault phase, then healing and the liveness check; the summary of
+    the run (violations, liveness, counts) as a dict."""
     sim = Simulation(cfg)
     error = None
     live_ticks = None
