@@ -43,11 +43,11 @@ _ports_given: set[tuple[str, int]] = set()
 
 
 def node_argv(node_id: int, config_path: str, data_dir: str, *extra: str,
-              storage: str | None = None, safe_path: bool = True) -> list[str]:
+              storage: str | None = None) -> list[str]:
     """The argv that starts node ``node_id`` of the cluster in ``config_path`` with its data
-    under ``data_dir`` (``--storage`` when given, then ``extra``). ``safe_path=False`` leaves
-    out ``-P`` (for callers that wrap the argv and expect ``python -m fastraft``)."""
-    argv = [sys.executable, *(["-P"] if safe_path else []), "-m", "fastraft", "node",
+    under ``data_dir`` (``--storage`` when given, then ``extra``). ``-P`` keeps the current
+    directory off the node's ``sys.path``, so it imports the installed fastraft."""
+    argv = [sys.executable, "-P", "-m", "fastraft", "node",
             "--id", str(node_id), "--config", config_path, "--data-dir", data_dir]
     if storage:
         argv += ["--storage", storage]

@@ -67,10 +67,8 @@ NodeCmd = Callable[[int, str, str], list]
 
 
 def default_node_cmd(node_id: int, config_path: str, data_dir: str) -> list:
-    """``python -m fastraft node --id N --config F --data-dir D`` (without ``-P``: tests
-    wrap this argv and expect ``-m fastraft`` right after the interpreter; a node's working
-    directory is its cluster's fresh base directory anyway)."""
-    return processes.node_argv(node_id, config_path, data_dir, safe_path=False)
+    """``python -P -m fastraft node --id N --config F --data-dir D`` (``processes.node_argv``)."""
+    return processes.node_argv(node_id, config_path, data_dir)
 
 
 def wait_for(predicate, timeout: float = 10.0, what: str = "the condition",

@@ -231,11 +231,11 @@ def _crashfs_node_cmd(journal: str):
 
     def cmd(i, cfg, data):
         argv = harness.default_node_cmd(i, cfg, data)
-        assert argv[1:3] == ["-m", "fastraft"], argv
+        assert argv[argv.index("-m") + 1] == "fastraft", argv
         code = (f"import sys; sys.path.append({TESTS!r}); import crashfs; "
                 f"crashfs.install({journal!r}); from fastraft.cli import main; "
-                f"raise SystemExit(main({argv[3:]!r} + sys.argv[1:]))")
-        return [sys.executable, "-c", code]
+                f"raise SystemExit(main({argv[argv.index('-m') + 2:]!r} + sys.argv[1:]))")
+        return [sys.executable, "-P", "-c", code]
     return cmd
 
 
