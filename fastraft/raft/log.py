@@ -219,6 +219,7 @@ class RaftLog:
         return first <= self.committed
 
 
-def initial_snapshot(voters, outgoing=()) -> Snapshot:
+def initial_snapshot(voters, outgoing=(), learners=()) -> Snapshot:
     """The empty snapshot a brand-new cluster starts from: index 0, term 0."""
-    return Snapshot(SnapshotMeta(0, 0, frozenset(voters), frozenset(outgoing)))
+    return Snapshot(SnapshotMeta(0, 0, frozenset(voters), frozenset(outgoing),
+                                 frozenset(learners)))

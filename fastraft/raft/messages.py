@@ -62,13 +62,15 @@ VOTE_TYPES = frozenset({MsgType.VOTE, MsgType.PRE_VOTE})
 
 
 class SnapshotMeta(NamedTuple):
-    """What a snapshot covers: the log up to ``index`` (whose term is ``term``) and the voter
-    configuration at that point (``outgoing`` non-empty during a joint configuration)."""
+    """What a snapshot covers: the log up to ``index`` (whose term is ``term``) and the
+    configuration at that point (``outgoing`` non-empty during a joint configuration;
+    ``learners`` receive the log but never vote nor count)."""
 
     index: int
     term: int
     voters: frozenset
     outgoing: frozenset = frozenset()
+    learners: frozenset = frozenset()
 
 
 class Snapshot(NamedTuple):

@@ -57,6 +57,8 @@ from typing import NamedTuple
 
 from ..core import VOTE_LOST, VOTE_WON, joint_committed_index, joint_vote_result
 from ..errors import Busy, CompactedError, LocalProtocolError, NotLeader
+from .confchange import (ADD_VOTER, CONF_MARKER, BadConfChange, ConfChange, ConfState,
+                         decode_conf_change, encode_conf_change, next_config)
 from .log import RaftLog, initial_snapshot
 from .messages import NO_NODE, LEADER_TYPES, HardState, Message, MsgType, ReadState, Snapshot
 from .progress import PROBE, REPLICATE, SNAPSHOT, Progress
@@ -122,10 +124,18 @@ class RaftConfig:
     max_apply_bytes: int = 64 << 20       # committed payload bytes handed out per Ready
     rejoining: bool = False               # this node lost its data (wiped disk): it neither
                                           # votes nor campaigns until a leader caught it up
+    learners: frozenset = frozenset()     # receive the log, never vote nor count
+    promote_lag: int = 16                 # a learner is promoted only when its match is
+                                          # within this many entries of the leader's last
 
     def __post_init__(self) -> None:
         self.voters = frozenset(self.voters)
         self.outgoing = frozenset(self.outgoing)
+        self.learners = frozenset(self.learners)
+        if self.learners & (self.voters | self.outgoing):
+            raise ValueError("learners and voters must be disjoint")
+        if self.promote_lag < 0:
+            raise ValueError("promote_lag must be >= 0")
         if self.id <= NO_NODE:
             raise ValueError(f"node ids are >= 1, not {self.id}")
         if not self.voters:
@@ -146,14 +156,22 @@ class Raft:
         self.cfg = cfg
         self.id = cfg.id
         self.rng = rng
-        self.log = log if log is not None else RaftLog(initial_snapshot(cfg.voters,
-                                                                        cfg.outgoing))
+        self.log = log if log is not None else RaftLog(initial_snapshot(
+            cfg.voters, cfg.outgoing, cfg.learners))
         meta = self.log.snapshot.meta
-        # A restored snapshot's configuration wins over the static one, once it is not empty.
+        # A restored snapshot's configuration wins over the static one, once it is not empty;
+        # the conf-change entries retained after it take effect on top (they did when
+        # appended, before the restart).
         if meta.voters and meta.index > 0:
-            self.voters, self.outgoing = meta.voters, meta.outgoing
+            base = ConfState(meta.voters, meta.outgoing, meta.learners)
         else:
-            self.voters, self.outgoing = cfg.voters, cfg.outgoing
+            base = ConfState(cfg.voters, cfg.outgoing, cfg.learners)
+        self.prs: dict[int, Progress] = {}
+        self.role = FOLLOWER
+        self._reset_conf(base, meta.index)
+        log_ = self.log
+        if log_.last_index > meta.index:
+            self._scan_conf(meta.index + 1, log_.entries(meta.index + 1, log_.last_index + 1))
         self.term = hard_state.term
         self.vote = hard_state.vote
         # A node that lost its data must not vote: its empty log would make any candidate
@@ -163,8 +181,6 @@ class Raft:
         if hard_state.commit > self.log.committed:
             self.log.commit_to(hard_state.commit)
         self.lead = NO_NODE
-        self.role = FOLLOWER
-        self.prs: dict[int, Progress] = {}
         self.votes: dict[int, bool] = {}
         self.election_elapsed = 0
         self.heartbeat_elapsed = 0
@@ -197,6 +213,112 @@ class Raft:
     def promotable(self) -> bool:
         """Whether this node votes in its configuration (only voters campaign)."""
         return self.id in self.voters or self.id in self.outgoing
+
+    # -- configuration (thesis §4.3; confchange.py) -------------------------------------------
+    #
+    # A configuration takes effect when its entry is appended, on every node. ``conf_log``
+    # lists ``(index, term, ConfState)`` of the conf-change entries retained after
+    # ``conf_base`` (the configuration at the snapshot), so a truncation of uncommitted
+    # entries rolls the configuration back to the last surviving one.
+
+    def conf_state(self) -> ConfState:
+        """The configuration in effect (that of the last appended conf-change entry)."""
+        return ConfState(self.voters, self.outgoing, self.learners)
+
+    def conf_state_at(self, index: int) -> ConfState:
+        """The configuration in effect once the log up to ``index`` is appended (``index``
+        at or above the snapshot's: the configuration to record in a snapshot at ``index``)."""
+        cs = self.conf_base
+        for idx, _t, c in self.conf_log:
+            if idx > index:
+                break
+            cs = c
+        return cs
+
+    def conf_in_flight(self) -> bool:
+        """Whether a conf-change entry is appended and not yet committed."""
+        return bool(self.conf_log) and self.conf_log[-1][0] > self.log.committed
+
+    def _reset_conf(self, base: ConfState, base_index: int) -> None:
+        self.conf_base = base
+        self.conf_base_index = base_index
+        # A joint configuration given statically (RaftConfig at index 0) is not left by
+        # itself; one that came from a conf-change entry or a snapshot is.
+        self.conf_base_auto = base_index > 0
+        self.conf_log: list = []
+        self._set_conf(base)
+
+    def _set_conf(self, cs: ConfState) -> None:
+        self.voters, self.outgoing, self.learners = cs
+        if self.role == LEADER:
+            self._sync_progress()
+
+    def _sync_progress(self) -> None:
+        """Leader: a Progress for every member of the configuration, none for others."""
+        members = self.voters | self.outgoing | self.learners
+        prs = self.prs
+        cfg = self.cfg
+        for nid in members:
+            if nid not in prs:
+                pr = Progress(self.log.last_index, cfg.max_inflight_msgs, cfg.max_inflight_bytes)
+                pr.recent_active = True    # give it an election timeout before check-quorum
+                prs[nid] = pr
+        for nid in [n for n in prs if n not in members]:
+            del prs[nid]
+
+    def _scan_conf(self, first: int, entries) -> None:
+        """Apply the conf-change entries among ``entries`` (from index ``first``), those after
+        the last one already applied. Only the first byte of each payload is looked at."""
+        after = self.conf_log[-1][0] if self.conf_log else self.conf_base_index
+        for k, e in enumerate(entries):
+            p = e[1]
+            if p and p[0] == CONF_MARKER and first + k > after:
+                self._conf_appended(first + k, e[0], p)
+
+    def _conf_appended(self, index: int, term: int, payload) -> None:
+        try:
+            cs = next_config(self.conf_state(), decode_conf_change(payload))
+        except BadConfChange:
+            return   # the same on every node: an invalid entry changes nothing
+        self.conf_log.append((index, term, cs))
+        self._set_conf(cs)
+
+    def _rollback_conf(self) -> None:
+        """Drop the conf-change entries a truncation removed; restore the configuration."""
+        log = self.log
+        cl = self.conf_log
+        n = len(cl)
+        while cl and (cl[-1][0] > log.last_index or log.term(cl[-1][0]) != cl[-1][1]):
+            cl.pop()
+        if len(cl) != n:
+            self._set_conf(cl[-1][2] if cl else self.conf_base)
+
+    def _compact_conf(self, index: int) -> None:
+        cl = self.conf_log
+        while cl and cl[0][0] <= index:
+            self.conf_base = cl.pop(0)[2]
+            self.conf_base_auto = True
+        self.conf_base_index = max(self.conf_base_index, index)
+
+    def _append_conf(self, cc: ConfChange) -> int:
+        payload = encode_conf_change(cc)
+        log = self.log
+        index = log.last_index + 1
+        log.append(self.term, [payload])
+        self._conf_appended(index, self.term, payload)
+        return index
+
+    def _after_commit_conf(self) -> None:
+        """Leader, after the commit index moved: leave a committed joint configuration
+        automatically; step down once a configuration without us is committed."""
+        if self.conf_in_flight():
+            return
+        if self.outgoing:
+            if self.conf_log or self.conf_base_auto:
+                self._append_conf(ConfChange.leave())
+        elif self.id not in self.voters:
+            self.bcast_append()        # followers learn the commit index first
+            self.become_follower(self.term, NO_NODE)
 
     def hard_state(self) -> HardState:
         """The state that must be durable before this node's answers leave (rule 2)."""
@@ -278,7 +400,7 @@ class Raft:
         cfg = self.cfg
         nxt = self.log.last_index + 1
         self.prs = {v: Progress(nxt, cfg.max_inflight_msgs, cfg.max_inflight_bytes)
-                    for v in self.all_voters}
+                    for v in self.all_voters | self.learners}
         me = self.prs.get(self.id)
         if me is not None:
             # Our own copy counts only once durable (rule 3): match is the stable index.
@@ -370,7 +492,8 @@ class Raft:
         can_vote = (self.vote == m.frm
                     or (self.vote == NO_NODE and self.lead == NO_NODE)
                     or (m.type == PRE_VOTE and m.term > self.term))
-        if can_vote and not self.rejoining and self.log.is_up_to_date(m.index, m.log_term):
+        if (can_vote and not self.rejoining and self.id not in self.learners
+                and self.log.is_up_to_date(m.index, m.log_term)):
             self.send(Message(resp, m.frm, self.id, m.term))
             if m.type == VOTE:
                 self.election_elapsed = 0
@@ -436,6 +559,10 @@ class Raft:
             return
         last = log.maybe_append(m.index, m.log_term, m.commit, m.entries)
         if last is not None:
+            if self.conf_log and self.conf_log[-1][0] > m.index:
+                self._rollback_conf()     # the append may have truncated a conf change
+            if m.entries:
+                self._scan_conf(m.index + 1, m.entries)
             if self.rejoining:
                 self._maybe_rejoined(m.commit)
             self.send(Message(APP_RESP, m.frm, self.id, self.term, index=last))
@@ -472,7 +599,9 @@ class Raft:
             return
         log.restore(m.snapshot)
         if meta.voters:
-            self.voters, self.outgoing = meta.voters, meta.outgoing
+            self._reset_conf(ConfState(meta.voters, meta.outgoing, meta.learners), meta.index)
+        else:
+            self._reset_conf(self.conf_state(), meta.index)
         self.send(Message(APP_RESP, m.frm, self.id, self.term, index=log.last_index))
 
     # -- candidates -------------------------------------------------------------------------
@@ -578,6 +707,8 @@ class Raft:
         if mci > log.committed and log.term(mci) == self.term:   # rule 3, §5.4.2
             log.commit_to(mci)
             self._maybe_start_read_round()
+            if self.outgoing or self.id not in self.voters:
+                self._after_commit_conf()
             return True
         return False
 
@@ -669,10 +800,43 @@ class Raft:
         for p in payloads:
             if not p:
                 raise LocalProtocolError("empty payloads are reserved for the leader's no-op")
+            if p[0] == CONF_MARKER:
+                raise LocalProtocolError("payloads starting with 0xc1 are configuration "
+                                         "changes: use propose_conf_change")
         first = log.last_index + 1
         log.append(self.term, payloads)
         self.bcast_append()
         return first, self.term
+
+    def propose_conf_change(self, cc: ConfChange) -> tuple[int, int]:
+        """Append a configuration change (confchange.py); returns ``(index, term)`` of its
+        entry. It takes effect at once (on followers when they append it). Certainly not
+        appended when it raises: NotLeader on a non-leader; Busy while a transfer runs,
+        another change is in flight (an uncommitted conf-change entry, or a joint
+        configuration not yet left), too many entries are uncommitted, or a learner to
+        promote lags more than ``promote_lag`` entries; BadConfChange (a LocalProtocolError)
+        for a change that does not apply (unknown or duplicated ids, the last voter)."""
+        if self.role != LEADER:
+            raise NotLeader(self.lead if self.lead != NO_NODE else None)
+        if self.lead_transferee != NO_NODE:
+            raise Busy(f"leadership transfer to {self.lead_transferee} in progress")
+        log = self.log
+        if self.conf_in_flight():
+            raise Busy(f"configuration change at index {self.conf_log[-1][0]} not committed")
+        if self.outgoing and not cc.leave_joint:
+            raise Busy("the joint configuration has not been left yet")
+        if log.last_index - log.committed + 1 > self.cfg.max_uncommitted:
+            raise Busy(f"{log.last_index - log.committed} entries await commitment")
+        next_config(self.conf_state(), cc)          # BadConfChange when it does not apply
+        for kind, nid, _ctx in cc.changes:
+            if kind == ADD_VOTER and nid in self.learners:
+                pr = self.prs[nid]
+                if pr.match + self.cfg.promote_lag < log.last_index:
+                    raise Busy(f"learner {nid} is not caught up (match {pr.match}, last "
+                               f"index {log.last_index})")
+        index = self._append_conf(cc)
+        self.bcast_append()
+        return index, self.term
 
     def read_index(self, context) -> None:
         """Ask for a linearizable read; ``context`` comes back in a ReadState (or among the
@@ -711,7 +875,7 @@ class Raft:
             raise NotLeader(self.lead if self.lead != NO_NODE else None)
         if to == self.id:
             return
-        if to not in self.prs:
+        if to not in self.prs or to not in self.all_voters:
             raise LocalProtocolError(f"cannot transfer leadership to non-voter {to}")
         if self.lead_transferee == to:
             return
@@ -753,3 +917,4 @@ class Raft:
     def compact(self, snapshot: Snapshot, keep_from: int | None = None) -> None:
         """The runtime took ``snapshot`` of the applied state: release the log it covers."""
         self.log.compact(snapshot, keep_from)
+        self._compact_conf(self.log.snapshot.meta.index)

@@ -18,6 +18,21 @@ The loop (etcd's rawnode.go and doc.go; raft-rs's on_ready)::
 
 Inputs may also be given between ``ready()`` and ``advance()``: ``advance`` uses what the
 Ready recorded, not the node's current state.
+
+Configuration changes (thesis §4.3; ``confchange.py``): ``propose_conf_change(cc)`` appends a
+conf-change entry on the leader. Its payload starts with the byte 0xc1 (never the first byte
+of a msgpack command). The engine applies a configuration as soon as its entry is APPENDED
+(leader on propose, followers on append; a truncated uncommitted one is rolled back), needs
+both majorities while joint, and the leader appends the "leave joint" entry by itself once
+the joint entry commits; a leader that is not in the configuration it committed steps down.
+The runtime's side of the contract:
+
+- committed conf-change entries arrive in ``rd.committed`` like any other entry, in order;
+  the runtime recognises them with ``is_conf_change(payload)``, must NOT hand them to the
+  state machine, and decodes them with ``decode_conf_change`` to connect to added peers
+  (each change's ``context``) and drop removed ones (once ``status()`` no longer lists them);
+- the configuration in force is ``status().voters / .outgoing / .learners``; a snapshot
+  taken at applied index ``i`` records ``conf_state_at(i)`` in its SnapshotMeta.
 """
 
 from __future__ import annotations
@@ -26,6 +41,7 @@ import random
 from typing import NamedTuple
 
 from ..errors import LocalProtocolError
+from .confchange import ConfChange, ConfState
 from .log import RaftLog
 from .messages import EntryBatch, HardState, Message, MsgType, Snapshot
 from .raft import LEADER, Raft, RaftConfig
@@ -67,6 +83,8 @@ class Status(NamedTuple):
     voters: tuple                       # the configuration's voters
     outgoing: tuple                     # the outgoing voters while joint, else ()
     progress: dict                      # leader only: follower id -> PeerProgress; else {}
+    learners: tuple = ()                # the configuration's learners (replicated to only)
+    conf_pending: bool = False          # a conf-change entry is appended, not committed
 
 
 class Ready(NamedTuple):
@@ -144,6 +162,21 @@ class RawNode:
         term)``: the k-th command is applied iff the entry at ``first_index + k`` commits
         with ``term``. NotLeader / Busy: certainly not appended."""
         return self._raft.propose(payloads)
+
+    def propose_conf_change(self, cc: ConfChange) -> tuple[int, int]:
+        """Append configuration change ``cc`` on the leader; returns ``(index, term)`` of its
+        entry (it applies to the configuration at once, module docstring). Certainly not
+        appended when it raises: NotLeader; Busy (another change in flight or a joint
+        configuration not yet left, a learner to promote lagging more than
+        ``RaftConfig.promote_lag`` entries, a transfer, too many uncommitted entries);
+        ``confchange.BadConfChange`` (a LocalProtocolError: unknown or duplicated ids,
+        removing the last voter, demoting a voter, a change while joint)."""
+        return self._raft.propose_conf_change(cc)
+
+    def conf_state_at(self, index: int) -> ConfState:
+        """The configuration in effect at log position ``index`` (at or above the last
+        snapshot's): what a snapshot taken at ``index`` must record."""
+        return self._raft.conf_state_at(index)
 
     def read_index(self, context) -> None:
         """Ask for a linearizable read on the leader: ``context`` comes back in a later
@@ -284,5 +317,6 @@ class RawNode:
                         for vid, pr in r.prs.items()}
         return Status(r.id, r.term, r.vote, r.lead, r.role, log.first_index, log.last_index,
                       log.committed, log.applied, log.stable, r.rejoining, tuple(sorted(r.voters)),
-                      tuple(sorted(r.outgoing)), progress)
+                      tuple(sorted(r.outgoing)), progress, tuple(sorted(r.learners)),
+                      r.conf_in_flight())
 
