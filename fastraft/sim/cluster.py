@@ -20,9 +20,10 @@ from __future__ import annotations
 import random
 from zlib import crc32
 
-from ..errors import Busy, NotLeader
+from ..errors import Busy, CompactedError, NotLeader
 from ..raft import (
     HardState,
+    MsgType,
     RaftConfig,
     RaftLog,
     RawNode,
@@ -199,6 +200,12 @@ class Workload:
             del self.reads[ctx]
 
 
+def _grants_vote(rd) -> bool:
+    """Whether this Ready grants a vote (its answer waits for the Ready's fsync)."""
+    return rd.hard_state is not None and any(
+        m.type == MsgType.VOTE_RESP and not m.reject for m in rd.persisted_messages)
+
+
 class SimNode:
     """One simulated node: a RawNode driven like the real runtime drives it (persist, send,
     apply, advance), its in-memory store and state machine; it can crash, pause and restart."""
@@ -267,6 +274,13 @@ class SimNode:
             for m in rd.messages:
                 sim.net.send(sim.now, m)
             self.storage.write(rd)
+            if sim.crash_on_ack and rd.persisted_messages:
+                # Churn: crashes where durability matters, between writing a vote or
+                # accepted entries and the fsync their answers wait for; back at once.
+                p = sim.crash_on_ack * (5 if _grants_vote(rd) else 1)
+                if rng.random() < p:
+                    sim.crash_node(self, soon=True)
+                    return False
             if sim.crash_in_ready and rng.random() < sim.crash_in_ready:
                 sim.crash_node(self)       # before the sync: a torn tail at most survives
                 return False
@@ -321,8 +335,15 @@ class SimNode:
         applied = self.sm.index
         if applied - self.storage.snapshot_index < self.snapshot_every:
             return
+        try:
+            term = self.node.term_at(applied)
+        except CompactedError:
+            # A snapshot from the leader was restored while this Ready awaited its fsync:
+            # it covers what we applied and arrives in the next Ready (the runtime's
+            # snapshot taker skips the same way).
+            return
         st = self.node.status()
-        meta = SnapshotMeta(applied, self.node.term_at(applied), frozenset(st.voters),
+        meta = SnapshotMeta(applied, term, frozenset(st.voters),
                             frozenset(st.outgoing))
         snap = Snapshot(meta, (applied, self.sm.digest))
         self.storage.save_snapshot(snap)

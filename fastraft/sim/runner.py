@@ -32,10 +32,42 @@ from .invariants import Checker
 from .cluster import SimNode, Workload
 from .network import LinkConfig, Network
 
-__all__ = ["SimConfig", "Simulation", "run_scenario", "run_seeds", "FAULT_KINDS",
-           "parse_seeds", "replay_command"]
+__all__ = ["SimConfig", "Simulation", "Tuning", "run_scenario", "run_seeds", "FAULT_KINDS",
+           "BASE_FAULT_KINDS", "parse_seeds", "replay_command"]
 
-FAULT_KINDS = ("partition", "crash", "torn", "pause", "loss", "dup", "delay", "transfer")
+FAULT_KINDS = ("partition", "crash", "torn", "pause", "loss", "dup", "delay", "transfer",
+               "tuning", "churn", "stale_reads")
+#: The fault model before ``tuning``, ``churn`` and ``stale_reads`` (bench/sim_power.py
+#: compares both: ``--faults`` with these kinds replays the old model).
+BASE_FAULT_KINDS = FAULT_KINDS[:8]
+
+
+@dataclass
+class Tuning:
+    """The engine and workload tuning of one scenario. With the ``tuning`` fault kind it is
+    drawn per seed (from its own stream, so the seed alone still replays the run): small
+    message limits and in-flight windows split replication into many small appends, which
+    leaves logs partially replicated when leaders change; other tick ratios shift elections
+    against heartbeats."""
+    election_tick: int
+    heartbeat_tick: int
+    max_inflight_msgs: int
+    max_msg_bytes: int
+    snapshot_every: int
+    keep_tail: int
+    max_batch: int = 3
+
+    @classmethod
+    def draw(cls, rng: random.Random) -> "Tuning":
+        """A random tuning (every choice from ``rng``)."""
+        et = rng.choice((4, 6, 10, 10, 16))
+        return cls(election_tick=et,
+                   heartbeat_tick=rng.randint(1, max(1, et // 3)),
+                   max_inflight_msgs=rng.choice((1, 1, 2, 4, 8, 64)),
+                   max_msg_bytes=rng.choice((1, 24, 48, 96, 4096)),
+                   snapshot_every=rng.choice((8, 16, 64, 256)),
+                   keep_tail=rng.choice((0, 2, 8)),
+                   max_batch=rng.choice((1, 3, 8)))
 
 
 @dataclass
@@ -59,8 +91,14 @@ class SimConfig:
 def replay_command(cfg: SimConfig) -> str:
     """The ``fastraft sim`` command line that replays ``cfg`` exactly."""
     faults = ",".join(k for k in FAULT_KINDS if k in cfg.faults) or "none"
-    return (f"fastraft sim --seeds {cfg.seed} --nodes {cfg.nodes} --steps {cfg.steps} "
-            f"--faults {faults}")
+    if set(FAULT_KINDS) <= set(cfg.faults):
+        faults = "all"
+    cmd = (f"fastraft sim --seeds {cfg.seed} --nodes {cfg.nodes} --steps {cfg.steps} "
+           f"--faults {faults}")
+    if "tuning" in cfg.faults:   # derived from the seed: shown, not needed to replay
+        t = Tuning.draw(random.Random(f"{cfg.seed}/tuning"))
+        cmd += "  # tuning: " + " ".join(f"{k}={v}" for k, v in vars(t).items())
+    return cmd
 
 
 class Simulation:
@@ -84,19 +122,31 @@ class Simulation:
                                if "torn" in cfg.faults else 0.0)
         # Up to how many ticks an fsync may take (0: every Ready synced at once).
         self.sync_delay = self.rng.choice((0, 1, 3)) if "delay" in cfg.faults else 0
+        # Per Ready with answers (x5 when it grants a vote), the chance of a crash before
+        # its fsync (churn).
+        self.crash_on_ack = 0.02 if "churn" in cfg.faults else 0.0
         self.restart_at: dict[int, int] = {}
+        self.tuning = tun = self._tuning()
         node_rng = random.Random(f"{seed}/nodes")
         self.nodes: dict[int, SimNode] = {}
         for i in self.ids:
-            rc = RaftConfig(i, self.ids, election_tick=cfg.election_tick,
-                            heartbeat_tick=cfg.heartbeat_tick,
-                            max_inflight_msgs=cfg.max_inflight_msgs, max_msg_bytes=4096)
+            rc = RaftConfig(i, self.ids, election_tick=tun.election_tick,
+                            heartbeat_tick=tun.heartbeat_tick,
+                            max_inflight_msgs=tun.max_inflight_msgs,
+                            max_msg_bytes=tun.max_msg_bytes)
             self.nodes[i] = SimNode(i, rc, random.Random(node_rng.getrandbits(64)),
-                                    cfg.snapshot_every, cfg.keep_tail)
+                                    tun.snapshot_every, tun.keep_tail)
         self._configure_links()
         self.partitioned = False
         self.elections = 0
         self.transfers = 0
+
+    def _tuning(self) -> Tuning:
+        cfg = self.cfg
+        if "tuning" in cfg.faults:
+            return Tuning.draw(random.Random(f"{cfg.seed}/tuning"))
+        return Tuning(cfg.election_tick, cfg.heartbeat_tick, cfg.max_inflight_msgs, 4096,
+                      cfg.snapshot_every, cfg.keep_tail)
 
     def _configure_links(self) -> None:
         rng = self.rng
@@ -116,12 +166,16 @@ class Simulation:
 
     # -- node lifecycle -----------------------------------------------------------------------
 
-    def crash_node(self, sn: SimNode) -> None:
-        """Crash ``sn`` (its unsynced writes may be lost) and plan its restart."""
+    def crash_node(self, sn: SimNode, soon: bool = False) -> None:
+        """Crash ``sn`` (its unsynced writes may be lost) and plan its restart (within an
+        election timeout or two when ``soon``)."""
         sn.crash()
         self.workload.forget_node(sn.id)
         self.checker.on_restart(sn.id)
-        self.restart_at[sn.id] = self.now + self.rng.randint(5, 80)
+        if soon:
+            self.restart_at[sn.id] = self.now + self.rng.randint(1, 2 * self.tuning.election_tick)
+        else:
+            self.restart_at[sn.id] = self.now + self.rng.randint(5, 80)
 
     def restart_node(self, sn: SimNode) -> None:
         """Restart ``sn`` from what its store kept."""
@@ -234,8 +288,10 @@ class Simulation:
             live = self.live()
             if live:
                 sn = rng.choice(live)
-                et = self.cfg.election_tick
+                et = self.tuning.election_tick
                 sn.paused_until = self.now + rng.randint(et, 4 * et)
+        if "churn" in f and not self.partitioned and rng.random() < 0.05:
+            self._depose_mid_replication()
         if "transfer" in f and rng.random() < 0.01:
             lead = self.leader()
             if lead is not None and n > 1:
@@ -245,6 +301,23 @@ class Simulation:
                     self.transfers += 1
                 except NotLeader:
                     pass
+
+    def _depose_mid_replication(self) -> None:
+        """More leader changes over partially replicated logs: a leader with uncommitted
+        entries is cut off with a minority (those it replicated to or not) or crashes, so
+        that the next leader is elected over logs that differ in their tails."""
+        rng = self.rng
+        lead = self.leader()
+        if lead is None or lead.node.status().committed >= lead.node._raft.log.last_index:
+            return
+        if rng.random() < 0.5:
+            self.crash_node(lead, soon=True)   # back soon, with its partial tail
+            return
+        others = [i for i in self.ids if i != lead.id]
+        rng.shuffle(others)
+        k = rng.randint(0, (len(self.ids) - 1) // 2)
+        self.net.split([lead.id] + others[:k], others[k:])
+        self.partitioned = True
 
     def _partition(self) -> None:
         rng = self.rng
@@ -278,11 +351,18 @@ class Simulation:
         if rng.random() < self.cfg.propose_rate:
             sn = self._client_target(rng)
             if sn is not None:
-                wl.propose(sn, rng.randint(1, 3))
+                wl.propose(sn, rng.randint(1, self.tuning.max_batch))
         if rng.random() < self.cfg.read_rate:
             sn = self._client_target(rng)
             if sn is not None:
                 wl.read(sn)
+        if "stale_reads" in self.faults and rng.random() < 0.5:
+            # Reads at leaders about to be deposed: every leader but the newest one (it
+            # does not know yet) is asked, as a client that has not noticed would.
+            lead = self.leader()
+            for sn in self.live():
+                if sn.node.role == LEADER and sn is not lead:
+                    wl.read(sn)
 
     def _client_target(self, rng) -> SimNode | None:
         live = self.live()
@@ -303,6 +383,7 @@ class Simulation:
         for key in self.net.links:
             self.net.links[key] = LinkConfig(1, 2)
         self.crash_in_ready = 0.0
+        self.crash_on_ack = 0.0
         for sn in self.nodes.values():
             if sn.node is None:
                 self.restart_node(sn)
@@ -316,7 +397,12 @@ class Simulation:
         self.heal_all()
         marker = None   # (node id, index, term) of the probe write
         wl = self.workload
-        for t in range(1, self.cfg.liveness_ticks + 1):
+        budget = self.cfg.liveness_ticks
+        if "tuning" in self.faults:
+            # One entry per append and one append in flight can leave a backlog of hundreds
+            # of round trips to replicate before the probe commits.
+            budget *= 5
+        for t in range(1, budget + 1):
             self.tick(faults=False)
             if self.checker.violations:
                 return None
@@ -350,6 +436,9 @@ def run_scenario(cfg: SimConfig) -> dict:
             live_ticks = sim.check_liveness()
     except AssertionError as e:   # an engine invariant broke: a safety failure
         error = f"engine assertion: {e}\n{traceback.format_exc(limit=6)}"
+    except Exception as e:        # broken state surfaced elsewhere (e.g. a mutated engine)
+        error = (f"unexpected {type(e).__name__}: {e}\n"
+                 f"{traceback.format_exc(limit=6)}")
     violations = list(sim.checker.violations)
     if error:
         violations.append(error)

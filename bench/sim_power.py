@@ -1,0 +1,109 @@
+"""The simulator's power: for each engine mutant, how many seeds until the simulator catches it.
+
+Place in the architecture: a benchmark script (not collected by pytest, no fastraft module
+imports it). The mutants live in tests/sim/mutants.py (one rule of the Raft paper or thesis
+broken each, applied by monkeypatching the engine from the outside); this script runs the
+simulator over seeds ``A-B`` for each mutant, stopping at the first seed with a safety
+violation, under the old fault model (``--model old``: the eight base fault kinds, one engine
+tuning for every seed) or the current one (``--model new``: the tuning drawn per seed, leaders
+deposed mid-replication, reads at deposed leaders), or both.
+
+    python bench/sim_power.py --seeds 1-2000 --nodes 3,5,7 --model both
+
+Seed ``s`` runs ``nodes[(s - A) % len(nodes)]`` nodes, as ``fastraft sim`` does; the reported
+replay command (with the mutant applied) reproduces the catch.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import os
+import sys
+import time
+from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
+
+from fastraft.sim import FAULT_KINDS, SimConfig, parse_seeds, run_scenario
+from fastraft.sim.runner import BASE_FAULT_KINDS
+
+MODELS = {"old": frozenset(BASE_FAULT_KINDS), "new": frozenset(FAULT_KINDS)}
+
+
+def load_mutants():
+    """The mutant catalogue, tests/sim/mutants.py, loaded by path."""
+    path = Path(__file__).resolve().parent.parent / "tests" / "sim" / "mutants.py"
+    spec = importlib.util.spec_from_file_location("fastraft_sim_mutants", path)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod.MUTANTS
+
+
+def seeds_to_catch(mutant: str, model: str, seeds, nodes, steps: int = 300) -> dict:
+    """Apply ``mutant``, run seeds in order until one violates safety; undo the mutant."""
+    undo = []
+
+    def patch(obj, name, value):
+        undo.append((obj, name, getattr(obj, name)))
+        setattr(obj, name, value)
+
+    load_mutants()[mutant](patch)
+    try:
+        t0 = time.monotonic()
+        for n, seed in enumerate(seeds, 1):
+            r = run_scenario(SimConfig(seed=seed, nodes=nodes[(n - 1) % len(nodes)],
+                                       steps=steps, faults=MODELS[model]))
+            if r["violations"]:
+                return {"mutant": mutant, "model": model, "seed": seed, "seeds": n,
+                        "seconds": round(time.monotonic() - t0, 1),
+                        "violation": r["violations"][0].splitlines()[0][:100],
+                        "replay": r["replay"]}
+        return {"mutant": mutant, "model": model, "seed": None, "seeds": None,
+                "seconds": round(time.monotonic() - t0, 1), "violation": "", "replay": ""}
+    finally:
+        for obj, name, value in reversed(undo):
+            setattr(obj, name, value)
+
+
+def _job(args):
+    return seeds_to_catch(*args)
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--seeds", default="1-2000", help="inclusive range A-B, run in order")
+    p.add_argument("--nodes", default="3,5,7")
+    p.add_argument("--steps", type=int, default=300)
+    p.add_argument("--model", choices=("old", "new", "both"), default="both")
+    p.add_argument("--mutants", default="all", help="comma-separated names, or all")
+    p.add_argument("--workers", type=int, default=min(2, os.cpu_count() or 1))
+    args = p.parse_args(argv)
+    seeds = list(parse_seeds(args.seeds))
+    nodes = [int(n) for n in args.nodes.split(",")]
+    names = list(load_mutants()) if args.mutants == "all" else args.mutants.split(",")
+    models = ["old", "new"] if args.model == "both" else [args.model]
+    jobs = [(m, mod, seeds, nodes, args.steps) for m in names for mod in models]
+    with ProcessPoolExecutor(args.workers) as pool:
+        results = list(pool.map(_job, jobs))
+    by = {(r["mutant"], r["model"]): r for r in results}
+    print(f"seeds {args.seeds}, nodes {args.nodes}, steps {args.steps}: "
+          "seeds needed to catch each mutant (first failing seed), '-' = never")
+    head = f"{'mutant':28}" + "".join(f"{m + ' model':>22}" for m in models)
+    print(head)
+    for name in names:
+        row = f"{name:28}"
+        for mod in models:
+            r = by[(name, mod)]
+            cell = "-" if r["seeds"] is None else f"{r['seeds']} (seed {r['seed']})"
+            row += f"{cell:>22}"
+        print(row)
+    print()
+    for r in results:
+        if r["seeds"] is not None:
+            print(f"{r['mutant']} [{r['model']}]: {r['violation']}\n  {r['replay']}")
+    missed = [r for r in results if r["seeds"] is None and r["model"] == models[-1]]
+    return 1 if missed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
