@@ -33,6 +33,14 @@ Rules (Raft paper §5, Ongaro's thesis; etcd-io/raft is the model for the shape)
 7. Leadership transfer (thesis §3.10): the leader stops taking proposals, catches the target
    up, then sends TIMEOUT_NOW; the target campaigns at once, its votes marked ``transfer``.
    The transfer is abandoned after an election timeout.
+8. Membership (thesis §4.3, etcd's ConfChangeV2; ``confchange.py``): a configuration takes
+   effect when its conf-change entry (payload starting 0xc1) is appended, on every node, and
+   is rolled back if that entry is truncated. Voter changes always go through a joint
+   configuration (both majorities for commit, elections and reads), which the leader leaves
+   by itself once the joint entry commits; learner-only changes take effect directly.
+   Learners get appends and snapshots but never vote, count or campaign. One change at a
+   time: none while a conf-change entry is uncommitted or a joint configuration is not left.
+   A leader outside the configuration it committed steps down.
 
 Role functions are swapped, not tested in an if-ladder: ``_step`` and ``_tick`` point to the
 current role's handlers (etcd's stepLeader/stepCandidate/stepFollower).
