@@ -360,3 +360,36 @@ def test_restart_recovers_configuration_from_the_log(rh):
     assert c[2].raw.status().learners == (4,)
     assert c[2].raw.conf_state_at(1).learners == frozenset()
     assert c[2].raw.conf_state_at(c[2].log.last_index).learners == {4}
+
+
+def test_snapshot_carries_the_configuration_to_a_new_learner(rh):
+    from fastraft.raft import Snapshot, SnapshotMeta
+    c = rh.Cluster(ids=[1, 2, 3, 4], voters={1, 2, 3})
+    c.report_snapshots = True
+    c.elect(1)
+    c.isolate(4)
+    c[1].raw.propose_conf_change(cc((ADD_LEARNER, 4)))
+    c.propose(1, b"x")
+    c.tick(2)
+    lead = c[1]
+    idx = lead.applied_index
+    cs = lead.raw.conf_state_at(idx)
+    assert cs.learners == {4}
+    meta = SnapshotMeta(idx, lead.log.term(idx), cs.voters, cs.outgoing, cs.learners)
+    snap = Snapshot(meta, tuple(lead.applied))
+    lead.raw.compact(snap)
+    lead.snapshots[(idx, meta.term)] = snap
+    lead.store.save_snapshot_mark(meta)
+    lead.store.sync()
+    lead.store.compact(idx)
+    assert lead.log.first_index > 1
+    assert c[4].raw.status().learners == ()
+    c.heal()
+    c.tick_until(lambda: c[4].log.last_index == lead.log.last_index, max_ticks=20)
+    assert any(m.type == rh.M.SNAP and m.to == 4 for m in c.delivered)
+    st = c[4].raw.status()
+    assert st.learners == (4,) and st.voters == (1, 2, 3)
+    assert c[4].raw.conf_state_at(idx).learners == {4}
+    c.propose(1, b"y")
+    c.stabilize()
+    assert c[4].log.last_index == lead.log.last_index
