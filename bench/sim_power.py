@@ -9,6 +9,7 @@ tuning for every seed) or the current one (``--model new``: the tuning drawn per
 deposed mid-replication, reads at deposed leaders), or both.
 
     python bench/sim_power.py --seeds 1-2000 --nodes 3,5,7 --model both
+    python bench/sim_power.py --seeds 1-300 --every      # also the catch rate per mutant
 
 Seed ``s`` runs ``nodes[(s - A) % len(nodes)]`` nodes, as ``fastraft sim`` does; the reported
 replay command (with the mutant applied) reproduces the catch.
@@ -39,8 +40,10 @@ def load_mutants():
     return mod.MUTANTS
 
 
-def seeds_to_catch(mutant: str, model: str, seeds, nodes, steps: int = 300) -> dict:
-    """Apply ``mutant``, run seeds in order until one violates safety; undo the mutant."""
+def seeds_to_catch(mutant: str, model: str, seeds, nodes, steps: int = 300,
+                   every: bool = False) -> dict:
+    """Apply ``mutant``, run seeds in order until one violates safety (with ``every``: run
+    them all and count the catching seeds too); undo the mutant."""
     undo = []
 
     def patch(obj, name, value):
@@ -50,16 +53,24 @@ def seeds_to_catch(mutant: str, model: str, seeds, nodes, steps: int = 300) -> d
     load_mutants()[mutant](patch)
     try:
         t0 = time.monotonic()
+        first = None
+        caught = 0
         for n, seed in enumerate(seeds, 1):
             r = run_scenario(SimConfig(seed=seed, nodes=nodes[(n - 1) % len(nodes)],
                                        steps=steps, faults=MODELS[model]))
             if r["violations"]:
-                return {"mutant": mutant, "model": model, "seed": seed, "seeds": n,
-                        "seconds": round(time.monotonic() - t0, 1),
-                        "violation": r["violations"][0].splitlines()[0][:100],
-                        "replay": r["replay"]}
-        return {"mutant": mutant, "model": model, "seed": None, "seeds": None,
-                "seconds": round(time.monotonic() - t0, 1), "violation": "", "replay": ""}
+                caught += 1
+                if first is None:
+                    first = {"mutant": mutant, "model": model, "seed": seed, "seeds": n,
+                             "violation": r["violations"][0].splitlines()[0][:100],
+                             "replay": r["replay"]}
+                if not every:
+                    break
+        out = first or {"mutant": mutant, "model": model, "seed": None, "seeds": None,
+                        "violation": "", "replay": ""}
+        out["caught"] = caught if every else None
+        out["seconds"] = round(time.monotonic() - t0, 1)
+        return out
     finally:
         for obj, name, value in reversed(undo):
             setattr(obj, name, value)
@@ -77,17 +88,21 @@ def main(argv=None) -> int:
     p.add_argument("--model", choices=("old", "new", "both"), default="both")
     p.add_argument("--mutants", default="all", help="comma-separated names, or all")
     p.add_argument("--workers", type=int, default=min(2, os.cpu_count() or 1))
+    p.add_argument("--every", action="store_true",
+                   help="run every seed and also report how many catch the mutant (a rate, "
+                        "less noisy than the first catch)")
     args = p.parse_args(argv)
     seeds = list(parse_seeds(args.seeds))
     nodes = [int(n) for n in args.nodes.split(",")]
     names = list(load_mutants()) if args.mutants == "all" else args.mutants.split(",")
     models = ["old", "new"] if args.model == "both" else [args.model]
-    jobs = [(m, mod, seeds, nodes, args.steps) for m in names for mod in models]
+    jobs = [(m, mod, seeds, nodes, args.steps, args.every) for m in names for mod in models]
     with ProcessPoolExecutor(args.workers) as pool:
         results = list(pool.map(_job, jobs))
     by = {(r["mutant"], r["model"]): r for r in results}
     print(f"seeds {args.seeds}, nodes {args.nodes}, steps {args.steps}: "
-          "seeds needed to catch each mutant (first failing seed), '-' = never")
+          "seeds needed to catch each mutant (first failing seed), '-' = never"
+          + ("; then seeds that catch it / seeds run" if args.every else ""))
     head = f"{'mutant':28}" + "".join(f"{m + ' model':>22}" for m in models)
     print(head)
     for name in names:
@@ -95,6 +110,8 @@ def main(argv=None) -> int:
         for mod in models:
             r = by[(name, mod)]
             cell = "-" if r["seeds"] is None else f"{r['seeds']} (seed {r['seed']})"
+            if r["caught"] is not None:
+                cell = f"{cell}, {r['caught']}/{len(seeds)}"
             row += f"{cell:>22}"
         print(row)
     print()

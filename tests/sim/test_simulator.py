@@ -119,3 +119,25 @@ def test_twenty_thousand_seeded_scenarios():
     summary = run_seeds(range(10_001, 30_001), [3, 5, 7], 400, FAULT_KINDS, workers=WORKERS)
     assert summary["safety_violations"] == 0 and summary["liveness_failures"] == 0, \
         _failures(summary)
+
+
+def test_no_snapshot_is_taken_at_an_index_a_pending_restore_compacted():
+    """A snapshot from the leader restored while a Ready awaited its fsync compacts the log
+    past what the node has applied so far: the simulated runtime skips taking its own
+    snapshot then (found by the churn faults: an unexpected CompactedError)."""
+    from fastraft.raft import Snapshot, SnapshotMeta
+    from fastraft.sim.runner import Simulation
+
+    sim = Simulation(SimConfig(seed=3, nodes=1, faults=frozenset()))
+    for _ in range(60):
+        sim.tick()
+    sn = sim.nodes[1]
+    applied = sn.sm.index
+    assert applied > 3
+    snap = Snapshot(SnapshotMeta(applied, sn.node.term_at(applied), frozenset({1})),
+                    (applied, sn.sm.digest))
+    sn.node.compact(snap, keep_from=applied + 1)   # the log now starts after ``applied``
+    sn.sm.index = applied - 2                       # what was applied before the restore
+    sn.snapshot_every = 1
+    sn._maybe_snapshot()                            # no CompactedError
+    assert sn.storage.snapshot_index < applied - 2
