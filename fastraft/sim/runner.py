@@ -12,7 +12,12 @@ A scenario has two phases:
    fault plan partitions the network (symmetric splits, one-way cuts, an isolated leader, a
    bridge), crashes nodes (also in the middle of handling a Ready, losing unsynced writes)
    and restarts them, pauses nodes for longer than an election timeout, transfers
-   leadership, and the links lose, duplicate, delay and reorder messages.
+   leadership, and the links lose, duplicate, delay and reorder messages. With ``tuning``
+   the engine's message size limit, in-flight window, tick ratio, snapshot interval and
+   write batch size are drawn per seed (``Tuning``); ``churn`` deposes or crashes leaders
+   that hold uncommitted entries and crashes nodes between writing a vote or accepted
+   entries and the fsync their answers wait for; ``stale_reads`` sends reads to leaders
+   that a newer one has already replaced.
 2. Liveness: everything heals (links clean, every node up); within ``liveness_ticks`` a
    leader must be elected and a fresh proposal must commit.
 
