@@ -383,9 +383,9 @@ def _with_file_size_limit(limit: int, orig):
         argv = orig(i, cfg, data)
         code = ("import resource, runpy, sys; "
                 f"resource.setrlimit(resource.RLIMIT_FSIZE, ({limit}, {limit})); "
-                f"sys.argv = {['fastraft'] + argv[3:]!r}; "
+                f"sys.argv = {['fastraft'] + argv[argv.index('-m') + 2:]!r}; "
                 "runpy.run_module('fastraft', run_name='__main__')")
-        return [sys.executable, "-c", code]
+        return [sys.executable, "-P", "-c", code]
     return cmd
 
 
