@@ -105,6 +105,12 @@ def _frames(*bodies) -> bytes:
     return b"".join(encode_frame(b) for b in bodies)
 
 
+def _transport(node, store) -> "peers.PeerTransport":
+    """Node 1's transport of cluster "c", with node 2 as its one peer (never dialled here)."""
+    return peers.PeerTransport(node, 1, "c", ("127.0.0.1", 0), {2: ("127.0.0.1", 1)}, store,
+                               1 << 20)
+
+
 def _connect(tr) -> tuple:
     conn = peers._Inbound(tr)
     t = Transport()
@@ -154,8 +160,7 @@ def test_adopting_runs_off_the_loop_and_holds_what_follows_the_snap(tmp_path):
 
     async def main():
         node = Node()
-        tr = peers.PeerTransport(node, 1, "c", ("127.0.0.1", 0), {2: ("127.0.0.1", 1)},
-                                 store, 1 << 20)
+        tr = _transport(node, store)
         conn, t = _connect(tr)
         conn.data_received(_frames(*_chunks(data), _snap_msg(len(data)), _append(),
                                    _heartbeat()))
@@ -193,8 +198,7 @@ def test_a_slow_chunk_write_does_not_hold_heartbeats_and_keeps_chunk_order(tmp_p
 
     async def main():
         node = Node()
-        tr = peers.PeerTransport(node, 1, "c", ("127.0.0.1", 0), {2: ("127.0.0.1", 1)},
-                                 store, 1 << 20)
+        tr = _transport(node, store)
         conn, _t = _connect(tr)
         chunks = _chunks(data, 1000)
         conn.data_received(_frames(chunks[0], _heartbeat(), *chunks[1:]))
@@ -220,8 +224,7 @@ def test_frames_of_the_same_peer_on_a_new_connection_wait_too(tmp_path, monkeypa
 
     async def main():
         node = Node()
-        tr = peers.PeerTransport(node, 1, "c", ("127.0.0.1", 0), {2: ("127.0.0.1", 1)},
-                                 store, 1 << 20)
+        tr = _transport(node, store)
         old, t_old = _connect(tr)
         old.data_received(_frames(*_chunks(data), _snap_msg(len(data))))
         old.connection_lost(None)
@@ -245,8 +248,7 @@ def test_a_damaged_snapshot_closes_the_connection_and_drops_what_it_held(tmp_pat
 
     async def main():
         node = Node()
-        tr = peers.PeerTransport(node, 1, "c", ("127.0.0.1", 0), {2: ("127.0.0.1", 1)},
-                                 store, 1 << 20)
+        tr = _transport(node, store)
         conn, t = _connect(tr)
         conn.data_received(_frames(*_chunks(bytes(data)), _snap_msg(len(data)), _append()))
         await _until(lambda: t.closing, "the connection to close")
@@ -265,8 +267,7 @@ def test_a_snapshot_that_cannot_be_stored_stops_the_node(tmp_path, monkeypatch, 
 
     async def main():
         node = Node()
-        tr = peers.PeerTransport(node, 1, "c", ("127.0.0.1", 0), {2: ("127.0.0.1", 1)},
-                                 store, 1 << 20)
+        tr = _transport(node, store)
         conn, t = _connect(tr)
         if when == "open":
             shutil.rmtree(store.directory)
