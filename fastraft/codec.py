@@ -16,7 +16,8 @@ and receives on the ones it accepted; replies travel on the reverse connection):
     [P_MSG, type, to, frm, term, log_term, index, entries, commit, reject,
             hint_index, hint_term, context, snap, transfer]
         entries: flat [term1, payload1, term2, payload2, ...]
-        snap:    nil, or [index, term, voters, outgoing, nbytes] (SNAP messages only)
+        snap:    nil, or [index, term, voters, outgoing, nbytes, learners, context]
+                 (SNAP messages only; context: the meta's opaque bytes, the member book)
     [P_SNAP_CHUNK, snap_term, snap_index, offset, data]
         a snapshot file's bytes, sent in order before the SNAP message that names it
 
@@ -43,6 +44,9 @@ any order)::
                                                                 then, with_limits true:
                                                                 [..., max_frame, max_key,
                                                                  max_value, max_scan]
+    OP_MEMBERS    -                                             [[id, role, raft, client,
+                                                                  is_leader, match], ...]
+    OP_MEMBER     kind, node_id, raft|nil, client|nil           index of the change
 
     status        values
     ST_OK         as above
@@ -72,6 +76,21 @@ Commands (log entry payloads; ``ts`` is the leader's wall clock in milliseconds)
     [CMD_CAS, ts, session, seq, first_unacked, key, expected|nil, new]
     [CMD_KEEPALIVE, ts, session, first_unacked]
 
+OP_MEMBERS is answered by the leader only (others answer ST_NOT_LEADER): ``role`` is
+"voter" or "learner", ``match`` the highest index the leader knows the member holds.
+OP_MEMBER asks the leader for one configuration change: ``kind`` is MEMBER_ADD_LEARNER (with
+the new node's peer and client addresses, "host:port"), MEMBER_PROMOTE or MEMBER_REMOVE (no
+addresses); the answer comes once the change is committed and applied (and the joint
+configuration it started, if any, left). A change that cannot be made (unknown or duplicate
+id, an address in use, the last voter, a learner not caught up, another change in flight) is
+ST_INVALID or ST_BUSY with the reason: certainly not made.
+
+A configuration-change entry (payload starting 0xc1, ``fastraft.raft.confchange``) carries,
+per change, a context: ``encode_member_context`` ``[raft, client]``. A snapshot's meta
+carries the member book as of its index (``encode_member_book``)::
+
+    [1, [[id, raft, client], ...], [removed_id, ...]]
+
 The empty payload is the leader's no-op and is never a command. State-machine snapshots are a
 stream of msgpack values (``pack`` / ``SnapshotDecoder``); their shapes are the state
 machine's business.
@@ -90,7 +109,8 @@ __all__ = [
     "PROTOCOL_VERSION",
     "P_HELLO", "P_WELCOME", "P_REFUSE", "P_MSG", "P_SNAP_CHUNK",
     "OP_GET", "OP_PUT", "OP_DELETE", "OP_CAS", "OP_SCAN", "OP_REGISTER", "OP_KEEPALIVE",
-    "OP_STATUS", "OP_NAMES", "WRITE_OPS",
+    "OP_STATUS", "OP_MEMBERS", "OP_MEMBER", "OP_NAMES", "WRITE_OPS",
+    "MEMBER_PROMOTE", "MEMBER_ADD_LEARNER", "MEMBER_REMOVE", "MEMBER_KIND_NAMES",
     "ST_OK", "ST_NOT_LEADER", "ST_BUSY", "ST_INVALID", "ST_SESSION_EXPIRED", "ST_UNKNOWN",
     "ST_ERROR",
     "CMD_REGISTER", "CMD_PUT", "CMD_DELETE", "CMD_CAS", "CMD_KEEPALIVE",
@@ -101,6 +121,8 @@ __all__ = [
     "encode_request", "decode_request", "encode_response", "decode_response",
     "encode_notice", "request_head", "STATUS_LIMIT_FIELDS",
     "encode_command", "command_for", "decode_command",
+    "encode_member_context", "decode_member_context", "encode_member_book",
+    "decode_member_book",
     "pack", "new_packer", "unpack", "SnapshotDecoder",
 ]
 
@@ -120,8 +142,19 @@ OP_SCAN = 5
 OP_REGISTER = 6
 OP_KEEPALIVE = 7
 OP_STATUS = 8
+OP_MEMBERS = 9
+OP_MEMBER = 10
 OP_NAMES = {OP_GET: "get", OP_PUT: "put", OP_DELETE: "delete", OP_CAS: "cas", OP_SCAN: "scan",
-            OP_REGISTER: "register", OP_KEEPALIVE: "keepalive", OP_STATUS: "status"}
+            OP_REGISTER: "register", OP_KEEPALIVE: "keepalive", OP_STATUS: "status",
+            OP_MEMBERS: "members", OP_MEMBER: "member"}
+#: OP_MEMBER kinds (the same codes as ``fastraft.raft.confchange``'s change kinds).
+MEMBER_PROMOTE = 1
+MEMBER_ADD_LEARNER = 2
+MEMBER_REMOVE = 3
+MEMBER_KIND_NAMES = {MEMBER_PROMOTE: "promote", MEMBER_ADD_LEARNER: "add-learner",
+                     MEMBER_REMOVE: "remove"}
+#: Longest "host:port" accepted in a member change or context.
+MAX_ADDRESS = 300
 #: Operations that become log entries (and carry a session, except register).
 WRITE_OPS = frozenset({OP_PUT, OP_DELETE, OP_CAS, OP_REGISTER, OP_KEEPALIVE})
 
@@ -284,7 +317,8 @@ def encode_message(m: Message, nbytes: int = 0) -> bytes:
     snap = None
     if m.snapshot is not None:
         meta = m.snapshot.meta
-        snap = [meta.index, meta.term, sorted(meta.voters), sorted(meta.outgoing), nbytes]
+        snap = [meta.index, meta.term, sorted(meta.voters), sorted(meta.outgoing), nbytes,
+                sorted(meta.learners), meta.context]
     return pack([P_MSG, int(m.type), m.to, m.frm, m.term, m.log_term, m.index, flat, m.commit,
                  m.reject, m.hint_index, m.hint_term, m.context, snap, m.transfer])
 
@@ -296,6 +330,27 @@ def _ids(v, what: str) -> frozenset:
     if 0 in out:
         raise _bad(f"{what}: node id 0 is not valid")
     return out
+
+
+def _snap_meta(snap) -> SnapMeta:
+    """A SNAP message's snapshot description (5 fields from before learners, or 7)."""
+    if type(snap) is not list or len(snap) not in (5, 7):
+        raise _bad("snapshot description must have 7 fields")
+    s_index, s_term, voters, outgoing, nbytes = snap[:5]
+    learners, context = snap[5:] if len(snap) == 7 else ([], b"")
+    _uint(s_index, "snapshot index")
+    _uint(s_term, "snapshot term")
+    _uint(nbytes, "snapshot size")
+    vs = _ids(voters, "snapshot voters")
+    if not vs:
+        raise _bad("snapshot has no voters")
+    out = _ids(outgoing, "outgoing")
+    ls = _ids(learners, "learners")
+    if ls & (vs | out):
+        raise _bad("snapshot learners overlap its voters")
+    if type(context) is not bytes:
+        raise _bad("snapshot context must be bytes")
+    return SnapMeta(SnapshotMeta(s_index, s_term, vs, out, ls, context), nbytes)
 
 
 def decode_peer(body, max_bytes: int) -> PeerFrame:
@@ -337,16 +392,7 @@ def decode_peer(body, max_bytes: int) -> PeerFrame:
         if snap is not None:
             if mtype != MsgType.SNAP:
                 raise _bad("only SNAP messages carry a snapshot")
-            if type(snap) is not list or len(snap) != 5:
-                raise _bad("snapshot description must have 5 fields")
-            s_index, s_term, voters, outgoing, nbytes = snap
-            _uint(s_index, "snapshot index")
-            _uint(s_term, "snapshot term")
-            _uint(nbytes, "snapshot size")
-            vs = _ids(voters, "snapshot voters")
-            if not vs:
-                raise _bad("snapshot has no voters")
-            sm = SnapMeta(SnapshotMeta(s_index, s_term, vs, _ids(outgoing, "outgoing")), nbytes)
+            sm = _snap_meta(snap)
         elif mtype == MsgType.SNAP:
             raise _bad("SNAP message without a snapshot description")
         if entries and mtype != MsgType.APP:
@@ -411,6 +457,7 @@ class Request(NamedTuple):
     stale: bool = False
     limit: int = 0
     with_limits: bool = False       # OP_STATUS: append the limits to the answer
+    member: tuple | None = None     # OP_MEMBER: (kind, node_id, raft | None, client | None)
 
 
 #: The fields OP_STATUS appends when asked ``with_limits`` (what ``Limits`` and the node's
@@ -459,8 +506,27 @@ def _session(args) -> tuple[int, int, int]:
 
 
 _ARITY = {OP_GET: 2, OP_PUT: 5, OP_DELETE: 4, OP_CAS: 6, OP_SCAN: 3, OP_REGISTER: 0,
-          OP_KEEPALIVE: 2, OP_STATUS: 0}
+          OP_KEEPALIVE: 2, OP_STATUS: 0, OP_MEMBERS: 0, OP_MEMBER: 4}
 _MAX_ARITY = {**_ARITY, OP_STATUS: 1}
+
+
+def _address(v, what: str) -> str:
+    if type(v) is not str or not 0 < len(v) <= MAX_ADDRESS:
+        raise InvalidRequest(f"{what} must be a \"host:port\" string, got {short_repr(v)}")
+    return v
+
+
+def _member_change(args) -> tuple:
+    kind, node_id, raft, client = args
+    if type(kind) is not int or kind not in MEMBER_KIND_NAMES:
+        raise InvalidRequest(f"unknown member change kind {short_repr(kind)}")
+    if type(node_id) is not int or not 1 <= node_id <= _U64:
+        raise InvalidRequest(f"node ids are integers >= 1, not {short_repr(node_id)}")
+    if kind == MEMBER_ADD_LEARNER:
+        return (kind, node_id, _address(raft, "raft address"), _address(client, "client address"))
+    if raft is not None or client is not None:
+        raise InvalidRequest(f"{MEMBER_KIND_NAMES[kind]} takes no addresses")
+    return (kind, node_id, None, None)
 
 
 def decode_request(body, limits: Limits, max_bytes: int) -> Request:
@@ -512,6 +578,8 @@ def decode_request(body, limits: Limits, max_bytes: int) -> Request:
             if s == 0:
                 raise InvalidRequest("keepalive needs a session")
             return Request(req_id, op, s, first_unacked=_rint(args[1], "first_unacked"))
+        if op == OP_MEMBER:
+            return Request(req_id, op, member=_member_change(args))
         if op == OP_STATUS and args:
             if type(args[0]) is not bool:
                 raise InvalidRequest("status's with_limits must be a boolean")
@@ -597,6 +665,47 @@ def decode_response(body, max_bytes: int) -> tuple[int, int, list]:
 
 
 # -- commands (log entry payloads) ----------------------------------------------------------
+
+# -- membership: conf-change contexts and the member book ----------------------------------
+
+def encode_member_context(raft: str, client: str) -> bytes:
+    """The context of a conf change adding a node: its peer and client addresses."""
+    return pack([raft, client])
+
+
+def decode_member_context(ctx: bytes) -> tuple[str, str] | None:
+    """``(raft, client)`` of a conf change's context, or None when it carries none (a
+    removal, a promotion). RemoteProtocolError on anything else."""
+    if not ctx:
+        return None
+    v = _unpackb(ctx, len(ctx))
+    if (type(v) is not list or len(v) != 2 or
+            not all(type(a) is str and 0 < len(a) <= MAX_ADDRESS for a in v)):
+        raise _bad(f"member context is not [raft, client]: {short_repr(v)}")
+    return v[0], v[1]
+
+
+def encode_member_book(addrs: dict, removed=()) -> bytes:
+    """The member book (module docstring): ``addrs`` maps id -> (raft, client)."""
+    return pack([1, [[nid, a[0], a[1]] for nid, a in sorted(addrs.items())], sorted(removed)])
+
+
+def decode_member_book(b: bytes) -> tuple[dict, frozenset]:
+    """``(addrs, removed)`` of an ``encode_member_book`` value (empty bytes: nothing known).
+    RemoteProtocolError on anything else."""
+    if not b:
+        return {}, frozenset()
+    v = _unpackb(b, len(b))
+    if type(v) is not list or len(v) != 3 or v[0] != 1 or type(v[1]) is not list:
+        raise _bad(f"member book is not [1, members, removed]: {short_repr(v)}")
+    addrs = {}
+    for m in v[1]:
+        if (type(m) is not list or len(m) != 3 or
+                not all(type(a) is str and 0 < len(a) <= MAX_ADDRESS for a in m[1:])):
+            raise _bad(f"member book entry is not [id, raft, client]: {short_repr(m)}")
+        addrs[_uint(m[0], "member id")] = (m[1], m[2])
+    return addrs, _ids(v[2], "removed ids")
+
 
 def encode_command(cmd: tuple | list) -> bytes:
     """A log command's payload from its fields (``[CMD_*, ts, ...]``, shapes above); the

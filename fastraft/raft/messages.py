@@ -64,13 +64,17 @@ VOTE_TYPES = frozenset({MsgType.VOTE, MsgType.PRE_VOTE})
 class SnapshotMeta(NamedTuple):
     """What a snapshot covers: the log up to ``index`` (whose term is ``term``) and the
     configuration at that point (``outgoing`` non-empty during a joint configuration;
-    ``learners`` receive the log but never vote nor count)."""
+    ``learners`` receive the log but never vote nor count). ``context`` is opaque to the
+    engine: the runtime records there what it must know of the configuration at ``index``
+    (the members' addresses, ``fastraft.codec.encode_member_book``); it travels and is
+    stored with the rest of the meta."""
 
     index: int
     term: int
     voters: frozenset
     outgoing: frozenset = frozenset()
     learners: frozenset = frozenset()
+    context: bytes = b""
 
 
 class Snapshot(NamedTuple):

@@ -118,7 +118,10 @@ class RaftConfig:
     """Settings of one engine. Ticks are the runtime's unit of time."""
 
     id: int
-    voters: frozenset
+    voters: frozenset                     # empty: the configuration comes from the log or a
+                                          # snapshot (a bootstrap conf-change entry, a node
+                                          # that waits to be added); until then it never
+                                          # campaigns
     outgoing: frozenset = frozenset()     # non-empty: a joint configuration (thesis §4.3)
     election_tick: int = 10               # timeouts are random in [election, 2*election)
     heartbeat_tick: int = 1
@@ -146,8 +149,8 @@ class RaftConfig:
             raise ValueError("promote_lag must be >= 0")
         if self.id <= NO_NODE:
             raise ValueError(f"node ids are >= 1, not {self.id}")
-        if not self.voters:
-            raise ValueError("a configuration needs at least one voter")
+        if self.outgoing and not self.voters:
+            raise ValueError("a joint configuration needs incoming voters")
         if self.heartbeat_tick <= 0 or self.election_tick <= self.heartbeat_tick:
             raise ValueError("need 0 < heartbeat_tick < election_tick")
         if self.max_inflight_msgs <= 0:

@@ -906,7 +906,7 @@ def test_durability_check_catches_an_early_ack(rh):
 
 
 @pytest.mark.parametrize("kw", [
-    {"id": 0}, {"voters": ()}, {"heartbeat_tick": 0}, {"election_tick": 2, "heartbeat_tick": 2},
+    {"id": 0}, {"voters": (), "outgoing": {1, 2}}, {"heartbeat_tick": 0}, {"election_tick": 2, "heartbeat_tick": 2},
     {"max_inflight_msgs": 0},
 ])
 def test_config_validation(rh, kw):
@@ -915,6 +915,18 @@ def test_config_validation(rh, kw):
     args.update(kw)
     with pytest.raises(ValueError):
         RaftConfig(**args)
+
+
+def test_a_node_without_configuration_never_campaigns(rh):
+    # Empty voters: the configuration comes from the log (a bootstrap conf-change entry) or a
+    # snapshot. Until then the node waits, however many elections it sits through.
+    from fastraft.raft import RaftConfig, RawNode
+    import random
+    raw = RawNode(RaftConfig(id=4, voters=()), random.Random(1))
+    for _ in range(200):
+        raw.tick()
+    assert raw.status().role == rh.FOLLOWER and raw.term == 0
+    assert not raw.has_ready() or not raw.ready().messages
 
 
 def test_joint_configuration_needs_both_majorities(rh):
