@@ -10,7 +10,11 @@ element is an integer code and whose fields are positional (never string keys).
 Peer connections (node -> node; one-directional: a node sends on the connection it dialled
 and receives on the ones it accepted; replies travel on the reverse connection)::
 
-    [P_HELLO, version, cluster, from_id, to_id]      dialler's first frame
+    [P_HELLO, version, cluster, from_id, to_id(, from_raft)]
+                                                     dialler's first frame; from_raft:
+                                                     its peer address "host:port" (so a
+                                                     node that does not know it yet can
+                                                     answer; optional)
     [P_WELCOME, version, node_id]                    acceptor's answer; or
     [P_REFUSE, reason]                               ... and the acceptor closes
     [P_MSG, type, to, frm, term, log_term, index, entries, commit, reject,
@@ -239,6 +243,7 @@ class Hello(NamedTuple):
     cluster: str
     frm: int
     to: int
+    addr: str = ""          # the dialler's peer address, "" when not given
 
 
 class Welcome(NamedTuple):
@@ -287,8 +292,11 @@ PeerFrame = Hello | Welcome | Refuse | PeerMessage | SnapshotChunk
 _tuple_new = tuple.__new__
 
 
-def encode_hello(cluster: str, frm: int, to: int) -> bytes:
-    """The dialler's hello: node ``frm`` of ``cluster`` asks to send to node ``to``."""
+def encode_hello(cluster: str, frm: int, to: int, addr: str = "") -> bytes:
+    """The dialler's hello: node ``frm`` of ``cluster`` (reachable for peers at ``addr``,
+    "host:port", when given) asks to send to node ``to``."""
+    if addr:
+        return pack([P_HELLO, PROTOCOL_VERSION, cluster, frm, to, addr])
     return pack([P_HELLO, PROTOCOL_VERSION, cluster, frm, to])
 
 
@@ -411,15 +419,18 @@ def decode_peer(body, max_bytes: int) -> PeerFrame:
             raise _bad("chunk data must be bytes")
         return SnapshotChunk(P_SNAP_CHUNK, st, si, off, data)
     if kind == P_HELLO:
-        if n != 5:
-            raise _bad("hello must have 5 fields")
-        _, version, cluster, frm, to = v
+        if n not in (5, 6):
+            raise _bad("hello must have 5 or 6 fields")
+        _, version, cluster, frm, to = v[:5]
+        addr = v[5] if n == 6 else ""
         _uint(version, "version")
         if type(cluster) is not str or len(cluster) > 256:
             raise _bad("cluster name must be a string")
         _uint(frm, "from id")
         _uint(to, "to id")
-        return Hello(P_HELLO, version, cluster, frm, to)
+        if type(addr) is not str or len(addr) > MAX_ADDRESS:
+            raise _bad("hello's peer address must be a short string")
+        return Hello(P_HELLO, version, cluster, frm, to, addr)
     if kind == P_WELCOME:
         if n != 3:
             raise _bad("welcome must have 3 fields")

@@ -43,7 +43,7 @@ from typing import NamedTuple
 from ..errors import LocalProtocolError
 from .confchange import ConfChange, ConfState
 from .log import RaftLog
-from .messages import EntryBatch, HardState, Message, MsgType, Snapshot
+from .messages import EntryBatch, HardState, Message, MsgType, Snapshot, SnapshotMeta
 from .raft import LEADER, Raft, RaftConfig
 
 __all__ = ["RawNode", "Ready", "SoftState", "Status", "PeerProgress"]
@@ -178,6 +178,25 @@ class RawNode:
         snapshot's): what a snapshot taken at ``index`` must record."""
         return self._raft.conf_state_at(index)
 
+    def conf_state(self) -> ConfState:
+        """The configuration in effect (that of the last appended conf-change entry). Its
+        three sets are replaced, never mutated, when the configuration changes: comparing
+        them by identity is a cheap "did it change" test."""
+        r = self._raft
+        return ConfState(r.voters, r.outgoing, r.learners)
+
+    def conf_entries(self) -> tuple[SnapshotMeta, list]:
+        """The snapshot's meta (whose ``context`` is the runtime's record of the
+        configuration there) and the conf-change entries the log holds after it, as
+        ``(index, term, payload)`` in log order, committed or not: together they say
+        everything about the membership (``fastraft.server.members``)."""
+        r = self._raft
+        log = r.log
+        out = []
+        for index, term, _cs in r.conf_log:
+            out.append((index, term, log.entries(index, index + 1)[0][1]))
+        return log.snapshot.meta, out
+
     def read_index(self, context) -> None:
         """Ask for a linearizable read on the leader: ``context`` comes back in a later
         Ready's ``read_states`` (or ``dropped_reads``). NotLeader on a non-leader."""
@@ -280,6 +299,11 @@ class RawNode:
     def applied(self) -> int:
         """The index of the last entry handed out to apply and advanced."""
         return self._raft.log.applied
+
+    @property
+    def committed(self) -> int:
+        """The highest index this node knows committed."""
+        return self._raft.log.committed
 
     @property
     def term(self) -> int:

@@ -73,6 +73,16 @@ class PeerHandler(Protocol):
     def fatal(self, reason: str) -> None:
         """Stop at once (a received snapshot could not be stored)."""
 
+    def peer_refused(self, pid: int, addr: str = "") -> str | None:
+        """Why a connection from node ``pid`` (which says it listens at ``addr``) is
+        refused (removed, unknown), or None."""
+
+    def peer_address(self, pid: int) -> tuple[str, int] | None:
+        """Where to dial node ``pid`` when it is not among the peers (or None)."""
+
+    def removed(self, why: str) -> None:
+        """A peer refused this node as removed from the cluster: stop."""
+
 
 class Peers(Protocol):
     """The peer transport as the node uses it."""
@@ -85,6 +95,9 @@ class Peers(Protocol):
 
     def connected(self, pid: int) -> bool:
         """Whether the connection to ``pid`` is up (a leadership successor must be)."""
+
+    def set_peers(self, peers: dict) -> None:
+        """Dial exactly these peers (id -> (host, port)) from now on."""
 
     def abort(self) -> None:
         """Drop every connection at once (the node is failing)."""

@@ -27,6 +27,7 @@ that is not durable (``fatal``). A graceful stop (``shutdown``) hands leadership
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 
 from .. import __version__
@@ -34,6 +35,7 @@ from ..config import format_address
 from ..core import IMPLEMENTATION
 from ..errors import FatalError, StorageError
 from ..raft import LEADER, ROLE_NAMES
+from .members import MemberRequests
 from .requests import Requests
 from .shutdown import hand_over_leadership
 from .snapshots import Snapshots
@@ -49,7 +51,7 @@ class Node:
     loop turn. Nothing is acknowledged before it is durable (with ``fsync`` on); after a
     storage failure nothing more is processed. Built by ``wiring.build_node``."""
 
-    def __init__(self, cfg, node_id: int, raw, backend, rejoin, *, limits,
+    def __init__(self, cfg, node_id: int, raw, backend, rejoin, members, *, limits,
                  loop_name: str = "asyncio", need_snapshot: bool = False) -> None:
         t = cfg.tuning
         self.cfg = cfg
@@ -57,7 +59,6 @@ class Node:
         self.spec = cfg.node(node_id)
         self.tuning = t
         self.loop_name = loop_name
-        self.voters = frozenset(cfg.voters)
         self.fsync = t.fsync
         #: Send the leader's appends before its own fsync (thesis §10.2.1); the tuning key
         #: leader_sync_first turns it off, only to measure what it brings (bench/README.md).
@@ -66,12 +67,19 @@ class Node:
         self.backend = backend
         self.store = backend.store
         self.rejoin = rejoin
+        self.members = members
+        self._conf = raw.conf_state()
         self.requests = Requests(
             node_id, raw, backend.machine, limits=limits, max_frame=t.max_frame_bytes,
-            max_pending=t.max_pending, addr_of={n.id: n.client_addr for n in cfg.nodes},
+            max_pending=t.max_pending, addr_of=members.client_addrs,
             kick=self._kick, status=self.status_fields)
+        self.member_requests = MemberRequests(raw, members,
+                                              not_leader=self.requests.not_leader,
+                                              kick=self._kick)
+        self.requests.member_requests = self.member_requests
         self.snapshots = Snapshots(
-            raw, backend, voters=self.voters, threshold=t.snapshot_threshold,
+            raw, backend, meta_at=functools.partial(members.meta_at, raw),
+            threshold=t.snapshot_threshold,
             keep_entries=t.snapshot_keep_entries, fsync=t.fsync, fatal=self.fatal,
             need_snapshot=need_snapshot)
         self.peers = None
@@ -105,7 +113,7 @@ class Node:
                  self.spec.client_addr, format_address(self.spec.raft_bind), IMPLEMENTATION,
                  self.loop_name, self.backend.name,
                  "on" if self.fsync else "OFF (unsafe: benchmarking only)")
-        if len(self.voters) == 1:
+        if self.raw.conf_state().voters == {self.id}:
             self.raw.campaign()
         self._kick()
 
@@ -131,6 +139,8 @@ class Node:
         closed by the transport), or None."""
         if self._dead:
             return None
+        if m.frm in self.members.removed_committed:
+            return self.members.refused(m.frm)
         reason = self.raw.check_message(m)
         if reason is not None:
             return reason
@@ -166,7 +176,44 @@ class Node:
             return
         if self.rejoin.active and not raw.rejoining:
             self.rejoin.clear()
+        self._watch_conf()
         self.snapshots.maybe_take()
+
+    # -- membership -----------------------------------------------------------------------
+
+    def _watch_conf(self) -> None:
+        """After a Ready cycle: follow a configuration change (peers to dial, addresses,
+        removed ids), answer the member changes now done, stop if this node was removed."""
+        cs = self.raw.conf_state()
+        old = self._conf
+        members = self.members
+        if (cs.voters is not old.voters or cs.outgoing is not old.outgoing
+                or cs.learners is not old.learners
+                or self.raw.committed >= members.last_conf_index > members.seen_committed):
+            self._conf = cs
+            members.refresh(self.raw)
+            members.seen_committed = min(self.raw.committed, members.last_conf_index)
+            self.peers.set_peers(members.peer_addrs())
+            if members.self_removed() and not self._stopping:
+                self.removed(f"a committed configuration change (index "
+                             f"{members.last_conf_index} or before) removed it")
+        self.member_requests.progress()
+
+    def removed(self, why: str) -> None:
+        """This node is no longer a member: log it and stop (exit status 0), as an etcd
+        member does; it must not keep campaigning."""
+        if self._stopping:
+            return
+        log.warning("node %d was removed from the cluster (%s): stopping", self.id, why)
+        asyncio.get_running_loop().create_task(self.shutdown(grace=0.0))
+
+    def peer_refused(self, pid: int, addr: str = "") -> str | None:
+        """Why a peer connection from node ``pid`` is refused (``peers``), or None."""
+        return self.members.refused(pid, addr)
+
+    def peer_address(self, pid: int):
+        """Where to dial node ``pid``, not one of the peers dialled (``peers``)."""
+        return self.members.dial_address(pid)
 
     def _handle_ready(self, rd) -> None:
         if rd.soft_state is not None:
@@ -202,6 +249,8 @@ class Node:
     def _on_soft_state(self, ss) -> None:
         was_leader = self.requests.role == LEADER
         self.requests.on_role(ss.role, ss.lead)     # abandons the waiting ones if lost
+        if was_leader and ss.role != LEADER:
+            self.member_requests.abandon()
         if ss.role == LEADER and not was_leader:
             log.info("became leader in term %d", self.raw.term)
         elif was_leader and ss.role != LEADER:
@@ -247,8 +296,7 @@ class Node:
             return
         self._begin_stop()
         self.clients.stop_accepting()
-        await hand_over_leadership(self.raw, self.peers, self.id, self.voters, self._kick,
-                                   grace)
+        await hand_over_leadership(self.raw, self.peers, self.id, self._kick, grace)
         self.requests.abandon()
         self.requests.refuse_gathered()
         if self._tick_handle is not None:

@@ -7,7 +7,11 @@ only validated messages to the node. It never steps the engine itself.
 Connections are one-directional, as in etcd's stream transport: node A sends to node B over the
 connection A dialled; B's replies travel over the connection B dialled to A. A dialler opens
 with ``[P_HELLO, version, cluster, from, to]``; the acceptor answers ``P_WELCOME`` or
-``P_REFUSE`` (wrong cluster, unknown id, version mismatch), logs the refusal once and closes.
+``P_REFUSE`` (wrong cluster, a node removed from the cluster, version mismatch), logs the
+refusal once and closes. Any other node id is welcome: the membership changes at runtime
+(``members``), and a node being added is dialled by the leader before it knows its peers.
+The peers this node dials follow the configuration (``set_peers``); a node refused because it
+was removed is told so (``node.removed``) and stops.
 
 - Dialling reconnects with jittered exponential backoff (50 ms .. 2 s). Messages for a peer
   that is not connected are dropped (Raft retransmits) and the engine is told once that the
@@ -54,6 +58,7 @@ from ..errors import (
 )
 from ..raft.messages import Message, MsgType
 from .logs import LogOnce, reason_kind
+from .members import REMOVED_PREFIX
 
 __all__ = ["PeerTransport"]
 
@@ -94,11 +99,13 @@ class PeerTransport:
     other node's id to its ``(host, port)``; ``max_frame`` bounds a received frame."""
 
     def __init__(self, node, node_id: int, cluster: str, listen: tuple[str, int],
-                 peers: dict, snaps, max_frame: int, high_water: int = 32 << 20) -> None:
+                 peers: dict, snaps, max_frame: int, high_water: int = 32 << 20,
+                 advertise: str = "") -> None:
         self.node = node
         self.id = node_id
         self.cluster = cluster
         self.listen = listen
+        self.advertise = advertise          # our peer address, told in each hello
         self.peers = dict(peers)            # id -> (host, port), self excluded
         self.snaps = snaps
         self.max_frame = max(max_frame, 2 * SNAP_CHUNK)
@@ -108,6 +115,7 @@ class PeerTransport:
         self._inbound: set = set()
         #: Accepted connections allowed at once (peers reconnect; the rest is a flood).
         self.max_inbound = 4 * len(self.peers) + 32
+        self._started = False
         self._server = None
         self._closed = False
         #: peer id -> _Held: what that peer sent after a SNAP whose snapshot is being adopted.
@@ -128,8 +136,30 @@ class PeerTransport:
         host, port = self.listen
         self._server = await loop.create_server(lambda: _Inbound(self), host, port,
                                                 reuse_address=True, backlog=128)
+        self._started = True
         for out in self._out.values():
             out.start()
+
+    def set_peers(self, peers: dict) -> None:
+        """Dial exactly these peers (id -> (host, port)) from now on: new ones are dialled,
+        the connections to those gone (or moved) are closed."""
+        peers = {pid: addr for pid, addr in peers.items() if pid != self.id}
+        if peers == self.peers:
+            return
+        for pid, out in list(self._out.items()):
+            if peers.get(pid) != out.addr:
+                out.close()
+                del self._out[pid]
+                self.once.forget(("dial", pid))
+                log.info("no longer dialling node %d", pid)
+        for pid, addr in peers.items():
+            if pid not in self._out:
+                out = self._out[pid] = _Outbound(self, pid, addr)
+                if self._started and not self._closed:
+                    out.start()
+                log.info("dialling node %d at %s:%d", pid, addr[0], addr[1])
+        self.peers = peers
+        self.max_inbound = 4 * len(peers) + 32
 
     def send(self, msgs) -> None:
         """Send the engine's messages, in order per peer, one write per peer."""
@@ -139,10 +169,26 @@ class PeerTransport:
         for pid, ms in batches.items():
             out = self._out.get(pid)
             if out is None:
-                self.once(("unknown-dest", pid), logging.ERROR,
-                          "engine addressed a message to unknown node %d", pid)
-                continue
+                out = self._dial_on_demand(pid)
+                if out is None:
+                    continue
             out.send(ms)
+
+    def _dial_on_demand(self, pid: int):
+        """A connection to a node the engine answers but this node does not dial (not in
+        its configuration yet: a leader met while joining or catching up), if its address
+        is known (``node.peer_address``); None otherwise (the message is dropped)."""
+        addr = self.node.peer_address(pid)
+        if addr is None or self._closed:
+            self.once(("unknown-dest", pid), logging.WARNING,
+                      "no address known for node %d: messages to it are dropped", pid)
+            return None
+        out = self._out[pid] = _Outbound(self, pid, addr)
+        if self._started:
+            out.start()
+        log.info("dialling node %d at %s:%d (not in this node's configuration)", pid,
+                 addr[0], addr[1])
+        return out
 
     def connected(self, pid: int) -> bool:
         """Whether the connection this node dialled to ``pid`` is up (handshake done)."""
@@ -263,7 +309,7 @@ class _Outbound(asyncio.Protocol):
         _set_keepalive(transport)
         transport.set_write_buffer_limits(high=4 << 20)
         transport.write(encode_frame(codec.encode_hello(self.tr.cluster, self.tr.id,
-                                                        self.pid)))
+                                                        self.pid, self.tr.advertise)))
 
     def data_received(self, data) -> None:
         try:
@@ -278,6 +324,8 @@ class _Outbound(asyncio.Protocol):
                             f"expected node {self.pid} (protocol {codec.PROTOCOL_VERSION})")
                     self._welcome.set_result(True)
                 elif frame.kind == codec.P_REFUSE:
+                    if frame.reason.startswith(REMOVED_PREFIX):
+                        self.tr.node.removed(f"node {self.pid} refused it: {frame.reason}")
                     raise RemoteProtocolError(f"node {self.pid} refused us: {frame.reason}")
                 else:
                     raise RemoteProtocolError(
@@ -475,8 +523,8 @@ class _Inbound(asyncio.Protocol):
             reason = f"cluster {frame.cluster!r}, this node belongs to {tr.cluster!r}"
         elif frame.to != tr.id:
             reason = f"hello addressed to node {frame.to}, this is node {tr.id}"
-        elif frame.frm not in tr.peers:
-            reason = f"unknown node id {frame.frm}"
+        else:
+            reason = tr.node.peer_refused(frame.frm, frame.addr)
         if reason is not None:
             tr.once(("refuse", self.remote.rsplit(":", 1)[0], reason_kind(reason)),
                     logging.WARNING, "refusing peer connection from %s: %s", self.remote, reason)

@@ -75,6 +75,8 @@ class Requests:
         self._reads: dict = {}          # read ctx -> [(conn, req), ...] awaiting a ReadState
         self._read_ready: list = []     # (index, batch) safe once applied >= index
         self._read_ctx = 0
+        #: OP_MEMBERS / OP_MEMBER go there (``members.MemberRequests``; set by the node).
+        self.member_requests = None
 
     # -- taking requests (the client port calls this) ----------------------------------------
 
@@ -103,6 +105,9 @@ class Requests:
         if self.stopping:
             conn.respond(req.req_id, codec.ST_NOT_LEADER, 0, None)
             return
+        if op >= codec.OP_MEMBERS:
+            self.member_requests.on_request(conn, req)
+            return
         if self.role != LEADER:
             self._not_leader(conn, req.req_id)
             return
@@ -117,6 +122,8 @@ class Requests:
     def _not_leader(self, conn, req_id: int) -> None:
         lead = self.lead if self.lead != self.id else 0
         conn.respond(req_id, codec.ST_NOT_LEADER, lead, self.addr_of.get(lead))
+
+    not_leader = _not_leader
 
     def _serve_read(self, conn, req) -> None:
         m = self.machine

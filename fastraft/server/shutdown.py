@@ -23,25 +23,26 @@ log = logging.getLogger("fastraft.node")
 def choose_successor(status, self_id: int, connected: Callable[[int], bool]) -> int | None:
     """The connected voter with the highest match index in ``status`` (a ``raft.Status`` of
     a leader), the first one in progress order on a tie; None when no other voter is
-    connected."""
+    connected. Learners and outgoing-only voters never take over."""
     best = None
     progress = status.progress
+    voters = status.voters
     for vid, pr in progress.items():
-        if vid != self_id and connected(vid):
+        if vid != self_id and vid in voters and connected(vid):
             if best is None or pr.match > progress[best].match:
                 best = vid
     return best
 
 
-async def hand_over_leadership(raw, peers, self_id: int, voters: frozenset,
-                               kick: Callable[[], None], grace: float) -> None:
-    """If this node leads a cluster of several ``voters``, start a leadership transfer to the
+async def hand_over_leadership(raw, peers, self_id: int, kick: Callable[[], None],
+                               grace: float) -> None:
+    """If this node leads a cluster of several voters, start a leadership transfer to the
     best successor and wait (up to ``grace`` seconds) until this node is no longer leader.
     Best effort: a transfer that cannot start is logged and the stop goes on."""
     loop = asyncio.get_running_loop()
     deadline = loop.time() + grace
     st = raw.status()
-    if st.role != LEADER or len(voters) <= 1:
+    if st.role != LEADER or len(st.voters) <= 1:
         return
     best = choose_successor(st, self_id, peers.connected)
     if best is None:

@@ -31,15 +31,18 @@ log = logging.getLogger("fastraft.node")
 
 class Snapshots:
     """When to snapshot and what follows one (see the module docstring). ``raw`` is the
-    engine, ``backend`` the storage (``interfaces.Backend``), ``fatal`` stops the node.
+    engine, ``backend`` the storage (``interfaces.Backend``), ``fatal`` stops the node,
+    ``meta_at(index, term)`` is the meta of a snapshot at ``index`` (the configuration and
+    member book there: ``members.Members.meta_at``).
     ``need_snapshot``: the recovered log has a snapshot mark without a readable file (SQLite
     backend, file lost), so one is made as soon as anything is applied."""
 
-    def __init__(self, raw, backend, *, voters: frozenset, threshold: int, keep_entries: int,
-                 fsync: bool, fatal: Callable[[str], None], need_snapshot: bool) -> None:
+    def __init__(self, raw, backend, *, meta_at: Callable[[int, int], SnapshotMeta],
+                 threshold: int, keep_entries: int, fsync: bool, fatal: Callable[[str], None],
+                 need_snapshot: bool) -> None:
         self.raw = raw
         self.backend = backend
-        self.voters = voters
+        self.meta_at = meta_at
         self.threshold = threshold
         self.keep_entries = keep_entries
         self.fsync = fsync
@@ -68,7 +71,7 @@ class Snapshots:
             except CompactedError:
                 return      # a snapshot from the leader overtook this one: nothing to do
             t0 = time.monotonic()
-            meta, path = await self.backend.snapshot(SnapshotMeta(applied, term, self.voters))
+            meta, path = await self.backend.snapshot(self.meta_at(applied, term))
             took = time.monotonic() - t0
             if self.stopping:
                 return

@@ -7,6 +7,16 @@ place that does) and builds the ``RawNode``, then the node (``node.Node``) and i
 transports (``peers.PeerTransport`` with the node as its handler, ``clients.ClientServer``
 with the node's request handler), and hands the transports to the node. Configuration flows
 one way: from here into the parts, none of which reads the environment or the file.
+
+Bootstrap (etcd's approach): a bootstrap member of a new cluster (listed in the config file,
+its data directory empty) writes, before its engine starts, the entry every bootstrap member
+writes alike: index 1, term 1, a conf change adding every node of the file as a voter with
+its addresses, committed (``bootstrap_entry``). Its engine starts with no configuration and
+reads it from that entry; from then on the log is the authority on the membership, and a node
+that joins later receives entry 1 like any other. A node that joins (``--join``) or rejoins
+after a data loss (``--rejoin``) writes nothing: its log and configuration come from the
+leader. Data written before the membership was kept in the log (no configuration in the log)
+runs with the config file's nodes as voters, as it always did.
 """
 
 from __future__ import annotations
@@ -17,14 +27,17 @@ import random
 from .. import codec
 from ..config import Config, Tuning
 from ..errors import CorruptRecordError, FatalError, StorageError
-from ..raft import RaftConfig, RawNode
+from ..raft import RaftConfig, RaftLog, RawNode
+from ..raft.confchange import ADD_VOTER, Change, ConfChange, encode_conf_change
+from ..raft.messages import EntryBatch, HardState
 from .backends import open_backend
 from .clients import ClientServer
+from .members import Members
 from .node import Node
 from .peers import PeerTransport
 from .rejoin import RejoinMarker
 
-__all__ = ["raft_config", "build_node", "ENGINE_LIMIT_OFF"]
+__all__ = ["raft_config", "build_node", "bootstrap_entry", "ENGINE_LIMIT_OFF"]
 
 log = logging.getLogger("fastraft.node")
 
@@ -46,24 +59,55 @@ def raft_config(tuning: Tuning, node_id: int, voters: frozenset, *,
                       max_uncommitted=ENGINE_LIMIT_OFF, rejoining=rejoining)
 
 
-def _open_engine(cfg: Config, node_id: int, data_dir: str, rejoin: bool):
+def bootstrap_entry(cfg: Config) -> bytes:
+    """The payload of entry 1 of a new cluster: every node of ``cfg`` added as a voter,
+    with its addresses (the same bytes on every bootstrap member)."""
+    return encode_conf_change(ConfChange(tuple(
+        Change(ADD_VOTER, n.id, codec.encode_member_context(n.raft_addr, n.client_addr))
+        for n in sorted(cfg.nodes, key=lambda n: n.id))))
+
+
+def _write_bootstrap(backend, cfg: Config, rlog: RaftLog) -> tuple[RaftLog, HardState]:
+    """Write entry 1 of a new cluster (module docstring) durably; the log now holding it."""
+    payload = bootstrap_entry(cfg)
+    hs = HardState(1, 0, 1)
+    try:
+        backend.store.append(EntryBatch(1, [(1, payload)]))
+        backend.store.save_hard_state(hs)
+        backend.store.sync()
+    except StorageError as exc:
+        raise FatalError(f"cannot write the bootstrap entry: {exc}") from exc
+    log.info("new cluster %r: bootstrap entry written (voters %s)", cfg.cluster_name,
+             ", ".join(str(n.id) for n in sorted(cfg.nodes, key=lambda n: n.id)))
+    return RaftLog(rlog.snapshot, [(1, payload)], 1, rlog.applied), hs
+
+
+def _open_engine(cfg: Config, node_id: int, data_dir: str, rejoin: bool, bootstrap: bool):
     """Recover the storage and build the engine on it: ``(backend, raw, marker,
     need_snapshot)``. FatalError when the storage cannot be read or recovered."""
     t = cfg.tuning
-    voters = cfg.voters
     try:
-        backend = open_backend(t.storage, data_dir, voters, t)
+        backend = open_backend(t.storage, data_dir, frozenset(), t)
         rlog, hs, newest = backend.open()
     except (StorageError, CorruptRecordError) as exc:
         raise FatalError(str(exc)) from exc
+    fresh = (rlog.last_index == 0 and rlog.snapshot.meta.index == 0 and hs.term == 0
+             and newest is None)
     marker = RejoinMarker(data_dir)
     if rejoin:                  # durable before it matters
         marker.arm()
     if marker.active:
         log.warning("rejoining after a data loss: no vote and no campaign until a leader "
                     "has caught this node up")
-    raw = RawNode(raft_config(t, node_id, voters, rejoining=marker.active), random.Random(),
-                  rlog, hs)
+    elif fresh and bootstrap:
+        rlog, hs = _write_bootstrap(backend, cfg, rlog)
+    raw = RawNode(raft_config(t, node_id, frozenset(), rejoining=marker.active),
+                  random.Random(), rlog, hs)
+    if not fresh and not raw.conf_state().voters and bootstrap and not marker.active:
+        log.warning("no configuration in the log (data from before the membership was kept "
+                    "there): the config file's nodes %s are the voters",
+                    ", ".join(str(v) for v in sorted(cfg.voters)))
+        raw = RawNode(raft_config(t, node_id, cfg.voters), random.Random(), rlog, hs)
     if newest is not None and newest.meta.index > rlog.snapshot.meta.index:
         raw.compact(newest, keep_from=rlog.snapshot.meta.index + 1)
     # A snapshot mark without a readable file (SQLite backend, file lost): make one soon, a
@@ -76,19 +120,30 @@ def _open_engine(cfg: Config, node_id: int, data_dir: str, rejoin: bool):
 
 
 def build_node(cfg: Config, node_id: int, data_dir: str, *, loop_name: str = "asyncio",
-               rejoin: bool = False) -> Node:
+               rejoin: bool = False, bootstrap: bool = True,
+               hints: dict | None = None) -> Node:
     """Node ``node_id`` of ``cfg`` with its data in ``data_dir``, recovered and wired, ready
-    for ``await node.start()``. Call it in the running loop. FatalError when the storage
-    cannot be recovered; OSError when a directory cannot be made."""
+    for ``await node.start()``. Call it in the running loop. ``bootstrap``: ``cfg`` lists
+    the bootstrap members of the cluster (module docstring; False for a joining node);
+    ``hints``: id -> (raft, client) addresses of members the log may not name yet (default:
+    the config file's nodes). FatalError when the storage cannot be recovered; OSError when
+    a directory cannot be made."""
     t = cfg.tuning
     spec = cfg.node(node_id)
-    backend, raw, marker, need_snapshot = _open_engine(cfg, node_id, data_dir, rejoin)
+    backend, raw, marker, need_snapshot = _open_engine(cfg, node_id, data_dir, rejoin,
+                                                       bootstrap)
+    if hints is None:
+        hints = {n.id: (n.raft_addr, n.client_addr) for n in cfg.nodes}
+    members = Members(node_id, hints)
+    members.refresh(raw)
+    if bootstrap:
+        members.compare_config(cfg)
     limits = codec.Limits(max_key=t.max_key_bytes, max_value=t.max_value_bytes)
-    node = Node(cfg, node_id, raw, backend, marker, limits=limits, loop_name=loop_name,
-                need_snapshot=need_snapshot)
-    peer_addrs = {n.id: n.raft for n in cfg.nodes if n.id != node_id}
-    peers = PeerTransport(node, node_id, cfg.cluster_name, spec.raft_bind, peer_addrs,
-                          backend.snaps, t.peer_frame_bytes)
+    node = Node(cfg, node_id, raw, backend, marker, members, limits=limits,
+                loop_name=loop_name, need_snapshot=need_snapshot)
+    peers = PeerTransport(node, node_id, cfg.cluster_name, spec.raft_bind,
+                          members.peer_addrs(), backend.snaps, t.peer_frame_bytes,
+                          advertise=spec.raft_addr)
     clients = ClientServer(node.requests, spec.client, limits, t.max_frame_bytes,
                            t.max_client_connections)
     node.attach(peers, clients)

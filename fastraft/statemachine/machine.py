@@ -46,6 +46,7 @@ from operator import lt
 
 from .. import codec
 from ..errors import CorruptRecordError, RemoteProtocolError, short_repr
+from ..raft.confchange import CONF_MARKER
 from .kv import KVStore
 from .sessions import (DEFAULT_MAX_SESSIONS, DEFAULT_SESSION_TIMEOUT_MS, Session,
                        SessionTable)
@@ -128,6 +129,8 @@ class KVStateMachine:
         try:
             cmd = codec.decode_command(payload)
         except RemoteProtocolError as exc:
+            if payload[0] == CONF_MARKER:
+                return None         # a configuration change: the engine's and runtime's
             return self._bad(index, exc)
         return self._dispatch(index, cmd)
 
@@ -151,7 +154,10 @@ class KVStateMachine:
                     try:
                         cmd = decode(payload)
                     except RemoteProtocolError as exc:
-                        append((index, self._bad(index, exc)))
+                        # A configuration change is not a command (the engine and the
+                        # runtime's member book follow it); anything else is an error.
+                        append((index, None if payload[0] == CONF_MARKER
+                                else self._bad(index, exc)))
                     else:
                         append((index, dispatch(index, cmd)))
                 index += 1

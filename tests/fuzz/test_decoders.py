@@ -167,6 +167,7 @@ def messages(draw):
 peer_bodies = st.one_of(
     messages(),
     st.builds(codec.encode_hello, st.text(max_size=20), u64, u64),
+    st.builds(codec.encode_hello, st.text(max_size=20), u64, u64, st.text(max_size=30)),
     st.builds(codec.encode_welcome, u64),
     st.builds(codec.encode_refuse, st.text(max_size=40)),
     st.builds(codec.encode_snap_chunk, u64, u64, u64, st.binary(max_size=64)),
@@ -284,8 +285,10 @@ def check_peer(out) -> None:
         assert type(out) is codec.Hello
         assert _is_u64(out.version) and type(out.cluster) is str and len(out.cluster) <= 256
         assert _is_u64(out.frm) and _is_u64(out.to)
-        again = codec.decode_peer(codec.encode_hello(out.cluster, out.frm, out.to), MAX_BYTES)
-        assert again[2:] == (out.cluster, out.frm, out.to)
+        assert type(out.addr) is str and len(out.addr) <= codec.MAX_ADDRESS
+        again = codec.decode_peer(codec.encode_hello(out.cluster, out.frm, out.to, out.addr),
+                                  MAX_BYTES)
+        assert again[2:] == (out.cluster, out.frm, out.to, out.addr)
     elif kind == codec.P_WELCOME:
         assert type(out) is codec.Welcome
         assert _is_u64(out.version) and _is_u64(out.node_id)

@@ -189,8 +189,9 @@ def test_shutdown_refuses_what_was_gathered_and_fatal_answers_nothing():
 
 
 class _Status:
-    def __init__(self, progress) -> None:
+    def __init__(self, progress, voters=(1, 2, 3, 4)) -> None:
         self.progress = progress
+        self.voters = voters
 
 
 def test_the_successor_is_the_connected_voter_furthest_ahead():
@@ -200,6 +201,13 @@ def test_the_successor_is_the_connected_voter_furthest_ahead():
     assert choose_successor(st, 1, lambda pid: pid != 3) == 4
     assert choose_successor(st, 1, lambda pid: pid == 2) == 2
     assert choose_successor(st, 1, lambda pid: False) is None
+
+
+def test_a_learner_never_takes_over_leadership():
+    st = _Status({1: PeerProgress(9, 10, 1), 2: PeerProgress(5, 6, 1),
+                  3: PeerProgress(9, 10, 1)}, voters=(1, 2))
+    assert choose_successor(st, 1, lambda pid: True) == 2
+    assert choose_successor(st, 1, lambda pid: pid == 3) is None
 
 
 def test_the_rejoin_marker_is_armed_and_cleared(tmp_path):

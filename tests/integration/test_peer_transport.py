@@ -48,6 +48,15 @@ class Node:
     def fatal(self, reason: str) -> None:
         self.fatal_reason = reason
 
+    def peer_refused(self, pid, addr=""):
+        return None
+
+    def peer_address(self, pid):
+        return None
+
+    def removed(self, why: str) -> None:
+        self.removed_why = why
+
 
 class Transport:
     """A socket transport that records what is written and whether it is read."""

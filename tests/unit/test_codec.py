@@ -42,7 +42,9 @@ def test_handshake_and_chunk_round_trip():
     # each is still the plain tuple led by its kind code (what the fault proxy reads)
     hello = codec.decode_peer(codec.encode_hello("c", 1, 2), 100)
     assert type(hello) is codec.Hello and (hello.frm, hello.to) == (1, 2)
-    assert hello == (codec.P_HELLO, codec.PROTOCOL_VERSION, "c", 1, 2)
+    assert hello == (codec.P_HELLO, codec.PROTOCOL_VERSION, "c", 1, 2, "")
+    told = codec.decode_peer(codec.encode_hello("c", 1, 2, "h:1"), 100)
+    assert told.addr == "h:1" and told[:5] == hello[:5]
 
 
 @pytest.mark.parametrize("body, why", [
