@@ -100,11 +100,24 @@ def _build_parser() -> argparse.ArgumentParser:
 
     node = sub.add_parser(
         "node", help="run one node of a cluster",
-        description="Run one fastraft node. Without --config, the built-in local 3-node "
-                    "cluster is used: node N serves clients on 127.0.0.1:700N and peers on "
-                    "127.0.0.1:710N, data in ./fastraft-data/N.")
-    node.add_argument("--id", type=int, required=True, help="this node's id in the config")
-    node.add_argument("--config", help="cluster configuration file (TOML)")
+        description="Run one fastraft node. A bootstrap member is named by the cluster's "
+                    "config file (--config; without it, the built-in local 3-node cluster: "
+                    "node N serves clients on 127.0.0.1:700N and peers on 127.0.0.1:710N, data "
+                    "in ./fastraft-data/N). A node added at runtime starts with its addresses "
+                    "and --join; once it has data, --id and --data-dir alone restart it.")
+    node.add_argument("--id", type=int, required=True, help="this node's id")
+    node.add_argument("--config", help="cluster configuration file (TOML); with --join, "
+                                       "only its cluster name, tuning and data_dir are used")
+    node.add_argument("--raft", metavar="HOST:PORT",
+                      help="with --join: this node's peer address")
+    node.add_argument("--client", metavar="HOST:PORT",
+                      help="with --join: this node's client address")
+    node.add_argument("--join", metavar="HOST:PORT[,HOST:PORT...]",
+                      help="start a node added with `fastraft member add`: ask the members at "
+                           "these client addresses until it is listed, then receive the "
+                           "state from the leader")
+    node.add_argument("--cluster", metavar="NAME",
+                      help="with --join: the cluster's name (default: the config's)")
     node.add_argument("--data-dir", help="base data directory (the node uses DIR/<id>)")
     node.add_argument("--storage", choices=("wal", "sqlite"),
                       help="storage backend (overrides the config's tuning.storage)")
@@ -281,18 +294,49 @@ def _load_cluster_config(args: argparse.Namespace):
     return cfg
 
 
+def _node_config(args: argparse.Namespace):
+    """``(cfg, bootstrap, join)`` of ``fastraft node`` (server.joining). ConfigError."""
+    import os
+
+    from .config import DEFAULT_DATA_DIR, load_config
+    from .errors import ConfigError
+    from .server.joining import check_join_list, identity_config, joining_config
+
+    if args.join or args.raft or args.client or args.cluster:
+        if not (args.join and args.raft and args.client):
+            raise ConfigError("a node added at runtime needs --raft, --client and --join")
+        if args.rejoin:
+            raise ConfigError("--rejoin is for a member that lost its data (same id); a "
+                              "joining node is new: do not give both")
+        cfg = joining_config(_load_cluster_config(args), args.id, args.raft, args.client,
+                             args.cluster)
+        return cfg, False, check_join_list(args.join)
+    data_dir = args.data_dir or (load_config(args.config).data_dir if args.config
+                                 else DEFAULT_DATA_DIR)
+    own = identity_config(os.path.join(data_dir, str(args.id)), args.data_dir)
+    if own is not None:
+        if args.storage:
+            import dataclasses
+            own = dataclasses.replace(own, tuning=dataclasses.replace(own.tuning,
+                                                                      storage=args.storage))
+        return own, False, None
+    cfg = _load_cluster_config(args)
+    cfg.node(args.id)
+    return cfg, True, None
+
+
 def _cmd_node(args: argparse.Namespace) -> int:
     from .errors import ConfigError
     from .server.main import run_node
 
     try:
-        cfg = _load_cluster_config(args)
-        cfg.node(args.id)
+        cfg, bootstrap, join = _node_config(args)
     except ConfigError as e:
         print(f"fastraft node: {e}", file=sys.stderr)
         return 2
     return run_node(cfg, args.id, loop=args.loop, log_json=args.log_json,
-                    log_level=args.log_level, rejoin=args.rejoin)
+                    log_level=args.log_level, rejoin=args.rejoin, bootstrap=bootstrap,
+                    join=join)
 
 
 def _to_devnull(stream) -> None:

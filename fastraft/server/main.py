@@ -6,7 +6,9 @@ It picks the node's event loop with ``fastraft.loops`` (uvloop when installed). 
 data directory owned by another storage backend), 3 when the node stopped itself on a storage
 failure or unrecoverable state.
 
-Before a backend opens anything, the data directory is locked (``datadir.lock_data_dir``) and
+A node added at runtime (``bootstrap`` False) records its identity file first and, at its
+first start with ``--join``, waits until the cluster lists it (``joining``). Before a backend
+opens anything, the data directory is locked (``datadir.lock_data_dir``) and
 claimed for the configured backend (``datadir.claim_backend``: its BACKEND marker, written at
 the first start, must name the same backend; there is no migration between backends). Then,
 in the running loop, ``wiring.build_node`` recovers the storage and builds the node with its
@@ -26,6 +28,7 @@ from .. import loops
 from ..datadir import claim_backend, lock_data_dir
 from ..errors import ConfigError, FatalError
 from .backends import backends_present
+from .joining import is_joined, mark_joined, wait_until_added, write_identity
 from .logs import setup_logging
 from .node import Node
 from .wiring import build_node
@@ -67,9 +70,13 @@ async def _serve(build: Callable[[], Node]) -> int:
 
 
 def run_node(cfg, node_id: int, *, loop: str = "auto", log_json: bool = False,
-             log_level: str = "INFO", rejoin: bool = False) -> int:
+             log_level: str = "INFO", rejoin: bool = False, bootstrap: bool = True,
+             join: list | None = None) -> int:
     """Run node ``node_id`` of ``cfg`` in this process until it stops; returns the exit code
-    (module docstring). ``rejoin``: this node lost its data (``fastraft node --rejoin``)."""
+    (module docstring). ``rejoin``: this node lost its data (``fastraft node --rejoin``).
+    ``bootstrap``: ``cfg`` names the bootstrap members (False: a node added later, whose
+    ``cfg`` names itself only, ``joining``); ``join``: client addresses of members to ask
+    until this node is listed (a first start with ``--join``)."""
     setup_logging(node_id, log_json, log_level)
     cfg.node(node_id)          # ConfigError for an unknown id, before anything is touched
     node_dir = cfg.node_dir(node_id)
@@ -92,9 +99,23 @@ def run_node(cfg, node_id: int, *, loop: str = "auto", log_json: bool = False,
         if how == "recognised":
             log.info("data directory %s holds %s data from before the backend marker: "
                      "marked as the %s backend's", node_dir, storage, storage)
-        build = functools.partial(build_node, cfg, node_id, node_dir, loop_name=loop_name,
-                                  rejoin=rejoin)
+        if not bootstrap:
+            try:
+                write_identity(cfg, node_id)
+            except (ConfigError, OSError) as exc:
+                log.error("%s", exc)
+                return 2
         with asyncio.Runner(loop_factory=factory) as runner:
+            hints = None
+            if join and not is_joined(node_dir):
+                try:
+                    hints = runner.run(wait_until_added(join, cfg.node(node_id)))
+                    mark_joined(node_dir)
+                except ConfigError as exc:
+                    log.error("cannot join: %s", exc)
+                    return 2
+            build = functools.partial(build_node, cfg, node_id, node_dir, loop_name=loop_name,
+                                      rejoin=rejoin, bootstrap=bootstrap, hints=hints)
             return runner.run(_serve(build))
     except FatalError as exc:
         log.critical("cannot run: %s", exc)

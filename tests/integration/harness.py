@@ -105,6 +105,9 @@ class NodeProc:
         self.proc: subprocess.Popen | None = None
         self.paused = False
         self.next_args: list[str] = []      # extra arguments for the next start only
+        #: A node added at runtime: its argv after ``fastraft node`` (None: a bootstrap
+        #: member, started by the cluster's ``node_cmd``).
+        self.join_argv: list[str] | None = None
         #: Exit codes of this node's past processes, oldest first.
         self.exit_codes: list[int] = []
         self.log_path = cluster.base / f"node{spec.id}.log"
@@ -122,7 +125,7 @@ class NodeProc:
     @property
     def data_dir(self) -> str:
         """The node's own data directory, ``<base>/data/<id>``."""
-        return self.cluster.config.node_dir(self.id)
+        return os.path.join(self.cluster.config.data_dir, str(self.id))
 
     @property
     def pid(self) -> int | None:
@@ -227,7 +230,10 @@ class Cluster:
     def _spawn(self, i: int) -> None:
         n = self.nodes[i]
         assert not self.closed, "the cluster is closed"
-        argv = self.node_cmd(i, self.config_path, self.config.data_dir) + n.next_args
+        if n.join_argv is not None:
+            argv = [sys.executable, "-P", "-m", "fastraft", "node"] + n.join_argv + n.next_args
+        else:
+            argv = self.node_cmd(i, self.config_path, self.config.data_dir) + n.next_args
         n.next_args = []
         with open(n.log_path, "ab") as log:
             log.write(f"=== harness: starting node {i}: {' '.join(argv)}\n".encode())
@@ -294,6 +300,30 @@ class Cluster:
             else:
                 self.kill(i)
         self.start([i], wait=wait)
+
+    def wait_exit(self, i: int, timeout: float = 15.0) -> int:
+        """Wait until node ``i``'s process exits by itself; its exit code."""
+        n = self.nodes[i]
+        self.wait_for(lambda: n.proc is not None and n.proc.poll() is not None, timeout,
+                      f"node {i} to exit")
+        return n._reap()
+
+    def new_node(self, join: bool = True) -> NodeProc:
+        """A node that is not a bootstrap member (not in cluster.toml), on free ports, with
+        the next unused id; not started. Its argv (``join_argv``) is ``--id N --raft ..
+        --client .. --join <every bootstrap member's client address> --config cluster.toml
+        --data-dir <data>`` (the file gives the cluster name and tuning only); with
+        ``join`` False, just ``--id N --data-dir <data>`` (a restart from its own data)."""
+        nid = max(self.nodes) + 1
+        spec = NodeSpec(nid, ("127.0.0.1", free_port()), ("127.0.0.1", free_port()))
+        n = NodeProc(self, spec)
+        self.nodes[nid] = n
+        n.join_argv = ["--id", str(nid), "--raft", spec.raft_addr, "--client",
+                       spec.client_addr, "--join", ",".join(self.config.client_endpoints()),
+                       "--config", self.config_path, "--data-dir", self.config.data_dir]
+        if not join:
+            n.join_argv = ["--id", str(nid), "--data-dir", self.config.data_dir]
+        return n
 
     def wipe(self, i: int, wait: bool = True, rejoin: bool = True) -> None:
         """SIGKILL node ``i``, delete its data directory, start it again empty (with
