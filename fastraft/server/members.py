@@ -85,7 +85,8 @@ class Members:
         self.learned: dict = {}             # id -> (raft, "") told by a peer's hello
         self.addrs: dict = {}               # id -> (raft, client), from the log
         self.removed: set = set()           # ids removed by an appended change
-        self.removed_committed: set = set()  # ... by a committed one
+        self.removed_committed: set = set()  # ... by a committed one, and out of the
+                                            # committed configuration
         self.conf = None                    # the engine's ConfState at the last refresh
         self.last_conf_index = 0            # index of the newest conf-change entry
         self.seen_committed = 0             # committed index up to it at the last refresh
@@ -96,7 +97,14 @@ class Members:
         """Recompute from the engine (after its configuration changed)."""
         meta, changes = raw.conf_entries()
         self.addrs, self.removed = fold_book(meta.context, changes)
-        self.removed_committed = fold_book(meta.context, changes, raw.committed)[1]
+        # Gone for good: removed by a committed change and out of the committed configuration
+        # (a removed voter stays in the outgoing half of the joint configuration, and
+        # counts there, until "leave joint" commits).
+        cs = raw.conf_state_at(raw.committed)
+        in_committed = cs.voters | cs.outgoing | cs.learners
+        self.removed_committed = {nid for nid in fold_book(meta.context, changes,
+                                                           raw.committed)[1]
+                                  if nid not in in_committed}
         self.conf = raw.conf_state()
         self.last_conf_index = changes[-1][0] if changes else meta.index
         cl = self.client_addrs

@@ -258,3 +258,27 @@ def test_an_unrecoverable_data_directory_is_a_fatal_error(tmp_path):
     with pytest.raises(FatalError, match="wipe") as info:
         build_node(_config(tmp_path), 1, str(tmp_path / "1"))
     assert isinstance(info.value, RecoveryError)
+
+
+def test_the_member_book_folds_the_snapshot_and_the_conf_entries_in_log_order():
+    from fastraft import codec
+    from fastraft.raft.confchange import (ADD_LEARNER, ADD_VOTER, REMOVE_NODE, Change,
+                                          ConfChange, encode_conf_change)
+    from fastraft.server.members import fold_book
+
+    def cc(*changes):
+        return encode_conf_change(ConfChange(tuple(changes)))
+
+    ctx = codec.encode_member_context
+    base = codec.encode_member_book({1: ("h:1", "h:2"), 2: ("h:3", "h:4")}, [7])
+    changes = [(5, 2, cc(Change(ADD_LEARNER, 3, ctx("h:5", "h:6")))),
+               (8, 2, cc(Change(ADD_VOTER, 3))),           # a promotion names no address
+               (9, 3, cc(Change(REMOVE_NODE, 1))),
+               (12, 3, b"\xc1garbage")]                    # never accepted: ignored
+    addrs, removed = fold_book(base, changes)
+    assert addrs == {2: ("h:3", "h:4"), 3: ("h:5", "h:6")} and removed == {1, 7}
+    assert fold_book(base, changes, upto=8) == ({1: ("h:1", "h:2"), 2: ("h:3", "h:4"),
+                                                 3: ("h:5", "h:6")}, {7})
+    assert fold_book(b"", []) == ({}, set())
+    # An unreadable book (a damaged snapshot) leaves the log's changes usable.
+    assert fold_book(b"\x93\x01", changes[:1]) == ({3: ("h:5", "h:6")}, set())
