@@ -139,12 +139,17 @@ def test_invalid_payload_changes_nothing_but_the_index(smh, caplog):
     before = smh.state(m)
     with caplog.at_level(logging.DEBUG, logger="fastraft.statemachine.machine"):
         ans = m.apply(2, b"\x93\x01\x02\x03")
-        ans2 = m.apply(3, b"\xc1")
+        ans2 = m.apply(3, b"\x92\xc0")
+        # A configuration change (first byte 0xc1, never msgpack) is not a command: no
+        # answer, no error, only the index moves.
+        ans3 = m.apply(4, b"\xc1\x01\x00\x00\x00")
+        ans4 = m.apply_entries(5, [(1, b"\xc1\x01\x01\x00\x00")])
     assert ans[0] == ERROR and "entry 2" in ans[1]
     assert ans2[0] == ERROR
+    assert ans3 is None and ans4 == [(5, None)]
     assert [r.levelno for r in caplog.records] == [logging.ERROR, logging.DEBUG]
     after = smh.state(m)
-    assert after[2] == 3 and after[:2] == before[:2] and after[3:] == before[3:]
+    assert after[2] == 5 and after[:2] == before[:2] and after[3:] == before[3:]
 
 
 def test_gaps_are_bugs(smh):
