@@ -342,9 +342,10 @@ class SimNode:
             # it covers what we applied and arrives in the next Ready (the runtime's
             # snapshot taker skips the same way).
             return
-        st = self.node.status()
-        meta = SnapshotMeta(applied, term, frozenset(st.voters),
-                            frozenset(st.outgoing))
+        # The configuration at ``applied`` (learners included), not the one in effect now:
+        # conf-change entries appended after ``applied`` are not covered by this snapshot.
+        cs = self.node.conf_state_at(applied)
+        meta = SnapshotMeta(applied, term, cs.voters, cs.outgoing, cs.learners)
         snap = Snapshot(meta, (applied, self.sm.digest))
         self.storage.save_snapshot(snap)
         self.node.compact(snap, keep_from=max(applied - self.keep_tail, 1))
