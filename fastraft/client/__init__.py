@@ -9,15 +9,19 @@ extension is absent), ``errors`` and ``config``; it never imports the server. La
     _attempts.py   the verdict on each failed attempt (the NotApplied / OutcomeUnknown split)
                    and the error of a call that gives up
     _session.py    ClientSession: session id, sequence numbers, first_unacked
+    _members.py    Member, member changes settled when their outcome is unknown, the
+                   endpoints learned from the member list
     retry.py       RetryPolicy and its backoff (replaceable)
     aio.py         AsyncClient: node choice, leader discovery, the call loop, limits, session
     sync.py        Client: AsyncClient on a private loop in a background thread
     cli_cmds.py    fastraft put/get/del/cas/scan/status/bench
+    cli_members.py fastraft member list/add/promote/remove
     bench.py       the load generator behind ``fastraft bench``
 """
 
+from ._members import Member
 from .aio import AsyncClient
 from .retry import ExponentialBackoff, NoBackoff, RetryPolicy
 from .sync import Client
 
-__all__ = ["Client", "AsyncClient", "RetryPolicy", "ExponentialBackoff", "NoBackoff"]
+__all__ = ["Client", "AsyncClient", "Member", "RetryPolicy", "ExponentialBackoff", "NoBackoff"]

@@ -16,6 +16,12 @@ following). This is where the status table of ``_protocol`` (its docstring) is a
                          may have applied)
     ERROR             -> OutcomeUnknown for a write, RemoteProtocolError for a read
 
+A membership change (kind MEMBER, ``_members``) is never re-sent by the call loop: only a
+NOT_LEADER (nothing done) is retried; BUSY raises Busy and INVALID InvalidRequest at once (the
+user must see "learner not caught up" promptly), and an outcome-unknown failure (timeout, lost
+connection, UNKNOWN, ERROR) raises its OutcomeUnknown error at once, so that ``_members`` can
+ask the cluster whether the change was made before trying it again.
+
 When the attempts or the time run out (``final_error``), a write that any attempt may have
 applied raises the ``OutcomeUnknown`` kind of that attempt (Timeout, ConnectionLost or
 LeadershipLost), never a ``NotApplied`` one: a later NotLeader or Busy answer does not undo an
@@ -49,7 +55,7 @@ from ..errors import (
 from . import _protocol as P
 from ._protocol import LOST, TIMED_OUT, TOO_LARGE
 
-__all__ = ["Attempts", "no_leader", "READ", "STALE", "WRITE", "PLAIN", "NEW_SESSION",
+__all__ = ["Attempts", "no_leader", "READ", "STALE", "WRITE", "PLAIN", "MEMBER", "NEW_SESSION",
            "REFUSED_ROUNDS", "REFUSED_FOR"]
 
 # Kinds of call (how the attempts are sent and what a failure means).
@@ -57,6 +63,7 @@ READ = 0        # linearizable read: on the leader, idempotent
 STALE = 1       # stale read: any node, idempotent
 WRITE = 2       # session write: (session, seq, first_unacked) prepended to the arguments
 PLAIN = 3       # a write without a seq (register, keepalive): args sent as they are
+MEMBER = 4      # a membership change: leader only, sent as is, never re-sent (_members)
 
 #: ``Attempts.judge``'s answer when the session expired and the write must move to a new one.
 NEW_SESSION = None
@@ -127,6 +134,8 @@ class Attempts:
         (a ClientSession or None) is marked expired on SESSION_EXPIRED."""
         self._answered()
         self.said[addr] = _what_it_said(status, values)
+        if kind == MEMBER and status != ST_NOT_LEADER:
+            raise _member_error(addr, status, values)
         if status == ST_NOT_LEADER:
             self.hops += 1
             hint = values[0] if values and type(values[0]) is int else 0
@@ -181,6 +190,21 @@ class Attempts:
         if closed:
             return LocalProtocolError("the client was closed during the call")
         return last
+
+
+def _member_error(addr: str, status: int, values: list) -> FastraftError:
+    """The error a membership change's failed attempt raises at once (module docstring)."""
+    if status == ST_BUSY:
+        return Busy(f"{addr}: {P.message(values)}")
+    if status == ST_INVALID:
+        return InvalidRequest(f"{addr}: {P.message(values)}")
+    if status == TIMED_OUT:
+        return Timeout(P.message(values))
+    if status == LOST or status == TOO_LARGE:
+        return ConnectionLost(P.message(values))
+    if status == ST_UNKNOWN:
+        return LeadershipLost(f"{addr}: {P.message(values)}")
+    return OutcomeUnknown(f"unexpected answer from {addr}: {P.message(values)}")
 
 
 def _what_it_said(status: int, values: list) -> tuple[bool, str, str | None]:

@@ -36,6 +36,17 @@ Busy / NotLeader (not applied); the others as ConnectionLost.
 
 The session is registered on the first write and kept alive by a background task that sends
 OP_KEEPALIVE when no write of the session has been sent for ``keepalive_interval`` seconds.
+
+Membership (``_members``): ``members()`` asks the leader for the member list;
+``add_learner``, ``promote`` and ``remove_member`` ask it for one change each, never re-sent
+blindly (an attempt whose outcome is unknown is settled by asking the members first). The
+client learns the membership (``learn_members``): every member list it gets replaces the
+endpoints with the members' client addresses (``_members.merge_endpoints``: new members added,
+removed ones dropped). After a NOT_LEADER answer, a timeout or a connection failure the list is
+marked stale, and the next time a leader answers OK a background refresh asks that leader for
+it, on the connection already open (at most once every REFRESH_EVERY seconds; it tries no
+other node, so it changes nothing of the calls' own node choice). The endpoints given are kept
+until a member list says otherwise, and whenever a refresh fails.
 """
 
 from __future__ import annotations
@@ -43,13 +54,16 @@ from __future__ import annotations
 import asyncio
 import logging
 
-from ..codec import (OP_CAS, OP_DELETE, OP_GET, OP_KEEPALIVE, OP_PUT, OP_REGISTER, OP_SCAN,
-                     OP_STATUS, ST_INVALID, ST_NOT_LEADER, ST_OK, ST_UNKNOWN)
+from ..codec import (MEMBER_ADD_LEARNER, MEMBER_PROMOTE, MEMBER_REMOVE, OP_CAS, OP_DELETE,
+                     OP_GET, OP_KEEPALIVE, OP_MEMBERS, OP_PUT, OP_REGISTER, OP_SCAN, OP_STATUS,
+                     ST_INVALID, ST_NOT_LEADER, ST_OK, ST_UNKNOWN)
 from ..errors import FastraftError, InvalidRequest, LocalProtocolError, RemoteProtocolError
+from . import _members as M
 from . import _protocol as P
 from ._attempts import NEW_SESSION, PLAIN, READ, STALE, WRITE, Attempts
 from ._connection import NO_LIMIT, NodeConnection
-from ._protocol import TIMED_OUT
+from ._members import Member
+from ._protocol import LOST, TIMED_OUT
 from ._session import ClientSession
 from .retry import RetryPolicy
 
@@ -61,6 +75,8 @@ DEFAULT_TIMEOUT = 5.0
 DEFAULT_KEEPALIVE_INTERVAL = 10.0
 #: How long a node that refused a connection is skipped when choosing where to send.
 DOWN_FOR = 1.0
+#: Seconds between two background refreshes of the member list, at least.
+REFRESH_EVERY = 1.0
 DEFAULT_MAX_FRAME = 256 << 20
 #: The smallest frame limit a node can have (config.Tuning.max_frame_bytes): a request that
 #: fits under it needs no knowledge of the cluster's limits.
@@ -99,8 +115,9 @@ class AsyncClient:
     ``retry``: a ``RetryPolicy`` (attempt bound and backoff). ``keepalive_interval``: seconds
     between session keep-alives (None or 0: none). ``connect_timeout``: seconds to open a
     connection (default min(timeout, 2)). ``max_frame``: the largest answer frame accepted
-    (a larger answer fails its call, the connection stays). The client binds to the event
-    loop of its first call.
+    (a larger answer fails its call, the connection stays). ``learn_members``: follow the
+    cluster's membership (module docstring; default True): ``endpoints`` then changes as
+    members are added and removed. The client binds to the event loop of its first call.
 
     Errors: an operation raises only ``FastraftError`` subclasses (TypeError / ValueError for
     bad arguments). For a write, a ``NotApplied`` error means it was certainly not applied,
@@ -110,7 +127,7 @@ class AsyncClient:
                  deadline: float | None = None, retry: RetryPolicy | None = None,
                  keepalive_interval: float | None = DEFAULT_KEEPALIVE_INTERVAL,
                  connect_timeout: float | None = None,
-                 max_frame: int = DEFAULT_MAX_FRAME) -> None:
+                 max_frame: int = DEFAULT_MAX_FRAME, learn_members: bool = True) -> None:
         if timeout <= 0:
             raise ValueError("timeout must be positive")
         self.endpoints = _endpoints(endpoints)
@@ -140,6 +157,11 @@ class AsyncClient:
         self._small = MIN_NODE_FRAME - P.FRAME_OVERHEAD
         #: Attempts made after a failed one, over the client's life (for tests and tools).
         self.retries = 0
+        self.learn_members = bool(learn_members)
+        self._refresh_task: asyncio.Task | None = None
+        self._refreshed_at = float("-inf")   # loop time of the last refresh's start
+        self._members_stale = False          # refresh the member list at the next leader OK
+        self._members_absent = False         # a node refused OP_MEMBERS (older): do not ask
 
     # -- public API ---------------------------------------------------------------------------
 
@@ -211,13 +233,50 @@ class AsyncClient:
         s = self._session
         return None if s is None or s.expired else s.id
 
+    # -- membership (``_members``) --------------------------------------------------------------
+
+    async def members(self, *, deadline: float | None = None) -> list[Member]:
+        """The cluster's members as its leader sees them, by id: ``Member(id, role, raft,
+        client, is_leader, match)`` (role "voter" or "learner"; raft and client: the peer and
+        client addresses; match: the highest log index the leader knows it holds)."""
+        self._check_open()
+        return (await self._ask_members(
+            self._loop.time() + (self.deadline if deadline is None else deadline)))[0]
+
+    async def add_learner(self, node_id: int, raft: str, client: str, *,
+                          deadline: float | None = None) -> int | None:
+        """Add node ``node_id`` as a learner (it receives the log, never votes) reachable by
+        its peers at ``raft`` and by clients at ``client`` ("host:port"). Returns the change's
+        log index once it is committed and applied, or None when an attempt's outcome was
+        unknown and the cluster then showed the node added. Refused with InvalidRequest
+        (unknown or duplicate id, an id removed before, an address in use) or Busy (another
+        change in flight): nothing changed. An OutcomeUnknown error only when the deadline
+        passed before the cluster told whether it was done."""
+        return await M.change(self, MEMBER_ADD_LEARNER, M.check_node_id(node_id),
+                              M.check_address(raft, "raft"),
+                              M.check_address(client, "client"), deadline)
+
+    async def promote(self, node_id: int, *, deadline: float | None = None) -> int | None:
+        """Make learner ``node_id`` a voter (``add_learner`` for the answer and the errors);
+        refused with Busy while it is not caught up with the leader."""
+        return await M.change(self, MEMBER_PROMOTE, M.check_node_id(node_id), None, None,
+                              deadline)
+
+    async def remove_member(self, node_id: int, *, deadline: float | None = None
+                            ) -> int | None:
+        """Remove voter or learner ``node_id``, the leader included (``add_learner`` for the
+        answer and the errors; InvalidRequest for the last voter). Its id is never reused."""
+        return await M.change(self, MEMBER_REMOVE, M.check_node_id(node_id), None, None,
+                              deadline)
+
     async def close(self) -> None:
         """Close every connection and stop the keep-alive; calls in flight fail (a write in
         flight with ConnectionLost: its outcome is unknown)."""
         if self._closed:
             return
         self._closed = True
-        for task in (self._keepalive, self._registering, self._limits_task):
+        for task in (self._keepalive, self._registering, self._limits_task,
+                     self._refresh_task):
             if task is not None and not task.done():
                 task.cancel()
         for conn in list(self._conns.values()):
@@ -296,7 +355,10 @@ class AsyncClient:
     def _leader_news(self, addr: str, status: int, values: list) -> bool:
         """Update the believed leader after a failed answer from ``addr``: forget ``addr``
         when it timed out, lost its leadership or is not the leader; adopt the leader a
-        NOT_LEADER names. True when that names another node worth trying at once."""
+        NOT_LEADER names. True when that names another node worth trying at once. A leader
+        change, a timeout or a lost connection also asks for a refresh of the members."""
+        if status == ST_NOT_LEADER or status == TIMED_OUT or status == LOST:
+            self._want_members()
         if status == ST_NOT_LEADER:
             hint = values[1] if len(values) >= 2 and type(values[1]) is str else None
             self._forget_leader(addr)
@@ -307,6 +369,76 @@ class AsyncClient:
         elif status == TIMED_OUT or status == ST_UNKNOWN:
             self._forget_leader(addr)
         return False
+
+    # -- learning the membership ----------------------------------------------------------------
+
+    async def _ask_members(self, expires_at: float) -> tuple[list[Member], str]:
+        """The leader's member list (adopted as the endpoints) and the address that answered
+        it (the call loop makes the node that answers OK the believed leader)."""
+        values = await self._call(READ, OP_MEMBERS, (), expires_at=expires_at)
+        addr = self._leader
+        got = M.parse_members(values)
+        self._adopt_members(got)
+        return got, addr
+
+    def _want_members(self) -> None:
+        """The member list may have changed (a leader change, a node unreachable): ask the
+        leader for it once one answers (module docstring)."""
+        if self.learn_members and not self._members_absent:
+            self._members_stale = True
+
+    def _refresh_members(self) -> None:
+        """Ask the leader just heard from for the member list, in the background, unless a
+        refresh began within REFRESH_EVERY seconds."""
+        now = self._loop.time()
+        task = self._refresh_task
+        conn = self._lconn
+        if (now - self._refreshed_at < REFRESH_EVERY or (task is not None and not task.done())
+                or conn is None or self._closed):
+            return
+        self._refreshed_at = now
+        self._refresh_task = self._loop.create_task(self._refresh(conn))
+
+    async def _refresh(self, conn: NodeConnection) -> None:
+        if not conn.ready:
+            return
+        status, values = await conn.request(OP_MEMBERS, (), self.timeout)
+        if status == ST_OK:
+            try:
+                members = M.parse_members(values)
+            except RemoteProtocolError as exc:
+                log.warning("member list from %s: %s", conn.addr, exc)
+                return
+            self._adopt_members(members)
+        elif status == ST_INVALID:          # an older node: it has no OP_MEMBERS
+            log.debug("no member list from %s (%s): the endpoints stay as given", conn.addr,
+                      P.message(values))
+            self._members_absent = True
+            self._members_stale = False
+        else:
+            log.debug("refreshing the member list at %s: %s", conn.addr, P.message(values))
+
+    def _adopt_members(self, members: list[Member]) -> None:
+        """Make the members' client addresses the endpoints (``_members.merge_endpoints``);
+        close the idle connections to the endpoints dropped."""
+        self._members_stale = False
+        if not self.learn_members:
+            return
+        old = self.endpoints
+        new = M.merge_endpoints(old, members)
+        if new is None:
+            return
+        gone = [a for a in old if a not in new]
+        log.info("endpoints from the member list: %s%s", ", ".join(new),
+                 f" (no longer members: {', '.join(gone)})" if gone else "")
+        self.endpoints = new
+        for a in gone:
+            self._forget_leader(a)
+            self._down.pop(a, None)
+            conn = self._conns.get(a)
+            if conn is not None and conn.ready and not conn.pending:
+                del self._conns[a]
+                conn.close()
 
     # -- sessions -----------------------------------------------------------------------------
 
@@ -395,6 +527,7 @@ class AsyncClient:
                     at = at or Attempts(self.endpoints)
                     at.unreachable(conn.addr, conn.why or conn.error or "unreachable",
                                    conn.refused, loop.time())
+                    self._want_members()
                     # Try the next node at once unless every node was tried already.
                     backoff = attempts % len(self.endpoints) == 0
                 else:
@@ -416,6 +549,8 @@ class AsyncClient:
                         if kind != STALE and self._lconn is not conn:
                             self._leader = conn.addr     # it answered as the leader
                             self._lconn = conn
+                        if self._members_stale and kind != STALE:
+                            self._refresh_members()
                         return values
                     at = at or Attempts(self.endpoints)
                     follow = self._leader_news(conn.addr, status, values)

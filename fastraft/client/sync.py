@@ -13,6 +13,7 @@ import asyncio
 import threading
 
 from ..errors import LocalProtocolError
+from ._members import Member
 from .aio import AsyncClient
 
 __all__ = ["Client"]
@@ -22,7 +23,7 @@ class Client:
     """Blocking client with the methods of ``AsyncClient`` (same arguments, same errors,
     the same NotApplied / OutcomeUnknown promise for writes); a context manager; safe to
     share between threads. ``Client(endpoints, timeout=5.0, deadline=None, retry=None,
-    keepalive_interval=10.0)``: the options of ``AsyncClient``."""
+    keepalive_interval=10.0, learn_members=True)``: the options of ``AsyncClient``."""
 
     def __init__(self, endpoints=None, **options) -> None:
         self._aio = AsyncClient(endpoints, **options)
@@ -35,7 +36,8 @@ class Client:
 
     @property
     def endpoints(self) -> list[str]:
-        """The nodes' client addresses, as given (or the built-in local cluster's)."""
+        """The nodes' client addresses: as given (or the built-in local cluster's), then as
+        the cluster's member list says (``AsyncClient``, ``learn_members``)."""
         return self._aio.endpoints
 
     @property
@@ -91,6 +93,26 @@ class Client:
     def leader(self) -> str | None:
         """The believed leader's address (asks the nodes if unknown), or None."""
         return self._run(self._aio.leader())
+
+    def members(self, *, deadline: float | None = None) -> list[Member]:
+        """The members as the leader sees them: ``Member(id, role, raft, client, is_leader,
+        match)`` by id (``AsyncClient.members``)."""
+        return self._run(self._aio.members(deadline=deadline))
+
+    def add_learner(self, node_id: int, raft: str, client: str, *,
+                    deadline: float | None = None) -> int | None:
+        """Add ``node_id`` as a learner at peer address ``raft`` and client address
+        ``client``; the change's log index, or None when found done after an attempt whose
+        outcome was unknown (``AsyncClient.add_learner``: the errors)."""
+        return self._run(self._aio.add_learner(node_id, raft, client, deadline=deadline))
+
+    def promote(self, node_id: int, *, deadline: float | None = None) -> int | None:
+        """Make learner ``node_id`` a voter; Busy while it is not caught up."""
+        return self._run(self._aio.promote(node_id, deadline=deadline))
+
+    def remove_member(self, node_id: int, *, deadline: float | None = None) -> int | None:
+        """Remove voter or learner ``node_id`` (the leader included)."""
+        return self._run(self._aio.remove_member(node_id, deadline=deadline))
 
     def close(self) -> None:
         """Close the connections and stop the private loop's thread (idempotent); a write

@@ -8,8 +8,23 @@ check what the client sends and what it concludes.
 
 Every node records each decoded request (``node.requests``) and counts the bytes it received
 (``node.bytes_in``). ``node.plan(op, *actions)`` queues actions consumed by the next requests
-of that op (None = any op); without a plan a node answers as a leader (``cluster.leader``) or
-NOT_LEADER with a hint (``cluster.hint``).
+of that op (None = any op but OP_MEMBERS); without a plan a node answers as a leader
+(``cluster.leader``) or NOT_LEADER with a hint (``cluster.hint``).
+
+Membership (OP_MEMBERS, OP_MEMBER; codec.py): the cluster keeps a member table
+(``cluster.members``: id -> [role, raft, client]; at start every node is a voter with its
+address as client address and a made-up raft address) and the removed ids. The leader answers
+OP_MEMBERS with it (``match``: ``cluster.match`` per id, else ``cluster.last_index``) and
+makes an OP_MEMBER change as a node does: INVALID for an unknown, duplicate or removed id, an
+address in use, the last voter; BUSY for another change in flight (``cluster.commit`` below
+``cluster.last_index``) or promoting a learner in ``cluster.lagging``. A change takes one
+index (``cluster.last_index`` grows; ``cluster.commit`` with it) and is answered with it.
+OP_STATUS says ``cluster.term``, ``last_index`` and ``commit``. OP_MEMBERS requests (the
+client's background refreshes) are kept apart, in ``node.member_asks`` (``node.ops`` and
+``cluster.requests`` give them when asked for OP_MEMBERS), so the counts of the other requests
+do not depend on when a refresh ran. ``node.knows_members = False`` plays a node from before
+membership (OP_MEMBERS and OP_MEMBER refused ST_INVALID, unknown operation).
+``await cluster.add_node()`` starts one more node, not a member until it is added.
 
 Like a node, it answers OP_STATUS with its limits when asked (``node.limits``:
 ``codec.STATUS_LIMIT_FIELDS`` values; ``node.old = True`` plays a node that predates them)
@@ -25,6 +40,9 @@ Actions:
     "apply_unknown" apply, answer ST_UNKNOWN
     "apply_vanish"  apply, then stop listening and drop every connection (later connection
                     attempts are refused)
+    "apply_uncommitted"  (OP_MEMBER) append the change (it shows in OP_MEMBERS) without
+                    committing it (``cluster.commit`` stays; ``cluster.commit_all()``), never
+                    answer
     "expire"        forget the session, answer ST_SESSION_EXPIRED
     ("status", st, *values)   answer exactly that, nothing applied
     ("delay", s)    behave normally after ``s`` seconds
@@ -112,6 +130,8 @@ class FakeNode:
         self.old = False                      # answer status without limits
         self.refuse_connections: str | None = None
         self.oversized: list[int] = []        # sizes of the frames refused as oversized
+        self.member_asks: list[codec.Request] = []  # the OP_MEMBERS requests
+        self.knows_members = True
         self.hint: FakeNode | None = None     # overrides the cluster's hint when set
         self.server = None
         self.addr = ""
@@ -127,6 +147,8 @@ class FakeNode:
             self.plans.append((op, a))
 
     def ops(self, op) -> list[codec.Request]:
+        if op == codec.OP_MEMBERS:
+            return list(self.member_asks)
         return [r for r in self.requests if r.op == op]
 
     async def _serve(self, reader, writer) -> None:
@@ -159,7 +181,10 @@ class FakeNode:
                         writer.write(encode_frame(codec.encode_response(
                             exc.req_id, codec.ST_INVALID, str(exc))))
                         continue
-                    self.requests.append(req)
+                    if req.op == codec.OP_MEMBERS:
+                        self.member_asks.append(req)
+                    else:
+                        self.requests.append(req)
                     done = await self._handle(req, writer)
                     if done == "linger":            # a notice went out: read no more
                         while await reader.read(65536):
@@ -190,7 +215,7 @@ class FakeNode:
 
     def _take(self, op):
         for i, (pop, action) in enumerate(self.plans):
-            if pop is None or pop == op:
+            if pop == op or (pop is None and op != codec.OP_MEMBERS):
                 del self.plans[i]
                 return action
         return "ok"
@@ -225,18 +250,26 @@ class FakeNode:
             send(codec.ST_SESSION_EXPIRED, f"session {req.session} is unknown or expired")
             return True
         if action == "apply_vanish":
-            st.write(req)
+            self._apply(req)
             self.server.close()
             for w in list(self._writers):
                 w.transport.abort()
             return False
+        if action == "apply_uncommitted":
+            self.cluster.member_change(req.member, commit=False)
+            return True
         if action in ("apply_drop", "apply_silent", "apply_unknown"):
-            st.write(req)
+            self._apply(req)
             if action == "apply_unknown":
                 send(codec.ST_UNKNOWN, "leadership lost: outcome unknown")
             return action != "apply_drop"
         send(*self._normal(req))
         return True
+
+    def _apply(self, req: codec.Request) -> tuple:
+        if req.op == codec.OP_MEMBER:
+            return self.cluster.member_change(req.member)
+        return self.cluster.state.write(req)
 
     def _normal(self, req: codec.Request) -> tuple:
         c = self.cluster
@@ -245,7 +278,8 @@ class FakeNode:
                 return codec.ST_INVALID, "status takes 0 arguments, got 1"
             lead = c.leader.id if c.leader else 0
             role = "leader" if c.leader is self else "follower"
-            fields = [self.id, role, 1, lead, 10, 10, 10, "python", "asyncio", "0.1.0"]
+            fields = [self.id, role, c.term, lead, c.last_index, c.commit, c.commit, "python",
+                      "asyncio", "0.1.0"]
             if req.with_limits:
                 fields += [self.limits[k] for k in codec.STATUS_LIMIT_FIELDS]
             return codec.ST_OK, fields
@@ -253,8 +287,14 @@ class FakeNode:
             if req.stale or c.leader is self:
                 return c.state.read(req)
             return self._not_leader()
+        if req.op in (codec.OP_MEMBERS, codec.OP_MEMBER) and not self.knows_members:
+            return codec.ST_INVALID, f"unknown operation {req.op}"
         if c.leader is not self:
             return self._not_leader()
+        if req.op == codec.OP_MEMBERS:
+            return codec.ST_OK, c.member_listing()
+        if req.op == codec.OP_MEMBER:
+            return c.member_change(req.member)
         return c.state.write(req)
 
     def _not_leader(self) -> tuple:
@@ -279,11 +319,71 @@ class FakeCluster:
         self.nodes = [FakeNode(self, i + 1) for i in range(size)]
         self.leader: FakeNode | None = self.nodes[0]
         self.hint: FakeNode | None = self.nodes[0]
+        self.term = 1
+        self.last_index = 10
+        self.commit = 10
+        self.members: dict[int, list] = {}      # id -> [role, raft, client]
+        self.removed: set[int] = set()
+        self.match: dict[int, int] = {}         # a member's match, when not last_index
+        self.lagging: set[int] = set()          # learners whose promotion is refused BUSY
+        self.changes: list[tuple] = []          # (index, kind, id, raft, client) made
 
     async def __aenter__(self) -> FakeCluster:
         for n in self.nodes:
             await n.start()
+            self.members[n.id] = ["voter", fake_raft(n.id), n.addr]
         return self
+
+    async def add_node(self) -> FakeNode:
+        """Start one more node (id: the next one); it is not a member until added."""
+        n = FakeNode(self, len(self.nodes) + 1)
+        self.nodes.append(n)
+        await n.start()
+        return n
+
+    def member_listing(self) -> list:
+        """The OP_MEMBERS answer: ``[[id, role, raft, client, is_leader, match], ...]``."""
+        lead = self.leader.id if self.leader else 0
+        return [[nid, role, raft, client, nid == lead, self.match.get(nid, self.last_index)]
+                for nid, (role, raft, client) in sorted(self.members.items())]
+
+    def member_change(self, member: tuple, commit: bool = True) -> tuple:
+        """Make an OP_MEMBER change ``(kind, id, raft, client)`` as a node does (module
+        docstring): ``(status, *values)``."""
+        kind, nid, raft, client = member
+        if self.commit < self.last_index:
+            return codec.ST_BUSY, "another member change is in flight"
+        m = self.members
+        if kind == codec.MEMBER_ADD_LEARNER:
+            if nid in self.removed:
+                return codec.ST_INVALID, f"node {nid} was removed: its id is never reused"
+            if nid in m:
+                return codec.ST_INVALID, f"node {nid} is already a member"
+            for other, (_role, r, c) in m.items():
+                if raft in (r, c) or client in (r, c):
+                    return codec.ST_INVALID, f"an address is already used by node {other}"
+            m[nid] = ["learner", raft, client]
+        elif nid not in m:
+            return codec.ST_INVALID, f"node {nid} is not a member of the cluster"
+        elif kind == codec.MEMBER_PROMOTE:
+            if m[nid][0] == "voter":
+                return codec.ST_INVALID, f"node {nid} is already a voter"
+            if nid in self.lagging:
+                return codec.ST_BUSY, f"learner {nid} is not caught up with the leader"
+            m[nid][0] = "voter"
+        else:
+            if m[nid][0] == "voter" and sum(v[0] == "voter" for v in m.values()) == 1:
+                return codec.ST_INVALID, "cannot remove the last voter"
+            del m[nid]
+            self.removed.add(nid)
+        self.last_index += 1
+        if commit:
+            self.commit = self.last_index
+        self.changes.append((self.last_index, kind, nid, raft, client))
+        return codec.ST_OK, self.last_index
+
+    def commit_all(self) -> None:
+        self.commit = self.last_index
 
     async def __aexit__(self, *exc) -> None:
         for n in self.nodes:
@@ -303,5 +403,13 @@ class FakeCluster:
     def requests(self, op=None) -> list[codec.Request]:
         out = []
         for n in self.nodes:
-            out.extend(r for r in n.requests if op is None or r.op == op)
+            if op == codec.OP_MEMBERS:
+                out.extend(n.member_asks)
+            else:
+                out.extend(r for r in n.requests if op is None or r.op == op)
         return out
+
+
+def fake_raft(nid: int) -> str:
+    """The made-up peer address of fake node ``nid`` (nothing listens there)."""
+    return f"raft{nid}.fake:7100"
