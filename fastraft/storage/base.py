@@ -30,6 +30,10 @@ Semantics every backend keeps (tests/storage checks them):
   holds ``meta.index`` with ``meta.term`` the entries are kept (a local snapshot, or a
   leader's snapshot matching our log: Raft's figure 13 rule); otherwise the log is discarded
   and restarts after ``meta.index`` (an installed snapshot). Marks never move backwards.
+  A mark is kept whole: its voters, outgoing voters, learners and context come back equal,
+  from the store and after a restart (``own_mark``; a meta no store can keep — learners that
+  are voters, more than ``MAX_MARK_IDS`` ids, a context over ``MAX_MARK_CONTEXT`` bytes —
+  raises ValueError before anything is written).
 - ``compact(index)``: ``index`` at most the snapshot mark; entries up to ``index`` are released
   (``first_index`` becomes ``index + 1``) and backends free space in whole units (the WAL
   deletes whole segment files), so storage use shrinks in steps.
@@ -47,7 +51,45 @@ from typing import NamedTuple, Protocol, runtime_checkable
 from ..errors import LocalProtocolError, StorageError
 from ..raft.messages import EntryBatch, HardState, SnapshotMeta
 
-__all__ = ["LogStore", "RecoveredState", "StoreBase", "check_new_mark", "mark_keeps_log"]
+__all__ = ["LogStore", "RecoveredState", "StoreBase", "check_new_mark", "mark_keeps_log",
+           "own_mark", "config_problem", "MAX_MARK_IDS", "MAX_MARK_CONTEXT"]
+
+#: Upper bound on the configuration ids (voters + outgoing + learners) a stored snapshot meta
+#: holds: every format refuses more (a damaged count, not a cluster).
+MAX_MARK_IDS = 1 << 16
+#: Upper bound on the length of a stored snapshot meta's ``context`` (1 MiB).
+MAX_MARK_CONTEXT = 1 << 20
+
+
+def config_problem(voters, outgoing, learners, context_len: int) -> str | None:
+    """What is wrong with a snapshot meta's configuration as a store would keep it, or None:
+    too many ids, a context over ``MAX_MARK_CONTEXT``, learners that are also voters
+    (incoming or outgoing). The decoders report it as damage, ``own_mark`` as a caller
+    error."""
+    n = len(voters) + len(outgoing) + len(learners)
+    if n > MAX_MARK_IDS:
+        return f"{n} configuration ids, more than {MAX_MARK_IDS}"
+    if context_len > MAX_MARK_CONTEXT:
+        return f"a context of {context_len} bytes, more than {MAX_MARK_CONTEXT}"
+    both = set(learners).intersection(voters) | set(learners).intersection(outgoing)
+    if both:
+        return f"learners {sorted(both)} are also voters"
+    return None
+
+
+def own_mark(meta: SnapshotMeta) -> SnapshotMeta:
+    """``meta`` as a store keeps it: its three id sets as frozensets, its context as bytes.
+    ValueError (before anything is written) for a meta no store can keep: a context that is
+    not bytes, or what ``config_problem`` names."""
+    context = meta.context
+    if not isinstance(context, (bytes, bytearray, memoryview)):
+        raise ValueError(f"snapshot meta context must be bytes, not {type(context).__name__}")
+    out = SnapshotMeta(meta.index, meta.term, frozenset(meta.voters), frozenset(meta.outgoing),
+                       frozenset(meta.learners), bytes(context))
+    problem = config_problem(out.voters, out.outgoing, out.learners, len(out.context))
+    if problem is not None:
+        raise ValueError(f"snapshot meta {out.index}@{out.term} cannot be stored: {problem}")
+    return out
 
 
 def check_new_mark(current: SnapshotMeta | None, meta: SnapshotMeta) -> None:
@@ -221,9 +263,9 @@ class StoreBase:
 
     @staticmethod
     def _own_mark(meta: SnapshotMeta) -> SnapshotMeta:
-        """The mark as the store keeps it (its configuration as frozensets)."""
-        return SnapshotMeta(meta.index, meta.term, frozenset(meta.voters),
-                            frozenset(meta.outgoing))
+        """The mark as the store keeps it (``own_mark``: every field, the id sets as
+        frozensets, the context as bytes; ValueError for one that cannot be stored)."""
+        return own_mark(meta)
 
     def truncate(self, index: int) -> None:
         """Discard the entries from ``index`` on (``append`` of an empty batch)."""

@@ -2,38 +2,53 @@
 
 Place in the architecture: part of the storage layer (``fastraft.storage``), beside the WAL
 (``wal.py``), used by the runtime (server) when the state machine takes a snapshot and when a
-node restarts. It imports the errors and the plain message types of ``fastraft.raft.messages``
-(``SnapshotMeta``) only — never the engine's logic, never msgpack. What the data bytes mean is
+node restarts. It imports the errors, the plain message types of ``fastraft.raft.messages``
+(``SnapshotMeta``) and the stored meta's rules of ``base.py`` only — never the engine's logic,
+never msgpack. What the data bytes mean is
 the state machine's business; this module only stores them.
 
 Files: ``snap-<16 hex term>-<16 hex index>.snap`` in one directory (it may be shared with the
 WAL: the names do not collide). Fixed-width lowercase hex makes the name order the
-``(term, index)`` order, so the newest snapshot sorts last. Layout (little-endian)::
+``(term, index)`` order, so the newest snapshot sorts last. Layout (little-endian), format
+version 2 (written)::
 
     offset        size        field
     ------------  ----------  ---------------------------------------------------------
     0             8           magic           b"FRFTSNAP"
-    8             2           format version  u16 = 1
+    8             2           format version  u16 = 2
     10            2           flags           u16 = 0 (reserved, must be 0)
-    12            4           nv              u32, number of voters
+    12            4           nv              u32, number of voters (incoming, when joint)
     16            4           no              u32, number of outgoing voters (joint config)
     20            8           index           u64, last included index
     28            8           term            u64, its term
-    36            8 * nv      voters          u64 each, ascending
-    36 + 8*nv     8 * no      outgoing        u64 each, ascending
-    H = 36+8*(nv+no)          (end of header)
+    36            4           nl              u32, number of learners
+    40            4           nc              u32, context length (at most 1 MiB)
+    44            8 * nv      voters          u64 each, strictly ascending
+    44 + 8*nv     8 * no      outgoing        u64 each, strictly ascending
+    .. + 8*no     8 * nl      learners        u64 each, strictly ascending, none a voter
+    .. + 8*nl     nc          context         the meta's opaque context bytes
+    H = 44+8*(nv+no+nl)+nc    (end of header)
     H             L           data            the state machine's bytes, opaque
     H + L         8           L               u64, data length
     H + L + 8     4           crc             u32, CRC-32 (zlib) of bytes [0, H + L)
     H + L + 12    4           end magic       b"SNPE"
 
-    +--------+-----+-------+----+----+-------+------+--------+----------+------+-----+------+
-    | magic  | ver | flags | nv | no | index | term | voters | outgoing | data |  L  | crc  |SNPE
-    +--------+-----+-------+----+----+-------+------+--------+----------+------+-----+------+
-    |<------------------------- header (H bytes) -------------------->|<- L ->|<- trailer ->|
+    +-------+-----+-------+----+----+-------+------+----+----+--------+----------+----------+
+    | magic | ver | flags | nv | no | index | term | nl | nc | voters | outgoing | learners | >
+    +-------+-----+-------+----+----+-------+------+----+----+--------+----------+----------+
+    +---------+------+-----+-----+------+
+  > | context | data |  L  | crc | SNPE |
+    +---------+------+-----+-----+------+
+    (the header ends with the context; the data is L bytes; L, crc and SNPE are the trailer)
 
-A file is valid when its size is exactly ``H + L + 16``, both magics and the version match,
-the meta in the header matches the name, and the CRC matches. Anything else is damage.
+Format version 1 (files written before learners and the context were stored; still read,
+as a meta with no learners and an empty context) has no ``nl`` and ``nc``: its voters start at
+offset 36 and its header ends at ``H = 36 + 8*(nv+no)``; the rest is the same.
+
+A file is valid when its size is exactly ``H + L + 16``, both magics match, the version is 1
+or 2, the meta in the header matches the name, and the CRC matches. Anything else is damage,
+as are more than 65536 ids, a longer context, learners that are voters, or (version 2) ids out
+of order: CorruptRecordError names the file and the byte offset.
 
 Saving (``SnapshotStore.save``): the header, the streamed data and the trailer are written with
 ``os.write`` to ``<name>.tmp`` in the same directory, the file is fsynced, renamed to its name
@@ -63,21 +78,28 @@ from collections.abc import Iterable, Iterator
 from ..errors import CorruptRecordError, LocalProtocolError, StorageError
 from ..raft.messages import SnapshotMeta
 from ._files import HexPairNames, fsync_dir, makedirs_durable, remove_quietly, write_all
+from .base import MAX_MARK_CONTEXT, MAX_MARK_IDS, config_problem, own_mark
 
 __all__ = ["SnapshotStore", "SnapshotReader", "snapshot_name", "parse_snapshot_name",
-           "read_meta", "verify", "read_chunks", "open_data", "load", "MAGIC", "VERSION"]
+           "read_meta", "verify", "read_chunks", "open_data", "load", "MAGIC", "VERSION",
+           "VERSION_1", "encode_header"]
 
 log = logging.getLogger(__name__)
 
 MAGIC = b"FRFTSNAP"
 END_MAGIC = b"SNPE"
-VERSION = 1
+VERSION = 2                             # written; VERSION_1 files are still read
+VERSION_1 = 1
 _HEAD = struct.Struct("<8sHHIIQQ")      # magic, version, flags, nv, no, index, term
+_HEAD_V2 = struct.Struct("<II")         # nl, nc (version 2)
 _TRAILER = struct.Struct("<QI4s")       # data length, crc, end magic
 _NAMES = HexPairNames("snap-", ".snap")
 _TMP = ".tmp"
-#: Upper bound on voters + outgoing ids in a header (guards against a damaged count).
-MAX_IDS = 1 << 16
+#: Upper bound on voters + outgoing + learners ids in a header (guards against a damaged
+#: count).
+MAX_IDS = MAX_MARK_IDS
+#: Upper bound on the context's length in a header (1 MiB).
+MAX_CONTEXT = MAX_MARK_CONTEXT
 #: Writes are gathered into buffers of this size before ``os.write``.
 WRITE_BUFFER = 1 << 20
 DEFAULT_CHUNK = 1 << 20
@@ -96,54 +118,80 @@ _list_snapshots = _NAMES.listing
 # -- header and trailer ------------------------------------------------------------------------
 
 def encode_header(meta: SnapshotMeta) -> bytes:
-    """The header of a snapshot file of ``meta`` (layout in the module docstring);
-    ValueError for too many ids or fields out of range."""
-    voters = sorted(meta.voters)
-    outgoing = sorted(meta.outgoing)
-    ids = voters + outgoing
-    if len(ids) > MAX_IDS:
-        raise ValueError(f"too many configuration ids ({len(ids)}) for a snapshot header")
+    """The header of a snapshot file of ``meta`` (format version 2, layout in the module
+    docstring); ValueError for fields out of range or a meta no store can keep (too many
+    ids, a context over 1 MiB, learners that are voters: ``base.own_mark``)."""
+    meta = own_mark(meta)
+    voters, outgoing, learners = sorted(meta.voters), sorted(meta.outgoing), \
+        sorted(meta.learners)
+    ids = voters + outgoing + learners
     try:
         return (_HEAD.pack(MAGIC, VERSION, 0, len(voters), len(outgoing), meta.index, meta.term)
-                + struct.pack(f"<{len(ids)}Q", *ids))
+                + _HEAD_V2.pack(len(learners), len(meta.context))
+                + struct.pack(f"<{len(ids)}Q", *ids) + meta.context)
     except struct.error:
         raise ValueError(f"snapshot meta fields out of range: {meta}") from None
 
 
 def _read_header(f, path: str, size: int) -> tuple[SnapshotMeta, int, int]:
-    """Parse the header and trailer of the open file ``f`` (``size`` bytes): returns
-    ``(meta, header length, data length)``; the CRC is not checked. Leaves ``f`` anywhere."""
+    """Parse the header and trailer of the open file ``f`` (``size`` bytes), either format
+    version: returns ``(meta, header length, data length)``; the CRC is not checked. Leaves
+    ``f`` anywhere. CorruptRecordError names the file and the byte offset of the damage."""
+    def bad(offset: int, reason: str) -> CorruptRecordError:
+        return CorruptRecordError(f"snapshot {path}: {reason} (at byte offset {offset})")
+
     if size < _HEAD.size + _TRAILER.size:
-        raise CorruptRecordError(f"snapshot {path}: {size} bytes, too short for a snapshot")
+        raise bad(0, f"{size} bytes, too short for a snapshot")
     f.seek(0)
-    head = f.read(_HEAD.size)
-    magic, version, flags, nv, no, index, term = _HEAD.unpack(head)
+    magic, version, flags, nv, no, index, term = _HEAD.unpack(f.read(_HEAD.size))
     if magic != MAGIC:
-        raise CorruptRecordError(f"snapshot {path}: bad magic {magic!r}")
-    if version != VERSION:
-        raise CorruptRecordError(f"snapshot {path}: unknown format version {version}")
+        raise bad(0, f"bad magic {magic!r}")
+    if version not in (VERSION, VERSION_1):
+        raise bad(8, f"unknown format version {version}")
     if flags:
-        raise CorruptRecordError(f"snapshot {path}: unknown flags {flags:#x}")
-    if nv + no > MAX_IDS:
-        raise CorruptRecordError(f"snapshot {path}: {nv} + {no} configuration ids is too many")
-    hlen = _HEAD.size + 8 * (nv + no)
+        raise bad(10, f"unknown flags {flags:#x}")
+    nl = nc = 0
+    pos = _HEAD.size
+    if version == VERSION:
+        if size < pos + _HEAD_V2.size + _TRAILER.size:
+            raise bad(pos, f"{size} bytes, too short for a version {version} snapshot")
+        nl, nc = _HEAD_V2.unpack(f.read(_HEAD_V2.size))
+        pos += _HEAD_V2.size
+    n = nv + no + nl
+    if n > MAX_IDS:
+        raise bad(12, f"{nv} voters + {no} outgoing + {nl} learners is too many "
+                      f"configuration ids (at most {MAX_IDS})")
+    if nc > MAX_CONTEXT:
+        raise bad(40, f"context length {nc} is over the bound {MAX_CONTEXT}")
+    hlen = pos + 8 * n + nc
     if size < hlen + _TRAILER.size:
-        raise CorruptRecordError(f"snapshot {path}: {size} bytes, shorter than its header "
-                                 f"({hlen}) and trailer")
-    raw = f.read(8 * (nv + no))
-    ids = struct.unpack(f"<{nv + no}Q", raw)
+        raise bad(size, f"{size} bytes, shorter than its header ({hlen}) and trailer "
+                        f"(truncated?)")
+    ids = struct.unpack(f"<{n}Q", f.read(8 * n))
+    context = f.read(nc)
+    lists = (ids[:nv], ids[nv:nv + no], ids[nv + no:])
+    if version == VERSION:
+        at = pos
+        for what, part in zip(("voters", "outgoing", "learners"), lists):
+            for k in range(1, len(part)):
+                if part[k - 1] >= part[k]:
+                    raise bad(at + 8 * k, f"the {what} are not strictly ascending")
+            at += 8 * len(part)
+    voters, outgoing, learners = (frozenset(x) for x in lists)
+    problem = config_problem(voters, outgoing, learners, nc)
+    if problem is not None:         # (the counts were checked: learners that are voters)
+        raise bad(pos + 8 * (nv + no), f"the header holds {problem}")
     f.seek(size - _TRAILER.size)
     dlen, _crc, end = _TRAILER.unpack(f.read(_TRAILER.size))
     if end != END_MAGIC:
-        raise CorruptRecordError(f"snapshot {path}: bad end magic {end!r} (truncated?)")
+        raise bad(size - 4, f"bad end magic {end!r} (truncated?)")
     if hlen + dlen + _TRAILER.size != size:
-        raise CorruptRecordError(f"snapshot {path}: the trailer says {dlen} data bytes, the "
-                                 f"file holds {size - hlen - _TRAILER.size}")
-    meta = SnapshotMeta(index, term, frozenset(ids[:nv]), frozenset(ids[nv:]))
+        raise bad(size - _TRAILER.size, f"the trailer says {dlen} data bytes, the file "
+                                        f"holds {size - hlen - _TRAILER.size}")
+    meta = SnapshotMeta(index, term, voters, outgoing, learners, context)
     parsed = parse_snapshot_name(os.path.basename(path))
     if parsed is not None and parsed != (term, index):
-        raise CorruptRecordError(f"snapshot {path}: its header says term {term} index {index}, "
-                                 f"its name does not")
+        raise bad(20, f"its header says term {term} index {index}, its name does not")
     return meta, hlen, dlen
 
 
@@ -397,7 +445,8 @@ class SnapshotStore:
         """Take in a complete snapshot file received from a peer (``src``, already fsynced,
         in this directory): verify it fully and against ``meta``, rename it to its name,
         fsync the directory and prune. Returns the new path. CorruptRecordError for a
-        damaged file or one that is not ``meta``; LocalProtocolError when it is older than
+        damaged file or one that is not ``meta`` (index, term and the whole configuration:
+        voters, outgoing, learners, context); LocalProtocolError when it is older than
         the newest snapshot held (``src`` is left for the caller to remove)."""
         self._check()
         src = os.fspath(src)
@@ -405,6 +454,16 @@ class SnapshotStore:
         if (got.index, got.term) != (meta.index, meta.term):
             raise CorruptRecordError(f"snapshot {src} holds {got.index}@{got.term}, the "
                                      f"message announced {meta.index}@{meta.term}")
+        if (got.voters, got.outgoing, got.learners, got.context) != (
+                frozenset(meta.voters), frozenset(meta.outgoing), frozenset(meta.learners),
+                meta.context):
+            raise CorruptRecordError(
+                f"snapshot {src} ({got.index}@{got.term}) records another configuration "
+                f"than the message announced: voters {sorted(got.voters)} / "
+                f"{sorted(meta.voters)}, outgoing {sorted(got.outgoing)} / "
+                f"{sorted(meta.outgoing)}, learners {sorted(got.learners)} / "
+                f"{sorted(meta.learners)}, context {len(got.context)} / {len(meta.context)} "
+                f"bytes")
         existing = _list_snapshots(self.directory)
         if existing and (meta.term, meta.index) < existing[-1][:2]:
             raise LocalProtocolError(

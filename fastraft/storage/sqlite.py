@@ -13,13 +13,22 @@ Tables (``PRAGMA user_version`` = ``SCHEMA_VERSION``)::
     hard_state     one row: term, vote, commit_index
     snapshot_mark  one row: idx, term, voters, outgoing (comma-separated ids), keep flag
                    (1: the log held the mark's entry when it was saved and was kept; 0: the
-                   log was reset) — what the WAL's SNAPSHOT record carries
+                   log was reset), learners (comma-separated ids), context BLOB (the meta's
+                   opaque context, at most 1 MiB) — what the WAL's SNAPSHOT record carries
     kv             key BLOB PRIMARY KEY, value BLOB               the state machine's data
     applied        one row: applied_index                        the last entry applied to kv
     sessions       sid INTEGER PRIMARY KEY, ord, blob            the client-session table: one
                    row per session (``ord``: its place in last-activity order; ``blob``: the
                    state machine's encoding of it)
     machine        one row: clock                                the state machine's clock
+
+Schema versions: 2 added ``snapshot_mark.learners`` and ``snapshot_mark.context``. A version 1
+database (written before they were stored) is migrated when it opens, in the opening
+transaction: the two columns are added with the defaults ``''`` and ``x''`` (no learners, an
+empty context), so its mark keeps its voters. A newer version than this fastraft's is refused.
+A mark row that is not a valid configuration (ids that are not decimal numbers, more than
+65536 of them, learners that are voters, a context that is not a blob or is over 1 MiB) is
+damage: ``CorruptRecordError`` naming the file, the table and the column.
 
 Durability. The journal mode is WAL and ``synchronous=FULL``: in WAL mode ``NORMAL`` does not
 fsync the WAL file at commit, so a power loss could drop a commit whose data an
@@ -70,11 +79,12 @@ from ..errors import (
 )
 from ..raft.messages import EntryBatch, HardState, SnapshotMeta
 from ._files import fsync_dir
-from .base import StoreBase, check_new_mark, mark_keeps_log
+from .base import MAX_MARK_CONTEXT, MAX_MARK_IDS, StoreBase, check_new_mark, config_problem, \
+    mark_keeps_log
 
 __all__ = ["SqliteStore", "SCHEMA_VERSION"]
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 _MAX = (1 << 63) - 1        # SQLite's INTEGER is a signed 64-bit number
 
 _SCHEMA = """
@@ -95,7 +105,9 @@ CREATE TABLE IF NOT EXISTS snapshot_mark (
     term     INTEGER NOT NULL,
     voters   TEXT NOT NULL,
     outgoing TEXT NOT NULL,
-    keep     INTEGER NOT NULL
+    keep     INTEGER NOT NULL,
+    learners TEXT NOT NULL DEFAULT '',
+    context  BLOB NOT NULL DEFAULT x''
 );
 CREATE TABLE IF NOT EXISTS kv (
     key   BLOB PRIMARY KEY,
@@ -135,8 +147,30 @@ def _stored_ints(what: str, row) -> None:
                                  f"integers (a damaged database)")
 
 
-def _ids(text: str) -> frozenset:
-    return frozenset(int(x) for x in text.split(",") if x)
+#: Columns added to ``snapshot_mark`` by schema version 2 (migration of a version 1 database).
+_MARK_COLUMNS_V2 = (("learners", "TEXT NOT NULL DEFAULT ''"),
+                    ("context", "BLOB NOT NULL DEFAULT x''"))
+
+
+def _migrate(conn) -> None:
+    """Bring the tables of an older schema up to this one (inside the opening transaction;
+    the tables exist: ``CREATE TABLE IF NOT EXISTS`` ran first)."""
+    have = {row[1] for row in conn.execute("PRAGMA table_info(snapshot_mark)")}
+    for name, decl in _MARK_COLUMNS_V2:
+        if name not in have:
+            conn.execute(f"ALTER TABLE snapshot_mark ADD COLUMN {name} {decl}")
+
+
+def _ids(text, where: str) -> frozenset:
+    """The ids of a comma-separated column; CorruptRecordError for anything else."""
+    if type(text) is not str:
+        raise CorruptRecordError(f"{where} holds a {type(text).__name__}, not a list of ids")
+    parts = [x for x in text.split(",") if x] if text else []
+    if len(parts) > MAX_MARK_IDS:
+        raise CorruptRecordError(f"{where} holds {len(parts)} ids, more than {MAX_MARK_IDS}")
+    if not all(x.isascii() and x.isdigit() and len(x) <= 20 for x in parts):
+        raise CorruptRecordError(f"{where} holds {text[:80]!r}, not comma-separated ids")
+    return frozenset(int(x) for x in parts)
 
 
 def _ids_text(ids) -> str:
@@ -190,6 +224,8 @@ class SqliteStore(StoreBase):
             for statement in _SCHEMA.split(";"):
                 if statement.strip():
                     conn.execute(statement)
+            if version < SCHEMA_VERSION:
+                _migrate(conn)
             conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
             conn.execute("INSERT OR IGNORE INTO hard_state VALUES (0, 0, 0, 0)")
             conn.execute("INSERT OR IGNORE INTO applied VALUES (0, 0)")
@@ -223,14 +259,11 @@ class SqliteStore(StoreBase):
         row = conn.execute("SELECT term, vote, commit_index FROM hard_state").fetchone()
         _stored_ints("the hard state", row)
         self._hs = HardState(*row)
-        row = conn.execute("SELECT idx, term, voters, outgoing FROM snapshot_mark").fetchone()
-        if row is None:
-            self._mark: SnapshotMeta | None = None
+        self._mark: SnapshotMeta | None = self._read_mark()
+        if self._mark is None:
             self._base, self._base_term = 0, 0
         else:
-            _stored_ints("the snapshot mark", row[:2])
-            self._mark = SnapshotMeta(row[0], row[1], _ids(row[2]), _ids(row[3]))
-            self._base, self._base_term = row[0], row[1]
+            self._base, self._base_term = self._mark.index, self._mark.term
         # A restart keeps the log after the mark only.
         conn.execute("DELETE FROM log WHERE idx <= ?", (self._base,))
         count, hi = conn.execute("SELECT COUNT(*), MAX(idx) FROM log").fetchone()
@@ -254,6 +287,29 @@ class SqliteStore(StoreBase):
         self._applied = row[0]
         _stored_ints("the state machine's clock",
                      conn.execute("SELECT clock FROM machine").fetchone())
+
+    def _read_mark(self) -> SnapshotMeta | None:
+        """The stored snapshot mark, checked (module docstring), or None."""
+        row = self._conn.execute(
+            "SELECT idx, term, voters, outgoing, learners, typeof(context), length(context) "
+            "FROM snapshot_mark").fetchone()
+        if row is None:
+            return None
+        _stored_ints("the snapshot mark", row[:2])
+        where = f"{self.path}: table snapshot_mark, column"
+        voters, outgoing, learners = (_ids(row[k], f"{where} {name}") for k, name in
+                                      ((2, "voters"), (3, "outgoing"), (4, "learners")))
+        if row[5] != "blob":
+            raise CorruptRecordError(f"{where} context holds a {row[5]}, not a blob")
+        if row[6] > MAX_MARK_CONTEXT:
+            raise CorruptRecordError(f"{where} context holds {row[6]} bytes, over the bound "
+                                     f"{MAX_MARK_CONTEXT}")
+        problem = config_problem(voters, outgoing, learners, row[6])
+        if problem is not None:
+            raise CorruptRecordError(f"{self.path}: the snapshot mark (table snapshot_mark) "
+                                     f"holds {problem}")
+        context = self._conn.execute("SELECT context FROM snapshot_mark").fetchone()[0]
+        return SnapshotMeta(row[0], row[1], voters, outgoing, learners, bytes(context))
 
     # -- guards and IO -------------------------------------------------------------------------
 
@@ -344,14 +400,17 @@ class SqliteStore(StoreBase):
         entries are kept when the log holds ``meta.index`` at ``meta.term``, else reset)."""
         self._check()
         check_new_mark(self._mark, meta)
-        _check_ints("snapshot mark", meta.index, meta.term, *meta.voters, *meta.outgoing)
+        meta = self._own_mark(meta)
+        _check_ints("snapshot mark", meta.index, meta.term, *meta.voters, *meta.outgoing,
+                    *meta.learners)
         keep = mark_keeps_log(self._base + 1, self._last, self.term, meta)
         try:
             self._begin()
             self._conn.execute(
-                "INSERT OR REPLACE INTO snapshot_mark VALUES (0, ?, ?, ?, ?, ?)",
+                "INSERT OR REPLACE INTO snapshot_mark (id, idx, term, voters, outgoing, keep, "
+                "learners, context) VALUES (0, ?, ?, ?, ?, ?, ?, ?)",
                 (meta.index, meta.term, _ids_text(meta.voters), _ids_text(meta.outgoing),
-                 int(keep)))
+                 int(keep), _ids_text(meta.learners), meta.context))
             if not keep:
                 self._conn.execute("DELETE FROM log")
         except sqlite3.Error as exc:
@@ -359,7 +418,7 @@ class SqliteStore(StoreBase):
         if not keep:
             self._base = self._last = meta.index
             self._base_term = self._last_term = meta.term
-        self._mark = self._own_mark(meta)
+        self._mark = meta
 
     def sync(self) -> None:
         """Commit the open transaction: one fsync (synchronous=FULL) covering every write
@@ -427,6 +486,15 @@ class SqliteStore(StoreBase):
             return []
         return self._query(         # rows are (term, payload) tuples; BLOBs come as bytes
             "SELECT term, payload FROM log WHERE idx >= ? AND idx < ? ORDER BY idx", (lo, hi))
+
+    def first_with_prefix(self, lo: int, hi: int, prefix: bytes) -> int | None:
+        """The first index in ``lo .. hi - 1`` of the entries held whose payload starts with
+        ``prefix`` (one indexed query, payloads are not read out), or None."""
+        prefix = bytes(prefix)
+        rows = self._query("SELECT idx FROM log WHERE idx >= ? AND idx < ? AND "
+                           "substr(payload, 1, ?) = ? ORDER BY idx LIMIT 1",
+                           (lo, hi, len(prefix), prefix))
+        return rows[0][0] if rows else None
 
     def compact(self, index: int) -> None:
         """Release the entries up to ``index`` (at most the snapshot mark): one DELETE in the

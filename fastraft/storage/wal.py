@@ -14,9 +14,30 @@ operators only). Each segment is the core segment header, then records::
     ENTRY       index/term of the entry, payload = the entry's payload
     HARD_STATE  index = commit, term = term; payload = <QQQ term, vote, commit
     TRUNCATE    index = i: "the log after index i is cancelled" (files are never rewritten)
-    SNAPSHOT    index/term of the snapshot mark; payload = <BII flags, #voters, #outgoing,
-                then the voter and outgoing ids as <Q. Flag KEEP: the log held the mark's
-                entry when it was saved and its entries were kept (else the log was reset)
+    SNAPSHOT    index/term of the snapshot mark; payload (below). Flag KEEP: the log held
+                the mark's entry when it was saved and its entries were kept (else the log
+                was reset)
+
+The SNAPSHOT payload (little-endian; the record framing and the segment header's version
+are the core's, so the payload carries its own layout in its flags)::
+
+    offset         size      field
+    0              1         flags     bit 0 KEEP (1), bit 1 V2 (2); other bits must be 0
+    1              4         nv        u32, number of voters (incoming, when joint)
+    5              4         no        u32, number of outgoing voters (joint configuration)
+    -- V2 (written since learners and the context are stored) --
+    9              4         nl        u32, number of learners
+    13             4         nc        u32, context length (at most 1 MiB)
+    17             8 * nv    voters    u64 each, strictly ascending
+    ...            8 * no    outgoing  u64 each, strictly ascending
+    ...            8 * nl    learners  u64 each, strictly ascending, none a voter
+    17 + 8*(nv+no+nl)  nc    context   the meta's opaque context bytes
+    -- without V2 (the first layout, still read: learners empty, context b"") --
+    9              8 * nv    voters    u64 each
+    9 + 8*nv       8 * no    outgoing  u64 each
+
+The payload must be exactly that long; more than 65536 ids, a longer context, learners that
+are voters, or ids out of order in a V2 payload are damage.
 
 A new segment starts (written as ``.tmp``, fsynced, renamed, directory fsynced) with a copy of
 the current snapshot mark and hard state, so deleting older segments never loses them.
@@ -77,11 +98,21 @@ from ..core import (
 from ..errors import CorruptRecordError, LocalProtocolError, StorageError
 from ..raft.messages import EntryBatch, HardState, SnapshotMeta
 from ._files import HexPairNames, fsync_dir, makedirs_durable, truncate_file, write_all
-from .base import RecoveredState, StoreBase, check_new_mark, mark_keeps_log
+from .base import (
+    MAX_MARK_CONTEXT,
+    MAX_MARK_IDS,
+    RecoveredState,
+    StoreBase,
+    check_new_mark,
+    config_problem,
+    mark_keeps_log,
+    own_mark,
+)
 
 __all__ = ["RecordType", "Record", "WalStore", "recover", "repair", "scan", "ScannedRecord",
            "ScannedSegment", "segment_name", "parse_segment_name", "DEFAULT_SEGMENT_SIZE",
-           "SNAP_KEEP"]
+           "SNAP_KEEP", "SNAP_V2", "encode_snapshot_mark", "decode_snapshot_mark",
+           "describe_payload"]
 
 
 class RecordType(IntEnum):
@@ -115,9 +146,12 @@ DEFAULT_SEGMENT_SIZE = 64 * 1024 * 1024
 #: Pending record bytes written to the segment before the next sync asks for it.
 WRITE_BUFFER = 4 * 1024 * 1024
 SNAP_KEEP = 1
+#: SNAPSHOT payload flag: the V2 layout (learners and context; module docstring).
+SNAP_V2 = 2
 
 _HS = struct.Struct("<QQQ")
-_SNAP_HEAD = struct.Struct("<BII")
+_SNAP_HEAD = struct.Struct("<BII")     # flags, #voters, #outgoing
+_SNAP_V2 = struct.Struct("<II")        # #learners, context length (V2 only)
 _SEGMENTS = HexPairNames("wal-", ".log")
 
 
@@ -139,28 +173,88 @@ def decode_hard_state(payload: bytes) -> HardState:
 
 
 def encode_snapshot_mark(meta: SnapshotMeta, keep: bool) -> bytes:
-    """The SNAPSHOT payload of ``meta`` (``keep``: the log was kept); ValueError when an id
-    does not fit in 64 bits."""
-    voters = sorted(meta.voters)
-    outgoing = sorted(meta.outgoing)
-    ids = voters + outgoing
+    """The SNAPSHOT payload of ``meta`` (``keep``: the log was kept), in the V2 layout;
+    ValueError when an id does not fit in 64 bits or the meta cannot be stored
+    (``base.own_mark``)."""
+    meta = own_mark(meta)
+    voters, outgoing, learners = sorted(meta.voters), sorted(meta.outgoing), \
+        sorted(meta.learners)
+    ids = voters + outgoing + learners
+    flags = SNAP_V2 | (SNAP_KEEP if keep else 0)
     try:
-        return (_SNAP_HEAD.pack(SNAP_KEEP if keep else 0, len(voters), len(outgoing))
-                + struct.pack(f"<{len(ids)}Q", *ids))
+        return (_SNAP_HEAD.pack(flags, len(voters), len(outgoing))
+                + _SNAP_V2.pack(len(learners), len(meta.context))
+                + struct.pack(f"<{len(ids)}Q", *ids) + meta.context)
     except struct.error:
         raise ValueError(f"snapshot configuration ids out of range: {meta}") from None
 
 
 def decode_snapshot_mark(index: int, term: int, payload: bytes) -> tuple[SnapshotMeta, bool]:
-    """``(meta, keep)`` of a SNAPSHOT record; CorruptRecordError for a malformed payload."""
-    if len(payload) < _SNAP_HEAD.size:
-        raise CorruptRecordError("snapshot mark payload too short")
+    """``(meta, keep)`` of a SNAPSHOT record, either layout (module docstring);
+    CorruptRecordError saying what is wrong with a malformed payload (the replay adds the
+    file and offset)."""
+    size = len(payload)
+    if size < _SNAP_HEAD.size:
+        raise CorruptRecordError(f"snapshot mark payload of {size} bytes is truncated "
+                                 f"(its header alone is {_SNAP_HEAD.size})")
     flags, nv, no = _SNAP_HEAD.unpack_from(payload)
-    if flags & ~SNAP_KEEP or len(payload) != _SNAP_HEAD.size + 8 * (nv + no):
-        raise CorruptRecordError("invalid snapshot mark payload")
-    ids = struct.unpack_from(f"<{nv + no}Q", payload, _SNAP_HEAD.size)
-    meta = SnapshotMeta(index, term, frozenset(ids[:nv]), frozenset(ids[nv:]))
-    return meta, bool(flags & SNAP_KEEP)
+    if flags & ~(SNAP_KEEP | SNAP_V2):
+        raise CorruptRecordError(f"snapshot mark has unknown flags {flags:#x}")
+    nl = nc = 0
+    pos = _SNAP_HEAD.size
+    if flags & SNAP_V2:
+        if size < pos + _SNAP_V2.size:
+            raise CorruptRecordError(f"snapshot mark payload of {size} bytes is truncated "
+                                     f"(its header alone is {pos + _SNAP_V2.size})")
+        nl, nc = _SNAP_V2.unpack_from(payload, pos)
+        pos += _SNAP_V2.size
+    n = nv + no + nl
+    if n > MAX_MARK_IDS:
+        raise CorruptRecordError(f"snapshot mark counts {nv} voters, {no} outgoing and {nl} "
+                                 f"learners: more than {MAX_MARK_IDS} ids")
+    if nc > MAX_MARK_CONTEXT:
+        raise CorruptRecordError(f"snapshot mark context length {nc} is over the bound "
+                                 f"{MAX_MARK_CONTEXT}")
+    want = pos + 8 * n + nc
+    if size != want:
+        raise CorruptRecordError(f"snapshot mark payload of {size} bytes, its counts say "
+                                 f"{want} ({'truncated' if size < want else 'trailing bytes'})")
+    ids = struct.unpack_from(f"<{n}Q", payload, pos)
+    lists = (ids[:nv], ids[nv:nv + no], ids[nv + no:])
+    if flags & SNAP_V2:
+        for what, part in zip(("voters", "outgoing", "learners"), lists):
+            if any(a >= b for a, b in zip(part, part[1:])):
+                raise CorruptRecordError(f"snapshot mark {what} are not strictly ascending")
+    voters, outgoing, learners = (frozenset(x) for x in lists)
+    context = bytes(payload[pos + 8 * n:])
+    problem = config_problem(voters, outgoing, learners, nc)
+    if problem is not None:
+        raise CorruptRecordError(f"snapshot mark holds {problem}")
+    return SnapshotMeta(index, term, voters, outgoing, learners, context), \
+        bool(flags & SNAP_KEEP)
+
+
+def _id_list(ids) -> str:
+    return ",".join(map(str, sorted(ids))) or "-"
+
+
+def describe_payload(rtype: int, payload: bytes) -> str:
+    """What an operator reads of a record's payload (``scan``, ``fastraft wal-dump``): the
+    configuration of a SNAPSHOT mark (voters, outgoing, learners, the context's length, KEEP)
+    and the fields of a HARD_STATE; "" for the other records; the decoding error of a
+    malformed payload."""
+    try:
+        if rtype == SNAPSHOT:
+            meta, keep = decode_snapshot_mark(0, 0, payload)
+            return (f"voters={_id_list(meta.voters)} outgoing={_id_list(meta.outgoing)} "
+                    f"learners={_id_list(meta.learners)} context={len(meta.context)}B"
+                    + (" keep" if keep else " reset"))
+        if rtype == HARD_STATE:
+            hs = decode_hard_state(payload)
+            return f"term={hs.term} vote={hs.vote} commit={hs.commit}"
+    except CorruptRecordError as exc:
+        return f"invalid payload: {exc}"
+    return ""
 
 
 #: ``segment_name(seq, index)``: the file name of segment ``seq`` opened for ``index``.
@@ -575,11 +669,12 @@ class WalStore(StoreBase):
         self._check()
         ring = self._ring
         check_new_mark(self._mark, meta)
+        meta = self._own_mark(meta)
         keep = mark_keeps_log(ring.offset + 1, ring.last_index, ring.term, meta)
         self._write([Record(SNAPSHOT, meta.index, meta.term, encode_snapshot_mark(meta, keep))])
         if not keep:
             ring.reset(meta.index, meta.term)
-        self._mark = self._own_mark(meta)
+        self._mark = meta
 
     def flush(self) -> None:
         """Hand the buffered records to the kernel without an fsync (the unsafe
@@ -655,6 +750,8 @@ class ScannedRecord(NamedTuple):
     index: int
     term: int
     size: int           # payload bytes
+    detail: str = ""    # what the payload says (``describe_payload``): a SNAPSHOT mark's
+                        # voters, outgoing, learners and context length; a HARD_STATE's fields
 
 
 class ScannedSegment(NamedTuple):
@@ -685,7 +782,8 @@ def scan(directory, max_record_size: int = DEFAULT_MAX_RECORD_SIZE) -> list[Scan
         rows = []
         for rtype, index, term, payload in recs:
             kind = RecordType(rtype).name if rtype in _TYPE_CODES else f"TYPE{rtype}"
-            rows.append(ScannedRecord(name, pos, kind, index, term, len(payload)))
+            rows.append(ScannedRecord(name, pos, kind, index, term, len(payload),
+                                      describe_payload(rtype, payload)))
             pos += RECORD_HEADER_SIZE + len(payload)
         label = {WAL_TORN: "torn", WAL_CORRUPT: "corrupt"}.get(status, "clean")
         out.append(ScannedSegment(name, len(data), rows, label, reason))

@@ -36,8 +36,10 @@ def batch(first: int, terms, size: int = 0) -> EntryBatch:
     return EntryBatch(first, [(t, payload(first + k, t, size)) for k, t in enumerate(terms)])
 
 
-def meta(index: int, term: int, voters=(1, 2, 3), outgoing=()) -> SnapshotMeta:
-    return SnapshotMeta(index, term, frozenset(voters), frozenset(outgoing))
+def meta(index: int, term: int, voters=(1, 2, 3), outgoing=(), learners=(),
+         context=b"") -> SnapshotMeta:
+    return SnapshotMeta(index, term, frozenset(voters), frozenset(outgoing),
+                        frozenset(learners), context)
 
 
 class Model:
@@ -148,10 +150,13 @@ def random_op(rng, store, model, compact: bool = True) -> tuple[str, EntryBatch 
         lo = max(mark, model.base)
         if rng.random() < 0.7 and last >= lo:
             i = rng.randint(lo, last)
-            m = meta(i, model.term(i), voters=rng.sample(range(1, 8), 3))
+            ids = rng.sample(range(1, 8), 5)       # 3 voters, up to 2 learners, a context
+            m = meta(i, model.term(i), voters=ids[:3], learners=ids[3:rng.randint(3, 5)],
+                     context=rng.randbytes(rng.choice((0, 5, 40))))
         else:
             i = rng.randint(max(mark, last), last + 5)
-            m = meta(i, model.term(last) + rng.randint(1, 2), outgoing=(7,))
+            m = meta(i, model.term(last) + rng.randint(1, 2), outgoing=(7,), learners=(8,),
+                     context=b"joint")
         store.save_snapshot_mark(m)
         model.save_snapshot_mark(m)
         return f"snapshot mark {m.index}@{m.term}", None

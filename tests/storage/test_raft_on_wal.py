@@ -55,7 +55,9 @@ def test_single_node_restarts_from_the_wal(wal_dir):
     assert (node._raft.term, node._raft.log.last_index, node._raft.log.committed) == \
         (term, last, commit)
     # compact under a snapshot mark, restart again: the log starts after the mark
-    snap = Snapshot(SnapshotMeta(40, node._raft.log.term(40), frozenset({1})))
+    cs = node.conf_state_at(40)
+    snap = Snapshot(SnapshotMeta(40, node._raft.log.term(40), cs.voters, cs.outgoing,
+                                 cs.learners, b"member book"))
     node._raft.log.applied_to(commit)
     node.compact(snap)
     store.save_snapshot_mark(snap.meta)
@@ -63,6 +65,7 @@ def test_single_node_restarts_from_the_wal(wal_dir):
     store.close()
 
     store, node = boot(wal_dir)
+    assert store.snapshot_mark == snap.meta
     assert node._raft.log.first_index == 41 and node._raft.log.last_index == last
     node.campaign()
     drive(store, node, [])

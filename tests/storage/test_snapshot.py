@@ -32,8 +32,10 @@ from fastraft.storage.snapshot import (
 )
 
 
-def meta(index: int, term: int, voters=(1, 2, 3), outgoing=()) -> SnapshotMeta:
-    return SnapshotMeta(index, term, frozenset(voters), frozenset(outgoing))
+def meta(index: int, term: int, voters=(1, 2, 3), outgoing=(), learners=(),
+         context=b"") -> SnapshotMeta:
+    return SnapshotMeta(index, term, frozenset(voters), frozenset(outgoing),
+                        frozenset(learners), context)
 
 
 def stream(total: int, chunk: int, seed: int = 7):
@@ -151,13 +153,15 @@ def test_open_data_is_bounded_to_the_data(store):
 
 
 def test_file_layout_matches_the_docstring(store):
-    m = meta(0x1122, 0x33, voters=(2, 1), outgoing=(5,))
+    m = meta(0x1122, 0x33, voters=(2, 1), outgoing=(5,), learners=(9, 7), context=b"ctx")
     path = store.save(m, [b"DATA"])
     raw = open(path, "rb").read()
     assert raw[:8] == b"FRFTSNAP"
-    assert struct.unpack_from("<HHIIQQ", raw, 8) == (1, 0, 2, 1, 0x1122, 0x33)
-    assert struct.unpack_from("<3Q", raw, 36) == (1, 2, 5)
-    h = 36 + 24
+    assert struct.unpack_from("<HHIIQQ", raw, 8) == (2, 0, 2, 1, 0x1122, 0x33)
+    assert struct.unpack_from("<II", raw, 36) == (2, 3)
+    assert struct.unpack_from("<5Q", raw, 44) == (1, 2, 5, 7, 9)
+    assert raw[84:87] == b"ctx"
+    h = 44 + 40 + 3
     assert raw[h:h + 4] == b"DATA"
     dlen, crc, end = struct.unpack_from("<QI4s", raw, h + 4)
     assert (dlen, end) == (4, b"SNPE")

@@ -189,7 +189,8 @@ def test_a_damaged_log_table_is_refused(db, sh):
         SqliteStore(db)
     conn = sqlite3.connect(db)
     conn.execute("UPDATE log SET term = 5 WHERE idx > 2")
-    conn.execute("INSERT INTO snapshot_mark VALUES (0, 1, 7, '1', '', 0)")
+    conn.execute("INSERT INTO snapshot_mark (id, idx, term, voters, outgoing, keep) "
+                 "VALUES (0, 1, 7, '1', '', 0)")
     conn.commit()
     conn.close()
     with pytest.raises(CorruptRecordError, match="term decreases at log index 2"):

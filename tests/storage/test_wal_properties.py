@@ -28,6 +28,17 @@ def check_same(store, model, note):
     assert store.recovered() == model.recovered(), note
 
 
+@st.composite
+def configurations(draw):
+    """``(voters, outgoing, learners, context)`` of a snapshot meta: joint or not, learners
+    disjoint from both voter sets, a context of any bytes."""
+    voters = draw(st.frozensets(st.integers(1, 9), min_size=1, max_size=4))
+    outgoing = draw(st.frozensets(st.integers(1, 9), max_size=4))
+    learners = draw(st.frozensets(st.integers(1, 12), max_size=3)) - voters - outgoing
+    context = draw(st.binary(max_size=64))
+    return voters, outgoing, learners, context
+
+
 def step(data, s, m, kind=None):
     """Apply one state-changing operation (drawn, or ``kind``) to store ``s`` and model ``m``."""
     if kind is None:
@@ -55,8 +66,7 @@ def step(data, s, m, kind=None):
         i = data.draw(st.integers(lo, m.last_index + 3))
         same = i <= m.last_index and data.draw(st.booleans())
         t = m.term(i) if same else m.term(m.last_index) + data.draw(st.integers(0, 2))
-        voters = frozenset(data.draw(st.sets(st.integers(1, 9), min_size=1, max_size=4)))
-        meta = SnapshotMeta(i, t, voters, frozenset())
+        meta = SnapshotMeta(i, t, *data.draw(configurations()))
         s.save_snapshot_mark(meta)
         m.save_snapshot_mark(meta)
     else:
