@@ -22,14 +22,18 @@ How it stays exact:
 - Snapshots for lagging followers are made from a consistent copy of the database (SQLite's
   backup API) and written in the stream format of ``KVStateMachine`` (the copy is loaded into
   a ``KVStateMachine`` to write it), so a WAL node can install a SQLite node's snapshot and
-  the other way round.
+  the other way round. The copy may be applied past the index the runtime asked for: the
+  file records the configuration asked for (voters, outgoing, learners and context, whole)
+  unless a configuration change lies in between, when no file is made
+  (``snapshot_from_copy``).
 """
 
 from __future__ import annotations
 
 from .. import codec
-from ..errors import CorruptRecordError, RemoteProtocolError
+from ..errors import CorruptRecordError, LocalProtocolError, RemoteProtocolError
 from ..raft import SnapshotMeta
+from ..raft.confchange import CONF_MARKER
 from .kv import KVStore
 from .machine import KVStateMachine
 from .sessions import DEFAULT_MAX_SESSIONS, DEFAULT_SESSION_TIMEOUT_MS, Session
@@ -37,6 +41,8 @@ from .sessions import DEFAULT_MAX_SESSIONS, DEFAULT_SESSION_TIMEOUT_MS, Session
 __all__ = ["SqliteStateMachine", "encode_session", "decode_session"]
 
 _ABSENT = object()
+#: The first byte of a configuration change's log payload (``fastraft.raft.confchange``).
+CONF_PREFIX = bytes([CONF_MARKER])
 
 
 def encode_session(s: Session) -> bytes:
@@ -188,10 +194,26 @@ class SqliteStateMachine(KVStateMachine):
                            session_timeout_ms: int) -> tuple[SnapshotMeta, str]:
         """Write a snapshot file of ``copy`` (a ``SqliteStore`` open on a consistent copy of
         the database; the caller closes it) into ``snaps``; its index is the copy's applied
-        index (``meta`` gives the configuration, and the term when the index is
-        ``meta.index``)."""
+        index. Its configuration (voters, outgoing, learners and context, kept whole) is
+        ``meta``'s — the one at ``meta.index`` — or, when the copy holds a snapshot installed
+        after ``meta.index``, that snapshot's mark; the term is ``meta.term`` when the index
+        is ``meta.index``. A configuration change applied between that configuration and the
+        copy's applied index would make it wrong: then LocalProtocolError (no file is
+        written; the runtime's next snapshot, at a later applied index, is asked for the new
+        configuration)."""
         applied = copy.applied_index()
-        term = meta.term if applied == meta.index else copy.term(applied)
+        base = meta
+        mark = copy.snapshot_mark
+        if mark is not None and meta.index < mark.index <= applied:
+            base = mark             # a leader's snapshot installed while the copy was made
+        if applied != base.index:
+            change = copy.first_with_prefix(base.index + 1, applied + 1, CONF_PREFIX)
+            if change is not None:
+                raise LocalProtocolError(
+                    f"snapshot not taken: the copy is applied to {applied}, past a "
+                    f"configuration change at {change} after the configuration asked for "
+                    f"(at {base.index}); a later snapshot will record the new one")
+        term = base.term if applied == base.index else copy.term(applied)
         pairs = copy.kv_scan(b"", None)
         m = KVStateMachine(session_timeout_ms)
         m._kv = KVStore.from_sorted([k for k, _v in pairs], [v for _k, v in pairs])
@@ -199,5 +221,5 @@ class SqliteStateMachine(KVStateMachine):
         m._sessions.load(copy.machine_clock(),
                          [decode_session(sid, b) for sid, _o, b in copy.session_rows()])
         m.applied_index = applied
-        out = SnapshotMeta(applied, term, meta.voters, meta.outgoing)
+        out = base._replace(index=applied, term=term)
         return out, snaps.save(out, m.snapshot_chunks())
