@@ -101,6 +101,9 @@ class Node:
         snap = initial_snapshot(self.cfg.voters)
         if st.snapshot is not None:
             snap = self.snapshots[(st.snapshot.index, st.snapshot.term)]
+            assert st.snapshot == snap.meta, (     # the store keeps the whole meta
+                f"node {self.id}: the store's mark {st.snapshot} is not the snapshot's "
+                f"{snap.meta}")
         log = RaftLog(snap, st.entries, committed=st.hard_state.commit)
         self.raw = RawNode(self.cfg, random.Random(self.seed), log=log,
                            hard_state=st.hard_state)
@@ -259,9 +262,10 @@ class Node:
         if index is None:
             index = self.applied_index
         assert index <= self.applied_index
-        r = self.raft
         data = tuple(e for e in self.applied if e[0] <= index)
-        snap = Snapshot(SnapshotMeta(index, self.log.term(index), r.voters, r.outgoing), data)
+        cs = self.raw.conf_state_at(index)      # the configuration there: joint, learners
+        snap = Snapshot(SnapshotMeta(index, self.log.term(index), cs.voters, cs.outgoing,
+                                     cs.learners, f"conf@{index}".encode()), data)
         self.raw.compact(snap, keep_from)
         self.snapshots[(index, snap.meta.term)] = snap      # saved atomically, then
         self.store.save_snapshot_mark(snap.meta)            # its mark, and the store's
