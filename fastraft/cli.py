@@ -259,7 +259,7 @@ def _cmd_wal_dump(args: argparse.Namespace) -> int:
         print(f"== {seg.file} ({seg.size} bytes, {len(seg.records)} records, {seg.status})")
         for r in seg.records:
             print(f"  {r.offset:>10}  {r.type:<10} index={r.index:<10} term={r.term:<6} "
-                  f"size={r.size}")
+                  f"size={r.size}" + (f"  {r.detail}" if r.detail else ""))
         if seg.reason:
             print(f"  ! {seg.reason}")
     return 1 if damaged else 0
