@@ -60,7 +60,9 @@ def _wait_member_state(cl, want: dict, timeout: float = 20.0) -> int:
 def test_members_are_listed_and_bad_changes_refused(cluster_factory):
     cl = cluster_factory(3, tuning=FAST)
     lead = cl.leader()
-    ms = _members(cl, lead)
+    # Right after an election the leader knows no follower's match yet (0): wait for them.
+    ms = cl.wait_for(lambda: (lambda m: m if all(v[4] >= 1 for v in m.values()) else None)(
+        _members(cl, lead)), 10, "every member's match index")
     assert sorted(ms) == [1, 2, 3]
     for i, (role, raft, client, is_leader, match) in ms.items():
         assert role == "voter"
