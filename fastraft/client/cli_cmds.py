@@ -1,4 +1,5 @@
-"""The client commands of the ``fastraft`` command line: put, get, del, cas, scan, status, bench.
+"""The client commands of the ``fastraft`` command line: put, get, del, cas, scan, status, bench,
+and member (whose commands live in ``cli_members``).
 
 Place in the architecture: called by ``fastraft.cli`` (which owns the parser and dispatch):
 ``add_client_parsers(subparsers)`` adds the sub-commands and ``run_client_command(args)``
@@ -48,7 +49,7 @@ __all__ = ["CLIENT_COMMANDS", "add_client_parsers", "run_client_command", "resol
            "positive_float", "positive_int", "non_negative_int", "escape", "NO_CLUSTER_HINT",
            "ParagraphFormatter", "status_summary", "uses_default_endpoints"]
 
-CLIENT_COMMANDS = ("put", "get", "del", "cas", "scan", "status", "bench")
+CLIENT_COMMANDS = ("put", "get", "del", "cas", "scan", "status", "bench", "member")
 ENCODINGS = ("utf8", "hex", "base64")
 WRITES = ("put", "del", "cas")
 NO_CLUSTER_HINT = "is a cluster running? start one with `fastraft cluster`"
@@ -171,7 +172,8 @@ def _sub(subparsers, name: str, **kw) -> argparse.ArgumentParser:
 
 
 def add_client_parsers(subparsers) -> None:
-    """Add put/get/del/cas/scan/status/bench to ``subparsers`` (from ``add_subparsers``)."""
+    """Add put/get/del/cas/scan/status/bench/member to ``subparsers`` (from
+    ``add_subparsers``)."""
     p = _sub(subparsers, "put", help="set a key",
              description="Set KEY to VALUE (exactly once, even across retries). VALUE '-' "
                          "reads stdin. Prints OK.")
@@ -233,6 +235,10 @@ def add_client_parsers(subparsers) -> None:
              description=BENCH_DESCRIPTION)
     _common(p)
     add_bench_arguments(p)
+
+    from .cli_members import add_member_parser
+
+    add_member_parser(subparsers)
 
 
 # -- endpoints, arguments and output ------------------------------------------------------------
@@ -355,6 +361,10 @@ def _out(b: bytes) -> None:
 def run_client_command(args) -> int:
     """Run the client command named by ``args.command``; return the exit code."""
     cmd = args.command
+    if cmd == "member":
+        from .cli_members import run_member_command
+
+        return run_member_command(args)
     if cmd == "bench":
         from .bench import run_bench
 
@@ -379,20 +389,29 @@ def run_client_command(args) -> int:
         return _report_error(cmd, args, exc)
 
 
-def _report_error(cmd: str, args, exc: BaseException) -> int:
-    """One line on stderr (and the JSON error object with --json); exit code 2."""
+#: The notes _report_error appends to a write's error: not applied; outcome unknown (the
+#: message says so already / it does not).
+_WRITE_NOTES = (" (not applied)", " (the write may or may not have been applied)",
+                " (outcome unknown: the write may or may not have been applied)")
+
+
+def _report_error(cmd: str, args, exc: BaseException,
+                  notes: tuple[str, str, str] | None = None) -> int:
+    """One line on stderr (and the JSON error object with --json); exit code 2. ``notes``
+    (as ``_WRITE_NOTES``, the default for a write) say whether the command's change was
+    certainly not made or may have been."""
     msg = " ".join(str(exc).splitlines()) or type(exc).__name__
     note = ""
+    if notes is None and cmd in WRITES:
+        notes = _WRITE_NOTES
     if isinstance(exc, NotApplied):
         outcome = "not_applied"
-        if cmd in WRITES:
-            note = " (not applied)"
+        if notes:
+            note = notes[0]
     elif isinstance(exc, OutcomeUnknown):
         outcome = "unknown"
-        if cmd in WRITES:
-            note = " (the write may or may not have been applied)" \
-                if "outcome unknown" in msg else \
-                " (outcome unknown: the write may or may not have been applied)"
+        if notes:
+            note = notes[1] if "outcome unknown" in msg else notes[2]
     else:
         outcome = "error"
     hint = ""
