@@ -38,9 +38,13 @@ Rules (Raft paper §5, Ongaro's thesis; etcd-io/raft is the model for the shape)
    is rolled back if that entry is truncated. Voter changes always go through a joint
    configuration (both majorities for commit, elections and reads), which the leader leaves
    by itself once the joint entry commits; learner-only changes take effect directly.
-   Learners get appends and snapshots but never vote, count or campaign. One change at a
-   time: none while a conf-change entry is uncommitted or a joint configuration is not left.
-   A leader outside the configuration it committed steps down.
+   Learners get appends and snapshots but never count or campaign, and no candidate counts
+   their votes; a node that is a learner in its own configuration still answers a vote
+   request like a voter (etcd does the same): its promotion may be committed without it, and
+   a candidate that counts it as a voter may need its vote (otherwise the cluster can be left
+   without any electable majority). One change at a time: none while a conf-change entry is
+   uncommitted or a joint configuration is not left. A leader outside the configuration it
+   committed steps down. Leadership is only transferred to an incoming voter.
 
 Role functions are swapped, not tested in an if-ladder: ``_step`` and ``_tick`` point to the
 current role's handlers (etcd's stepLeader/stepCandidate/stepFollower).
@@ -503,8 +507,9 @@ class Raft:
         can_vote = (self.vote == m.frm
                     or (self.vote == NO_NODE and self.lead == NO_NODE)
                     or (m.type == PRE_VOTE and m.term > self.term))
-        if (can_vote and not self.rejoining and self.id not in self.learners
-                and self.log.is_up_to_date(m.index, m.log_term)):
+        # Not ``self.id not in self.learners``: rule 8 (a learner may be a promoted voter
+        # that has not appended its promotion yet; only candidates that count it ask).
+        if can_vote and not self.rejoining and self.log.is_up_to_date(m.index, m.log_term):
             self.send(Message(resp, m.frm, self.id, m.term))
             if m.type == VOTE:
                 self.election_elapsed = 0
@@ -886,8 +891,11 @@ class Raft:
             raise NotLeader(self.lead if self.lead != NO_NODE else None)
         if to == self.id:
             return
-        if to not in self.prs or to not in self.all_voters:
-            raise LocalProtocolError(f"cannot transfer leadership to non-voter {to}")
+        if to not in self.prs or to not in self.voters:
+            # Not an outgoing-only voter either: it is being removed, and a TIMEOUT_NOW
+            # reaching it after its removal would make it disrupt the cluster (rule 8).
+            raise LocalProtocolError(f"cannot transfer leadership to {to}: not an incoming "
+                                     "voter")
         if self.lead_transferee == to:
             return
         self.lead_transferee = to

@@ -94,7 +94,7 @@ def test_learner_config_validation():
 # -- learners -----------------------------------------------------------------------------------
 
 
-def test_add_learner_replicates_never_votes_or_counts(rh):
+def test_add_learner_replicates_never_counts_nor_campaigns(rh):
     c = rh.Cluster(ids=[1, 2, 3, 4], voters={1, 2, 3}, pre_vote=False)
     c.elect(1)
     idx, _ = c[1].raw.propose_conf_change(cc((ADD_LEARNER, 4)))
@@ -116,22 +116,68 @@ def test_add_learner_replicates_never_votes_or_counts(rh):
     assert c.committed(1) < c[1].log.last_index
     c.heal()
     c.tick(3)
-    # It never campaigns, and never grants a vote.
+    # It never campaigns, candidates do not ask it, and a vote it grants never counts.
     c.isolate(1)
     c.tick(50, ids=[4])
     assert c[4].role == rh.FOLLOWER
+    c.isolate(1, 3)
     n = len(c.delivered)
-    # A candidate as up to date as the learner: only being a learner makes it refuse.
-    c[4].step(rh.msg(rh.M.VOTE, 4, 2, c[2].term + 1, index=c[4].log.last_index,
-                     log_term=c[4].log.last_term))
-    c.stabilize()
-    answers = [m for m in c.delivered[n:] if m.frm == 4 and m.type == rh.M.VOTE_RESP]
-    assert answers and all(m.reject for m in answers), "a learner never grants a vote"
     c[2].raw.campaign()
     c.stabilize()
-    assert not any(m.frm == 4 and m.type == rh.M.VOTE_RESP and not m.reject
-                   for m in c.delivered)
+    assert c[2].role == rh.CANDIDATE
+    assert not any(m.to == 4 for m in c.delivered[n:]), "candidates ask voters only"
+    c[2].step(rh.msg(rh.M.VOTE_RESP, 2, 4, c[2].term))
+    assert c[2].role == rh.CANDIDATE, "a learner's vote never counts"
+    c.heal()
+    c.tick_until(lambda: c.leader() in (1, 2, 3), max_ticks=100)
     assert committed_confs(c[4]) == committed_confs(c[1]) != []
+
+
+def test_a_promoted_learner_that_missed_its_promotion_still_votes(rh):
+    """Found by the simulator (fastraft sim seeds 352 and 1054, 3 nodes): the promotion of
+    learner 4 commits on the old voters alone, 4 never appends it; once the leader is gone, a
+    candidate needs 4's vote. A node that refused every vote while it saw itself as a learner
+    left the cluster without any electable majority, for good (etcd's learners vote too)."""
+    c = rh.Cluster(ids=[1, 2, 3, 4], voters={1, 2, 3}, pre_vote=False, check_quorum=False)
+    c.elect(1)
+    c[1].raw.propose_conf_change(cc((ADD_LEARNER, 4)))
+    commit_all(c, 1)
+    c.isolate(4)                                   # 4 will not see its promotion
+    c[1].raw.propose_conf_change(cc((ADD_VOTER, 4)))
+    commit_all(c, 1)                               # joint on {1,2,3}, then left on {1,2,3}
+    st = c[1].raw.status()
+    assert st.voters == (1, 2, 3, 4) and st.outgoing == () and not st.conf_pending
+    assert c[4].raw.status().learners == (4,), "4 still sees itself as a learner"
+    c.heal()
+    c.isolate(1)
+    # 2 needs 3 of {1, 2, 3, 4}: itself, 3 and 4.
+    c[2].raw.campaign()
+    c.stabilize()
+    assert c[2].role == rh.LEADER
+    c.stabilize()
+    c.tick(3)
+    assert c[4].raw.status().voters == (1, 2, 3, 4), "4 learns its promotion from 2"
+    c.check_safety()
+
+
+def test_leadership_is_never_transferred_to_a_voter_being_removed(rh):
+    """Found by the simulator (fastraft sim seed 1522, 3 nodes): a TIMEOUT_NOW sent to a
+    voter of the outgoing configuration only reached it once its removal had committed; its
+    transfer campaign bypasses the members' lease, so the removed node deposed the leader."""
+    c = rh.Cluster(ids=[1, 2, 3])
+    c.elect(1)
+    c[1].raw.propose_conf_change(cc((REMOVE_NODE, 2)))
+    assert c[1].raw.status().outgoing == (1, 2, 3)
+    with pytest.raises(LocalProtocolError):
+        c[1].raw.transfer_leadership(2)
+    assert c[1].raft.lead_transferee == rh.NO_NODE
+    c.stabilize()
+    c.tick(3)
+    assert c[1].raw.status().voters == (1, 3) and c[1].raw.status().outgoing == ()
+    c[1].raw.transfer_leadership(3)                # an incoming voter: fine
+    c.stabilize()
+    assert c.leader() == 3
+    c.check_safety()
 
 
 def test_promote_refused_while_lagging_then_accepted(rh):
