@@ -212,8 +212,14 @@ class Node:
         return self.members.refused(pid, addr)
 
     def peer_address(self, pid: int):
-        """Where to dial node ``pid``, not one of the peers dialled (``peers``)."""
-        return self.members.dial_address(pid)
+        """Where to dial node ``pid``, not one of the peers dialled (``peers``): a node the
+        engine addresses before this pass's ``_watch_conf`` (a learner just added) or that
+        is not in the configuration (a leader met while joining)."""
+        addr = self.members.dial_address(pid)
+        if addr is None and self.raw.conf_state() != self.members.conf:
+            self.members.refresh(self.raw)
+            addr = self.members.dial_address(pid)
+        return addr
 
     def _handle_ready(self, rd) -> None:
         if rd.soft_state is not None:

@@ -43,6 +43,18 @@ def _writes(cl, wire, lead: int, n: int, prefix: bytes = b"k") -> list:
     return keys
 
 
+def _put_retrying(cl, ids, key: bytes = b"after") -> None:
+    """One write through the real client (it retries on a new leader, exactly once), to the
+    nodes ``ids``; then every one of them holds it."""
+    from fastraft.client import Client
+
+    with Client([cl.node(i).client_addr for i in ids], timeout=2.0) as c:
+        c.put(key, b"x")
+    for i in ids:
+        cl.wait_for(lambda i=i: cl.client(i).get(key, stale=True).value == b"x", 15,
+                    f"node {i} to apply the write")
+
+
 def _wait_member_state(cl, want: dict, timeout: float = 20.0) -> int:
     """Wait until the leader lists exactly ``want`` (id -> role); returns the leader."""
     def check():
@@ -206,6 +218,106 @@ def test_kill9_of_every_node_right_after_a_change(cluster_factory, wire, storage
     want = {1: "voter", 2: "voter", 3: "voter", n.id: "voter"}
     lead = _wait_member_state(cl, want)
     # Four voters: any three make progress, the new one included.
-    cl.kill(next(i for i in (1, 2, 3) if i != lead))
-    sid = cl.client(lead).register().expect_ok()
-    assert cl.client(lead).put(sid, 1, b"k", b"v").ok
+    gone = next(i for i in (1, 2, 3) if i != lead)
+    cl.kill(gone)
+    _put_retrying(cl, [i for i in cl.ids if i != gone])
+
+
+def _catch_up(cl, lead, n, timeout=30.0):
+    cl.wait_for(lambda: _members(cl, lead)[n.id][4] >= cl.status(lead)["last_index"] - 1,
+                timeout, f"learner {n.id} to catch up")
+
+
+@pytest.mark.parametrize("storage", ["wal", "sqlite"])
+def test_a_learner_added_after_compaction_gets_the_membership_in_a_snapshot(
+        cluster_factory, wire, storage):
+    cl = cluster_factory(3, tuning=dict(FAST, snapshot_threshold=100,
+                                        snapshot_keep_entries=10), storage=storage)
+    lead = cl.leader()
+    _writes(cl, wire, lead, 400)
+    cl.wait_for(lambda: all(cl.status(i)["applied"] >= 400 for i in cl.ids), 15,
+                "every node to apply the writes")
+    n = cl.new_node()
+    assert _add(cl, lead, n).ok
+    cl.start([n.id])
+    _catch_up(cl, lead, n)
+    assert "installed snapshot" in n.log_text(), "the learner should start from a snapshot"
+    cl.wait_for(lambda: cl.client(n.id).get(b"k400", stale=True).value == b"v400", 15,
+                "the learner to apply the last write")
+    # Restarted from its own data alone, it knows its peers from the snapshot's member
+    # book (entry 1 is long compacted away), and is promoted.
+    cl.kill(n.id)
+    n.join_argv = ["--id", str(n.id), "--data-dir", cl.config.data_dir]
+    cl.start([n.id])
+    assert _change(cl, lead, codec.MEMBER_PROMOTE, n.id).ok
+    _wait_member_state(cl, {1: "voter", 2: "voter", 3: "voter", n.id: "voter"})
+    gone = next(i for i in (1, 2, 3) if i != lead)
+    cl.kill(gone)
+    _put_retrying(cl, [i for i in cl.ids if i != gone])     # needs the new voter's ack
+
+
+def test_replace_a_killed_node_by_a_new_id_and_a_wiped_learner_catches_up(cluster_factory,
+                                                                          wire):
+    cl = cluster_factory(3, tuning=FAST)
+    lead = cl.leader()
+    _writes(cl, wire, lead, 30)
+    dead = next(i for i in cl.ids if i != lead)
+    cl.kill(dead)
+    # The runbook: remove the dead id, add a new one, start it with --join, promote it.
+    assert _change(cl, lead, codec.MEMBER_REMOVE, dead).ok
+    n = cl.new_node()
+    assert _add(cl, lead, n).ok
+    cl.start([n.id])
+    _catch_up(cl, lead, n)
+    # Its disk is wiped while it is a learner: started again the same way, it catches up.
+    cl.kill(n.id)
+    import shutil
+    shutil.rmtree(n.data_dir)
+    cl.start([n.id])
+    _catch_up(cl, lead, n)
+    assert _change(cl, lead, codec.MEMBER_PROMOTE, n.id).ok
+    voters = sorted(i for i in (1, 2, 3) if i != dead) + [n.id]
+    _wait_member_state(cl, {i: "voter" for i in voters})
+    cl.wait_for(lambda: cl.client(n.id).get(b"k30", stale=True).value == b"v30", 15,
+                "the new node to hold the data")
+
+
+def test_the_config_file_only_bootstraps(cluster_factory, wire):
+    cl = cluster_factory(3, tuning=FAST)
+    lead = cl.leader()
+    victim = next(i for i in cl.ids if i != lead)
+    assert _change(cl, lead, codec.MEMBER_REMOVE, victim).ok
+    assert cl.wait_exit(victim, 20) == 0
+    # A bootstrap member restarted with the (now stale) file: the log is obeyed, the
+    # disagreement reported.
+    other = next(i for i in cl.ids if i not in (lead, victim))
+    cl.restart(other)
+    assert "the log is obeyed" in cl.node(other).log_text()
+    _wait_member_state(cl, {lead: "voter", other: "voter"})
+
+
+def test_a_client_follows_the_membership(cluster_factory, wire):
+    from fastraft.client import Client
+
+    cl = cluster_factory(3, tuning=FAST)
+    lead = cl.leader()
+    with Client(cl.endpoints(), timeout=2.0) as c:
+        c.put(b"a", b"1")
+        # Replace every bootstrap member by a new node: the client, given only the old
+        # addresses, must find the new ones.
+        news = []
+        for _ in range(3):
+            n = cl.new_node()
+            c.add_learner(n.id, n.raft_addr, n.client_addr)
+            cl.start([n.id])
+            cl.wait_for(lambda: [m for m in c.members() if m.id == n.id][0].match
+                        >= max(m.match for m in c.members()) - 1, 30,
+                        f"node {n.id} to catch up")
+            c.promote(n.id)
+            news.append(n.id)
+        for old in (1, 2, 3):
+            c.remove_member(old)
+            cl.wait_exit(old, 20)
+        assert sorted(m.id for m in c.members()) == news
+        c.put(b"b", b"2")
+        assert c.get(b"a") == b"1" and c.get(b"b") == b"2"
