@@ -241,7 +241,8 @@ async def settle(c: AsyncClient, kind: int, node_id: int, raft: str | None,
         except FastraftError as exc:
             log.debug("member list: %s", exc)
         else:
-            got = await _settle_at(c, addr, kind, node_id, raft, client, expires_at)
+            got = None if addr is None else \
+                await _settle_at(c, addr, kind, node_id, raft, client, expires_at)
             if got is not None:
                 return got
         failures += 1
