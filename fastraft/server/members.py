@@ -284,9 +284,22 @@ class MemberRequests:
             return ConfChange((Change(ADD_LEARNER, nid, ctx),))
         if nid not in ids:
             raise BadConfChange(f"node {nid} is not a member of the cluster")
-        if kind == codec.MEMBER_PROMOTE and nid not in m.conf.learners:
-            raise BadConfChange(f"node {nid} is already a voter")
+        if kind == codec.MEMBER_PROMOTE:
+            if nid not in m.conf.learners:
+                raise BadConfChange(f"node {nid} is already a voter")
+            self._check_ready(nid)
         return ConfChange((Change(_KIND[kind], nid),))
+
+    def _check_ready(self, nid: int) -> None:
+        """Busy unless learner ``nid`` has acknowledged the log at least once (the engine
+        then refuses one lagging more than ``promote_lag`` entries): a learner never heard
+        from is not promoted, however short the log."""
+        st = self.raw.status()
+        pr = st.progress.get(nid)
+        if pr is None or pr.match == 0:
+            raise Busy(f"learner {nid} has not caught up: it has acknowledged nothing yet "
+                       f"(the leader's last index is {st.last_index}); try again once it "
+                       "runs and `fastraft member list` shows its match")
 
     def progress(self) -> None:
         """After a Ready cycle: answer the changes now committed and applied, once no change

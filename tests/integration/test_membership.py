@@ -127,6 +127,12 @@ def test_a_second_change_is_refused_while_one_is_in_flight(cluster_factory):
 def test_promotion_is_refused_while_the_learner_lags_then_accepted(cluster_factory, wire):
     cl = cluster_factory(3, tuning=FAST)
     lead = cl.leader()
+    # However short the log, a learner that never answered is not promoted.
+    idle = cl.new_node()
+    assert _add(cl, lead, idle).ok
+    rep = _change(cl, lead, codec.MEMBER_PROMOTE, idle.id)
+    assert rep.status == codec.ST_BUSY and "acknowledged nothing" in rep.values[0], rep
+    assert _change(cl, lead, codec.MEMBER_REMOVE, idle.id).ok
     _writes(cl, wire, lead, 40)
     n = cl.new_node()
     assert _add(cl, lead, n).ok                 # added while down: it lags by everything
@@ -138,7 +144,8 @@ def test_promotion_is_refused_while_the_learner_lags_then_accepted(cluster_facto
     rep = _change(cl, lead, codec.MEMBER_PROMOTE, n.id)
     assert rep.status == codec.ST_OK, rep
     _wait_member_state(cl, {1: "voter", 2: "voter", 3: "voter", n.id: "voter"})
-    assert cl.client(n.id).get(b"k40", stale=True).value == b"v40"
+    cl.wait_for(lambda: cl.client(n.id).get(b"k40", stale=True).value == b"v40", 10,
+                "the promoted node to hold the writes")
 
 
 def test_grow_to_five_then_shrink_to_three_removing_the_leader(cluster_factory, wire):
