@@ -6,7 +6,9 @@ client and tools; later it is also the only place that chooses uvloop. It offers
 ``wal-dump`` and ``wal-repair`` (the WAL inspector and the explicit repair), ``node`` (one
 server process, ``fastraft.server``) and ``cluster`` (a local cluster of child processes,
 ``fastraft.launcher``), and the client commands ``put``, ``get``, ``del``, ``cas``, ``scan``,
-``status`` and ``bench`` (``fastraft.client.cli_cmds``, where their exit codes are listed).
+``status``, ``member`` and ``bench`` (``fastraft.client.cli_cmds`` and ``cli_members``, where
+their exit codes are listed). ``node`` also starts a node added at runtime (``--raft``,
+``--client``, ``--join``; ``fastraft.server.joining``).
 
 Unix conventions kept here for every command: an error is one line ``fastraft CMD: message``
 on stderr (no traceback) and a usage error is argparse's (exit 2); when standard output is
