@@ -44,7 +44,11 @@ Rules (Raft paper §5, Ongaro's thesis; etcd-io/raft is the model for the shape)
    a candidate that counts it as a voter may need its vote (otherwise the cluster can be left
    without any electable majority). One change at a time: none while a conf-change entry is
    uncommitted or a joint configuration is not left. A leader outside the configuration it
-   committed steps down. Leadership is only transferred to an incoming voter.
+   committed steps down. A node removed by an entry it does not know committed still
+   campaigns (counting only the others' votes): with the removed leader's log ahead of
+   everyone's, the old majority may need it, and it alone can finish the change (a
+   two-voter cluster removing its leader would otherwise never elect again). Leadership is
+   only transferred to an incoming voter.
 
 Role functions are swapped, not tested in an if-ladder: ``_step`` and ``_tick`` point to the
 current role's handlers (etcd's stepLeader/stepCandidate/stepFollower).
@@ -226,8 +230,16 @@ class Raft:
 
     @property
     def promotable(self) -> bool:
-        """Whether this node votes in its configuration (only voters campaign)."""
-        return self.id in self.voters or self.id in self.outgoing
+        """Whether this node may campaign: it votes in its configuration, or a conf-change
+        entry not yet committed (as far as it knows) removed it from the committed one (rule
+        8: the outgoing majority may still need it, and its log may be the only one holding
+        that entry: it leads only to finish its removal)."""
+        if self.id in self.voters or self.id in self.outgoing:
+            return True
+        if self.conf_log and self.conf_log[-1][0] > self.log.committed:
+            cs = self.conf_state_at(self.log.committed)
+            return self.id in cs.voters or self.id in cs.outgoing
+        return False
 
     # -- configuration (thesis §4.3; confchange.py) -------------------------------------------
     #

@@ -360,6 +360,35 @@ def test_removed_leader_steps_down_after_commit(rh):
     c.check_safety()
 
 
+def test_a_removed_leader_whose_removal_is_not_committed_still_campaigns(rh):
+    """Found by the simulator (fastraft sim seed 105, 1 node grown to 2): {1, 2} removes its
+    leader 1. The joint entry commits, 1 appends the leave entry (configuration {2}) and loses
+    its lead before 2 gets it (check-quorum here; a crash does the same). 2, still joint,
+    needs 1's vote, which 1 refuses (its log is ahead); 1, outside its own configuration,
+    never campaigned: no leader ever again. Now 1 campaigns while it does not know its
+    removal committed, wins with 2's vote alone, commits the leave entry and steps down."""
+    c = rh.Cluster(ids=[1, 2], voters={1, 2})
+    c.elect(1)
+    c[1].raw.propose_conf_change(cc((REMOVE_NODE, 1)))
+    c.deliver()                                    # the joint entry reaches 2 ...
+    c.deliver()                                    # ... its ack commits it at 1
+    st = c[1].raw.status()
+    assert st.voters == (2,) and st.outgoing == () and st.conf_pending, "leave appended"
+    c.isolate(2)                                   # the leave entry never reaches 2
+    c.tick_until(lambda: c[1].role != rh.LEADER, max_ticks=50, ids=[1])
+    assert c[2].raw.status().outgoing == (1, 2)
+    c.heal()
+    c.tick_until(lambda: c[2].role == rh.LEADER and c[2].raw.status().outgoing == ()
+                 and not c[2].raw.status().conf_pending, max_ticks=300)
+    assert c[2].raw.status().voters == (2,)
+    idx, _ = c.propose(2, b"after")
+    c.stabilize()
+    assert c.committed(2) >= idx, "the cluster commits again"
+    c.tick(30)
+    assert c[1].role == rh.FOLLOWER, "1 knows its removal committed: it stays quiet"
+    c.check_safety()
+
+
 # -- rollback -----------------------------------------------------------------------------------
 
 
