@@ -25,6 +25,12 @@ it restarts the nodes a fault killed (kill, transfer) and looks for crashes. The
 - ``disk``: a write error (restart under RLIMIT_FSIZE a little past the newest WAL segment:
   it must exit 3, or still be running at the heal) or, with the WAL, a torn tail (SIGKILL,
   append what a crash in mid-write leaves, restart: it must start and cut it).
+- ``member`` (``membership.MemberFault``): add a learner, promote it, remove a voter (the
+  leader sometimes), replace a node; removed nodes must exit 0 by themselves.
+
+The nodes a fault picks from are the current members (``nemesis.procs.ids``); a partition
+picks among those behind a proxy (a node added at runtime is, once it has joined); a wipe
+among those that can restart with ``--rejoin`` (``NodeProcs.can_rejoin``).
 """
 
 from __future__ import annotations
@@ -69,12 +75,14 @@ class Partition(Fault):
     kind = "partition"
 
     async def start(self, nem: Nemesis) -> str:
-        ids, rng, proxies = nem.procs.ids, nem.rng, nem.proxies
+        ids, rng, proxies = nem.proxied_ids(), nem.rng, nem.proxies
         n = len(ids)
+        if n < 2:
+            return "partition: fewer than two nodes behind proxies; nothing done"
         mode = BLOCK if rng.random() < 0.7 else BLACKHOLE
         shape = rng.choice(["isolate", "split", "bridge", "one_way"] if n >= 3
                            else ["isolate", "one_way"])
-        t = await nem.target()
+        t = await nem.target(among=ids)
         if shape == "isolate":
             proxies.isolate(t, mode)
             return f"isolate {t} ({mode})"
@@ -150,7 +158,9 @@ class Wipe(Fault):
         self.rejoined: dict[int, int] = {}
 
     async def start(self, nem: Nemesis) -> str:
-        ids = nem.procs.ids
+        ids = [i for i in nem.procs.ids if nem.procs.can_rejoin(i)]
+        if not ids:
+            return "wipe: no node that can --rejoin; nothing done"
         lead = await nem.leader()
         cands = [i for i in ids if i != lead and i not in nem.procs.paused]
         t = nem.rng.choice(cands or ids)
@@ -331,6 +341,9 @@ def segment_damage(seg: Path | None) -> str | None:
 
 def make_faults() -> dict[str, Fault]:
     """A fresh fault of every kind for one run, kind -> fault, in the order their heals run
-    (links first, then paused nodes resumed, the disk fault's node, the wiped nodes)."""
+    (links first, then paused nodes resumed, the disk fault's node, the wiped nodes, the
+    removed nodes' exits)."""
+    from .membership import MemberFault
+
     return {cls.kind: cls() for cls in (Partition, Degrade, Pause, Disk, Wipe, Kill,
-                                        Transfer)}
+                                        Transfer, MemberFault)}

@@ -1,4 +1,5 @@
-"""The checks of the set (no lost insert) and session (exactly-once) workloads.
+"""The checks of the final state: the set (no lost insert) and session (exactly-once)
+workloads, the membership, and every member's own copy of the state.
 
 Place in the architecture: part of the verification framework (``fastraft.verify``), beside
 ``linearizability.py`` (which judges the register workload). Pure functions of the
@@ -12,6 +13,12 @@ described in ``workloads.py``; what is checked:
 - session (``check_session``): per counter, ``acked <= final <= acked + unknown``; per append
   key, an acknowledged token present exactly once, an unknown one at most once, a failed one
   absent, no token twice.
+- membership (``check_membership``): the member list the cluster committed at the end (ids,
+  roles, peer and client addresses) is what the nemesis believes it made (``membership.py``:
+  acknowledged changes made, refused ones not).
+- replicas (``check_replicas``): every member, voters and learners, once it has applied the
+  leader's commit index, holds the same keys and values (read from that node alone, stale
+  reads) as the linearizable reads of the same keys and prefixes.
 
 The final state could not be read: the verdict is unknown (``read`` False), never ok.
 """
@@ -22,6 +29,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 
 __all__ = ["SetResult", "SessionResult", "check_set", "check_session", "parse_tokens",
+           "MembershipResult", "check_membership", "ReplicaResult", "check_replicas",
            "APPEND_CAP", "FULL"]
 
 APPEND_CAP = 100      # tokens per append key generation
@@ -228,3 +236,152 @@ def _as_text(b) -> str:
     if isinstance(b, (bytes, bytearray)):
         return bytes(b).decode("utf-8", "replace")
     return str(b)
+
+
+def _verdict(ok: bool, read: bool) -> str:
+    """The words of ``linearizability``'s verdicts: ok, violation (read and wrong), unknown."""
+    return "ok" if ok else ("violation" if read else "unknown")
+
+
+@dataclass
+class MembershipResult:
+    """The verdict of ``check_membership``: ``expected`` (id -> (role, raft, client), the
+    nemesis's belief), ``found`` (the same from the committed member list; None: it could
+    not be read), and every ``problem`` in words."""
+
+    expected: dict
+    found: dict | None
+    problems: list = field(default_factory=list)
+
+    @property
+    def read(self) -> bool:
+        return self.found is not None
+
+    @property
+    def ok(self) -> bool:
+        return self.read and not self.problems
+
+    @property
+    def verdict(self) -> str:
+        return _verdict(self.ok, self.read)
+
+    def summary(self) -> str:
+        """The verdict in words."""
+        if not self.read:
+            return "membership: UNKNOWN (no committed member list could be read at the end)"
+        roles = ", ".join(f"{i} {r[0]}" for i, r in sorted(self.found.items()))
+        if self.ok:
+            return (f"membership: OK — the committed member list ({roles}) is the one the "
+                    f"nemesis made")
+        return (f"membership: VIOLATION — the committed member list ({roles}) is not the one "
+                f"the nemesis made: " + "; ".join(self.problems))
+
+    def to_json(self) -> dict:
+        """The ``members`` object of ``summary.json``."""
+        show = (lambda d: {str(i): list(r) for i, r in sorted(d.items())})
+        return {"expected": show(self.expected),
+                "found": show(self.found) if self.found is not None else None,
+                "problems": list(self.problems), "ok": self.ok}
+
+
+def check_membership(expected: dict, found: dict | None) -> MembershipResult:
+    """``expected`` and ``found``: id -> (role, raft, client)."""
+    res = MembershipResult(dict(expected), None if found is None else dict(found))
+    if found is None:
+        return res
+    for i in sorted(set(expected) | set(found)):
+        e, f = expected.get(i), found.get(i)
+        if f is None:
+            res.problems.append(f"node {i} is missing (expected a {e[0]})")
+        elif e is None:
+            res.problems.append(f"node {i} is a {f[0]}, but the nemesis never added it or "
+                                f"removed it")
+        elif tuple(e) != tuple(f):
+            res.problems.append(f"node {i} is {f[0]} at raft {f[1]}, client {f[2]}; "
+                                f"expected {e[0]} at raft {e[1]}, client {e[2]}")
+    return res
+
+
+@dataclass
+class ReplicaResult:
+    """The verdict of ``check_replicas``: per node, ``differences`` (what it holds that the
+    reference does not, in words) or why it could not be read (``unread``)."""
+
+    reference_read: bool
+    nodes: list = field(default_factory=list)               # the node ids checked
+    differences: dict = field(default_factory=dict)         # id -> [words]
+    unread: dict = field(default_factory=dict)              # id -> why
+    items: int = 0                                          # keys and prefixes compared
+
+    @property
+    def read(self) -> bool:
+        return self.reference_read and not self.unread
+
+    @property
+    def ok(self) -> bool:
+        return self.read and not self.differences
+
+    @property
+    def verdict(self) -> str:
+        if self.differences:
+            return "violation"
+        return _verdict(self.ok, self.read)
+
+    def summary(self) -> str:
+        """The verdict in words."""
+        if not self.reference_read:
+            return "replicas: UNKNOWN (the leader's state could not be read)"
+        same = [i for i in self.nodes if i not in self.differences and i not in self.unread]
+        head = (f"replicas: {self.verdict.upper()} — {len(same)} of {len(self.nodes)} members "
+                f"hold the leader's state ({self.items} keys and scan prefixes compared on "
+                f"each, once it applied the leader's commit index)")
+        for i, words in sorted(self.differences.items()):
+            head += f"; node {i} DIFFERS: " + "; ".join(words[:5])
+        for i, why in sorted(self.unread.items()):
+            head += f"; node {i} not read: {why}"
+        return head
+
+    def to_json(self) -> dict:
+        """The ``replica_states`` object of ``summary.json``."""
+        return {"nodes": list(self.nodes), "items": self.items,
+                "differences": {str(i): w for i, w in self.differences.items()},
+                "unread": {str(i): w for i, w in self.unread.items()},
+                "ok": self.ok}
+
+
+def check_replicas(reference: dict | None, nodes: dict) -> ReplicaResult:
+    """``reference``: what the linearizable reads found, item -> value (an item is
+    ``("get", key)`` or ``("scan", prefix)``; None: unreadable); ``nodes``: node id -> the
+    same read from that node alone, or a string saying why it could not be read."""
+    res = ReplicaResult(reference is not None, sorted(nodes),
+                        items=len(reference) if reference is not None else 0)
+    if reference is None:
+        return res
+    for i, got in sorted(nodes.items()):
+        if isinstance(got, str):
+            res.unread[i] = got
+            continue
+        words = []
+        for item in sorted(set(reference) | set(got), key=repr):
+            want, have = reference.get(item), got.get(item)
+            if want != have:
+                words.append(_difference(item, want, have))
+        if words:
+            res.differences[i] = words
+    return res
+
+
+def _difference(item: tuple, want, have) -> str:
+    what, key = item
+    if what == "scan":
+        want, have = set(want or ()), set(have or ())
+        extra = sorted(k for k, _ in have - want)
+        missing = sorted(k for k, _ in want - have)
+        return (f"scan {_as_text(key)}: {len(missing)} missing ("
+                + ", ".join(_as_text(k) for k in missing[:5]) + f"), {len(extra)} extra ("
+                + ", ".join(_as_text(k) for k in extra[:5]) + ")")
+    return f"{_as_text(key)} = {_show(have)}, the leader has {_show(want)}"
+
+
+def _show(v) -> str:
+    return "nothing" if v is None else repr(_as_text(v))

@@ -69,6 +69,7 @@ import os
 import random
 import signal
 import subprocess
+import sys
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -76,6 +77,7 @@ from pathlib import Path
 from ..config import Config, NodeSpec, Tuning, format_address, render_config
 from ..errors import FastraftError
 from ..processes import free_port, kill, node_argv, spawn
+from .membership import IDENTITY_FILE, end_checks
 from .faults import make_faults
 from .final_state import check_session, check_set
 from .history import HistoryWriter, read_history, to_operations
@@ -162,17 +164,33 @@ class RunResult:
     fault_outcomes: dict = field(default_factory=dict)
 
     fault_coverage: dict = field(default_factory=dict)   # see report.fault_coverage
+    membership: str = ""          # the committed member list against the nemesis's belief
+    replicas: str = ""            # every member's own state against the leader's
 
     def text(self) -> str:
         """The summary a human reads (``summary.txt``): every count with its meaning."""
         return summary_text(self)
 
 
+def _fastraft_node(*args: str) -> list[str]:
+    """``python -P -m fastraft node ARGS`` (``-P``: as ``processes.node_argv``)."""
+    return [sys.executable, "-P", "-m", "fastraft", "node", *args]
+
+
 class NodeProcs:
     """The node processes of a run: ``python -P -m fastraft node --id N --config F --data-dir
     D`` (``processes.node_argv``) with output in ``<base>/node<N>.log``, each in its own
     process group and SIGKILLed if the run dies; driven by signals only (SIGTERM, SIGKILL,
-    SIGSTOP, SIGCONT)."""
+    SIGSTOP, SIGCONT).
+
+    ``ids``: the nodes the run manages now (the members the nemesis believes in, learners
+    included). A node added at runtime (``add``) first starts as a user starts one,
+    ``fastraft node --id N --raft R --client C --join ... --config F --data-dir D``; once the
+    nemesis gave it its identity file (``set_identity``: ``node.toml`` with a private
+    ``raft_listen`` behind its proxy) it restarts with ``--id N --data-dir D`` alone (the
+    identity file written back first if a wipe deleted it). A node removed from the cluster
+    leaves ``ids`` (``retire``): it is never restarted by the heals, and its exit is
+    watched by the member fault."""
 
     def __init__(self, base: Path, config_path: str, data_dir: str, ids) -> None:
         self.base = base
@@ -181,6 +199,58 @@ class NodeProcs:
         self.ids = sorted(ids)
         self.procs: dict[int, subprocess.Popen | None] = {i: None for i in self.ids}
         self.paused: set[int] = set()
+        self.joined: dict[int, dict] = {}     # id -> raft, client, join, identity (text)
+        self.retired: dict[int, float] = {}   # id -> monotonic time of its removal
+
+    def add(self, i: int, raft: str, client: str, join) -> None:
+        """Node ``i``, added at runtime at ``raft`` / ``client``, joins through the members at
+        the client addresses ``join``; it is managed from now on (not started)."""
+        if i in self.procs:
+            raise ValueError(f"node {i} is known already")
+        self.procs[i] = None
+        self.ids = sorted([*self.ids, i])
+        self.joined[i] = {"raft": raft, "client": client, "join": list(join),
+                          "identity": None}
+
+    def set_identity(self, i: int, text: str) -> None:
+        """Joined node ``i`` restarts from its identity file ``text`` from now on."""
+        self.joined[i]["identity"] = text
+
+    def identity_path(self, i: int) -> Path:
+        """Where a joined node keeps its identity file (``<data dir>/<id>/node.toml``)."""
+        return Path(self.data_dir) / str(i) / IDENTITY_FILE
+
+    def can_rejoin(self, i: int) -> bool:
+        """Whether node ``i`` can restart with ``--rejoin`` after a wipe: a bootstrap member,
+        or a joined node with its identity file (``--join`` and ``--rejoin`` do not go
+        together)."""
+        j = self.joined.get(i)
+        return j is None or j["identity"] is not None
+
+    def retire(self, i: int) -> None:
+        """Node ``i`` was removed from the cluster: no longer managed (its process, if any,
+        stays watched: it must exit 0 by itself)."""
+        if i in self.ids:
+            self.ids = [x for x in self.ids if x != i]
+        self.retired.setdefault(i, time.monotonic())
+
+    def argv(self, i: int, rejoin: bool = False) -> list[str]:
+        """The command that starts node ``i`` now (see the class docstring)."""
+        extra = ["--rejoin"] if rejoin else []
+        j = self.joined.get(i)
+        if j is None:
+            return node_argv(i, self.config_path, self.data_dir, *extra)
+        if j["identity"] is None:
+            if rejoin:
+                raise ValueError(f"node {i} has not joined yet: it cannot --rejoin")
+            return _fastraft_node("--id", str(i), "--raft", j["raft"], "--client",
+                                  j["client"], "--join", ",".join(j["join"]), "--config",
+                                  self.config_path, "--data-dir", self.data_dir)
+        path = self.identity_path(i)
+        if not path.exists():                 # wiped: the operator puts its identity back
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(j["identity"])
+        return _fastraft_node("--id", str(i), "--data-dir", self.data_dir, *extra)
 
     def start(self, i: int, rejoin: bool = False, fsize_limit: int | None = None,
               log_name: str | None = None) -> None:
@@ -190,10 +260,10 @@ class NodeProcs:
         p = self.procs[i]
         if p is not None and p.poll() is None:
             return
-        argv = node_argv(i, self.config_path, self.data_dir, *(["--rejoin"] if rejoin else []))
+        argv = self.argv(i, rejoin)
+        how = " ".join(argv[argv.index("node") + 1:])
         with open(self.base / (log_name or f"node{i}.log"), "ab") as log:
-            log.write(f"=== verify: starting node {i} at {time.time():.3f}"
-                      f"{' --rejoin' if rejoin else ''}"
+            log.write(f"=== verify: starting node {i} at {time.time():.3f}: {how}"
                       f"{f' under RLIMIT_FSIZE={fsize_limit}' if fsize_limit else ''}\n"
                       .encode())
             log.flush()
@@ -239,8 +309,8 @@ class NodeProcs:
         self.paused.discard(i)
 
     def close(self) -> None:
-        """SIGKILL every node (the end of the run)."""
-        for i in self.ids:
+        """SIGKILL every node, removed ones included (the end of the run)."""
+        for i in list(self.procs):
             try:
                 self.kill(i)
             except Exception:  # pragma: no cover - keep killing the others
@@ -279,7 +349,8 @@ class Nemesis:
     def __init__(self, kinds, procs: NodeProcs, proxies: Proxies, status_client,
                  history: HistoryWriter, rng: random.Random, quiet=(1.0, 3.0),
                  fault=(1.0, 4.0), election_timeout: float = 0.3, node_dir=None,
-                 storage: str = "wal", log_path=None, duration: float = 60.0) -> None:
+                 storage: str = "wal", log_path=None, duration: float = 60.0,
+                 addresses: dict | None = None) -> None:
         self.kinds = list(kinds)
         self.plan = plan_faults(self.kinds, duration, quiet, fault, election_timeout,
                                 seed=rng.random())
@@ -303,6 +374,9 @@ class Nemesis:
         self.killed: set[int] = set()       # nodes a fault killed: restarted at the heal
         self.left_down: set[int] = set()    # nodes that kept failing: no longer restarted
         self._crashes: dict[int, int] = {}
+        #: node id -> ("host:port" peer address as advertised, client address), every node
+        #: the run started (the member fault adds the nodes it adds)
+        self.addresses: dict[int, tuple] = dict(addresses or {})
 
     # -- what the faults act through --------------------------------------------------------
 
@@ -344,6 +418,35 @@ class Nemesis:
         """The end of node ``i``'s log from ``offset`` on, on one line (for an anomaly)."""
         return self.log_since(i, offset).strip().replace("\n", " | ")[-_EXCERPT:]
 
+    def client_endpoints(self) -> list[str]:
+        """The client addresses of the nodes the run manages now (the current members)."""
+        return [self.addresses[i][1] for i in self.procs.ids if i in self.addresses]
+
+    def proxied_ids(self) -> list[int]:
+        """The managed nodes behind a fault proxy (a node added at runtime is once it has
+        joined: ``membership``)."""
+        return [i for i in self.procs.ids if i in self.proxies.proxies]
+
+    async def retarget(self) -> None:
+        """Point ``status_client`` (the leader look-ups) at the current members."""
+        from ..client import AsyncClient
+
+        eps = self.client_endpoints()
+        old = self.status_client
+        if old is None or not eps or list(old.endpoints) == eps:
+            return
+        self.status_client = AsyncClient(eps, timeout=0.5, deadline=1.0, learn_members=False)
+        await old.close()
+
+    async def aclose(self) -> None:
+        """Close the clients of the nemesis and of its faults."""
+        for fault in self.faults.values():
+            closer = getattr(fault, "aclose", None)
+            if closer is not None:
+                await closer()
+        if self.status_client is not None:
+            await self.status_client.close()
+
     def kill(self, i: int) -> None:
         """SIGKILL node ``i``; it is restarted at the heal."""
         self.procs.kill(i)
@@ -366,16 +469,18 @@ class Nemesis:
         except (asyncio.TimeoutError, FastraftError, OSError):
             return None
 
-    async def target(self, prefer_leader: bool = True) -> int:
-        """A running, unpaused node to hit: the leader half of the time (when one is known
-        and ``prefer_leader``), else one drawn at random."""
-        ids = [i for i in self.procs.ids if self.procs.running(i) and i not in self.procs.paused
+    async def target(self, prefer_leader: bool = True, among=None) -> int:
+        """A running, unpaused node to hit (of ``among``, default every managed node): the
+        leader half of the time (when one is known and ``prefer_leader``), else one drawn at
+        random."""
+        among = list(self.procs.ids if among is None else among)
+        ids = [i for i in among if self.procs.running(i) and i not in self.procs.paused
                and i not in self.left_down]
         if prefer_leader and self.rng.random() < 0.5:
             lead = await self.leader()
             if lead is not None and lead in ids:
                 return lead
-        return self.rng.choice(ids or self.procs.ids)
+        return self.rng.choice(ids or among)
 
     # -- the schedule -----------------------------------------------------------------------
 
@@ -409,7 +514,7 @@ class Nemesis:
         self.proxies.heal()
         for fault in self.faults.values():
             fault.heal(self)
-        for i in sorted(self.killed - self.left_down):
+        for i in sorted((self.killed & set(self.procs.ids)) - self.left_down):
             self.procs.start(i)
         self.killed.clear()
         self.check_crashes()
@@ -492,9 +597,11 @@ async def run(opts: RunOptions, progress=None) -> RunResult:
     await proxies.astart()
     procs = None
     status_client = None
+    nemesis = None
     history = None
     notes: list = []
     final_state = (None, None)
+    ends = (None, None)
     try:
         cfg, cfg_path = _write_config(out, opts, {i: proxies.address(i) for i in ids},
                                       private, clients)
@@ -502,7 +609,7 @@ async def run(opts: RunOptions, progress=None) -> RunResult:
         for i in ids:
             procs.start(i)
         endpoints = [format_address(clients[i]) for i in ids]
-        status_client = AsyncClient(endpoints, timeout=0.5, deadline=1.0)
+        status_client = AsyncClient(endpoints, timeout=0.5, deadline=1.0, learn_members=False)
         await _wait_leader(procs, status_client, opts.start_timeout, "starting", out)
         say(f"cluster of {opts.nodes} up; running {','.join(opts.workloads)} for "
             f"{opts.duration:g} s (seed {opts.seed}, nemesis {','.join(opts.nemesis) or 'none'})")
@@ -513,30 +620,39 @@ async def run(opts: RunOptions, progress=None) -> RunResult:
                                                            for _ in range(4))
         nemesis = Nemesis(opts.nemesis, procs, proxies, status_client, history, nemesis_rng,
                           opts.quiet, opts.fault, cfg.tuning.election_timeout_ms / 1000,
-                          node_dir=cfg.node_dir, storage=opts.storage,
-                          log_path=out / "nemesis.jsonl", duration=opts.duration)
+                          node_dir=lambda i: os.path.join(cfg.data_dir, str(i)),
+                          storage=opts.storage, log_path=out / "nemesis.jsonl",
+                          duration=opts.duration,
+                          addresses={i: (format_address(proxies.address(i)),
+                                         format_address(clients[i])) for i in ids})
+        status_client = None                # the nemesis's now (it may replace it)
         _announce(nemesis.plan, say)
         workloads = _workloads(opts, endpoints, history,
                                {"register": register_rng, "set": set_rng,
                                 "session": session_rng})
         await _load_under_faults(opts, workloads, nemesis, history, say)
+        await nemesis.faults["member"].settle(nemesis)
         if "set" in workloads or "session" in workloads:
-            final_state = await _final_state(procs, nemesis, status_client, endpoints, out,
-                                             hist_path, notes, say)
+            final_state = await _final_state(procs, nemesis, out, hist_path, notes, say)
+        say("end checks: membership, every member's state")
+        keys = workloads["register"].keys if "register" in workloads else []
+        ends = await end_checks(nemesis, to_operations(read_history(hist_path)).other, keys)
         history.close()
         nemesis_path = out / "nemesis.jsonl"
         nemesis_path.write_text("".join(json.dumps(e) + "\n" for e in nemesis.log))
     finally:
         if status_client is not None:
             await status_client.close()
+        if nemesis is not None:
+            await nemesis.aclose()
         if history is not None:
             history.close()
         if procs is not None:
             procs.close()
         await proxies.aclose()
 
-    return _judge(opts, out, workloads, final_state, nemesis, notes, hist_path, nemesis_path,
-                  proxies, say)
+    return _judge(opts, out, workloads, final_state, ends, nemesis, notes, hist_path,
+                  nemesis_path, proxies, say)
 
 
 def _workloads(opts: RunOptions, endpoints: list, history: HistoryWriter, rngs: dict) -> dict:
@@ -595,24 +711,25 @@ async def _at_most(awaitable, seconds: float) -> None:
         pass
 
 
-async def _final_state(procs: NodeProcs, nemesis: Nemesis, status_client, endpoints: list,
-                       out: Path, hist_path: Path, notes: list, say) -> tuple:
-    """kill -9 of every node, a restart, and the final state read linearizably:
-    ``workloads.read_final_state``'s pair. A node that does not come back is an anomaly."""
+async def _final_state(procs: NodeProcs, nemesis: Nemesis, out: Path, hist_path: Path,
+                       notes: list, say) -> tuple:
+    """kill -9 of every node (every current member), a restart, and the final state read
+    linearizably: ``workloads.read_final_state``'s pair. A node that does not come back is an
+    anomaly."""
     from ..client import AsyncClient
 
     say("kill -9 of every node, restart, final reads")
-    ids = procs.ids
+    ids = list(procs.ids)
     for i in ids:
         procs.kill(i)
-    nemesis.record("start", "final", "kill -9 every node; restart")
+    nemesis.record("start", "final", f"kill -9 every node {ids}; restart")
     offsets = {i: nemesis.log_size(i) for i in ids}
     for i in ids:
         if i not in nemesis.left_down:
             procs.start(i)
     try:
-        await _wait_leader(procs, status_client, 60.0, "restarting after the final kill", out,
-                           strict=False)
+        await _wait_leader(procs, nemesis.status_client, 60.0,
+                           "restarting after the final kill", out, strict=False)
     except RuntimeError as exc:
         notes.append(str(exc))
     for i in ids:
@@ -621,7 +738,7 @@ async def _final_state(procs: NodeProcs, nemesis: Nemesis, status_client, endpoi
             nemesis.anomaly(f"node {i} exited with code {rc} after the final restart: "
                             + nemesis.log_excerpt(i, offsets[i]))
     pairs = to_operations(read_history(hist_path)).other
-    reader = AsyncClient(endpoints, timeout=2.0, deadline=10.0)
+    reader = AsyncClient(nemesis.client_endpoints(), timeout=2.0, deadline=10.0)
     try:
         final_state = await read_final_state(reader, pairs)
     finally:
@@ -630,8 +747,8 @@ async def _final_state(procs: NodeProcs, nemesis: Nemesis, status_client, endpoi
     return final_state
 
 
-def _judge(opts: RunOptions, out: Path, workloads: dict, final_state, nemesis: Nemesis,
-           notes: list, hist_path: Path, nemesis_path: Path, proxies: Proxies,
+def _judge(opts: RunOptions, out: Path, workloads: dict, final_state, ends: tuple,
+           nemesis: Nemesis, notes: list, hist_path: Path, nemesis_path: Path, proxies: Proxies,
            say) -> RunResult:
     """The end of a run: check the history and the final state, write summary.json and
     summary.txt (and latency.png)."""
@@ -663,6 +780,9 @@ def _judge(opts: RunOptions, out: Path, workloads: dict, final_state, nemesis: N
                                             for k in ("incr", "append")
                                             for w in ("acked", "unknown", "failed")),
                              **_reason_counts(workloads["session"])}
+    membership, replicas = ends
+    verdicts["membership"] = membership.verdict if membership is not None else UNKNOWN
+    verdicts["replicas"] = replicas.verdict if replicas is not None else UNKNOWN
     verdicts["node_anomalies"] = OK if not nemesis.anomalies else VIOLATION
     vs = set(verdicts.values())
     verdict = VIOLATION if VIOLATION in vs else UNKNOWN if UNKNOWN in vs else OK
@@ -680,8 +800,13 @@ def _judge(opts: RunOptions, out: Path, workloads: dict, final_state, nemesis: N
                        sess_res.summary() if sess_res else "",
                        list(nemesis.anomalies), notes, dict(nemesis.stats),
                        fault_coverage(nemesis.plan, nemesis.counts, nemesis.cut_short,
-                                      nemesis.stats))
+                                      nemesis.stats),
+                       membership.summary() if membership is not None
+                       else "membership: not checked",
+                       replicas.summary() if replicas is not None else "replicas: not checked")
     summary = asdict(result)
+    summary["members"] = membership.to_json() if membership is not None else None
+    summary["replica_states"] = replicas.to_json() if replicas is not None else None
     summary["set"] = set_res.to_json() if set_res else None
     summary["session"] = sess_res.to_json() if sess_res else None
     summary["options"] = {k: (list(v) if isinstance(v, tuple) else v)

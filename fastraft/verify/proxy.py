@@ -624,6 +624,7 @@ class Proxies(_OnLoopThread):
 
     def __init__(self, nodes: dict, seed: int = 0, max_frame: int = DEFAULT_MAX_FRAME_SIZE) -> None:
         self.network = ProxyNetwork(seed)
+        self.max_frame = max_frame
         self.proxies = {i: FaultProxy(listen, target, self.network, node_id=i,
                                       max_frame=max_frame)
                         for i, (listen, target) in sorted(nodes.items())}
@@ -654,6 +655,20 @@ class Proxies(_OnLoopThread):
         """Close every proxy (on its loop)."""
         for p in self.proxies.values():
             await p.aclose()
+
+    async def add(self, i: int, listen_addr, target_addr) -> tuple[str, int]:
+        """Put a proxy in front of a node added to the running cluster (on the proxies' loop,
+        after ``astart``): it listens on ``listen_addr`` (the node's advertised peer address)
+        and forwards to ``target_addr`` (its private one), over the same network of links
+        (the new node's links start clean). Returns where it listens."""
+        if i in self.proxies:
+            raise ValueError(f"node {i} has a proxy already")
+        p = FaultProxy(listen_addr, target_addr, self.network, node_id=i,
+                       max_frame=self.max_frame)
+        await p.astart()
+        self.proxies[i] = p
+        self._log(f"proxy added for node {i}: {p.address} -> {p.target_addr}")
+        return p.address
 
     def _thread_name(self) -> str:
         return "fault-proxies"

@@ -25,6 +25,24 @@ OUTCOMES = {
     "disk_error_not_reached": ("disk", "write error: the node had not reached its size "
                                        "limit by the heal (still running)"),
     "torn_tail_recovered": ("disk", "torn WAL tail: the node restarted and cut it"),
+    "member_learner_added": ("member", "learners added (new ids, started with --join)"),
+    "member_promoted": ("member", "learners promoted to voters"),
+    "member_removed": ("member", "members removed"),
+    "member_removed_leader": ("member", "removals of the leader"),
+    "member_removed_down": ("member", "removals of a voter that was down (a dead machine)"),
+    "member_removed_exit_0": ("member", "removed nodes that exited 0 by themselves"),
+    "member_removed_restarted": ("member", "removed nodes restarted while removed (each "
+                                           "must learn it and exit 0)"),
+    "member_promote_refused": ("member", "promotions refused as Busy (the learner not caught "
+                                         "up yet; retried)"),
+    "member_refused_busy": ("member", "other changes refused as Busy or NotLeader (retried)"),
+    "member_refused_invalid": ("member", "changes refused as InvalidRequest (the nemesis "
+                                         "believed them valid)"),
+    "member_outcome_unknown": ("member", "changes whose outcome the client could not settle"),
+    "member_outcome_resolved": ("member", "unknown outcomes resolved from a committed member "
+                                          "list"),
+    "member_catch_up_slow": ("member", "new nodes not caught up within 20 s (retried at the "
+                                       "next member fault)"),
 }
 
 # the value a workload records with a fail / info completion -> words
@@ -152,8 +170,8 @@ def summary_text(r) -> str:
     lines = [f"verdict: {r.verdict.upper()}   (seed {r.seed})", f"checks: {verdicts}"]
     lines += operations_lines(r.operations)
     lines += faults_lines(r.faults, r.fault_coverage)
-    lines += [x for x in (r.linearizability, r.stale_reads, r.set_result, r.session_result)
-              if x]
+    lines += [x for x in (r.linearizability, r.stale_reads, r.set_result, r.session_result,
+                          r.membership, r.replicas) if x]
     lines.append(f"node anomalies (a node exiting or misbehaving against its contract): "
                  f"{len(r.anomalies)}")
     lines += [f"  {a}" for a in r.anomalies[:20]]

@@ -8,7 +8,8 @@ How a plan is made (``plan_faults``): a step is a quiet (healthy) period, then o
 the heal. Its quiet time is drawn from ``--quiet``, its fault time from ``--fault`` with the
 kind's floor (``pause`` lasts at least two election timeouts; ``wipe`` and ``disk`` at least
 3 s: time to catch up / to hit the write limit), plus a small allowance for setting the fault
-up (``SETUP``: a ``transfer`` waits for the leader to hand over and exit).
+up (``SETUP``: a ``transfer`` waits for the leader to hand over and exit; a ``member`` change
+starts a node and waits for it to catch up).
 
 - The first round runs every kind once, in a seeded shuffled order. If even the shortest
   times (the low ends of the ranges) of every kind do not fit in ``--duration``, the kinds
@@ -30,8 +31,11 @@ from dataclasses import dataclass, field
 __all__ = ["FAULT_KINDS", "SETUP", "Step", "FaultPlan", "plan_faults", "fault_range",
            "min_step"]
 
-FAULT_KINDS = ("partition", "kill", "pause", "degrade", "wipe", "transfer", "disk")
-SETUP = {"transfer": 0.5}          # seconds allowed for setting a fault up (default 0.1)
+FAULT_KINDS = ("partition", "kill", "pause", "degrade", "wipe", "transfer", "disk", "member")
+# seconds allowed for setting a fault up (default 0.1): a transfer waits for the leader to
+# hand over and exit; a member change starts a node, waits for it to catch up, restarts it
+# behind its proxy and promotes it
+SETUP = {"transfer": 0.5, "member": 4.0}
 _SETUP_DEFAULT = 0.1
 _SLOW_FLOOR = 3.0                  # wipe, disk: time to catch up / to hit the write limit
 

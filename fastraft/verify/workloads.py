@@ -53,7 +53,7 @@ from ..errors import FastraftError, NotApplied
 from .final_state import APPEND_CAP, FULL, parse_tokens
 
 __all__ = ["Workload", "RegisterWorkload", "SetWorkload", "SessionWorkload",
-           "read_final_state", "set_key", "set_prefix", "CHUNK"]
+           "read_final_state", "read_items", "state_items", "set_key", "set_prefix", "CHUNK"]
 
 CHUNK = 1000          # set keys per scan prefix
 
@@ -331,3 +331,37 @@ async def read_final_state(client, pairs, attempts: int = 30):
         except RuntimeError:
             finals = None
     return present, finals
+
+
+def state_items(pairs, register_keys=()) -> list:
+    """What one node's copy of the state is compared on at the end (``final_state.
+    check_replicas``): ``("scan", prefix)`` of every set chunk, ``("get", key)`` of every
+    session key and of ``register_keys``."""
+    prefixes = sorted({set_prefix(inv.key) for inv, _ in pairs if inv.f == "insert"})
+    keys = sorted(set(SessionWorkload.keys_used(pairs)) | {bytes(k) for k in register_keys})
+    return [("scan", p) for p in prefixes] + [("get", k) for k in keys]
+
+
+async def read_items(client, items, stale: bool = False, attempts: int = 10) -> dict:
+    """``items`` (``state_items``) read through ``client``: item -> the value (a get) or the
+    sorted ``(key, value)`` pairs (a scan); ``stale``: served by the node the client talks
+    to, from what it has applied. RuntimeError when a read keeps failing."""
+    out: dict = {}
+    for item in items:
+        what, arg = item
+        last = None
+        for _ in range(attempts):
+            try:
+                if what == "scan":
+                    rows = await client.scan(arg, 0, stale=stale)
+                    out[item] = tuple(sorted((bytes(k), bytes(v)) for k, v in rows))
+                else:
+                    v = await client.get(arg, stale=stale)
+                    out[item] = None if v is None else bytes(v)
+                break
+            except _AMBIGUOUS as exc:
+                last = exc
+                await asyncio.sleep(0.2)
+        else:
+            raise RuntimeError(f"{what} {arg!r} failed: {last!r}")
+    return out

@@ -47,7 +47,7 @@ def test_skipped_kinds_named_with_the_reason_and_every_kind_in_the_outcomes():
         if kind in skipped:
             assert line.startswith(f"  {kind}: skipped: not enough time: one {kind} fault "
                                    "needs at least"), line
-            assert "--duration 20 or more runs every kind" in line
+            assert "--duration 26 or more runs every kind" in line
         else:
             assert line.startswith(f"  {kind}: ran 1"), line
     last = r.fault_coverage["planned"][-1]
@@ -60,7 +60,7 @@ def test_skipped_kinds_named_with_the_reason_and_every_kind_in_the_outcomes():
 
 def test_every_count_has_words():
     text = _result(30.0).text()
-    assert "faults injected: 7 of the 7 kinds asked for ran" in text and "skipped" not in text
+    assert "faults injected: 8 of the 8 kinds asked for ran" in text and "skipped" not in text
     assert ("failed: certainly not applied (NotLeader, Busy, InvalidRequest, ...)" in text)
     assert "unknown outcome: may or may not have been applied (Timeout, ConnectionLost" in text
     assert ("register: 120 reads, stale reads, writes and cas: 100 ok, 12 failed (NotLeader "
