@@ -6,7 +6,8 @@ disturbs real node processes the way Jepsen does and never imports the server. M
 - ``linearizability``: the linearizability checker (Wing & Gong / Porcupine search per key,
   with a time budget) and the stale-read checker. Pure computation.
 - ``final_state``: the checks of the set (no acknowledged insert lost) and session
-  (exactly-once increments and appends) workloads against the state read after the run.
+  (exactly-once increments and appends) workloads against the state read after the run, of
+  the membership against the nemesis's, and of every member's state against the leader's.
   Pure computation.
 - ``history``: the JSON-lines history (one line per invoke and per completion), thread- and
   asyncio-safe recording, and conversion into checker operations.
@@ -18,7 +19,10 @@ disturbs real node processes the way Jepsen does and never imports the server. M
 - ``schedule``: the fault schedule, planned before a run (every kind once per round in a
   seeded order; the kinds that do not fit in the duration skipped with the reason). Pure.
 - ``faults``: one object per fault kind (partition, kill, pause, degrade, wipe, transfer,
-  disk) with ``start`` and ``heal``.
+  disk, member) with ``start`` and ``heal``.
+- ``membership``: the ``member`` fault (add a learner, promote, remove, replace through the
+  client's member API) and the end checks it brings (the committed membership, every
+  member's state). Not imported here (it needs the client).
 - ``report``: the words of a run's summary (each count with its meaning, the faults that ran
   and were skipped, their outcomes). Pure.
 - ``nemesis``: a whole verification run — node processes (``fastraft.processes``) behind the
@@ -46,7 +50,16 @@ from .linearizability import (
 from .history import Event, HistoryWriter, Operations, read_history, to_operations
 from .proxy import FaultProxy, LinkState, LoopThread, ProxyNetwork, Proxies
 from .schedule import FAULT_KINDS, FaultPlan, plan_faults
-from .final_state import SessionResult, SetResult, check_session, check_set
+from .final_state import (
+    MembershipResult,
+    ReplicaResult,
+    SessionResult,
+    SetResult,
+    check_membership,
+    check_replicas,
+    check_session,
+    check_set,
+)
 
 __all__ = [
     "OK", "UNKNOWN", "VIOLATION",
@@ -56,4 +69,5 @@ __all__ = [
     "FaultProxy", "LinkState", "LoopThread", "ProxyNetwork", "Proxies",
     "FAULT_KINDS", "FaultPlan", "plan_faults",
     "SessionResult", "SetResult", "check_session", "check_set",
+    "MembershipResult", "ReplicaResult", "check_membership", "check_replicas",
 ]

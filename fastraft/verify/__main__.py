@@ -3,7 +3,8 @@
 Place in the architecture: the entry point of the verification framework; it parses options
 and hands them to ``nemesis.run`` (see there for what a run does and writes). Exit status: 0
 when every check passed (linearizable history, stale reads keep their promise, no lost
-insert, no duplicated or lost session operation, no node behaving against its contract), 1 on
+insert, no duplicated or lost session operation, the membership the nemesis made, every
+member holding the leader's state, no node behaving against its contract), 1 on
 a violation, 3 when a check could not conclude (checker budget, final state unreadable), 2
 for a usage error or a cluster that would not start.
 

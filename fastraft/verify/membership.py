@@ -170,8 +170,12 @@ class MemberFault(Fault):
     log size when it was removed or restarted (its exit is checked)."""
 
     kind = "member"
+    #: actions to run first, in this order, instead of drawing them (for tests): each fault
+    #: takes the first of them the voter bounds allow now
+    SCRIPT: tuple = ()
 
     def __init__(self) -> None:
+        self.script = list(self.SCRIPT)
         self.book: Book | None = None
         self.queue: list[tuple] = []
         self.unresolved: tuple | None = None
@@ -289,7 +293,12 @@ class MemberFault(Fault):
             choices.append(("drop_learner", 1))
             if v < self.hi:
                 choices.append(("promote_learner", 2))
-        action = rng.choices([c for c, _ in choices], weights=[w for _, w in choices])[0]
+        allowed = [c for c, _ in choices]
+        action = next((a for a in self.script if a in allowed), None)
+        if action is not None:
+            self.script.remove(action)
+        else:
+            action = rng.choices(allowed, weights=[w for _, w in choices])[0]
         if action in ("grow", "learner"):
             ops = self._new_node(rng, promote=action == "grow")
         elif action in ("drop_learner", "promote_learner"):

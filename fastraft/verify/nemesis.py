@@ -22,10 +22,15 @@ One asyncio loop runs everything: the proxies, the workers, the nemesis. A run::
         nemesis: quiet for a while, then one fault for a while, then heal, again and again
     heal everything (resume, restart, reconnect), keep the workload going for --recover
     seconds (the cluster must serve again), stop
-    set / session: kill -9 EVERY node, restart them all, read the final state linearizably
-    check: linearizability (register), lost inserts (set), exactly-once (session), node
-        anomalies (a node exiting on its own, against its contract); write summary.json,
-        summary.txt and latency.png (plot.py, with matplotlib)
+    set / session: kill -9 EVERY node (every current member), restart them all, read the
+        final state linearizably
+    end checks (membership.py): the committed member list is the one the nemesis made;
+        every member, voters and learners, holds the leader's state once it has applied
+        the leader's commit index (stale reads served by that node alone)
+    check: linearizability (register), lost inserts (set), exactly-once (session), the
+        membership and the replicas, node anomalies (a node exiting on its own, against its
+        contract); write summary.json, summary.txt and latency.png (plot.py, with
+        matplotlib)
 
 Faults (``--nemesis`` picks the kinds, ``faults.py`` has one object per kind; the schedule
 is planned before the run by ``schedule.plan_faults``: every kind once per round in a seeded
@@ -49,16 +54,27 @@ from the seeded RNG, the leader as often as not):
   mid-write leaves: a prefix of a record, a few random bytes, or zeros; restart: it must start
   and cut them) or a write error (restart under RLIMIT_FSIZE a little past the newest
   segment: it must exit 3, or still be running; restarted normally at the heal).
+- ``member`` (``membership.py``): membership changes through the client's member API: add a
+  learner (a new id on new ports, started with ``fastraft node ... --join``, caught up,
+  then restarted behind a fault proxy of its own), promote it, remove a voter (the leader
+  sometimes), replace a node (a dead one sometimes); 3 to 5 voters. The other kinds then
+  act on the current members; a removed node must exit 0 by itself (not a crash) and is
+  never restarted by the heals.
 
 A node exiting when no fault asked it to (or with the wrong code) is a node anomaly: recorded
 with the tail of its log and restarted (left down after its third failure).
+
+The workers' clients follow the membership by themselves (``AsyncClient`` learns the member
+list); the nemesis points its own status client at the current members after every member
+fault.
 
 Output directory: ``cluster.toml``, ``node<i>.log``, ``data/``, ``history.jsonl`` (see
 history.py), ``nemesis.jsonl`` (one line per fault start and heal, on the history's clock,
 and a "skip" line per kind left out of the plan), ``summary.json`` and ``summary.txt`` (the
 verdict and each check's, the counts per workload with the reasons of the failed and unknown
 ones, the faults per kind, which kinds ran and which were skipped and why, each kind's
-outcome, the anomalies, the checker's report; see report.py), ``latency.png``.
+outcome, the membership and replica checks (``members``, ``replica_states``), the
+anomalies, the checker's report; see report.py), ``latency.png``.
 """
 
 from __future__ import annotations

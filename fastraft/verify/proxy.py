@@ -38,6 +38,9 @@ that is connection set-up, not a message. A first frame that is not a valid hell
 peer link at all: the connection is piped through untouched (hostile-input tests can go
 through the proxy).
 
+A node added to the cluster at runtime gets its proxy then (``Proxies.add``), on the same
+network of links.
+
 Partitions are sets of link states (``Proxies``): ``isolate(n)``, ``partition([[1, 2], [3]])``
 (majority/minority splits), ``bridge([1, 2], [4, 5], via=3)`` (3 sees both halves),
 ``one_way(a, b)`` (a's messages to b are lost, b's to a arrive), ``heal()``.

@@ -1,8 +1,9 @@
 """Short verification runs (fastraft.verify.nemesis through ``python -m fastraft.verify``'s
 ``main``): real nodes behind the fault proxies; between the two scenarios every workload
 (register, set, session) and every fault kind (partition, kill, pause, degrade, wipe,
-transfer, disk) runs at least once, seeded (the kinds are dealt as a deck, so each scenario
-injects each of its kinds that fits in its duration), and every check passes; the summary
+transfer, disk; member in test_membership.py) runs at least once, seeded (the kinds are
+dealt as a deck, so each scenario injects each of its kinds that fits in its duration), and
+every check passes (the membership and every member's state included); the summary
 (stdout, summary.txt, summary.json) says which kinds ran, which were skipped and why. Plus
 the options' validation. The long run is on demand: ``python -m fastraft.verify --duration
 600 --nodes 5``.

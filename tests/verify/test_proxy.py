@@ -24,6 +24,7 @@ import pytest
 
 from fastraft import codec
 from fastraft.core import FrameDecoder, encode_frame
+from fastraft.processes import free_port
 from fastraft.verify.proxy import (
     BLACKHOLE,
     BLOCK,
@@ -328,6 +329,21 @@ def test_partitions_over_several_proxies():
             d.close()
             px.link(1, 2).heal()
             assert matrix() == everything
+            # a node added at runtime gets a proxy on its advertised address, on the same
+            # network of links: partitions reach it
+            servers[4] = FrameServer(node_id=4)
+            port = free_port()
+            addr = asyncio.run_coroutine_threadsafe(
+                px.add(4, ("127.0.0.1", port), servers[4].addr), px.loop).result(10)
+            assert tuple(addr) == ("127.0.0.1", port) and px.ids == [1, 2, 3, 4]
+            everything = {(a, b) for a in px.ids for b in px.ids if a != b}
+            assert matrix() == everything
+            px.isolate(4)
+            assert matrix() == everything - {(a, b) for a, b in everything if 4 in (a, b)}
+            px.heal()
+            with pytest.raises(ValueError):
+                asyncio.run_coroutine_threadsafe(
+                    px.add(4, ("127.0.0.1", 0), servers[4].addr), px.loop).result(10)
             assert [w for _, w in px.changes][:2] == ["isolate 3 (block)", "heal"]
             assert px.stats()[(1, 2)]["refused"] >= 1
             with pytest.raises(ValueError):
