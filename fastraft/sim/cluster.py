@@ -6,6 +6,13 @@ Place in the architecture: part of the deterministic simulator (``fastraft.sim``
 the role ``fastraft/server`` plays in production, with the network and the disk simulated.
 No IO, no clocks, every random choice from a seeded ``random.Random``.
 
+Bootstrap (as the runtime does it, etcd-style): every node of the initial cluster starts with
+an empty static configuration (``RaftConfig(voters=())``) and its store already holding, durably,
+entry 1 of term 1, a conf change adding every initial node as a voter (``bootstrap_entry``),
+with ``HardState(term=1, commit=1)``. The configuration comes from the log from index 1 on, so a
+node added later (an empty store, ``voters=()``) learns it from the entries or the snapshot it
+receives like any other.
+
 Durability model: a Ready's snapshot mark, entries and hard state are first *written* to a
 ``storage.MemoryStore`` (pending) and then *synced*. A crash keeps a random prefix of the
 pending writes (a torn tail, ``MemoryStore.crash``) and nothing after it, so only what was
@@ -20,8 +27,14 @@ from __future__ import annotations
 import random
 from zlib import crc32
 
-from ..errors import Busy, CompactedError, NotLeader
+from ..errors import Busy, CompactedError, NotLeader, UnavailableError
 from ..raft import (
+    ADD_VOTER,
+    LEADER,
+    NO_NODE,
+    Change,
+    ConfChange,
+    EntryBatch,
     HardState,
     MsgType,
     RaftConfig,
@@ -29,21 +42,34 @@ from ..raft import (
     RawNode,
     Snapshot,
     SnapshotMeta,
+    encode_conf_change,
     initial_snapshot,
 )
 from ..storage.memory import MemoryStore
 
-__all__ = ["SimStorage", "SimStateMachine", "SimNode", "Workload"]
+__all__ = ["SimStorage", "SimStateMachine", "SimNode", "Workload", "bootstrap_entry"]
+
+
+def bootstrap_entry(ids) -> bytes:
+    """The payload of entry 1 of a new cluster: one conf change adding every initial node as
+    a voter (what every bootstrap member writes before it starts)."""
+    return encode_conf_change(ConfChange(tuple(Change(ADD_VOTER, n) for n in ids)))
 
 
 class SimStorage:
     """A node's disk: its log store (a ``MemoryStore``: what survives a crash is what was
-    synced plus a torn prefix of the rest) and its snapshot files, by ``(index, term)``."""
+    synced plus a torn prefix of the rest) and its snapshot files, by ``(index, term)``.
+    ``bootstrap``: the initial cluster's ids, whose conf change it starts with (entry 1,
+    durable); empty for a node that joins later (an empty disk)."""
 
-    def __init__(self, voters) -> None:
+    def __init__(self, bootstrap=()) -> None:
         self.store = MemoryStore()
-        self._initial = initial_snapshot(voters)
+        self._initial = initial_snapshot(())
         self._snapshots: dict[tuple[int, int], Snapshot] = {}
+        if bootstrap:
+            self.store.append(EntryBatch(1, [(1, bootstrap_entry(bootstrap))]))
+            self.store.save_hard_state(HardState(1, NO_NODE, 1))
+            self.store.sync()
 
     def write(self, rd) -> None:
         """Write a Ready's snapshot (its file at once, its mark pending), entries and hard
@@ -66,6 +92,25 @@ class SimStorage:
         """Lose the unsynced writes, except a random prefix of them (a torn write: whole
         records in order, the last batch of entries possibly cut in the middle)."""
         self.store.crash(rng)
+
+    # What is durable now (what a crash at this instant would keep at least), for the
+    # checker's ground truth: the store's synced copy (``MemoryStore`` keeps it apart).
+
+    def holds(self, index: int, term: int) -> bool:
+        """Whether the entry ``(index, term)`` is durable here (or covered by a durable
+        snapshot mark)."""
+        durable = self.store._durable
+        mark = durable.mark
+        if mark is not None and index <= mark.index:
+            return True
+        try:
+            return durable.ring.term(index) == term
+        except (CompactedError, UnavailableError):
+            return False
+
+    def durable_hard_state(self) -> HardState:
+        """The hard state a crash now would keep."""
+        return self.store._durable.hs
 
     @property
     def snapshot_index(self) -> int:
@@ -200,6 +245,9 @@ class Workload:
             del self.reads[ctx]
 
 
+_VOTE_TYPES = (MsgType.VOTE, MsgType.PRE_VOTE)
+
+
 def _grants_vote(rd) -> bool:
     """Whether this Ready grants a vote (its answer waits for the Ready's fsync)."""
     return rd.hard_state is not None and any(
@@ -210,11 +258,11 @@ class SimNode:
     """One simulated node: a RawNode driven like the real runtime drives it (persist, send,
     apply, advance), its in-memory store and state machine; it can crash, pause and restart."""
     def __init__(self, node_id: int, cfg: RaftConfig, rng: random.Random,
-                 snapshot_every: int, keep_tail: int) -> None:
+                 snapshot_every: int, keep_tail: int, bootstrap=()) -> None:
         self.id = node_id
         self.cfg = cfg
         self.rng = rng
-        self.storage = SimStorage(cfg.voters)
+        self.storage = SimStorage(bootstrap)
         self.snapshot_every = snapshot_every
         self.keep_tail = keep_tail
         self.node: RawNode | None = None
@@ -246,6 +294,44 @@ class SimNode:
         self.inbox = []
         self.waiting_reads = []
         self.crashes += 1
+
+    # -- inputs, watched by the checker -------------------------------------------------------
+    #
+    # A leader's commit index moves only inside ``step`` (an append answer) or ``advance``
+    # (its own copy durable), and a node wins an election only inside ``step`` or ``tick``:
+    # the checker looks at those moments (invariants.py, properties 8 and 9), with the
+    # configuration the leader had just before (a leave-joint entry it appends after a
+    # commit must not be counted for that commit).
+
+    def step(self, sim, m) -> None:
+        """Deliver ``m`` to the running engine."""
+        r = self.node._raft
+        removed = sim.checker.removed
+        if removed and m.frm in removed and m.type in _VOTE_TYPES and \
+                self.id in sim.checker.members:
+            before = (r.term, r.lead, r.lead != NO_NODE
+                      and r.election_elapsed < r.cfg.election_tick)
+            self._watched(sim, self.node.step, m)
+            sim.checker.on_removed_vote_request(self.id, m.frm, before, (r.term, r.lead))
+            return
+        self._watched(sim, self.node.step, m)
+
+    def tick(self, sim) -> None:
+        """One tick of the running engine."""
+        self._watched(sim, self.node.tick)
+
+    def _watched(self, sim, fn, *args) -> None:
+        r = self.node._raft
+        if r.role == LEADER:
+            c0 = r.log.committed
+            voters, outgoing = r.voters, r.outgoing
+            fn(*args)
+            if r.log.committed > c0:
+                sim.checker.on_leader_commit(self.id, r, voters, outgoing)
+        else:
+            fn(*args)
+            if r.role == LEADER:
+                sim.checker.on_elected(self.id, r)
 
     # -- the runtime loop ---------------------------------------------------------------------
 
@@ -316,7 +402,7 @@ class SimNode:
         self.waiting_reads.extend(rd.read_states)
         for ctx in rd.dropped_reads:
             sim.workload.on_read_dropped(ctx)
-        self.node.advance(rd)
+        self._watched(sim, self.node.advance, rd)
         if self.waiting_reads:
             self._serve_reads(sim)
         self._maybe_snapshot()

@@ -17,12 +17,15 @@ A scenario has two phases:
    write batch size are drawn per seed (``Tuning``); ``churn`` deposes or crashes leaders
    that hold uncommitted entries and crashes nodes between writing a vote or accepted
    entries and the fsync their answers wait for; ``stale_reads`` sends reads to leaders
-   that a newer one has already replaced.
+   that a newer one has already replaced; ``membership`` adds learners (brand-new node ids
+   with an empty disk), promotes them, removes voters, the leader, and replaces nodes
+   (``members.py``), while every other fault goes on; removed nodes keep running.
 2. Liveness: everything heals (links clean, every node up); within ``liveness_ticks`` a
    leader must be elected and a fresh proposal must commit.
 
-The checker's invariants run after every tick; an engine AssertionError counts as a
-violation too.
+The checker's invariants run after every tick (and at every commit and election, as they
+happen); an engine AssertionError counts as a violation too. Every cluster bootstraps as the
+runtime does: the configuration is entry 1 of every initial node's log (``cluster.py``).
 """
 
 from __future__ import annotations
@@ -33,15 +36,16 @@ from dataclasses import dataclass
 
 from ..errors import Busy, NotLeader
 from ..raft import LEADER, MsgType, RaftConfig
-from .invariants import Checker
 from .cluster import SimNode, Workload
+from .invariants import Checker
+from .members import MembershipDriver
 from .network import LinkConfig, Network
 
 __all__ = ["SimConfig", "Simulation", "Tuning", "run_scenario", "run_seeds", "FAULT_KINDS",
            "BASE_FAULT_KINDS", "parse_seeds", "replay_command"]
 
 FAULT_KINDS = ("partition", "crash", "torn", "pause", "loss", "dup", "delay", "transfer",
-               "tuning", "churn", "stale_reads")
+               "tuning", "churn", "stale_reads", "membership")
 #: The fault model before ``tuning``, ``churn`` and ``stale_reads`` (bench/sim_power.py
 #: compares both: ``--faults`` with these kinds replays the old model).
 BASE_FAULT_KINDS = FAULT_KINDS[:8]
@@ -131,20 +135,47 @@ class Simulation:
         # its fsync (churn).
         self.crash_on_ack = 0.02 if "churn" in cfg.faults else 0.0
         self.restart_at: dict[int, int] = {}
-        self.tuning = tun = self._tuning()
-        node_rng = random.Random(f"{seed}/nodes")
+        self.tuning = self._tuning()
+        self._node_rng = random.Random(f"{seed}/nodes")
         self.nodes: dict[int, SimNode] = {}
+        self._last_id = cfg.nodes
         for i in self.ids:
-            rc = RaftConfig(i, self.ids, election_tick=tun.election_tick,
-                            heartbeat_tick=tun.heartbeat_tick,
-                            max_inflight_msgs=tun.max_inflight_msgs,
-                            max_msg_bytes=tun.max_msg_bytes)
-            self.nodes[i] = SimNode(i, rc, random.Random(node_rng.getrandbits(64)),
-                                    tun.snapshot_every, tun.keep_tail)
+            self._start_node(i, bootstrap=self.ids)
         self._configure_links()
         self.partitioned = False
         self.elections = 0
         self.transfers = 0
+        self.members = (MembershipDriver(self) if "membership" in cfg.faults and cfg.nodes > 0
+                        else None)
+
+    def _start_node(self, nid: int, bootstrap=()) -> SimNode:
+        # Every node starts with an empty configuration: the initial ones find theirs at
+        # entry 1 of their log, the others receive it (cluster.py, "Bootstrap").
+        tun = self.tuning
+        rc = RaftConfig(nid, (), election_tick=tun.election_tick,
+                        heartbeat_tick=tun.heartbeat_tick,
+                        max_inflight_msgs=tun.max_inflight_msgs,
+                        max_msg_bytes=tun.max_msg_bytes)
+        sn = SimNode(nid, rc, random.Random(self._node_rng.getrandbits(64)),
+                     tun.snapshot_every, tun.keep_tail, bootstrap)
+        self.nodes[nid] = sn
+        self.checker.disks[nid] = sn.storage
+        return sn
+
+    def next_id(self) -> int:
+        """A node id never used in this scenario (for a node to add)."""
+        self._last_id += 1
+        return self._last_id
+
+    def add_node(self, nid: int) -> SimNode:
+        """Start brand-new node ``nid`` (empty disk, empty configuration), linked to every
+        other node like them."""
+        sn = self._start_node(nid)
+        for other in self.ids:
+            self._configure_link(nid, other)
+            self._configure_link(other, nid)
+        self.ids.append(nid)
+        return sn
 
     def _tuning(self) -> Tuning:
         cfg = self.cfg
@@ -154,20 +185,22 @@ class Simulation:
                       cfg.snapshot_every, cfg.keep_tail)
 
     def _configure_links(self) -> None:
-        rng = self.rng
-        f = self.faults
         for a in self.ids:
             for b in self.ids:
-                if a == b:
-                    continue
-                cfg = LinkConfig(1, 1)
-                if "delay" in f:
-                    cfg.max_latency = rng.randint(1, 6)
-                if "loss" in f:
-                    cfg.loss = rng.choice((0.0, 0.01, 0.05, 0.15))
-                if "dup" in f:
-                    cfg.duplicate = rng.choice((0.0, 0.01, 0.05))
-                self.net.links[(a, b)] = cfg
+                if a != b:
+                    self._configure_link(a, b)
+
+    def _configure_link(self, a: int, b: int) -> None:
+        rng = self.rng
+        f = self.faults
+        cfg = LinkConfig(1, 1)
+        if "delay" in f:
+            cfg.max_latency = rng.randint(1, 6)
+        if "loss" in f:
+            cfg.loss = rng.choice((0.0, 0.01, 0.05, 0.15))
+        if "dup" in f:
+            cfg.duplicate = rng.choice((0.0, 0.01, 0.05))
+        self.net.links[(a, b)] = cfg
 
     # -- node lifecycle -----------------------------------------------------------------------
 
@@ -218,7 +251,7 @@ class Simulation:
             self._inject_faults()
         self._client_ops()
         for sn in self.live():
-            sn.node.tick()
+            sn.tick(self)
         self._process_all()
         self._deliver()
         self._check()
@@ -226,7 +259,7 @@ class Simulation:
     def _resume(self, sn: SimNode) -> None:
         inbox, sn.inbox = sn.inbox, []
         for m in inbox:
-            sn.node.step(m)
+            sn.step(self, m)
         sn.handle_ready(self)
 
     def _process_all(self) -> None:
@@ -249,7 +282,7 @@ class Simulation:
                 if dst.paused_until >= self.now:
                     dst.inbox.append(m)
                     continue
-                dst.node.step(m)
+                dst.step(self, m)
                 if m.type == MsgType.SNAP:
                     self._report_snapshot(m, True)
             lost, net.dropped_snapshots = net.dropped_snapshots, []
@@ -297,10 +330,14 @@ class Simulation:
                 sn.paused_until = self.now + rng.randint(et, 4 * et)
         if "churn" in f and not self.partitioned and rng.random() < 0.05:
             self._depose_mid_replication()
+        if self.members is not None:
+            self.members.tick()
         if "transfer" in f and rng.random() < 0.01:
             lead = self.leader()
-            if lead is not None and n > 1:
-                to = rng.choice([i for i in ids if i != lead.id])
+            cs = lead.node.conf_state() if lead is not None else None
+            to_pick = sorted(cs.voters - {lead.id}) if cs else []    # incoming voters
+            if to_pick:
+                to = rng.choice(to_pick)
                 try:
                     lead.node.transfer_leadership(to)
                     self.transfers += 1
@@ -464,6 +501,8 @@ def run_scenario(cfg: SimConfig) -> dict:
         "reads": wl.reads_served,
         "crashes": sum(sn.crashes for sn in sim.nodes.values()),
         "messages": sim.net.sent,
+        "conf_changes": sim.members.proposed if sim.members is not None else 0,
+        "nodes_added": len(sim.nodes) - cfg.nodes,
         "ticks": sim.now,
         "replay": replay_command(cfg),
     }
@@ -508,6 +547,8 @@ def run_seeds(seeds, node_counts, steps: int, faults, workers: int = 1,
         "reads": sum(r["reads"] for r in results),
         "crashes": sum(r["crashes"] for r in results),
         "messages": sum(r["messages"] for r in results),
+        "conf_changes": sum(r["conf_changes"] for r in results),
+        "nodes_added": sum(r["nodes_added"] for r in results),
         "max_liveness_ticks": max((r["liveness_ticks"] or 0 for r in results), default=0),
         "failures": [{"seed": r["seed"], "nodes": r["nodes"],
                       "violations": r["violations"][:3],

@@ -32,6 +32,9 @@ def test_two_thousand_seeded_scenarios_are_safe_and_live():
     assert summary["elections"] > 2000
     assert summary["acked_writes"] > 50_000
     assert summary["reads"] > 10_000
+    # Membership changed under those faults: nodes added, promoted, removed, replaced.
+    assert summary["conf_changes"] > 1000
+    assert summary["nodes_added"] > 500
 
 
 @pytest.mark.parametrize("nodes", [1, 2, 4, 6])
@@ -145,3 +148,77 @@ def test_no_snapshot_is_taken_at_an_index_a_pending_restore_compacted():
     sn.snapshot_every = 1
     sn._maybe_snapshot()                            # no CompactedError
     assert sn.storage.snapshot_index < applied - 2
+
+
+# -- membership in the simulator (issue 13) ----------------------------------------------------
+
+
+def _quiet_sim(nodes=3, seed=3):
+    from fastraft.sim.runner import Simulation
+
+    sim = Simulation(SimConfig(seed=seed, nodes=nodes, faults=frozenset()))
+    for _ in range(200):
+        sim.tick()
+        lead = sim.leader()
+        if lead is not None and lead.node.status().committed >= 2:
+            return sim, lead
+    raise AssertionError("no leader")
+
+
+def test_every_cluster_bootstraps_from_a_conf_change_at_index_1():
+    from fastraft.raft import ADD_VOTER, decode_conf_change
+    from fastraft.sim.runner import Simulation
+
+    sim = Simulation(SimConfig(seed=1, nodes=3, faults=frozenset()))
+    for sn in sim.nodes.values():
+        assert sn.cfg.voters == frozenset()
+        snap, entries, hard = sn.storage.load()
+        assert (hard.term, hard.commit) == (1, 1) and snap.meta.index == 0
+        assert [t for t, _p in entries] == [1]
+        cc = decode_conf_change(entries[0][1])
+        assert [(ch.kind, ch.node_id) for ch in cc.changes] == [(ADD_VOTER, 1), (ADD_VOTER, 2),
+                                                                (ADD_VOTER, 3)]
+        assert sn.node.status().voters == (1, 2, 3)
+
+
+def test_a_joiner_learns_the_configuration_and_a_snapshot_records_it_at_its_index():
+    from fastraft.raft import ADD_LEARNER, Change, ConfChange
+
+    sim, lead = _quiet_sim()
+    joiner = sim.add_node(sim.next_id())
+    assert joiner.id == 4 and joiner.node.status().voters == ()
+    lead.node.propose_conf_change(ConfChange((Change(ADD_LEARNER, 4),)))
+    for _ in range(40):
+        sim.tick()
+    assert not sim.checker.violations
+    assert joiner.node.status().voters == (1, 2, 3)
+    assert joiner.node.status().learners == (4,), "it learnt it from the log, from index 1"
+    # A snapshot taken at the applied index records the configuration there, learners
+    # included, not one whose entry was appended after it.
+    lead = sim.leader()
+    lead.node.propose_conf_change(ConfChange((Change(ADD_LEARNER, 5),)))
+    assert lead.node.status().learners == (4, 5)
+    lead.snapshot_every = 1
+    lead._maybe_snapshot()
+    meta = lead.storage.load()[0].meta
+    assert meta.index == lead.sm.index
+    assert meta.voters == {1, 2, 3} and meta.learners == {4} and meta.outgoing == frozenset()
+
+
+def test_membership_plans_run_and_removed_nodes_keep_running():
+    summary = run_seeds(range(1, 61), [3], 300, {"membership"}, workers=1)
+    assert summary["safety_violations"] == 0 and summary["liveness_failures"] == 0, \
+        _failures(summary)
+    assert summary["conf_changes"] > 60 and summary["nodes_added"] > 30
+    from fastraft.sim.runner import Simulation
+
+    for seed in range(1, 40):
+        sim = Simulation(SimConfig(seed=seed, nodes=3, faults=frozenset({"membership"})))
+        for _ in range(300):
+            sim.tick()
+        if sim.checker.removed:
+            break
+    assert sim.checker.removed, "some removal committed"
+    assert all(sim.nodes[i].node is not None for i in sim.checker.removed), \
+        "removed nodes keep running"
+    assert sim.check_liveness() is not None and not sim.checker.violations
