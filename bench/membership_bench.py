@@ -402,6 +402,7 @@ class Load:
         return self.phases
 
     async def close(self) -> None:
+        """Stop at once (after a failure): the writes in flight are cancelled."""
         self.stop = True
         for t in self.tasks:
             t.cancel()
@@ -692,6 +693,9 @@ async def part_failover(args, base: Path) -> dict:
         for r in range(1, args.repeats + 1):
             rounds.append(await failover_round(cl, admin, writer, load, r, args))
             progress(f"failover: {rounds[-1]}")
+        if load is not None:
+            await load.finish()             # lets the writes in flight end (no cancel)
+            load = None
         xs = [x["next_write_s"] for x in rounds]
         return {"rounds": rounds, "next_write_s": {
             "min": min(xs), "median": round(statistics.median(xs), 3), "max": max(xs)}}
