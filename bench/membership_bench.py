@@ -285,6 +285,7 @@ class Phase:
         self.name = name
         self.hist = Histogram()
         self.errors: dict[str, int] = {}
+        self.first_error: dict[str, str] = {}      # error type -> its first message
         self.t0 = pc()
         self.t1: float | None = None
         self.max_gap = 0.0
@@ -295,7 +296,8 @@ class Phase:
         return {"phase": self.name, "duration_s": round(dur, 2), "writes": h.n,
                 "writes_per_s": round(h.n / dur, 1) if dur > 0 else 0.0,
                 "p50_ms": ms(h.percentile(50)), "p99_ms": ms(h.percentile(99)),
-                "max_ms": ms(h.max), "max_gap_ms": ms(self.max_gap), "errors": dict(self.errors)}
+                "max_ms": ms(h.max), "max_gap_ms": ms(self.max_gap), "errors": dict(self.errors),
+                "first_error": dict(self.first_error)}
 
 
 def merged(name: str, phases: list[Phase]) -> Phase:
@@ -311,6 +313,8 @@ def merged(name: str, phases: list[Phase]) -> Phase:
         m.max_gap = max(m.max_gap, p.max_gap)
         for k, v in p.errors.items():
             m.errors[k] = m.errors.get(k, 0) + v
+        for k, v in p.first_error.items():
+            m.first_error.setdefault(k, v)
     return m
 
 
@@ -353,6 +357,7 @@ class Load:
                 if self.cur is not None:
                     name = type(exc).__name__
                     self.cur.errors[name] = self.cur.errors.get(name, 0) + 1
+                    self.cur.first_error.setdefault(name, f"{clock(time.time())} {exc}")
                 await asyncio.sleep(0.01)
                 continue
             now = pc()
@@ -765,6 +770,9 @@ def render_sequence(s: dict) -> str:
                        f"{st['learned_by']}), leader {st['leader_after']} seen at "
                        f"{st['leader_s']} s")
     out.append(f"- members at the end: {s['members_at_end']}")
+    for p in s["phases"][:-2]:
+        for name, msg in p.get("first_error", {}).items():
+            out.append(f"- first {name} in phase '{p['phase']}': {msg}")
     return "\n".join(out)
 
 
