@@ -187,6 +187,7 @@ _INT_RANGES: dict[str, tuple[int, int]] = {
     "max_inflight_msgs": (1, 1 << 16),
     "max_inflight_bytes": (0, 1 << 40),
     "max_msg_bytes": (1, _MAX_FRAME),
+    "promote_lag": (0, 1 << 40),
 }
 
 #: Tuning fields that are booleans.
@@ -224,6 +225,8 @@ class Tuning:
     max_inflight_bytes: int = 16 << 20  # per follower: their payload bytes (0: no limit)
     max_msg_bytes: int = 1 << 20  # payload bytes per append (one entry always goes)
     leader_sync_first: bool = False  # True: the leader fsyncs before sending (measuring only)
+    promote_lag: int = 1000  # a learner is promoted only within this many entries of the
+                             # leader's last index (and once it acknowledged the log)
 
     def __post_init__(self) -> None:
         for name, (lo, hi) in _INT_RANGES.items():

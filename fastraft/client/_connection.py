@@ -133,7 +133,7 @@ class NodeConnection(asyncio.Protocol):
                 self._notice(status, values)
                 return
             ent = pending.pop(rid, None)
-            if ent is not None:
+            if ent is not None and not ent[0].done():   # done: the caller cancelled it
                 ent[0].set_result((status, values))
 
     def _too_large(self, size: int, head: bytes) -> bool:

@@ -41,10 +41,12 @@ log = logging.getLogger("fastraft.node")
 REMOVED_PREFIX = "removed: "
 
 
-def fold_book(context: bytes, changes, upto: int | None = None) -> tuple[dict, set]:
+def fold_book(context: bytes, changes, upto: int | None = None,
+              keep_removed: bool = False) -> tuple[dict, set]:
     """``(addrs, removed)``: the member book ``context`` with the conf-change entries
     ``changes`` (``(index, term, payload)``, those the engine accepted) applied in log order,
-    up to index ``upto`` when given. ``addrs`` maps id -> (raft, client) strings."""
+    up to index ``upto`` when given. ``addrs`` maps id -> (raft, client) strings; with
+    ``keep_removed`` it keeps the addresses of removed nodes too."""
     try:
         addrs, removed = codec.decode_member_book(context)
     except RemoteProtocolError as exc:
@@ -61,7 +63,8 @@ def fold_book(context: bytes, changes, upto: int | None = None) -> tuple[dict, s
             continue
         for kind, nid, ctx in cc.changes:
             if kind == REMOVE_NODE:
-                addrs.pop(nid, None)
+                if not keep_removed:
+                    addrs.pop(nid, None)
                 removed.add(nid)
                 continue
             try:
@@ -83,6 +86,7 @@ class Members:
         self.id = node_id
         self.hints = dict(hints or {})
         self.learned: dict = {}             # id -> (raft, "") told by a peer's hello
+        self.departing: dict = {}           # id -> (raft, client) of nodes being removed
         self.addrs: dict = {}               # id -> (raft, client), from the log
         self.removed: set = set()           # ids removed by an appended change
         self.removed_committed: set = set()  # ... by a committed one, and out of the
@@ -105,6 +109,11 @@ class Members:
         self.removed_committed = {nid for nid in fold_book(meta.context, changes,
                                                            raw.committed)[1]
                                   if nid not in in_committed}
+        # A node being removed (a leader among them) is still spoken to until its removal
+        # is committed and the joint configuration left: keep its address until then.
+        every = fold_book(meta.context, changes, keep_removed=True)[0]
+        self.departing = {nid: every[nid] for nid in self.removed
+                          if nid not in self.removed_committed and nid in every}
         self.conf = raw.conf_state()
         self.last_conf_index = changes[-1][0] if changes else meta.index
         cl = self.client_addrs
@@ -118,13 +127,16 @@ class Members:
         return c.voters | c.outgoing | c.learners
 
     def address(self, nid: int) -> tuple[str, str] | None:
-        """``(raft, client)`` of node ``nid``: from the log, else the hints, else what its
-        hello said (client address unknown then: "")."""
+        """``(raft, client)`` of node ``nid``: from the log (a node being removed too,
+        until it is gone), else the hints, else what its hello said (client address
+        unknown then: "")."""
         a = self.addrs.get(nid)
         if a is None:
-            a = self.hints.get(nid)
+            a = self.departing.get(nid)
             if a is None:
-                a = self.learned.get(nid)
+                a = self.hints.get(nid)
+                if a is None:
+                    a = self.learned.get(nid)
         return a
 
     def dial_address(self, nid: int) -> tuple[str, int] | None:

@@ -50,13 +50,14 @@ ENGINE_LIMIT_OFF = 1 << 62
 def raft_config(tuning: Tuning, node_id: int, voters: frozenset, *,
                 rejoining: bool = False) -> RaftConfig:
     """The engine's settings of node ``node_id`` from the cluster's ``Tuning`` (times in
-    ticks, replication limits, pre-vote and check-quorum)."""
+    ticks, replication limits, pre-vote and check-quorum, the promotion bound)."""
     t = tuning
     return RaftConfig(id=node_id, voters=voters, election_tick=t.election_tick,
                       heartbeat_tick=t.heartbeat_tick, pre_vote=t.pre_vote,
                       check_quorum=t.check_quorum, max_inflight_msgs=t.max_inflight_msgs,
                       max_inflight_bytes=t.max_inflight_bytes, max_msg_bytes=t.max_msg_bytes,
-                      max_uncommitted=ENGINE_LIMIT_OFF, rejoining=rejoining)
+                      max_uncommitted=ENGINE_LIMIT_OFF, rejoining=rejoining,
+                      promote_lag=t.promote_lag)
 
 
 def bootstrap_entry(cfg: Config) -> bytes:
