@@ -104,6 +104,23 @@ def test_pipelining_shares_one_connection_and_pairs_out_of_order_answers(fake):
     run(main())
 
 
+def test_an_answer_to_a_cancelled_call_keeps_the_connection(fake):
+    async def main():
+        async with fake.FakeCluster() as fc, client(fc) as c:
+            await c.put(b"k", b"v")
+            leader = fc.node(1)
+            leader.plan(codec.OP_GET, ("delay", 0.1))
+            task = asyncio.ensure_future(c.get(b"k"))
+            await until(lambda: len(leader.ops(codec.OP_GET)) == 1, what="the get sent")
+            task.cancel()
+            # The late answer arrives for a call nobody waits for: ignored, and the same
+            # connection serves the next calls.
+            await asyncio.sleep(0.2)
+            assert await c.get(b"k") == b"v"
+            assert leader.connections == 1
+    run(main())
+
+
 # -- leader discovery -----------------------------------------------------------------------
 
 def test_follows_the_leader_hint(fake):
