@@ -18,7 +18,9 @@ standing learner:
   is within ``CATCH_UP_LAG`` entries of the leader's, move it behind its fault proxy (kill -9,
   a proxy on its advertised peer address, ``raft_listen`` on a private port in its
   ``node.toml``, restarted with ``--id N --data-dir D`` alone), wait again, promote it (a
-  promotion refused as Busy while it lags is counted and retried).
+  promotion refused as Busy while it lags is counted and retried). ``EARLY_PROMOTE_SHARE``
+  of the time a promotion is also tried once right after the add, before the node could
+  have caught up: it must be refused (Busy), unless the node was that quick.
 - ``shrink``: remove a voter, the leader ``LEADER_SHARE`` of the time.
 - ``replace``: remove an old voter (sometimes the leader; sometimes killed -9 first, the
   dead-machine case, and then sometimes restarted after its removal: it must learn from its
@@ -67,6 +69,7 @@ CATCH_UP_LAG = 8                # entries behind the leader that count as caught
 LEADER_SHARE = 0.4              # how often a removal picks the leader
 DEAD_SHARE = 0.3                # how often a replaced voter is killed -9 first
 RESTART_REMOVED_SHARE = 0.5     # ... and then restarted after its removal
+EARLY_PROMOTE_SHARE = 0.3       # how often a new node is promoted at once (refused: lagging)
 CATCH_UP_WAIT = 20.0            # seconds a new node has to catch up (else: later)
 BUSY_WAIT = 10.0                # seconds a refused change is retried within one fault
 CHANGE_DEADLINE = 10.0          # seconds per member change call (the client settles)
@@ -212,7 +215,7 @@ class MemberFault(Fault):
                 nem.procs.add(nid, extra["raft"], extra["client"], self._join_list())
             if nem.procs.procs[nid] is None:
                 nem.procs.start(nid)
-        elif what == "promote":
+        elif what in ("promote", "promote_early"):
             b.learners.discard(nid)
             b.voters.add(nid)
         elif what == "remove":
@@ -329,6 +332,8 @@ class MemberFault(Fault):
                  "start_first": rng.random() < 0.5}
         ops = [("add", nid, extra), ("catchup", nid, None), ("move", nid, None),
                ("catchup", nid, None)]
+        if promote and rng.random() < EARLY_PROMOTE_SHARE:
+            ops.insert(1, ("promote_early", nid, None))
         return ops + ([("promote", nid, None)] if promote else [])
 
     async def _victim(self, nem: Nemesis) -> tuple[int, str]:
@@ -350,12 +355,13 @@ class MemberFault(Fault):
         ``unresolved`` is set) or _DROP (the rest of the action makes no sense now)."""
         return await getattr(self, f"_op_{op[0]}")(nem, op, said)
 
-    async def _change(self, nem: Nemesis, op: tuple, call, said: list) -> str:
+    async def _change(self, nem: Nemesis, op: tuple, call, said: list,
+                      wait: float = BUSY_WAIT) -> str:
         """One member change ``call()`` (a coroutine factory), retried on Busy / NotLeader
-        for ``BUSY_WAIT`` seconds: "ok", "busy", "invalid" or "unknown" (``unresolved`` set:
-        the client could not settle it)."""
+        for ``wait`` seconds: "ok", "busy", "invalid" or "unknown" (``unresolved`` set: the
+        client could not settle it)."""
         loop = asyncio.get_running_loop()
-        end = loop.time() + BUSY_WAIT
+        end = loop.time() + wait
         what = f"{op[0]} {op[1]}"
         refused = 0
         while True:
@@ -366,11 +372,10 @@ class MemberFault(Fault):
                 return "ok"
             except (Busy, NotLeader) as exc:
                 refused += 1
-                nem.stat("member_promote_refused" if op[0] == "promote"
+                nem.stat("member_promote_refused" if op[0].startswith("promote")
                          else "member_refused_busy")
                 if loop.time() + 0.3 > end:
-                    said.append(f"{what} refused {refused}x ({type(exc).__name__}: {exc}); "
-                                "retried at the next member fault")
+                    said.append(f"{what} refused {refused}x ({type(exc).__name__}: {exc})")
                     return "busy"
                 await asyncio.sleep(0.3)
             except InvalidRequest as exc:
@@ -469,6 +474,20 @@ class MemberFault(Fault):
             return _DONE
         return _DROP if got == "invalid" else _LATER
 
+    async def _op_promote_early(self, nem: Nemesis, op: tuple, said: list) -> str:
+        """Promote a node just added, before it caught up: refused as Busy, or made if it
+        caught up already (either way the action goes on)."""
+        nid = op[1]
+        if nid not in self.book.learners or len(self.book.voters) >= self.hi:
+            return _DONE
+        got = await self._change(nem, op, lambda: self.client.promote(
+            nid, deadline=CHANGE_DEADLINE), said, wait=0.0)
+        if got == "ok":
+            self._apply(nem, op)
+            nem.stat("member_promoted")
+            said.append(f"{nid} promoted at once (it had caught up already)")
+        return _LATER if got == "unknown" else _DONE
+
     async def _op_remove(self, nem: Nemesis, op: tuple, said: list) -> str:
         nid = op[1]
         b = self.book
@@ -516,7 +535,8 @@ class MemberFault(Fault):
             return False
         self.unresolved = None
         m = next((m for m in ms if m.id == op[1]), None)
-        made = {"add": m is not None, "promote": m is not None and m.role == "voter",
+        voter = m is not None and m.role == "voter"
+        made = {"add": m is not None, "promote": voter, "promote_early": voter,
                 "remove": m is None}[op[0]]
         nem.stat("member_outcome_resolved")
         said.append(f"{op[0]} {op[1]}: the committed member list says "
@@ -588,6 +608,7 @@ async def end_checks(nem: Nemesis, pairs, register_keys=()) -> tuple:
 
     fault = nem.faults["member"]
     book = fault.book_of(nem)
+    await fault.settle(nem)
     await fault.wait_removed_exits(nem)
     reader = AsyncClient(nem.client_endpoints(), timeout=2.0, deadline=10.0)
     try:

@@ -34,7 +34,7 @@ OUTCOMES = {
     "member_removed_restarted": ("member", "removed nodes restarted while removed (each "
                                            "must learn it and exit 0)"),
     "member_promote_refused": ("member", "promotions refused as Busy (the learner not caught "
-                                         "up yet; retried)"),
+                                         "up yet; some tried at once after the add)"),
     "member_refused_busy": ("member", "other changes refused as Busy or NotLeader (retried)"),
     "member_refused_invalid": ("member", "changes refused as InvalidRequest (the nemesis "
                                          "believed them valid)"),
