@@ -44,7 +44,8 @@ Rules (Raft paper §5, Ongaro's thesis; etcd-io/raft is the model for the shape)
    a candidate that counts it as a voter may need its vote (otherwise the cluster can be left
    without any electable majority). One change at a time: none while a conf-change entry is
    uncommitted or a joint configuration is not left. A leader outside the configuration it
-   committed steps down. A node removed by an entry it does not know committed still
+   committed steps down, handing the lead to an up-to-date voter of the new configuration
+   (TIMEOUT_NOW) so that no election timeout is lost. A node removed by an entry it does not know committed still
    campaigns (counting only the others' votes): with the removed leader's log ahead of
    everyone's, the old majority may need it, and it alone can finish the change (a
    two-voter cluster removing its leader would otherwise never elect again). Leadership is
@@ -345,6 +346,14 @@ class Raft:
                 self._append_conf(ConfChange.leave())
         elif self.id not in self.voters:
             self.bcast_append()        # followers learn the commit index first
+            # ... then the most up-to-date voter campaigns at once (TIMEOUT_NOW, after the
+            # appends on the same connection) instead of waiting out an election timeout.
+            last = self.log.last_index
+            best = min((vid for vid, pr in self.prs.items()
+                        if vid in self.voters and pr.match == last and pr.recent_active),
+                       default=NO_NODE)
+            if best != NO_NODE:
+                self.send(Message(TIMEOUT_NOW, best, self.id, self.term))
             self.become_follower(self.term, NO_NODE)
 
     def hard_state(self) -> HardState:
