@@ -45,6 +45,7 @@ DEFAULT_MAX_SESSIONS = 100_000
 _INFINITY = float("inf")
 ST_OK = codec.ST_OK
 ST_INVALID = codec.ST_INVALID
+ST_BUSY = codec.ST_BUSY
 ST_SESSION_EXPIRED = codec.ST_SESSION_EXPIRED
 
 
@@ -164,8 +165,11 @@ class SessionTable:
         if seq < s.floor:
             return None, (ST_INVALID, f"sequence {seq} already acknowledged")
         if len(s.responses) >= self.max_cached:
-            return None, (ST_INVALID, f"too many unacknowledged requests in session {sid} "
-                                      f"(at most {self.max_cached})")
+            # The write is valid; the session is full until older answers are acknowledged
+            # (a write retried for long while many later ones completed): Busy, not Invalid.
+            return None, (ST_BUSY, f"too many unacknowledged requests in session {sid} "
+                                   f"(at most {self.max_cached}): retry once earlier writes "
+                                   "are acknowledged")
         return s, ()
 
     def keepalive(self, sid: int, first_unacked: int) -> tuple:

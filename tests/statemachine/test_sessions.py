@@ -129,7 +129,7 @@ def test_cache_bound_refuses_without_applying(smh):
     for seq in range(1, 4):
         assert m.apply(1 + seq, smh.put(101, 1, seq, 1, b"k", b"%d" % seq)) == (OK, None)
     ans = m.apply(5, smh.put(101, 1, 4, 1, b"k", b"4"))
-    assert ans[0] == INVALID and "too many unacknowledged requests" in ans[1]
+    assert ans[0] == codec.ST_BUSY and "too many unacknowledged requests" in ans[1]
     assert m.get(b"k") == b"3"
     assert m.apply(6, smh.put(101, 1, 4, 2, b"k", b"4")) == (OK, None)   # after an ack: fine
 
