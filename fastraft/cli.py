@@ -120,6 +120,9 @@ def _build_parser() -> argparse.ArgumentParser:
                            "state from the leader")
     node.add_argument("--cluster", metavar="NAME",
                       help="with --join: the cluster's name (default: the config's)")
+    node.add_argument("--raft-listen", metavar="HOST:PORT",
+                      help="with --join: listen for peers here instead of on --raft (a node "
+                           "behind a proxy or NAT; the config file's raft_listen)")
     node.add_argument("--data-dir", help="base data directory (the node uses DIR/<id>)")
     node.add_argument("--storage", choices=("wal", "sqlite"),
                       help="storage backend (overrides the config's tuning.storage)")
@@ -304,14 +307,11 @@ def _node_config(args: argparse.Namespace):
     from .errors import ConfigError
     from .server.joining import check_join_list, identity_config, joining_config
 
-    if args.join or args.raft or args.client or args.cluster:
+    if args.join or args.raft or args.client or args.cluster or args.raft_listen:
         if not (args.join and args.raft and args.client):
             raise ConfigError("a node added at runtime needs --raft, --client and --join")
-        if args.rejoin:
-            raise ConfigError("--rejoin is for a member that lost its data (same id); a "
-                              "joining node is new: do not give both")
         cfg = joining_config(_load_cluster_config(args), args.id, args.raft, args.client,
-                             args.cluster)
+                             args.cluster, args.raft_listen)
         return cfg, False, check_join_list(args.join)
     data_dir = args.data_dir or (load_config(args.config).data_dir if args.config
                                  else DEFAULT_DATA_DIR)

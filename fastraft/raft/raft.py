@@ -620,8 +620,16 @@ class Raft:
             self.rejoining = False
 
     def _handle_heartbeat(self, m: Message) -> None:
-        self.log.commit_to(min(m.commit, self.log.last_index))
+        log = self.log
+        log.commit_to(min(m.commit, log.last_index))
         self.send(Message(HEARTBEAT_RESP, m.frm, self.id, self.term, context=m.context))
+        if m.commit > log.last_index:
+            # A heartbeat's commit is capped by what the leader knows we hold: beyond our
+            # log, we lost acknowledged entries (a wiped disk). Say so as a rejection, or a
+            # leader with nothing new to send would only ever heartbeat us.
+            self.send(Message(APP_RESP, m.frm, self.id, self.term, index=m.commit,
+                              reject=True, hint_index=log.last_index,
+                              hint_term=log.last_term))
 
     def _handle_snapshot(self, m: Message) -> None:
         log = self.log

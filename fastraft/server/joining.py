@@ -8,6 +8,8 @@ file. A node added later (``fastraft member add``) is started with its own addre
     fastraft node --id 4 --raft 10.0.0.4:7104 --client 10.0.0.4:7004 \\
                   --join 10.0.0.1:7001,10.0.0.2:7002 --data-dir DIR
 
+(``--raft-listen HOST:PORT``: listen for peers there, behind a proxy or NAT.)
+
 Its first start writes ``DIR/<id>/node.toml`` (durably): a config file naming the cluster, the
 tuning and this node alone, so that ``fastraft node --id 4 --data-dir DIR`` restarts it
 without anything else (its peers and the membership come from its log). Until it is a member,
@@ -15,6 +17,9 @@ it asks the cluster for the member list (``Client.members``) once a second and w
 once it is listed with the same addresses, the ``JOINED`` file records it, the list becomes
 the node's address hints, and the node starts with an empty configuration: the leader
 replicates to it (log or snapshot), entry 1 included, so it learns the whole membership.
+
+A joined node whose disk was wiped is started again with the same command plus ``--rejoin``
+(it is listed already, so it does not wait; it does not vote until caught up).
 """
 
 from __future__ import annotations
@@ -55,11 +60,12 @@ def identity_config(node_dir: str, data_dir: str | None = None) -> Config | None
 
 
 def joining_config(base: Config, node_id: int, raft: str, client: str,
-                   cluster: str | None) -> Config:
+                   cluster: str | None, raft_listen: str | None = None) -> Config:
     """The config of a node joining the cluster of ``base`` (its name unless ``cluster``
-    is given, its tuning and data directory) as node ``node_id`` at ``raft`` / ``client``.
-    ConfigError on a bad address."""
-    spec = NodeSpec(node_id, parse_address(raft), parse_address(client))
+    is given, its tuning and data directory) as node ``node_id`` at ``raft`` / ``client``
+    (listening for peers on ``raft_listen`` when given). ConfigError on a bad address."""
+    spec = NodeSpec(node_id, parse_address(raft), parse_address(client),
+                    parse_address(raft_listen) if raft_listen else None)
     return Config(cluster or base.cluster_name, (spec,), base.tuning, base.data_dir)
 
 
@@ -76,7 +82,8 @@ def write_identity(cfg: Config, node_id: int) -> None:
                 f"{old.cluster_name!r} at raft {a.raft_addr}, client {a.client_addr}: not "
                 f"the addresses or cluster given (a node keeps its addresses; add a new id "
                 f"for a new place)")
-        return
+        if a.raft_listen == b.raft_listen:
+            return                  # the same identity (a new --raft-listen is recorded)
     makedirs_durable(node_dir)
     write_file_durable(os.path.join(node_dir, IDENTITY_FILE), render_config(cfg).encode())
 

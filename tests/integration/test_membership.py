@@ -328,3 +328,89 @@ def test_a_client_follows_the_membership(cluster_factory, wire):
         assert sorted(m.id for m in c.members()) == news
         c.put(b"b", b"2")
         assert c.get(b"a") == b"1" and c.get(b"b") == b"2"
+
+
+def test_a_joined_voter_whose_disk_is_wiped_rejoins_behind_its_own_listen_address(
+        cluster_factory, wire, harness):
+    import shutil
+
+    cl = cluster_factory(3, tuning=FAST)
+    lead = cl.leader()
+    _writes(cl, wire, lead, 20)
+    n = cl.new_node()
+    # It listens on a port of its own; a plain TCP relay on its advertised --raft address
+    # stands for the proxy or NAT in front of it.
+    listen = f"127.0.0.1:{harness.free_port()}"
+    n.join_argv += ["--raft-listen", listen]
+    assert _add(cl, lead, n).ok
+    with _relay(n.raft_addr, listen):
+        cl.start([n.id])
+        _catch_up(cl, lead, n)
+        assert _change(cl, lead, codec.MEMBER_PROMOTE, n.id).ok
+        cl.kill(n.id)
+        shutil.rmtree(n.data_dir)
+        n.next_args = ["--rejoin"]
+        cl.start([n.id])
+        assert "rejoining after a data loss" in n.log_text()
+        cl.wait_for(lambda: cl.client(n.id).get(b"k20", stale=True).value == b"v20", 20,
+                    "the wiped voter to catch up")
+    assert f"peers on {listen}" in n.log_text()
+
+
+class _relay:
+    """Forward TCP connections from ``src`` to ``dst`` (both "host:port") in a thread."""
+
+    def __init__(self, src: str, dst: str) -> None:
+        import socket
+        import threading
+
+        h, p = src.rsplit(":", 1)
+        self.dst = dst.rsplit(":", 1)
+        self.srv = socket.create_server((h, int(p)))
+        self.srv.settimeout(0.2)
+        self.stop = False
+        self.t = threading.Thread(target=self._accept, daemon=True)
+
+    def __enter__(self):
+        self.t.start()
+        return self
+
+    def __exit__(self, *exc):
+        self.stop = True
+        self.t.join(5)
+        self.srv.close()
+
+    def _accept(self) -> None:
+        import socket
+        import threading
+
+        while not self.stop:
+            try:
+                a, _ = self.srv.accept()
+            except OSError:
+                continue
+            try:
+                b = socket.create_connection((self.dst[0], int(self.dst[1])), 2)
+            except OSError:
+                a.close()
+                continue
+            a.settimeout(None)
+            b.settimeout(None)
+            for x, y in ((a, b), (b, a)):
+                threading.Thread(target=self._pipe, args=(x, y), daemon=True).start()
+
+    def _pipe(self, x, y) -> None:
+        try:
+            while not self.stop:
+                data = x.recv(65536)
+                if not data:
+                    break
+                y.sendall(data)
+        except OSError:
+            pass
+        finally:
+            for s in (x, y):
+                try:
+                    s.shutdown(2)
+                except OSError:
+                    pass

@@ -14,6 +14,12 @@
    behind never caught up. Fix: each entry's framing counts in the budget (raft.py,
    ENTRY_FRAMING).
 
+4. A wiped follower of an idle leader never caught up (the membership tests, a joined voter
+   wiped and restarted with ``--rejoin``): the leader believed it matched everything, had
+   nothing new to send, and only heartbeated it. Fix: a heartbeat whose commit is beyond the
+   follower's log (the leader caps it by the follower's match) is answered with a rejection
+   too, and the leader starts over from the follower's real log (raft.py, heartbeats).
+
 Plus two Ready-contract points raised while testing the engine: a second ready() before
 advance() is refused, and a commit-index change alone does not demand an fsync.
 """
@@ -126,6 +132,26 @@ def test_an_empty_follower_log_is_found_in_one_round_trip():
     assert len(rejects) == 1, f"{len(rejects)} rejections before the leader found index 0"
     assert rejects[0].hint_index == 0 and rejects[0].hint_term == 0
     assert fresh._raft.log.last_index == lead._raft.log.last_index
+
+
+def test_a_wiped_follower_of_an_idle_leader_catches_up():
+    net = Net()
+    net.elect(1)
+    lead = net.nodes[1]
+    for k in range(10):
+        lead.propose([b"x%d" % k])
+        net.pump()
+    assert lead._raft.prs[3].match == lead._raft.log.last_index
+    # Node 3 loses everything and comes back as a rejoining node: nothing is proposed any more.
+    ids = [1, 2, 3]
+    net.nodes[3] = RawNode(RaftConfig(3, ids, rejoining=True), random.Random(3),
+                           RaftLog(initial_snapshot(ids)))
+    for _ in range(5):
+        for n in net.nodes.values():
+            n.tick()
+        net.pump()
+    assert net.nodes[3]._raft.log.last_index == lead._raft.log.last_index
+    assert net.nodes[3]._raft.log.committed == lead._raft.log.committed
 
 
 def test_ready_twice_without_advance_is_refused():
