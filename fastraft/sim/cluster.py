@@ -248,12 +248,6 @@ class Workload:
 _VOTE_TYPES = (MsgType.VOTE, MsgType.PRE_VOTE)
 
 
-def _grants_vote(rd) -> bool:
-    """Whether this Ready grants a vote (its answer waits for the Ready's fsync)."""
-    return rd.hard_state is not None and any(
-        m.type == MsgType.VOTE_RESP and not m.reject for m in rd.persisted_messages)
-
-
 class SimNode:
     """One simulated node: a RawNode driven like the real runtime drives it (persist, send,
     apply, advance), its in-memory store and state machine; it can crash, pause and restart."""
@@ -276,6 +270,7 @@ class SimNode:
     def start(self) -> None:
         """Start (or restart) the engine from what the store kept."""
         snap, entries, hard = self.storage.load()
+        self._vote_written = (hard.term, hard.vote)
         log = RaftLog(snap, entries, committed=hard.commit)
         self.node = RawNode(self.cfg, random.Random(self.rng.getrandbits(64)), log, hard)
         data = snap.data or (0, 0)
@@ -309,7 +304,8 @@ class SimNode:
         removed = sim.checker.removed
         if removed and m.frm in removed and m.type in _VOTE_TYPES and \
                 self.id in sim.checker.members:
-            before = (r.term, r.lead, r.lead != NO_NODE
+            # A lease exists only with check-quorum (rule 1a of raft.py).
+            before = (r.term, r.lead, r.cfg.check_quorum and r.lead != NO_NODE
                       and r.election_elapsed < r.cfg.election_tick)
             self._watched(sim, self.node.step, m)
             sim.checker.on_removed_vote_request(self.id, m.frm, before, (r.term, r.lead))
@@ -324,9 +320,11 @@ class SimNode:
         r = self.node._raft
         if r.role == LEADER:
             c0 = r.log.committed
+            t0 = r.term
             voters, outgoing = r.voters, r.outgoing
             fn(*args)
-            if r.log.committed > c0:
+            # (Not when a higher term made it a follower that learnt a commit index.)
+            if r.log.committed > c0 and r.term == t0:
                 sim.checker.on_leader_commit(self.id, r, voters, outgoing)
         else:
             fn(*args)
@@ -359,14 +357,28 @@ class SimNode:
                 sim.checker.on_persist(self.id, node._raft, rd.entries)
             for m in rd.messages:
                 sim.net.send(sim.now, m)
+            hs = rd.hard_state
+            # A vote written (ours or for another candidate): its answers must wait for
+            # this Ready's fsync. Told by the hard state, not by where the engine queued
+            # the answers, so that an engine that sends them early is crashed here too.
+            votes = (hs is not None and hs.vote != NO_NODE
+                     and (hs.term, hs.vote) != self._vote_written)
             self.storage.write(rd)
-            if sim.crash_on_ack and rd.persisted_messages:
+            if hs is not None:
+                self._vote_written = (hs.term, hs.vote)
+            if sim.crash_on_ack and (votes or rd.persisted_messages):
                 # Churn: crashes where durability matters, between writing a vote or
                 # accepted entries and the fsync their answers wait for; back at once.
-                p = sim.crash_on_ack * (5 if _grants_vote(rd) else 1)
+                p = sim.crash_on_ack * (5 if votes else 1)
                 if rng.random() < p:
                     sim.crash_node(self, soon=True)
                     return False
+            elif (sim.crash_on_ack and rd.entries is not None and rd.messages
+                  and node.role == LEADER and rng.random() < sim.crash_on_ack / 4):
+                # ... and a leader between sending entries and its own fsync (thesis
+                # §10.2.1): it restarts without them, while followers hold them.
+                sim.crash_node(self, soon=True)
+                return False
             if sim.crash_in_ready and rng.random() < sim.crash_in_ready:
                 sim.crash_node(self)       # before the sync: a torn tail at most survives
                 return False

@@ -21,30 +21,37 @@ The properties (Raft paper, Figure 3, plus the client-visible ones):
 7. Linearizable reads: a ReadIndex read's index covers every write acknowledged to a client
    before the read was asked for (checked in cluster.py, where reads are served).
 
-Membership (thesis §4, rule 8 of ``raft/raft.py``), checked against ground truth, not against
-what the engine believes: the checker derives every configuration itself from the log
-(``apply_conf_change``, its own arithmetic) and asks the simulated disks what is durable.
+8. Membership (thesis §4, rule 8 of ``raft/raft.py``): once the removal of node X is
+   committed (known committed at term R), X never wins the election of a term above R as a
+   voter of its configuration. (It may still win as a node outside its configuration, whose
+   log holds its removal, that does not know the removal committed, e.g. after a crash lost
+   its commit index: such a leader only finishes its removal, counted by nobody, and steps
+   down once it commits.) The committed configuration never has zero voters, never changes
+   while joint except to leave, and never names a removed node again. Removed nodes keep
+   running and never disrupt: a vote request of a removed node never changes the term or
+   the leader of a member inside a leader's lease (``on_removed_vote_request``). The checker
+   derives every configuration itself from the log (``apply_conf_change``, its own
+   arithmetic, not the engine's).
 
-8. Joint commitment: when a leader's commit index moves to ``c``, the entry at ``c`` is durable
-   on a majority of the incoming voters AND a majority of the outgoing voters of the
-   configuration the leader had at that moment (the simulator reports each move as it
-   happens, ``on_leader_commit``). Learners are never counted: only voters' disks are asked.
-9. Joint elections: when a node becomes leader of term T, a majority of the incoming voters
-   AND of the outgoing voters of its configuration have durably voted for it in T (or moved
-   past T); learners are never counted (``on_elected``). Property 1 (one leader per term)
-   holds under joint configurations too.
-10. Configurations in log order: after every step, each node's configuration is the one its
+Rule checks (``Checker.rules``, on by default): the premises of the safety argument, checked
+against ground truth (the simulated disks: what is durable now) at the moment they matter,
+rather than waiting for a violation of 1-8 to surface; ``rules=False`` keeps the end-to-end
+properties only (bench/sim_power.py --checks end-to-end measures both).
+
+9. Commitment (Figure 2, §5.4.2, thesis §4.3): when a leader's commit index moves to ``c``
+   (the simulator reports each move as it happens, ``on_leader_commit``), the entry at ``c``
+   is of the leader's term and durable on a majority of the incoming voters AND a majority
+   of the outgoing voters of the configuration the leader had at that moment. Learners are
+   never counted: only voters' disks are asked.
+10. Elections (Figure 2, thesis §4.3): when a node becomes leader of term T
+    (``on_elected``), a majority of the incoming voters AND of the outgoing voters of its
+    configuration have durably voted for it in T (or moved past T); learners never count.
+11. Configurations in log order: after every step, each node's configuration is the one its
     own log says (its snapshot's, then every conf-change entry in log order, rolled back
     when an entry is truncated): configurations take effect when appended, on every node.
-11. Removed nodes: once the removal of node X is committed (known committed at term R), X
-    never wins the election of a term above R as a voter of its configuration. (It may
-    still win as a node outside its configuration, whose log holds its removal, that does
-    not know the removal committed, e.g. after a crash lost its commit index: such a leader
-    only finishes its removal, counted by nobody, and steps down once it commits; rule 8 of
-    ``raft/raft.py``.) The committed configuration never has zero voters, never changes
-    while joint except to leave, and never names a removed node again. Removed nodes keep
-    running and never disrupt: a vote request of a removed node never changes the term or
-    the leader of a member inside a leader's lease (``on_removed_vote_request``).
+12. One change at a time (thesis §4.1, §4.3): no log ever holds two conf-change entries
+    beyond the committed prefix (a leader appends one, the leave-joint one included, only
+    once every earlier one is committed).
 """
 
 from __future__ import annotations
@@ -119,7 +126,12 @@ class _ConfShadow:
 class Checker:
     """The invariant checker of one simulation: the runtime reports persists, applies and
     restarts (``on_*``), the runner sweeps every node after every step (``check_node``);
-    ``violations`` holds the first 20 broken properties as sentences."""
+    ``violations`` holds the first 20 broken properties as sentences. ``rules``: also the
+    rule checks 9-12 (module docstring)."""
+
+    #: The default of ``rules`` (bench/sim_power.py switches it off to measure what the
+    #: end-to-end properties alone catch).
+    rules = True
 
     def __init__(self) -> None:
         self.violations: list[str] = []
@@ -179,25 +191,43 @@ class Checker:
         self._shadows.pop(node_id, None)
 
     def on_leader_commit(self, node_id: int, raft, voters, outgoing) -> None:
-        """Property 8: leader ``node_id``'s commit index just moved, under the configuration
+        """Property 9: leader ``node_id``'s commit index just moved, under the configuration
         ``voters`` / ``outgoing`` it had when it moved (before anything it appended after)."""
+        if self.rules:
+            self._check_commit(node_id, raft, voters, outgoing)
+        # Record the commit now, before the leader can compact the entries away.
+        self._note_commit(node_id, raft)
+
+    def _check_commit(self, node_id: int, raft, voters, outgoing) -> None:
         log = raft.log
         c = log.committed
         t = log.term(c)
+        if t != raft.term:
+            self.fail(f"commitment: leader {node_id} (term {raft.term}) committed index {c} "
+                      f"of term {t} (a leader counts replicas of its own term only)")
         disks = self.disks
         for name, group in (("incoming", voters), ("outgoing", outgoing)):
             if not group:
                 continue
             have = [v for v in group if v in disks and disks[v].holds(c, t)]
             if 2 * len(have) <= len(group):
-                self.fail(f"joint commitment: leader {node_id} (term {raft.term}) committed "
+                self.fail(f"commitment: leader {node_id} (term {raft.term}) committed "
                           f"index {c} (term {t}) durable on {sorted(have)} only of its "
                           f"{name} voters {sorted(group)}")
-        # Record the commit now, before the leader can compact the entries away.
-        self._note_commit(node_id, raft)
 
     def on_elected(self, node_id: int, raft) -> None:
-        """Properties 9 and 11: ``node_id`` just became leader of ``raft.term``."""
+        """Properties 8 and 10: ``node_id`` just became leader of ``raft.term``."""
+        term = raft.term
+        if self.rules:
+            self._check_votes(node_id, raft)
+        at = self.removed.get(node_id)
+        if (at is not None and term > self.commit_known_at[at]
+                and (node_id in raft.voters or node_id in raft.outgoing)):
+            self.fail(f"removed node won an election: node {node_id} leads term {term} as a "
+                      f"voter of {_show(raft.conf_state())}, its removal (index {at}) was "
+                      f"committed at term {self.commit_known_at[at]}")
+
+    def _check_votes(self, node_id: int, raft) -> None:
         term = raft.term
         disks = self.disks
         for name, group in (("incoming", raft.voters), ("outgoing", raft.outgoing)):
@@ -213,14 +243,8 @@ class Checker:
                                                           and hs.vote == node_id)):
                     granted.append(v)
             if 2 * len(granted) <= len(group):
-                self.fail(f"joint election: node {node_id} won term {term} with durable votes "
+                self.fail(f"election: node {node_id} won term {term} with durable votes "
                           f"of {sorted(granted)} only among its {name} voters {sorted(group)}")
-        at = self.removed.get(node_id)
-        if (at is not None and term > self.commit_known_at[at]
-                and (node_id in raft.voters or node_id in raft.outgoing)):
-            self.fail(f"removed node won an election: node {node_id} leads term {term} as a "
-                      f"voter of {_show(raft.conf_state())}, its removal (index {at}) was "
-                      f"committed at term {self.commit_known_at[at]}")
 
     def on_removed_vote_request(self, node_id: int, frm: int, before, after) -> None:
         """A removed node does not disrupt: its vote request ``frm`` -> ``node_id`` (a member)
@@ -234,13 +258,14 @@ class Checker:
     # -- the per-step sweep -----------------------------------------------------------------
 
     def check_node(self, node_id: int, raft) -> None:
-        """Properties 1, 2, 4, 6 and 10 for one node's engine (``RawNode._raft``), after a
-        step."""
+        """Properties 1, 2, 4, 6, 11 and 12 for one node's engine (``RawNode._raft``), after
+        a step."""
         log = raft.log
         ring = log.ring
         # 6: commit monotonicity and committed entries never change.
         self._note_commit(node_id, raft)
-        self._check_conf(node_id, raft)
+        if self.rules:
+            self._check_conf(node_id, raft)
         if raft.role != LEADER:
             self._leader_mark.pop(node_id, None)
             return
@@ -309,7 +334,7 @@ class Checker:
                         self._conf_committed(idx, cs, problem)
 
     def _conf_committed(self, idx: int, cs: ConfState, problem) -> None:
-        """Property 11 for a newly committed configuration, that of index ``idx``."""
+        """Property 8 for a newly committed configuration, that of index ``idx``."""
         if problem:
             self.fail(f"committed configuration at index {idx}: {problem}")
         if not cs.voters:
@@ -325,7 +350,8 @@ class Checker:
         self.members = members
 
     def _check_conf(self, node_id: int, raft) -> None:
-        """Property 10: the node's configuration is the one its log says."""
+        """Properties 11 and 12: the node's configuration is the one its log says, and its
+        log holds at most one conf-change entry beyond the committed prefix."""
         log = raft.log
         ring = log.ring
         meta = log.snapshot.meta
@@ -354,6 +380,12 @@ class Checker:
                 idx += 1
         sh.scan = last
         sh.scan_term = ring.last_term
+        terms = self.committed_terms
+        pending = [idx for idx, t, _cs in confs
+                   if not (idx < len(terms) and terms[idx] in (t, -1))]
+        if len(pending) > 1:
+            self.fail(f"one change at a time: node {node_id} holds uncommitted conf-change "
+                      f"entries at indexes {pending}")
         want = sh.current()
         have = ConfState(raft.voters, raft.outgoing, raft.learners)
         if have != want:

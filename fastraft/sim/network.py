@@ -7,7 +7,16 @@ no IO, no clocks: time is the simulator's tick counter and every random choice c
 A message sent at tick ``t`` on link (a, b) is delivered at ``t + latency`` where latency is
 drawn from the link's range (different draws reorder messages), unless it is lost on the way
 or the link is cut *when it would arrive* (a partition also swallows messages in flight).
-A duplicated message is delivered twice, with independent latencies.
+A duplicated message is delivered twice, with independent latencies. A late message (rate
+``late`` per link) takes a latency drawn from ``late_latency`` instead, typically several
+election timeouts: it reaches a node whose term, role or log moved on meanwhile.
+
+Parked messages are late at the worst moment (an adversarial scheduler, as in the
+asynchronous model Raft assumes, where any delay is possible): ``park`` takes the messages in
+flight to a node, ``echo`` parks a copy of those sent to it for a while (a late duplicate:
+the original is delivered as usual), and they stay parked until the simulator releases them
+(``release``: when their destination leads a term above theirs, say) or their deadline
+passes.
 """
 
 from __future__ import annotations
@@ -24,11 +33,14 @@ __all__ = ["LinkConfig", "Network"]
 @dataclass
 class LinkConfig:
     """One directed link's behaviour, in ticks and probabilities: latency drawn in
-    [min_latency, max_latency], loss and duplication rates."""
+    [min_latency, max_latency], loss and duplication rates, and the rate of late messages
+    with their latency range."""
     min_latency: int = 1
     max_latency: int = 1
     loss: float = 0.0
     duplicate: float = 0.0
+    late: float = 0.0
+    late_latency: tuple = (0, 0)
 
 
 class Network:
@@ -44,6 +56,8 @@ class Network:
         self.sent = 0
         self.dropped = 0
         self.dropped_snapshots: list = []   # lost SNAP messages: the sender hears "failed"
+        self.echoes: dict[int, tuple[int, int]] = {}   # node -> (send until, parked until)
+        self.parked: list = []              # (deadline, msg)
 
     def link(self, frm: int, to: int) -> LinkConfig:
         """The behaviour of the link from ``frm`` to ``to`` (the default unless set)."""
@@ -62,6 +76,11 @@ class Network:
             lat = cfg.min_latency
             if cfg.max_latency > lat:
                 lat = rng.randint(lat, cfg.max_latency)
+            if cfg.late and rng.random() < cfg.late:
+                lat = rng.randint(*cfg.late_latency)
+            echo = self.echoes.get(msg.to) if self.echoes else None
+            if echo is not None and now < echo[0]:
+                self.parked.append((echo[1], msg))
             self._seq += 1
             heapq.heappush(self._queue, (now + lat, self._seq, msg))
 
@@ -84,15 +103,43 @@ class Network:
         if msg.type == MsgType.SNAP:
             self.dropped_snapshots.append(msg)
 
+    def park(self, pred, deadline: int) -> None:
+        """Park the messages in flight for which ``pred(msg)`` holds, until ``release``
+        or ``deadline``."""
+        q = self._queue
+        keep = [e for e in q if not pred(e[2])]
+        if len(keep) != len(q):
+            self.parked.extend((deadline, e[2]) for e in q if pred(e[2]))
+            heapq.heapify(keep)
+            self._queue = keep
+
+    def echo(self, node: int, until: int, deadline: int) -> None:
+        """Until tick ``until``, park a copy of every message sent to ``node`` (until
+        ``deadline``)."""
+        self.echoes[node] = (until, deadline)
+
+    def release(self, now: int, pred) -> None:
+        """Deliver at the next tick the parked messages for which ``pred(msg)`` holds or whose
+        deadline has come."""
+        keep = []
+        for deadline, msg in self.parked:
+            if deadline <= now or pred(msg):
+                self._seq += 1
+                heapq.heappush(self._queue, (now + 1, self._seq, msg))
+            else:
+                keep.append((deadline, msg))
+        self.parked = keep
+
     def pending(self) -> int:
-        """Messages in flight."""
-        return len(self._queue)
+        """Messages in flight (parked ones included)."""
+        return len(self._queue) + len(self.parked)
 
     # -- partitions -------------------------------------------------------------------------
 
     def heal(self) -> None:
-        """Remove every partition and cut (link latencies and loss stay)."""
+        """Remove every partition, cut and echo (link latencies and loss stay)."""
         self.blocked.clear()
+        self.echoes.clear()
 
     def cut(self, frm: int, to: int) -> None:
         """One-way cut: messages from ``frm`` to ``to`` are lost."""

@@ -19,7 +19,15 @@ A scenario has two phases:
    entries and the fsync their answers wait for; ``stale_reads`` sends reads to leaders
    that a newer one has already replaced; ``membership`` adds learners (brand-new node ids
    with an empty disk), promotes them, removes voters, the leader, and replaces nodes
-   (``members.py``), while every other fault goes on; removed nodes keep running.
+   (``members.py``), while every other fault goes on; removed nodes keep running; ``late``
+   holds a few messages on each link for several election timeouts (a slow path, a frame
+   queued behind a snapshot), so answers and requests of terms long gone reach nodes that
+   moved on, and parks the acknowledgements on their way to a leader that crashes or is
+   cut off until it leads again (an adversarial delay); ``swarm`` draws per seed how
+   intense each of partition, crash, torn, pause, loss, dup, churn, transfer, membership
+   and late is, off a third of the time (swarm testing: a seed where some fault kinds rage
+   and the others keep quiet reaches interleavings that a uniform mix of everything
+   drowns).
 2. Liveness: everything heals (links clean, every node up); within ``liveness_ticks`` a
    leader must be elected and a fresh proposal must commit.
 
@@ -42,10 +50,15 @@ from .members import MembershipDriver
 from .network import LinkConfig, Network
 
 __all__ = ["SimConfig", "Simulation", "Tuning", "run_scenario", "run_seeds", "FAULT_KINDS",
-           "BASE_FAULT_KINDS", "parse_seeds", "replay_command"]
+           "BASE_FAULT_KINDS", "SWARM_KINDS", "SWARM_LEVELS", "parse_seeds", "replay_command"]
 
 FAULT_KINDS = ("partition", "crash", "torn", "pause", "loss", "dup", "delay", "transfer",
-               "tuning", "churn", "stale_reads", "membership")
+               "tuning", "churn", "stale_reads", "membership", "late", "swarm")
+#: The fault kinds whose intensity ``swarm`` draws per seed.
+SWARM_KINDS = ("partition", "crash", "torn", "pause", "loss", "dup", "churn", "transfer",
+               "membership", "late")
+#: The intensities ``swarm`` draws from (off a third of the time).
+SWARM_LEVELS = (0, 0, 0.5, 1, 2, 4)
 #: The fault model before ``tuning``, ``churn`` and ``stale_reads`` (bench/sim_power.py
 #: compares both: ``--faults`` with these kinds replays the old model).
 BASE_FAULT_KINDS = FAULT_KINDS[:8]
@@ -57,7 +70,10 @@ class Tuning:
     drawn per seed (from its own stream, so the seed alone still replays the run): small
     message limits and in-flight windows split replication into many small appends, which
     leaves logs partially replicated when leaders change; other tick ratios shift elections
-    against heartbeats."""
+    against heartbeats; without pre-vote (a quarter of the seeds) candidates of one term
+    compete more often; without check-quorum (a quarter of the others) a leader cut off
+    from its majority keeps leading (and serving reads) while a newer one is elected; a
+    large ``promote_lag`` lets learners be promoted before they caught up."""
     election_tick: int
     heartbeat_tick: int
     max_inflight_msgs: int
@@ -65,6 +81,9 @@ class Tuning:
     snapshot_every: int
     keep_tail: int
     max_batch: int = 3
+    pre_vote: bool = True
+    check_quorum: bool = True
+    promote_lag: int = 16
 
     @classmethod
     def draw(cls, rng: random.Random) -> "Tuning":
@@ -76,7 +95,12 @@ class Tuning:
                    max_msg_bytes=rng.choice((1, 24, 48, 96, 4096)),
                    snapshot_every=rng.choice((8, 16, 64, 256)),
                    keep_tail=rng.choice((0, 2, 8)),
-                   max_batch=rng.choice((1, 3, 8)))
+                   max_batch=rng.choice((1, 3, 8)),
+                   pre_vote=(pre_vote := rng.random() < 0.75),
+                   # never both off: nothing would keep removed nodes from disrupting
+                   # the cluster (thesis §4.2.3)
+                   check_quorum=rng.random() < 0.75 or not pre_vote,
+                   promote_lag=rng.choice((16, 64, 1 << 20)))
 
 
 @dataclass
@@ -104,10 +128,16 @@ def replay_command(cfg: SimConfig) -> str:
         faults = "all"
     cmd = (f"fastraft sim --seeds {cfg.seed} --nodes {cfg.nodes} --steps {cfg.steps} "
            f"--faults {faults}")
-    if "tuning" in cfg.faults:   # derived from the seed: shown, not needed to replay
+    notes = []                   # derived from the seed: shown, not needed to replay
+    if "tuning" in cfg.faults:
         t = Tuning.draw(random.Random(f"{cfg.seed}/tuning"))
-        cmd += "  # tuning: " + " ".join(f"{k}={v}" for k, v in vars(t).items())
-    return cmd
+        notes.append("tuning: " + " ".join(f"{k}={v}" for k, v in vars(t).items()))
+    if "swarm" in cfg.faults:
+        srng = random.Random(f"{cfg.seed}/swarm")
+        draws = {k: srng.choice(SWARM_LEVELS) for k in SWARM_KINDS}
+        notes.append("swarm: " + " ".join(f"{k}={v:g}" for k, v in draws.items()
+                                          if k in cfg.faults))
+    return cmd + ("  # " + "; ".join(notes) if notes else "")
 
 
 class Simulation:
@@ -126,14 +156,15 @@ class Simulation:
         self.now = 0
         self.ids = list(range(1, cfg.nodes + 1))
         self.faults = cfg.faults
+        self.intensity = self._intensity()
         # Per Ready, the chance of a crash inside the runtime's handling of it (torn writes).
-        self.crash_in_ready = (self.rng.choice((0.001, 0.005, 0.02))
+        self.crash_in_ready = (self.rng.choice((0.001, 0.005, 0.02)) * self.intensity["torn"]
                                if "torn" in cfg.faults else 0.0)
         # Up to how many ticks an fsync may take (0: every Ready synced at once).
         self.sync_delay = self.rng.choice((0, 1, 3)) if "delay" in cfg.faults else 0
         # Per Ready with answers (x5 when it grants a vote), the chance of a crash before
         # its fsync (churn).
-        self.crash_on_ack = 0.02 if "churn" in cfg.faults else 0.0
+        self.crash_on_ack = 0.02 * min(self.intensity["churn"], 2.0)
         self.restart_at: dict[int, int] = {}
         self.tuning = self._tuning()
         self._node_rng = random.Random(f"{seed}/nodes")
@@ -143,17 +174,21 @@ class Simulation:
             self._start_node(i, bootstrap=self.ids)
         self._configure_links()
         self.partitioned = False
+        self.partition_until = 0               # a partition that must last until then
+        self.transfer_back: int | None = None   # a deposed leader to hand the lead back to
+        self.heal_after_election = 0            # heal once a term above this one has a leader
         self.elections = 0
         self.transfers = 0
-        self.members = (MembershipDriver(self) if "membership" in cfg.faults and cfg.nodes > 0
-                        else None)
+        self.members = (MembershipDriver(self, self.intensity["membership"])
+                        if self.intensity["membership"] else None)
 
     def _start_node(self, nid: int, bootstrap=()) -> SimNode:
         # Every node starts with an empty configuration: the initial ones find theirs at
         # entry 1 of their log, the others receive it (cluster.py, "Bootstrap").
         tun = self.tuning
         rc = RaftConfig(nid, (), election_tick=tun.election_tick,
-                        heartbeat_tick=tun.heartbeat_tick,
+                        heartbeat_tick=tun.heartbeat_tick, pre_vote=tun.pre_vote,
+                        check_quorum=tun.check_quorum, promote_lag=tun.promote_lag,
                         max_inflight_msgs=tun.max_inflight_msgs,
                         max_msg_bytes=tun.max_msg_bytes)
         sn = SimNode(nid, rc, random.Random(self._node_rng.getrandbits(64)),
@@ -177,6 +212,17 @@ class Simulation:
         self.ids.append(nid)
         return sn
 
+    def _intensity(self) -> dict:
+        """How intense each fault kind of ``SWARM_KINDS`` is in this seed (1: the base
+        rates; 0 for the kinds off)."""
+        cfg = self.cfg
+        out = {k: (1.0 if k in cfg.faults else 0.0) for k in SWARM_KINDS}
+        if "swarm" in cfg.faults:
+            srng = random.Random(f"{cfg.seed}/swarm")
+            for k in SWARM_KINDS:
+                out[k] *= srng.choice(SWARM_LEVELS)
+        return out
+
     def _tuning(self) -> Tuning:
         cfg = self.cfg
         if "tuning" in cfg.faults:
@@ -197,16 +243,23 @@ class Simulation:
         if "delay" in f:
             cfg.max_latency = rng.randint(1, 6)
         if "loss" in f:
-            cfg.loss = rng.choice((0.0, 0.01, 0.05, 0.15))
+            cfg.loss = rng.choice((0.0, 0.01, 0.05, 0.15)) * min(self.intensity["loss"], 2.0)
         if "dup" in f:
-            cfg.duplicate = rng.choice((0.0, 0.01, 0.05))
+            cfg.duplicate = rng.choice((0.0, 0.01, 0.05)) * self.intensity["dup"]
+        if "late" in f:
+            cfg.late = rng.choice((0.0, 0.002, 0.01, 0.03)) * self.intensity["late"]
+            et = self.tuning.election_tick
+            cfg.late_latency = (2 * et, 12 * et)
         self.net.links[(a, b)] = cfg
 
     # -- node lifecycle -----------------------------------------------------------------------
 
     def crash_node(self, sn: SimNode, soon: bool = False) -> None:
         """Crash ``sn`` (its unsynced writes may be lost) and plan its restart (within an
-        election timeout or two when ``soon``)."""
+        election timeout or two when ``soon``). A leader's acknowledgements are parked
+        (``late``)."""
+        if self.intensity["late"] and sn.node is not None and sn.node.role == LEADER:
+            self.delay_answers_to(sn)
         sn.crash()
         self.workload.forget_node(sn.id)
         self.checker.on_restart(sn.id)
@@ -250,6 +303,8 @@ class Simulation:
         if faults:
             self._inject_faults()
         self._client_ops()
+        if self.net.parked:
+            self._release_parked()
         for sn in self.live():
             sn.tick(self)
         self._process_all()
@@ -310,56 +365,122 @@ class Simulation:
     def _inject_faults(self) -> None:
         rng = self.rng
         f = self.faults
+        inten = self.intensity
         ids = self.ids
         n = len(ids)
-        if "partition" in f and n > 1:
-            if self.partitioned and rng.random() < 0.04:
+        if self.heal_after_election:
+            lead = self.leader()
+            if lead is not None and lead.node.term > self.heal_after_election:
                 self.net.heal()
                 self.partitioned = False
-            elif not self.partitioned and rng.random() < 0.02:
+                self.partition_until = self.heal_after_election = 0
+        if "partition" in f and n > 1:
+            if self.partitioned and self.now >= self.partition_until and rng.random() < 0.04:
+                self.net.heal()
+                self.partitioned = False
+            elif not self.partitioned and rng.random() < 0.02 * inten["partition"]:
                 self._partition()
-        if "crash" in f and rng.random() < 0.008:
+        if "crash" in f and rng.random() < 0.008 * inten["crash"]:
             alive = [sn for sn in self.nodes.values() if sn.node is not None]
             if alive:
                 self.crash_node(rng.choice(alive))
-        if "pause" in f and rng.random() < 0.004:
+        if "pause" in f and rng.random() < 0.004 * inten["pause"]:
             live = self.live()
             if live:
                 sn = rng.choice(live)
                 et = self.tuning.election_tick
                 sn.paused_until = self.now + rng.randint(et, 4 * et)
-        if "churn" in f and not self.partitioned and rng.random() < 0.05:
+        if "churn" in f and not self.partitioned and rng.random() < 0.05 * inten["churn"]:
             self._depose_mid_replication()
+        if self.transfer_back is not None and not self.partitioned:
+            self._transfer_back()
         if self.members is not None:
             self.members.tick()
-        if "transfer" in f and rng.random() < 0.01:
+        if "transfer" in f and rng.random() < 0.01 * inten["transfer"]:
             lead = self.leader()
             cs = lead.node.conf_state() if lead is not None else None
             to_pick = sorted(cs.voters - {lead.id}) if cs else []    # incoming voters
             if to_pick:
                 to = rng.choice(to_pick)
+                prev = self._previous_leader(lead)
+                if inten["late"] and prev in to_pick and rng.random() < 0.5:
+                    to = prev       # back to a deposed leader, its old acks maybe still late
                 try:
                     lead.node.transfer_leadership(to)
                     self.transfers += 1
                 except NotLeader:
                     pass
 
+    def delay_answers_to(self, sn: SimNode, until: int | None = None) -> None:
+        """``late``: the acknowledgements on their way to ``sn`` (a leader being deposed or
+        crashed) are parked, and so is a copy of whatever is sent to it until ``until`` (an
+        election timeout or two by default): delivered as soon as ``sn`` leads a later
+        term, or after 12 election timeouts."""
+        et = self.tuning.election_tick
+        deadline = self.now + 12 * et
+        nid = sn.id
+        self.net.park(lambda m: m.to == nid and m.type == MsgType.APP_RESP, deadline)
+        if until is None:
+            until = self.now + self.rng.randint(et, 2 * et)
+        self.net.echo(nid, until, deadline)
+
+    def _release_parked(self) -> None:
+        """Parked messages reach a node once it leads a term above theirs (``late``)."""
+        nodes = self.nodes
+
+        def due(m) -> bool:
+            sn = nodes[m.to]
+            return (sn.node is not None and sn.node.role == LEADER
+                    and sn.node.term > m.term)
+        self.net.release(self.now, due)
+
+    def _previous_leader(self, lead: SimNode) -> int | None:
+        """The leader of the latest term before ``lead``'s that had one."""
+        terms = [t for t in self.checker.leaders if t < lead.node.term]
+        return self.checker.leaders[max(terms)] if terms else None
+
     def _depose_mid_replication(self) -> None:
         """More leader changes over partially replicated logs: a leader with uncommitted
         entries is cut off with a minority (those it replicated to or not) or crashes, so
-        that the next leader is elected over logs that differ in their tails."""
+        that the next leader is elected over logs that differ in their tails. With ``late``,
+        the acknowledgements on their way to it are held for a few election timeouts: they
+        reach it in a later term (re-elected maybe, its tail overwritten meanwhile)."""
         rng = self.rng
         lead = self.leader()
         if lead is None or lead.node.status().committed >= lead.node._raft.log.last_index:
             return
+        late = bool(self.intensity["late"])
         if rng.random() < 0.5:
             self.crash_node(lead, soon=True)   # back soon, with its partial tail
             return
         others = [i for i in self.ids if i != lead.id]
         rng.shuffle(others)
-        k = rng.randint(0, (len(self.ids) - 1) // 2)
+        hi = (len(self.ids) - 1) // 2
+        k = rng.randint(min(1, hi) if late else 0, hi)
         self.net.split([lead.id] + others[:k], others[k:])
         self.partitioned = True
+        if late:
+            # What its side acknowledges is late too; the partition lasts until the other
+            # side elected (no longer: the new leader's log is shorter than the deposed
+            # one's tail), and once it heals the lead is handed back at once.
+            self.delay_answers_to(lead, until=self.now + 1_000_000)
+            self.transfer_back = lead.id
+            self.partition_until = self.now + 1_000_000
+            self.heal_after_election = lead.node.term
+
+    def _transfer_back(self) -> None:
+        lead = self.leader()
+        if lead is None:
+            return
+        target, self.transfer_back = self.transfer_back, None
+        sn = self.nodes[target]
+        if lead.id != target and sn.node is not None and \
+                target in lead.node.conf_state().voters:
+            try:
+                lead.node.transfer_leadership(target)
+                self.transfers += 1
+            except NotLeader:
+                pass
 
     def _partition(self) -> None:
         rng = self.rng
@@ -376,6 +497,8 @@ class Simulation:
         elif kind == "isolate_leader":
             lead = self.leader()
             self.net.isolate(lead.id if lead else rng.choice(ids), ids)
+            if lead is not None and self.intensity["late"]:
+                self.delay_answers_to(lead, until=self.now + 1_000_000)
         else:
             if len(ids) < 3:
                 self.net.isolate(rng.choice(ids), ids)
