@@ -256,10 +256,18 @@ class Simulation:
 
     def crash_node(self, sn: SimNode, soon: bool = False) -> None:
         """Crash ``sn`` (its unsynced writes may be lost) and plan its restart (within an
-        election timeout or two when ``soon``). A leader's acknowledgements are parked
-        (``late``)."""
+        election timeout or two when ``soon``). With ``late``, a leader's acknowledgements
+        are parked, and so are the appends it sent to about half of its followers: those
+        get its last entries late, the others at once (and acknowledge them); once another
+        leader is elected, the lead is handed back to it."""
         if self.intensity["late"] and sn.node is not None and sn.node.role == LEADER:
             self.delay_answers_to(sn)
+            if self.transfer_back is None:
+                self.transfer_back = sn.id
+            some = {i for i in self.ids if i != sn.id and self.rng.random() < 0.5}
+            nid = sn.id
+            self.net.park(lambda m: m.frm == nid and m.to in some and m.type == MsgType.APP,
+                          self.now + 12 * self.tuning.election_tick)
         sn.crash()
         self.workload.forget_node(sn.id)
         self.checker.on_restart(sn.id)
@@ -456,7 +464,13 @@ class Simulation:
         others = [i for i in self.ids if i != lead.id]
         rng.shuffle(others)
         hi = (len(self.ids) - 1) // 2
-        k = rng.randint(min(1, hi) if late else 0, hi)
+        lo = 0
+        if late:
+            # A strict minority, with one follower at least when there is room: what it
+            # acknowledges reaches the deposed leader once it leads again.
+            hi = (len(self.ids) + 1) // 2 - 2 if len(self.ids) > 3 else 0
+            lo = min(1, hi)
+        k = rng.randint(lo, hi)
         self.net.split([lead.id] + others[:k], others[k:])
         self.partitioned = True
         if late:
@@ -470,12 +484,15 @@ class Simulation:
 
     def _transfer_back(self) -> None:
         lead = self.leader()
-        if lead is None:
-            return
-        target, self.transfer_back = self.transfer_back, None
+        target = self.transfer_back
         sn = self.nodes[target]
-        if lead.id != target and sn.node is not None and \
-                target in lead.node.conf_state().voters:
+        if lead is not None and lead.id == target:
+            self.transfer_back = None         # it leads again already
+            return
+        if lead is None or sn.node is None:
+            return                            # wait for another leader, and the target
+        self.transfer_back = None
+        if target in lead.node.conf_state().voters:
             try:
                 lead.node.transfer_leadership(target)
                 self.transfers += 1
