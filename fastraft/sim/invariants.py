@@ -147,6 +147,7 @@ class Checker:
         self.committed_conf = _EMPTY                   # the last committed configuration
         self.members = frozenset()                     # its members (voters and learners)
         self.removed: dict[int, int] = {}              # node -> index of its committed removal
+        self.removed_requests = 0                      # their vote requests met in a lease
         self._shadows: dict[int, _ConfShadow] = {}
 
     def fail(self, msg: str) -> None:
@@ -251,6 +252,7 @@ class Checker:
         found ``node_id`` inside a leader's lease (``before``: (term, lead, in lease)) and
         must leave its term and leader as they were (``after``: (term, lead))."""
         term, lead, in_lease = before
+        self.removed_requests += in_lease
         if in_lease and (after[0] != term or after[1] != lead):
             self.fail(f"removed node {frm} disrupted member {node_id}: term {term} -> "
                       f"{after[0]}, leader {lead} -> {after[1]}")
