@@ -13,21 +13,23 @@ A scenario has two phases:
    bridge), crashes nodes (also in the middle of handling a Ready, losing unsynced writes)
    and restarts them, pauses nodes for longer than an election timeout, transfers
    leadership, and the links lose, duplicate, delay and reorder messages. With ``tuning``
-   the engine's message size limit, in-flight window, tick ratio, snapshot interval and
-   write batch size are drawn per seed (``Tuning``); ``churn`` deposes or crashes leaders
-   that hold uncommitted entries and crashes nodes between writing a vote or accepted
-   entries and the fsync their answers wait for; ``stale_reads`` sends reads to leaders
-   that a newer one has already replaced; ``membership`` adds learners (brand-new node ids
-   with an empty disk), promotes them, removes voters, the leader, and replaces nodes
-   (``members.py``), while every other fault goes on; removed nodes keep running; ``late``
-   holds a few messages on each link for several election timeouts (a slow path, a frame
-   queued behind a snapshot), so answers and requests of terms long gone reach nodes that
-   moved on, and parks the acknowledgements on their way to a leader that crashes or is
-   cut off until it leads again (an adversarial delay); ``swarm`` draws per seed how
-   intense each of partition, crash, torn, pause, loss, dup, churn, transfer, membership
-   and late is, off a third of the time (swarm testing: a seed where some fault kinds rage
-   and the others keep quiet reaches interleavings that a uniform mix of everything
-   drowns).
+   the engine's message size limit, in-flight window, tick ratio, pre-vote, check-quorum,
+   promotion lag, snapshot interval and write batch size are drawn per seed (``Tuning``);
+   ``churn`` deposes or crashes leaders that hold uncommitted entries, crashes nodes
+   between writing a vote or accepted entries and the fsync their answers wait for, and
+   leaders between sending entries and their own fsync; ``stale_reads`` sends reads to
+   leaders that a newer one has already replaced; ``membership`` adds learners (brand-new
+   node ids with an empty disk), promotes them, removes voters, the leader, and replaces
+   nodes (``members.py``), splitting the network along a change and pausing its leader,
+   while every other fault goes on; removed nodes keep running; ``late`` holds a few
+   messages on each link for several election timeouts (a slow path, a frame queued behind
+   a snapshot), so answers and requests of terms long gone reach nodes that moved on, and
+   parks the acknowledgements on their way to a leader that crashes or is cut off until it
+   leads again (an adversarial delay), the lead being handed back to it; ``swarm`` draws per
+   seed how intense each of partition, crash, torn, pause, loss, dup, churn, transfer,
+   membership and late is, off a third of the time (swarm testing: a seed where some fault
+   kinds rage and the others keep quiet reaches interleavings that a uniform mix of
+   everything drowns).
 2. Liveness: everything heals (links clean, every node up); within ``liveness_ticks`` a
    leader must be elected and a fresh proposal must commit.
 
