@@ -294,7 +294,7 @@ class SimNode:
     #
     # A leader's commit index moves only inside ``step`` (an append answer) or ``advance``
     # (its own copy durable), and a node wins an election only inside ``step`` or ``tick``:
-    # the checker looks at those moments (invariants.py, properties 8 and 9), with the
+    # the checker looks at those moments (invariants.py, properties 9 and 10), with the
     # configuration the leader had just before (a leave-joint entry it appends after a
     # commit must not be counted for that commit).
 

@@ -142,7 +142,7 @@ class Checker:
         self.applied: dict[int, int] = {}              # index -> state digest after applying it
         self._commit_seen: dict[int, int] = {}         # node -> last commit index observed
         self._leader_mark: dict[int, tuple[int, int, int]] = {}  # node -> (term, last, last term)
-        # Membership (properties 8-11).
+        # Membership (properties 8, 11, 12).
         self.disks: dict = {}                          # node -> SimStorage (durable truth)
         self.committed_conf = _EMPTY                   # the last committed configuration
         self.members = frozenset()                     # its members (voters and learners)

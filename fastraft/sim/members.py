@@ -21,21 +21,24 @@ Plans, drawn at random while the other faults (partitions, crashes, loss, ...) g
   change.
 
 Right after a change is appended, with the ``partition`` fault kind, the network is often
-split along the change (``_split``): the leader with the new voters and learners (and as many
-common voters as keep the old majority out of reach) on one side, the rest of the old voters
-on the other, for several election timeouts; with ``pause``, the leader is often paused
-meanwhile, so that it still believes it leads when it resumes. The old side may elect a
+split along the change (``_split``): the leader with the new voters and learners (and the
+fewest common voters that give it a majority of the new configuration, never the old
+majority) on one side, the rest on the other, for several election timeouts; with ``pause``,
+a leader that can serve reads is often paused meanwhile, so that it still believes it leads
+when it resumes. No split when the change leaves no such sides (it would only stall it). The old side may elect a
 leader that never saw the change while the new side still counts on it: exactly where a
 joint configuration decided by one majority, or a learner counted as a voter, lets both
 sides decide.
 
 Each plan is a list of steps, each step one conf change of one or more ``(kind, node id)``,
-proposed at whichever node leads when the step comes up. A step refused with NotLeader or
-Busy (another change in flight, a learner not caught up) is retried later; one that no
+proposed at whichever node leads when the step comes up, most of the time only once the
+learners it promotes run and hold about what the slowest voter holds (as an operator would
+wait). A step refused with NotLeader or Busy (another change in flight, a learner not caught
+up) is retried later; one that no
 longer applies (BadConfChange, a node gone, an id removed before) is dropped, and a plan
 that cannot progress for long is abandoned. Up to two plans run at once, so a second change
 is sometimes attempted while one is in flight (the engine must refuse it). Removed nodes keep
-running: they must not disrupt the cluster (invariants.py, property 11). Node ids are never
+running: they must not disrupt the cluster (invariants.py, property 8). Node ids are never
 reused.
 """
 
