@@ -5,8 +5,9 @@ only ``fastraft.core``, ``fastraft.errors`` and pure standard-library modules â€
 socket, os, time or msgpack (tests/unit/test_sourcecode.py enforces it).
 
 Modules: ``messages`` (the vocabulary), ``progress`` (per-follower replication state),
-``log`` (RaftLog over the core's LogRing), ``confchange`` (configuration changes), ``membership`` (the configuration methods of Raft),
-``raft`` (the protocol), ``rawnode`` (Ready/advance).
+``log`` (RaftLog over the core's LogRing), ``confchange`` (configuration changes),
+``membership`` (the configuration methods of Raft), ``raft`` (the protocol), ``rawnode``
+(Ready/advance).
 """
 
 from .confchange import (
