@@ -112,10 +112,12 @@ def test_an_answer_to_a_cancelled_call_keeps_the_connection(fake):
             leader.plan(codec.OP_GET, ("delay", 0.1))
             task = asyncio.ensure_future(c.get(b"k"))
             await until(lambda: len(leader.ops(codec.OP_GET)) == 1, what="the get sent")
+            conn = next(x for x in c._conns.values() if x.pending)
             task.cancel()
             # The late answer arrives for a call nobody waits for: ignored, and the same
             # connection serves the next calls.
-            await asyncio.sleep(0.2)
+            await until(lambda: not conn.pending, what="the late answer")
+            assert not conn.closed
             assert await c.get(b"k") == b"v"
             assert leader.connections == 1
     run(main())
