@@ -5,7 +5,8 @@ client and tools; later it is also the only place that chooses uvloop. It offers
 ``info`` (which core implementation is in use), ``sim`` (the deterministic simulator),
 ``wal-dump`` and ``wal-repair`` (the WAL inspector and the explicit repair), ``node`` (one
 server process, ``fastraft.server``) and ``cluster`` (a local cluster of child processes,
-``fastraft.launcher``), and the client commands ``put``, ``get``, ``del``, ``cas``, ``scan``,
+``fastraft.launcher``), ``certs init`` (a development PKI, ``fastraft.certs``), and the
+client commands ``put``, ``get``, ``del``, ``cas``, ``scan``,
 ``status``, ``member`` and ``bench`` (``fastraft.client.cli_cmds`` and ``cli_members``, where
 their exit codes are listed). ``node`` also starts a node added at runtime (``--raft``,
 ``--client``, ``--join``; ``fastraft.server.joining``).
@@ -137,6 +138,22 @@ def _build_parser() -> argparse.ArgumentParser:
                       choices=("DEBUG", "INFO", "WARNING", "ERROR"),
                       help="least severe log messages shown (default INFO; logs go to "
                            "stderr)")
+
+    certs = sub.add_parser("certs", help="development TLS certificates (a quick start)")
+    csub = certs.add_subparsers(dest="certs_command", metavar="ACTION", required=True)
+    cinit = csub.add_parser(
+        "init", help="write a development CA pair, node and client certificates",
+        description="Write a development PKI into DIR: a peer CA and a client CA, one "
+                    "certificate per node (node1.pem ...) naming every --hosts entry, and one "
+                    "client certificate; print the [tls] table to use. A quick start, not a "
+                    "production PKI. Needs the cryptography package (pip install "
+                    "'fastraft[tls]').")
+    cinit.add_argument("dir", metavar="DIR")
+    cinit.add_argument("--nodes", type=int, default=3, help="node certificates (default 3)")
+    cinit.add_argument("--hosts", default="127.0.0.1,localhost",
+                       help="comma list of IP addresses and DNS names in every node "
+                            "certificate (default 127.0.0.1,localhost)")
+    cinit.add_argument("--days", type=int, default=365, help="validity (default 365)")
 
     from .launcher import add_cluster_parser
 
@@ -341,6 +358,22 @@ def _cmd_node(args: argparse.Namespace) -> int:
                     join=join)
 
 
+def _cmd_certs(args: argparse.Namespace) -> int:
+    from .certs import init_certs, tls_table
+    from .errors import ConfigError
+
+    try:
+        names = init_certs(args.dir, args.nodes, args.hosts.split(","), args.days)
+    except (ConfigError, OSError) as e:
+        print(f"fastraft certs: {e}", file=sys.stderr)
+        return 2
+    print(f"wrote {len(names)} files in {args.dir}: {', '.join(names)}")
+    print(f"development certificates only (keys unencrypted, valid {args.days} days); the "
+          "[tls] table for a config file beside them:\n")
+    print(tls_table(), end="")
+    return 0
+
+
 def _to_devnull(stream) -> None:
     try:
         fd = os.open(os.devnull, os.O_WRONLY)
@@ -387,6 +420,8 @@ def _dispatch(argv: list[str] | None) -> int:
         return _cmd_wal_repair(args)
     if args.command == "node":
         return _cmd_node(args)
+    if args.command == "certs":
+        return _cmd_certs(args)
     if args.command == "cluster":
         from .launcher import run_cluster
 

@@ -1,0 +1,149 @@
+"""The development PKI (``fastraft certs init``) and the TLS contexts (``fastraft.tls``):
+real TLS handshakes over localhost sockets, every refusal the contexts must make, and file
+errors that name the file.
+
+Place in the architecture: tests of two leaves (``fastraft.certs``, ``fastraft.tls``); no node
+involved (issue 14 wires them into the ports).
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import ssl
+import subprocess
+import sys
+import threading
+
+import pytest
+
+pytest.importorskip("cryptography")
+
+from fastraft import tls  # noqa: E402
+from fastraft.certs import init_certs  # noqa: E402
+from fastraft.errors import ConfigError  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def pki(tmp_path_factory):
+    d = tmp_path_factory.mktemp("pki")
+    init_certs(str(d), nodes=2, hosts=["127.0.0.1", "localhost"])
+    other = tmp_path_factory.mktemp("foreign")
+    init_certs(str(other), nodes=1)
+    return lambda name, foreign=False: str((other if foreign else d) / name)
+
+
+def _handshake(server_ctx, client_ctx, host="127.0.0.1") -> tuple[bool, str]:
+    """One TLS handshake between the two contexts over a localhost TCP connection:
+    ``(ok, why)`` from the client's side (the server side's error when it refused)."""
+    srv = socket.create_server(("127.0.0.1", 0))
+    port = srv.getsockname()[1]
+    server_err: list = []
+
+    def serve():
+        conn, _ = srv.accept()
+        conn.settimeout(5)
+        try:
+            with server_ctx.wrap_socket(conn, server_side=True) as s:
+                s.recv(1)
+        except (ssl.SSLError, OSError) as exc:
+            server_err.append(exc)
+
+    t = threading.Thread(target=serve, daemon=True)
+    t.start()
+    try:
+        with socket.create_connection(("127.0.0.1", port), 5) as raw:
+            with client_ctx.wrap_socket(raw, server_hostname=host) as s:
+                s.sendall(b"x")
+                s.recv(1)       # TLS 1.3: a refused client certificate shows up here
+        ok, why = True, ""
+    except (ssl.SSLError, OSError) as exc:
+        ok, why = False, str(exc)
+    t.join(5)
+    srv.close()
+    if server_err and ok:
+        ok, why = False, str(server_err[0])
+    return ok, why + " " + " ".join(str(e) for e in server_err)
+
+
+def test_peers_authenticate_each_other(pki):
+    s = tls.peer_server_context(pki("node1.pem"), pki("node1.key"), pki("peer-ca.pem"))
+    c = tls.peer_client_context(pki("node2.pem"), pki("node2.key"), pki("peer-ca.pem"))
+    assert _handshake(s, c) == (True, " ")
+    assert _handshake(s, c, host="localhost")[0]
+
+
+def test_the_peer_port_refuses_client_certificates_foreign_cas_and_wrong_names(pki):
+    s = tls.peer_server_context(pki("node1.pem"), pki("node1.key"), pki("peer-ca.pem"))
+    # A certificate of the client CA is never accepted on the peer port.
+    as_client = tls.peer_client_context(pki("client.pem"), pki("client.key"),
+                                        pki("peer-ca.pem"))
+    ok, why = _handshake(s, as_client)
+    assert not ok and "certificate" in why.lower()
+    # A node of another cluster's CA.
+    foreign = tls.peer_client_context(pki("node1.pem", True), pki("node1.key", True),
+                                      pki("peer-ca.pem", True))
+    assert not _handshake(s, foreign)[0]
+    # The dialled address is not in the peer's certificate.
+    c = tls.peer_client_context(pki("node2.pem"), pki("node2.key"), pki("peer-ca.pem"))
+    ok, why = _handshake(s, c, host="10.9.8.7")
+    assert not ok and ("mismatch" in why.lower() or "doesn't match" in why.lower()
+                       or "not valid" in why.lower()), why
+
+
+def test_the_client_port_requires_a_client_certificate_when_it_has_a_client_ca(pki):
+    s = tls.client_server_context(pki("node1.pem"), pki("node1.key"), pki("client-ca.pem"))
+    good = tls.client_context(pki("peer-ca.pem"), pki("client.pem"), pki("client.key"))
+    assert _handshake(s, good)[0]
+    assert not _handshake(s, tls.client_context(pki("peer-ca.pem")))[0]   # no certificate
+    wrong_ca = tls.client_context(pki("peer-ca.pem", True))
+    ok, why = _handshake(s, wrong_ca)
+    assert not ok and "certificate verify failed" in why
+    # Without a client CA, any TLS client that trusts the node is served.
+    open_port = tls.client_server_context(pki("node1.pem"), pki("node1.key"), None)
+    assert _handshake(open_port, tls.client_context(pki("peer-ca.pem")))[0]
+
+
+def test_unusable_files_are_refused_naming_the_file(pki, tmp_path):
+    missing = str(tmp_path / "nope.pem")
+    with pytest.raises(ConfigError, match="nope.pem: no such file"):
+        tls.peer_server_context(missing, pki("node1.key"), pki("peer-ca.pem"))
+    garbage = tmp_path / "garbage.pem"
+    garbage.write_bytes(b"not a certificate\n")
+    with pytest.raises(ConfigError, match="garbage.pem: not a PEM"):
+        tls.peer_server_context(pki("node1.pem"), pki("node1.key"), str(garbage))
+    with pytest.raises(ConfigError, match="node2.key does not belong to certificate"):
+        tls.peer_server_context(pki("node1.pem"), pki("node2.key"), pki("peer-ca.pem"))
+    with pytest.raises(ConfigError, match=r"node1\.pem: not a PEM key"):
+        tls.peer_server_context(pki("node1.pem"), pki("node1.pem"), pki("peer-ca.pem"))
+    if os.geteuid() != 0:
+        locked = tmp_path / "locked.key"
+        locked.write_bytes(open(pki("node1.key"), "rb").read())
+        locked.chmod(0)
+        with pytest.raises(ConfigError, match="locked.key: cannot read it"):
+            tls.peer_server_context(pki("node1.pem"), str(locked), pki("peer-ca.pem"))
+    with pytest.raises(ConfigError, match="needs its key"):
+        tls.client_context(pki("peer-ca.pem"), cert=pki("client.pem"))
+
+
+def test_certs_init_writes_private_keys_0600_and_never_overwrites(tmp_path):
+    names = init_certs(str(tmp_path), nodes=1, hosts=["::1", "db.example"])
+    assert "node1.pem" in names and "client.key" in names
+    for n in names:
+        mode = os.stat(tmp_path / n).st_mode & 0o777
+        assert mode == (0o600 if n.endswith(".key") else 0o644), n
+    with pytest.raises(ConfigError, match="never overwrites"):
+        init_certs(str(tmp_path), nodes=1)
+    with pytest.raises(ConfigError, match="--nodes"):
+        init_certs(str(tmp_path / "x"), nodes=0)
+
+
+def test_the_certs_command_prints_the_tls_table(tmp_path):
+    out = subprocess.run([sys.executable, "-m", "fastraft", "certs", "init",
+                          str(tmp_path / "pki"), "--nodes", "2"],
+                         capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    assert '[tls]\npeer_ca = "peer-ca.pem"' in out.stdout and 'cert = "node{id}.pem"' in out.stdout
+    again = subprocess.run([sys.executable, "-m", "fastraft", "certs", "init",
+                            str(tmp_path / "pki")], capture_output=True, text=True, timeout=60)
+    assert again.returncode == 2 and again.stderr.startswith("fastraft certs: ")
