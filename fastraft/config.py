@@ -49,6 +49,7 @@ from .errors import ConfigError, short_repr
 
 __all__ = [
     "NodeSpec",
+    "TLSConfig",
     "Tuning",
     "Config",
     "STORAGE_BACKENDS",
@@ -295,6 +296,26 @@ _TUNING_FIELDS = tuple(f.name for f in dataclasses.fields(Tuning))
 
 
 @dataclass(frozen=True)
+class TLSConfig:
+    """The ``[tls]`` table: file paths (absolute once parsed: relative ones are taken from
+    the config file's directory); ``{id}`` in ``cert`` and ``key`` stands for the node's id.
+    ``client_ca`` None: clients need no certificate."""
+
+    peer_ca: str
+    cert: str
+    key: str
+    client_ca: str | None = None
+
+    def cert_for(self, node_id: int) -> str:
+        """This node's certificate chain file."""
+        return self.cert.replace("{id}", str(node_id))
+
+    def key_for(self, node_id: int) -> str:
+        """This node's private key file."""
+        return self.key.replace("{id}", str(node_id))
+
+
+@dataclass(frozen=True)
 class Config:
     """A whole cluster: its name, its voters (sorted by id), its tuning and where data goes.
 
@@ -305,6 +326,7 @@ class Config:
     tuning: Tuning = field(default_factory=Tuning)
     data_dir: str = DEFAULT_DATA_DIR
     source: str | None = field(default=None, compare=False)
+    tls: TLSConfig | None = None
 
     def __post_init__(self) -> None:
         where = f"{self.source}: " if self.source else ""
@@ -438,7 +460,8 @@ def parse_config(text: str, source: str = "<string>") -> Config:
         doc = tomllib.loads(text)
     except tomllib.TOMLDecodeError as e:
         raise ConfigError(f"{source}: invalid TOML: {e}") from None
-    _unknown_keys(doc, ("data_dir", "cluster", "tuning", "node"), source, "the top level")
+    _unknown_keys(doc, ("data_dir", "cluster", "tuning", "node", "tls"), source,
+                  "the top level")
 
     data_dir = doc.get("data_dir", DEFAULT_DATA_DIR)
     if type(data_dir) is not str or not data_dir:
@@ -499,7 +522,29 @@ def parse_config(text: str, source: str = "<string>") -> Config:
             except ConfigError as e:
                 raise ConfigError(f"{source}: {where} (id {nid}) {key}: {e}") from None
         nodes.append(NodeSpec(nid, addrs["raft"], addrs["client"], addrs["raft_listen"]))
-    return Config(name, tuple(nodes), tuning, data_dir, source)
+    return Config(name, tuple(nodes), tuning, data_dir, source,
+                  _parse_tls(doc.get("tls"), source))
+
+
+def _parse_tls(t, source: str) -> TLSConfig | None:
+    """The ``[tls]`` table (TLSConfig), or None when absent."""
+    if t is None:
+        return None
+    if type(t) is not dict:
+        raise ConfigError(f"{source}: tls: expected a table [tls], got {_show(t)}")
+    _unknown_keys(t, ("peer_ca", "client_ca", "cert", "key"), source, "[tls]")
+    base = os.path.dirname(os.path.abspath(source)) if os.path.exists(source) else os.getcwd()
+    paths = {}
+    for key in ("peer_ca", "cert", "key", "client_ca"):
+        if key not in t:
+            if key == "client_ca":
+                continue
+            raise ConfigError(f"{source}: [tls] {key}: missing; expected a file path")
+        v = t[key]
+        if type(v) is not str or not v or "\x00" in v:
+            raise ConfigError(f"{source}: [tls] {key}: expected a file path, got {_show(v)}")
+        paths[key] = os.path.join(base, os.path.expanduser(v))
+    return TLSConfig(paths["peer_ca"], paths["cert"], paths["key"], paths.get("client_ca"))
 
 
 # -- writing --------------------------------------------------------------------------------
@@ -549,4 +594,10 @@ def render_config(cfg: Config) -> str:
                   f"client = {_toml_str(n.client_addr)}"]
         if n.raft_listen is not None:
             lines.append(f"raft_listen = {_toml_str(format_address(n.raft_listen))}")
+    if cfg.tls is not None:
+        t = cfg.tls
+        lines += ["", "[tls]", f"peer_ca = {_toml_str(t.peer_ca)}",
+                  f"cert = {_toml_str(t.cert)}", f"key = {_toml_str(t.key)}"]
+        if t.client_ca is not None:
+            lines.append(f"client_ca = {_toml_str(t.client_ca)}")
     return "\n".join(lines) + "\n"

@@ -56,8 +56,9 @@ class ClientServer:
     module docstring says what every refusal looks like to the client."""
 
     def __init__(self, node, listen: tuple[str, int], limits: codec.Limits, max_frame: int,
-                 max_connections: int) -> None:
+                 max_connections: int, tls=None) -> None:
         self.node = node
+        self.tls = tls              # ssl.SSLContext of the client port ([tls]), or None
         self.listen = listen
         self.limits = limits
         self.max_frame = max_frame
@@ -72,8 +73,9 @@ class ClientServer:
         """Listen on ``listen`` for clients."""
         loop = asyncio.get_running_loop()
         host, port = self.listen
+        kw = {} if self.tls is None else {"ssl": self.tls, "ssl_handshake_timeout": 5.0}
         self._server = await loop.create_server(lambda: ClientConn(self), host, port,
-                                                reuse_address=True, backlog=512)
+                                                reuse_address=True, backlog=512, **kw)
 
     def stop_accepting(self) -> None:
         """Accept no new connection; the open ones stay (``close`` ends them)."""

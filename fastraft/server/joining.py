@@ -66,7 +66,8 @@ def joining_config(base: Config, node_id: int, raft: str, client: str,
     (listening for peers on ``raft_listen`` when given). ConfigError on a bad address."""
     spec = NodeSpec(node_id, parse_address(raft), parse_address(client),
                     parse_address(raft_listen) if raft_listen else None)
-    return Config(cluster or base.cluster_name, (spec,), base.tuning, base.data_dir)
+    return Config(cluster or base.cluster_name, (spec,), base.tuning, base.data_dir,
+                  tls=base.tls)
 
 
 def write_identity(cfg: Config, node_id: int) -> None:

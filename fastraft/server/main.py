@@ -62,7 +62,7 @@ async def _serve(build: Callable[[], Node]) -> int:
     try:
         node = build()
         await node.start()
-    except OSError as exc:
+    except (OSError, ConfigError) as exc:
         log.error("cannot start: %s", exc)
         return 2
     await node.stopped

@@ -113,6 +113,11 @@ class Node:
                  self.spec.client_addr, format_address(self.spec.raft_bind), IMPLEMENTATION,
                  self.loop_name, self.backend.name,
                  "on" if self.fsync else "OFF (unsafe: benchmarking only)")
+        if self.cfg.tls is None:
+            log.warning("no [tls] in the config: both ports are unauthenticated plaintext")
+        else:
+            log.info("TLS on both ports (peers: mutual TLS with the peer CA; clients: %s)",
+                     "certificate required" if self.cfg.tls.client_ca else "no certificate")
         if self.raw.conf_state().voters == {self.id}:
             self.raw.campaign()
         self._kick()

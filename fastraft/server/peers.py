@@ -100,12 +100,14 @@ class PeerTransport:
 
     def __init__(self, node, node_id: int, cluster: str, listen: tuple[str, int],
                  peers: dict, snaps, max_frame: int, high_water: int = 32 << 20,
-                 advertise: str = "") -> None:
+                 advertise: str = "", tls: tuple | None = None) -> None:
         self.node = node
         self.id = node_id
         self.cluster = cluster
         self.listen = listen
         self.advertise = advertise          # our peer address, told in each hello
+        #: ([tls]) ssl contexts (accepting, dialling): mutual TLS with the peer CA, or None
+        self.tls_accept, self.tls_dial = tls if tls is not None else (None, None)
         self.peers = dict(peers)            # id -> (host, port), self excluded
         self.snaps = snaps
         self.max_frame = max(max_frame, 2 * SNAP_CHUNK)
@@ -134,8 +136,10 @@ class PeerTransport:
         """Listen for peers and start dialling every one of them (for ever, with backoff)."""
         loop = asyncio.get_running_loop()
         host, port = self.listen
+        kw = {} if self.tls_accept is None else {"ssl": self.tls_accept,
+                                                 "ssl_handshake_timeout": HANDSHAKE_TIMEOUT}
         self._server = await loop.create_server(lambda: _Inbound(self), host, port,
-                                                reuse_address=True, backlog=128)
+                                                reuse_address=True, backlog=128, **kw)
         self._started = True
         for out in self._out.values():
             out.start()
@@ -280,7 +284,10 @@ class _Outbound(asyncio.Protocol):
                 self._drained = asyncio.Event()
                 self._drained.set()
                 host, port = self.addr
-                await asyncio.wait_for(loop.create_connection(lambda: self, host, port),
+                kw = {} if self.tr.tls_dial is None else {
+                    "ssl": self.tr.tls_dial, "server_hostname": host,
+                    "ssl_handshake_timeout": HANDSHAKE_TIMEOUT}
+                await asyncio.wait_for(loop.create_connection(lambda: self, host, port, **kw),
                                        HANDSHAKE_TIMEOUT)
                 await asyncio.wait_for(asyncio.shield(self._welcome), HANDSHAKE_TIMEOUT)
                 self.ready = True

@@ -24,7 +24,7 @@ from __future__ import annotations
 import logging
 import random
 
-from .. import codec
+from .. import codec, tls
 from ..config import Config, Tuning
 from ..errors import CorruptRecordError, FatalError, StorageError
 from ..raft import RaftConfig, RaftLog, RawNode
@@ -120,6 +120,19 @@ def _open_engine(cfg: Config, node_id: int, data_dir: str, rejoin: bool, bootstr
     return backend, raw, marker, need_snapshot
 
 
+def _tls_contexts(cfg: Config, node_id: int):
+    """``((peer accepting, peer dialling), client port)`` ssl contexts of ``[tls]``, or
+    ``(None, None)`` without it. ConfigError (``tls.TLSFileError``) naming an unusable
+    file."""
+    if cfg.tls is None:
+        return None, None
+    t = cfg.tls
+    cert, key = t.cert_for(node_id), t.key_for(node_id)
+    return ((tls.peer_server_context(cert, key, t.peer_ca),
+             tls.peer_client_context(cert, key, t.peer_ca)),
+            tls.client_server_context(cert, key, t.client_ca))
+
+
 def build_node(cfg: Config, node_id: int, data_dir: str, *, loop_name: str = "asyncio",
                rejoin: bool = False, bootstrap: bool = True,
                hints: dict | None = None) -> Node:
@@ -128,9 +141,10 @@ def build_node(cfg: Config, node_id: int, data_dir: str, *, loop_name: str = "as
     the bootstrap members of the cluster (module docstring; False for a joining node);
     ``hints``: id -> (raft, client) addresses of members the log may not name yet (default:
     the config file's nodes). FatalError when the storage cannot be recovered; OSError when
-    a directory cannot be made."""
+    a directory cannot be made; ConfigError when a ``[tls]`` file cannot be used."""
     t = cfg.tuning
     spec = cfg.node(node_id)
+    peer_tls, client_tls = _tls_contexts(cfg, node_id)     # before any data is touched
     backend, raw, marker, need_snapshot = _open_engine(cfg, node_id, data_dir, rejoin,
                                                        bootstrap)
     if hints is None:
@@ -144,8 +158,8 @@ def build_node(cfg: Config, node_id: int, data_dir: str, *, loop_name: str = "as
                 loop_name=loop_name, need_snapshot=need_snapshot)
     peers = PeerTransport(node, node_id, cfg.cluster_name, spec.raft_bind,
                           members.peer_addrs(), backend.snaps, t.peer_frame_bytes,
-                          advertise=spec.raft_addr)
+                          advertise=spec.raft_addr, tls=peer_tls)
     clients = ClientServer(node.requests, spec.client, limits, t.max_frame_bytes,
-                           t.max_client_connections)
+                           t.max_client_connections, tls=client_tls)
     node.attach(peers, clients)
     return node

@@ -167,12 +167,14 @@ class Cluster:
     ``tuning``: overrides of Tuning fields; ``storage``: "wal" or "sqlite" (written into the
     config); ``node_cmd``: how a node is started (tests of the harness use a stand-in);
     ``raft_listen``: give every node a separate free ``raft_listen`` port, so that a fault
-    proxy (fastraft.verify) can serve each node's advertised ``raft`` address."""
+    proxy (fastraft.verify) can serve each node's advertised ``raft`` address. ``tls``: a
+    ``config.TLSConfig`` written into the config (the nodes then speak TLS on both ports),
+    ``client_tls``: the ssl context the harness's clients use then."""
 
     def __init__(self, base, size: int = 3, tuning: dict | None = None,
                  storage: str | None = None, name: str | None = None,
                  node_cmd: NodeCmd | None = None, start_timeout: float = 15.0,
-                 raft_listen: bool = False) -> None:
+                 raft_listen: bool = False, tls=None, client_tls=None) -> None:
         self.base = Path(base)
         self.base.mkdir(parents=True, exist_ok=True)
         tuning = dict(tuning or {})
@@ -182,7 +184,10 @@ class Cluster:
                                ("127.0.0.1", free_port()) if raft_listen else None)
                       for i in range(1, size + 1))
         name = name or f"itest-{os.getpid()}-{next(_names)}"
-        self.config = Config(name, specs, Tuning(**tuning), data_dir=str(self.base / "data"))
+        self.config = Config(name, specs, Tuning(**tuning), data_dir=str(self.base / "data"),
+                             tls=tls)
+        #: ([tls] clusters) the ssl.SSLContext the harness's own clients connect with
+        self.client_tls = client_tls
         self.config_path = str(self.base / "cluster.toml")
         Path(self.config_path).write_text(render_config(self.config))
         self.node_cmd = node_cmd or default_node_cmd
@@ -372,7 +377,7 @@ class Cluster:
 
     def client(self, i: int, timeout: float = 5.0):
         """A new WireClient to node ``i`` (closed by ``close()``)."""
-        c = wire.WireClient(self.nodes[i].client_addr, timeout)
+        c = wire.WireClient(self.nodes[i].client_addr, timeout, tls=self.client_tls)
         self._clients.append(c)
         return c
 
@@ -383,7 +388,7 @@ class Cluster:
         if not n.running or n.paused:
             return None
         try:
-            with wire.WireClient(n.client_addr, timeout) as c:
+            with wire.WireClient(n.client_addr, timeout, tls=self.client_tls) as c:
                 reply = c.status()
                 if not reply.ok:
                     return None

@@ -76,11 +76,14 @@ class WireClient:
     ``addr`` is ``"host:port"`` or ``(host, port)``; ``timeout`` bounds the connect and
     every answer."""
 
-    def __init__(self, addr, timeout: float = 5.0, max_frame: int = 64 << 20) -> None:
+    def __init__(self, addr, timeout: float = 5.0, max_frame: int = 64 << 20,
+                 tls=None) -> None:
         self.addr = parse_address(addr) if isinstance(addr, str) else tuple(addr)
         self.timeout = timeout
         self.sock = socket.create_connection(self.addr, timeout=timeout)
         self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        if tls is not None:             # an ssl.SSLContext: the node's client port is TLS
+            self.sock = tls.wrap_socket(self.sock, server_hostname=self.addr[0])
         self.decoder = FrameDecoder(max_frame)
         self._frames: list[bytes] = []
         self._next_id = 1
