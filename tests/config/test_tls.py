@@ -147,3 +147,26 @@ def test_the_certs_command_prints_the_tls_table(tmp_path):
     again = subprocess.run([sys.executable, "-m", "fastraft", "certs", "init",
                             str(tmp_path / "pki")], capture_output=True, text=True, timeout=60)
     assert again.returncode == 2 and again.stderr.startswith("fastraft certs: ")
+
+
+def test_the_tls_table_is_parsed_relative_to_the_config_file(tmp_path):
+    from fastraft.config import load_config, parse_config, render_config
+
+    head = ('[cluster]\nname = "c"\n[[node]]\nid = 1\nraft = "127.0.0.1:1"\n'
+            'client = "127.0.0.1:2"\n')
+    f = tmp_path / "conf" / "cluster.toml"
+    f.parent.mkdir()
+    f.write_text(head + '[tls]\npeer_ca = "pki/peer-ca.pem"\ncert = "pki/node{id}.pem"\n'
+                        'key = "/abs/node{id}.key"\n')
+    cfg = load_config(f)
+    assert cfg.tls.peer_ca == str(tmp_path / "conf" / "pki" / "peer-ca.pem")
+    assert cfg.tls.cert_for(3) == str(tmp_path / "conf" / "pki" / "node3.pem")
+    assert cfg.tls.key_for(2) == "/abs/node2.key" and cfg.tls.client_ca is None
+    assert parse_config(render_config(cfg)) == cfg
+    with pytest.raises(ConfigError, match=r"\[tls\] peer_ca: missing"):
+        parse_config(head + '[tls]\ncert = "a"\nkey = "b"\n')
+    with pytest.raises(ConfigError, match=r"unknown key 'certs' in \[tls\]"):
+        parse_config(head + '[tls]\npeer_ca = "a"\ncert = "b"\nkey = "c"\ncerts = "d"\n')
+    with pytest.raises(ConfigError, match=r"\[tls\] key: expected a file path"):
+        parse_config(head + '[tls]\npeer_ca = "a"\ncert = "b"\nkey = 3\n')
+    assert parse_config(head).tls is None
