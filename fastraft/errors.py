@@ -23,7 +23,8 @@ leadership-lost distinction)::
     │   ├── NotLeader(leader_hint, answered, unreachable)
     │   ├── Busy
     │   ├── InvalidRequest
-    │   └── SessionExpired
+    │   ├── SessionExpired
+    │   └── TLSError                a TLS handshake failed (node not trusted, or it refused us)
     └── OutcomeUnknown              the command MAY have been applied: retry only in a session
         ├── Timeout
         ├── ConnectionLost
@@ -55,6 +56,7 @@ __all__ = [
     "Busy",
     "InvalidRequest",
     "SessionExpired",
+    "TLSError",
     "OutcomeUnknown",
     "Timeout",
     "ConnectionLost",
@@ -155,6 +157,13 @@ class InvalidRequest(NotApplied):
 
 class SessionExpired(NotApplied):
     """The client session is unknown or expired; the command was rejected, not applied."""
+
+
+class TLSError(NotApplied):
+    """The TLS handshake with a node failed, so no request was processed there: the node's
+    certificate was not trusted (not signed by the CA given, or not naming the address
+    dialled), or the node refused this client's certificate. The message says which and why.
+    Retrying does not help until the certificates are fixed."""
 
 
 class OutcomeUnknown(FastraftError):

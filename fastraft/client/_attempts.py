@@ -15,6 +15,9 @@ following). This is where the status table of ``_protocol`` (its docstring) is a
     INVALID           -> InvalidRequest (or the OutcomeUnknown kind of an earlier attempt that
                          may have applied)
     ERROR             -> OutcomeUnknown for a write, RemoteProtocolError for a read
+    TLS_REFUSED, or a handshake that failed on connecting (the node's certificate not
+                         trusted) -> TLSError at once, not retried (or the OutcomeUnknown
+                         kind of an earlier attempt that may have applied: ``tls_failure``)
 
 A membership change (kind MEMBER, ``_members``) is never re-sent by the call loop: only a
 NOT_LEADER (nothing done) is retried; BUSY raises Busy and INVALID InvalidRequest at once (the
@@ -51,9 +54,10 @@ from ..errors import (
     RemoteProtocolError,
     SessionExpired,
     Timeout,
+    TLSError,
 )
 from . import _protocol as P
-from ._protocol import LOST, TIMED_OUT, TOO_LARGE
+from ._protocol import LOST, TIMED_OUT, TLS_REFUSED, TOO_LARGE
 
 __all__ = ["Attempts", "no_leader", "READ", "STALE", "WRITE", "PLAIN", "MEMBER", "NEW_SESSION",
            "REFUSED_ROUNDS", "REFUSED_FOR"]
@@ -134,6 +138,8 @@ class Attempts:
         (a ClientSession or None) is marked expired on SESSION_EXPIRED."""
         self._answered()
         self.said[addr] = _what_it_said(status, values)
+        if status == TLS_REFUSED:
+            raise self.tls_failure(P.message(values))
         if kind == MEMBER and status != ST_NOT_LEADER:
             raise _member_error(addr, status, values)
         if status == ST_NOT_LEADER:
@@ -178,6 +184,14 @@ class Attempts:
         if kind >= WRITE:
             raise OutcomeUnknown(f"server error at {addr}: {P.message(values)}")
         raise RemoteProtocolError(f"server error at {addr}: {P.message(values)}")
+
+    def tls_failure(self, why: str) -> FastraftError:
+        """The error of a call ended by a failed TLS handshake (``why``): TLSError (nothing
+        was processed there), unless an earlier attempt may have applied the write."""
+        if self.unknown is not None:
+            return self.unknown(f"outcome unknown: an earlier attempt may have been applied; "
+                                f"the retry failed: {why}")
+        return TLSError(why)
 
     def final_error(self, attempts: int, closed: bool) -> FastraftError:
         """The error of a call that ran out of attempts or time after ``attempts`` attempts

@@ -17,6 +17,18 @@ A node that closes a connection with a notice (request id 0: too many connection
 down) names the last request it read: the ones after it are answered with the notice's status
 (Busy / NotLeader: not applied), the others LOST. A request whose frame is over the cluster's
 frame limit (``max_body``, once learned) is answered ST_INVALID without being sent.
+
+TLS (``tls``: an ``ssl.SSLContext``, else plain TCP): the connection is opened with it and
+``server_hostname`` = the endpoint's host, so the node's certificate is checked against the
+context's CAs and must name that host. A handshake that fails sets ``tls_error`` (the node's
+certificate was not trusted, or the node refused the handshake): nothing was sent, and the
+client fails the call at once with TLSError instead of retrying. A node that refuses this
+client's certificate after the client's side of the handshake ended (TLS 1.3 checks it late)
+closes the connection (with an alert, or just closing it: asyncio's server sends none) before
+reading anything: the requests in flight get TLS_REFUSED (not applied). How the client knows
+the node never accepted the handshake: a TLS 1.3 server sends its session tickets as soon as
+it accepts it (OpenSSL's default, which ``fastraft.tls`` keeps), before any answer; a
+connection that ends before a ticket arrived was never accepted, so no request was read.
 """
 
 from __future__ import annotations
@@ -25,13 +37,14 @@ import asyncio
 import errno
 import logging
 import re
+import ssl
 
 from .. import codec
 from ..codec import ST_BUSY, ST_INVALID, ST_NOT_LEADER
 from ..core import FrameDecoder
 from ..errors import RemoteProtocolError
 from . import _protocol as P
-from ._protocol import LOST, TIMED_OUT, TOO_LARGE
+from ._protocol import LOST, TIMED_OUT, TLS_REFUSED, TOO_LARGE
 
 __all__ = ["NodeConnection", "NO_LIMIT"]
 
@@ -59,6 +72,32 @@ def _connect_failure(exc: BaseException, timeout: float) -> tuple[str, bool]:
     return text[:200], False
 
 
+#: Alerts a TLS server sends when it rejects the handshake (OpenSSL reason names end so).
+_REFUSAL_ALERTS = ("BAD_CERTIFICATE", "UNKNOWN_CA", "CERTIFICATE_REQUIRED",
+                   "CERTIFICATE_UNKNOWN", "CERTIFICATE_EXPIRED", "CERTIFICATE_REVOKED",
+                   "UNSUPPORTED_CERTIFICATE", "HANDSHAKE_FAILURE", "ACCESS_DENIED",
+                   "DECRYPT_ERROR", "PROTOCOL_VERSION", "INSUFFICIENT_SECURITY")
+
+
+def _tls_failure(exc: BaseException, addr: str) -> str | None:
+    """What a failed TLS handshake with ``addr`` means, or None when ``exc`` is not one
+    (``exc`` raised while connecting, or ending the connection before any answer)."""
+    if isinstance(exc, ssl.SSLCertVerificationError):
+        why = exc.verify_message or exc.reason or str(exc)
+        return (f"TLS handshake with {addr} failed: the server's certificate was not "
+                f"trusted ({why})")
+    if isinstance(exc, ssl.CertificateError):       # older name checks
+        return (f"TLS handshake with {addr} failed: the server's certificate was not "
+                f"trusted ({exc})")
+    if isinstance(exc, ssl.SSLError):
+        reason = exc.reason or ""
+        if "ALERT" in reason and reason.endswith(_REFUSAL_ALERTS):
+            alert = reason.split("ALERT_", 1)[-1].lower().replace("_", " ")
+            return (f"TLS handshake with {addr} failed: the server refused it ({alert}: "
+                    f"is this client's certificate missing or not trusted by the node?)")
+    return None
+
+
 class NodeConnection(asyncio.Protocol):
     """One TCP connection to one node, shared by every call that goes there.
 
@@ -68,11 +107,15 @@ class NodeConnection(asyncio.Protocol):
     not done; whoever pops it resolves it."""
 
     __slots__ = ("addr", "loop", "transport", "pending", "ready", "closed", "error", "waiter",
-                 "why", "refused", "notice", "max_body",
+                 "why", "refused", "notice", "max_body", "tls", "tls_error", "_sslobj",
                  "_decoder", "_max", "_out", "_flush", "_sweeper", "_sweep_every", "_rid")
 
-    def __init__(self, addr: str, loop, max_frame: int, sweep_every: float) -> None:
+    def __init__(self, addr: str, loop, max_frame: int, sweep_every: float,
+                 tls: ssl.SSLContext | None = None) -> None:
         self.addr = addr
+        self.tls = tls
+        self.tls_error: str | None = None   # why the TLS handshake failed
+        self._sslobj = None                 # the connection's ssl object (TLS only)
         self.loop = loop
         self.transport = None
         self.pending: dict[int, tuple] = {}
@@ -96,11 +139,20 @@ class NodeConnection(asyncio.Protocol):
         """Connect within ``timeout`` seconds; on failure set ``closed``, ``why``, ``refused``
         and ``error`` instead of raising."""
         host, port = P.split_address(self.addr)
+        tls = self.tls
         try:
-            await asyncio.wait_for(
-                self.loop.create_connection(lambda: self, host, port), timeout)
+            if tls is None:
+                await asyncio.wait_for(
+                    self.loop.create_connection(lambda: self, host, port), timeout)
+            else:
+                await asyncio.wait_for(self.loop.create_connection(
+                    lambda: self, host, port, ssl=tls, server_hostname=host), timeout)
         except (OSError, asyncio.TimeoutError) as exc:
             self.closed = True
+            self.tls_error = _tls_failure(exc, self.addr) if tls is not None else None
+            if self.tls_error is not None:
+                self.why = self.error = self.tls_error
+                return
             self.why, self.refused = _connect_failure(exc, timeout)
             self.error = f"cannot connect to {self.addr}: {self.why}"
 
@@ -111,10 +163,37 @@ class NodeConnection(asyncio.Protocol):
         if self.closed:             # closed while connecting
             transport.abort()
             return
+        if self.tls is not None:
+            self._sslobj = transport.get_extra_info("ssl_object")
         self.ready = True
 
     def connection_lost(self, exc) -> None:
+        if self.tls is not None and not self.closed:
+            why = self._refused_handshake(exc)
+            if why is not None:
+                self.tls_error = why
+                self._fail(why, TLS_REFUSED)
+                return
         self._fail(f"connection to {self.addr} lost" + (f": {exc}" if exc else ""))
+
+    def _refused_handshake(self, exc) -> str | None:
+        """Why the node refused the TLS handshake this connection ended with, or None when
+        it accepted it (module docstring: a refusal alert, or no session ticket yet)."""
+        why = _tls_failure(exc, self.addr) if exc is not None else None
+        if why is not None:
+            return why
+        so = self._sslobj
+        try:
+            if so is None or so.version() != "TLSv1.3":
+                return None
+            session = so.session
+            if session is None or session.has_ticket:
+                return None
+        except (ValueError, OSError, AttributeError):
+            return None
+        return (f"TLS handshake with {self.addr} failed: the server refused it (it closed "
+                f"the connection without accepting the handshake: is this client's "
+                f"certificate missing or not trusted by the node?)")
 
     def data_received(self, data) -> None:
         frames = self._decoder.feed(data)       # skip mode: an oversized answer is skipped
@@ -214,7 +293,7 @@ class NodeConnection(asyncio.Protocol):
         if pending:
             self._sweeper = self.loop.call_later(self._sweep_every, self._sweep)
 
-    def _fail(self, reason: str) -> None:
+    def _fail(self, reason: str, status: int = LOST) -> None:
         self.ready = False
         self.closed = True
         if self.error is None:
@@ -226,7 +305,7 @@ class NodeConnection(asyncio.Protocol):
         self.pending = {}
         for fut, _expires_at in pending.values():
             if not fut.done():
-                fut.set_result((LOST, [reason]))
+                fut.set_result((status, [reason]))
 
     def abort(self, reason: str) -> None:
         """Drop the connection at once (the node sent something unusable); every request

@@ -20,7 +20,9 @@ applied in one place, ``_attempts.Attempts.judge``:
 Pseudo-statuses stand for what the connection saw instead of an answer: ``LOST`` (the
 connection broke after the request was written) and ``TIMED_OUT`` (no answer within the
 per-request timeout) leave the outcome unknown; ``TOO_LARGE`` (the answer is over the
-client's frame limit: skipped, the connection kept) is InvalidRequest for a read. A notice
+client's frame limit: skipped, the connection kept) is InvalidRequest for a read;
+``TLS_REFUSED`` (the node refused this client's certificate: its handshake never completed,
+so it read no request) is TLSError, not applied. A notice
 (request id 0, codec.py) resolves the requests the node did not read with its status
 (ST_BUSY or ST_NOT_LEADER: not applied) and the others with LOST.
 
@@ -36,7 +38,8 @@ from ..core import encode_frame
 from ..errors import LocalProtocolError, RemoteProtocolError
 
 __all__ = [
-    "LOST", "TIMED_OUT", "TOO_LARGE", "to_bytes", "to_opt_bytes", "frame", "split_address",
+    "LOST", "TIMED_OUT", "TOO_LARGE", "TLS_REFUSED", "to_bytes", "to_opt_bytes", "frame",
+    "split_address",
     "status_dict", "STATUS_FIELDS", "LIMIT_FIELDS", "check_get", "check_scan", "check_bool",
     "payload_size", "check_limits", "notice",
 ]
@@ -45,6 +48,7 @@ __all__ = [
 LOST = -1
 TIMED_OUT = -2
 TOO_LARGE = -3
+TLS_REFUSED = -4
 
 _pack = codec.pack
 

@@ -53,11 +53,13 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import ssl
 
 from ..codec import (MEMBER_ADD_LEARNER, MEMBER_PROMOTE, MEMBER_REMOVE, OP_CAS, OP_DELETE,
                      OP_GET, OP_KEEPALIVE, OP_MEMBERS, OP_PUT, OP_REGISTER, OP_SCAN, OP_STATUS,
                      ST_INVALID, ST_NOT_LEADER, ST_OK, ST_UNKNOWN)
 from ..errors import FastraftError, InvalidRequest, LocalProtocolError, RemoteProtocolError
+from ..tls import client_context
 from . import _members as M
 from . import _protocol as P
 from ._attempts import NEW_SESSION, PLAIN, READ, STALE, WRITE, Attempts
@@ -105,6 +107,22 @@ def _endpoints(endpoints) -> list[str]:
     return out
 
 
+def _tls_context(tls, cacert, cert, key) -> ssl.SSLContext | None:
+    """The client's TLS context: ``tls`` as given, or one made of the three paths; None for
+    plain TCP."""
+    paths = cacert is not None or cert is not None or key is not None
+    if tls is not None:
+        if paths:
+            raise TypeError("give either tls= (an ssl.SSLContext) or cacert=/cert=/key=, "
+                            "not both")
+        if not isinstance(tls, ssl.SSLContext):
+            raise TypeError(f"tls must be an ssl.SSLContext, not {type(tls).__name__}")
+        return tls
+    if not paths:
+        return None
+    return client_context(cacert, cert, key)
+
+
 class AsyncClient:
     """The asyncio client: ``await c.put(k, v)``, ``await c.get(k)``...; ``async with``.
     Finds the leader, retries and reconnects by itself; writes apply exactly once.
@@ -119,6 +137,13 @@ class AsyncClient:
     cluster's membership (module docstring; default True): ``endpoints`` then changes as
     members are added and removed. The client binds to the event loop of its first call.
 
+    TLS: ``tls`` an ``ssl.SSLContext``, or ``cacert`` (the CA that signed the nodes'
+    certificates; without it the system's CAs), ``cert`` and ``key`` (this client's
+    certificate, for a cluster that requires one) turned into one by
+    ``fastraft.tls.client_context`` (an unusable file: ``TLSFileError`` naming it). Each
+    node's certificate must be trusted and name the endpoint's host; otherwise a call fails
+    at once with ``TLSError`` (not applied). Neither given: plain TCP.
+
     Errors: an operation raises only ``FastraftError`` subclasses (TypeError / ValueError for
     bad arguments). For a write, a ``NotApplied`` error means it was certainly not applied,
     an ``OutcomeUnknown`` one that it may have been."""
@@ -127,9 +152,12 @@ class AsyncClient:
                  deadline: float | None = None, retry: RetryPolicy | None = None,
                  keepalive_interval: float | None = DEFAULT_KEEPALIVE_INTERVAL,
                  connect_timeout: float | None = None,
-                 max_frame: int = DEFAULT_MAX_FRAME, learn_members: bool = True) -> None:
+                 max_frame: int = DEFAULT_MAX_FRAME, learn_members: bool = True,
+                 tls: ssl.SSLContext | None = None, cacert=None, cert=None,
+                 key=None) -> None:
         if timeout <= 0:
             raise ValueError("timeout must be positive")
+        self.tls = _tls_context(tls, cacert, cert, key)
         self.endpoints = _endpoints(endpoints)
         self.timeout = float(timeout)
         self.deadline = float(deadline) if deadline is not None else 3 * self.timeout
@@ -330,7 +358,8 @@ class AsyncClient:
         saying why."""
         conn = self._conns.get(addr)
         if conn is None or conn.closed:
-            conn = NodeConnection(addr, self._loop, self._max_frame, self._sweep_every)
+            conn = NodeConnection(addr, self._loop, self._max_frame, self._sweep_every,
+                                  self.tls)
             if self._limits is not None:
                 conn.max_body = self._limits["max_frame_bytes"]
             self._conns[addr] = conn
@@ -525,6 +554,8 @@ class AsyncClient:
                 attempts += 1
                 if not conn.ready and conn.notice is None:
                     at = at or Attempts(self.endpoints)
+                    if conn.tls_error is not None:      # nothing sent; retrying is futile
+                        raise at.tls_failure(conn.tls_error)
                     at.unreachable(conn.addr, conn.why or conn.error or "unreachable",
                                    conn.refused, loop.time())
                     self._want_members()

@@ -251,12 +251,13 @@ async def _measure(run: _Run, hist: Histogram, duration: float, stall: float,
 async def bench(endpoints: list[str], *, clients: int = 1, concurrency: int = 64,
                 duration: float = 10.0, read_fraction: float = 0.0, value_size: int = 100,
                 key_count: int = 10_000, stale: bool = False, timeout: float = 5.0,
-                progress=None) -> dict:
+                progress=None, tls=None) -> dict:
     """Run the load and return the summary dict (``progress(line)`` gets a line a second).
-    BenchAborted when the cluster cannot be benchmarked (module docstring)."""
+    BenchAborted when the cluster cannot be benchmarked (module docstring). ``tls``: an
+    ``ssl.SSLContext`` for every client, or None (plain TCP)."""
     from .aio import AsyncClient
 
-    cs = [AsyncClient(endpoints, timeout=timeout) for _ in range(max(1, clients))]
+    cs = [AsyncClient(endpoints, timeout=timeout, tls=tls) for _ in range(max(1, clients))]
     keys = [b"bench/%010d" % i for i in range(key_count)]
     run = _Run(keys, b"x" * value_size, read_fraction, stale)
     hist = Histogram()
@@ -321,9 +322,9 @@ def _results(run: _Run, hist: Histogram, elapsed: float) -> dict:
     }
 
 
-def run_bench(args, endpoints: list[str], hint: str = "") -> int:
+def run_bench(args, endpoints: list[str], hint: str = "", tls=None) -> int:
     """``fastraft bench``: run, print the summary (stdout) and return the exit code.
-    ``hint`` is added to the error when no node answered."""
+    ``hint`` is added to the error when no node answered; ``tls``: the clients' context."""
     try:
         rf = _parse_ratio(args.ratio)
         factory, loop_name = pick_loop(args.loop)
@@ -344,7 +345,7 @@ def run_bench(args, endpoints: list[str], hint: str = "") -> int:
                 endpoints, clients=args.clients, concurrency=args.concurrency,
                 duration=args.duration, read_fraction=rf, value_size=args.value_size,
                 key_count=args.key_count, stale=args.stale, timeout=args.timeout,
-                progress=progress))
+                progress=progress, tls=tls))
     except KeyboardInterrupt:
         return 130
     except FastraftError as exc:

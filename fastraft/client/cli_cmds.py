@@ -9,6 +9,13 @@ loop (no keep-alive: a command lives for one call).
 Addresses: ``--endpoints a:1,b:2`` or ``--config cluster.toml`` (its nodes' client addresses);
 by default the built-in local cluster (``fastraft cluster``).
 
+TLS: ``--cacert FILE`` (the CA that signed the nodes' certificates), ``--cert FILE --key FILE``
+(this client's certificate, when the cluster requires one); defaults FASTRAFT_CACERT,
+FASTRAFT_CERT, FASTRAFT_KEY; any of them turns TLS on (``client_tls``). An unusable file is
+exit 2 with one line naming it; a node whose certificate is not trusted (or does not name the
+endpoint's host), or that refuses this client's, fails the command at once (exit 2, not
+applied).
+
 Keys and values: ``--encoding utf8`` (the default) takes KEY, PREFIX and value arguments as
 text; an argument that is not valid UTF-8 is taken as its raw bytes. ``--encoding hex`` and
 ``--encoding base64`` take them, and print them in text output, in that encoding (for binary
@@ -47,7 +54,7 @@ from ..errors import FastraftError, NotApplied, NotLeader, OutcomeUnknown
 
 __all__ = ["CLIENT_COMMANDS", "add_client_parsers", "run_client_command", "resolve_endpoints",
            "positive_float", "positive_int", "non_negative_int", "escape", "NO_CLUSTER_HINT",
-           "ParagraphFormatter", "status_summary", "uses_default_endpoints"]
+           "ParagraphFormatter", "status_summary", "uses_default_endpoints", "client_tls"]
 
 CLIENT_COMMANDS = ("put", "get", "del", "cas", "scan", "status", "bench", "member")
 ENCODINGS = ("utf8", "hex", "base64")
@@ -139,6 +146,33 @@ def _common(p: argparse.ArgumentParser, timeout: bool = True, data: bool = False
         p.add_argument("--timeout", type=positive_float, default=5.0, metavar="S",
                        help="seconds to wait for one answer (default 5; the whole command "
                             "may retry for 3x that)")
+    tls = p.add_argument_group("TLS (any of these turns it on)")
+    tls.add_argument("--cacert", metavar="FILE", dest="tls_cacert",
+                     help="CA certificate the nodes' certificates must be signed by (PEM; "
+                          "default $FASTRAFT_CACERT; with --cert only: the system's CAs)")
+    tls.add_argument("--cert", metavar="FILE", dest="tls_cert",
+                     help="this client's certificate, for a cluster that requires one "
+                          "(PEM; default $FASTRAFT_CERT; needs --key)")
+    tls.add_argument("--key", metavar="FILE", dest="tls_key",
+                     help="the private key of --cert (PEM; default $FASTRAFT_KEY)")
+
+
+#: The TLS options of a client command and the environment variables that give defaults.
+TLS_OPTIONS = (("cacert", "FASTRAFT_CACERT"), ("cert", "FASTRAFT_CERT"),
+               ("key", "FASTRAFT_KEY"))
+
+
+def client_tls(args):
+    """The ``ssl.SSLContext`` of a client command (``--cacert``/``--cert``/``--key``, else
+    the FASTRAFT_CACERT/FASTRAFT_CERT/FASTRAFT_KEY environment variables), or None for plain
+    TCP. An unusable file raises TLSFileError (a ConfigError) naming it."""
+    paths = {name: getattr(args, "tls_" + name, None) or os.environ.get(env) or None
+             for name, env in TLS_OPTIONS}
+    if not any(paths.values()):
+        return None
+    from ..tls import client_context
+
+    return client_context(**paths)
 
 
 class ParagraphFormatter(argparse.HelpFormatter):
@@ -370,14 +404,16 @@ def run_client_command(args) -> int:
 
         try:
             eps = resolve_endpoints(args)
+            tls = client_tls(args)
         except (FastraftError, ValueError, OSError) as exc:
             print(f"fastraft bench: {exc}", file=sys.stderr)
             return 2
         return run_bench(args, eps, hint=NO_CLUSTER_HINT if uses_default_endpoints(args)
-                         else "")
+                         else "", tls=tls)
     try:
         eps = resolve_endpoints(args)
-        return asyncio.run(_run(cmd, args, eps))
+        tls = client_tls(args)
+        return asyncio.run(_run(cmd, args, eps, tls))
     except KeyboardInterrupt:
         return 130
     except BrokenPipeError:
@@ -427,7 +463,7 @@ def _report_error(cmd: str, args, exc: BaseException,
     return 2
 
 
-async def _run(cmd: str, args, eps: list[str]) -> int:
+async def _run(cmd: str, args, eps: list[str], tls=None) -> int:
     from .aio import AsyncClient
 
     enc = getattr(args, "encoding", "utf8")
@@ -435,7 +471,8 @@ async def _run(cmd: str, args, eps: list[str]) -> int:
     values = None
     if cmd == "cas":
         values = _cas_values(args, enc)
-    async with AsyncClient(eps, timeout=args.timeout, keepalive_interval=None) as c:
+    async with AsyncClient(eps, timeout=args.timeout, keepalive_interval=None,
+                           tls=tls) as c:
         if cmd == "put":
             await c.put(key, _arg_bytes(args.value, enc, "VALUE", []))
             if args.json:

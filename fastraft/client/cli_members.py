@@ -27,8 +27,8 @@ import asyncio
 import sys
 
 from ..errors import FastraftError
-from .cli_cmds import (ParagraphFormatter, _common, _print_json, _report_error, positive_int,
-                       resolve_endpoints)
+from .cli_cmds import (ParagraphFormatter, _common, _print_json, _report_error, client_tls,
+                       positive_int, resolve_endpoints)
 
 __all__ = ["add_member_parser", "run_member_command", "MEMBER_COMMANDS"]
 
@@ -115,7 +115,7 @@ def run_member_command(args) -> int:
     name = f"member {args.member_command}"
     try:
         eps = resolve_endpoints(args)
-        return asyncio.run(_run(args, eps))
+        return asyncio.run(_run(args, eps, client_tls(args)))
     except KeyboardInterrupt:
         return 130
     except BrokenPipeError:
@@ -125,12 +125,12 @@ def run_member_command(args) -> int:
         return _report_error(name, args, exc, notes)
 
 
-async def _run(args, eps: list[str]) -> int:
+async def _run(args, eps: list[str], tls=None) -> int:
     from .aio import AsyncClient
 
     what = args.member_command
     async with AsyncClient(eps, timeout=args.timeout, keepalive_interval=None,
-                           learn_members=False) as c:
+                           learn_members=False, tls=tls) as c:
         if what == "list":
             _print_members(args, await c.members())
             return 0

@@ -23,7 +23,9 @@ class Client:
     """Blocking client with the methods of ``AsyncClient`` (same arguments, same errors,
     the same NotApplied / OutcomeUnknown promise for writes); a context manager; safe to
     share between threads. ``Client(endpoints, timeout=5.0, deadline=None, retry=None,
-    keepalive_interval=10.0, learn_members=True)``: the options of ``AsyncClient``."""
+    keepalive_interval=10.0, learn_members=True, tls=None, cacert=None, cert=None,
+    key=None)``: the options of ``AsyncClient`` (TLS: an ``ssl.SSLContext``, or the CA,
+    certificate and key files)."""
 
     def __init__(self, endpoints=None, **options) -> None:
         self._aio = AsyncClient(endpoints, **options)

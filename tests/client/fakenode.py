@@ -31,6 +31,7 @@ Like a node, it answers OP_STATUS with its limits when asked (``node.limits``:
 and answers a frame over ``limits["max_frame_bytes"]`` ST_INVALID without reading it.
 ``node.refuse_connections = "message"`` refuses every new connection with a notice (request
 id 0, ST_BUSY, last request read 0), as a node over max_client_connections does.
+``FakeCluster(size, ssl=context)`` serves TLS with that ``ssl.SSLContext`` (default: plain).
 
 Actions:
     "ok"            behave normally
@@ -138,7 +139,8 @@ class FakeNode:
         self._writers: set = set()
 
     async def start(self) -> None:
-        self.server = await asyncio.start_server(self._serve, "127.0.0.1", 0)
+        self.server = await asyncio.start_server(self._serve, "127.0.0.1", 0,
+                                                 ssl=self.cluster.ssl)
         port = self.server.sockets[0].getsockname()[1]
         self.addr = f"127.0.0.1:{port}"
 
@@ -314,7 +316,8 @@ class FakeNode:
 class FakeCluster:
     """``size`` fake nodes; node 1 leads and every follower hints at it unless changed."""
 
-    def __init__(self, size: int = 3) -> None:
+    def __init__(self, size: int = 3, ssl=None) -> None:
+        self.ssl = ssl                          # an ssl.SSLContext: the nodes serve TLS
         self.state = FakeState()
         self.nodes = [FakeNode(self, i + 1) for i in range(size)]
         self.leader: FakeNode | None = self.nodes[0]
