@@ -97,3 +97,35 @@ def test_a_node_with_an_unusable_key_exits_2_naming_the_file(cluster_factory, pk
     log = cl.node(1).log_text()
     assert "node1.key does not belong to certificate" in log and "Traceback" not in log
     assert not (cl.base / "data" / "1" / "wal").exists(), "nothing touched before the check"
+
+
+def test_the_client_library_and_cli_over_tls(cluster_factory, pki, tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    from fastraft.client import Client
+    from fastraft.errors import TLSError
+
+    client_ctx = tls.client_context(str(pki / "peer-ca.pem"), str(pki / "client.pem"),
+                                    str(pki / "client.key"))
+    cl = cluster_factory(3, tuning=FAST, tls=_tls(pki), client_tls=client_ctx)
+    cl.leader()
+    with Client(cl.endpoints(), cacert=str(pki / "peer-ca.pem"), cert=str(pki / "client.pem"),
+                key=str(pki / "client.key"), timeout=2.0) as c:
+        c.put(b"a", b"1")
+        assert c.get(b"a") == b"1"
+        assert sorted(m.id for m in c.members()) == [1, 2, 3]
+    # A CA that did not sign the nodes: a definite error, at once.
+    other = tmp_path / "other"
+    init_certs(str(other), nodes=1)
+    with Client(cl.endpoints(), cacert=str(other / "peer-ca.pem"), timeout=2.0,
+                deadline=10.0) as c:
+        with pytest.raises(TLSError, match="not trusted"):
+            c.get(b"a")
+    env = dict(os.environ, FASTRAFT_CACERT=str(pki / "peer-ca.pem"),
+               FASTRAFT_CERT=str(pki / "client.pem"), FASTRAFT_KEY=str(pki / "client.key"))
+    out = subprocess.run([sys.executable, "-m", "fastraft", "get", "a", "--endpoints",
+                          ",".join(cl.endpoints())], capture_output=True, text=True,
+                         timeout=60, env=env)
+    assert out.returncode == 0 and out.stdout.strip() == "1", out.stderr
