@@ -52,7 +52,7 @@ Run "fastraft COMMAND -h" for a command's options."""
 
 
 def _build_parser() -> argparse.ArgumentParser:
-    from .client.cli_cmds import ParagraphFormatter, non_negative_int, positive_int
+    from .client.cli_cmds import ParagraphFormatter
 
     parser = argparse.ArgumentParser(
         prog="fastraft", description="fastraft: a Raft-replicated key-value store",
@@ -62,6 +62,23 @@ def _build_parser() -> argparse.ArgumentParser:
     info = sub.add_parser("info", help="show the version and which core implementation is used")
     info.add_argument("--json", action="store_true", help="machine-readable output")
 
+    _add_sim_parser(sub)
+    _add_wal_parsers(sub)
+    _add_node_parser(sub)
+    _add_certs_parser(sub)
+
+    from .launcher import add_cluster_parser
+
+    add_cluster_parser(sub)
+
+    from .client.cli_cmds import add_client_parsers
+
+    add_client_parsers(sub)
+    return parser
+
+
+def _add_sim_parser(sub) -> None:
+    from .client.cli_cmds import non_negative_int, positive_int
     from .sim import FAULT_KINDS
 
     sim = sub.add_parser(
@@ -79,6 +96,10 @@ def _build_parser() -> argparse.ArgumentParser:
     sim.add_argument("--workers", type=non_negative_int, default=0,
                      help="worker processes (default: one per CPU)")
     sim.add_argument("--json", action="store_true", help="print the JSON summary only")
+
+
+def _add_wal_parsers(sub) -> None:
+    from .client.cli_cmds import non_negative_int
 
     dump = sub.add_parser(
         "wal-dump", help="print the records of a node's write-ahead log (read-only)",
@@ -101,6 +122,8 @@ def _build_parser() -> argparse.ArgumentParser:
     rep.add_argument("offset", type=non_negative_int, metavar="OFFSET",
                      help="the byte offset named by the error")
 
+
+def _add_node_parser(sub) -> None:
     node = sub.add_parser(
         "node", help="run one node of a cluster",
         description="Run one fastraft node. A bootstrap member is named by the cluster's "
@@ -139,6 +162,8 @@ def _build_parser() -> argparse.ArgumentParser:
                       help="least severe log messages shown (default INFO; logs go to "
                            "stderr)")
 
+
+def _add_certs_parser(sub) -> None:
     certs = sub.add_parser("certs", help="development TLS certificates (a quick start)")
     csub = certs.add_subparsers(dest="certs_command", metavar="ACTION", required=True)
     cinit = csub.add_parser(
@@ -154,15 +179,6 @@ def _build_parser() -> argparse.ArgumentParser:
                        help="comma list of IP addresses and DNS names in every node "
                             "certificate (default 127.0.0.1,localhost)")
     cinit.add_argument("--days", type=int, default=365, help="validity (default 365)")
-
-    from .launcher import add_cluster_parser
-
-    add_cluster_parser(sub)
-
-    from .client.cli_cmds import add_client_parsers
-
-    add_client_parsers(sub)
-    return parser
 
 
 def _cmd_info(args: argparse.Namespace) -> int:
