@@ -41,19 +41,18 @@ log = logging.getLogger("fastraft.node")
 REMOVED_PREFIX = "removed: "
 
 
-def fold_book(context: bytes, changes, upto: int | None = None,
-              keep_removed: bool = False) -> tuple[dict, set]:
-    """``(addrs, removed)``: the member book ``context`` with the conf-change entries
-    ``changes`` (``(index, term, payload)``, those the engine accepted) applied in log order,
-    up to index ``upto`` when given. ``addrs`` maps id -> (raft, client) strings; with
-    ``keep_removed`` it keeps the addresses of removed nodes too."""
+def _fold(context: bytes, changes, upto: int | None) -> tuple[dict, dict]:
+    """``(addrs, removed_at)``: every address the book ``context`` and the conf-change
+    entries ``changes`` (``(index, term, payload)``, those the engine accepted, up to index
+    ``upto`` when given) name, removed nodes' included, and the index at which each removed
+    id was removed (0: before the snapshot)."""
     try:
         addrs, removed = codec.decode_member_book(context)
     except RemoteProtocolError as exc:
         log.error("the snapshot's member book is unreadable (%s): addresses come from the "
                   "log and the hints only", exc)
         addrs, removed = {}, frozenset()
-    removed = set(removed)
+    removed_at = dict.fromkeys(removed, 0)
     for index, _term, payload in changes:
         if upto is not None and index > upto:
             break
@@ -63,9 +62,7 @@ def fold_book(context: bytes, changes, upto: int | None = None,
             continue
         for kind, nid, ctx in cc.changes:
             if kind == REMOVE_NODE:
-                if not keep_removed:
-                    addrs.pop(nid, None)
-                removed.add(nid)
+                removed_at[nid] = index
                 continue
             try:
                 pair = codec.decode_member_context(ctx)
@@ -75,7 +72,16 @@ def fold_book(context: bytes, changes, upto: int | None = None,
                 pair = None
             if pair is not None:
                 addrs[nid] = pair
-    return addrs, removed
+    return addrs, removed_at
+
+
+def fold_book(context: bytes, changes, upto: int | None = None) -> tuple[dict, set]:
+    """``(addrs, removed)``: the member book ``context`` with the conf-change entries
+    ``changes`` (``(index, term, payload)``, those the engine accepted) applied in log order,
+    up to index ``upto`` when given. ``addrs`` maps id -> (raft, client) strings of the
+    members not removed."""
+    every, removed_at = _fold(context, changes, upto)
+    return {nid: a for nid, a in every.items() if nid not in removed_at}, set(removed_at)
 
 
 class Members:
@@ -100,19 +106,20 @@ class Members:
     def refresh(self, raw) -> None:
         """Recompute from the engine (after its configuration changed)."""
         meta, changes = raw.conf_entries()
-        self.addrs, self.removed = fold_book(meta.context, changes)
+        every, removed_at = _fold(meta.context, changes, None)
+        self.addrs = {nid: a for nid, a in every.items() if nid not in removed_at}
+        self.removed = set(removed_at)
         # Gone for good: removed by a committed change and out of the committed configuration
         # (a removed voter stays in the outgoing half of the joint configuration, and
         # counts there, until "leave joint" commits).
-        cs = raw.conf_state_at(raw.committed)
+        committed = raw.committed
+        cs = raw.conf_state_at(committed)
         in_committed = cs.voters | cs.outgoing | cs.learners
-        self.removed_committed = {nid for nid in fold_book(meta.context, changes,
-                                                           raw.committed)[1]
-                                  if nid not in in_committed}
+        self.removed_committed = {nid for nid, at in removed_at.items()
+                                  if at <= committed and nid not in in_committed}
         # A node being removed (a leader among them) is still spoken to until its removal
         # is committed and the joint configuration left: keep its address until then.
-        every = fold_book(meta.context, changes, keep_removed=True)[0]
-        self.departing = {nid: every[nid] for nid in self.removed
+        self.departing = {nid: every[nid] for nid in removed_at
                           if nid not in self.removed_committed and nid in every}
         self.conf = raw.conf_state()
         self.last_conf_index = changes[-1][0] if changes else meta.index
