@@ -6,6 +6,8 @@ out as fixtures:
 
 - ``fake``: the scripted fake node module (``fakenode.py``: ``FakeCluster`` ...), for the
   unit tests of retries and sessions. Those tests run their own event loop (``asyncio.run``).
+- ``asynchelp.py`` (``run``, ``client``, ``until``, ``FAST``) is loaded as the module
+  ``fastraft_client_asynchelp``: test modules import from it by that name.
 - ``real_cluster``: ONE real 3-node cluster (``tests/integration/harness.py``) shared by the
   end-to-end tests of a module (module scope: starting nodes is the slow part); tests that
   kill or pause nodes use ``cluster_factory`` for a cluster of their own.
@@ -32,6 +34,7 @@ def _load(modname: str, path: Path):
 
 
 _fake = _load("fastraft_client_fakenode", _HERE / "fakenode.py")
+_load("fastraft_client_asynchelp", _HERE / "asynchelp.py")     # imported by name in tests
 _harness = _load("fastraft_itest_harness", _HERE.parent / "integration" / "harness.py")
 
 

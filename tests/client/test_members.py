@@ -16,7 +16,7 @@ import time
 import pytest
 
 from fastraft import codec
-from fastraft.client import AsyncClient, Client, ExponentialBackoff, Member, RetryPolicy
+from fastraft.client import Client, Member, RetryPolicy
 from fastraft.client import _members, aio
 from fastraft.errors import (
     Busy,
@@ -29,28 +29,10 @@ from fastraft.errors import (
     RemoteProtocolError,
     Timeout,
 )
+from fastraft_client_asynchelp import FAST, client, run, until  # conftest.py loads it
 
-FAST = RetryPolicy(max_attempts=6, backoff=ExponentialBackoff(0.001, 0.01))
 ADD, PROMOTE, REMOVE = codec.MEMBER_ADD_LEARNER, codec.MEMBER_PROMOTE, codec.MEMBER_REMOVE
 RAFT4, CLIENT4 = "10.0.0.4:7104", "10.0.0.4:7004"
-
-
-def run(coro):
-    return asyncio.run(asyncio.wait_for(coro, 60))
-
-
-def client(cluster, endpoints=None, **kw):
-    kw.setdefault("timeout", 1.0)
-    kw.setdefault("retry", FAST)
-    return AsyncClient(endpoints or cluster.endpoints(), **kw)
-
-
-async def until(pred, timeout: float = 10.0, what: str = "condition"):
-    deadline = time.monotonic() + timeout
-    while not pred():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        await asyncio.sleep(0.005)
 
 
 def changes(fc) -> list[tuple]:

@@ -15,7 +15,7 @@ import time
 import pytest
 
 from fastraft import codec
-from fastraft.client import AsyncClient, ExponentialBackoff, RetryPolicy
+from fastraft.client import ExponentialBackoff, RetryPolicy
 from fastraft.client import _attempts
 from fastraft.errors import (
     Busy,
@@ -25,19 +25,9 @@ from fastraft.errors import (
     NotLeader,
     OutcomeUnknown,
 )
+from fastraft_client_asynchelp import client, run  # conftest.py loads it
 
-FAST = RetryPolicy(max_attempts=6, backoff=ExponentialBackoff(0.001, 0.01))
 MIB = 1 << 20
-
-
-def run(coro):
-    return asyncio.run(asyncio.wait_for(coro, 60))
-
-
-def client(cluster, endpoints=None, **kw):
-    kw.setdefault("timeout", 1.0)
-    kw.setdefault("retry", FAST)
-    return AsyncClient(endpoints or cluster.endpoints(), **kw)
 
 
 def sent(cluster) -> int:

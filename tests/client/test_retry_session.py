@@ -16,7 +16,7 @@ import time
 import pytest
 
 from fastraft import codec
-from fastraft.client import AsyncClient, Client, ExponentialBackoff, NoBackoff, RetryPolicy
+from fastraft.client import Client, ExponentialBackoff, NoBackoff, RetryPolicy
 from fastraft.client._session import ClientSession
 from fastraft.errors import (
     Busy,
@@ -29,26 +29,7 @@ from fastraft.errors import (
     OutcomeUnknown,
     Timeout,
 )
-
-FAST = RetryPolicy(max_attempts=6, backoff=ExponentialBackoff(0.001, 0.01))
-
-
-def run(coro):
-    return asyncio.run(asyncio.wait_for(coro, 30))
-
-
-def client(cluster, endpoints=None, **kw):
-    kw.setdefault("timeout", 1.0)
-    kw.setdefault("retry", FAST)
-    return AsyncClient(endpoints or cluster.endpoints(), **kw)
-
-
-async def until(pred, timeout: float = 5.0, what: str = "condition"):
-    deadline = time.monotonic() + timeout
-    while not pred():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        await asyncio.sleep(0.005)
+from fastraft_client_asynchelp import FAST, client, run, until  # conftest.py loads it
 
 
 def puts(cluster):

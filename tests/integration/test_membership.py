@@ -43,6 +43,11 @@ def _writes(cl, wire, lead: int, n: int, prefix: bytes = b"k") -> list:
     return keys
 
 
+def _catch_up(cl, lead, n, timeout=30.0):
+    cl.wait_for(lambda: _members(cl, lead)[n.id][4] >= cl.status(lead)["last_index"] - 1,
+                timeout, f"learner {n.id} to catch up")
+
+
 def _put_retrying(cl, ids, key: bytes = b"after") -> None:
     """One write through the real client (it retries on a new leader, exactly once), to the
     nodes ``ids``; then every one of them holds it."""
@@ -139,8 +144,7 @@ def test_promotion_is_refused_while_the_learner_lags_then_accepted(cluster_facto
     rep = _change(cl, lead, codec.MEMBER_PROMOTE, n.id)
     assert rep.status == codec.ST_BUSY and "learner" in rep.values[0], rep
     cl.start([n.id])
-    cl.wait_for(lambda: _members(cl, lead)[n.id][4] >= cl.status(lead)["last_index"] - 1,
-                20, f"learner {n.id} to catch up")
+    _catch_up(cl, lead, n)
     rep = _change(cl, lead, codec.MEMBER_PROMOTE, n.id)
     assert rep.status == codec.ST_OK, rep
     _wait_member_state(cl, {1: "voter", 2: "voter", 3: "voter", n.id: "voter"})
@@ -157,8 +161,7 @@ def test_grow_to_five_then_shrink_to_three_removing_the_leader(cluster_factory, 
         n = cl.new_node()
         assert _add(cl, lead, n).ok
         cl.start([n.id])
-        cl.wait_for(lambda: _members(cl, lead)[n.id][4] >= cl.status(lead)["last_index"] - 1,
-                    20, f"learner {n.id} to catch up")
+        _catch_up(cl, lead, n)
         assert _change(cl, lead, codec.MEMBER_PROMOTE, n.id).ok
         added.append(n.id)
     _wait_member_state(cl, {i: "voter" for i in [1, 2, 3] + added})
@@ -214,8 +217,7 @@ def test_kill9_of_every_node_right_after_a_change(cluster_factory, wire, storage
     n = cl.new_node()
     assert _add(cl, lead, n).ok
     cl.start([n.id])
-    cl.wait_for(lambda: _members(cl, lead)[n.id][4] >= cl.status(lead)["last_index"] - 1,
-                20, f"learner {n.id} to catch up")
+    _catch_up(cl, lead, n)
     assert _change(cl, lead, codec.MEMBER_PROMOTE, n.id).ok
     for i in list(cl.ids):
         cl.kill(i)
@@ -229,10 +231,6 @@ def test_kill9_of_every_node_right_after_a_change(cluster_factory, wire, storage
     cl.kill(gone)
     _put_retrying(cl, [i for i in cl.ids if i != gone])
 
-
-def _catch_up(cl, lead, n, timeout=30.0):
-    cl.wait_for(lambda: _members(cl, lead)[n.id][4] >= cl.status(lead)["last_index"] - 1,
-                timeout, f"learner {n.id} to catch up")
 
 
 @pytest.mark.parametrize("storage", ["wal", "sqlite"])

@@ -106,20 +106,31 @@ def test_appends_of_small_entries_stay_within_the_message_budget():
     assert net.nodes[3]._raft.log.last_index == lead._raft.log.last_index
 
 
-def test_an_empty_follower_log_is_found_in_one_round_trip():
+def _leader_with_writes(n: int):
+    """A Net whose node 1 leads and committed ``n`` writes: ``(net, leader)``."""
     net = Net()
     net.elect(1)
     lead = net.nodes[1]
-    for k in range(30):
+    for k in range(n):
         lead.propose([b"x%d" % k])
         net.pump()
+    return net, lead
+
+
+def _wiped(net, nid: int, **cfg):
+    """Replace node ``nid`` by a fresh engine with an empty log (a wiped disk)."""
+    ids = sorted(net.nodes)
+    net.nodes[nid] = RawNode(RaftConfig(nid, ids, **cfg), random.Random(nid),
+                             RaftLog(initial_snapshot(ids)))
+    return net.nodes[nid]
+
+
+def test_an_empty_follower_log_is_found_in_one_round_trip():
+    net, lead = _leader_with_writes(30)
     # Node 3 loses everything (a wiped disk): a fresh engine with an empty log, same term.
     term = net.nodes[3]._raft.term
-    ids = [1, 2, 3]
-    fresh = RawNode(RaftConfig(3, ids), random.Random(3),
-                    RaftLog(initial_snapshot(ids)))
+    fresh = _wiped(net, 3)
     fresh._raft.term = term
-    net.nodes[3] = fresh
     # The leader's view of node 3 as a newly elected leader has it: nothing known to match.
     pr3 = lead._raft.prs[3]
     pr3.become_probe()
@@ -135,17 +146,10 @@ def test_an_empty_follower_log_is_found_in_one_round_trip():
 
 
 def test_a_wiped_follower_of_an_idle_leader_catches_up():
-    net = Net()
-    net.elect(1)
-    lead = net.nodes[1]
-    for k in range(10):
-        lead.propose([b"x%d" % k])
-        net.pump()
+    net, lead = _leader_with_writes(10)
     assert lead._raft.prs[3].match == lead._raft.log.last_index
     # Node 3 loses everything and comes back as a rejoining node: nothing is proposed any more.
-    ids = [1, 2, 3]
-    net.nodes[3] = RawNode(RaftConfig(3, ids, rejoining=True), random.Random(3),
-                           RaftLog(initial_snapshot(ids)))
+    _wiped(net, 3, rejoining=True)
     for _ in range(5):
         for n in net.nodes.values():
             n.tick()
