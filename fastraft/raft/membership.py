@@ -63,6 +63,7 @@ class Membership:
 
     def _set_conf(self, cs: ConfState) -> None:
         self.voters, self.outgoing, self.learners = cs
+        self.conf_version += 1
         if self.role == self.LEADER_ROLE:
             self._sync_progress()
 

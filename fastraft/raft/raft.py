@@ -193,6 +193,7 @@ class Raft(Membership):
             base = ConfState(cfg.voters, cfg.outgoing, cfg.learners)
         self.prs: dict[int, Progress] = {}
         self.role = FOLLOWER
+        self.conf_version = 0       # +1 at every change of the configuration in effect
         self._reset_conf(base, meta.index)
         log_ = self.log
         if log_.last_index > meta.index:

@@ -178,10 +178,15 @@ class RawNode:
         snapshot's): what a snapshot taken at ``index`` must record."""
         return self._raft.conf_state_at(index)
 
+    @property
+    def conf_version(self) -> int:
+        """A number that grows each time the configuration in effect changes (a conf-change
+        entry appended or rolled back, a snapshot restored): the cheap "did it change" test
+        of a runtime that follows the configuration."""
+        return self._raft.conf_version
+
     def conf_state(self) -> ConfState:
-        """The configuration in effect (that of the last appended conf-change entry). Its
-        three sets are replaced, never mutated, when the configuration changes: comparing
-        them by identity is a cheap "did it change" test."""
+        """The configuration in effect (that of the last appended conf-change entry)."""
         r = self._raft
         return ConfState(r.voters, r.outgoing, r.learners)
 

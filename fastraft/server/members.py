@@ -98,6 +98,7 @@ class Members:
         self.removed_committed: set = set()  # ... by a committed one, and out of the
                                             # committed configuration
         self.conf = None                    # the engine's ConfState at the last refresh
+        self.version = -1                   # ... and its conf_version then
         self.last_conf_index = 0            # index of the newest conf-change entry
         self.seen_committed = 0             # committed index up to it at the last refresh
         self.client_addrs: dict = {}        # id -> client "host:port" (NotLeader hints);
@@ -122,6 +123,7 @@ class Members:
         self.departing = {nid: every[nid] for nid in removed_at
                           if nid not in self.removed_committed and nid in every}
         self.conf = raw.conf_state()
+        self.version = raw.conf_version
         self.last_conf_index = changes[-1][0] if changes else meta.index
         cl = self.client_addrs
         cl.clear()

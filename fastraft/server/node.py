@@ -68,7 +68,6 @@ class Node:
         self.store = backend.store
         self.rejoin = rejoin
         self.members = members
-        self._conf = raw.conf_state()
         self.requests = Requests(
             node_id, raw, backend.machine, limits=limits, max_frame=t.max_frame_bytes,
             max_pending=t.max_pending, addr_of=members.client_addrs,
@@ -189,13 +188,9 @@ class Node:
     def _watch_conf(self) -> None:
         """After a Ready cycle: follow a configuration change (peers to dial, addresses,
         removed ids), answer the member changes now done, stop if this node was removed."""
-        cs = self.raw.conf_state()
-        old = self._conf
         members = self.members
-        if (cs.voters is not old.voters or cs.outgoing is not old.outgoing
-                or cs.learners is not old.learners
+        if (self.raw.conf_version != members.version
                 or self.raw.committed >= members.last_conf_index > members.seen_committed):
-            self._conf = cs
             members.refresh(self.raw)
             members.seen_committed = min(self.raw.committed, members.last_conf_index)
             self.peers.set_peers(members.peer_addrs())
@@ -221,7 +216,7 @@ class Node:
         engine addresses before this pass's ``_watch_conf`` (a learner just added) or that
         is not in the configuration (a leader met while joining)."""
         addr = self.members.dial_address(pid)
-        if addr is None and self.raw.conf_state() != self.members.conf:
+        if addr is None and self.raw.conf_version != self.members.version:
             self.members.refresh(self.raw)
             addr = self.members.dial_address(pid)
         return addr
