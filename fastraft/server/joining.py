@@ -35,7 +35,8 @@ from ..datadir import makedirs_durable, write_file_durable
 from ..errors import ConfigError, FastraftError
 
 __all__ = ["IDENTITY_FILE", "JOINED_FILE", "joining_config", "identity_config",
-           "wait_until_added", "is_joined", "mark_joined"]
+           "write_identity", "wait_until_added", "is_joined", "mark_joined",
+           "check_join_list"]
 
 log = logging.getLogger("fastraft.node")
 
@@ -95,6 +96,8 @@ def is_joined(node_dir: str) -> bool:
 
 
 def mark_joined(node_dir: str) -> None:
+    """Record (durably) that this node was seen in the member list: later starts do not
+    wait for it again."""
     write_file_durable(os.path.join(node_dir, JOINED_FILE), b"listed as a member\n")
 
 

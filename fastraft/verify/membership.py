@@ -52,7 +52,7 @@ import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-from ..config import NodeSpec, format_address, load_config, parse_address, render_config
+from ..config import format_address, load_config, parse_address, render_config
 from ..errors import Busy, FastraftError, InvalidRequest, NotLeader, OutcomeUnknown
 from ..processes import free_port
 from .faults import Fault
