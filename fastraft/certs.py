@@ -1,4 +1,5 @@
-"""``fastraft certs init``: a development PKI for a TLS cluster (a quick start, not production).
+"""``fastraft certs init`` / ``renew``: a development PKI for a TLS cluster (a quick start, not
+production).
 
 Place in the architecture: a tool beside the cli, used by nobody else at run time. It writes,
 with the ``cryptography`` package (the optional extra ``fastraft[tls]``; imported only here):
@@ -13,6 +14,11 @@ with the ``cryptography`` package (the optional extra ``fastraft[tls]``; importe
 Keys are ECDSA P-256, certificates valid for ``days`` (default 365) from one hour ago; key
 files are written 0600. The files are plain PEM, what Python's ``ssl`` module loads
 (``fastraft.tls``).
+
+``renew`` issues new node (or client) certificates and keys from the CAs already in the
+directory and replaces the old files atomically (each file written beside, fsynced, renamed
+over): with a SIGHUP, each node then serves the new certificate without a restart.
+``issue`` is the one-certificate step both use (tests also give it a validity of their own).
 """
 
 from __future__ import annotations
@@ -23,7 +29,7 @@ import os
 
 from .errors import ConfigError
 
-__all__ = ["init_certs", "tls_table"]
+__all__ = ["init_certs", "renew_certs", "issue", "tls_table"]
 
 
 def _crypto():
@@ -48,21 +54,31 @@ def _san(x509, hosts: list[str]):
     return x509.SubjectAlternativeName(names)
 
 
-def _write(path: str, data: bytes, private: bool) -> None:
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600 if private else 0o644)
+def _write(path: str, data: bytes, private: bool, replace: bool = False) -> None:
+    """Write a new file (never overwriting one), or with ``replace`` write it beside,
+    fsync it and rename it over ``path`` (a reader sees the old file or the new one)."""
+    mode = 0o600 if private else 0o644
+    target, path = path, (path + ".new" if replace else path)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
     with os.fdopen(fd, "wb") as f:
         f.write(data)
+        if replace:
+            f.flush()
+            os.fsync(f.fileno())
+    if replace:
+        os.replace(path, target)
 
 
 class _Issuer:
     """Makes keys and certificates (one ``cryptography`` import for all of them)."""
 
-    def __init__(self, days: int) -> None:
+    def __init__(self, days: float, not_before=None) -> None:
         (self.x509, self.hashes, self.ser, self.ec, self.eku,
          self.name_oid) = _crypto()
         now = datetime.datetime.now(datetime.timezone.utc)
-        self.not_before = now - datetime.timedelta(hours=1)
-        self.not_after = now + datetime.timedelta(days=days)
+        self.not_before = now - datetime.timedelta(hours=1) if not_before is None \
+            else not_before
+        self.not_after = self.not_before + datetime.timedelta(days=days, hours=1)
 
     def key(self):
         return self.ec.generate_private_key(self.ec.SECP256R1())
@@ -89,12 +105,36 @@ class _Issuer:
             b = b.add_extension(_san(x509, list(hosts)), critical=False)
         return b.sign(issuer_key or key, self.hashes.SHA256())
 
-    def save(self, directory: str, stem: str, cert, key) -> None:
+    def save(self, directory: str, stem: str, cert, key, replace: bool = False) -> None:
+        """Write ``stem.pem`` and ``stem.key``; with ``replace`` the key first, each
+        renamed over the old file (a reload between the two renames sees a key that does not
+        match its certificate, refuses it and keeps serving the old pair)."""
         ser = self.ser
-        _write(os.path.join(directory, stem + ".pem"), cert.public_bytes(ser.Encoding.PEM),
-               False)
         _write(os.path.join(directory, stem + ".key"), key.private_bytes(
-            ser.Encoding.PEM, ser.PrivateFormat.PKCS8, ser.NoEncryption()), True)
+            ser.Encoding.PEM, ser.PrivateFormat.PKCS8, ser.NoEncryption()), True, replace)
+        _write(os.path.join(directory, stem + ".pem"), cert.public_bytes(ser.Encoding.PEM),
+               False, replace)
+
+    def load_ca(self, directory: str, stem: str):
+        """The CA certificate and key ``stem.pem`` / ``stem.key`` of ``directory``."""
+        cert_path, key_path = (os.path.join(directory, stem + ext) for ext in (".pem", ".key"))
+        try:
+            with open(cert_path, "rb") as f:
+                cert = self.x509.load_pem_x509_certificate(f.read())
+            with open(key_path, "rb") as f:
+                key = self.ser.load_pem_private_key(f.read(), password=None)
+        except FileNotFoundError as exc:
+            raise ConfigError(f"{exc.filename}: no such file (the CA written by fastraft "
+                              "certs init is needed)") from None
+        except (ValueError, TypeError) as exc:
+            raise ConfigError(f"{stem} in {directory}: not a usable CA certificate and "
+                              f"unencrypted key ({exc})") from None
+        return cert, key
+
+
+def _check_days(days) -> None:
+    if not 1 <= days <= 36500:
+        raise ConfigError(f"--days: expected 1..36500, got {days}")
 
 
 def init_certs(directory: str, nodes: int = 3, hosts=("127.0.0.1", "localhost"),
@@ -107,8 +147,7 @@ def init_certs(directory: str, nodes: int = 3, hosts=("127.0.0.1", "localhost"),
     hosts = [h.strip() for h in hosts if h.strip()]
     if not hosts:
         raise ConfigError("--hosts: expected at least one host name or IP address")
-    if not 1 <= days <= 36500:
-        raise ConfigError(f"--days: expected 1..36500, got {days}")
+    _check_days(days)
     os.makedirs(directory, exist_ok=True)
     stems = ["peer-ca", "client-ca", "client"] + [f"node{i}" for i in range(1, nodes + 1)]
     for stem in stems:
@@ -134,6 +173,44 @@ def init_certs(directory: str, nodes: int = 3, hosts=("127.0.0.1", "localhost"),
                  usages=(eku.CLIENT_AUTH,))
     iss.save(directory, "client", c, k)
     return sorted(s + ext for s in stems for ext in (".pem", ".key"))
+
+
+def issue(directory: str, stem: str, *, client: bool = False,
+          hosts=("127.0.0.1", "localhost"), days: float = 365, not_before=None,
+          ca: str | None = None, replace: bool = False) -> None:
+    """Issue one certificate and key, ``stem.pem`` / ``stem.key`` in ``directory``, signed by
+    the CA there: a node certificate (serverAuth + clientAuth, ``hosts`` as subject
+    alternative names) signed by ``peer-ca``, or with ``client`` a client certificate
+    (clientAuth) signed by ``client-ca``; ``ca`` names another CA stem of the directory.
+    Valid ``days`` from ``not_before`` (a timezone-aware datetime; default an hour ago)."""
+    iss = _Issuer(days, not_before)
+    ca_cert, ca_key = iss.load_ca(directory, ca or ("client-ca" if client else "peer-ca"))
+    eku = iss.eku
+    k = iss.key()
+    if client:
+        c = iss.cert(f"fastraft {stem}", k, ca_cert.subject, ca_key, ca=False,
+                     usages=(eku.CLIENT_AUTH,))
+    else:
+        c = iss.cert(f"fastraft {stem}", k, ca_cert.subject, ca_key, ca=False,
+                     usages=(eku.SERVER_AUTH, eku.CLIENT_AUTH), hosts=hosts)
+    iss.save(directory, stem, c, k, replace)
+
+
+def renew_certs(directory: str, nodes, client: bool = False,
+                hosts=("127.0.0.1", "localhost"), days: int = 365) -> list[str]:
+    """Replace the certificates and keys of ``nodes`` (ids), and of the client certificate
+    with ``client``, by new ones signed by the directory's CAs (module docstring); returns
+    the file names written. ConfigError on bad input or a missing CA."""
+    _check_days(days)
+    hosts = [h.strip() for h in hosts if h.strip()]
+    if not hosts:
+        raise ConfigError("--hosts: expected at least one host name or IP address")
+    stems = [f"node{int(i)}" for i in nodes] + (["client"] if client else [])
+    if not stems:
+        raise ConfigError("nothing to renew: give --nodes and/or --client")
+    for stem in stems:
+        issue(directory, stem, client=stem == "client", hosts=hosts, days=days, replace=True)
+    return [s + ext for s in stems for ext in (".pem", ".key")]
 
 
 def tls_table() -> str:

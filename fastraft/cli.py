@@ -179,6 +179,21 @@ def _add_certs_parser(sub) -> None:
                        help="comma list of IP addresses and DNS names in every node "
                             "certificate (default 127.0.0.1,localhost)")
     cinit.add_argument("--days", type=int, default=365, help="validity (default 365)")
+    renew = csub.add_parser(
+        "renew", help="replace node or client certificates, signed by the same CAs",
+        description="Issue new certificates and keys for the given nodes (and the client "
+                    "certificate with --client), signed by the CAs that fastraft certs init "
+                    "wrote in DIR, and replace the old files atomically. Then send SIGHUP to "
+                    "each node: it re-reads its certificate files, keeps its open "
+                    "connections, and serves the new certificate to new ones.")
+    renew.add_argument("dir", metavar="DIR")
+    renew.add_argument("--nodes", default="", metavar="IDS",
+                       help="comma list of node ids whose certificates to renew")
+    renew.add_argument("--client", action="store_true", help="renew client.pem too")
+    renew.add_argument("--hosts", default="127.0.0.1,localhost",
+                       help="comma list of IP addresses and DNS names in every node "
+                            "certificate (default 127.0.0.1,localhost)")
+    renew.add_argument("--days", type=int, default=365, help="validity (default 365)")
 
 
 def _cmd_info(args: argparse.Namespace) -> int:
@@ -375,15 +390,27 @@ def _cmd_node(args: argparse.Namespace) -> int:
 
 
 def _cmd_certs(args: argparse.Namespace) -> int:
-    from .certs import init_certs, tls_table
+    from .certs import init_certs, renew_certs, tls_table
     from .errors import ConfigError
 
     try:
-        names = init_certs(args.dir, args.nodes, args.hosts.split(","), args.days)
+        if args.certs_command == "renew":
+            try:
+                ids = [int(x) for x in args.nodes.split(",") if x.strip()]
+            except ValueError:
+                raise ConfigError(f"--nodes: expected a comma list of node ids, got "
+                                  f"{args.nodes!r}") from None
+            names = renew_certs(args.dir, ids, args.client, args.hosts.split(","), args.days)
+        else:
+            names = init_certs(args.dir, args.nodes, args.hosts.split(","), args.days)
     except (ConfigError, OSError) as e:
         print(f"fastraft certs: {e}", file=sys.stderr)
         return 2
     print(f"wrote {len(names)} files in {args.dir}: {', '.join(names)}")
+    if args.certs_command == "renew":
+        print("send SIGHUP to each node using them (kill -HUP PID): it re-reads its "
+              "certificate files without a restart")
+        return 0
     print(f"development certificates only (keys unencrypted, valid {args.days} days); the "
           "[tls] table for a config file beside them:\n")
     print(tls_table(), end="")

@@ -14,7 +14,15 @@ PEM certificate or key, a key that does not belong to its certificate. TLS 1.2 a
 - ``client_context``: what ``fastraft.client`` uses: verify the node against ``cacert`` and
   the endpoint's host name; present ``cert``/``key`` when given.
 
-Not wired into the node yet (issue 14 in progress): the config file has no ``[tls]`` table.
+- ``tls_on_plain_port``: what a plaintext port says of a "frame length" that is the start of
+  a TLS handshake (the other side has ``[tls]``, this node does not).
+- ``node_contexts``: the three contexts of a node from its ``[tls]`` table (at start, and
+  again on SIGHUP).
+- ``handshake_refusal``: why a handshake failed, in words for the log (no secrets: the
+  OpenSSL reason and verification message only).
+
+The node builds its contexts from the config file's ``[tls]`` table (``server.wiring``) and
+rebuilds them on SIGHUP; ``server.tlsport`` runs the handshakes of the listening side.
 """
 
 from __future__ import annotations
@@ -25,7 +33,8 @@ import ssl
 from .errors import ConfigError
 
 __all__ = ["TLSFileError", "peer_server_context", "peer_client_context",
-           "client_server_context", "client_context"]
+           "client_server_context", "client_context", "node_contexts", "handshake_refusal",
+           "tls_on_plain_port"]
 
 
 class TLSFileError(ConfigError):
@@ -99,6 +108,15 @@ def client_server_context(cert: str, key: str, client_ca: str | None) -> ssl.SSL
     return ctx
 
 
+def node_contexts(t, node_id: int):
+    """``((peer accepting, peer dialling), client port)`` contexts of node ``node_id`` from
+    ``t``, a ``config.TLSConfig``; TLSFileError naming a file that cannot be used."""
+    cert, key = t.cert_for(node_id), t.key_for(node_id)
+    return ((peer_server_context(cert, key, t.peer_ca),
+             peer_client_context(cert, key, t.peer_ca)),
+            client_server_context(cert, key, t.client_ca))
+
+
 def client_context(cacert: str | None = None, cert: str | None = None,
                    key: str | None = None) -> ssl.SSLContext:
     """A client's context: the node verified against ``cacert`` (else the system's CAs)
@@ -112,3 +130,59 @@ def client_context(cacert: str | None = None, cert: str | None = None,
     if cert:
         _load_chain(ctx, os.fspath(cert), os.fspath(key))
     return ctx
+
+
+#: OpenSSL reasons of a handshake that failed on what the other side sent, in words.
+_REASONS = {
+    "HTTP_REQUEST": "an HTTP request, not a TLS handshake",
+    "HTTPS_PROXY_REQUEST": "an HTTP proxy request, not a TLS handshake",
+    "WRONG_VERSION_NUMBER": "not a TLS handshake (plaintext or garbage)",
+    "UNKNOWN_PROTOCOL": "not a TLS handshake (plaintext or garbage)",
+    "RECORD_LAYER_FAILURE": "not a TLS handshake (plaintext or garbage)",
+    "PACKET_LENGTH_TOO_LONG": "not a TLS handshake (plaintext or garbage)",
+    "UNEXPECTED_MESSAGE": "not a TLS handshake (plaintext or garbage)",
+    "PEER_DID_NOT_RETURN_A_CERTIFICATE": "no certificate presented (this port requires one)",
+    "UNSUPPORTED_PROTOCOL": "a TLS version below 1.2",
+    "TLSV1_ALERT_PROTOCOL_VERSION": "a TLS version below 1.2",
+    "NO_SHARED_CIPHER": "no cipher in common",
+}
+
+
+def handshake_refusal(exc: BaseException, timeout: float) -> str:
+    """Why a handshake that raised ``exc`` failed, for the log: what the other side sent
+    (plaintext, HTTP, no certificate, a certificate not trusted and why), a timeout after
+    ``timeout`` seconds, or the other side closing (it may not trust our certificate)."""
+    if isinstance(exc, ssl.SSLCertVerificationError):
+        why = (exc.verify_message or exc.reason or "verification failed").rstrip(".")
+        if any(w in why for w in ("issuer", "self-signed", "self signed", "signature")):
+            why = f"not signed by the trusted CA ({why})"
+        return f"its certificate was refused: {why}"
+    if isinstance(exc, ssl.SSLError):
+        reason = exc.reason or ""
+        if reason in _REASONS:
+            return _REASONS[reason]
+        if "ALERT" in reason:
+            alert = reason.split("ALERT_", 1)[-1].replace("_", " ").lower()
+            return f"the other side refused this node's certificate (TLS alert: {alert})"
+        if isinstance(exc, (ssl.SSLEOFError, ssl.SSLZeroReturnError)):
+            return "the other side closed the connection during the handshake"
+        return f"TLS error ({reason or exc})"
+    if isinstance(exc, TimeoutError) or \
+            (isinstance(exc, ConnectionAbortedError) and "longer than" in str(exc)):
+        return f"no TLS handshake within {timeout:g} s"
+    if isinstance(exc, (ConnectionResetError, BrokenPipeError, EOFError)):
+        return ("the other side closed the connection during the handshake (it may not "
+                "trust this node's certificate)")
+    if isinstance(exc, OSError):
+        return f"handshake failed: {exc.strerror or exc}"
+    return f"handshake failed: {type(exc).__name__}"
+
+
+def tls_on_plain_port(frame_size: int) -> str:
+    """For a plaintext port whose frame length prefix (u32, little-endian) read
+    ``frame_size``: a sentence to add to its refusal when those bytes begin a TLS record
+    (content type 22, major version 3), else ''."""
+    if frame_size & 0xFFFF == 0x0316:
+        return (" (this is a TLS handshake: the other side has a [tls] table and this node "
+                "has none)")
+    return ""

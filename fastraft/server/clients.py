@@ -23,6 +23,10 @@ Every refusal the client can act on is an answer, never a dropped connection:
 After a notice the node half-closes the connection and drops what still arrives until the
 client closes it (or ``LINGER`` seconds pass), so the notice is not lost to a reset.
 
+With ``[tls]`` the port speaks only TLS: handshakes run in ``tlsport.TLSListener`` (refusals
+logged with their reason); without it, a TLS handshake arriving here is named as such in the
+log line that closes it.
+
 Only bad input closes a connection, with one log line: a body that is not msgpack or not
 ``[req_id, op, ...]`` (for an oversized frame: a head that cannot begin one). A client that
 stops reading its answers is paused (no more requests read from it) until its send buffer
@@ -37,7 +41,9 @@ import logging
 from .. import codec
 from ..core import FrameDecoder, encode_frame
 from ..errors import InvalidRequest, RemoteProtocolError
+from ..tls import tls_on_plain_port
 from .logs import LogOnce, reason_kind
+from .tlsport import TLSListener
 
 __all__ = ["ClientServer", "ClientConn", "LINGER"]
 
@@ -47,6 +53,8 @@ log = logging.getLogger("fastraft.clients")
 LINGER = 2.0
 #: Connections refused at accept that may linger at once; past it they are aborted.
 MAX_LINGERING = 256
+#: Seconds a client has to finish its TLS handshake ([tls]).
+HANDSHAKE_TIMEOUT = 5.0
 
 
 class ClientServer:
@@ -73,9 +81,19 @@ class ClientServer:
         """Listen on ``listen`` for clients."""
         loop = asyncio.get_running_loop()
         host, port = self.listen
-        kw = {} if self.tls is None else {"ssl": self.tls, "ssl_handshake_timeout": 5.0}
-        self._server = await loop.create_server(lambda: ClientConn(self), host, port,
-                                                reuse_address=True, backlog=512, **kw)
+        if self.tls is None:
+            self._server = await loop.create_server(lambda: ClientConn(self), host, port,
+                                                    reuse_address=True, backlog=512)
+        else:
+            self._server = TLSListener("client", lambda: ClientConn(self), self.tls,
+                                       HANDSHAKE_TIMEOUT, backlog=512)
+            await self._server.start(host, port)
+
+    def set_tls(self, context) -> None:
+        """A new ssl context (certificates re-read on SIGHUP) for new connections."""
+        self.tls = context
+        if isinstance(self._server, TLSListener):
+            self._server.context = context
 
     def stop_accepting(self) -> None:
         """Accept no new connection; the open ones stay (``close`` ends them)."""
@@ -236,7 +254,7 @@ class ClientConn(asyncio.Protocol):
         got = codec.request_head(head)
         if type(got) is not tuple:
             self._bad(f"frame of {size} bytes exceeds the limit of {srv.max_frame} bytes "
-                      f"and is not a request: {head[:16]!r}")
+                      f"and is not a request: {head[:16]!r}" + tls_on_plain_port(size))
             return False
         rid, op = got
         what = codec.OP_NAMES.get(op, "request")

@@ -12,7 +12,7 @@ import logging
 import sys
 import time
 
-__all__ = ["setup_logging", "LogOnce", "reason_kind"]
+__all__ = ["setup_logging", "LogOnce", "LogEvery", "reason_kind"]
 
 
 class _JsonFormatter(logging.Formatter):
@@ -73,6 +73,34 @@ class LogOnce:
 
     def forget(self, key) -> None:
         self._seen.discard(key)
+
+
+class LogEvery:
+    """Log each distinct key at most once per ``period`` seconds (a source refused again and
+    again: one line a minute, saying how many were not logged), bounded memory."""
+
+    def __init__(self, logger: logging.Logger, period: float = 60.0,
+                 limit: int = 10_000, clock=time.monotonic) -> None:
+        self.logger = logger
+        self.period = period
+        self.limit = limit
+        self.clock = clock
+        self._last: dict = {}         # key -> [time logged, occurrences not logged since]
+
+    def __call__(self, key, level: int, msg: str, *args) -> bool:
+        now = self.clock()
+        seen = self._last.get(key)
+        if seen is not None and now - seen[0] < self.period:
+            seen[1] += 1
+            return False
+        if seen is None and len(self._last) >= self.limit:
+            self._last.clear()
+        if seen is not None and seen[1]:
+            msg += " (and %d more since the last such line)"
+            args += (seen[1],)
+        self._last[key] = [now, 0]
+        self.logger.log(level, msg, *args)
+        return True
 
 
 def reason_kind(reason: str) -> str:

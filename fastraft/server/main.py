@@ -1,8 +1,9 @@
 """Process entry of a node: choose the event loop, lock the data directory, run until a signal.
 
 Place in the architecture: the top of ``fastraft.server``, called by ``fastraft node`` (cli).
-It picks the node's event loop with ``fastraft.loops`` (uvloop when installed). Exit codes: 0 after a clean stop (SIGTERM/SIGINT),
-2 for a configuration or start-up problem (bad config, port in use, data directory locked,
+It picks the node's event loop with ``fastraft.loops`` (uvloop when installed). SIGHUP
+re-reads the ``[tls]`` certificate files (``Node.reload_tls``). Exit codes: 0 after a clean
+stop (SIGTERM/SIGINT), 2 for a configuration or start-up problem (bad config, port in use, data directory locked,
 data directory owned by another storage backend), 3 when the node stopped itself on a storage
 failure or unrecoverable state.
 
@@ -57,8 +58,13 @@ async def _serve(build: Callable[[], Node]) -> int:
         if node is not None:        # always built by then: the build does not yield
             loop.create_task(node.shutdown())
 
+    def on_hup() -> None:
+        if node is not None:
+            node.reload_tls()
+
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, on_signal, sig.name)
+    loop.add_signal_handler(signal.SIGHUP, on_hup)
     try:
         node = build()
         await node.start()

@@ -30,10 +30,10 @@ import asyncio
 import functools
 import logging
 
-from .. import __version__
+from .. import __version__, tls
 from ..config import format_address
 from ..core import IMPLEMENTATION
-from ..errors import FatalError, StorageError
+from ..errors import ConfigError, FatalError, StorageError
 from ..raft import LEADER, ROLE_NAMES
 from .members import MemberRequests
 from .requests import Requests
@@ -120,6 +120,26 @@ class Node:
         if self.raw.conf_state().voters == {self.id}:
             self.raw.campaign()
         self._kick()
+
+    def reload_tls(self) -> None:
+        """SIGHUP: re-read the ``[tls]`` certificate, key and CA files. New connections (both
+        ports, both directions) use them; open ones continue. Files that cannot be used are
+        refused with the reason and the previous certificates stay in use."""
+        t = self.cfg.tls
+        if t is None:
+            log.info("SIGHUP: no [tls] in the config, no certificate to re-read")
+            return
+        try:
+            peer_tls, client_tls = tls.node_contexts(t, self.id)
+        except ConfigError as exc:
+            log.error("SIGHUP: certificates not reloaded, the previous ones stay in use: %s",
+                      exc)
+            return
+        self.peers.set_tls(peer_tls)
+        self.clients.set_tls(client_tls)
+        log.info("SIGHUP: certificates re-read (%s, %s, peer CA %s%s): new connections use "
+                 "them, open ones continue", t.cert_for(self.id), t.key_for(self.id),
+                 t.peer_ca, f", client CA {t.client_ca}" if t.client_ca else "")
 
     # -- inputs ---------------------------------------------------------------------------
 

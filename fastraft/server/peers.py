@@ -31,6 +31,10 @@ was removed is told so (``node.removed``) and stops.
   while a large snapshot is verified) and change nothing else (their commit is capped by
   what the leader knows we hold). A failure to store the file stops the node, as any other
   storage failure.
+- With ``[tls]`` (``tls=`` the accepting and dialling contexts) both directions are mutual
+  TLS: the accepting side runs its handshakes in ``tlsport.TLSListener`` (refusals logged
+  with their reason), the dialling side checks that the peer's certificate names the address
+  dialled. ``set_tls`` swaps the contexts (SIGHUP) for new connections only.
 - Any bad input on an accepted connection (garbage, an oversized or malformed frame, a
   message that decodes but fails validation, a wrong sender) closes that connection with one
   log line; the node and its other connections carry on.
@@ -43,6 +47,7 @@ import logging
 import os
 import random
 import socket
+import ssl
 from collections import deque
 from concurrent.futures import ThreadPoolExecutor
 
@@ -57,7 +62,9 @@ from ..errors import (
     StorageError,
 )
 from ..raft.messages import Message, MsgType
+from ..tls import handshake_refusal, tls_on_plain_port
 from .logs import LogOnce, reason_kind
+from .tlsport import TLSListener
 from .members import REMOVED_PREFIX
 
 __all__ = ["PeerTransport"]
@@ -136,13 +143,23 @@ class PeerTransport:
         """Listen for peers and start dialling every one of them (for ever, with backoff)."""
         loop = asyncio.get_running_loop()
         host, port = self.listen
-        kw = {} if self.tls_accept is None else {"ssl": self.tls_accept,
-                                                 "ssl_handshake_timeout": HANDSHAKE_TIMEOUT}
-        self._server = await loop.create_server(lambda: _Inbound(self), host, port,
-                                                reuse_address=True, backlog=128, **kw)
+        if self.tls_accept is None:
+            self._server = await loop.create_server(lambda: _Inbound(self), host, port,
+                                                    reuse_address=True, backlog=128)
+        else:
+            self._server = TLSListener("peer", lambda: _Inbound(self), self.tls_accept,
+                                       HANDSHAKE_TIMEOUT, backlog=128)
+            await self._server.start(host, port)
         self._started = True
         for out in self._out.values():
             out.start()
+
+    def set_tls(self, tls: tuple) -> None:
+        """New ssl contexts (accepting, dialling), e.g. certificates re-read on SIGHUP: new
+        connections use them, open ones keep theirs."""
+        self.tls_accept, self.tls_dial = tls
+        if isinstance(self._server, TLSListener):
+            self._server.context = self.tls_accept
 
     def set_peers(self, peers: dict) -> None:
         """Dial exactly these peers (id -> (host, port)) from now on: new ones are dialled,
@@ -155,6 +172,7 @@ class PeerTransport:
                 out.close()
                 del self._out[pid]
                 self.once.forget(("dial", pid))
+                self.once.forget(("dial-tls", pid))
                 log.info("no longer dialling node %d", pid)
         for pid, addr in peers.items():
             if pid not in self._out:
@@ -295,10 +313,16 @@ class _Outbound(asyncio.Protocol):
                 delay = 0.05
                 log.info("connected to node %d at %s:%d", self.pid, host, port)
                 self.tr.once.forget(("dial", self.pid))
+                self.tr.once.forget(("dial-tls", self.pid))
                 await self._lost
                 log.info("connection to node %d lost", self.pid)
             except asyncio.CancelledError:
                 raise
+            except ssl.SSLError as exc:
+                self.tr.once(("dial-tls", self.pid), logging.WARNING,
+                             "TLS handshake with node %d at %s:%d failed: %s (retrying)",
+                             self.pid, self.addr[0], self.addr[1],
+                             handshake_refusal(exc, HANDSHAKE_TIMEOUT))
             except (OSError, asyncio.TimeoutError, RemoteProtocolError) as exc:
                 self.tr.once(("dial", self.pid), logging.INFO,
                              "cannot reach node %d at %s:%d: %s (retrying)", self.pid,
@@ -503,7 +527,7 @@ class _Inbound(asyncio.Protocol):
         try:
             bodies = self._decoder.feed(data)
         except FrameTooLarge as exc:
-            self._reject(str(exc))
+            self._reject(str(exc) + tls_on_plain_port(exc.size))
             return
         for body in bodies:
             try:

@@ -120,19 +120,6 @@ def _open_engine(cfg: Config, node_id: int, data_dir: str, rejoin: bool, bootstr
     return backend, raw, marker, need_snapshot
 
 
-def _tls_contexts(cfg: Config, node_id: int):
-    """``((peer accepting, peer dialling), client port)`` ssl contexts of ``[tls]``, or
-    ``(None, None)`` without it. ConfigError (``tls.TLSFileError``) naming an unusable
-    file."""
-    if cfg.tls is None:
-        return None, None
-    t = cfg.tls
-    cert, key = t.cert_for(node_id), t.key_for(node_id)
-    return ((tls.peer_server_context(cert, key, t.peer_ca),
-             tls.peer_client_context(cert, key, t.peer_ca)),
-            tls.client_server_context(cert, key, t.client_ca))
-
-
 def build_node(cfg: Config, node_id: int, data_dir: str, *, loop_name: str = "asyncio",
                rejoin: bool = False, bootstrap: bool = True,
                hints: dict | None = None) -> Node:
@@ -144,7 +131,9 @@ def build_node(cfg: Config, node_id: int, data_dir: str, *, loop_name: str = "as
     a directory cannot be made; ConfigError when a ``[tls]`` file cannot be used."""
     t = cfg.tuning
     spec = cfg.node(node_id)
-    peer_tls, client_tls = _tls_contexts(cfg, node_id)     # before any data is touched
+    # before any data is touched:
+    peer_tls, client_tls = (None, None) if cfg.tls is None else tls.node_contexts(cfg.tls,
+                                                                                 node_id)
     backend, raw, marker, need_snapshot = _open_engine(cfg, node_id, data_dir, rejoin,
                                                        bootstrap)
     if hints is None:

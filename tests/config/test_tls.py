@@ -170,3 +170,120 @@ def test_the_tls_table_is_parsed_relative_to_the_config_file(tmp_path):
     with pytest.raises(ConfigError, match=r"\[tls\] key: expected a file path"):
         parse_config(head + '[tls]\npeer_ca = "a"\ncert = "b"\nkey = 3\n')
     assert parse_config(head).tls is None
+
+
+def test_certs_renew_replaces_node_and_client_certificates_signed_by_the_same_cas(tmp_path):
+    d = tmp_path / "pki"
+    init_certs(str(d), nodes=2)
+    before = {n: (d / n).read_bytes() for n in ("node1.pem", "node1.key", "node2.pem",
+                                                "client.pem")}
+    out = subprocess.run([sys.executable, "-m", "fastraft", "certs", "renew", str(d),
+                          "--nodes", "1", "--client", "--days", "30"],
+                         capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    assert "node1.pem" in out.stdout and "SIGHUP" in out.stdout
+    assert (d / "node1.pem").read_bytes() != before["node1.pem"]
+    assert (d / "node1.key").read_bytes() != before["node1.key"]
+    assert (d / "client.pem").read_bytes() != before["client.pem"]
+    assert (d / "node2.pem").read_bytes() == before["node2.pem"], "not asked for"
+    assert os.stat(d / "node1.key").st_mode & 0o777 == 0o600
+    assert not [p for p in os.listdir(d) if p.endswith(".new")]
+    # The renewed certificates chain to the same CAs, and name the same hosts.
+    srv = tls.peer_server_context(str(d / "node1.pem"), str(d / "node1.key"),
+                                  str(d / "peer-ca.pem"))
+    cli = tls.peer_client_context(str(d / "node2.pem"), str(d / "node2.key"),
+                                  str(d / "peer-ca.pem"))
+    assert _handshake(srv, cli)[0]
+    bad = subprocess.run([sys.executable, "-m", "fastraft", "certs", "renew",
+                          str(tmp_path / "nothing"), "--nodes", "1"],
+                         capture_output=True, text=True, timeout=60)
+    assert bad.returncode == 2 and "peer-ca.pem: no such file" in bad.stderr
+    for args in (["--nodes", "x"], []):
+        r = subprocess.run([sys.executable, "-m", "fastraft", "certs", "renew", str(d)] + args,
+                           capture_output=True, text=True, timeout=60)
+        assert r.returncode == 2 and r.stderr.startswith("fastraft certs: "), r.stderr
+
+
+def test_handshake_refusals_are_described_in_words(pki):
+    """What the log says for each way a handshake fails (the real errors, from real
+    handshakes where this process can make them)."""
+    node = tls.client_server_context(pki("node1.pem"), pki("node1.key"), pki("client-ca.pem"))
+
+    def server_error(client_ctx) -> BaseException:
+        srv = socket.create_server(("127.0.0.1", 0))
+        got: list = []
+
+        def serve():
+            conn, _ = srv.accept()
+            conn.settimeout(5)
+            try:
+                with node.wrap_socket(conn, server_side=True) as s:
+                    s.recv(1)
+            except (ssl.SSLError, OSError) as exc:
+                got.append(exc)
+
+        t = threading.Thread(target=serve, daemon=True)
+        t.start()
+        with socket.create_connection(srv.getsockname(), 5) as raw:
+            try:
+                if client_ctx is None:
+                    raw.sendall(b"GET / HTTP/1.1\r\n\r\n")
+                    raw.recv(10)
+                else:
+                    with client_ctx.wrap_socket(raw, server_hostname="127.0.0.1") as s:
+                        s.sendall(b"x")
+                        s.recv(1)
+            except (ssl.SSLError, OSError):
+                pass
+        t.join(5)
+        srv.close()
+        return got[0]
+
+    words = tls.handshake_refusal
+    assert words(server_error(None), 5) == "an HTTP request, not a TLS handshake"
+    assert words(server_error(tls.client_context(pki("peer-ca.pem"))), 5) == \
+        "no certificate presented (this port requires one)"
+    foreign = tls.client_context(pki("peer-ca.pem"), pki("client.pem", True),
+                                 pki("client.key", True))
+    assert words(server_error(foreign), 5).startswith(
+        "its certificate was refused: not signed by the trusted CA (")
+    assert words(ConnectionAbortedError("SSL handshake is taking longer than 5.0 seconds: "
+                                        "aborting the connection"), 5) == \
+        "no TLS handshake within 5 s"
+    assert words(TimeoutError(), 2.5) == "no TLS handshake within 2.5 s"
+    assert "closed the connection during the handshake" in words(ConnectionResetError(), 5)
+    alert = ssl.SSLError(1, "[SSL: TLSV1_ALERT_UNKNOWN_CA] tlsv1 alert unknown ca")
+    alert.reason = "TLSV1_ALERT_UNKNOWN_CA"
+    assert words(alert, 5) == \
+        "the other side refused this node's certificate (TLS alert: unknown ca)"
+    # A plaintext port names a TLS handshake when its first bytes are one.
+    first = int.from_bytes(b"\x16\x03\x01\x02", "little")
+    assert "TLS handshake" in tls.tls_on_plain_port(first)
+    assert tls.tls_on_plain_port(int.from_bytes(b"\x05\x00\x00\x00", "little")) == ""
+
+
+def test_log_every_logs_a_source_once_a_minute_and_counts_the_rest():
+    import logging
+
+    from fastraft.server.logs import LogEvery
+
+    lines: list = []
+
+    class Catch(logging.Handler):
+        def emit(self, record):
+            lines.append(record.getMessage())
+
+    logger = logging.getLogger("test.logevery")
+    logger.addHandler(Catch())
+    logger.propagate = False
+    now = [100.0]
+    every = LogEvery(logger, period=60, clock=lambda: now[0])
+    assert every("a", logging.WARNING, "refused %s", "a")
+    assert not every("a", logging.WARNING, "refused %s", "a")
+    assert every("b", logging.WARNING, "refused %s", "b")
+    now[0] += 59
+    assert not every("a", logging.WARNING, "refused %s", "a")
+    now[0] += 2
+    assert every("a", logging.WARNING, "refused %s", "a")
+    assert lines == ["refused a", "refused b",
+                     "refused a (and 2 more since the last such line)"]
