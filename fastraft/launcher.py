@@ -326,6 +326,24 @@ def _join_readers(children: list[_Child]) -> None:
             child.reader.join(timeout=2.0)
 
 
+def _client_tls_flags(cfg: Config) -> str:
+    """The TLS flags a client command needs for this cluster ('' without ``[tls]``): the CA
+    of the nodes' certificates and, when the nodes require one, a client certificate (the
+    ``client.pem``/``client.key`` that ``fastraft certs init`` writes beside the client CA,
+    else placeholders)."""
+    t = cfg.tls
+    if t is None:
+        return ""
+    flags = f" --cacert {t.peer_ca}"
+    if t.client_ca:
+        d = os.path.dirname(t.client_ca)
+        cert, key = os.path.join(d, "client.pem"), os.path.join(d, "client.key")
+        if not (os.path.exists(cert) and os.path.exists(key)):
+            cert, key = "CLIENT.pem", "CLIENT.key"
+        flags += f" --cert {cert} --key {key}"
+    return flags
+
+
 def _print_summary(cfg: Config, config_path: str, origin: str, data_dir: str,
                    children: list[_Child]) -> None:
     endpoints = ",".join(cfg.client_endpoints())
@@ -335,9 +353,10 @@ def _print_summary(cfg: Config, config_path: str, origin: str, data_dir: str,
     for spec, child in zip(cfg.nodes, children):
         lines.append(f"  node {spec.id}  client {spec.client_addr}  peer {spec.raft_addr}  "
                      f"pid {child.proc.pid}")
+    flags = _client_tls_flags(cfg)
     lines += [f"client endpoints: {endpoints}",
-              f"try:  fastraft put hello world --endpoints {endpoints}",
-              f"      fastraft get hello --endpoints {endpoints}",
+              f"try:  fastraft put hello world --endpoints {endpoints}{flags}",
+              f"      fastraft get hello --endpoints {endpoints}{flags}",
               "Ctrl-C stops every node."]
     print("\n".join(lines), flush=True)
 

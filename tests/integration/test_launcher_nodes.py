@@ -134,3 +134,59 @@ def test_cluster_from_a_source_checkout_runs_the_installed_core(tmp_path, harnes
         if proc.poll() is None:
             proc.kill()  # the nodes follow (SIGTERM on the launcher's death, Linux)
             proc.wait()
+
+
+def test_launcher_runs_a_tls_cluster_and_prints_the_client_flags(tmp_path, harness):
+    """The quick start of the README's TLS section: ``fastraft certs init``, a config file
+    beside the certificates with the printed [tls] table, ``fastraft cluster``; the client
+    commands it prints work as printed, and so does ``fastraft status``."""
+    pytest.importorskip("cryptography")
+    from fastraft.certs import init_certs, tls_table
+
+    pki = tmp_path / "pki"
+    init_certs(str(pki), nodes=3)
+    specs = tuple(NodeSpec(i, ("127.0.0.1", harness.free_port()),
+                           ("127.0.0.1", harness.free_port())) for i in (1, 2, 3))
+    cfg = Config(f"launcher-tls-{tmp_path.name}", specs, Tuning(),
+                 data_dir=str(tmp_path / "d"))
+    path = pki / "cluster.toml"
+    path.write_text(render_config(cfg) + tls_table())
+    out_path, err_path = tmp_path / "out", tmp_path / "err"
+    with open(out_path, "wb") as out, open(err_path, "wb") as err:
+        proc = subprocess.Popen([sys.executable, "-m", "fastraft.launcher", "--config",
+                                 str(path)], stdout=out, stderr=err, cwd=tmp_path)
+    try:
+        def report():
+            return f"launcher stdout:\n{out_path.read_text()}\nstderr:\n{err_path.read_text()}"
+
+        def printed(prefix):
+            for line in out_path.read_text().splitlines():
+                if line.strip().startswith(prefix):
+                    return line.split("fastraft ", 1)[1].split()
+            return None
+
+        put = harness.wait_for(lambda: printed("try:  fastraft put"), 20, "the summary",
+                               report)
+        assert put[put.index("--cacert") + 1] == str(pki / "peer-ca.pem")
+        assert put[put.index("--cert") + 1] == str(pki / "client.pem")
+
+        def run(args):
+            return subprocess.run([sys.executable, "-m", "fastraft", *args],
+                                  capture_output=True, text=True, timeout=60, cwd=tmp_path)
+
+        harness.wait_for(lambda: run(put).returncode == 0, 30, "the printed put to work",
+                         report)
+        get = printed("fastraft get")
+        assert run(get).stdout.strip() == "world"
+        flags = put[put.index("--endpoints"):]
+        status = run(["status"] + flags)
+        assert status.returncode == 0 and status.stdout.count("leader") >= 1, status
+        plain = run(["status", flags[0], flags[1]])      # no TLS flags: refused, exit != 0
+        assert plain.returncode != 0
+        proc.send_signal(signal.SIGINT)
+        assert proc.wait(30) == 0, report()
+        assert "TLS on both ports" in err_path.read_text()
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
