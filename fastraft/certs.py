@@ -103,6 +103,12 @@ class _Issuer:
             b = b.add_extension(x509.ExtendedKeyUsage(list(usages)), critical=False)
         if hosts:
             b = b.add_extension(_san(x509, list(hosts)), critical=False)
+        # Key identifiers: a verifier holding several CAs (a CA file with the old and the
+        # new CA while one is replaced) finds the issuer by key, not only by name.
+        b = b.add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()),
+                            critical=False)
+        b = b.add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(
+            (issuer_key or key).public_key()), critical=False)
         return b.sign(issuer_key or key, self.hashes.SHA256())
 
     def save(self, directory: str, stem: str, cert, key, replace: bool = False) -> None:
@@ -159,8 +165,10 @@ def init_certs(directory: str, nodes: int = 3, hosts=("127.0.0.1", "localhost"),
     iss = _Issuer(days)
     eku = iss.eku
     peer_key, client_key = iss.key(), iss.key()
-    peer_ca = iss.cert("fastraft peer CA", peer_key, None, None, ca=True)
-    client_ca = iss.cert("fastraft client CA", client_key, None, None, ca=True)
+    # A CA's name is unique per init (a verifier trusting two of them tells them apart).
+    tag = os.urandom(4).hex()
+    peer_ca = iss.cert(f"fastraft peer CA {tag}", peer_key, None, None, ca=True)
+    client_ca = iss.cert(f"fastraft client CA {tag}", client_key, None, None, ca=True)
     iss.save(directory, "peer-ca", peer_ca, peer_key)
     iss.save(directory, "client-ca", client_ca, client_key)
     for i in range(1, nodes + 1):

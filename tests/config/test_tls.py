@@ -287,3 +287,21 @@ def test_log_every_logs_a_source_once_a_minute_and_counts_the_rest():
     assert every("a", logging.WARNING, "refused %s", "a")
     assert lines == ["refused a", "refused b",
                      "refused a (and 2 more since the last such line)"]
+
+
+def test_a_ca_file_with_two_cas_trusts_both_while_a_ca_changes(tmp_path):
+    """The CA rotation the README describes: a CA file holding the old and the new CA
+    accepts certificates of either."""
+    old, new = tmp_path / "old", tmp_path / "new"
+    init_certs(str(old), nodes=2)
+    init_certs(str(new), nodes=2)
+    bundle = tmp_path / "both.pem"
+    bundle.write_bytes((old / "peer-ca.pem").read_bytes() + (new / "peer-ca.pem").read_bytes())
+    srv = tls.peer_server_context(str(old / "node1.pem"), str(old / "node1.key"), str(bundle))
+    for d in (old, new):
+        cli = tls.peer_client_context(str(d / "node2.pem"), str(d / "node2.key"), str(bundle))
+        assert _handshake(srv, cli)[0], d
+    only_old = tls.peer_server_context(str(old / "node1.pem"), str(old / "node1.key"),
+                                       str(old / "peer-ca.pem"))
+    cli = tls.peer_client_context(str(new / "node2.pem"), str(new / "node2.key"), str(bundle))
+    assert not _handshake(only_old, cli)[0]
