@@ -99,7 +99,9 @@ def peer_client_context(cert: str, key: str, peer_ca: str) -> ssl.SSLContext:
 
 def client_server_context(cert: str, key: str, client_ca: str | None) -> ssl.SSLContext:
     """The client port's context; with ``client_ca``, a client certificate it signed is
-    required."""
+    required. Session tickets stay on (TLS 1.3 sends them once it has accepted the client):
+    the client reads a connection closed before any ticket as a refused handshake
+    (``client/_connection.py``), so ``num_tickets`` must not be 0."""
     ctx = _base(ssl.Purpose.CLIENT_AUTH)
     _load_chain(ctx, cert, key)
     if client_ca:

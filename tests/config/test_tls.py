@@ -289,6 +289,12 @@ def test_log_every_logs_a_source_once_a_minute_and_counts_the_rest():
                      "refused a (and 2 more since the last such line)"]
 
 
+def test_the_client_port_sends_session_tickets(pki):
+    """The client tells a refused TLS 1.3 handshake by the missing session ticket."""
+    ctx = tls.client_server_context(pki("node1.pem"), pki("node1.key"), pki("client-ca.pem"))
+    assert ctx.num_tickets >= 1
+
+
 def test_a_ca_file_with_two_cas_trusts_both_while_a_ca_changes(tmp_path):
     """The CA rotation the README describes: a CA file holding the old and the new CA
     accepts certificates of either."""
