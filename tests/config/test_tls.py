@@ -33,11 +33,10 @@ def pki(tmp_path_factory):
     return lambda name, foreign=False: str((other if foreign else d) / name)
 
 
-def _handshake(server_ctx, client_ctx, host="127.0.0.1") -> tuple[bool, str]:
-    """One TLS handshake between the two contexts over a localhost TCP connection:
-    ``(ok, why)`` from the client's side (the server side's error when it refused)."""
+def _serve_once(server_ctx):
+    """A localhost TLS server for one connection: ``(listening socket, thread, errors)``;
+    the errors of its side of the handshake land in the list."""
     srv = socket.create_server(("127.0.0.1", 0))
-    port = srv.getsockname()[1]
     server_err: list = []
 
     def serve():
@@ -51,8 +50,15 @@ def _handshake(server_ctx, client_ctx, host="127.0.0.1") -> tuple[bool, str]:
 
     t = threading.Thread(target=serve, daemon=True)
     t.start()
+    return srv, t, server_err
+
+
+def _handshake(server_ctx, client_ctx, host="127.0.0.1") -> tuple[bool, str]:
+    """One TLS handshake between the two contexts over a localhost TCP connection:
+    ``(ok, why)`` from the client's side (the server side's error when it refused)."""
+    srv, t, server_err = _serve_once(server_ctx)
     try:
-        with socket.create_connection(("127.0.0.1", port), 5) as raw:
+        with socket.create_connection(srv.getsockname(), 5) as raw:
             with client_ctx.wrap_socket(raw, server_hostname=host) as s:
                 s.sendall(b"x")
                 s.recv(1)       # TLS 1.3: a refused client certificate shows up here
@@ -210,20 +216,7 @@ def test_handshake_refusals_are_described_in_words(pki):
     node = tls.client_server_context(pki("node1.pem"), pki("node1.key"), pki("client-ca.pem"))
 
     def server_error(client_ctx) -> BaseException:
-        srv = socket.create_server(("127.0.0.1", 0))
-        got: list = []
-
-        def serve():
-            conn, _ = srv.accept()
-            conn.settimeout(5)
-            try:
-                with node.wrap_socket(conn, server_side=True) as s:
-                    s.recv(1)
-            except (ssl.SSLError, OSError) as exc:
-                got.append(exc)
-
-        t = threading.Thread(target=serve, daemon=True)
-        t.start()
+        srv, t, got = _serve_once(node)
         with socket.create_connection(srv.getsockname(), 5) as raw:
             try:
                 if client_ctx is None:

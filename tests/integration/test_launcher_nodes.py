@@ -25,19 +25,33 @@ import fastraft
 from fastraft.config import Config, NodeSpec, Tuning, render_config
 
 
-def test_launcher_runs_real_nodes_and_stops_them_cleanly(tmp_path, harness, wire):
+def _three_nodes(tmp_path, harness, name: str) -> Config:
     specs = tuple(NodeSpec(i, ("127.0.0.1", harness.free_port()),
                            ("127.0.0.1", harness.free_port())) for i in (1, 2, 3))
-    cfg = Config(f"launcher-{tmp_path.name}", specs, Tuning(), data_dir=str(tmp_path / "d"))
-    path = tmp_path / "cluster.toml"
-    path.write_text(render_config(cfg))
+    return Config(f"{name}-{tmp_path.name}", specs, Tuning(), data_dir=str(tmp_path / "d"))
+
+
+def _launch(tmp_path, path):
+    """``python -m fastraft.launcher --config path``: (process, out file, err file,
+    report())."""
     out_path, err_path = tmp_path / "out", tmp_path / "err"
     with open(out_path, "wb") as out, open(err_path, "wb") as err:
         proc = subprocess.Popen([sys.executable, "-m", "fastraft.launcher", "--config",
                                  str(path)], stdout=out, stderr=err, cwd=tmp_path)
+
+    def report():
+        return f"launcher stdout:\n{out_path.read_text()}\nstderr:\n{err_path.read_text()}"
+
+    return proc, out_path, err_path, report
+
+
+def test_launcher_runs_real_nodes_and_stops_them_cleanly(tmp_path, harness, wire):
+    cfg = _three_nodes(tmp_path, harness, "launcher")
+    specs = cfg.nodes
+    path = tmp_path / "cluster.toml"
+    path.write_text(render_config(cfg))
+    proc, out_path, err_path, report = _launch(tmp_path, path)
     try:
-        def report():
-            return f"launcher stdout:\n{out_path.read_text()}\nstderr:\n{err_path.read_text()}"
 
         def leader():
             roles = {}
@@ -145,20 +159,11 @@ def test_launcher_runs_a_tls_cluster_and_prints_the_client_flags(tmp_path, harne
 
     pki = tmp_path / "pki"
     init_certs(str(pki), nodes=3)
-    specs = tuple(NodeSpec(i, ("127.0.0.1", harness.free_port()),
-                           ("127.0.0.1", harness.free_port())) for i in (1, 2, 3))
-    cfg = Config(f"launcher-tls-{tmp_path.name}", specs, Tuning(),
-                 data_dir=str(tmp_path / "d"))
     path = pki / "cluster.toml"
-    path.write_text(render_config(cfg) + tls_table())
-    out_path, err_path = tmp_path / "out", tmp_path / "err"
-    with open(out_path, "wb") as out, open(err_path, "wb") as err:
-        proc = subprocess.Popen([sys.executable, "-m", "fastraft.launcher", "--config",
-                                 str(path)], stdout=out, stderr=err, cwd=tmp_path)
+    path.write_text(render_config(_three_nodes(tmp_path, harness, "launcher-tls"))
+                    + tls_table())
+    proc, out_path, err_path, report = _launch(tmp_path, path)
     try:
-        def report():
-            return f"launcher stdout:\n{out_path.read_text()}\nstderr:\n{err_path.read_text()}"
-
         def printed(prefix):
             for line in out_path.read_text().splitlines():
                 if line.strip().startswith(prefix):
