@@ -3,9 +3,9 @@
 Place in the architecture: the top of ``fastraft.server``, called by ``fastraft node`` (cli).
 It picks the node's event loop with ``fastraft.loops`` (uvloop when installed). SIGHUP
 re-reads the ``[tls]`` certificate files (``Node.reload_tls``). Exit codes: 0 after a clean
-stop (SIGTERM/SIGINT), 2 for a configuration or start-up problem (bad config, port in use, data directory locked,
-data directory owned by another storage backend), 3 when the node stopped itself on a storage
-failure or unrecoverable state.
+stop (SIGTERM/SIGINT), 2 for a configuration or start-up problem (bad config, port in use,
+data directory locked, data directory owned by another storage backend), 3 when the node
+stopped itself on a storage failure or unrecoverable state.
 
 A node added at runtime (``bootstrap`` False) records its identity file first and, at its
 first start with ``--join``, waits until the cluster lists it (``joining``). Before a backend

@@ -135,6 +135,7 @@ class TLSListener:
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self.timeout
         try:
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)   # as create_server
             # Silence costs no slot: wait for the first bytes, then for a slot.
             await asyncio.wait_for(_readable(sock), self.timeout)
             async with self._slots:
