@@ -22,7 +22,9 @@ Method: both clusters run for the whole script and are measured in turn: for eve
 of every round, one measurement on each cluster, back to back, the first of the pair
 alternating between rounds (plain then TLS in round 1, TLS then plain in round 2, ...), so a
 slow drift of the shared machine's load weighs on both sides alike. Each figure is the median
-over ``--rounds``; the "per round" column gives the ratio of each pair. Before round 1 each
+over ``--rounds``; the "per round" column gives the ratio of each pair, and the TLS / plain
+figure is the median of those ratios (a round in which the whole machine was slower then
+weighs on both sides of one ratio instead of on one side's median). Before round 1 each
 cluster gets a short write warm-up (``--warmup``), not counted.
 
 Why both clusters stay up rather than being started and stopped around each measurement:
@@ -338,8 +340,10 @@ def _ratio(a, b):
 
 
 def summarize(ms: list[dict]) -> dict:
-    """Per workload: medians per side, TLS / plain ratios (of the medians, and per round),
-    CPU per operation; and how much CPU the idle cluster took."""
+    """Per workload: medians per side; TLS / plain ratios: per round (the two runs of a
+    round were back to back), their median (the headline figure: a round in which the
+    whole machine was slower weighs on both sides of its ratio, not on one median), and
+    the ratio of the medians; CPU per operation; and how much CPU the idle cluster took."""
     out: dict = {"workloads": {}}
     for key, label, _ in WORKLOADS:
         by = {side: [m for m in ms if m["workload"] == key and m["side"] == side]
@@ -356,14 +360,15 @@ def summarize(ms: list[dict]) -> dict:
                                               for m in rows if m["client_cpu_s"] is not None]),
                 "errors": sum(sum(m["errors"].values()) for m in rows),
                 "leader_changes": sum(m["leader_start"] != m["leader_end"] for m in rows)}
-        p, t = w["plain"], w["tls"]
-        w["throughput_ratio"] = _ratio(t["throughput_ops_s"], p["throughput_ops_s"])
-        w["p50_ratio"] = _ratio(t["p50_ms"], p["p50_ms"])
-        w["p99_ratio"] = _ratio(t["p99_ms"], p["p99_ms"])
-        w["round_ratios"] = [_ratio(b["throughput_ops_s"], a["throughput_ops_s"])
-                             for a, b in zip(by["plain"], by["tls"])]
-        w["round_p50_ratios"] = [_ratio(b["latency_ms"]["p50"], a["latency_ms"]["p50"])
-                                 for a, b in zip(by["plain"], by["tls"])]
+        pairs = list(zip(by["plain"], by["tls"]))      # the two runs of one round
+        for name, get in (("throughput", lambda m: m["throughput_ops_s"]),
+                          ("p50", lambda m: m["latency_ms"]["p50"]),
+                          ("p99", lambda m: m["latency_ms"]["p99"])):
+            rs = [_ratio(get(b), get(a)) for a, b in pairs]
+            w[f"round_{name}_ratios"] = rs
+            w[f"{name}_ratio"] = _med(rs)
+            col = "throughput_ops_s" if name == "throughput" else f"{name}_ms"
+            w[f"{name}_ratio_of_medians"] = _ratio(w["tls"][col], w["plain"][col])
         out["workloads"][key] = w
     idle = [m["idle_cluster_cpu_s"] / m["duration_s"] for m in ms
             if m["idle_cluster_cpu_s"] is not None and m["duration_s"]]
@@ -379,21 +384,26 @@ def _n(x, fmt="{:,.0f}") -> str:
     return "-" if x is None else fmt.format(x)
 
 
+def _pairs(xs) -> str:
+    return ", ".join("/".join(map(str, x)) for x in xs)
+
+
 def render(res: dict) -> str:
     m, s = res["meta"], res["summary"]
     ws = s["workloads"]
     tl = m["tls_session"]
     out = [f"Python {m['python']}, {m['cpus']} CPUs ({m['cpus_usable']} usable), core "
-           f"{m['core']}, bench loop {m['bench_loop']}, nodes (core, loop) "
-           f"{m['plain_nodes']} / {m['tls_nodes']}; TLS cluster: {tl['version']} "
+           f"{m['core']}, bench loop {m['bench_loop']}, nodes (core/loop) "
+           f"{_pairs(m['plain_nodes'])} plaintext, {_pairs(m['tls_nodes'])} TLS; TLS cluster: {tl['version']} "
            f"{tl['cipher']}, peers and clients with certificates (mutual TLS on both ports); "
            f"load average {m['loadavg_start'][0]} at the start, {m['loadavg_end'][0]} at the "
            f"end; {m['rounds']} round(s) of {m['duration_s']:g} s per measurement, "
            f"{m['total_s']} s in all.", "",
-           "### Throughput, TLS versus plaintext (medians over the rounds)", ""]
+           "### Throughput, TLS versus plaintext (ops/s: medians over the rounds; TLS / plain: "
+           "median of the per-round ratios)", ""]
     rows = [[w["label"], _n(w["plain"]["throughput_ops_s"]), _n(w["tls"]["throughput_ops_s"]),
              f"**{_n(w['throughput_ratio'], '{:.2f}')}**",
-             ", ".join(_n(x, "{:.2f}") for x in w["round_ratios"])]
+             ", ".join(_n(x, "{:.2f}") for x in w["round_throughput_ratios"])]
             for w in (ws[k] for k, _, _ in THROUGHPUT)]
     out += [table(["workload", "plaintext ops/s", "TLS ops/s", "TLS / plain", "per round"],
                   rows), ""]
@@ -402,11 +412,11 @@ def render(res: dict) -> str:
              _n(one["tls"][f"p{q}_ms"], "{:.3f}"),
              f"**{_n(one[f'p{q}_ratio'], '{:.2f}')}**" if q == 50 else
              _n(one[f"p{q}_ratio"], "{:.2f}"),
-             ", ".join(_n(x, "{:.2f}") for x in one["round_p50_ratios"]) if q == 50 else ""]
+             ", ".join(_n(x, "{:.2f}") for x in one[f"round_p{q}_ratios"])]
             for q in (50, 99)]
     rows.append(["ops/s", _n(one["plain"]["throughput_ops_s"]),
                  _n(one["tls"]["throughput_ops_s"]), _n(one["throughput_ratio"], "{:.2f}"),
-                 ""])
+                 ", ".join(_n(x, "{:.2f}") for x in one["round_throughput_ratios"])])
     out += ["### Single-write latency (1 in flight), ms", "",
             table(["", "plaintext", "TLS", "TLS / plain", "per round"], rows), ""]
     out += render_cpu(ws, s) + render_notes(ws, s)
@@ -416,7 +426,7 @@ def render(res: dict) -> str:
 def render_cpu(ws: dict, s: dict) -> list[str]:
     if all(w["plain"]["nodes_cpu_us_per_op"] is None for w in ws.values()):
         return ["(no CPU figures: /proc is not available)", ""]
-    rows = [[w["label"]] + [_n(w[side][f"{who}_cpu_us_per_op"], "{:.1f}")
+    rows = [[w["label"]] + [_n(w[side][f"{who}_cpu_us_per_op"], "{:,.1f}")
                             for who in ("nodes", "client") for side in SIDES]
             for w in ws.values()]
     idle = s["idle_cluster_core_share"]
