@@ -12,7 +12,10 @@ disturbs real node processes the way Jepsen does and never imports the server. M
 - ``history``: the JSON-lines history (one line per invoke and per completion), thread- and
   asyncio-safe recording, and conversion into checker operations.
 - ``proxy``: the asyncio fault proxy for peer links (block, blackhole, drop, delay, heal per
-  directed link, in a ``ProxyNetwork``; partitions on top), runnable in a background thread.
+  directed link, in a ``ProxyNetwork``; partitions on top), runnable in a background thread;
+  with ``ProxyTLS`` it terminates TLS (a ``--tls`` run), so the faults still act on frames.
+- ``pki``: the certificates of a ``--tls`` run (``fastraft.certs``) and the TLS contexts of
+  its nodes' config, its proxies and its clients (``fastraft.tls``).
 - ``workloads``: the register, set (durability: unique inserts, all present after kill -9 of
   every node) and session (exactly-once: cas-loop increments and appends) workloads over
   ``fastraft.client.AsyncClient``, on one worker scaffolding (``Workload``).

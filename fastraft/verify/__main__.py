@@ -10,6 +10,7 @@ for a usage error or a cluster that would not start.
 
     python -m fastraft.verify --nemesis partition,kill,pause --duration 300 --nodes 5 \\
         --seed 42 --out verify-out
+    python -m fastraft.verify --tls --duration 60      # the same over TLS (fastraft[tls])
 """
 
 from __future__ import annotations
@@ -74,6 +75,11 @@ def main(argv=None) -> int:
                     help="the cluster's snapshot_threshold (low, so wiped nodes need a "
                          "snapshot; default 2000)")
     ap.add_argument("--no-plot", action="store_true", help="do not draw latency.png")
+    ap.add_argument("--tls", action="store_true",
+                    help="TLS on both ports of every node, with a PKI made for the run in "
+                         "OUT/pki (needs pip install 'fastraft[tls]'); clients present a "
+                         "client certificate; the fault proxies terminate TLS, so every "
+                         "fault works as without it")
     args = ap.parse_args(argv)
     workloads = tuple(w.strip() for w in args.workload.split(",") if w.strip())
     kinds = () if args.nemesis in ("", "none") else tuple(
@@ -85,7 +91,8 @@ def main(argv=None) -> int:
                           check_budget=args.check_budget, storage=args.storage,
                           op_timeout=args.op_timeout, op_deadline=args.op_deadline,
                           workloads=workloads, set_workers=args.set_workers,
-                          session_workers=args.session_workers, plot=not args.no_plot)
+                          session_workers=args.session_workers, plot=not args.no_plot,
+                          tls=args.tls)
         opts.tuning["snapshot_threshold"] = args.snapshot_threshold
     except ValueError as exc:
         ap.error(str(exc))

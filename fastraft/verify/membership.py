@@ -42,6 +42,9 @@ At the end (``end_checks``): the committed member list must be the ``Book`` (ids
 addresses), and every member in it, voters and learners, once it has applied the leader's
 commit index, must hold the same keys and values as linearizable reads of the leader
 (stale reads served by that node alone).
+With ``--tls`` every client made here uses the run's client context (``Nemesis.client``,
+``Nemesis.client_tls``), and a node added gets its certificate before it starts
+(``NodeProcs.add``) and a TLS-terminating proxy when it is moved (``Proxies.add``).
 """
 
 from __future__ import annotations
@@ -99,13 +102,15 @@ class Book:
         return f"voters {sorted(self.voters)}, learners {sorted(self.learners)}"
 
 
-async def _status_of(probes: dict, addr: str) -> dict | None:
-    """The status of the node at client address ``addr`` (None: no answer)."""
+async def _status_of(probes: dict, addr: str, tls=None) -> dict | None:
+    """The status of the node at client address ``addr`` (None: no answer); ``tls``: the
+    clients' TLS context (None: plaintext)."""
     from ..client import AsyncClient
 
     c = probes.get(addr)
     if c is None:
-        c = probes[addr] = AsyncClient([addr], timeout=0.5, deadline=1.0, learn_members=False)
+        c = probes[addr] = AsyncClient([addr], timeout=0.5, deadline=1.0, learn_members=False,
+                                       tls=tls)
     try:
         st = (await c.status())[0]
     except (FastraftError, OSError):
@@ -118,7 +123,7 @@ async def committed_members(client, probes: dict, budget: float) -> list | None:
     that answers it is the leader of the same term before and after, and its commit index
     reaches the last index it had after answering (so every configuration entry the list
     was built from is committed, and one it lacks can never be). ``probes``: address ->
-    single-node client, reused."""
+    single-node client, reused (made with ``client``'s TLS context)."""
     loop = asyncio.get_running_loop()
     end = loop.time() + budget
     while loop.time() < end:
@@ -134,6 +139,7 @@ async def _committed_once(client, probes: dict, end: float) -> list | None:
     leader (term T), ask again (the answer must come from it), then wait until it is still
     the leader of term T with its commit index at the last index it had after answering."""
     loop = asyncio.get_running_loop()
+    tls = getattr(client, "tls", None)
 
     async def ask():
         try:
@@ -147,7 +153,7 @@ async def _committed_once(client, probes: dict, end: float) -> list | None:
     if lead is None:
         return None
     addr = lead.client
-    before = await _status_of(probes, addr)
+    before = await _status_of(probes, addr, tls)
     if before is None or before["role"] != "leader":
         return None
     members, again = await ask()
@@ -155,7 +161,7 @@ async def _committed_once(client, probes: dict, end: float) -> list | None:
         return None
     mark = None
     while loop.time() < end:
-        st = await _status_of(probes, addr)
+        st = await _status_of(probes, addr, tls)
         if st is None or st["role"] != "leader" or st["term"] != before["term"]:
             return None
         if mark is None:
@@ -234,12 +240,10 @@ class MemberFault(Fault):
     # -- one fault ----------------------------------------------------------------------------
 
     async def start(self, nem: Nemesis) -> str:
-        from ..client import AsyncClient
-
         book = self.book_of(nem)
         if self.client is None:
-            self.client = AsyncClient(nem.client_endpoints(), timeout=1.0,
-                                      deadline=CHANGE_DEADLINE)
+            self.client = nem.client(nem.client_endpoints(), timeout=1.0,
+                                     deadline=CHANGE_DEADLINE)
         said: list[str] = []
         resumed = bool(self.queue) or self.unresolved is not None
         if self.queue:
@@ -420,7 +424,7 @@ class MemberFault(Fault):
             if (me is not None and lead is not None and me.match > 0
                     and me.match + CATCH_UP_LAG >= lead.match and nem.procs.running(nid)):
                 # the leader's view; and the node itself answers, as far along
-                own = await _status_of(self.probes, self.book.addrs[nid][1])
+                own = await _status_of(self.probes, self.book.addrs[nid][1], nem.client_tls)
                 if own is not None and own["last_index"] + CATCH_UP_LAG >= lead.match:
                     said.append(f"{nid} caught up in {loop.time() - t0:.1f} s")
                     return _DONE
@@ -602,7 +606,6 @@ STATE_WAIT = 30.0       # seconds a member has to apply the leader's commit inde
 async def end_checks(nem: Nemesis, pairs, register_keys=()) -> tuple:
     """``(MembershipResult, ReplicaResult)`` at the end of a run (module docstring); the
     removed nodes still watched must have exited by then (else anomalies)."""
-    from ..client import AsyncClient
     from .final_state import check_membership, check_replicas
     from .workloads import read_items, state_items
 
@@ -610,7 +613,7 @@ async def end_checks(nem: Nemesis, pairs, register_keys=()) -> tuple:
     book = fault.book_of(nem)
     await fault.settle(nem)
     await fault.wait_removed_exits(nem)
-    reader = AsyncClient(nem.client_endpoints(), timeout=2.0, deadline=10.0)
+    reader = nem.client(nem.client_endpoints(), timeout=2.0, deadline=10.0)
     try:
         ms = await committed_members(reader, fault.probes, STATE_WAIT)
         found = None if ms is None else {m.id: (m.role, m.raft, m.client) for m in ms}
@@ -621,24 +624,25 @@ async def end_checks(nem: Nemesis, pairs, register_keys=()) -> tuple:
         except RuntimeError:
             reference = None
         lead = next((m for m in ms or () if m.is_leader), None)
-        st = await _status_of(fault.probes, lead.client) if lead is not None else None
+        st = await _status_of(fault.probes, lead.client, nem.client_tls) \
+            if lead is not None else None
         if reference is None or st is None:
             return membership, check_replicas(None, {})
         nodes = {}
         for m in ms:
-            nodes[m.id] = await _node_items(m.client, items, st["commit"])
+            nodes[m.id] = await _node_items(m.client, items, st["commit"], nem.client_tls)
         return membership, check_replicas(reference, nodes)
     finally:
         await reader.close()
 
 
-async def _node_items(addr: str, items, target: int):
-    """``items`` read from the node at client address ``addr`` alone once it has applied
-    index ``target``; or why it could not be (a string)."""
+async def _node_items(addr: str, items, target: int, tls=None):
+    """``items`` read from the node at client address ``addr`` alone (TLS context ``tls``)
+    once it has applied index ``target``; or why it could not be (a string)."""
     from ..client import AsyncClient
     from .workloads import read_items
 
-    c = AsyncClient([addr], timeout=2.0, deadline=5.0, learn_members=False)
+    c = AsyncClient([addr], timeout=2.0, deadline=5.0, learn_members=False, tls=tls)
     loop = asyncio.get_running_loop()
     end = loop.time() + STATE_WAIT
     applied = None

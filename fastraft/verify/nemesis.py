@@ -64,6 +64,13 @@ from the seeded RNG, the leader as often as not):
 A node exiting when no fault asked it to (or with the wrong code) is a node anomaly: recorded
 with the tail of its log and restarted (left down after its third failure).
 
+TLS (``--tls``, ``RunOptions.tls``): the run makes its own PKI in ``<out>/pki``
+(``pki.RunPKI``, with ``fastraft.certs``), gives the nodes a ``[tls]`` table (both ports TLS,
+client certificates required), and every client of the run (workloads, leader look-ups,
+member changes and probes, end reads) presents the client certificate and checks the nodes
+against the peer CA. The fault proxies terminate TLS (``proxy.ProxyTLS``), so every fault
+acts on whole frames as without TLS. The summary says so (``transport``).
+
 The workers' clients follow the membership by themselves (``AsyncClient`` learns the member
 list); the nemesis points its own status client at the current members after every member
 fault.
@@ -98,6 +105,7 @@ from .faults import make_faults
 from .final_state import check_session, check_set
 from .history import HistoryWriter, read_history, to_operations
 from .linearizability import OK, UNKNOWN, VIOLATION, check, check_stale_reads
+from .pki import PKI_DIR, RunPKI, require_cryptography
 from .proxy import Proxies
 from .report import fault_coverage, summary_text
 from .schedule import FAULT_KINDS, plan_faults
@@ -107,6 +115,11 @@ __all__ = ["RunOptions", "RunResult", "NodeProcs", "Nemesis", "run", "run_sync",
            "cluster_status", "current_leader", "FAULT_KINDS", "WORKLOADS"]
 
 WORKLOADS = ("register", "set", "session")
+PLAINTEXT = "transport: plaintext (no [tls]: both ports unauthenticated)"
+TLS_ON = ("transport: TLS on both ports of every node (peers: mutual TLS with the peer CA; "
+          "clients: a certificate of the client CA required); the fault proxies terminate "
+          "TLS (they accept with the destination node's certificate and dial the node with "
+          "it), so every fault acts on whole frames")
 _CUT_SHORT_SLACK = 0.25   # a fault healed this much before its planned end is "cut short"
 _EXCERPT = 400            # characters of a node's log quoted in an anomaly
 
@@ -139,8 +152,11 @@ class RunOptions:
     set_workers: int = 2
     session_workers: int = 3
     plot: bool = True
+    tls: bool = False                  # TLS on both ports, proxies terminating it
 
     def __post_init__(self) -> None:
+        if self.tls:
+            require_cryptography()
         if self.seed is None:
             self.seed = random.SystemRandom().randrange(1 << 32)
         unknown = set(self.nemesis) - set(FAULT_KINDS)
@@ -182,6 +198,7 @@ class RunResult:
     fault_coverage: dict = field(default_factory=dict)   # see report.fault_coverage
     membership: str = ""          # the committed member list against the nemesis's belief
     replicas: str = ""            # every member's own state against the leader's
+    transport: str = PLAINTEXT    # TLS or not, and what the proxies do with it
 
     def text(self) -> str:
         """The summary a human reads (``summary.txt``): every count with its meaning."""
@@ -206,10 +223,13 @@ class NodeProcs:
     ``raft_listen`` behind its proxy) it restarts with ``--id N --data-dir D`` alone (the
     identity file written back first if a wipe deleted it). A node removed from the cluster
     leaves ``ids`` (``retire``): it is never restarted by the heals, and its exit is
-    watched by the member fault."""
+    watched by the member fault.
 
-    def __init__(self, base: Path, config_path: str, data_dir: str, ids) -> None:
+    ``pki``: the run's ``pki.RunPKI`` with ``--tls`` (a node added gets its certificate)."""
+
+    def __init__(self, base: Path, config_path: str, data_dir: str, ids, pki=None) -> None:
         self.base = base
+        self.pki = pki
         self.config_path = config_path
         self.data_dir = data_dir
         self.ids = sorted(ids)
@@ -223,6 +243,8 @@ class NodeProcs:
         the client addresses ``join``; it is managed from now on (not started)."""
         if i in self.procs:
             raise ValueError(f"node {i} is known already")
+        if self.pki is not None:
+            self.pki.ensure_node(i)
         self.procs[i] = None
         self.ids = sorted([*self.ids, i])
         self.joined[i] = {"raft": raft, "client": client, "join": list(join),
@@ -360,14 +382,15 @@ class Nemesis:
     (kind -> faults the end of the run healed early), ``stats`` (outcome counter -> n, see
     ``report.OUTCOMES``), ``anomalies`` (node behaviour against its contract, in words).
     The kinds are the objects of ``faults.make_faults`` (``faults``); they act through the
-    methods below."""
+    methods below. ``client_tls``: the TLS context of every client it makes (``client``)."""
 
     def __init__(self, kinds, procs: NodeProcs, proxies: Proxies, status_client,
                  history: HistoryWriter, rng: random.Random, quiet=(1.0, 3.0),
                  fault=(1.0, 4.0), election_timeout: float = 0.3, node_dir=None,
                  storage: str = "wal", log_path=None, duration: float = 60.0,
-                 addresses: dict | None = None) -> None:
+                 addresses: dict | None = None, client_tls=None) -> None:
         self.kinds = list(kinds)
+        self.client_tls = client_tls
         self.plan = plan_faults(self.kinds, duration, quiet, fault, election_timeout,
                                 seed=rng.random())
         self.cut_short: dict[str, int] = {}
@@ -443,15 +466,19 @@ class Nemesis:
         joined: ``membership``)."""
         return [i for i in self.procs.ids if i in self.proxies.proxies]
 
-    async def retarget(self) -> None:
-        """Point ``status_client`` (the leader look-ups) at the current members."""
+    def client(self, endpoints, **options):
+        """An ``AsyncClient`` of ``endpoints`` with the run's TLS context (if any)."""
         from ..client import AsyncClient
 
+        return AsyncClient(endpoints, tls=self.client_tls, **options)
+
+    async def retarget(self) -> None:
+        """Point ``status_client`` (the leader look-ups) at the current members."""
         eps = self.client_endpoints()
         old = self.status_client
         if old is None or not eps or list(old.endpoints) == eps:
             return
-        self.status_client = AsyncClient(eps, timeout=0.5, deadline=1.0, learn_members=False)
+        self.status_client = self.client(eps, timeout=0.5, deadline=1.0, learn_members=False)
         await old.close()
 
     async def aclose(self) -> None:
@@ -572,12 +599,13 @@ class Nemesis:
 
 
 def _write_config(out: Path, opts: RunOptions, proxy_addrs: dict, private: dict,
-                  clients: dict) -> tuple[Config, str]:
+                  clients: dict, pki: RunPKI | None = None) -> tuple[Config, str]:
     specs = tuple(NodeSpec(i, proxy_addrs[i], clients[i], raft_listen=private[i])
                   for i in sorted(proxy_addrs))
     tuning = dict(opts.tuning)
     tuning["storage"] = opts.storage
-    cfg = Config(f"verify-{opts.seed}", specs, Tuning(**tuning), data_dir=str(out / "data"))
+    cfg = Config(f"verify-{opts.seed}", specs, Tuning(**tuning), data_dir=str(out / "data"),
+                 tls=pki.tls_config() if pki is not None else None)
     path = out / "cluster.toml"
     path.write_text(render_config(cfg))
     return cfg, str(path)
@@ -609,7 +637,12 @@ async def run(opts: RunOptions, progress=None) -> RunResult:
     ids = list(range(1, opts.nodes + 1))
     private = {i: ("127.0.0.1", free_port()) for i in ids}
     clients = {i: ("127.0.0.1", free_port()) for i in ids}
-    proxies = Proxies({i: (("127.0.0.1", 0), private[i]) for i in ids}, seed=opts.seed)
+    pki = RunPKI(out, opts.nodes) if opts.tls else None
+    client_tls = pki.client_tls() if pki is not None else None
+    if pki is not None:
+        say(f"TLS: certificates made in {pki.dir}; the fault proxies terminate TLS")
+    proxies = Proxies({i: (("127.0.0.1", 0), private[i]) for i in ids}, seed=opts.seed,
+                      tls=pki.proxy_tls if pki is not None else None)
     await proxies.astart()
     procs = None
     status_client = None
@@ -620,12 +653,13 @@ async def run(opts: RunOptions, progress=None) -> RunResult:
     ends = (None, None)
     try:
         cfg, cfg_path = _write_config(out, opts, {i: proxies.address(i) for i in ids},
-                                      private, clients)
-        procs = NodeProcs(out, cfg_path, cfg.data_dir, ids)
+                                      private, clients, pki)
+        procs = NodeProcs(out, cfg_path, cfg.data_dir, ids, pki=pki)
         for i in ids:
             procs.start(i)
         endpoints = [format_address(clients[i]) for i in ids]
-        status_client = AsyncClient(endpoints, timeout=0.5, deadline=1.0, learn_members=False)
+        status_client = AsyncClient(endpoints, timeout=0.5, deadline=1.0, learn_members=False,
+                                    tls=client_tls)
         await _wait_leader(procs, status_client, opts.start_timeout, "starting", out)
         say(f"cluster of {opts.nodes} up; running {','.join(opts.workloads)} for "
             f"{opts.duration:g} s (seed {opts.seed}, nemesis {','.join(opts.nemesis) or 'none'})")
@@ -640,12 +674,13 @@ async def run(opts: RunOptions, progress=None) -> RunResult:
                           storage=opts.storage, log_path=out / "nemesis.jsonl",
                           duration=opts.duration,
                           addresses={i: (format_address(proxies.address(i)),
-                                         format_address(clients[i])) for i in ids})
+                                         format_address(clients[i])) for i in ids},
+                          client_tls=client_tls)
         status_client = None                # the nemesis's now (it may replace it)
         _announce(nemesis.plan, say)
         workloads = _workloads(opts, endpoints, history,
                                {"register": register_rng, "set": set_rng,
-                                "session": session_rng})
+                                "session": session_rng}, client_tls)
         await _load_under_faults(opts, workloads, nemesis, history, say)
         await nemesis.faults["member"].settle(nemesis)
         if "set" in workloads or "session" in workloads:
@@ -671,8 +706,10 @@ async def run(opts: RunOptions, progress=None) -> RunResult:
                   nemesis_path, proxies, say)
 
 
-def _workloads(opts: RunOptions, endpoints: list, history: HistoryWriter, rngs: dict) -> dict:
-    """The workloads ``opts`` asks for, name -> workload, each with its RNG from ``rngs``."""
+def _workloads(opts: RunOptions, endpoints: list, history: HistoryWriter, rngs: dict,
+               tls=None) -> dict:
+    """The workloads ``opts`` asks for, name -> workload, each with its RNG from ``rngs``
+    and the clients' TLS context ``tls``."""
     out: dict = {}
     if "register" in opts.workloads:
         out["register"] = RegisterWorkload(endpoints, history, rngs["register"], opts.workers,
@@ -684,6 +721,8 @@ def _workloads(opts: RunOptions, endpoints: list, history: HistoryWriter, rngs: 
         out["session"] = SessionWorkload(endpoints, history, rngs["session"],
                                          opts.session_workers, opts.op_timeout,
                                          opts.op_deadline)
+    for w in out.values():
+        w.tls = tls
     return out
 
 
@@ -732,8 +771,6 @@ async def _final_state(procs: NodeProcs, nemesis: Nemesis, out: Path, hist_path:
     """kill -9 of every node (every current member), a restart, and the final state read
     linearizably: ``workloads.read_final_state``'s pair. A node that does not come back is an
     anomaly."""
-    from ..client import AsyncClient
-
     say("kill -9 of every node, restart, final reads")
     ids = list(procs.ids)
     for i in ids:
@@ -754,7 +791,7 @@ async def _final_state(procs: NodeProcs, nemesis: Nemesis, out: Path, hist_path:
             nemesis.anomaly(f"node {i} exited with code {rc} after the final restart: "
                             + nemesis.log_excerpt(i, offsets[i]))
     pairs = to_operations(read_history(hist_path)).other
-    reader = AsyncClient(nemesis.client_endpoints(), timeout=2.0, deadline=10.0)
+    reader = nemesis.client(nemesis.client_endpoints(), timeout=2.0, deadline=10.0)
     try:
         final_state = await read_final_state(reader, pairs)
     finally:
@@ -819,7 +856,8 @@ def _judge(opts: RunOptions, out: Path, workloads: dict, final_state, ends: tupl
                                       nemesis.stats),
                        membership.summary() if membership is not None
                        else "membership: not checked",
-                       replicas.summary() if replicas is not None else "replicas: not checked")
+                       replicas.summary() if replicas is not None else "replicas: not checked",
+                       TLS_ON if opts.tls else PLAINTEXT)
     summary = asdict(result)
     summary["members"] = membership.to_json() if membership is not None else None
     summary["replica_states"] = replicas.to_json() if replicas is not None else None
@@ -828,6 +866,10 @@ def _judge(opts: RunOptions, out: Path, workloads: dict, final_state, ends: tupl
     summary["options"] = {k: (list(v) if isinstance(v, tuple) else v)
                           for k, v in asdict(opts).items()}
     summary["proxy_stats"] = {f"{a}->{b}": v for (a, b), v in proxies.stats().items()}
+    summary["tls"] = ({"enabled": True, "proxies": "terminate TLS",
+                       "pki": str(out / PKI_DIR), "proxy_handshakes": {
+                           str(i): v for i, v in proxies.tls_stats().items()}}
+                      if opts.tls else {"enabled": False})
     summary_path.write_text(json.dumps(summary, indent=2) + "\n")
     (out / "summary.txt").write_text(result.text() + "\n")
     return result

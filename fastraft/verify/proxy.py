@@ -41,6 +41,15 @@ through the proxy).
 A node added to the cluster at runtime gets its proxy then (``Proxies.add``), on the same
 network of links.
 
+TLS (``ProxyTLS``, for a cluster with a ``[tls]`` table): the proxy terminates TLS, so every
+fault above keeps acting on whole frames. It accepts with a peer-port server context holding
+the destination node's certificate (signed by the peer CA, naming the proxy's address, so the
+dialler's host name check passes) and requiring a peer certificate, and dials the node's
+private address with a peer client context (a certificate signed by the peer CA, the private
+host checked). A dialler that does not complete the handshake (plaintext, no or a foreign
+certificate, silence past the handshake timeout) is closed and counted (``tls_stats``); the
+proxy goes on. A TLS stream cannot be half-closed: when one side ends, the other is closed.
+
 Partitions are sets of link states (``Proxies``): ``isolate(n)``, ``partition([[1, 2], [3]])``
 (majority/minority splits), ``bridge([1, 2], [4, 5], via=3)`` (3 sees both halves),
 ``one_way(a, b)`` (a's messages to b are lost, b's to a arrive), ``heal()``.
@@ -52,6 +61,7 @@ import asyncio
 import concurrent.futures
 import logging
 import random
+import ssl
 import threading
 import time
 from collections import Counter
@@ -63,7 +73,7 @@ from ..core import DEFAULT_MAX_FRAME_SIZE, FrameDecoder, encode_frame
 from ..errors import FastraftError
 
 __all__ = ["PASS", "BLOCK", "BLACKHOLE", "LinkState", "ProxyNetwork", "FaultProxy", "Proxies",
-           "LinkControl", "LoopThread"]
+           "LinkControl", "LoopThread", "ProxyTLS"]
 
 log = logging.getLogger("fastraft.verify.proxy")
 
@@ -73,6 +83,7 @@ BLACKHOLE = "blackhole"
 _MODES = frozenset({PASS, BLOCK, BLACKHOLE})
 
 HELLO_TIMEOUT = 10.0
+TLS_HANDSHAKE_TIMEOUT = 5.0     # as the node's own (``server.tlsport``)
 _READ_SIZE = 1 << 16
 
 
@@ -121,6 +132,18 @@ class LinkState:
 
 
 _CLEAN = LinkState()
+
+
+@dataclass(frozen=True)
+class ProxyTLS:
+    """TLS termination of one proxy (module docstring): ``accept`` the server context its
+    diallers handshake with (``fastraft.tls.peer_server_context`` with the destination node's
+    certificate), ``dial`` the client context it reaches the node's private address with
+    (``fastraft.tls.peer_client_context``; the private host is the name checked)."""
+
+    accept: ssl.SSLContext
+    dial: ssl.SSLContext
+    handshake_timeout: float = TLS_HANDSHAKE_TIMEOUT
 
 
 class ProxyNetwork:
@@ -228,13 +251,15 @@ class _Pipe:
                 continue
             for frame in self.decoder.feed(data):
                 await self._frame(frame)
-        # EOF: let queued frames out, then half-close
+        # EOF: let queued frames out, then half-close (TLS cannot: close)
         await self.idle.wait()
-        if self.writer.can_write_eof():
-            try:
+        try:
+            if self.writer.can_write_eof():
                 self.writer.write_eof()
-            except OSError:
-                pass
+            else:
+                self.writer.close()
+        except OSError:
+            pass
 
     async def _frame(self, frame: bytes) -> None:
         conn = self.conn
@@ -364,12 +389,16 @@ class FaultProxy(_OnLoopThread):
     ``start()`` / ``close()``, which run it on a LoopThread of its own."""
 
     def __init__(self, listen_addr, target_addr, network: ProxyNetwork | None = None,
-                 node_id: int | None = None, max_frame: int = DEFAULT_MAX_FRAME_SIZE) -> None:
+                 node_id: int | None = None, max_frame: int = DEFAULT_MAX_FRAME_SIZE,
+                 tls: ProxyTLS | None = None) -> None:
         self.listen_addr = _addr(listen_addr)
         self.target_addr = _addr(target_addr)
         self.network = network if network is not None else ProxyNetwork()
         self.node_id = node_id
         self.max_frame = max_frame
+        self.tls = tls
+        #: with ``tls``: handshakes accepted, and refused (closed; the proxy goes on)
+        self.tls_stats: Counter = Counter()
         self.address: tuple[str, int] | None = None
         self._server: asyncio.base_events.Server | None = None
         self._conns: set[_ProxiedConnection] = set()
@@ -378,7 +407,7 @@ class FaultProxy(_OnLoopThread):
 
     def __repr__(self) -> str:
         return (f"<FaultProxy node={self.node_id} {self.address or self.listen_addr} -> "
-                f"{self.target_addr}>")
+                f"{self.target_addr}{' (TLS terminated)' if self.tls else ''}>")
 
     # -- lifecycle ------------------------------------------------------------------------
 
@@ -426,6 +455,8 @@ class FaultProxy(_OnLoopThread):
         conn.tasks.add(asyncio.current_task())
         self._conns.add(conn)
         try:
+            if self.tls is not None and not await self._accept_tls(writer):
+                return
             await self._serve(conn, reader, writer)
         except (asyncio.CancelledError, _Cut, ConnectionError, OSError, asyncio.TimeoutError):
             pass
@@ -434,6 +465,27 @@ class FaultProxy(_OnLoopThread):
         finally:
             conn.abort()
             self._conns.discard(conn)
+
+    async def _accept_tls(self, writer: asyncio.StreamWriter) -> bool:
+        """The TLS handshake of an accepted connection (the first thing done with it: no
+        byte has been read); False when it failed (counted; the caller closes it)."""
+        try:
+            await writer.start_tls(self.tls.accept,
+                                   ssl_handshake_timeout=self.tls.handshake_timeout)
+        except (ssl.SSLError, ConnectionError, OSError, asyncio.TimeoutError,
+                EOFError) as exc:
+            self.tls_stats["refused"] += 1
+            log.debug("proxy %s: TLS handshake refused: %r", self.node_id, exc)
+            return False
+        self.tls_stats["handshakes"] += 1
+        return True
+
+    def _dial_options(self, host: str) -> dict:
+        """``open_connection`` options to reach the node: TLS naming ``host`` with ``tls``."""
+        if self.tls is None:
+            return {}
+        return {"ssl": self.tls.dial, "server_hostname": host,
+                "ssl_handshake_timeout": self.tls.handshake_timeout}
 
     async def _serve(self, conn: _ProxiedConnection, reader, writer) -> None:
         net = self.network
@@ -476,7 +528,8 @@ class FaultProxy(_OnLoopThread):
                     pass
                 return
         host, port = self.target_addr
-        up_reader, up_writer = await asyncio.open_connection(host, port)
+        up_reader, up_writer = await asyncio.open_connection(host, port,
+                                                             **self._dial_options(host))
         conn.writers.append(up_writer)
         if conn.closed:
             return
@@ -623,18 +676,25 @@ class Proxies(_OnLoopThread):
     address the other nodes dial: the node's ``raft`` address in the config) and the node's
     private peer address (``raft_listen``). Control methods are synchronous, thread-safe, and
     return once open connections of newly blocked links are cut. ``mode`` on the partition
-    methods is ``"block"`` (cut and refused) or ``"blackhole"`` (silently dropped)."""
+    methods is ``"block"`` (cut and refused) or ``"blackhole"`` (silently dropped).
+    ``tls``: node id -> its proxy's ``ProxyTLS`` (called for every proxy, the added ones
+    too), for a TLS cluster; None: plaintext."""
 
-    def __init__(self, nodes: dict, seed: int = 0, max_frame: int = DEFAULT_MAX_FRAME_SIZE) -> None:
+    def __init__(self, nodes: dict, seed: int = 0, max_frame: int = DEFAULT_MAX_FRAME_SIZE,
+                 tls: Callable[[int], ProxyTLS] | None = None) -> None:
         self.network = ProxyNetwork(seed)
         self.max_frame = max_frame
-        self.proxies = {i: FaultProxy(listen, target, self.network, node_id=i,
-                                      max_frame=max_frame)
+        self.tls = tls
+        self.proxies = {i: self._proxy(i, listen, target)
                         for i, (listen, target) in sorted(nodes.items())}
         self._thread: LoopThread | None = None
         self.loop: asyncio.AbstractEventLoop | None = None
         #: (loop time, description) of every change, for the run's nemesis log.
         self.changes: list[tuple[float, str]] = []
+
+    def _proxy(self, i: int, listen, target) -> FaultProxy:
+        return FaultProxy(listen, target, self.network, node_id=i, max_frame=self.max_frame,
+                          tls=self.tls(i) if self.tls is not None else None)
 
     @property
     def ids(self) -> list[int]:
@@ -666,8 +726,7 @@ class Proxies(_OnLoopThread):
         (the new node's links start clean). Returns where it listens."""
         if i in self.proxies:
             raise ValueError(f"node {i} has a proxy already")
-        p = FaultProxy(listen_addr, target_addr, self.network, node_id=i,
-                       max_frame=self.max_frame)
+        p = self._proxy(i, listen_addr, target_addr)
         await p.astart()
         self.proxies[i] = p
         self._log(f"proxy added for node {i}: {p.address} -> {p.target_addr}")
@@ -769,6 +828,13 @@ class Proxies(_OnLoopThread):
     def stats(self) -> dict:
         """``{(frm, to): {counter: n}}`` for every link that carried anything."""
         return {k: dict(v) for k, v in sorted(self.network.stats.items())}
+
+    def tls_stats(self) -> dict:
+        """``{node id: {"handshakes": n, "refused": n}}`` of the TLS-terminating proxies
+        (empty without TLS)."""
+        return {i: {"handshakes": p.tls_stats["handshakes"],
+                    "refused": p.tls_stats["refused"]}
+                for i, p in sorted(self.proxies.items()) if p.tls is not None}
 
 
 async def _as_coro(fn: Callable) -> None:

@@ -168,6 +168,8 @@ def summary_text(r) -> str:
     """``summary.txt`` of a ``nemesis.RunResult``."""
     verdicts = ", ".join(f"{k} {v}" for k, v in r.verdicts.items())
     lines = [f"verdict: {r.verdict.upper()}   (seed {r.seed})", f"checks: {verdicts}"]
+    if getattr(r, "transport", ""):
+        lines.append(r.transport)
     lines += operations_lines(r.operations)
     lines += faults_lines(r.faults, r.fault_coverage)
     lines += [x for x in (r.linearizability, r.stale_reads, r.set_result, r.session_result,

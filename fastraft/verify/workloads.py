@@ -76,9 +76,11 @@ class Workload:
     """``workers`` concurrent clients, each running ``step`` until ``stop`` is set, recording
     in ``history``; ``counts`` (ok / fail / info) and ``reasons`` (fail / info -> the value
     recorded -> n) say how it went. A subclass defines ``step``, which records one
-    operation and returns the process id to go on with (``_done`` gives it)."""
+    operation and returns the process id to go on with (``_done`` gives it). ``tls``: the
+    clients' ``ssl.SSLContext`` for a TLS cluster (the run sets it), None for plaintext."""
 
     name = "?"
+    tls = None
 
     def __init__(self, endpoints, history, rng: random.Random, workers: int,
                  op_timeout: float, op_deadline: float) -> None:
@@ -108,7 +110,7 @@ class Workload:
 
         async def one(w: int, rng: random.Random) -> None:
             client = AsyncClient(self.endpoints, timeout=self.op_timeout,
-                                 deadline=self.op_deadline)
+                                 deadline=self.op_deadline, tls=self.tls)
             pid = self._pid(w)
             try:
                 while not stop.is_set():
