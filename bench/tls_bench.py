@@ -18,6 +18,14 @@ Workloads (``fastraft bench`` defaults otherwise: one client, 16-byte keys among
   writes every key once before each such run, not measured);
 - single writes (1 in flight): p50 and p99 latency.
 
+Then, unless ``--flood 0``, a handshake flood on the TLS cluster's leader: a separate process
+(``--flood`` threads) opens TLS connections to the leader's client and peer ports as fast as
+it can, full handshakes each time (half of them with the client certificate, half without,
+which the node refuses), and holds 200 connections that never speak; meanwhile, writes at 64
+in flight are measured, between two measurements without the flood. Reported: handshakes per
+second, the writes' throughput and p99 with and without it, and whether the leader and its
+term stayed the same (the issue's "a flood of handshakes does not cost leadership").
+
 Method: both clusters run for the whole script and are measured in turn: for every workload
 of every round, one measurement on each cluster, back to back, the first of the pair
 alternating between rounds (plain then TLS in round 1, TLS then plain in round 2, ...), so a
@@ -318,6 +326,7 @@ async def run(args, base: Path, loop_name: str) -> dict:
                 for side in order:
                     res["measurements"].append(
                         await measure(clusters, side, wl, args, sampler, r))
+        res["flood"] = await flood_phase(clusters["tls"], args) if args.flood else None
     finally:
         for cl in clusters.values():
             cl.close()
@@ -325,6 +334,113 @@ async def run(args, base: Path, loop_name: str) -> dict:
     res["meta"]["total_s"] = round(pc() - t0, 1)
     res["summary"] = summarize(res["measurements"])
     return res
+
+
+# -- the handshake flood -------------------------------------------------------------------
+
+#: The flooding process: ``threads`` threads doing full TLS handshakes with the two addresses
+#: for ``seconds``, plus ``idle`` connections that never speak; prints its counts as JSON.
+FLOOD_PY = r"""
+import json, socket, ssl, sys, threading, time
+client, peer, cacert, cert, key = sys.argv[1:6]
+seconds, threads, idle = float(sys.argv[6]), int(sys.argv[7]), int(sys.argv[8])
+good = ssl.create_default_context(cafile=cacert)
+good.load_cert_chain(cert, key)
+bare = ssl.create_default_context(cafile=cacert)
+done, failed = [0] * threads, [0] * threads
+held = []
+for _ in range(idle):
+    host, port = client.rsplit(":", 1)
+    held.append(socket.create_connection((host, int(port)), 5))
+end = time.monotonic() + seconds
+def flood(k):
+    addr, ctx = ((client, good), (client, bare), (peer, good))[k % 3]
+    host, port = addr.rsplit(":", 1)
+    while time.monotonic() < end:
+        try:
+            with socket.create_connection((host, int(port)), 5) as raw:
+                with ctx.wrap_socket(raw, server_hostname=host):
+                    done[k] += 1
+        except OSError:
+            failed[k] += 1
+ts = [threading.Thread(target=flood, args=(k,)) for k in range(threads)]
+t0 = time.monotonic()
+for t in ts:
+    t.start()
+for t in ts:
+    t.join()
+print(json.dumps({"handshakes": sum(done) + sum(failed), "seconds": time.monotonic() - t0,
+                  "idle": len(held)}))
+"""
+
+
+async def leader_term(cl: BenchCluster, timeout: float) -> tuple[int, int]:
+    sts = await wait_leader(cl, timeout)
+    lead = next(s for s in sts if s["role"] == "leader")
+    return lead["id"], lead["term"]
+
+
+async def flood_phase(cl: BenchCluster, args) -> dict:
+    """Writes at 64 in flight without, with, and again without a handshake flood on the
+    TLS cluster's leader (module docstring); BenchFailed when a measurement fails."""
+    lead0, term0 = await leader_term(cl, args.wait_timeout)
+    node = cl.nodes[lead0]
+    d = Path(cl.config_path).parent
+    runs = {}
+    for name in ("before", "flood", "after"):
+        proc = None
+        if name == "flood":
+            proc = await asyncio.create_subprocess_exec(
+                sys.executable, "-c", FLOOD_PY, node.client, node.raft,
+                str(d / "peer-ca.pem"), str(d / "client.pem"), str(d / "client.key"),
+                str(args.duration + 1.0), str(args.flood), "200",
+                stdout=asyncio.subprocess.PIPE)
+            await asyncio.sleep(0.5)                  # let the flood get going
+        try:
+            s = await bench(cl.endpoints(), concurrency=64, duration=args.duration,
+                            tls=cl.ctx)
+        except FastraftError as exc:
+            raise BenchFailed(f"flood phase ({name}): the bench failed: "
+                              f"{type(exc).__name__}: {exc}\n{cl.report()}") from None
+        finally:
+            if proc is not None:
+                out, _ = await proc.communicate()
+        if proc is not None:
+            try:
+                runs["flooder"] = json.loads(out)
+            except ValueError:
+                raise BenchFailed(f"the flooding process failed (exit {proc.returncode})") \
+                    from None
+        runs[name] = {"throughput_ops_s": s["throughput_ops_s"], "latency_ms": s["latency_ms"],
+                      "errors": s["errors"]}
+        progress(f"flood phase {name:<7}: {s['throughput_ops_s']:>9,.0f} ops/s  p99 "
+                 f"{s['latency_ms']['p99']:.2f} ms")
+        cl.check_alive(f"during the flood phase ({name})")
+    lead1, term1 = await leader_term(cl, args.wait_timeout)
+    f = runs["flooder"]
+    base = statistics.mean([runs["before"]["throughput_ops_s"],
+                            runs["after"]["throughput_ops_s"]])
+    return {"threads": args.flood, "idle_connections": f["idle"],
+            "handshakes_per_s": f["handshakes"] / f["seconds"], **runs,
+            "throughput_ratio": _ratio(runs["flood"]["throughput_ops_s"], base),
+            "leader_kept": (lead0, term0) == (lead1, term1),
+            "leader_term": [[lead0, term0], [lead1, term1]]}
+
+
+def render_flood(f: dict | None) -> list[str]:
+    if f is None:
+        return []
+    rows = [[name, _n(f[name]["throughput_ops_s"]), _n(f[name]["latency_ms"]["p50"], "{:.2f}"),
+             _n(f[name]["latency_ms"]["p99"], "{:.2f}"), _n(sum(f[name]["errors"].values()))]
+            for name in ("before", "flood", "after")]
+    (l0, t0), (l1, t1) = f["leader_term"]
+    return ["", f"### Handshake flood on the TLS leader ({f['threads']} threads of full "
+            f"handshakes, {f['handshakes_per_s']:,.0f} per second, plus "
+            f"{f['idle_connections']} silent connections); writes, 64 in flight", "",
+            table(["", "ops/s", "p50 ms", "p99 ms", "errors"], rows), "",
+            f"Throughput during the flood: {f['throughput_ratio']:.2f} of the mean without. "
+            f"Leader and term: node {l0} term {t0} before, node {l1} term {t1} after ("
+            + ("kept" if f["leader_kept"] else "LOST") + ")."]
 
 
 # -- summary and output ---------------------------------------------------------------------
@@ -419,7 +535,7 @@ def render(res: dict) -> str:
                  ", ".join(_n(x, "{:.2f}") for x in one["round_throughput_ratios"])])
     out += ["### Single-write latency (1 in flight), ms", "",
             table(["", "plaintext", "TLS", "TLS / plain", "per round"], rows), ""]
-    out += render_cpu(ws, s) + render_notes(ws, s)
+    out += render_cpu(ws, s) + render_notes(ws, s) + render_flood(res.get("flood"))
     return "\n".join(out)
 
 
@@ -469,6 +585,9 @@ def parse_args(argv=None):
                          "(default 2; 0.5 with --quick; 0: none)")
     ap.add_argument("--quick", action="store_true",
                     help="smoke run: --duration 1 --rounds 1 --warmup 0.5 (under a minute)")
+    ap.add_argument("--flood", type=int, default=4, metavar="THREADS",
+                    help="threads of the handshake flood on the TLS leader (default 4; 0: "
+                         "no flood phase)")
     ap.add_argument("--wait-timeout", type=float, default=60.0, metavar="S",
                     help="seconds a cluster may take to answer with a leader (60)")
     ap.add_argument("--dir", default=None,
