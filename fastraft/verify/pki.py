@@ -105,8 +105,3 @@ class RunPKI:
                                               cert=self.path("client.pem"),
                                               key=self.path("client.key"))
         return self._client
-
-    def client_args(self) -> str:
-        """The client flags a user gives to reach the run's nodes (for the summary)."""
-        return (f"--cacert {self.path('peer-ca.pem')} --cert {self.path('client.pem')} "
-                f"--key {self.path('client.key')}")
