@@ -10,7 +10,7 @@ PEM certificate or key, a key that does not belong to its certificate. TLS 1.2 a
 - ``peer_client_context``: dialling a peer: its certificate must be signed by the peer CA and
   name the address dialled (host name checking on); this node presents its own certificate.
 - ``client_server_context``: the client port; with a client CA, clients must present a
-  certificate signed by it.
+  certificate signed by it (or a node certificate, signed by the peer CA).
 - ``client_context``: what ``fastraft.client`` uses: verify the node against ``cacert`` and
   the endpoint's host name; present ``cert``/``key`` when given.
 
@@ -97,9 +97,12 @@ def peer_client_context(cert: str, key: str, peer_ca: str) -> ssl.SSLContext:
     return ctx
 
 
-def client_server_context(cert: str, key: str, client_ca: str | None) -> ssl.SSLContext:
+def client_server_context(cert: str, key: str, client_ca: str | None,
+                          peer_ca: str | None = None) -> ssl.SSLContext:
     """The client port's context; with ``client_ca``, a client certificate it signed is
-    required. Session tickets stay on (TLS 1.3 sends them once it has accepted the client):
+    required, or a node certificate signed by ``peer_ca`` (a node is a member of the cluster,
+    trusted more than any client; one added at runtime asks for the member list here, with
+    its own certificate). Session tickets stay on (TLS 1.3 sends them once it has accepted the client):
     the client reads a connection closed before any ticket as a refused handshake
     (``client/_connection.py``), so ``num_tickets`` must not be 0."""
     ctx = _base(ssl.Purpose.CLIENT_AUTH)
@@ -107,6 +110,8 @@ def client_server_context(cert: str, key: str, client_ca: str | None) -> ssl.SSL
     if client_ca:
         ctx.verify_mode = ssl.CERT_REQUIRED
         _load_ca(ctx, client_ca, "client CA")
+        if peer_ca:
+            _load_ca(ctx, peer_ca, "peer CA")
     return ctx
 
 
@@ -116,7 +121,7 @@ def node_contexts(t, node_id: int):
     cert, key = t.cert_for(node_id), t.key_for(node_id)
     return ((peer_server_context(cert, key, t.peer_ca),
              peer_client_context(cert, key, t.peer_ca)),
-            client_server_context(cert, key, t.client_ca))
+            client_server_context(cert, key, t.client_ca, t.peer_ca))
 
 
 def client_context(cacert: str | None = None, cert: str | None = None,

@@ -13,7 +13,8 @@ file. A node added later (``fastraft member add``) is started with its own addre
 Its first start writes ``DIR/<id>/node.toml`` (durably): a config file naming the cluster, the
 tuning and this node alone, so that ``fastraft node --id 4 --data-dir DIR`` restarts it
 without anything else (its peers and the membership come from its log). Until it is a member,
-it asks the cluster for the member list (``Client.members``) once a second and waits;
+it asks the cluster for the member list (``Client.members``; with ``[tls]``, over TLS with
+its own node certificate) once a second and waits;
 once it is listed with the same addresses, the ``JOINED`` file records it, the list becomes
 the node's address hints, and the node starts with an empty configuration: the leader
 replicates to it (log or snapshot), entry 1 included, so it learns the whole membership.
@@ -101,15 +102,20 @@ def mark_joined(node_dir: str) -> None:
     write_file_durable(os.path.join(node_dir, JOINED_FILE), b"listed as a member\n")
 
 
-async def wait_until_added(endpoints: list[str], spec: NodeSpec, timeout: float = 5.0):
+async def wait_until_added(endpoints: list[str], spec: NodeSpec, timeout: float = 5.0,
+                           tls=None):
     """Ask the cluster at ``endpoints`` for its members until node ``spec.id`` is listed;
     returns the hints (id -> (raft, client)) of every member. ConfigError when it is
-    listed with other addresses."""
+    listed with other addresses. ``tls``: the ``[tls]`` table of the node (the members are
+    then asked over TLS, checked against the peer CA, with this node's certificate)."""
     from ..client import AsyncClient
+    from ..tls import client_context
 
     raft, client = spec.raft_addr, spec.client_addr
     last_note = 0.0
-    async with AsyncClient(endpoints, timeout=timeout) as c:
+    ctx = None if tls is None else client_context(tls.peer_ca, tls.cert_for(spec.id),
+                                                  tls.key_for(spec.id))
+    async with AsyncClient(endpoints, timeout=timeout, tls=ctx) as c:
         while True:
             try:
                 members = await c.members()

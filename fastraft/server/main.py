@@ -115,7 +115,8 @@ def run_node(cfg, node_id: int, *, loop: str = "auto", log_json: bool = False,
             hints = None
             if join and not is_joined(node_dir):
                 try:
-                    hints = runner.run(wait_until_added(join, cfg.node(node_id)))
+                    hints = runner.run(wait_until_added(join, cfg.node(node_id),
+                                                        tls=cfg.tls))
                     mark_joined(node_dir)
                 except ConfigError as exc:
                     log.error("cannot join: %s", exc)

@@ -98,9 +98,16 @@ def test_the_peer_port_refuses_client_certificates_foreign_cas_and_wrong_names(p
 
 
 def test_the_client_port_requires_a_client_certificate_when_it_has_a_client_ca(pki):
-    s = tls.client_server_context(pki("node1.pem"), pki("node1.key"), pki("client-ca.pem"))
+    s = tls.client_server_context(pki("node1.pem"), pki("node1.key"), pki("client-ca.pem"),
+                                  pki("peer-ca.pem"))
     good = tls.client_context(pki("peer-ca.pem"), pki("client.pem"), pki("client.key"))
     assert _handshake(s, good)[0]
+    # A node's certificate is accepted as a client's (peer CA); not without the peer CA.
+    node = tls.client_context(pki("peer-ca.pem"), pki("node2.pem"), pki("node2.key"))
+    assert _handshake(s, node)[0]
+    strict = tls.client_server_context(pki("node1.pem"), pki("node1.key"),
+                                       pki("client-ca.pem"))
+    assert not _handshake(strict, node)[0]
     assert not _handshake(s, tls.client_context(pki("peer-ca.pem")))[0]   # no certificate
     wrong_ca = tls.client_context(pki("peer-ca.pem", True))
     ok, why = _handshake(s, wrong_ca)

@@ -1,4 +1,5 @@
-"""A TLS cluster in operation (issue 14): kill -9 of the leader under writes, and certificate
+"""A TLS cluster in operation (issue 14): kill -9 of the leader under writes, a node added at
+runtime (it asks for the member list over TLS with its node certificate), and certificate
 renewal under load with SIGHUP (open connections continue, new ones get the new certificate,
 a renewal with a broken file keeps the previous certificate). Real processes, real
 certificates, writers using the exactly-once client over TLS.
@@ -18,7 +19,7 @@ import pytest
 
 pytest.importorskip("cryptography")
 
-from fastraft import tls  # noqa: E402
+from fastraft import codec, tls  # noqa: E402
 from fastraft.certs import init_certs, renew_certs  # noqa: E402
 from fastraft.client import Client  # noqa: E402
 from fastraft.config import TLSConfig  # noqa: E402
@@ -29,7 +30,7 @@ FAST = {"tick_ms": 10, "heartbeat_ms": 30, "election_timeout_ms": 300}
 @pytest.fixture
 def pki(tmp_path):
     d = tmp_path / "pki"
-    init_certs(str(d), nodes=3)
+    init_certs(str(d), nodes=4)
     return d
 
 
@@ -157,3 +158,26 @@ def test_certificates_renewed_under_load_with_sighup(cluster_factory, pki):
     _all_present(cl, w.join())
     for i in cl.ids:
         assert "Traceback" not in cl.node(i).log_text()
+
+
+def test_a_node_joins_a_tls_cluster_that_requires_client_certificates(cluster_factory, pki):
+    cl = cluster_factory(3, tuning=FAST, tls=_tls(pki),
+                         client_tls=tls.client_context(**_files(pki)))
+    lead = cl.leader()
+    w = Writer(cl.endpoints(), _files(pki))
+    w.wait(cl, 30, "before the join")
+    n = cl.new_node()
+    cl.start([n.id], wait=False)
+    cl.wait_for(lambda: "waiting to be added (not a member yet)" in n.log_text(), 20,
+                "the new node to ask the members over TLS")
+    rep = cl.client(lead, timeout=10).call(codec.OP_MEMBER, codec.MEMBER_ADD_LEARNER, n.id,
+                                           n.raft_addr, n.client_addr)
+    assert rep.status == codec.ST_OK, rep
+    cl.wait_for(lambda: "listed as a learner" in n.log_text(), 20, "the node to be listed")
+    w.wait(cl, 30, "after the join")
+    acked = w.join()
+    commit = cl.status(lead)["commit"]
+    cl.wait_applied(commit, ids=[n.id], timeout=30)
+    got = dict(cl.client(n.id).scan(b"w", limit=100_000, stale=True).expect_ok())
+    assert all(got.get(k) == v for k, v in acked.items()), "the learner lacks writes"
+    assert "Traceback" not in n.log_text()
