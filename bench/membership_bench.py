@@ -883,27 +883,35 @@ def render(res: dict) -> str:
     return "\n".join(out)
 
 
-def main(argv=None) -> int:
-    args = parse_args(argv)
-    base = Path(args.dir) if args.dir else Path(tempfile.mkdtemp(prefix="membership-bench-"))
+def run_script(name: str, args, run_fn, render_fn) -> int:
+    """The main of a cluster bench script (this one, ``tls_bench.py``): run
+    ``run_fn(args, base, loop_name)`` in an event loop in a work directory (``--dir``, else a
+    temporary one, deleted after a success unless ``--keep``), print ``render_fn(results)``,
+    write ``--json``; exit 1 with the directory kept when it fails."""
+    base = Path(args.dir) if args.dir else Path(tempfile.mkdtemp(prefix=f"{name}-"))
     base.mkdir(parents=True, exist_ok=True)
-    factory, _ = pick_loop("auto")
+    factory, loop_name = pick_loop("auto")
     failed = True
     try:
         with asyncio.Runner(loop_factory=factory) as runner:
-            res = runner.run(run(args, base))
+            res = runner.run(run_fn(args, base, loop_name))
         failed = False
-    except (BenchFailed, FastraftError) as exc:
-        print(f"membership_bench: FAILED: {type(exc).__name__}: {exc}\n(logs kept in {base})",
+    except (BenchFailed, FastraftError, OSError) as exc:
+        print(f"{name}: FAILED: {type(exc).__name__}: {exc}\n(files kept in {base})",
               file=sys.stderr)
         return 1
     finally:
         if not failed and not args.keep and not args.dir:
             shutil.rmtree(base, ignore_errors=True)
-    print(render(res))
+    print(render_fn(res))
     if args.json:
         Path(args.json).write_text(json.dumps(res, indent=1, default=str) + "\n")
     return 0
+
+
+def main(argv=None) -> int:
+    return run_script("membership_bench", parse_args(argv),
+                      lambda args, base, _loop: run(args, base), render)
 
 
 if __name__ == "__main__":

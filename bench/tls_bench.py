@@ -65,23 +65,21 @@ import dataclasses
 import json
 import os
 import platform
-import shutil
 import statistics
 import sys
-import tempfile
 import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))   # membership_bench, beside us
 
-from membership_bench import BenchFailed, Cluster, progress, table  # noqa: E402
+from membership_bench import (  # noqa: E402
+    BenchFailed, Cluster, progress, run_script, table)
 
 from fastraft import certs  # noqa: E402
 from fastraft.client.bench import bench  # noqa: E402
 from fastraft.config import TLSConfig, Tuning, render_config  # noqa: E402
 from fastraft.core import IMPLEMENTATION  # noqa: E402
 from fastraft.errors import FastraftError  # noqa: E402
-from fastraft.loops import pick_loop  # noqa: E402
 from fastraft.tls import client_context  # noqa: E402
 
 pc = time.perf_counter
@@ -606,26 +604,7 @@ def parse_args(argv=None):
 
 
 def main(argv=None) -> int:
-    args = parse_args(argv)
-    base = Path(args.dir) if args.dir else Path(tempfile.mkdtemp(prefix="tls-bench-"))
-    base.mkdir(parents=True, exist_ok=True)
-    factory, loop_name = pick_loop("auto")
-    failed = True
-    try:
-        with asyncio.Runner(loop_factory=factory) as runner:
-            res = runner.run(run(args, base, loop_name))
-        failed = False
-    except (BenchFailed, FastraftError, OSError) as exc:
-        print(f"tls_bench: FAILED: {type(exc).__name__}: {exc}\n(files kept in {base})",
-              file=sys.stderr)
-        return 1
-    finally:
-        if not failed and not args.keep and not args.dir:
-            shutil.rmtree(base, ignore_errors=True)
-    print(render(res))
-    if args.json:
-        Path(args.json).write_text(json.dumps(res, indent=1, default=str) + "\n")
-    return 0
+    return run_script("tls_bench", parse_args(argv), run, render)
 
 
 if __name__ == "__main__":
