@@ -19,6 +19,14 @@ logging, no per-write call beyond the answer.
 
 This class owns the pending-write limit (``Tuning.max_pending``): a write beyond it is
 answered Busy at once, before anything is proposed.
+
+Counters for the metrics (plain integers, read at scrape time; never a call per write):
+``proposals_committed`` counts proposed writes answered OK once their entry applied;
+``proposals_failed`` those answered otherwise: refused by the engine when proposed, applied
+with a non-OK result, overwritten by another leader's entry, or lost with leadership (outcome
+unknown). ``proposals_pending`` is how many are gathered or proposed and not yet answered.
+Writes refused before being proposed (not leader, over ``max_pending``, stopping) and those
+dropped by a fatal error are in neither counter.
 """
 
 from __future__ import annotations
@@ -77,6 +85,16 @@ class Requests:
         self._read_ctx = 0
         #: OP_MEMBERS / OP_MEMBER go there (``members.MemberRequests``; set by the node).
         self.member_requests = None
+        #: Metrics (module docstring): proposed writes answered OK once applied, and those
+        #: answered with a failure or lost to a leader change.
+        self.proposals_committed = 0
+        self.proposals_failed = 0
+
+    @property
+    def proposals_pending(self) -> int:
+        """Writes gathered for this turn's proposal or proposed and waiting for their entry
+        to apply (each gets an answer later)."""
+        return len(self._pending) + len(self._payloads)
 
     # -- taking requests (the client port calls this) ----------------------------------------
 
@@ -149,10 +167,12 @@ class Requests:
         try:
             first, term = self.raw.propose(payloads)
         except NotLeader:
+            self.proposals_failed += len(waiters)
             for conn, req_id in waiters:
                 self._not_leader(conn, req_id)
             return
         except Busy as exc:
+            self.proposals_failed += len(waiters)
             for conn, req_id in waiters:
                 conn.respond(req_id, codec.ST_BUSY, str(exc))
             return
@@ -186,18 +206,26 @@ class Requests:
         if pending:
             entries = batch.entries
             first = batch.first_index
+            before = len(pending)
+            failed = 0                  # (counted in the rare branches: OK is the fast path)
             for index, result in results:
                 p = pending.pop(index, None)
                 if p is None:
                     continue
                 term, conn, req_id = p          # a PendingWrite (unpacked: the fastest)
                 if entries[index - first][0] != term:
+                    failed += 1
                     conn.respond(req_id, codec.ST_UNKNOWN,
                                  "the write was overwritten by another leader's entry")
                 elif result is None:
+                    failed += 1
                     conn.respond(req_id, codec.ST_ERROR, "no result for the entry")
                 else:
+                    if result[0]:               # not codec.ST_OK (0)
+                        failed += 1
                     conn.respond(req_id, result[0], result[1])
+            self.proposals_committed += before - len(pending) - failed
+            self.proposals_failed += failed
         if self._read_ready:
             self._serve_ready_reads()
 
@@ -242,6 +270,7 @@ class Requests:
         unknown); the reads waiting for a round or for their index get NotLeader."""
         pending = self._pending
         self._pending = {}
+        self.proposals_failed += len(pending)
         for p in pending.values():
             p.conn.respond(p.req_id, codec.ST_UNKNOWN,
                            "leadership lost before the write committed: outcome unknown")
