@@ -37,12 +37,14 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from time import perf_counter
 
 from .. import codec
 from ..core import FrameDecoder, encode_frame
 from ..errors import InvalidRequest, RemoteProtocolError
 from ..tls import tls_on_plain_port
 from .logs import LogOnce, reason_kind
+from .stats import NodeStats
 from .tlsport import TLSListener
 
 __all__ = ["ClientServer", "ClientConn", "LINGER"]
@@ -74,6 +76,8 @@ class ClientServer:
         self.conns: set = set()
         self.lingering = 0          # connections refused at accept, still half-open
         self.once = LogOnce(log)
+        self.stats = NodeStats()    # the node's, once attached
+        self.timed = False          # count requests per op and status, and time them
         self._server = None
         self._all_closed: asyncio.Future | None = None
 
@@ -135,7 +139,7 @@ class ClientConn(asyncio.Protocol):
     holds it only to answer (interfaces.Responder) or to close it."""
 
     __slots__ = ("srv", "transport", "remote", "_decoder", "closed", "_out", "_flush",
-                 "last_rid", "_linger")
+                 "last_rid", "_linger", "_started")
 
     def __init__(self, srv: ClientServer) -> None:
         self.srv = srv
@@ -147,6 +151,8 @@ class ClientConn(asyncio.Protocol):
         self._flush = None
         self.last_rid = 0             # id of the last request read (a notice names it)
         self._linger = None
+        #: with metrics: request id -> (op, perf_counter when read), until answered
+        self._started = {} if srv.timed else None
 
     def connection_made(self, transport) -> None:
         self.transport = transport
@@ -225,6 +231,8 @@ class ClientConn(asyncio.Protocol):
         frames = dec.feed(data)
         srv = self.srv
         node = srv.node
+        started = self._started
+        now = perf_counter() if started is not None else 0.0
         for body in frames:
             if type(body) is not bytes:         # an OversizedFrame: answered, then skipped
                 if not self._oversized(body.size, body.head):
@@ -240,6 +248,8 @@ class ClientConn(asyncio.Protocol):
                 self._bad(str(exc))
                 return
             self.last_rid = req.req_id
+            if started is not None:
+                started[req.req_id] = (req.op, now)
             node.on_request(self, req)
         if dec.pending and not self.closed:
             head = dec.partial_head
@@ -274,6 +284,10 @@ class ClientConn(asyncio.Protocol):
         """Queue an answer; answers of one loop turn leave in one write."""
         if self.closed:
             return
+        if self._started is not None:
+            st = self._started.pop(req_id, None)
+            if st is not None:
+                self.srv.stats.request_done(st[0], status, perf_counter() - st[1])
         self._out.append(encode_frame(codec.encode_response(req_id, status, *values)))
         if self._flush is None:
             self._flush = asyncio.get_running_loop().call_soon(self._write)

@@ -29,16 +29,19 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
+from time import perf_counter
 
 from .. import __version__, tls
 from ..config import format_address
 from ..core import IMPLEMENTATION
 from ..errors import ConfigError, FatalError, StorageError
 from ..raft import LEADER, ROLE_NAMES
+from ..raft.messages import MsgType
 from .members import MemberRequests
 from .requests import Requests
 from .shutdown import hand_over_leadership
 from .snapshots import Snapshots
+from .stats import NodeStats
 
 __all__ = ["Node", "FatalError"]
 
@@ -89,12 +92,20 @@ class Node:
         self.stopped: asyncio.Future | None = None
         self.exit_code = 0
         self._tick_handle = None
+        #: what the metrics count (``stats``); ``now``: loop time of the last tick
+        self.stats = NodeStats()
+        self.snapshots.stats = self.stats
+        self.now = 0.0
+        self._lead = 0
+        self.started = False            # listening and serving (``/ready``)
+        self.metrics = None             # the metrics listener ([[node]] metrics), if any
 
     def attach(self, peers, clients) -> None:
         """Hand the node its transports (``interfaces.Peers`` / ``interfaces.Clients``),
         built with the node (and its ``requests``) as their handlers; before ``start``."""
         self.peers = peers
         self.clients = clients
+        peers.stats = clients.stats = self.stats
 
     # -- start-up -------------------------------------------------------------------------
 
@@ -102,11 +113,19 @@ class Node:
         """Listen on both ports, start ticking (and campaign at once when alone)."""
         loop = asyncio.get_running_loop()
         self.stopped = loop.create_future()
+        metrics_addr = getattr(self.spec, "metrics", None)
+        self.clients.timed = metrics_addr is not None
         await self.peers.start()
         await self.clients.start()
         self._tick_s = self.tuning.tick_ms / 1000.0
         self._next_tick = loop.time() + self._tick_s
         self._tick_handle = loop.call_at(self._next_tick, self._on_tick)
+        self.now = loop.time()
+        if metrics_addr is not None:
+            from .metrics import MetricsServer     # prometheus_client: only when asked for
+            self.metrics = MetricsServer(self, metrics_addr)
+            self.metrics.start()
+        self.started = True
         log.info("node %d of cluster %r serving clients on %s, peers on %s (core %s, loop "
                  "%s, storage %s, fsync %s)", self.id, self.cfg.cluster_name,
                  self.spec.client_addr, format_address(self.spec.raft_bind), IMPLEMENTATION,
@@ -155,6 +174,7 @@ class Node:
         if self._next_tick < now - self._tick_s:     # we fell behind: do not tick in a burst
             self._next_tick = now + self._tick_s
         self._tick_handle = loop.call_at(self._next_tick, self._on_tick)
+        self.now = now
         self.raw.tick()
         self._kick()
 
@@ -168,6 +188,13 @@ class Node:
         reason = self.raw.check_message(m)
         if reason is not None:
             return reason
+        stats = self.stats
+        stats.heard[m.frm] = self.now
+        t = m.type
+        if t == MsgType.HEARTBEAT_RESP:
+            stats.heartbeat_answered(m.frm, asyncio.get_running_loop().time())
+        elif t == MsgType.APP and m.commit > stats.leader_commit:
+            stats.leader_commit = m.commit
         self.raw.step(m)
         self._kick()
         return None
@@ -255,7 +282,9 @@ class Node:
             store.save_hard_state(rd.hard_state)
         if rd.must_sync:
             if self.fsync:
+                t0 = perf_counter()
                 store.sync()
+                self.stats.fsync.observe(perf_counter() - t0)
             else:
                 store.flush()       # fsync = false: to the kernel, not to the disk
         if rd.messages and not self.early_send:
@@ -273,6 +302,9 @@ class Node:
             requests.reads_dropped(rd.dropped_reads)
 
     def _on_soft_state(self, ss) -> None:
+        if ss.lead and ss.lead != self._lead:
+            self.stats.leader_changes += 1
+        self._lead = ss.lead
         was_leader = self.requests.role == LEADER
         self.requests.on_role(ss.role, ss.lead)     # abandons the waiting ones if lost
         if was_leader and ss.role != LEADER:
@@ -334,6 +366,8 @@ class Node:
             self.exit_code = 3
         await self.clients.close()
         await self.peers.close()
+        if self.metrics is not None:
+            self.metrics.close()
         try:
             self.backend.close()
         except StorageError as exc:

@@ -64,6 +64,7 @@ from ..errors import (
 from ..raft.messages import Message, MsgType
 from ..tls import handshake_refusal, tls_on_plain_port
 from .logs import LogOnce, reason_kind
+from .stats import NodeStats
 from .tlsport import TLSListener
 from .members import REMOVED_PREFIX
 
@@ -120,6 +121,7 @@ class PeerTransport:
         self.max_frame = max(max_frame, 2 * SNAP_CHUNK)
         self.high_water = high_water
         self.once = LogOnce(log)
+        self.stats = NodeStats()            # the node's, once attached (bytes, heartbeats)
         self._out = {pid: _Outbound(self, pid, addr) for pid, addr in self.peers.items()}
         self._inbound: set = set()
         #: Accepted connections allowed at once (peers reconnect; the rest is a flood).
@@ -400,17 +402,23 @@ class _Outbound(asyncio.Protocol):
             self._told_unreachable = False
         frames = []
         for m in msgs:
-            if m.type == MsgType.SNAP:
+            t = m.type
+            if t == MsgType.SNAP:
                 self._start_snapshot(m)
                 continue
-            if congested and m.type in _DROPPABLE:
+            if congested and t in _DROPPABLE:
                 continue
+            if t == MsgType.HEARTBEAT:
+                self.tr.stats.heartbeat_sent(self.pid, asyncio.get_running_loop().time())
             frames.append(encode_frame(codec.encode_message(m)))
         if congested and not self._told_unreachable:
             self._told_unreachable = True
             self.tr.node.on_unreachable(self.pid)
         if frames:
-            self.transport.write(b"".join(frames) if len(frames) > 1 else frames[0])
+            data = b"".join(frames) if len(frames) > 1 else frames[0]
+            self.transport.write(data)
+            sent = self.tr.stats.sent
+            sent[self.pid] = sent.get(self.pid, 0) + len(data)
 
     def _start_snapshot(self, m: Message) -> None:
         meta = m.snapshot.meta
@@ -445,8 +453,11 @@ class _Outbound(asyncio.Protocol):
                         raise OSError(f"snapshot {path} shrank while being sent")
                     if self.transport is not transport or not self.ready:
                         raise ConnectionError("connection lost while sending a snapshot")
-                    transport.write(encode_frame(
-                        codec.encode_snap_chunk(meta.term, meta.index, off, data)))
+                    chunk = encode_frame(
+                        codec.encode_snap_chunk(meta.term, meta.index, off, data))
+                    transport.write(chunk)
+                    sent = self.tr.stats.sent
+                    sent[self.pid] = sent.get(self.pid, 0) + len(chunk)
                     off += len(data)
                     await self._drained.wait()
             if self.transport is not transport or not self.ready:
@@ -524,6 +535,9 @@ class _Inbound(asyncio.Protocol):
         self.tr.node.fatal(f"cannot store a snapshot from node {self.peer_id}: {exc}")
 
     def data_received(self, data) -> None:
+        if self.peer_id is not None:
+            received = self.tr.stats.received
+            received[self.peer_id] = received.get(self.peer_id, 0) + len(data)
         try:
             bodies = self._decoder.feed(data)
         except FrameTooLarge as exc:

@@ -51,6 +51,7 @@ class Snapshots:
         self.stopping = False
         self._need = need_snapshot
         self._running = False
+        self.stats = None                # the node's NodeStats (snapshot durations)
 
     def maybe_take(self) -> None:
         """Start a snapshot when ``threshold`` entries were applied since the last one (or
@@ -73,6 +74,8 @@ class Snapshots:
             t0 = time.monotonic()
             meta, path = await self.backend.snapshot(self.meta_at(applied, term))
             took = time.monotonic() - t0
+            if self.stats is not None:
+                self.stats.snapshot.observe(took)
             if self.stopping:
                 return
             keep = self.keep_entries
