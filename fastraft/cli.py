@@ -145,8 +145,15 @@ def _add_node_parser(sub) -> None:
     node.add_argument("--cluster", metavar="NAME",
                       help="with --join: the cluster's name (default: the config's)")
     node.add_argument("--raft-listen", metavar="HOST:PORT",
-                      help="with --join: listen for peers here instead of on --raft (a node "
-                           "behind a proxy or NAT; the config file's raft_listen)")
+                      help="with --join: listen for peers here instead of on --raft (e.g. "
+                           "0.0.0.0:PORT, or a node behind a proxy or NAT; the config file's "
+                           "raft_listen)")
+    node.add_argument("--client-listen", metavar="HOST:PORT",
+                      help="with --join: listen for clients here instead of on --client (e.g. "
+                           "0.0.0.0:PORT; the config file's client_listen)")
+    node.add_argument("--metrics", metavar="HOST:PORT",
+                      help="with --join: serve HTTP /metrics, /health and /ready here (the "
+                           "config file's metrics)")
     node.add_argument("--data-dir", help="base data directory (the node uses DIR/<id>)")
     node.add_argument("--storage", choices=("wal", "sqlite"),
                       help="storage backend (overrides the config's tuning.storage)")
@@ -355,11 +362,16 @@ def _node_config(args: argparse.Namespace):
     from .errors import ConfigError
     from .server.joining import check_join_list, identity_config, joining_config
 
-    if args.join or args.raft or args.client or args.cluster or args.raft_listen:
+    if (args.join or args.raft or args.client or args.cluster or args.raft_listen
+            or args.client_listen or args.metrics):
         if not (args.join and args.raft and args.client):
-            raise ConfigError("a node added at runtime needs --raft, --client and --join")
+            raise ConfigError("a node added at runtime needs --raft, --client and --join "
+                              "(--cluster, --raft-listen, --client-listen and --metrics go "
+                              "with them; a bootstrap member takes its addresses from "
+                              "--config)")
         cfg = joining_config(_load_cluster_config(args), args.id, args.raft, args.client,
-                             args.cluster, args.raft_listen)
+                             args.cluster, args.raft_listen, args.client_listen,
+                             args.metrics)
         return cfg, False, check_join_list(args.join)
     data_dir = args.data_dir or (load_config(args.config).data_dir if args.config
                                  else DEFAULT_DATA_DIR)

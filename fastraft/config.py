@@ -20,15 +20,20 @@ The file (TOML, read with ``tomllib``)::
     id = 1                            # integer >= 1, unique
     raft = "127.0.0.1:7101"           # peer address, host:port (where the others dial)
     client = "127.0.0.1:7001"         # client address, host:port
-    # raft_listen = "127.0.0.1:8101"  # optional: listen for peers here instead of on raft
-                                      # (a node behind a proxy or NAT)
+    # raft_listen = "0.0.0.0:7101"    # optional: listen for peers here instead of on raft
+                                      # (all interfaces, or a node behind a proxy or NAT)
+    # client_listen = "0.0.0.0:7001"  # optional: listen for clients here instead of on client
+    # metrics = "127.0.0.1:7201"      # optional: HTTP /metrics, /health, /ready
 
 Validation is strict, and every message names the file, the key and what is expected: an
 unknown key or section is refused (with the closest known name as a suggestion), a boolean is
 never taken for an integer, every number has a range, node ids are unique and every address
-(peer or client, of any node) is used once. ``render_config`` writes the TOML that
-``parse_config`` reads back to an equal ``Config`` (the launcher and the integration harness
-write their clusters this way).
+(peer, client, listen or metrics, of any node) is used once. An address on a wildcard host
+(``0.0.0.0``, ``::``) names a port on the node's own machine: one config file serves every
+machine, so several nodes may listen on ``0.0.0.0:7001``; only the ports one node listens on
+(``raft_bind``, ``client_bind``, ``metrics``) must differ from each other.
+``render_config`` writes the TOML that ``parse_config`` reads back to an equal ``Config``
+(the launcher and the integration harness write their clusters this way).
 
 Time: the engine counts ticks (docs/architecture.md, "Time and determinism"); ``Tuning``
 holds milliseconds for people and turns them into ticks (``heartbeat_tick``,
@@ -62,12 +67,14 @@ __all__ = [
     "render_config",
     "parse_address",
     "format_address",
+    "WILDCARD_HOSTS",
 ]
 
 STORAGE_BACKENDS = ("wal", "sqlite")
 DEFAULT_DATA_DIR = "./fastraft-data"
 DEFAULT_CLUSTER_NAME = "fastraft-local"
-#: Largest size of the built-in local cluster (client ports 7001.., peer ports 7101..).
+#: Largest size of the built-in local cluster (client ports 7001.., peer ports 7101..,
+#: metrics ports 7201..).
 MAX_DEFAULT_SIZE = 99
 
 _KIB = 1024
@@ -134,16 +141,28 @@ def _show(v) -> str:
 MAX_NODE_ID = (1 << 63) - 1
 
 
+#: Hosts that mean "every interface of this machine" when listened on.
+WILDCARD_HOSTS = frozenset({"0.0.0.0", "::"})
+
+#: The optional addresses of a ``[[node]]`` table, in the order they are written.
+_OPTIONAL_ADDRS = ("raft_listen", "client_listen", "metrics")
+
+
 @dataclass(frozen=True)
 class NodeSpec:
-    """One voter: its id and its two addresses. ``raft`` is where the other nodes dial it;
-    it listens there too unless ``raft_listen`` names another address (a node behind a
-    proxy or a NAT: the fault-injection tests put a proxy on ``raft``)."""
+    """One voter: its id and its addresses. ``raft`` is where the other nodes dial it and
+    ``client`` the client address it is known by (member lists, redirects); it listens on
+    them too unless ``raft_listen`` / ``client_listen`` name other addresses (all
+    interfaces, ``0.0.0.0:PORT``, on a real machine; a node behind a proxy or a NAT: the
+    fault-injection tests put a proxy on ``raft``). ``metrics``: where it serves HTTP
+    ``/metrics``, ``/health`` and ``/ready`` (None: no metrics listener)."""
 
     id: int
     raft: tuple[str, int]
     client: tuple[str, int]
     raft_listen: tuple[str, int] | None = None
+    client_listen: tuple[str, int] | None = None
+    metrics: tuple[str, int] | None = None
 
     def __post_init__(self) -> None:
         if type(self.id) is not int or not 1 <= self.id <= MAX_NODE_ID:
@@ -152,14 +171,42 @@ class NodeSpec:
         object.__setattr__(self, "raft", _check_address(self.raft, f"node {self.id} raft"))
         object.__setattr__(self, "client",
                            _check_address(self.client, f"node {self.id} client"))
-        if self.raft_listen is not None:
-            object.__setattr__(self, "raft_listen", _check_address(
-                self.raft_listen, f"node {self.id} raft_listen"))
+        for name in _OPTIONAL_ADDRS:
+            value = getattr(self, name)
+            if value is not None:
+                object.__setattr__(self, name, _check_address(value,
+                                                              f"node {self.id} {name}"))
+        self._check_binds()
+
+    def _check_binds(self) -> None:
+        """The ports this node listens on must not overlap (a wildcard host overlaps every
+        host of the same port)."""
+        skip = {"raft" if self.raft_listen else "", "client" if self.client_listen else ""}
+        binds = [(name, addr) for name, addr in self.addresses() if name not in skip]
+        for k, (name, (host, port)) in enumerate(binds):
+            for other, (ohost, oport) in binds[:k]:
+                if port != oport:
+                    continue
+                if host.lower() == ohost.lower():
+                    how = f"is already the {other} address of node {self.id}"
+                elif host in WILDCARD_HOSTS or ohost in WILDCARD_HOSTS:
+                    how = (f"overlaps the {other} address {format_address((ohost, oport))} "
+                           f"of node {self.id} (same port, all interfaces)")
+                else:
+                    continue
+                raise ConfigError(
+                    f"node {self.id} {name}: address {format_address((host, port))} {how}; "
+                    f"expected the node to listen on a different port for each")
 
     @property
     def raft_bind(self) -> tuple[str, int]:
         """The address this node's peer port listens on."""
         return self.raft_listen if self.raft_listen is not None else self.raft
+
+    @property
+    def client_bind(self) -> tuple[str, int]:
+        """The address this node's client port listens on."""
+        return self.client_listen if self.client_listen is not None else self.client
 
     @property
     def raft_addr(self) -> str:
@@ -170,6 +217,18 @@ class NodeSpec:
     def client_addr(self) -> str:
         """The client address as ``"host:port"``."""
         return format_address(self.client)
+
+    @property
+    def metrics_addr(self) -> str | None:
+        """The metrics address as ``"host:port"`` (None: no metrics listener)."""
+        return None if self.metrics is None else format_address(self.metrics)
+
+    def addresses(self) -> list[tuple[str, tuple[str, int]]]:
+        """``(key, address)`` of every address this node's table names, in file order."""
+        out = [("raft", self.raft), ("client", self.client)]
+        out += [(name, getattr(self, name)) for name in _OPTIONAL_ADDRS
+                if getattr(self, name) is not None]
+        return out
 
 
 #: Tuning field -> (minimum, maximum) for the integers; descriptions are in the README.
@@ -364,10 +423,9 @@ class Config:
                 raise ConfigError(f"{where}[[node]] id: node id {n.id} appears twice; "
                                   f"expected unique ids")
             seen_ids.add(n.id)
-            pairs = [("raft", n.raft), ("client", n.client)]
-            if n.raft_listen is not None:
-                pairs.append(("raft_listen", n.raft_listen))
-            for kind, addr in pairs:
+            for kind, addr in n.addresses():
+                if addr[0] in WILDCARD_HOSTS:
+                    continue        # a port of the node's own machine (module docstring)
                 key = (addr[0].lower(), addr[1])
                 if key in seen_addrs:
                     raise ConfigError(
@@ -405,11 +463,13 @@ class Config:
 
 def default_config(size: int = 3, data_dir=None) -> Config:
     """The built-in local cluster of ``size`` nodes (1..99): node N listens for clients on
-    127.0.0.1:(7000+N) and for peers on 127.0.0.1:(7100+N) (so 700N and 710N for N <= 9)."""
+    127.0.0.1:(7000+N), for peers on 127.0.0.1:(7100+N) and serves its metrics on
+    127.0.0.1:(7200+N) (so 700N, 710N and 720N for N <= 9)."""
     if type(size) is not int or not 1 <= size <= MAX_DEFAULT_SIZE:
         raise ConfigError(
             f"cluster size: expected an integer in 1..{MAX_DEFAULT_SIZE}, got {_show(size)}")
-    nodes = tuple(NodeSpec(i, ("127.0.0.1", 7100 + i), ("127.0.0.1", 7000 + i))
+    nodes = tuple(NodeSpec(i, ("127.0.0.1", 7100 + i), ("127.0.0.1", 7000 + i),
+                           metrics=("127.0.0.1", 7200 + i))
                   for i in range(1, size + 1))
     return Config(DEFAULT_CLUSTER_NAME, nodes, Tuning(),
                   DEFAULT_DATA_DIR if data_dir is None else os.fspath(data_dir))
@@ -502,7 +562,7 @@ def parse_config(text: str, source: str = "<string>") -> Config:
         where = f"[[node]] #{pos}"
         if type(raw) is not dict:
             raise ConfigError(f"{source}: {where}: expected a table, got {_show(raw)}")
-        _unknown_keys(raw, ("id", "raft", "client", "raft_listen"), source, where)
+        _unknown_keys(raw, ("id", "raft", "client") + _OPTIONAL_ADDRS, source, where)
         for key in ("id", "raft", "client"):
             if key not in raw:
                 raise ConfigError(f"{source}: {where} {key}: missing; expected "
@@ -513,15 +573,18 @@ def parse_config(text: str, source: str = "<string>") -> Config:
             raise ConfigError(f"{source}: {where} id: expected an integer in "
                               f"1..{MAX_NODE_ID}, got "
                               f"{_show(nid)}")
-        addrs = {"raft_listen": None}
-        for key in ("raft", "client", "raft_listen"):
+        addrs = {}
+        for key in ("raft", "client") + _OPTIONAL_ADDRS:
             if key not in raw:
                 continue
             try:
                 addrs[key] = parse_address(raw[key])
             except ConfigError as e:
                 raise ConfigError(f"{source}: {where} (id {nid}) {key}: {e}") from None
-        nodes.append(NodeSpec(nid, addrs["raft"], addrs["client"], addrs["raft_listen"]))
+        try:
+            nodes.append(NodeSpec(nid, **addrs))
+        except ConfigError as e:
+            raise ConfigError(f"{source}: {where}: {e}") from None
     return Config(name, tuple(nodes), tuning, data_dir, source,
                   _parse_tls(doc.get("tls"), source))
 
@@ -592,8 +655,9 @@ def render_config(cfg: Config) -> str:
     for n in cfg.nodes:
         lines += ["", "[[node]]", f"id = {n.id}", f"raft = {_toml_str(n.raft_addr)}",
                   f"client = {_toml_str(n.client_addr)}"]
-        if n.raft_listen is not None:
-            lines.append(f"raft_listen = {_toml_str(format_address(n.raft_listen))}")
+        for name in _OPTIONAL_ADDRS:
+            if getattr(n, name) is not None:
+                lines.append(f"{name} = {_toml_str(format_address(getattr(n, name)))}")
     if cfg.tls is not None:
         t = cfg.tls
         lines += ["", "[tls]", f"peer_ca = {_toml_str(t.peer_ca)}",

@@ -8,7 +8,9 @@ file. A node added later (``fastraft member add``) is started with its own addre
     fastraft node --id 4 --raft 10.0.0.4:7104 --client 10.0.0.4:7004 \\
                   --join 10.0.0.1:7001,10.0.0.2:7002 --data-dir DIR
 
-(``--raft-listen HOST:PORT``: listen for peers there, behind a proxy or NAT.)
+(``--raft-listen HOST:PORT`` / ``--client-listen HOST:PORT``: listen for peers / clients
+there, e.g. ``0.0.0.0:7104``, while the cluster knows the node by ``--raft`` / ``--client``;
+``--metrics HOST:PORT``: serve ``/metrics``, ``/health`` and ``/ready`` there.)
 
 Its first start writes ``DIR/<id>/node.toml`` (durably): a config file naming the cluster, the
 tuning and this node alone, so that ``fastraft node --id 4 --data-dir DIR`` restarts it
@@ -62,12 +64,22 @@ def identity_config(node_dir: str, data_dir: str | None = None) -> Config | None
 
 
 def joining_config(base: Config, node_id: int, raft: str, client: str,
-                   cluster: str | None, raft_listen: str | None = None) -> Config:
+                   cluster: str | None, raft_listen: str | None = None,
+                   client_listen: str | None = None, metrics: str | None = None) -> Config:
     """The config of a node joining the cluster of ``base`` (its name unless ``cluster``
     is given, its tuning and data directory) as node ``node_id`` at ``raft`` / ``client``
-    (listening for peers on ``raft_listen`` when given). ConfigError on a bad address."""
-    spec = NodeSpec(node_id, parse_address(raft), parse_address(client),
-                    parse_address(raft_listen) if raft_listen else None)
+    (listening for peers on ``raft_listen`` and for clients on ``client_listen`` when given,
+    serving its metrics on ``metrics``). ConfigError naming the option on a bad address."""
+    given = {"raft": raft, "client": client, "raft_listen": raft_listen,
+             "client_listen": client_listen, "metrics": metrics}
+    addrs = {}
+    for key, text in given.items():
+        if text:
+            try:
+                addrs[key] = parse_address(text)
+            except ConfigError as e:
+                raise ConfigError(f"--{key.replace('_', '-')}: {e}") from None
+    spec = NodeSpec(node_id, **addrs)
     return Config(cluster or base.cluster_name, (spec,), base.tuning, base.data_dir,
                   tls=base.tls)
 
@@ -85,8 +97,10 @@ def write_identity(cfg: Config, node_id: int) -> None:
                 f"{old.cluster_name!r} at raft {a.raft_addr}, client {a.client_addr}: not "
                 f"the addresses or cluster given (a node keeps its addresses; add a new id "
                 f"for a new place)")
-        if a.raft_listen == b.raft_listen:
-            return                  # the same identity (a new --raft-listen is recorded)
+        if ((a.raft_listen, a.client_listen, a.metrics)
+                == (b.raft_listen, b.client_listen, b.metrics)):
+            return                  # the same identity (new listen or metrics addresses
+                                    # are recorded)
     makedirs_durable(node_dir)
     write_file_durable(os.path.join(node_dir, IDENTITY_FILE), render_config(cfg).encode())
 

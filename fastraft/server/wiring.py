@@ -5,7 +5,9 @@ opens the storage backend (``backends``) and recovers it, arms the rejoin marker
 (``rejoin``), turns the ``Tuning`` into the engine's ``RaftConfig`` (``raft_config``: the only
 place that does) and builds the ``RawNode``, then the node (``node.Node``) and its two
 transports (``peers.PeerTransport`` with the node as its handler, ``clients.ClientServer``
-with the node's request handler), and hands the transports to the node. Configuration flows
+with the node's request handler), and hands the transports to the node. Each transport
+listens on the node's bind address (``raft_listen`` / ``client_listen`` when set) while the
+cluster knows the node by its advertised ``raft`` / ``client`` addresses. Configuration flows
 one way: from here into the parts, none of which reads the environment or the file.
 
 Bootstrap (etcd's approach): a bootstrap member of a new cluster (listed in the config file,
@@ -148,7 +150,7 @@ def build_node(cfg: Config, node_id: int, data_dir: str, *, loop_name: str = "as
     peers = PeerTransport(node, node_id, cfg.cluster_name, spec.raft_bind,
                           members.peer_addrs(), backend.snaps, t.peer_frame_bytes,
                           advertise=spec.raft_addr, tls=peer_tls)
-    clients = ClientServer(node.requests, spec.client, limits, t.max_frame_bytes,
+    clients = ClientServer(node.requests, spec.client_bind, limits, t.max_frame_bytes,
                            t.max_client_connections, tls=client_tls)
     node.attach(peers, clients)
     return node

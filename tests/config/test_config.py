@@ -501,12 +501,13 @@ def tunings(draw):
 @st.composite
 def configs(draw):
     ids = draw(st.lists(st.integers(1, 2**63 - 1), min_size=1, max_size=7, unique=True))
-    ports = draw(st.lists(st.integers(1, 65535), min_size=2 * len(ids),
-                          max_size=2 * len(ids), unique=True))
-    listen = draw(st.lists(st.integers(1, 65535).filter(lambda p: p not in ports),
-                           min_size=len(ids), max_size=len(ids), unique=True))
-    nodes = [NodeSpec(i, (draw(_hosts), ports[2 * k]), (draw(_hosts), ports[2 * k + 1]),
-                      draw(st.one_of(st.none(), st.just(("127.0.0.1", listen[k])))))
+    ports = draw(st.lists(st.integers(1, 65535), min_size=5 * len(ids),
+                          max_size=5 * len(ids), unique=True))
+    nodes = [NodeSpec(i, (draw(_hosts), ports[5 * k]), (draw(_hosts), ports[5 * k + 1]),
+                      draw(st.one_of(st.none(), st.just(("127.0.0.1", ports[5 * k + 2])))),
+                      draw(st.one_of(st.none(), st.sampled_from(
+                          [("0.0.0.0", ports[5 * k + 3]), ("::", ports[5 * k + 3])]))),
+                      draw(st.one_of(st.none(), st.tuples(_hosts, st.just(ports[5 * k + 4])))))
              for k, i in enumerate(ids)]
     return Config(draw(_text), tuple(nodes), draw(tunings()),
                   data_dir=draw(st.one_of(st.just("./fastraft-data"),

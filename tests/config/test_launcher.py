@@ -333,7 +333,7 @@ def test_an_existing_file_is_kept_with_its_edits_across_restarts(run, tmp_path):
     text = cfg_path.read_text()
     assert 'name = "fastraft-local"' in text and '"127.0.0.1:7002"' in text
     edited = (text.replace('name = "fastraft-local"', 'name = "my-edited-cluster"')
-              .replace('"127.0.0.1:7002"', '"127.0.0.1:7202"')
+              .replace('"127.0.0.1:7002"', '"127.0.0.1:7302"')
               + "# my own notes\n")
     cfg_path.write_text(edited)
     path = os.path.join("data", "cluster.toml")
@@ -346,7 +346,7 @@ def test_an_existing_file_is_kept_with_its_edits_across_restarts(run, tmp_path):
         assert code == 0, err
         assert cfg_path.read_text() == edited  # byte for byte: nothing rewritten
         assert "fastraft cluster 'my-edited-cluster': 2 node(s)" in out
-        assert "node 2  client 127.0.0.1:7202" in out
+        assert "node 2  client 127.0.0.1:7302" in out
         assert f"config {path} (kept: the existing file, used as is" in out
         assert "note:" not in err
 
