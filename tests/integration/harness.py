@@ -123,6 +123,11 @@ class NodeProc:
         return self.spec.raft_addr
 
     @property
+    def metrics_addr(self) -> str | None:
+        """``host:port`` of the node's metrics listener (None without one)."""
+        return self.spec.metrics_addr
+
+    @property
     def data_dir(self) -> str:
         """The node's own data directory, ``<base>/data/<id>``."""
         return os.path.join(self.cluster.config.data_dir, str(self.id))
@@ -167,21 +172,24 @@ class Cluster:
     ``tuning``: overrides of Tuning fields; ``storage``: "wal" or "sqlite" (written into the
     config); ``node_cmd``: how a node is started (tests of the harness use a stand-in);
     ``raft_listen``: give every node a separate free ``raft_listen`` port, so that a fault
-    proxy (fastraft.verify) can serve each node's advertised ``raft`` address. ``tls``: a
+    proxy (fastraft.verify) can serve each node's advertised ``raft`` address. ``metrics``:
+    give every node a metrics listener on a free port (``NodeProc.metrics_addr``). ``tls``: a
     ``config.TLSConfig`` written into the config (the nodes then speak TLS on both ports),
     ``client_tls``: the ssl context the harness's clients use then."""
 
     def __init__(self, base, size: int = 3, tuning: dict | None = None,
                  storage: str | None = None, name: str | None = None,
                  node_cmd: NodeCmd | None = None, start_timeout: float = 15.0,
-                 raft_listen: bool = False, tls=None, client_tls=None) -> None:
+                 raft_listen: bool = False, tls=None, client_tls=None,
+                 metrics: bool = False) -> None:
         self.base = Path(base)
         self.base.mkdir(parents=True, exist_ok=True)
         tuning = dict(tuning or {})
         if storage is not None:
             tuning["storage"] = storage
         specs = tuple(NodeSpec(i, ("127.0.0.1", free_port()), ("127.0.0.1", free_port()),
-                               ("127.0.0.1", free_port()) if raft_listen else None)
+                               ("127.0.0.1", free_port()) if raft_listen else None,
+                               metrics=("127.0.0.1", free_port()) if metrics else None)
                       for i in range(1, size + 1))
         name = name or f"itest-{os.getpid()}-{next(_names)}"
         self.config = Config(name, specs, Tuning(**tuning), data_dir=str(self.base / "data"),

@@ -1,0 +1,195 @@
+"""What the metrics cost: the same workloads on a cluster without and with the metrics
+listener, in one run (issue 15).
+
+Place in the architecture: a benchmark script (bench/), outside the package. It starts two
+3-node clusters of real ``fastraft node`` processes with the cluster helper of
+``membership_bench.py``: one without ``metrics`` in its config, one with a ``metrics``
+address per node (the node then also counts every client request per operation and status
+and times it). While the second one is measured, a scraper fetches ``/metrics`` and
+``/health`` from each of its nodes once a second, as Prometheus and a load balancer would.
+The load is the function behind ``fastraft bench`` (``fastraft.client.bench.bench``).
+
+Workloads: writes at 64 and 256 in flight, linearizable reads at 64 in flight. For every
+workload of every round, one measurement on each cluster back to back, the first of the pair
+alternating between rounds; the with / without figure is the median of the per-round ratios
+(the method of ``tls_bench.py``, whose README section says why). Aim (the issue): within 3 %.
+
+    python bench/metrics_bench.py                  # 3 rounds of 5 s: about 2 minutes
+    python bench/metrics_bench.py --quick          # smoke run: 1 round of 1 s
+    python bench/metrics_bench.py --rounds 5 --json metrics.json
+
+Markdown to stdout, progress to stderr; exit 1 when a cluster cannot start, a node dies or a
+measurement fails (the directory is then kept).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import dataclasses
+import os
+import platform
+import statistics
+import sys
+import urllib.request
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))   # membership_bench, beside us
+
+from membership_bench import (  # noqa: E402
+    BenchFailed, Cluster, progress, run_script, table)
+
+from fastraft import processes  # noqa: E402
+from fastraft.client.bench import bench  # noqa: E402
+from fastraft.config import Tuning, render_config  # noqa: E402
+from fastraft.errors import FastraftError  # noqa: E402
+
+SIDES = ("off", "on")
+WORKLOADS = (("writes_64", "writes, 64 in flight", {"concurrency": 64}),
+             ("writes_256", "writes, 256 in flight", {"concurrency": 256}),
+             ("reads_64", "linearizable reads, 64 in flight",
+              {"concurrency": 64, "read_fraction": 1.0}))
+TARGET = 0.97
+
+
+class MetricsCluster(Cluster):
+    """A 3-node cluster; with ``metrics``, each node gets a metrics address."""
+
+    def __init__(self, base: Path, metrics: bool) -> None:
+        super().__init__(base, 3, Tuning())
+        self.side = "on" if metrics else "off"
+        if metrics:
+            nodes = tuple(dataclasses.replace(s, metrics=("127.0.0.1", processes.free_port()))
+                          for s in self.config.nodes)
+            self.config = dataclasses.replace(self.config, nodes=nodes)
+            Path(self.config_path).write_text(render_config(self.config))
+        self.urls = [f"http://{s.metrics[0]}:{s.metrics[1]}" for s in self.config.nodes
+                     if getattr(s, "metrics", None)]
+
+    def check_alive(self, when: str) -> None:
+        dead = [i for i, n in self.nodes.items() if not n.running]
+        if dead:
+            raise BenchFailed(f"cluster {self.side}: node(s) {dead} exited {when}\n"
+                              f"{self.report()}")
+
+
+async def scrape(urls: list[str], stop: asyncio.Event, counts: list) -> None:
+    """GET /metrics and /health of every node once a second until ``stop``."""
+    def fetch(url):
+        try:
+            with urllib.request.urlopen(url, timeout=5) as r:
+                r.read()
+            return True
+        except OSError:
+            return False
+
+    while not stop.is_set():
+        for u in urls:
+            for path in ("/metrics", "/health"):
+                counts.append(await asyncio.to_thread(fetch, u + path))
+        try:
+            await asyncio.wait_for(stop.wait(), 1.0)
+        except asyncio.TimeoutError:
+            pass
+
+
+async def measure(cl: MetricsCluster, wl, args, r: int) -> dict:
+    key, label, kw = wl
+    stop, counts = asyncio.Event(), []
+    scraper = asyncio.create_task(scrape(cl.urls, stop, counts)) if cl.urls else None
+    try:
+        s = await bench(cl.endpoints(), duration=args.duration, **kw)
+    except FastraftError as exc:
+        raise BenchFailed(f"round {r}, {label}, metrics {cl.side}: {type(exc).__name__}: "
+                          f"{exc}\n{cl.report()}") from None
+    finally:
+        stop.set()
+        if scraper is not None:
+            await scraper
+    cl.check_alive(f"during round {r}, {label}")
+    if not s["ops"]:
+        raise BenchFailed(f"round {r}, {label}, metrics {cl.side}: no operation completed")
+    progress(f"round {r} {label:<34} metrics {cl.side:>3}: {s['throughput_ops_s']:>9,.0f} "
+             f"ops/s  p99 {s['latency_ms']['p99']:.2f} ms  scrapes {sum(counts)}/"
+             f"{len(counts)}")
+    return {"round": r, "workload": key, "side": cl.side, "ops_s": s["throughput_ops_s"],
+            "p99_ms": s["latency_ms"]["p99"], "scrapes_ok": sum(counts),
+            "scrapes": len(counts)}
+
+
+async def run(args, base: Path, loop_name: str) -> dict:
+    clusters = {"off": MetricsCluster(base / "off", False),
+                "on": MetricsCluster(base / "on", True)}
+    res = {"meta": {"python": platform.python_version(), "cpus": os.cpu_count(),
+                    "loop": loop_name, "duration_s": args.duration, "rounds": args.rounds},
+           "measurements": []}
+    try:
+        for cl in clusters.values():
+            cl.start()
+        for cl in clusters.values():
+            await cl.leader(60.0)
+            await bench(cl.endpoints(), concurrency=64, duration=args.warmup)
+        for r in range(1, args.rounds + 1):
+            order = SIDES if r % 2 else SIDES[::-1]
+            for wl in WORKLOADS:
+                for side in order:
+                    res["measurements"].append(await measure(clusters[side], wl, args, r))
+    finally:
+        for cl in clusters.values():
+            cl.close()
+    return res
+
+
+def render(res: dict) -> str:
+    ms = res["measurements"]
+    rows = []
+    worst = None
+    for key, label, _ in WORKLOADS:
+        by = {side: [m for m in ms if m["workload"] == key and m["side"] == side]
+              for side in SIDES}
+        ratios = [b["ops_s"] / a["ops_s"] for a, b in zip(by["off"], by["on"])]
+        ratio = statistics.median(ratios)
+        worst = ratio if worst is None else min(worst, ratio)
+        rows.append([label, f"{statistics.median(m['ops_s'] for m in by['off']):,.0f}",
+                     f"{statistics.median(m['ops_s'] for m in by['on']):,.0f}",
+                     f"**{ratio:.3f}**", ", ".join(f"{x:.3f}" for x in ratios)])
+    m = res["meta"]
+    scrapes = [x for x in ms if x["side"] == "on"]
+    ok = sum(x["scrapes_ok"] for x in scrapes)
+    total = sum(x["scrapes"] for x in scrapes)
+    return "\n".join([
+        f"Python {m['python']}, {m['cpus']} CPUs, loop {m['loop']}; {m['rounds']} round(s) "
+        f"of {m['duration_s']:g} s per measurement; with metrics: /metrics and /health of "
+        f"each node scraped once a second ({ok} of {total} scrapes answered).", "",
+        table(["workload", "without metrics ops/s", "with metrics ops/s", "with / without",
+               "per round"], rows), "",
+        f"Aim (within 3 %): {'met' if worst >= TARGET else 'NOT met'} (lowest {worst:.3f})."])
+
+
+def parse_args(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--duration", type=float, default=None, metavar="S",
+                    help="seconds per measurement (default 5; 1 with --quick)")
+    ap.add_argument("--rounds", type=int, default=None, metavar="N",
+                    help="rounds (default 3; 1 with --quick)")
+    ap.add_argument("--warmup", type=float, default=2.0, metavar="S",
+                    help="seconds of writes on each cluster first (default 2)")
+    ap.add_argument("--quick", action="store_true", help="smoke run: 1 round of 1 s")
+    ap.add_argument("--dir", default=None, help="where the clusters live (default: a "
+                    "temporary directory, deleted unless --keep or the run fails)")
+    ap.add_argument("--keep", action="store_true", help="keep the data and logs")
+    ap.add_argument("--json", metavar="FILE", default=None, help="also write the results")
+    args = ap.parse_args(argv)
+    args.duration = args.duration or (1.0 if args.quick else 5.0)
+    args.rounds = args.rounds or (1 if args.quick else 3)
+    if args.quick:
+        args.warmup = min(args.warmup, 0.5)
+    return args
+
+
+def main(argv=None) -> int:
+    return run_script("metrics_bench", parse_args(argv), run, render)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
