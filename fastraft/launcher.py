@@ -351,8 +351,9 @@ def _print_summary(cfg: Config, config_path: str, origin: str, data_dir: str,
              f"data in {data_dir}",
              f"config {config_path} ({_ORIGINS[origin]})"]
     for spec, child in zip(cfg.nodes, children):
-        lines.append(f"  node {spec.id}  client {spec.client_addr}  peer {spec.raft_addr}  "
-                     f"pid {child.proc.pid}")
+        metrics = f"  metrics http://{spec.metrics_addr}/metrics" if spec.metrics else ""
+        lines.append(f"  node {spec.id}  client {spec.client_addr}  peer {spec.raft_addr}"
+                     f"{metrics}  pid {child.proc.pid}")
     flags = _client_tls_flags(cfg)
     lines += [f"client endpoints: {endpoints}",
               f"try:  fastraft put hello world --endpoints {endpoints}{flags}",
