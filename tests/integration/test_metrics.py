@@ -142,3 +142,15 @@ def test_hostile_input_on_the_metrics_port_never_disturbs_the_node(cluster_facto
     assert cl.current_leader() == lead
     silent.close()
     assert "Traceback" not in n.log_text()
+
+
+def test_a_metrics_address_in_use_stops_the_node_at_start(cluster_factory):
+    cl = cluster_factory(3, tuning=FAST, metrics=True, start=False)
+    host, port = cl.node(1).metrics_addr.rsplit(":", 1)
+    with socket.socket() as taken:
+        taken.bind((host, int(port)))
+        taken.listen()
+        cl.start([1], wait=False)
+        assert cl.wait_exit(1, 20) == 2
+    log = cl.node(1).log_text()
+    assert "cannot start" in log and "Traceback" not in log, log
