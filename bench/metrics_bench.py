@@ -5,7 +5,7 @@ Place in the architecture: a benchmark script (bench/), outside the package. It 
 3-node clusters of real ``fastraft node`` processes with the cluster helper of
 ``membership_bench.py``: one without ``metrics`` in its config, one with a ``metrics``
 address per node (the node then also counts every client request per operation and status
-and times it). While the second one is measured, a scraper fetches ``/metrics`` and
+and times it). While the second one is measured, a scraper process fetches ``/metrics`` and
 ``/health`` from each of its nodes once a second, as Prometheus and a load balancer would.
 The load is the function behind ``fastraft bench`` (``fastraft.client.bench.bench``).
 
@@ -31,7 +31,6 @@ import os
 import platform
 import statistics
 import sys
-import urllib.request
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))   # membership_bench, beside us
@@ -73,48 +72,52 @@ class MetricsCluster(Cluster):
                               f"{self.report()}")
 
 
-async def scrape(urls: list[str], stop: asyncio.Event, counts: list) -> None:
-    """GET /metrics and /health of every node once a second until ``stop``."""
-    def fetch(url):
-        try:
-            with urllib.request.urlopen(url, timeout=5) as r:
-                r.read()
-            return True
-        except OSError:
-            return False
-
-    while not stop.is_set():
-        for u in urls:
-            for path in ("/metrics", "/health"):
-                counts.append(await asyncio.to_thread(fetch, u + path))
-        try:
-            await asyncio.wait_for(stop.wait(), 1.0)
-        except asyncio.TimeoutError:
-            pass
+#: The scraper: another process (as Prometheus is), GET /metrics and /health of every URL
+#: once a second until stdin closes; prints how many answered and how many were asked.
+SCRAPER_PY = r"""
+import select, sys, time, urllib.request
+urls, ok, asked = sys.argv[1:], 0, 0
+while True:
+    t0 = time.monotonic()
+    for u in urls:
+        for path in ("/metrics", "/health"):
+            asked += 1
+            try:
+                with urllib.request.urlopen(u + path, timeout=5) as r:
+                    r.read()
+                ok += 1
+            except OSError:
+                pass
+    if select.select([sys.stdin], [], [], max(0.0, 1.0 - (time.monotonic() - t0)))[0]:
+        break
+print(ok, asked)
+"""
 
 
 async def measure(cl: MetricsCluster, wl, args, r: int) -> dict:
     key, label, kw = wl
-    stop, counts = asyncio.Event(), []
-    scraper = asyncio.create_task(scrape(cl.urls, stop, counts)) if cl.urls else None
+    counts = [0, 0]
+    scraper = None
+    if cl.urls and args.scrape:
+        scraper = await asyncio.create_subprocess_exec(
+            sys.executable, "-c", SCRAPER_PY, *cl.urls, stdin=asyncio.subprocess.PIPE,
+            stdout=asyncio.subprocess.PIPE)
     try:
         s = await bench(cl.endpoints(), duration=args.duration, **kw)
     except FastraftError as exc:
         raise BenchFailed(f"round {r}, {label}, metrics {cl.side}: {type(exc).__name__}: "
                           f"{exc}\n{cl.report()}") from None
     finally:
-        stop.set()
         if scraper is not None:
-            await scraper
+            out, _ = await scraper.communicate(b"stop\n")
+            counts = [int(x) for x in out.split()[:2]] or [0, 0]
     cl.check_alive(f"during round {r}, {label}")
     if not s["ops"]:
         raise BenchFailed(f"round {r}, {label}, metrics {cl.side}: no operation completed")
     progress(f"round {r} {label:<34} metrics {cl.side:>3}: {s['throughput_ops_s']:>9,.0f} "
-             f"ops/s  p99 {s['latency_ms']['p99']:.2f} ms  scrapes {sum(counts)}/"
-             f"{len(counts)}")
+             f"ops/s  p99 {s['latency_ms']['p99']:.2f} ms  scrapes {counts[0]}/{counts[1]}")
     return {"round": r, "workload": key, "side": cl.side, "ops_s": s["throughput_ops_s"],
-            "p99_ms": s["latency_ms"]["p99"], "scrapes_ok": sum(counts),
-            "scrapes": len(counts)}
+            "p99_ms": s["latency_ms"]["p99"], "scrapes_ok": counts[0], "scrapes": counts[1]}
 
 
 async def run(args, base: Path, loop_name: str) -> dict:
@@ -175,6 +178,8 @@ def parse_args(argv=None):
     ap.add_argument("--warmup", type=float, default=2.0, metavar="S",
                     help="seconds of writes on each cluster first (default 2)")
     ap.add_argument("--quick", action="store_true", help="smoke run: 1 round of 1 s")
+    ap.add_argument("--no-scrape", dest="scrape", action="store_false",
+                    help="do not scrape the nodes while measuring (the listener idle)")
     ap.add_argument("--dir", default=None, help="where the clusters live (default: a "
                     "temporary directory, deleted unless --keep or the run fails)")
     ap.add_argument("--keep", action="store_true", help="keep the data and logs")
