@@ -51,6 +51,12 @@ any order)::
     OP_MEMBERS    -                                             [[id, role, raft, client,
                                                                   is_leader, match], ...]
     OP_MEMBER     kind, node_id, raft|nil, client|nil           index of the change
+    OP_BACKUP     -                                             [token, index, term, voters,
+                                                                 outgoing, learners, context,
+                                                                 data_len, data_crc, cluster,
+                                                                 node_id]
+    OP_BACKUP_READ  token, offset, length                       data (bytes)
+    OP_BACKUP_END   token                                       nil
 
     status        values
     ST_OK         as above
@@ -89,6 +95,18 @@ configuration it started, if any, left). A change that cannot be made (unknown o
 id, an address in use, the last voter, a learner not caught up, another change in flight) is
 ST_INVALID or ST_BUSY with the reason: certainly not made.
 
+OP_BACKUP (``fastraft snapshot save``) is served by the leader only, after a ReadIndex round
+(as a linearizable read: every write acknowledged before it is in the snapshot): the node
+writes a snapshot of its state machine at its applied index (at least the read index) into a
+file of its own, without stalling (a forked writer, or a database copy in a thread), checks
+it, and answers with a ``token`` naming that file, the snapshot's meta (index, term, the
+configuration's ids and the member book ``context``), the length and CRC-32 of its data (the
+state machine's snapshot stream) and the node's cluster name and id. OP_BACKUP_READ returns
+``length`` (1..BACKUP_READ_MAX) bytes of that data at ``offset`` (fewer only at its end),
+from any role, on the node that answered OP_BACKUP; OP_BACKUP_END releases the file (a file
+not read for a minute is released anyway). One backup at a time per node: another is Busy.
+An unknown or released token is ST_INVALID.
+
 A configuration-change entry (payload starting 0xc1, ``fastraft.raft.confchange``) carries,
 per change, a context: ``encode_member_context`` ``[raft, client]``. A snapshot's meta
 carries the member book as of its index (``encode_member_book``)::
@@ -113,7 +131,8 @@ __all__ = [
     "PROTOCOL_VERSION",
     "P_HELLO", "P_WELCOME", "P_REFUSE", "P_MSG", "P_SNAP_CHUNK",
     "OP_GET", "OP_PUT", "OP_DELETE", "OP_CAS", "OP_SCAN", "OP_REGISTER", "OP_KEEPALIVE",
-    "OP_STATUS", "OP_MEMBERS", "OP_MEMBER", "OP_NAMES", "WRITE_OPS",
+    "OP_STATUS", "OP_MEMBERS", "OP_MEMBER", "OP_BACKUP", "OP_BACKUP_READ", "OP_BACKUP_END",
+    "BACKUP_READ_MAX", "OP_NAMES", "WRITE_OPS",
     "MEMBER_PROMOTE", "MEMBER_ADD_LEARNER", "MEMBER_REMOVE", "MEMBER_KIND_NAMES",
     "ST_OK", "ST_NOT_LEADER", "ST_BUSY", "ST_INVALID", "ST_SESSION_EXPIRED", "ST_UNKNOWN",
     "ST_ERROR",
@@ -148,9 +167,15 @@ OP_KEEPALIVE = 7
 OP_STATUS = 8
 OP_MEMBERS = 9
 OP_MEMBER = 10
+OP_BACKUP = 11
+OP_BACKUP_READ = 12
+OP_BACKUP_END = 13
 OP_NAMES = {OP_GET: "get", OP_PUT: "put", OP_DELETE: "delete", OP_CAS: "cas", OP_SCAN: "scan",
             OP_REGISTER: "register", OP_KEEPALIVE: "keepalive", OP_STATUS: "status",
-            OP_MEMBERS: "members", OP_MEMBER: "member"}
+            OP_MEMBERS: "members", OP_MEMBER: "member", OP_BACKUP: "backup",
+            OP_BACKUP_READ: "backup_read", OP_BACKUP_END: "backup_end"}
+#: The most bytes one OP_BACKUP_READ may ask for.
+BACKUP_READ_MAX = 4 << 20
 #: OP_MEMBER kinds (the same codes as ``fastraft.raft.confchange``'s change kinds).
 MEMBER_PROMOTE = 1
 MEMBER_ADD_LEARNER = 2
@@ -469,6 +494,7 @@ class Request(NamedTuple):
     limit: int = 0
     with_limits: bool = False       # OP_STATUS: append the limits to the answer
     member: tuple | None = None     # OP_MEMBER: (kind, node_id, raft | None, client | None)
+    backup: tuple | None = None     # OP_BACKUP_READ: (token, offset, length); _END: (token,)
 
 
 #: The fields OP_STATUS appends when asked ``with_limits`` (what ``Limits`` and the node's
@@ -517,7 +543,8 @@ def _session(args) -> tuple[int, int, int]:
 
 
 _ARITY = {OP_GET: 2, OP_PUT: 5, OP_DELETE: 4, OP_CAS: 6, OP_SCAN: 3, OP_REGISTER: 0,
-          OP_KEEPALIVE: 2, OP_STATUS: 0, OP_MEMBERS: 0, OP_MEMBER: 4}
+          OP_KEEPALIVE: 2, OP_STATUS: 0, OP_MEMBERS: 0, OP_MEMBER: 4, OP_BACKUP: 0,
+          OP_BACKUP_READ: 3, OP_BACKUP_END: 1}
 _MAX_ARITY = {**_ARITY, OP_STATUS: 1}
 
 
@@ -538,6 +565,19 @@ def _member_change(args) -> tuple:
     if raft is not None or client is not None:
         raise InvalidRequest(f"{MEMBER_KIND_NAMES[kind]} takes no addresses")
     return (kind, node_id, None, None)
+
+
+def _backup_args(op: int, args) -> tuple:
+    token = _rint(args[0], "backup token")
+    if token == 0:
+        raise InvalidRequest("backup token 0 is not valid")
+    if op == OP_BACKUP_END:
+        return (token,)
+    offset = _rint(args[1], "backup offset")
+    length = _rint(args[2], "backup read length")
+    if not 1 <= length <= BACKUP_READ_MAX:
+        raise InvalidRequest(f"backup read length must be 1..{BACKUP_READ_MAX}, got {length}")
+    return (token, offset, length)
 
 
 def decode_request(body, limits: Limits, max_bytes: int) -> Request:
@@ -591,6 +631,8 @@ def decode_request(body, limits: Limits, max_bytes: int) -> Request:
             return Request(req_id, op, s, first_unacked=_rint(args[1], "first_unacked"))
         if op == OP_MEMBER:
             return Request(req_id, op, member=_member_change(args))
+        if op == OP_BACKUP_READ or op == OP_BACKUP_END:
+            return Request(req_id, op, backup=_backup_args(op, args))
         if op == OP_STATUS and args:
             if type(args[0]) is not bool:
                 raise InvalidRequest("status's with_limits must be a boolean")

@@ -20,6 +20,12 @@ logging, no per-write call beyond the answer.
 This class owns the pending-write limit (``Tuning.max_pending``): a write beyond it is
 answered Busy at once, before anything is proposed.
 
+Backups (``fastraft snapshot save``): OP_BACKUP joins the linearizable reads (a ReadIndex
+round on the leader, then the state machine applied up to its index) and is then handed to
+``backup.Backups``, which writes and serves the snapshot; OP_BACKUP_READ / OP_BACKUP_END go
+straight there, whatever the role. The node sets ``backups``; a node that does not is given
+one on the first backup request, made from its parts.
+
 Counters for the metrics (plain integers, read at scrape time; never a call per write):
 ``proposals_committed`` counts proposed writes answered OK once their entry applied;
 ``proposals_failed`` those answered otherwise: refused by the engine when proposed, applied
@@ -85,6 +91,8 @@ class Requests:
         self._read_ctx = 0
         #: OP_MEMBERS / OP_MEMBER go there (``members.MemberRequests``; set by the node).
         self.member_requests = None
+        #: OP_BACKUP* go there (``backup.Backups``; set by the node, else made on first use).
+        self.backups = None
         #: Metrics (module docstring): proposed writes answered OK once applied, and those
         #: answered with a failure or lost to a leader change.
         self.proposals_committed = 0
@@ -124,7 +132,10 @@ class Requests:
             conn.respond(req.req_id, codec.ST_NOT_LEADER, 0, None)
             return
         if op >= codec.OP_MEMBERS:
-            self.member_requests.on_request(conn, req)
+            if op >= codec.OP_BACKUP:
+                self._backup_request(conn, req)
+            else:
+                self.member_requests.on_request(conn, req)
             return
         if self.role != LEADER:
             self._not_leader(conn, req.req_id)
@@ -147,9 +158,48 @@ class Requests:
         m = self.machine
         if req.op == codec.OP_GET:
             conn.respond(req.req_id, codec.ST_OK, m.get(req.key))
-        else:
+        elif req.op == codec.OP_SCAN:
             conn.respond(req.req_id, codec.ST_OK,
                          [[k, v] for k, v in m.scan(req.key, req.limit)])
+        else:                           # OP_BACKUP, its read barrier passed
+            backups = self._backups_part()
+            if backups is None:
+                conn.respond(req.req_id, codec.ST_INVALID, "this node takes no backups")
+            else:
+                backups.begin(conn, req.req_id)
+
+    def _backup_request(self, conn, req) -> None:
+        """OP_BACKUP waits for a ReadIndex round on the leader, as a linearizable read (its
+        snapshot then holds every write acknowledged before it); OP_BACKUP_READ and
+        OP_BACKUP_END go to the backup being served, whatever this node's role."""
+        op = req.op
+        if op == codec.OP_BACKUP:
+            if self.role != LEADER:
+                self._not_leader(conn, req.req_id)
+            else:
+                self._read_batch.append((conn, req))
+                self._kick()
+            return
+        backups = self._backups_part()
+        if backups is None:
+            conn.respond(req.req_id, codec.ST_INVALID, "this node takes no backups")
+        elif op == codec.OP_BACKUP_READ:
+            backups.read(conn, req)
+        else:
+            backups.end(conn, req)
+
+    def _backups_part(self):
+        """The node's ``backup.Backups``: set by the node; until it does, made on first use
+        from the node this object serves (the owner of ``kick``)."""
+        b = self.backups
+        if b is None:
+            node = getattr(self._kick, "__self__", None)
+            if node is None or not hasattr(node, "backend"):
+                return None
+            from .backup import Backups
+
+            b = self.backups = Backups.for_node(node)
+        return b
 
     # -- once per loop turn ------------------------------------------------------------------
 

@@ -90,6 +90,6 @@ def test_refused_proposals_and_lost_leadership_count_as_failed():
         r.on_request(conn, _register(i))
     r.flush()
     assert r.proposals_pending == 2
-    r.on_role(FOLLOWER, 2)                                # leadership lost: outcome unknown
+    r.on_role(FOLLOWER, 2)                      # leadership lost: outcome unknown
     assert conn.answers[-2:] == [(3, codec.ST_UNKNOWN), (4, codec.ST_UNKNOWN)]
     assert (r.proposals_committed, r.proposals_failed, r.proposals_pending) == (0, 4, 0)
