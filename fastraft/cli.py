@@ -2,9 +2,11 @@
 
 Place in the architecture: the top layer. It parses arguments and hands off to the server,
 client and tools; later it is also the only place that chooses uvloop. It offers ``--version``,
-``info`` (which core implementation is in use), ``sim`` (the deterministic simulator),
-``wal-dump`` and ``wal-repair`` (the WAL inspector and the explicit repair), ``node`` (one
-server process, ``fastraft.server``) and ``cluster`` (a local cluster of child processes,
+``info`` (which core implementation is in use, the peer protocol and on-disk format
+versions), ``sim`` (the deterministic simulator), ``wal-dump`` and ``wal-repair`` (the WAL
+inspector and the explicit repair; both refuse segments of a later release's format),
+``node`` (one server process, ``fastraft.server``) and ``cluster`` (a local cluster of child
+processes,
 ``fastraft.launcher``), ``certs init`` (a development PKI, ``fastraft.certs``), and the
 client commands ``put``, ``get``, ``del``, ``cas``, ``scan``,
 ``status``, ``member`` and ``bench`` (``fastraft.client.cli_cmds`` and ``cli_members``, where
@@ -59,7 +61,8 @@ def _build_parser() -> argparse.ArgumentParser:
         formatter_class=ParagraphFormatter, epilog=_EPILOG)
     parser.add_argument("--version", action="version", version=f"fastraft {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-    info = sub.add_parser("info", help="show the version and which core implementation is used")
+    info = sub.add_parser("info", help="show the version, which core implementation is used, "
+                                       "and the protocol and on-disk format versions")
     info.add_argument("--json", action="store_true", help="machine-readable output")
 
     _add_sim_parser(sub)
@@ -203,11 +206,24 @@ def _add_certs_parser(sub) -> None:
     renew.add_argument("--days", type=int, default=365, help="validity (default 365)")
 
 
+def format_versions() -> dict:
+    """The peer protocol version and the newest on-disk format versions this release reads
+    and writes (docs/architecture.md, "Versions and compatibility"): what an operator compares
+    before a rolling upgrade."""
+    from . import codec
+    from .server.joining import IDENTITY_FORMAT
+    from .storage import snapshot, sqlite, wal
+
+    return {"peer_protocol": codec.PROTOCOL_VERSION, "wal_format": wal.WAL_VERSION,
+            "wal_mark_layout": wal.MARK_LAYOUT, "snapshot_format": snapshot.VERSION,
+            "sqlite_schema": sqlite.SCHEMA_VERSION, "identity_format": IDENTITY_FORMAT}
+
+
 def _cmd_info(args: argparse.Namespace) -> int:
     from . import core
 
     facts = {"version": __version__, "core": core.IMPLEMENTATION,
-             "python": sys.version.split()[0]}
+             "python": sys.version.split()[0], **format_versions()}
     if args.json:
         print(json.dumps(facts))
     else:
@@ -307,9 +323,10 @@ def _cmd_wal_dump(args: argparse.Namespace) -> int:
     except ValueError as e:
         print(f"fastraft wal-dump: {e}", file=sys.stderr)
         return 2
-    damaged = False
+    damaged = newer = False
     for seg in scan(wal_dir):
         damaged = damaged or seg.status == "corrupt"
+        newer = newer or seg.status == "newer"
         if args.json:
             for r in seg.records:
                 print(json.dumps(r._asdict()))
@@ -322,6 +339,10 @@ def _cmd_wal_dump(args: argparse.Namespace) -> int:
                   f"size={r.size}" + (f"  {r.detail}" if r.detail else ""))
         if seg.reason:
             print(f"  ! {seg.reason}")
+    if newer:
+        print(f"fastraft wal-dump: {wal_dir} holds segments of a later fastraft release's "
+              f"format: use that release's wal-dump", file=sys.stderr)
+        return 2
     return 1 if damaged else 0
 
 

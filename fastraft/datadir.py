@@ -5,7 +5,8 @@ Place in the architecture: a leaf module used by the server (``fastraft.server.m
 lock and checks the backend marker, ``node`` writes its REJOINING marker with it), by the
 storage layer (``fastraft.storage._files`` re-exports ``fsync_dir`` and ``makedirs_durable``)
 and by the launcher (``fastraft cluster`` checks every node's lock before it starts anything).
-Standard library only; imports nothing else of fastraft but ``errors``.
+Standard library only; imports nothing else of fastraft but ``errors`` (and the package's
+``__version__``, for messages).
 
 The lock is ``DIR/LOCK`` held with ``flock`` for the life of the node process; the file holds
 the holder's pid (information only: the kernel lock is the authority, and it disappears with
@@ -27,7 +28,17 @@ the directory with another backend refuses (``claim_backend`` raises ConfigError
 backend would otherwise start from an empty state of its own — term 0, no vote, no log —
 which breaks Raft's safety, and switching back would resurrect the older state. A directory
 from before the marker existed is recognised by its contents (the caller says which backends'
-files it holds) and the marker is written then.
+files it holds) and the marker is written then. The marker's format never changes; what a
+newer fastraft may add is a backend: a marker naming a backend this release does not have is
+refused as a newer format (``NewerFormatError``).
+
+Formats newer than this release. Every versioned file of a node's directory (WAL segments
+and their snapshot marks, snapshot files, the SQLite schema, this marker, ``node.toml``; the
+list is in docs/architecture.md, "Versions and compatibility") is checked when the node
+opens it; one written by a later release raises ``NewerFormatError``, which names the file,
+the format, the version found and the newest version this release reads. The node refuses to
+start (exit status 2, as for a configuration problem): nothing is damaged, so nothing may be
+repaired or cut.
 """
 
 from __future__ import annotations
@@ -37,11 +48,12 @@ import fcntl
 import os
 from typing import Iterable
 
-from .errors import ConfigError
+from . import __version__
+from .errors import ConfigError, CorruptRecordError
 
 __all__ = ["LOCK_NAME", "BACKEND_NAME", "WAL_DIR", "SQLITE_FILE", "lock_data_dir", "lock_holder", "fsync_dir",
            "makedirs_durable", "write_file_durable", "remove_durable", "remove_quietly", "read_backend_marker",
-           "claim_backend", "NO_MIGRATION"]
+           "claim_backend", "NO_MIGRATION", "KNOWN_BACKENDS", "NewerFormatError"]
 
 LOCK_NAME = "LOCK"
 BACKEND_NAME = "BACKEND"
@@ -50,10 +62,42 @@ BACKEND_NAME = "BACKEND"
 WAL_DIR = "wal"
 SQLITE_FILE = "fastraft.db"
 
+#: The storage backends this release has (``config.STORAGE_BACKENDS``): the vocabulary of the
+#: BACKEND marker.
+KNOWN_BACKENDS = ("wal", "sqlite")
+
 #: What the refusal to open a directory with another backend tells the operator to do.
 NO_MIGRATION = ("fastraft has no migration between backends; to switch, wipe this node's data "
                 "directory and restart it with the new --storage and --rejoin, so that it "
                 "catches up from the leader")
+
+
+# -- formats newer than this release -----------------------------------------------------------
+
+class NewerFormatError(CorruptRecordError, ConfigError):
+    """A file of a node's data directory is in a format newer than this release reads
+    (module docstring). ``path``, ``what`` (the format), ``found`` and ``supported`` (the
+    newest version this release reads) say which. A node refuses to start on it: it is a
+    ConfigError (``fastraft node`` exits with status 2). It is a CorruptRecordError too, for
+    the code that only asks whether a file can be read (a snapshot received from a newer peer
+    is refused like a damaged one, and ``latest()``-style scans must re-raise it rather than
+    skip the file)."""
+
+    def __init__(self, path: str, what: str, found, supported, where: str = "",
+                 text: str | None = None) -> None:
+        self.path, self.what, self.found, self.supported = path, what, found, supported
+        self.where, self.text = where, text
+        said = text or (f"{what} version {found} is newer than this fastraft ({__version__}) "
+                        f"reads (up to version {supported})")
+        super().__init__(
+            f"{path}{where}: {said}: it was written by a later fastraft release. Run that "
+            f"release (or a later one) on this data directory; to go back to this release "
+            f"instead, wipe this node's data directory and start it with --rejoin, so that it "
+            f"catches up from the leader")
+
+    def at(self, path: str, where: str = "") -> NewerFormatError:
+        """The same refusal naming ``path`` (and ``where`` in it, e.g. a byte offset)."""
+        return NewerFormatError(path, self.what, self.found, self.supported, where, self.text)
 
 
 # -- durable names ----------------------------------------------------------------------------
@@ -215,6 +259,12 @@ def claim_backend(node_dir: str, wanted: str, present: Iterable[str] = ()) -> st
     written now). ConfigError when another backend owns it, or when the contents are of
     several backends and there is no marker."""
     owner = read_backend_marker(node_dir)
+    if owner is not None and owner not in KNOWN_BACKENDS:
+        raise NewerFormatError(
+            os.path.join(node_dir, BACKEND_NAME), "backend marker", owner, KNOWN_BACKENDS,
+            text=f"names the storage backend {owner!r}, newer than this fastraft "
+                 f"({__version__}), which has only the "
+                 f"{' and '.join(map(repr, KNOWN_BACKENDS))} backends")
     how = "marker"
     if owner is None:
         found = sorted(set(present))

@@ -13,7 +13,8 @@ there, e.g. ``0.0.0.0:7104``, while the cluster knows the node by ``--raft`` / `
 ``--metrics HOST:PORT``: serve ``/metrics``, ``/health`` and ``/ready`` there.)
 
 Its first start writes ``DIR/<id>/node.toml`` (durably): a config file naming the cluster, the
-tuning and this node alone, so that ``fastraft node --id 4 --data-dir DIR`` restarts it
+tuning and this node alone (its first line, ``# fastraft node identity, format 1``, carries
+the file's format version: a file of a later format is refused with ``NewerFormatError``), so that ``fastraft node --id 4 --data-dir DIR`` restarts it
 without anything else (its peers and the membership come from its log). Until it is a member,
 it asks the cluster for the member list (``Client.members``; with ``[tls]``, over TLS with
 its own node certificate) once a second and waits;
@@ -31,19 +32,26 @@ import asyncio
 import dataclasses
 import logging
 import os
+import re
 import time
 
 from ..config import Config, NodeSpec, format_address, load_config, parse_address, render_config
-from ..datadir import makedirs_durable, write_file_durable
+from ..datadir import NewerFormatError, makedirs_durable, write_file_durable
 from ..errors import ConfigError, FastraftError
 
-__all__ = ["IDENTITY_FILE", "JOINED_FILE", "joining_config", "identity_config",
+__all__ = ["IDENTITY_FILE", "IDENTITY_FORMAT", "JOINED_FILE", "joining_config",
+           "identity_config",
            "write_identity", "wait_until_added", "is_joined", "mark_joined",
            "check_join_list"]
 
 log = logging.getLogger("fastraft.node")
 
 IDENTITY_FILE = "node.toml"
+#: The format version of ``node.toml``, on its first line (``_IDENTITY_HEAD``). A file
+#: without that line (written before it existed) is format 1.
+IDENTITY_FORMAT = 1
+_IDENTITY_HEAD = "# fastraft node identity, format {}"
+_IDENTITY_HEAD_RE = re.compile(rb"# fastraft node identity, format (\d+)")
 JOINED_FILE = "JOINED"
 #: Seconds between two member-list requests while waiting to be added.
 POLL_S = 1.0
@@ -57,10 +65,24 @@ def identity_config(node_dir: str, data_dir: str | None = None) -> Config | None
     path = os.path.join(node_dir, IDENTITY_FILE)
     if not os.path.exists(path):
         return None
+    _check_identity_format(path)
     cfg = load_config(path)
     if data_dir:
         cfg = dataclasses.replace(cfg, data_dir=data_dir)
     return cfg
+
+
+def _check_identity_format(path: str) -> None:
+    """NewerFormatError when ``path`` is of a later format than ``IDENTITY_FORMAT``."""
+    try:
+        with open(path, "rb") as f:
+            first = f.readline(200)
+    except OSError:
+        return                      # load_config says what is wrong
+    m = _IDENTITY_HEAD_RE.match(first)
+    if m is not None and int(m.group(1)) > IDENTITY_FORMAT:
+        raise NewerFormatError(path, "node identity file format", int(m.group(1)),
+                               IDENTITY_FORMAT, " (first line)")
 
 
 def joining_config(base: Config, node_id: int, raft: str, client: str,
@@ -102,7 +124,10 @@ def write_identity(cfg: Config, node_id: int) -> None:
             return                  # the same identity (new listen or metrics addresses
                                     # are recorded)
     makedirs_durable(node_dir)
-    write_file_durable(os.path.join(node_dir, IDENTITY_FILE), render_config(cfg).encode())
+    head = (_IDENTITY_HEAD.format(IDENTITY_FORMAT) + f"\n# written by `fastraft node --join`; "
+            f"restart with: fastraft node --id {node_id} --data-dir DIR\n")
+    write_file_durable(os.path.join(node_dir, IDENTITY_FILE),
+                       (head + render_config(cfg)).encode())
 
 
 def is_joined(node_dir: str) -> bool:

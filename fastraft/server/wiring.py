@@ -28,6 +28,7 @@ import random
 
 from .. import codec, tls
 from ..config import Config, Tuning
+from ..datadir import NewerFormatError
 from ..errors import CorruptRecordError, FatalError, StorageError
 from ..raft import RaftConfig, RaftLog, RawNode
 from ..raft.confchange import ADD_VOTER, Change, ConfChange, encode_conf_change
@@ -87,11 +88,14 @@ def _write_bootstrap(backend, cfg: Config, rlog: RaftLog) -> tuple[RaftLog, Hard
 
 def _open_engine(cfg: Config, node_id: int, data_dir: str, rejoin: bool, bootstrap: bool):
     """Recover the storage and build the engine on it: ``(backend, raw, marker,
-    need_snapshot)``. FatalError when the storage cannot be read or recovered."""
+    need_snapshot)``. FatalError when the storage cannot be read or recovered;
+    NewerFormatError (a ConfigError) when a file is of a later release's format."""
     t = cfg.tuning
     try:
         backend = open_backend(t.storage, data_dir, frozenset(), t)
         rlog, hs, newest = backend.open()
+    except NewerFormatError:
+        raise       # a ConfigError: a later release's data, refused with exit status 2
     except (StorageError, CorruptRecordError) as exc:
         raise FatalError(str(exc)) from exc
     fresh = (rlog.last_index == 0 and rlog.snapshot.meta.index == 0 and hs.term == 0
@@ -130,7 +134,8 @@ def build_node(cfg: Config, node_id: int, data_dir: str, *, loop_name: str = "as
     the bootstrap members of the cluster (module docstring; False for a joining node);
     ``hints``: id -> (raft, client) addresses of members the log may not name yet (default:
     the config file's nodes). FatalError when the storage cannot be recovered; OSError when
-    a directory cannot be made; ConfigError when a ``[tls]`` file cannot be used."""
+    a directory cannot be made; ConfigError when a ``[tls]`` file cannot be used or a data
+    file is of a later release's format (``datadir.NewerFormatError``)."""
     t = cfg.tuning
     spec = cfg.node(node_id)
     # before any data is touched:

@@ -2,10 +2,10 @@
 
 Place in the architecture: part of the storage layer (``fastraft.storage``), beside the WAL
 (``wal.py``), used by the runtime (server) when the state machine takes a snapshot and when a
-node restarts. It imports the errors, the plain message types of ``fastraft.raft.messages``
-(``SnapshotMeta``) and the stored meta's rules of ``base.py`` only — never the engine's logic,
-never msgpack. What the data bytes mean is
-the state machine's business; this module only stores them.
+node restarts. It imports the errors (with ``datadir.NewerFormatError``), the plain message
+types of ``fastraft.raft.messages`` (``SnapshotMeta``) and the stored meta's rules of
+``base.py`` only — never the engine's logic, never msgpack. What the data bytes mean is the
+state machine's business; this module only stores them.
 
 Files: ``snap-<16 hex term>-<16 hex index>.snap`` in one directory (it may be shared with the
 WAL: the names do not collide). Fixed-width lowercase hex makes the name order the
@@ -48,7 +48,13 @@ offset 36 and its header ends at ``H = 36 + 8*(nv+no)``; the rest is the same.
 A file is valid when its size is exactly ``H + L + 16``, both magics match, the version is 1
 or 2, the meta in the header matches the name, and the CRC matches. Anything else is damage,
 as are more than 65536 ids, a longer context, learners that are voters, or (version 2) ids out
-of order: CorruptRecordError names the file and the byte offset.
+of order: CorruptRecordError names the file and the byte offset. A version above 2 (after a
+valid magic) is a later release's format, not damage: ``NewerFormatError`` (a
+CorruptRecordError and a ConfigError) names the file and both versions; ``latest()`` passes
+it on instead of skipping the file, and opening a store refuses a directory holding such a
+file (a node then exits with status 2; docs/architecture.md, "Versions and compatibility").
+The version covers the data too: a change of the state machine's encoding
+(``statemachine.machine.SNAPSHOT_FORMAT``) comes with a new file version.
 
 Saving (``SnapshotStore.save``): the header, the streamed data and the trailer are written with
 ``os.write`` to ``<name>.tmp`` in the same directory, the file is fsynced, renamed to its name
@@ -75,6 +81,7 @@ import struct
 import zlib
 from collections.abc import Iterable, Iterator
 
+from ..datadir import NewerFormatError
 from ..errors import CorruptRecordError, LocalProtocolError, StorageError
 from ..raft.messages import SnapshotMeta
 from ._files import HexPairNames, fsync_dir, makedirs_durable, remove_quietly, write_all
@@ -82,7 +89,7 @@ from .base import MAX_MARK_CONTEXT, MAX_MARK_IDS, config_problem, own_mark
 
 __all__ = ["SnapshotStore", "SnapshotReader", "snapshot_name", "parse_snapshot_name",
            "read_meta", "verify", "read_chunks", "open_data", "load", "MAGIC", "VERSION",
-           "VERSION_1", "encode_header"]
+           "VERSION_1", "encode_header", "file_version", "check_versions"]
 
 log = logging.getLogger(__name__)
 
@@ -146,6 +153,9 @@ def _read_header(f, path: str, size: int) -> tuple[SnapshotMeta, int, int]:
     magic, version, flags, nv, no, index, term = _HEAD.unpack(f.read(_HEAD.size))
     if magic != MAGIC:
         raise bad(0, f"bad magic {magic!r}")
+    if version > VERSION:
+        raise NewerFormatError(path, "snapshot file format", version, VERSION,
+                               " (header, byte offset 8)")
     if version not in (VERSION, VERSION_1):
         raise bad(8, f"unknown format version {version}")
     if flags:
@@ -193,6 +203,28 @@ def _read_header(f, path: str, size: int) -> tuple[SnapshotMeta, int, int]:
     if parsed is not None and parsed != (term, index):
         raise bad(20, f"its header says term {term} index {index}, its name does not")
     return meta, hlen, dlen
+
+
+def file_version(path) -> int | None:
+    """The format version in the header of the snapshot file ``path`` (None when it is too
+    short or its magic is not a snapshot's)."""
+    with open(path, "rb") as f:
+        head = f.read(10)
+    if len(head) < 10 or head[:8] != MAGIC:
+        return None
+    return struct.unpack_from("<H", head, 8)[0]
+
+
+def check_versions(directory) -> None:
+    """NewerFormatError for the first snapshot file of ``directory`` in a format newer than
+    ``VERSION`` (a later release's); OSError when one cannot be read."""
+    directory = os.fspath(directory)
+    for _t, _i, name in _list_snapshots(directory):
+        path = os.path.join(directory, name)
+        version = file_version(path)
+        if version is not None and version > VERSION:
+            raise NewerFormatError(path, "snapshot file format", version, VERSION,
+                                   " (header, byte offset 8)")
 
 
 def _stored_crc(f, size: int) -> int:
@@ -299,7 +331,8 @@ def open_data(path) -> SnapshotReader:
 
 class SnapshotStore:
     """The snapshot files of one directory (see the module docstring). Opening removes leftover
-    ``.tmp`` files of saves that did not finish."""
+    ``.tmp`` files of saves that did not finish, and refuses (NewerFormatError) a directory
+    holding a snapshot file of a later release's format."""
 
     def __init__(self, directory, keep: int = 2) -> None:
         if keep < 1:
@@ -318,6 +351,7 @@ class SnapshotStore:
                     removed = True
             if removed:
                 fsync_dir(self.directory)
+            check_versions(self.directory)
         except OSError as exc:
             raise StorageError(f"cannot prepare snapshot directory {self.directory}: "
                                f"{exc}") from exc
@@ -353,11 +387,14 @@ class SnapshotStore:
 
     def latest(self) -> tuple[SnapshotMeta, str] | None:
         """``(meta, path)`` of the newest snapshot that passes every check (CRC included,
-        streamed); damaged ones are skipped with a logged reason. None if there is none."""
+        streamed); damaged ones are skipped with a logged reason (one of a later release's
+        format raises NewerFormatError). None if there is none."""
         self._check()
         for path in reversed(self.paths()):
             try:
                 return verify(path), path
+            except NewerFormatError:
+                raise               # not damage: a later release's file (module docstring)
             except (CorruptRecordError, OSError) as exc:
                 log.warning("skipping damaged snapshot %s: %s", path, exc)
         return None

@@ -4,8 +4,9 @@ SQLite database.
 Place in the architecture: a backend of ``fastraft.storage`` (the ``LogStore`` protocol of
 ``base.py``, same semantics and same recovered state as ``wal.WalStore`` and ``MemoryStore``),
 selected by ``fastraft node --storage sqlite`` (``fastraft.server.backends``).
-It does the IO through the standard library's ``sqlite3``; it imports the errors and the plain
-message types of ``fastraft.raft.messages`` only — never the engine's logic, never msgpack.
+It does the IO through the standard library's ``sqlite3``; it imports the errors (with
+``datadir.NewerFormatError``) and the plain message types of ``fastraft.raft.messages``
+only — never the engine's logic, never msgpack.
 
 Tables (``PRAGMA user_version`` = ``SCHEMA_VERSION``)::
 
@@ -25,7 +26,10 @@ Tables (``PRAGMA user_version`` = ``SCHEMA_VERSION``)::
 Schema versions: 2 added ``snapshot_mark.learners`` and ``snapshot_mark.context``. A version 1
 database (written before they were stored) is migrated when it opens, in the opening
 transaction: the two columns are added with the defaults ``''`` and ``x''`` (no learners, an
-empty context), so its mark keeps its voters. A newer version than this fastraft's is refused.
+empty context), so its mark keeps its voters. A newer version than this fastraft's is refused
+before anything is written (``NewerFormatError``, naming the file and both versions: a node
+exits with status 2). The schema version covers what the rows hold too (the session blobs are
+the state machine's encoding): a change there comes with a new schema version.
 A mark row that is not a valid configuration (ids that are not decimal numbers, more than
 65536 of them, learners that are voters, a context that is not a blob or is over 1 MiB) is
 damage: ``CorruptRecordError`` naming the file, the table and the column.
@@ -70,6 +74,7 @@ import os
 import sqlite3
 from typing import Iterable
 
+from ..datadir import NewerFormatError
 from ..errors import (
     CompactedError,
     CorruptRecordError,
@@ -211,8 +216,8 @@ class SqliteStore(StoreBase):
             if version > SCHEMA_VERSION:
                 conn.close()
                 self._conn = None
-                raise CorruptRecordError(f"{self.path}: schema version {version} is newer "
-                                         f"than this fastraft's {SCHEMA_VERSION}")
+                raise NewerFormatError(self.path, "SQLite schema", version, SCHEMA_VERSION,
+                                       " (PRAGMA user_version)")
             mode = conn.execute("PRAGMA journal_mode=WAL").fetchone()[0]
             if str(mode).lower() != "wal":
                 conn.close()

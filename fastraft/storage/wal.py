@@ -39,6 +39,16 @@ are the core's, so the payload carries its own layout in its flags)::
 The payload must be exactly that long; more than 65536 ids, a longer context, learners that
 are voters, or ids out of order in a V2 payload are damage.
 
+Versions (docs/architecture.md, "Versions and compatibility"). The segment header's u32
+version is ``WAL_VERSION`` (1): a segment of a higher version (its magic and header checksum
+valid) was written by a later release and is refused with ``NewerFormatError`` before
+anything is read or cut (a node exits with status 2; ``repair`` refuses to touch the WAL).
+The mark payload's layout version is told by its flags: layout 1 has no V2 bit, layout 2
+(``MARK_LAYOUT``, written) sets bit 1; a later layout N sets bit N-1. A record whose
+checksums hold and whose flags carry a bit this release does not know is such a later layout:
+``NewerFormatError`` too, naming the file and the record's offset. A new record type or any
+other change of the record framing comes with a new segment version.
+
 A new segment starts (written as ``.tmp``, fsynced, renamed, directory fsynced) with a copy of
 the current snapshot mark and hard state, so deleting older segments never loses them.
 Records are gathered in memory and written to the open segment (an O_APPEND descriptor) by
@@ -79,6 +89,7 @@ from __future__ import annotations
 
 import os
 import struct
+import zlib
 from enum import IntEnum
 from typing import NamedTuple
 
@@ -86,7 +97,9 @@ from ..core import (
     DEFAULT_MAX_RECORD_SIZE,
     RECORD_HEADER_SIZE,
     SEGMENT_HEADER_SIZE,
+    SEGMENT_MAGIC,
     WAL_CORRUPT,
+    WAL_VERSION,
     WAL_TORN,
     LogRing,
     decode_records,
@@ -95,6 +108,7 @@ from ..core import (
     encode_records,
     encode_segment_header,
 )
+from ..datadir import NewerFormatError
 from ..errors import CorruptRecordError, LocalProtocolError, StorageError
 from ..raft.messages import EntryBatch, HardState, SnapshotMeta
 from ._files import HexPairNames, fsync_dir, makedirs_durable, truncate_file, write_all
@@ -112,7 +126,8 @@ from .base import (
 __all__ = ["RecordType", "Record", "WalStore", "recover", "repair", "scan", "ScannedRecord",
            "ScannedSegment", "segment_name", "parse_segment_name", "DEFAULT_SEGMENT_SIZE",
            "SNAP_KEEP", "SNAP_V2", "encode_snapshot_mark", "decode_snapshot_mark",
-           "describe_payload"]
+           "describe_payload", "WAL_VERSION", "MARK_LAYOUT", "segment_version",
+           "check_segment_versions"]
 
 
 class RecordType(IntEnum):
@@ -148,6 +163,8 @@ WRITE_BUFFER = 4 * 1024 * 1024
 SNAP_KEEP = 1
 #: SNAPSHOT payload flag: the V2 layout (learners and context; module docstring).
 SNAP_V2 = 2
+#: The layout version of the SNAPSHOT payloads this release writes (module docstring).
+MARK_LAYOUT = 2
 
 _HS = struct.Struct("<QQQ")
 _SNAP_HEAD = struct.Struct("<BII")     # flags, #voters, #outgoing
@@ -198,8 +215,10 @@ def decode_snapshot_mark(index: int, term: int, payload: bytes) -> tuple[Snapsho
         raise CorruptRecordError(f"snapshot mark payload of {size} bytes is truncated "
                                  f"(its header alone is {_SNAP_HEAD.size})")
     flags, nv, no = _SNAP_HEAD.unpack_from(payload)
-    if flags & ~(SNAP_KEEP | SNAP_V2):
-        raise CorruptRecordError(f"snapshot mark has unknown flags {flags:#x}")
+    unknown = flags & ~(SNAP_KEEP | SNAP_V2)
+    if unknown:                 # layout N sets bit N-1 (module docstring)
+        raise NewerFormatError("the WAL", "snapshot mark layout", unknown.bit_length(),
+                               MARK_LAYOUT, f" (unknown flags {flags:#x})")
     nl = nc = 0
     pos = _SNAP_HEAD.size
     if flags & SNAP_V2:
@@ -265,6 +284,44 @@ parse_segment_name = _SEGMENTS.parse
 _list_segments = _SEGMENTS.listing
 
 
+def segment_version(head: bytes) -> int | None:
+    """The format version in a segment header whose magic and checksum are valid (the
+    first ``SEGMENT_HEADER_SIZE`` bytes of ``head``), else None (damage, for
+    ``decode_segment_header`` to describe)."""
+    if len(head) < SEGMENT_HEADER_SIZE or head[:8] != SEGMENT_MAGIC:
+        return None
+    version, hcrc = struct.unpack_from("<II", head, 8)
+    return version if zlib.crc32(head[:12]) == hcrc else None
+
+
+def check_segment_versions(directory: str) -> None:
+    """NewerFormatError for the first segment of ``directory`` written in a format newer
+    than ``WAL_VERSION``: before anything is read, cut or repaired."""
+    for _seq, _index, name in _list_segments(directory):
+        path = os.path.join(directory, name)
+        with open(path, "rb") as f:
+            version = segment_version(f.read(SEGMENT_HEADER_SIZE))
+        if version is not None and version > WAL_VERSION:
+            raise NewerFormatError(path, "WAL segment format", version, WAL_VERSION,
+                                   " (header, byte offset 8)")
+
+
+def _check_mark_layouts(path: str, recs: list) -> None:
+    """NewerFormatError for the first SNAPSHOT record of ``recs`` (a segment's records, as
+    decoded: their checksums hold) whose payload is of a later layout than ``MARK_LAYOUT``."""
+    off = SEGMENT_HEADER_SIZE
+    for rtype, _index, _term, payload in recs:
+        if rtype == SNAPSHOT and payload and payload[0] & ~(SNAP_KEEP | SNAP_V2):
+            try:
+                decode_snapshot_mark(0, 0, payload)
+            except NewerFormatError as exc:
+                raise exc.at(path, f" (SNAPSHOT record at byte offset {off}){exc.where}") \
+                    from None
+            except CorruptRecordError:
+                pass                # damage: the replay names it
+        off += RECORD_HEADER_SIZE + len(payload)
+
+
 def _damage(directory: str, name: str, offset: int, reason: str) -> CorruptRecordError:
     path = os.path.join(directory, name)
     err = CorruptRecordError(
@@ -295,6 +352,7 @@ def _read_segments(directory: str, max_record_size: int, notes: list):
     """Decode every segment; cut a torn tail of the last one. Returns the segments, each
     one's records as the core decodes them (``(type, index, term, payload)``, starting at
     ``SEGMENT_HEADER_SIZE``) and the length of the last segment."""
+    check_segment_versions(directory)
     listing = _list_segments(directory)
     segs: list[_Segment] = []
     seg_records: list[list] = []
@@ -311,6 +369,7 @@ def _read_segments(directory: str, max_record_size: int, notes: list):
         except CorruptRecordError as exc:
             raise _damage(directory, name, 0, str(exc)) from None
         recs, end, status, reason = decode_records(data, SEGMENT_HEADER_SIZE, max_record_size)
+        _check_mark_layouts(path, recs)     # before a torn tail is cut
         last = k == len(listing) - 1
         if status == WAL_CORRUPT or (status == WAL_TORN and not last):
             raise _damage(directory, name, end, reason)
@@ -433,6 +492,9 @@ class _Replay:
     def snapshot(self, seg: _Segment, off: int, index: int, term: int, payload: bytes) -> None:
         try:
             meta, keep = decode_snapshot_mark(index, term, payload)
+        except NewerFormatError as exc:
+            raise exc.at(os.path.join(self.directory, seg.name),
+                         f" (SNAPSHOT record at byte offset {off}){exc.where}") from None
         except CorruptRecordError as exc:
             raise self.damage(seg, off, str(exc)) from None
         mi = self.mark_index
@@ -760,7 +822,7 @@ class ScannedSegment(NamedTuple):
     file: str
     size: int
     records: list       # of ScannedRecord
-    status: str         # "clean", "torn" or "corrupt"
+    status: str         # "clean", "torn", "corrupt" or "newer" (a later release's format)
     reason: str | None  # None when clean, else where and why the valid records end
 
 
@@ -772,6 +834,11 @@ def scan(directory, max_record_size: int = DEFAULT_MAX_RECORD_SIZE) -> list[Scan
     for _seq, _index, name in _list_segments(directory):
         with open(os.path.join(directory, name), "rb") as f:
             data = f.read()
+        version = segment_version(data)
+        if version is not None and version > WAL_VERSION:
+            out.append(ScannedSegment(name, len(data), [], "newer", str(NewerFormatError(
+                name, "WAL segment format", version, WAL_VERSION, " (header)"))))
+            continue
         try:
             decode_segment_header(data)
         except CorruptRecordError as exc:
@@ -802,11 +869,13 @@ def repair(directory, file: str, offset: int) -> list[str]:
 
     The removed bytes are kept aside as ``<file>.cut-<offset>.damaged``; later segments are
     renamed to ``<name>.damaged`` (no longer part of the WAL); a file cut inside its header is
-    moved aside whole. Returns what was done, one line per action."""
+    moved aside whole. Returns what was done, one line per action. NewerFormatError (a
+    ValueError) and nothing done when a segment is of a later release's format."""
     directory = os.fspath(directory)
     parsed = parse_segment_name(file)
     if parsed is None or os.path.basename(file) != file:
         raise ValueError(f"{file!r} is not a WAL segment file name")
+    check_segment_versions(directory)   # never cut what a later release wrote
     path = os.path.join(directory, file)
     size = os.path.getsize(path)
     if not 0 <= offset <= size:
