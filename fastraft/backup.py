@@ -45,6 +45,11 @@ fsyncs the directory. Any failure removes the ``.part`` file; FILE is never left
 written (an existing FILE is replaced only by a complete, verified backup).
 
 Reading (``BackupReader``, ``inspect``) streams: nothing holds the whole data in memory.
+
+Versions: the format version covers the data too. The state machine's stream carries its own
+format in its first value (``statemachine.machine.SNAPSHOT_FORMAT``, checked by ``inspect``
+and by the restore); a change of either comes with a new backup format version, and a
+version above ``VERSION`` is refused as a later release's (at byte offset 8).
 """
 
 from __future__ import annotations
@@ -294,9 +299,12 @@ class BackupReader:
             raise self._truncated(_FIXED.size)
         fixed = _FIXED.unpack(fixed_raw)
         _magic, version, flags, block, dlen, _dcrc, mlen = fixed
+        if version > VERSION:
+            raise self._bad(8, f"backup format version {version} is newer than this "
+                               f"fastraft ({__version__}) reads (version {VERSION}): it was "
+                               f"written by a later release; read it with that release")
         if version != VERSION:
-            raise self._bad(8, f"unknown backup format version {version} (this fastraft "
-                               f"reads version {VERSION})")
+            raise self._bad(8, f"unknown backup format version {version}")
         if flags:
             raise self._bad(10, f"unknown flags {flags:#x}")
         if not MIN_BLOCK <= block <= MAX_BLOCK:

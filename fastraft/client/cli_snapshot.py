@@ -149,6 +149,10 @@ def main(argv: list[str] | None = None) -> int:
         sys.argv[1:] if argv is None else argv)]))
 
 
+def _n(n: int, what: str) -> str:
+    return f"{n} {what}" + ("" if n == 1 else "s")
+
+
 # -- save -------------------------------------------------------------------------------------
 
 def _save(args) -> int:
@@ -166,9 +170,9 @@ def _save(args) -> int:
     if args.json:
         _print_json(out)
     else:
-        print(f"saved {args.file}: index {meta.index}, term {meta.term}, {counts['keys']} "
-              f"keys, {counts['sessions']} client sessions, {size} bytes, from node "
-              f"{meta.node_id} of cluster {meta.cluster!r}")
+        print(f"saved {args.file}: index {meta.index}, term {meta.term}, "
+              f"{_n(counts['keys'], 'key')}, {_n(counts['sessions'], 'client session')}, "
+              f"{size} bytes, from node {meta.node_id} of cluster {meta.cluster!r}")
     return 0
 
 
@@ -254,7 +258,7 @@ def _restore(args) -> int:
                      "dirs": {str(k): v for k, v in done["dirs"].items()}})
         return 0
     print(f"restored {args.file} (index {done['index']}, term {done['term']}, "
-          f"{done['keys']} keys, {done['sessions']} client sessions; from cluster "
+          f"{_n(done['keys'], 'key')}, {_n(done['sessions'], 'client session')}; from cluster "
           f"{done['from_cluster']!r}) as the new cluster {done['cluster']!r} "
           f"({done['storage']} storage):")
     for nid, d in done["dirs"].items():

@@ -225,6 +225,8 @@ class Backups:
 
     @staticmethod
     def _read_done(fut, conn, req_id: int, n: int) -> None:
+        if fut.cancelled():             # the loop is closing
+            return
         exc = fut.exception()
         if exc is not None:
             conn.respond(req_id, codec.ST_INVALID, f"backup released ({exc})")

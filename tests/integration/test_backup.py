@@ -108,7 +108,9 @@ def _hello_reply(raft_addr: str, cluster: str, frm: int, to: int) -> bytes:
 
 
 def test_save_under_load_restore_into_a_new_cluster(cluster_factory, tmp_path):
-    old = cluster_factory(3, tuning=FAST)
+    # The nodes take their own snapshots often meanwhile: a backup must not disturb them.
+    old = cluster_factory(3, tuning={**FAST, "snapshot_threshold": 100,
+                                     "snapshot_keep_entries": 10})
     lead = old.leader()
     # A follower first: the command follows the redirect to the leader.
     eps = [old.node(i).client_addr for i in old.ids if i != lead] + [old.node(lead).client_addr]
@@ -156,6 +158,10 @@ def test_save_under_load_restore_into_a_new_cluster(cluster_factory, tmp_path):
     print(f"save under load: {len(before)} writes acknowledged before, {during} during the "
           f"save ({done - began:.2f} s); backup at index {saved['index']}, {saved['keys']} "
           f"keys, {saved['size']} bytes")
+
+    for i in old.ids:
+        text = old.node(i).log_text()
+        assert "snapshot at" in text and " failed" not in text, old.node(i).log_tail()
 
     # The old cluster's nodes cannot join it: its peers refuse their hello (whatever the id).
     for frm in (1, lead, 9):
@@ -310,3 +316,49 @@ def test_save_from_a_tls_cluster_with_the_tls_flags(cluster_factory, pki, tmp_pa
     assert r.returncode == 0, r.stderr
     assert json.loads(r.stdout)["keys"] == 100
     assert snapshot("status", path).returncode == 0
+
+
+def test_a_node_of_the_old_cluster_is_refused_by_the_new_one(cluster_factory, harness,
+                                                             tmp_path):
+    """The new cluster is restored where the old one ran (the same addresses, a new name),
+    and a node of the old cluster comes back with its data (a longer log, a term at least as
+    high): each side refuses the other's hello, and the new cluster carries on unchanged."""
+    import dataclasses
+
+    from fastraft.config import render_config
+
+    old = cluster_factory(3, tuning=FAST)
+    with Client(old.endpoints()) as c:
+        for i in range(100):
+            c.put(f"o{i}", "old")
+    path = tmp_path / "old.frb"
+    assert snapshot("save", path, "--config", old.config_path).returncode == 0
+    with Client(old.endpoints()) as c:          # the old cluster goes on after the backup
+        for i in range(300):
+            c.put(f"later{i}", "old")
+    old.stop()
+    new = cluster_factory(3, tuning=FAST, start=False)
+    new.config = dataclasses.replace(new.config, nodes=old.config.nodes)
+    with open(new.config_path, "w") as f:
+        f.write(render_config(new.config))
+    new.nodes = {s.id: harness.NodeProc(new, s) for s in new.config.nodes}
+    assert snapshot("restore", path, "--config", new.config_path).returncode == 0
+    new.start([1, 2])                           # node 3's host: the old node comes back
+    lead = new.leader()
+    term = new.status(lead)["term"]
+    old.start([3])
+    who, now = old.config.cluster_name, new.config.cluster_name
+    new.wait_for(lambda: all(f"cluster {who!r}, this node belongs to {now!r}"
+                             in new.node(i).log_text() for i in (1, 2)), 15,
+                 "the new nodes to refuse the old node's hello")
+    old.wait_for(lambda: f"cluster {now!r}, this node belongs to {who!r}"
+                 in old.node(3).log_text(), 15, "the old node to refuse the new nodes' hello")
+    # The new cluster: same leader, same term, the backed-up state only, its own members.
+    assert new.current_leader() == lead and new.status(lead)["term"] == term
+    with Client([new.node(i).client_addr for i in (1, 2)], learn_members=False) as c:
+        assert c.get("o5") == b"old" and c.get("later5") is None
+        c.put("new-write", "ok")
+    st = old.status(3)
+    assert st["role"] != "leader" and st["leader"] == 0
+    with old.client(3) as c:
+        assert c.get(b"new-write", stale=True).value is None
