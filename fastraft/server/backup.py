@@ -59,7 +59,8 @@ _COPY = "backup-copy.db"
 class _Job:
     """The one backup of this node: being made (``ready`` False) or served."""
 
-    __slots__ = ("token", "conn", "path", "meta", "offset", "length", "crc", "last", "ready")
+    __slots__ = ("token", "conn", "path", "meta", "offset", "length", "crc", "last", "ready",
+                 "pause")
 
     def __init__(self, conn) -> None:
         self.token = secrets.randbits(63) | 1
@@ -71,6 +72,7 @@ class _Job:
         self.crc = 0
         self.last = time.monotonic()
         self.ready = False
+        self.pause = 0.0            # seconds the loop paused to start the writer (the fork)
 
 
 class Backups:
@@ -126,7 +128,7 @@ class Backups:
         t0 = time.monotonic()
         conn = job.conn
         try:
-            meta, path = await self._write()     # its first step reads the applied index
+            meta, path = await self._write(job)  # its first step reads the applied index
             job.path = path
             loop = asyncio.get_running_loop()
             job.offset, job.length, job.crc = await loop.run_in_executor(None, _verify_file,
@@ -153,14 +155,15 @@ class Backups:
         job.ready = True
         job.last = time.monotonic()
         self._arm()
-        log.info("backup at index %d (term %d, %d bytes of data) written in %.2f s for "
-                 "client %s", meta.index, meta.term, job.length, time.monotonic() - t0,
+        log.info("backup at index %d (term %d, %d bytes of data) written in %.2f s (the loop "
+                 "paused %.1f ms to start it) for client %s", meta.index, meta.term,
+                 job.length, time.monotonic() - t0, job.pause * 1000,
                  getattr(conn, "remote", "?"))
         conn.respond(req_id, codec.ST_OK, job.token, meta.index, meta.term,
                      sorted(meta.voters), sorted(meta.outgoing), sorted(meta.learners),
                      meta.context, job.length, job.crc, self.cluster, self.node_id)
 
-    async def _write(self):
+    async def _write(self, job: _Job):
         """Write the snapshot file (module docstring); ``(meta, path)``. Everything up to the
         fork (or the database sync) happens in one loop step, so the meta is the state's."""
         backend = self.backend
@@ -171,12 +174,14 @@ class Backups:
         self._clear()
         store = SnapshotStore(self.dir, keep=1)
         if backend.name == "sqlite":
+            t0 = time.perf_counter()
             backend.store.sync()        # the copy sees committed data only
+            job.pause = time.perf_counter() - t0
             loop = asyncio.get_running_loop()
             return await loop.run_in_executor(None, self._sqlite_copy, store, meta)
         if not snapshotter.fork_available():
             return meta, store.save(meta, machine.snapshot_chunks())
-        return meta, await _fork_save(machine, store, meta)
+        return meta, await _fork_save(machine, store, meta, job)
 
     def _sqlite_copy(self, store, meta):
         """In a thread: a snapshot file from a consistent copy of the database."""
@@ -312,7 +317,7 @@ def _pread(path: str, offset: int, n: int) -> bytes:
         os.close(fd)
 
 
-async def _fork_save(machine, store: SnapshotStore, meta) -> str:
+async def _fork_save(machine, store: SnapshotStore, meta, job: _Job) -> str:
     """``store.save(meta, machine.snapshot_chunks())`` in a forked child (the snapshotter's
     child: ``snapshotter._child``); the path once it is durable. StorageError with the
     child's reason when it fails."""
@@ -324,6 +329,7 @@ async def _fork_save(machine, store: SnapshotStore, meta) -> str:
         rfd, wfd = os.pipe()
     except OSError as exc:
         raise StorageError(f"cannot make a pipe for the backup writer: {exc}") from exc
+    t0 = time.perf_counter()
     froze = gc.get_freeze_count() == 0
     if froze:
         gc.freeze()
@@ -337,6 +343,7 @@ async def _fork_save(machine, store: SnapshotStore, meta) -> str:
         raise StorageError(f"cannot fork the backup writer: {exc}") from exc
     if pid == 0:                                        # the child
         S._child(machine, store, meta, rfd, wfd, parent, libc)     # never returns
+    job.pause = time.perf_counter() - t0
     os.close(wfd)
     try:
         status = await S._wait(pid)
