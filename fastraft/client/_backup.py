@@ -146,7 +146,7 @@ async def _download(client, conn, token: int, total: int, w, head: _Head,
 
 def _read_error(addr: str, status: int, values: list) -> Exception:
     """The error of a failed OP_BACKUP_READ (the download stops: the node's file is only
-    readable on the connection that got it, so there is no retrying elsewhere)."""
+    served by the node that made it, so there is no retrying elsewhere)."""
     msg = f"backup download from {addr} failed: {P.message(values)}"
     if status == P.TIMED_OUT:
         return Timeout(msg)

@@ -131,6 +131,14 @@ def test_save_under_load_restore_into_a_new_cluster(cluster_factory, tmp_path):
     assert saved["cluster"] == old.config.cluster_name and saved["node_id"] == lead
     assert not os.path.exists(str(path) + ".part")
 
+    from fastraft.backup import BackupReader
+    from fastraft.statemachine import KVStateMachine
+
+    with BackupReader(path) as b:               # in the file itself: each with its value
+        state = KVStateMachine.restore(b.data())
+    assert state.applied_index == saved["index"]
+    assert {k: state.get(k) for k in before} == before
+
     st = snapshot("status", path, "--json")
     assert st.returncode == 0, st.stderr
     info = json.loads(st.stdout)
