@@ -10,7 +10,8 @@ processes,
 ``fastraft.launcher``), ``certs init`` (a development PKI, ``fastraft.certs``), and the
 client commands ``put``, ``get``, ``del``, ``cas``, ``scan``,
 ``status``, ``member`` and ``bench`` (``fastraft.client.cli_cmds`` and ``cli_members``, where
-their exit codes are listed). ``node`` also starts a node added at runtime (``--raft``,
+their exit codes are listed), and ``snapshot save|status|restore`` (backups,
+``fastraft.client.cli_snapshot``). ``node`` also starts a node added at runtime (``--raft``,
 ``--client``, ``--join``; ``fastraft.server.joining``).
 
 Unix conventions kept here for every command: an error is one line ``fastraft CMD: message``
@@ -75,8 +76,10 @@ def _build_parser() -> argparse.ArgumentParser:
     add_cluster_parser(sub)
 
     from .client.cli_cmds import add_client_parsers
+    from .client.cli_snapshot import add_snapshot_parser
 
     add_client_parsers(sub)
+    add_snapshot_parser(sub)
     return parser
 
 
@@ -502,6 +505,10 @@ def _dispatch(argv: list[str] | None) -> int:
         from .launcher import run_cluster
 
         return run_cluster(args)
+    if args.command == "snapshot":
+        from .client.cli_snapshot import run_snapshot_command
+
+        return run_snapshot_command(args)
     from .client.cli_cmds import CLIENT_COMMANDS, run_client_command
 
     if args.command in CLIENT_COMMANDS:
