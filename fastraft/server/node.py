@@ -37,6 +37,7 @@ from ..core import IMPLEMENTATION
 from ..errors import ConfigError, FatalError, StorageError
 from ..raft import LEADER, ROLE_NAMES
 from ..raft.messages import MsgType
+from .backup import Backups
 from .members import MemberRequests
 from .requests import Requests
 from .shutdown import hand_over_leadership
@@ -84,6 +85,8 @@ class Node:
             threshold=t.snapshot_threshold,
             keep_entries=t.snapshot_keep_entries, fsync=t.fsync, fatal=self.fatal,
             need_snapshot=need_snapshot)
+        self.requests.backups = Backups(raw, backend, meta_at=self.snapshots.meta_at,
+                                        cluster=cfg.cluster_name, node_id=node_id)
         self.peers = None
         self.clients = None
         self._scheduled = False
@@ -113,7 +116,7 @@ class Node:
         """Listen on both ports, start ticking (and campaign at once when alone)."""
         loop = asyncio.get_running_loop()
         self.stopped = loop.create_future()
-        metrics_addr = getattr(self.spec, "metrics", None)
+        metrics_addr = self.spec.metrics
         self.clients.timed = metrics_addr is not None
         await self.peers.start()
         await self.clients.start()
@@ -126,9 +129,12 @@ class Node:
             self.metrics = MetricsServer(self, metrics_addr)
             self.metrics.start()
         self.started = True
+        client = self.spec.client_addr
+        if self.spec.client_listen is not None:
+            client = f"{format_address(self.spec.client_bind)} (advertised {client})"
         log.info("node %d of cluster %r serving clients on %s, peers on %s (core %s, loop "
                  "%s, storage %s, fsync %s)", self.id, self.cfg.cluster_name,
-                 self.spec.client_addr, format_address(self.spec.raft_bind), IMPLEMENTATION,
+                 client, format_address(self.spec.raft_bind), IMPLEMENTATION,
                  self.loop_name, self.backend.name,
                  "on" if self.fsync else "OFF (unsafe: benchmarking only)")
         if self.cfg.tls is None:

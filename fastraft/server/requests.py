@@ -189,17 +189,8 @@ class Requests:
             backups.end(conn, req)
 
     def _backups_part(self):
-        """The node's ``backup.Backups``: set by the node; until it does, made on first use
-        from the node this object serves (the owner of ``kick``)."""
-        b = self.backups
-        if b is None:
-            node = getattr(self._kick, "__self__", None)
-            if node is None or not hasattr(node, "backend"):
-                return None
-            from .backup import Backups
-
-            b = self.backups = Backups.for_node(node)
-        return b
+        """The node's ``backup.Backups`` (None: this object serves no node, in unit tests)."""
+        return self.backups
 
     # -- once per loop turn ------------------------------------------------------------------
 
