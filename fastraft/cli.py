@@ -45,7 +45,8 @@ _EPILOG = """\
 exit status:
   0    success
   1    a negative answer: get/del not found, cas compare failed, status degraded,
-       wal-dump found a corrupt segment, sim had a failing run
+       wal-dump found a corrupt segment, sim had a failing run, snapshot status
+       found a damaged backup
   2    an error (one line "fastraft COMMAND: message" on stderr) or a usage error;
        status: no leader or no quorum answered
   130  interrupted (Ctrl-C)
