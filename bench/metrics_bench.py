@@ -37,6 +37,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))   # membership_bench, b
 
 from membership_bench import (  # noqa: E402
     BenchFailed, Cluster, progress, run_script, table)
+from tls_bench import proc_cpu_s  # noqa: E402
 
 from fastraft import processes  # noqa: E402
 from fastraft.client.bench import bench  # noqa: E402
@@ -64,6 +65,11 @@ class MetricsCluster(Cluster):
             Path(self.config_path).write_text(render_config(self.config))
         self.urls = [f"http://{s.metrics[0]}:{s.metrics[1]}" for s in self.config.nodes
                      if getattr(s, "metrics", None)]
+
+    def cpu_s(self) -> float | None:
+        """CPU seconds the three nodes have used (None where /proc cannot tell)."""
+        vals = [proc_cpu_s(n.proc.pid) for n in self.nodes.values() if n.proc is not None]
+        return None if not vals or None in vals else sum(vals)
 
     def check_alive(self, when: str) -> None:
         dead = [i for i, n in self.nodes.items() if not n.running]
@@ -102,6 +108,7 @@ async def measure(cl: MetricsCluster, wl, args, r: int) -> dict:
         scraper = await asyncio.create_subprocess_exec(
             sys.executable, "-c", SCRAPER_PY, *cl.urls, stdin=asyncio.subprocess.PIPE,
             stdout=asyncio.subprocess.PIPE)
+    cpu0 = cl.cpu_s()
     try:
         s = await bench(cl.endpoints(), duration=args.duration, **kw)
     except FastraftError as exc:
@@ -111,13 +118,18 @@ async def measure(cl: MetricsCluster, wl, args, r: int) -> dict:
         if scraper is not None:
             out, _ = await scraper.communicate(b"stop\n")
             counts = [int(x) for x in out.split()[:2]] or [0, 0]
+    cpu1 = cl.cpu_s()
+    cpu_us = None if cpu0 is None or cpu1 is None or not s["ops"] \
+        else (cpu1 - cpu0) / s["ops"] * 1e6
     cl.check_alive(f"during round {r}, {label}")
     if not s["ops"]:
         raise BenchFailed(f"round {r}, {label}, metrics {cl.side}: no operation completed")
     progress(f"round {r} {label:<34} metrics {cl.side:>3}: {s['throughput_ops_s']:>9,.0f} "
-             f"ops/s  p99 {s['latency_ms']['p99']:.2f} ms  scrapes {counts[0]}/{counts[1]}")
+             f"ops/s  p99 {s['latency_ms']['p99']:.2f} ms  nodes' CPU "
+             f"{cpu_us or 0:.1f} us/op  scrapes {counts[0]}/{counts[1]}")
     return {"round": r, "workload": key, "side": cl.side, "ops_s": s["throughput_ops_s"],
-            "p99_ms": s["latency_ms"]["p99"], "scrapes_ok": counts[0], "scrapes": counts[1]}
+            "p99_ms": s["latency_ms"]["p99"], "scrapes_ok": counts[0], "scrapes": counts[1],
+            "nodes_cpu_us_per_op": cpu_us}
 
 
 async def run(args, base: Path, loop_name: str) -> dict:
@@ -153,9 +165,13 @@ def render(res: dict) -> str:
         ratios = [b["ops_s"] / a["ops_s"] for a, b in zip(by["off"], by["on"])]
         ratio = statistics.median(ratios)
         worst = ratio if worst is None else min(worst, ratio)
+        cpu = [statistics.median(c) if c else None for c in (
+            [m["nodes_cpu_us_per_op"] for m in by[side] if m["nodes_cpu_us_per_op"]]
+            for side in SIDES)]
         rows.append([label, f"{statistics.median(m['ops_s'] for m in by['off']):,.0f}",
                      f"{statistics.median(m['ops_s'] for m in by['on']):,.0f}",
-                     f"**{ratio:.3f}**", ", ".join(f"{x:.3f}" for x in ratios)])
+                     f"**{ratio:.3f}**", ", ".join(f"{x:.3f}" for x in ratios),
+                     " / ".join("-" if c is None else f"{c:.1f}" for c in cpu)])
     m = res["meta"]
     scrapes = [x for x in ms if x["side"] == "on"]
     ok = sum(x["scrapes_ok"] for x in scrapes)
@@ -165,7 +181,7 @@ def render(res: dict) -> str:
         f"of {m['duration_s']:g} s per measurement; with metrics: /metrics and /health of "
         f"each node scraped once a second ({ok} of {total} scrapes answered).", "",
         table(["workload", "without metrics ops/s", "with metrics ops/s", "with / without",
-               "per round"], rows), "",
+               "per round", "nodes' CPU us/op without / with"], rows), "",
         f"Aim (within 3 %): {'met' if worst >= TARGET else 'NOT met'} (lowest {worst:.3f})."])
 
 
