@@ -31,7 +31,6 @@ stopped node left in ``backup/`` is removed when the next process makes its ``Ba
 from __future__ import annotations
 
 import asyncio
-import gc
 import logging
 import os
 import secrets
@@ -319,40 +318,11 @@ def _pread(path: str, offset: int, n: int) -> bytes:
 
 async def _fork_save(machine, store: SnapshotStore, meta, job: _Job) -> str:
     """``store.save(meta, machine.snapshot_chunks())`` in a forked child (the snapshotter's
-    child: ``snapshotter._child``); the path once it is durable. StorageError with the
-    child's reason when it fails."""
-    S = snapshotter
-    libc = S._libc()
-    parent = os.getpid()
+    ``fork_write``); the path once it is durable. StorageError with the child's reason when
+    it fails."""
     path = os.path.join(store.directory, snapshot_name(meta.term, meta.index))
+    stats: dict = {}
     try:
-        rfd, wfd = os.pipe()
-    except OSError as exc:
-        raise StorageError(f"cannot make a pipe for the backup writer: {exc}") from exc
-    t0 = time.perf_counter()
-    froze = gc.get_freeze_count() == 0
-    if froze:
-        gc.freeze()
-    try:
-        pid = os.fork()
-    except OSError as exc:
-        if froze:
-            gc.unfreeze()
-        os.close(rfd)
-        os.close(wfd)
-        raise StorageError(f"cannot fork the backup writer: {exc}") from exc
-    if pid == 0:                                        # the child
-        S._child(machine, store, meta, rfd, wfd, parent, libc)     # never returns
-    job.pause = time.perf_counter() - t0
-    os.close(wfd)
-    try:
-        status = await S._wait(pid)
-        reason = S._read_all(rfd)
+        return await snapshotter.fork_write(machine, store, meta, path, stats, "backup writer")
     finally:
-        os.close(rfd)
-        if froze:
-            gc.unfreeze()
-    if reason == b"OK" and (status is None or (os.WIFEXITED(status)
-                                               and os.WEXITSTATUS(status) == 0)):
-        return path
-    raise StorageError(f"backup writer {pid} failed: {S._text(reason) or 'no report'}")
+        job.pause = stats.get("fork_s", job.pause)

@@ -48,7 +48,7 @@ from ..raft.messages import SnapshotMeta
 from ..storage.snapshot import SnapshotStore, parse_snapshot_name, snapshot_name
 from .machine import KVStateMachine
 
-__all__ = ["take_snapshot", "take_snapshot_sync", "fork_available", "snapshot_running"]
+__all__ = ["take_snapshot", "take_snapshot_sync", "fork_write", "fork_available", "snapshot_running"]
 
 log = logging.getLogger(__name__)
 
@@ -105,63 +105,70 @@ async def take_snapshot(machine: KVStateMachine, store: SnapshotStore, meta: Sna
     forked child; returns its path once it is durable. The caller may go on applying entries
     meanwhile. Raises StorageError when the child fails (with its reason), LocalProtocolError
     for a misuse. ``stats``, if given, receives ``fork_s`` (the fork call, the loop's only
-    pause) and ``total_s``."""
+    pause) and ``total_s``. One at a time per process (``fork_write`` has no such rule)."""
     global _running
     if not fork_available():
         raise LocalProtocolError("os.fork is not available here: use take_snapshot_sync")
     path = _check(machine, store, meta)
     _running = True
     try:
-        t0 = time.perf_counter()
-        libc = _libc()
-        parent = os.getpid()
-        try:
-            rfd, wfd = os.pipe()
-        except OSError as exc:
-            raise StorageError(f"cannot make a pipe for the snapshot writer: {exc}") from exc
-        # Keep the parent's garbage collector off the objects the child is reading: a full
-        # collection would write to every object header and copy most pages (copy on write)
-        # while the child runs. Skipped if the application froze objects itself.
-        froze = gc.get_freeze_count() == 0
-        if froze:
-            gc.freeze()
-        try:
-            pid = os.fork()
-        except OSError as exc:
-            if froze:
-                gc.unfreeze()
-            os.close(rfd)
-            os.close(wfd)
-            raise StorageError(f"cannot fork the snapshot writer: {exc}") from exc
-        if pid == 0:                                            # the child
-            _child(machine, store, meta, rfd, wfd, parent, libc)   # never returns
-        t_fork = time.perf_counter() - t0
-        os.close(wfd)
-        try:
-            status = await _wait(pid)
-            reason = _read_all(rfd)
-        finally:
-            os.close(rfd)
-            if froze:
-                gc.unfreeze()
-        if stats is not None:
-            stats["fork_s"] = t_fork
-            stats["total_s"] = time.perf_counter() - t0
-        ok = reason == b"OK"
-        if status is None:          # reaped by someone else: the pipe is all we know
-            if ok:
-                return path
-            raise StorageError(f"snapshot writer {pid} ended (status lost): "
-                               f"{_text(reason) or 'no report'}")
-        if os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0 and ok:
-            return path
-        if os.WIFSIGNALED(status):
-            how = f"was killed by signal {os.WTERMSIG(status)}"
-        else:
-            how = f"exited with status {os.WEXITSTATUS(status)}"
-        raise StorageError(f"snapshot writer {pid} {how}: {_text(reason) or 'no report'}")
+        return await fork_write(machine, store, meta, path, stats, "snapshot writer")
     finally:
         _running = False
+
+
+async def fork_write(machine, store: SnapshotStore, meta: SnapshotMeta, path: str,
+                     stats: dict | None = None, what: str = "snapshot writer") -> str:
+    """``store.save(meta, machine.snapshot_chunks())`` in a forked child (``_child``);
+    returns ``path`` (where ``store`` puts it) once it is durable. StorageError naming
+    ``what`` with the child's reason when it fails. ``stats``: as ``take_snapshot``'s."""
+    t0 = time.perf_counter()
+    libc = _libc()
+    parent = os.getpid()
+    try:
+        rfd, wfd = os.pipe()
+    except OSError as exc:
+        raise StorageError(f"cannot make a pipe for the {what}: {exc}") from exc
+    # Keep the parent's garbage collector off the objects the child is reading: a full
+    # collection would write to every object header and copy most pages (copy on write)
+    # while the child runs. Skipped if the application froze objects itself.
+    froze = gc.get_freeze_count() == 0
+    if froze:
+        gc.freeze()
+    try:
+        pid = os.fork()
+    except OSError as exc:
+        if froze:
+            gc.unfreeze()
+        os.close(rfd)
+        os.close(wfd)
+        raise StorageError(f"cannot fork the {what}: {exc}") from exc
+    if pid == 0:                                            # the child
+        _child(machine, store, meta, rfd, wfd, parent, libc)   # never returns
+    t_fork = time.perf_counter() - t0
+    os.close(wfd)
+    try:
+        status = await _wait(pid)
+        reason = _read_all(rfd)
+    finally:
+        os.close(rfd)
+        if froze:
+            gc.unfreeze()
+    if stats is not None:
+        stats["fork_s"] = t_fork
+        stats["total_s"] = time.perf_counter() - t0
+    ok = reason == b"OK"
+    if status is None:          # reaped by someone else: the pipe is all we know
+        if ok:
+            return path
+        raise StorageError(f"{what} {pid} ended (status lost): {_text(reason) or 'no report'}")
+    if os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0 and ok:
+        return path
+    if os.WIFSIGNALED(status):
+        how = f"was killed by signal {os.WTERMSIG(status)}"
+    else:
+        how = f"exited with status {os.WEXITSTATUS(status)}"
+    raise StorageError(f"{what} {pid} {how}: {_text(reason) or 'no report'}")
 
 
 async def _wait(pid: int) -> int | None:
