@@ -63,8 +63,7 @@ STOP_TIMEOUT = 20
 def _install_tools(missing: list[str]) -> str | None:
     """apt-get install the missing tools; None on success, else why not."""
     env = dict(os.environ, DEBIAN_FRONTEND="noninteractive")
-    cmd = ["apt-get", "install", "-y", "-q", "--no-install-recommends", "buildah",
-           "debootstrap"]
+    cmd = ["apt-get", "install", "-y", "-q", "buildah", "debootstrap"]
     proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=900)
     if proc.returncode != 0:            # an old or empty package list: update once, retry
         subprocess.run(["apt-get", "update", "-q"], capture_output=True, env=env, timeout=600)
