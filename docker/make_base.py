@@ -169,10 +169,13 @@ def slim(rootfs: str, mirror: str, security: str | None) -> None:
         pdir = os.path.join(doc, pkg)
         if os.path.isdir(pdir) and not os.path.islink(pdir):
             for name in os.listdir(pdir):
-                if name != "copyright":
-                    p = os.path.join(pdir, name)
-                    shutil.rmtree(p) if os.path.isdir(p) and not os.path.islink(p) \
-                        else os.unlink(p)
+                p = os.path.join(pdir, name)
+                if name == "copyright":
+                    continue
+                if os.path.isdir(p) and not os.path.islink(p):
+                    shutil.rmtree(p)
+                else:
+                    os.unlink(p)
     for sub in ("var/lib/apt/lists", "var/cache/apt/archives", "var/cache/apt"):
         for p in glob.glob(os.path.join(rootfs, sub, "*")):
             if os.path.isfile(p) or os.path.islink(p):
