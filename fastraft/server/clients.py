@@ -55,6 +55,9 @@ log = logging.getLogger("fastraft.clients")
 LINGER = 2.0
 #: Connections refused at accept that may linger at once; past it they are aborted.
 MAX_LINGERING = 256
+#: With metrics, one request in TIME_EVERY (by request id) is timed; every one is counted.
+TIME_EVERY = 8
+TIME_MASK = TIME_EVERY - 1
 #: Seconds a client has to finish its TLS handshake ([tls]).
 HANDSHAKE_TIMEOUT = 5.0
 
@@ -151,7 +154,8 @@ class ClientConn(asyncio.Protocol):
         self._flush = None
         self.last_rid = 0             # id of the last request read (a notice names it)
         self._linger = None
-        #: with metrics: request id -> (op, perf_counter when read), until answered
+        #: with metrics: request id -> its op until answered; one request in TIME_EVERY
+        #: (by id) -> (op, perf_counter when read), to be timed
         self._started = {} if srv.timed else None
 
     def connection_made(self, transport) -> None:
@@ -232,7 +236,7 @@ class ClientConn(asyncio.Protocol):
         srv = self.srv
         node = srv.node
         started = self._started
-        now = perf_counter() if started is not None else 0.0
+        now = 0.0
         for body in frames:
             if type(body) is not bytes:         # an OversizedFrame: answered, then skipped
                 if not self._oversized(body.size, body.head):
@@ -249,7 +253,13 @@ class ClientConn(asyncio.Protocol):
                 return
             self.last_rid = req.req_id
             if started is not None:
-                started[req.req_id] = (req.op, now)
+                rid = req.req_id
+                if rid & TIME_MASK:
+                    started[rid] = req.op
+                else:
+                    if not now:
+                        now = perf_counter()
+                    started[rid] = (req.op, now)
             node.on_request(self, req)
         if dec.pending and not self.closed:
             head = dec.partial_head
@@ -286,7 +296,9 @@ class ClientConn(asyncio.Protocol):
             return
         if self._started is not None:
             st = self._started.pop(req_id, None)
-            if st is not None:
+            if st.__class__ is int:
+                self.srv.stats.request_counted(st, status)
+            elif st is not None:
                 self.srv.stats.request_done(st[0], status, perf_counter() - st[1])
         self._out.append(encode_frame(codec.encode_response(req_id, status, *values)))
         if self._flush is None:

@@ -132,7 +132,8 @@ class _NodeCollector:
             c.add_metric([codec.OP_NAMES.get(op, str(op)), STATUS_NAMES.get(st, str(st))], n)
         yield c
         yield _hist("fastraft_client_request_duration_seconds", "Time from reading a client "
-                    "request to answering it, per operation", [
+                    "request to answering it, per operation (a sample: one request in "
+                    "eight, by request id)", [
                         ((codec.OP_NAMES.get(op, str(op)),), h)
                         for op, h in sorted(s["request_time"].items())], ["op"])
         for name, key, label, what in (

@@ -9,7 +9,8 @@ formats them in its own thread.
 - ``Histogram``: fixed bucket bounds (seconds), one count per bucket, a sum and a count;
   ``snapshot()`` is what the exposition needs (cumulative counts per bound).
 - ``NodeStats``: one per node: leader changes seen, the fsync and snapshot durations, client
-  requests per (op, status) and their durations per op, peer bytes sent and received per
+  requests per (op, status) and the durations of a sample of them per op (``clients`` times
+  one request in eight, by request id), peer bytes sent and received per
   peer, the round trip of heartbeats per peer (measured by the leader: a heartbeat sent, its
   answer received), and when each peer was last heard from (for ``/health``).
 """
@@ -82,8 +83,14 @@ class NodeStats:
         #: the highest commit index a leader's append announced (a follower behind sees it)
         self.leader_commit = 0
 
+    def request_counted(self, op: int, status: int) -> None:
+        """One client request answered, not timed."""
+        key = op << 4 | status
+        requests = self.requests
+        requests[key] = requests.get(key, 0) + 1
+
     def request_done(self, op: int, status: int, seconds: float) -> None:
-        """One client request answered (the hot path: no object made, one bisect)."""
+        """One client request answered and timed (one bisect into the op's buckets)."""
         key = op << 4 | status
         requests = self.requests
         requests[key] = requests.get(key, 0) + 1

@@ -71,7 +71,8 @@ def test_metrics_names_values_and_help(cluster_factory):
     assert s["fastraft_proposals_committed_total"] >= 21        # 20 puts + the register
     assert s['fastraft_client_requests_total{op="put",status="ok"}'] == 20
     assert s['fastraft_client_requests_total{op="get",status="ok"}'] == 1
-    assert s['fastraft_client_request_duration_seconds_count{op="put"}'] == 20
+    # Every request is counted; one in eight (by request id) is timed.
+    assert 1 <= s['fastraft_client_request_duration_seconds_count{op="put"}'] <= 20 // 8 + 1
     assert s['fastraft_wal_fsync_duration_seconds_bucket{le="+Inf"}'] > 0
     assert s["fastraft_raft_applied_index"] >= 22 and s["fastraft_raft_term"] >= 2
     others = [i for i in cl.ids if i != lead]
