@@ -22,6 +22,12 @@ node dirty and one pass per loop turn (``_process``) does the Ready cycle::
 A write or fsync failure is fatal: the node logs why and stops without answering anything
 that is not durable (``fatal``). A graceful stop (``shutdown``) hands leadership over first
 (``shutdown.hand_over_leadership``).
+
+The node and its transports count what the metrics report in one ``stats.NodeStats`` (leader
+changes, fsync times, peer traffic, heartbeat round trips, when each peer was last heard
+from); with a ``metrics`` address it starts the listener (``metrics``) after its ports, and
+``backup.Backups`` serves ``fastraft snapshot save``. SIGHUP re-reads the TLS files
+(``reload_tls``).
 """
 
 from __future__ import annotations
