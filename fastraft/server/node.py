@@ -203,7 +203,7 @@ class Node:
         stats = self.stats
         stats.heard[m.frm] = self.now
         t = m.type
-        if t == MsgType.HEARTBEAT_RESP:
+        if t == MsgType.HEARTBEAT_RESP and not m.context:    # answers a periodic one
             stats.heartbeat_answered(m.frm, asyncio.get_running_loop().time())
         elif t == MsgType.APP and m.commit > stats.leader_commit:
             stats.leader_commit = m.commit

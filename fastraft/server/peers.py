@@ -408,7 +408,7 @@ class _Outbound(asyncio.Protocol):
                 continue
             if congested and t in _DROPPABLE:
                 continue
-            if t == MsgType.HEARTBEAT:
+            if t == MsgType.HEARTBEAT and not m.context:     # the periodic ones: timed
                 self.tr.stats.heartbeat_sent(self.pid, asyncio.get_running_loop().time())
             frames.append(encode_frame(codec.encode_message(m)))
         if congested and not self._told_unreachable:

@@ -11,8 +11,8 @@ formats them in its own thread.
 - ``NodeStats``: one per node: leader changes seen, the fsync and snapshot durations, client
   requests per (op, status) and the durations of a sample of them per op (``clients`` times
   one request in eight, by request id), peer bytes sent and received per
-  peer, the round trip of heartbeats per peer (measured by the leader: a heartbeat sent, its
-  answer received), and when each peer was last heard from (for ``/health``).
+  peer, the round trip of heartbeats per peer (measured by the leader on its periodic
+  heartbeats, not those of ReadIndex rounds: a heartbeat sent, its answer received), and when each peer was last heard from (for ``/health``).
 """
 
 from __future__ import annotations
