@@ -282,3 +282,48 @@ def test_the_member_book_folds_the_snapshot_and_the_conf_entries_in_log_order():
     assert fold_book(b"", []) == ({}, set())
     # An unreadable book (a damaged snapshot) leaves the log's changes usable.
     assert fold_book(b"\x93\x01", changes[:1]) == ({3: ("h:5", "h:6")}, set())
+
+
+# -- the proposal counters the metrics read ---------------------------------------------------
+
+
+def test_proposal_counters_follow_the_answers():
+    r, raw, _ = _requests()
+    conn = Conn()
+    assert (r.proposals_committed, r.proposals_failed, r.proposals_pending) == (0, 0, 0)
+    for i in (1, 2, 3):
+        r.on_request(conn, _register(i))
+    assert r.proposals_pending == 3                 # gathered, not yet proposed
+    r.flush()
+    assert r.proposals_pending == 3                 # proposed, waiting
+    # entry 2 was replaced by another leader's entry (term 4): a failure
+    r.apply(EntryBatch(1, [(3, raw.proposed[0][0]), (4, raw.proposed[0][1]),
+                           (3, raw.proposed[0][2])]))
+    assert (r.proposals_committed, r.proposals_failed, r.proposals_pending) == (2, 1, 0)
+    # a put from a session that does not exist: committed, but answered SESSION_EXPIRED
+    r.on_request(conn, codec.Request(4, codec.OP_PUT, 99, 1, 1, key=b"k", value=b"v"))
+    r.flush()
+    r.apply(EntryBatch(4, [(3, raw.proposed[1][0])]))
+    assert conn.answers[-1][:2] == (4, codec.ST_SESSION_EXPIRED)
+    assert (r.proposals_committed, r.proposals_failed) == (2, 2)
+
+
+def test_refused_proposals_and_lost_leadership_count_as_failed():
+    r, raw, _ = _requests()
+    conn = Conn()
+    r.on_request(conn, _register(1))
+    raw.refuse = Busy("transfer")
+    r.flush()
+    raw.refuse = NotLeader("no")
+    r.on_request(conn, _register(2))
+    r.flush()
+    assert (r.proposals_committed, r.proposals_failed, r.proposals_pending) == (0, 2, 0)
+    raw.refuse = None
+    for i in (3, 4):
+        r.on_request(conn, _register(i))
+    r.flush()
+    assert r.proposals_pending == 2
+    r.on_role(FOLLOWER, 2)                      # leadership lost: outcome unknown
+    assert [a[:2] for a in conn.answers[-2:]] == [(3, codec.ST_UNKNOWN),
+                                                  (4, codec.ST_UNKNOWN)]
+    assert (r.proposals_committed, r.proposals_failed, r.proposals_pending) == (0, 4, 0)
