@@ -22,6 +22,7 @@ recovered and serves (503 while it stops or after a storage failure). Other path
 
 from __future__ import annotations
 
+import asyncio
 import concurrent.futures
 import json
 import logging
@@ -35,7 +36,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, \
 from prometheus_client.exposition import ThreadingWSGIServer
 
 from .. import codec
-from ..raft import LEADER
+from ..raft import LEADER, ROLE_NAMES
 
 __all__ = ["MetricsServer", "MAX_APPLY_LAG"]
 
@@ -168,8 +169,6 @@ class MetricsServer:
 
     def start(self) -> None:
         """Listen (OSError when the address cannot be bound) and serve in a thread."""
-        import asyncio
-
         self.loop = asyncio.get_running_loop()
         registry = CollectorRegistry(auto_describe=False)
         ProcessCollector(registry=registry)
@@ -242,7 +241,7 @@ class MetricsServer:
                                    f"not answer within {LOOP_TIMEOUT:g} s"}
             else:
                 ok, reason = health(v)
-                body = {"health": ok, "reason": reason, "role": _role(v), "leader": v["lead"],
+                body = {"health": ok, "reason": reason, "role": ROLE_NAMES[v["role"]], "leader": v["lead"],
                         "term": v["term"], "commit": v["commit"], "applied": v["applied"]}
             return _json(start_response, ok, body)
         if path == "/ready":
@@ -255,11 +254,6 @@ class MetricsServer:
             return _json(start_response, not why, {"ready": not why, "reason": why})
         start_response("404 Not Found", [("Content-Type", "text/plain; charset=utf-8")])
         return [b"not found: try /metrics, /health or /ready\n"]
-
-
-def _role(v: dict) -> str:
-    from ..raft import ROLE_NAMES
-    return ROLE_NAMES[v["role"]]
 
 
 def _json(start_response, ok: bool, body: dict):

@@ -102,8 +102,8 @@ class NodeStats:
         self.request_sum[op] += seconds
 
     def heartbeat_sent(self, pid: int, now: float) -> None:
-        if pid not in self.hb_sent:
-            self.hb_sent[pid] = now
+        """A periodic heartbeat left for ``pid`` (timed unless one is already waiting)."""
+        self.hb_sent.setdefault(pid, now)
 
     def heartbeat_answered(self, pid: int, now: float) -> None:
         t0 = self.hb_sent.pop(pid, None)
