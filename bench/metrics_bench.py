@@ -17,6 +17,7 @@ alternating between rounds; the with / without figure is the median of the per-r
     python bench/metrics_bench.py                  # 3 rounds of 5 s: about 2 minutes
     python bench/metrics_bench.py --quick          # smoke run: 1 round of 1 s
     python bench/metrics_bench.py --rounds 5 --json metrics.json
+    python bench/metrics_bench.py --control        # both clusters without metrics (A/A)
 
 Markdown to stdout, progress to stderr; exit 1 when a cluster cannot start, a node dies or a
 measurement fails (the directory is then kept).
@@ -55,9 +56,9 @@ TARGET = 0.97
 class MetricsCluster(Cluster):
     """A 3-node cluster; with ``metrics``, each node gets a metrics address."""
 
-    def __init__(self, base: Path, metrics: bool) -> None:
+    def __init__(self, base: Path, metrics: bool, side: str) -> None:
         super().__init__(base, 3, Tuning())
-        self.side = "on" if metrics else "off"
+        self.side = side
         if metrics:
             nodes = tuple(dataclasses.replace(s, metrics=("127.0.0.1", processes.free_port()))
                           for s in self.config.nodes)
@@ -133,10 +134,11 @@ async def measure(cl: MetricsCluster, wl, args, r: int) -> dict:
 
 
 async def run(args, base: Path, loop_name: str) -> dict:
-    clusters = {"off": MetricsCluster(base / "off", False),
-                "on": MetricsCluster(base / "on", True)}
+    clusters = {"off": MetricsCluster(base / "off", False, "off"),
+                "on": MetricsCluster(base / "on", not args.control, "on")}
     res = {"meta": {"python": platform.python_version(), "cpus": os.cpu_count(),
-                    "loop": loop_name, "duration_s": args.duration, "rounds": args.rounds},
+                    "loop": loop_name, "duration_s": args.duration, "rounds": args.rounds,
+                    "control": args.control},
            "measurements": []}
     try:
         for cl in clusters.values():
@@ -158,13 +160,14 @@ async def run(args, base: Path, loop_name: str) -> dict:
 def render(res: dict) -> str:
     ms = res["measurements"]
     rows = []
-    worst = None
+    worst = best = None
     for key, label, _ in WORKLOADS:
         by = {side: [m for m in ms if m["workload"] == key and m["side"] == side]
               for side in SIDES}
         ratios = [b["ops_s"] / a["ops_s"] for a, b in zip(by["off"], by["on"])]
         ratio = statistics.median(ratios)
         worst = ratio if worst is None else min(worst, ratio)
+        best = ratio if best is None else max(best, ratio)
         cpu = [statistics.median(c) if c else None for c in (
             [m["nodes_cpu_us_per_op"] for m in by[side] if m["nodes_cpu_us_per_op"]]
             for side in SIDES)]
@@ -176,12 +179,19 @@ def render(res: dict) -> str:
     scrapes = [x for x in ms if x["side"] == "on"]
     ok = sum(x["scrapes_ok"] for x in scrapes)
     total = sum(x["scrapes"] for x in scrapes)
+    if m.get("control"):
+        what = ("**control run**: both clusters WITHOUT metrics (the columns keep their "
+                "names): the spread of the method itself")
+    else:
+        what = (f"with metrics: /metrics and /health of each node scraped once a second "
+                f"({ok} of {total} scrapes answered)")
     return "\n".join([
         f"Python {m['python']}, {m['cpus']} CPUs, loop {m['loop']}; {m['rounds']} round(s) "
-        f"of {m['duration_s']:g} s per measurement; with metrics: /metrics and /health of "
-        f"each node scraped once a second ({ok} of {total} scrapes answered).", "",
+        f"of {m['duration_s']:g} s per measurement; {what}.", "",
         table(["workload", "without metrics ops/s", "with metrics ops/s", "with / without",
                "per round", "nodes' CPU us/op without / with"], rows), "",
+        f"A/A medians from {worst:.3f} to {best:.3f}: a with / without figure inside that "
+        f"band is noise." if m.get("control") else
         f"Aim (within 3 %): {'met' if worst >= TARGET else 'NOT met'} (lowest {worst:.3f})."])
 
 
@@ -196,6 +206,8 @@ def parse_args(argv=None):
     ap.add_argument("--quick", action="store_true", help="smoke run: 1 round of 1 s")
     ap.add_argument("--no-scrape", dest="scrape", action="store_false",
                     help="do not scrape the nodes while measuring (the listener idle)")
+    ap.add_argument("--control", action="store_true", help="an A/A run: the second "
+                    "cluster without metrics too, to see the spread of the method itself")
     ap.add_argument("--dir", default=None, help="where the clusters live (default: a "
                     "temporary directory, deleted unless --keep or the run fails)")
     ap.add_argument("--keep", action="store_true", help="keep the data and logs")

@@ -18,6 +18,7 @@ formats them in its own thread.
 from __future__ import annotations
 
 from bisect import bisect_left
+from collections import defaultdict
 
 __all__ = ["Histogram", "NodeStats", "FSYNC_BUCKETS", "REQUEST_BUCKETS", "RTT_BUCKETS",
            "SNAPSHOT_BUCKETS"]
@@ -67,9 +68,10 @@ class NodeStats:
         self.leader_changes = 0
         self.fsync = Histogram(FSYNC_BUCKETS)
         self.snapshot = Histogram(SNAPSHOT_BUCKETS)
-        #: op code << 4 | status code -> count; op code -> bucket counts (REQUEST_BUCKETS)
-        #: and sum of seconds (named and made cumulative when scraped)
-        self.requests: dict = {}
+        #: op code << 4 | status code -> count (a defaultdict: the client connections add
+        #: to it inline); op code -> bucket counts (REQUEST_BUCKETS) and sum of seconds
+        #: (named and made cumulative when scraped)
+        self.requests: defaultdict = defaultdict(int)
         self.request_time: dict = {}
         self.request_sum: dict = {}
         #: peer id -> bytes
@@ -83,17 +85,9 @@ class NodeStats:
         #: the highest commit index a leader's append announced (a follower behind sees it)
         self.leader_commit = 0
 
-    def request_counted(self, op: int, status: int) -> None:
-        """One client request answered, not timed."""
-        key = op << 4 | status
-        requests = self.requests
-        requests[key] = requests.get(key, 0) + 1
-
     def request_done(self, op: int, status: int, seconds: float) -> None:
         """One client request answered and timed (one bisect into the op's buckets)."""
-        key = op << 4 | status
-        requests = self.requests
-        requests[key] = requests.get(key, 0) + 1
+        self.requests[op << 4 | status] += 1
         counts = self.request_time.get(op)
         if counts is None:
             counts = self.request_time[op] = [0] * (len(REQUEST_BUCKETS) + 1)
