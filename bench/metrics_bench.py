@@ -18,6 +18,7 @@ alternating between rounds; the with / without figure is the median of the per-r
     python bench/metrics_bench.py --quick          # smoke run: 1 round of 1 s
     python bench/metrics_bench.py --rounds 5 --json metrics.json
     python bench/metrics_bench.py --control        # both clusters without metrics (A/A)
+    python bench/metrics_bench.py --scrape-only    # one cluster: not scraped vs scraped
 
 Markdown to stdout, progress to stderr; exit 1 when a cluster cannot start, a node dies or a
 measurement fails (the directory is then kept).
@@ -101,11 +102,11 @@ print(ok, asked)
 """
 
 
-async def measure(cl: MetricsCluster, wl, args, r: int) -> dict:
+async def measure(cl: MetricsCluster, side: str, wl, args, r: int) -> dict:
     key, label, kw = wl
     counts = [0, 0]
     scraper = None
-    if cl.urls and args.scrape:
+    if cl.urls and args.scrape and side == "on":
         scraper = await asyncio.create_subprocess_exec(
             sys.executable, "-c", SCRAPER_PY, *cl.urls, stdin=asyncio.subprocess.PIPE,
             stdout=asyncio.subprocess.PIPE)
@@ -113,7 +114,7 @@ async def measure(cl: MetricsCluster, wl, args, r: int) -> dict:
     try:
         s = await bench(cl.endpoints(), duration=args.duration, **kw)
     except FastraftError as exc:
-        raise BenchFailed(f"round {r}, {label}, metrics {cl.side}: {type(exc).__name__}: "
+        raise BenchFailed(f"round {r}, {label}, metrics {side}: {type(exc).__name__}: "
                           f"{exc}\n{cl.report()}") from None
     finally:
         if scraper is not None:
@@ -124,35 +125,40 @@ async def measure(cl: MetricsCluster, wl, args, r: int) -> dict:
         else (cpu1 - cpu0) / s["ops"] * 1e6
     cl.check_alive(f"during round {r}, {label}")
     if not s["ops"]:
-        raise BenchFailed(f"round {r}, {label}, metrics {cl.side}: no operation completed")
-    progress(f"round {r} {label:<34} metrics {cl.side:>3}: {s['throughput_ops_s']:>9,.0f} "
+        raise BenchFailed(f"round {r}, {label}, metrics {side}: no operation completed")
+    progress(f"round {r} {label:<34} metrics {side:>3}: {s['throughput_ops_s']:>9,.0f} "
              f"ops/s  p99 {s['latency_ms']['p99']:.2f} ms  nodes' CPU "
              f"{cpu_us or 0:.1f} us/op  scrapes {counts[0]}/{counts[1]}")
-    return {"round": r, "workload": key, "side": cl.side, "ops_s": s["throughput_ops_s"],
+    return {"round": r, "workload": key, "side": side, "ops_s": s["throughput_ops_s"],
             "p99_ms": s["latency_ms"]["p99"], "scrapes_ok": counts[0], "scrapes": counts[1],
             "nodes_cpu_us_per_op": cpu_us}
 
 
 async def run(args, base: Path, loop_name: str) -> dict:
-    clusters = {"off": MetricsCluster(base / "off", False, "off"),
-                "on": MetricsCluster(base / "on", not args.control, "on")}
+    if args.scrape_only:
+        one = MetricsCluster(base / "on", True, "on")
+        clusters = {"off": one, "on": one}
+    else:
+        clusters = {"off": MetricsCluster(base / "off", False, "off"),
+                    "on": MetricsCluster(base / "on", not args.control, "on")}
     res = {"meta": {"python": platform.python_version(), "cpus": os.cpu_count(),
                     "loop": loop_name, "duration_s": args.duration, "rounds": args.rounds,
-                    "control": args.control},
+                    "control": args.control, "scrape_only": args.scrape_only},
            "measurements": []}
+    distinct = list({id(c): c for c in clusters.values()}.values())
     try:
-        for cl in clusters.values():
+        for cl in distinct:
             cl.start()
-        for cl in clusters.values():
+        for cl in distinct:
             await cl.leader(60.0)
             await bench(cl.endpoints(), concurrency=64, duration=args.warmup)
         for r in range(1, args.rounds + 1):
             order = SIDES if r % 2 else SIDES[::-1]
             for wl in WORKLOADS:
                 for side in order:
-                    res["measurements"].append(await measure(clusters[side], wl, args, r))
+                    res["measurements"].append(await measure(clusters[side], side, wl, args, r))
     finally:
-        for cl in clusters.values():
+        for cl in distinct:
             cl.close()
     return res
 
@@ -179,7 +185,11 @@ def render(res: dict) -> str:
     scrapes = [x for x in ms if x["side"] == "on"]
     ok = sum(x["scrapes_ok"] for x in scrapes)
     total = sum(x["scrapes"] for x in scrapes)
-    if m.get("control"):
+    if m.get("scrape_only"):
+        what = ("**scrape-only run**: ONE cluster with metrics, \"without\" = not scraped, "
+                "\"with\" = /metrics and /health of each node scraped once a second "
+                f"({ok} of {total} answered)")
+    elif m.get("control"):
         what = ("**control run**: both clusters WITHOUT metrics (the columns keep their "
                 "names): the spread of the method itself")
     else:
@@ -208,6 +218,8 @@ def parse_args(argv=None):
                     help="do not scrape the nodes while measuring (the listener idle)")
     ap.add_argument("--control", action="store_true", help="an A/A run: the second "
                     "cluster without metrics too, to see the spread of the method itself")
+    ap.add_argument("--scrape-only", action="store_true", help="one cluster with metrics, "
+                    "measured not scraped and scraped: what the scrapes alone cost")
     ap.add_argument("--dir", default=None, help="where the clusters live (default: a "
                     "temporary directory, deleted unless --keep or the run fails)")
     ap.add_argument("--keep", action="store_true", help="keep the data and logs")
