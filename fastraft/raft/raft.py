@@ -51,6 +51,17 @@ Rules (Raft paper §5, Ongaro's thesis; etcd-io/raft is the model for the shape)
    the change (a two-voter cluster removing its leader would otherwise never elect again).
    Leadership is only transferred to an incoming voter. The configuration methods live in
    ``membership.py`` (a mixin of ``Raft``).
+9. Fast failover on evidence (``leader_lost``): the runtime tells a follower that the
+   connection from its leader closed (a killed process's sockets close at once). The
+   follower's lease ends there (it forgets the leader, so it answers vote requests) and it
+   campaigns, with a pre-vote, within 1..HURRY_TICKS ticks, unless a candidate asks for its
+   vote first (it then waits a normal election timeout). A live leader is not disturbed:
+   followers that still hear from it ignore the pre-vote (rule 1a), and its next heartbeat
+   ends the campaign. Two pre-candidates with equally up-to-date logs would both win their
+   pre-votes and split the real vote: a pre-candidate refuses the pre-vote of one with a
+   higher id, and a pre-candidate asked for a pre-vote by a voter it has no answer from asks
+   that voter again (its first request may have arrived while the voter was still in its
+   lease, and was ignored).
 
 Role functions are swapped, not tested in an if-ladder: ``_step`` and ``_tick`` point to the
 current role's handlers (etcd's stepLeader/stepCandidate/stepFollower).
@@ -93,6 +104,9 @@ LEADER = 3
 ENTRY_FRAMING = 16
 ROLE_NAMES = {FOLLOWER: "follower", PRE_CANDIDATE: "pre-candidate", CANDIDATE: "candidate",
               LEADER: "leader"}
+
+#: Rule 9: a follower whose leader's connection closed campaigns within this many ticks.
+HURRY_TICKS = 3
 
 # Kinds of campaign.
 PRE_ELECTION = 0
@@ -211,6 +225,7 @@ class Raft(Membership):
         self.election_elapsed = 0
         self.heartbeat_elapsed = 0
         self.randomized_election_timeout = cfg.election_tick
+        self.hurried = False        # rule 9: campaigning soon after the leader's loss
         self.lead_transferee = NO_NODE
         self.msgs: list[Message] = []                 # may leave now
         self.msgs_after_persist: list[Message] = []   # only once the Ready is durable
@@ -273,6 +288,7 @@ class Raft(Membership):
         self.heartbeat_elapsed = 0
         lo = self.cfg.election_tick
         self.randomized_election_timeout = lo + self.rng.randrange(lo)
+        self.hurried = False
         self.votes = {}
         self.lead_transferee = NO_NODE
         self._drop_reads()
@@ -379,6 +395,18 @@ class Raft(Membership):
                 pr.recent_active = False
         return joint_vote_result(self.voters, self.outgoing, active) == VOTE_WON
 
+    def leader_lost(self, pid: int) -> None:
+        """Rule 9: the runtime saw the connection from ``pid`` close. When ``pid`` is the
+        leader this follower follows, end its lease and campaign within 1..HURRY_TICKS
+        ticks."""
+        if self.role != FOLLOWER or pid == NO_NODE or self.lead != pid or not self.promotable:
+            return
+        self.lead = NO_NODE
+        soon = self.randomized_election_timeout - 1 - self.rng.randrange(HURRY_TICKS)
+        if self.election_elapsed < soon:
+            self.election_elapsed = soon
+        self.hurried = True
+
     # -- elections --------------------------------------------------------------------------
 
     def hup(self) -> None:
@@ -424,11 +452,23 @@ class Raft(Membership):
                     or (m.type == PRE_VOTE and m.term > self.term))
         # Not ``self.id not in self.learners``: rule 8 (a learner may be a promoted voter
         # that has not appended its promotion yet; only candidates that count it ask).
-        if can_vote and not self.rejoining and self.log.is_up_to_date(m.index, m.log_term):
+        log = self.log
+        if self.role == PRE_CANDIDATE and m.type == PRE_VOTE:
+            # Rule 9: of two pre-candidates with logs equally up to date, the lower id goes
+            # first; and one that asked the sender before may have been ignored (its lease).
+            if m.frm > self.id and m.index == log.last_index and m.log_term == log.last_term:
+                can_vote = False
+            if m.frm not in self.votes and m.frm in self.all_voters:
+                self.send(Message(PRE_VOTE, m.frm, self.id, self.term + 1,
+                                  log_term=log.last_term, index=log.last_index))
+        if can_vote and not self.rejoining and log.is_up_to_date(m.index, m.log_term):
             self.send(Message(resp, m.frm, self.id, m.term))
             if m.type == VOTE:
                 self.election_elapsed = 0
                 self.vote = m.frm
+            elif self.hurried and self.lead == NO_NODE:
+                self.election_elapsed = 0       # rule 9: let the candidate win first
+                self.hurried = False
         else:
             self.send(Message(resp, m.frm, self.id, self.term, reject=True))
 

@@ -216,6 +216,12 @@ class RawNode:
         """Start an election now (as if the election timeout fired)."""
         self._raft.hup()
 
+    def leader_lost(self, pid: int) -> None:
+        """The runtime saw the connection from node ``pid`` close: when it is this
+        follower's leader, its lease ends and the follower campaigns within a few ticks
+        (rule 9 of ``raft.py``). Harmless when ``pid`` is alive: it stays the leader."""
+        self._raft.leader_lost(pid)
+
     def report_snapshot(self, to: int, ok: bool) -> None:
         """The runtime finished (``ok``) or gave up streaming the snapshot a SNAP message
         asked it to send to ``to``; replication to it resumes with a probe."""

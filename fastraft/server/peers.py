@@ -13,6 +13,9 @@ refusal once and closes. Any other node id is welcome: the membership changes at
 The peers this node dials follow the configuration (``set_peers``); a node refused because it
 was removed is told so (``node.removed``) and stops.
 
+- When the last connection a peer dialled to us closes (and not because we closed it for
+  cause, nor because this node stops), the node is told (``Node.on_peer_closed``): if that
+  peer led, it may have died, and the engine campaigns at once (rule 9 of ``raft.py``).
 - Dialling reconnects with jittered exponential backoff (50 ms .. 2 s). Messages for a peer
   that is not connected are dropped (Raft retransmits) and the engine is told once that the
   peer is unreachable.
@@ -514,10 +517,15 @@ class _Inbound(asyncio.Protocol):
             self.transport.abort()
 
     def connection_lost(self, exc) -> None:
-        self.tr._inbound.discard(self)
+        tr = self.tr
+        tr._inbound.discard(self)
         if self._timer is not None:
             self._timer.cancel()
         self._drop_part()
+        pid = self.peer_id
+        if pid is not None and not self.closed_for_cause and not tr._closed and \
+                not any(c.peer_id == pid for c in tr._inbound):
+            tr.node.on_peer_closed(pid)     # its last connection to us: maybe it died
 
     def _reject(self, reason: str) -> None:
         who = f"node {self.peer_id}" if self.peer_id is not None else self.remote

@@ -153,6 +153,9 @@ class Simulation:
         self.rng = random.Random(f"{seed}/faults")
         self.client_rng = random.Random(f"{seed}/client")
         self.net = Network(random.Random(f"{seed}/net"), LinkConfig(1, 2))
+        # What the runtime's transport tells an engine of closed connections (rule 9 of
+        # raft.py): its own stream, so that the other draws do not shift.
+        self.hint_rng = random.Random(f"{seed}/hints")
         self.checker = Checker()
         self.workload = Workload(self.client_rng, self.checker)
         self.now = 0
@@ -271,12 +274,21 @@ class Simulation:
             self.net.park(lambda m: m.frm == nid and m.to in some and m.type == MsgType.APP,
                           self.now + 12 * self.tuning.election_tick)
         sn.crash()
+        self._connection_closed(sn.id)
         self.workload.forget_node(sn.id)
         self.checker.on_restart(sn.id)
         if soon:
             self.restart_at[sn.id] = self.now + self.rng.randint(1, 2 * self.tuning.election_tick)
         else:
             self.restart_at[sn.id] = self.now + self.rng.randint(5, 80)
+
+    def _connection_closed(self, nid: int, only=None) -> None:
+        """The connections of node ``nid`` closed (it crashed; or, with ``only``, one
+        connection to that node was reset): most of the nodes it was connected to notice
+        (``RawNode.leader_lost``), as the real transport tells them."""
+        for sn in ([only] if only is not None else self.live()):
+            if sn.id != nid and sn.node is not None and self.hint_rng.random() < 0.9:
+                sn.node.leader_lost(nid)
 
     def restart_node(self, sn: SimNode) -> None:
         """Restart ``sn`` from what its store kept."""
@@ -394,6 +406,12 @@ class Simulation:
             alive = [sn for sn in self.nodes.values() if sn.node is not None]
             if alive:
                 self.crash_node(rng.choice(alive))
+        if "crash" in f and self.hint_rng.random() < 0.004 * inten["crash"]:
+            # A connection reset while both ends live: a false alarm the engine must survive.
+            live = self.live()
+            if live:
+                sn = self.hint_rng.choice(live)
+                self._connection_closed(sn.node.lead, only=sn)
         if "pause" in f and rng.random() < 0.004 * inten["pause"]:
             live = self.live()
             if live:
