@@ -41,8 +41,8 @@ an ``OutcomeUnknown`` error the script counts how many were applied.
 Per mode: a table of the rounds and min / median / p90 / max of the next acknowledged write,
 against the issue's targets (kill: median < 150 ms and max < 600 ms; pause: median < 800 ms).
 
-    python bench/failover_bench.py                    # 20 kills, then 20 pauses
-    python bench/failover_bench.py --quick            # smoke run: 2 rounds per mode, ~30 s
+    python bench/failover_bench.py                    # 20 kills, then 20 pauses: ~3 min
+    python bench/failover_bench.py --quick            # smoke run: 2 rounds per mode, < 1 min
     python bench/failover_bench.py --mode kill --repeats 50 --json kill.json
     python bench/failover_bench.py --tuning-election-ms 300 --heartbeat-ms 30
 
