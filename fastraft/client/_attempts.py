@@ -9,7 +9,12 @@ following). This is where the status table of ``_protocol`` (its docstring) is a
                          stale hints (more hops than endpoints: back off)
     NOT_LEADER, BUSY  -> back off, try again (NotLeader / Busy when the attempts run out)
     UNKNOWN, timeout, lost connection -> the write MAY have been applied: try again with the
-                         same session and seq (the node answers a duplicate from its cache)
+                         same session and seq (the node answers a duplicate from its cache);
+                         the first lost connection of a call is retried at once (elsewhere:
+                         the node may have died), later ones after a backoff
+    SILENT               (the client gave up on a node that answered nothing while another
+                         leads: ``aio`` hedging) -> as a timeout, retried at once at the
+                         new leader
     SESSION_EXPIRED   -> never sent before with a chance of applying: the write moves to a new
                          session (new seq); otherwise Timeout (outcome unknown)
     INVALID           -> InvalidRequest (or the OutcomeUnknown kind of an earlier attempt that
@@ -57,7 +62,7 @@ from ..errors import (
     TLSError,
 )
 from . import _protocol as P
-from ._protocol import LOST, TIMED_OUT, TLS_REFUSED, TOO_LARGE
+from ._protocol import LOST, SILENT, TIMED_OUT, TLS_REFUSED, TOO_LARGE
 
 __all__ = ["Attempts", "no_leader", "READ", "STALE", "WRITE", "PLAIN", "MEMBER", "NEW_SESSION",
            "REFUSED_ROUNDS", "REFUSED_FOR"]
@@ -87,13 +92,14 @@ class Attempts:
     ``said``     address -> what its last attempt saw (``_what_it_said``), for no_leader
     ``hops``     leader hints followed since the last backoff (the call loop resets it)
     ``failures`` backoffs so far (the retry policy's delay grows with it)
+    ``losses``   lost connections so far (only the first is retried without a backoff)
     refusals     a streak of consecutive refused connections (any other outcome ends it): the
                  call is hopeless once every endpoint refused for REFUSED_ROUNDS full rounds
                  spanning REFUSED_FOR seconds
     """
 
-    __slots__ = ("endpoints", "last", "unknown", "said", "hops", "failures", "_start", "_count",
-                 "_addrs")
+    __slots__ = ("endpoints", "last", "unknown", "said", "hops", "failures", "losses",
+                 "_start", "_count", "_addrs")
 
     def __init__(self, endpoints: list[str]) -> None:
         self.endpoints = endpoints
@@ -102,6 +108,7 @@ class Attempts:
         self.said: dict[str, tuple] = {}
         self.hops = 0
         self.failures = 0
+        self.losses = 0
         self._answered()
 
     def unreachable(self, addr: str, why: str, refused: bool, now: float) -> None:
@@ -148,16 +155,17 @@ class Attempts:
             self.last = NotLeader(hint or None, f"{addr} is not the leader "
                                   f"(hint: {values[1] if len(values) > 1 else None})")
             return not follow or self.hops > len(self.endpoints)
-        if status == TIMED_OUT:
+        if status == TIMED_OUT or status == SILENT:
             self.last = Timeout(P.message(values))
             if kind >= WRITE:
                 self.unknown = Timeout
-            return False                # a whole timeout was waited already
+            return False                # a whole timeout was waited already, or hedged
         if status == LOST or (status == TOO_LARGE and kind >= WRITE):
             self.last = ConnectionLost(P.message(values))
             if kind >= WRITE:
                 self.unknown = ConnectionLost
-            return True
+            self.losses += 1
+            return status != LOST or self.losses > 1
         if status == ST_UNKNOWN:
             self.last = LeadershipLost(f"{addr}: {P.message(values)}")
             self.unknown = LeadershipLost
@@ -212,7 +220,7 @@ def _member_error(addr: str, status: int, values: list) -> FastraftError:
         return Busy(f"{addr}: {P.message(values)}")
     if status == ST_INVALID:
         return InvalidRequest(f"{addr}: {P.message(values)}")
-    if status == TIMED_OUT:
+    if status == TIMED_OUT or status == SILENT:
         return Timeout(P.message(values))
     if status == LOST or status == TOO_LARGE:
         return ConnectionLost(P.message(values))
@@ -236,6 +244,8 @@ def _what_it_said(status: int, values: list) -> tuple[bool, str, str | None]:
         return True, "not the leader, no leader known", None
     if status == TIMED_OUT:
         return False, "no answer in time", None
+    if status == SILENT:
+        return False, "no answer while another node leads", None
     if status == LOST:
         return False, "connection lost", None
     if status == ST_BUSY:

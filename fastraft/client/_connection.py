@@ -8,6 +8,12 @@ retries, sessions or leaders: every request's future resolves to ``(status, valu
 status may be a pseudo-status of ``_protocol`` (LOST, TIMED_OUT, TOO_LARGE) standing for what
 the connection saw instead of an answer.
 
+Silence (``on_silent``): the sweeper also notices a connection that has requests in flight and
+has received nothing for ``silent_after`` seconds (a paused or partitioned node) and calls
+``on_silent(conn, seconds)`` at each sweep until something arrives; the client may then
+``give_up`` on it (every request in flight resolved with a pseudo-status, the connection
+closed). Cost on the data path: one integer increment per read.
+
 Pipelining: many calls share a connection. Each request carries an id, the answer is paired
 with its future by ONE dict lookup, and the requests issued during one event-loop turn leave
 in ONE write. No task is created per request; per-request timeouts are enforced by one sweeper
@@ -108,7 +114,8 @@ class NodeConnection(asyncio.Protocol):
 
     __slots__ = ("addr", "loop", "transport", "pending", "ready", "closed", "error", "waiter",
                  "why", "refused", "notice", "max_body", "tls", "tls_error", "_sslobj",
-                 "_decoder", "_max", "_out", "_flush", "_sweeper", "_sweep_every", "_rid")
+                 "_decoder", "_max", "_out", "_flush", "_sweeper", "_sweep_every", "_rid",
+                 "rx", "on_silent", "silent_after", "probing", "_rx_seen", "_quiet_since")
 
     def __init__(self, addr: str, loop, max_frame: int, sweep_every: float,
                  tls: ssl.SSLContext | None = None) -> None:
@@ -134,6 +141,12 @@ class NodeConnection(asyncio.Protocol):
         self._sweeper = None
         self._sweep_every = sweep_every
         self._rid = 0
+        self.rx = 0                         # reads so far (the sweeper watches it move)
+        self.on_silent = None               # callback(conn, seconds quiet), module docstring
+        self.silent_after = 0.0
+        self.probing = False                # the client is finding out who leads instead
+        self._rx_seen = 0
+        self._quiet_since = 0.0
 
     async def open(self, timeout: float) -> None:
         """Connect within ``timeout`` seconds; on failure set ``closed``, ``why``, ``refused``
@@ -196,6 +209,7 @@ class NodeConnection(asyncio.Protocol):
                 f"certificate missing or not trusted by the node?)")
 
     def data_received(self, data) -> None:
+        self.rx += 1
         frames = self._decoder.feed(data)       # skip mode: an oversized answer is skipped
         pending = self.pending
         for body in frames:
@@ -270,6 +284,8 @@ class NodeConnection(asyncio.Protocol):
             self._flush = loop.call_soon(self._write)
         if self._sweeper is None:
             self._sweeper = loop.call_later(self._sweep_every, self._sweep)
+            self._quiet_since = loop.time()   # nothing was waiting: silence counts from now
+            self._rx_seen = self.rx
         return fut
 
     def _write(self) -> None:
@@ -290,10 +306,26 @@ class NodeConnection(asyncio.Protocol):
             fut = pending.pop(rid)[0]
             if not fut.done():
                 fut.set_result((TIMED_OUT, [f"no answer from {self.addr} in time"]))
-        if pending:
-            self._sweeper = self.loop.call_later(self._sweep_every, self._sweep)
+        if not pending:
+            return
+        self._sweeper = self.loop.call_later(self._sweep_every, self._sweep)
+        if self.on_silent is not None:
+            if self.rx != self._rx_seen:
+                self._rx_seen = self.rx
+                self._quiet_since = now
+            elif now - self._quiet_since >= self.silent_after:
+                self.on_silent(self, now - self._quiet_since)
 
-    def _fail(self, reason: str, status: int = LOST) -> None:
+    def give_up(self, reason: str, status: int, extra=()) -> None:
+        """Close the connection; every request in flight resolves to ``(status, [reason,
+        *extra])`` (the client moves them elsewhere)."""
+        log.info("%s", reason)
+        self.error = reason
+        if self.transport is not None:
+            self.transport.abort()
+        self._fail(reason, status, extra)
+
+    def _fail(self, reason: str, status: int = LOST, extra=()) -> None:
         self.ready = False
         self.closed = True
         if self.error is None:
@@ -305,7 +337,7 @@ class NodeConnection(asyncio.Protocol):
         self.pending = {}
         for fut, _expires_at in pending.values():
             if not fut.done():
-                fut.set_result((status, [reason]))
+                fut.set_result((status, [reason, *extra]))
 
     def abort(self, reason: str) -> None:
         """Drop the connection at once (the node sent something unusable); every request

@@ -22,7 +22,9 @@ connection broke after the request was written) and ``TIMED_OUT`` (no answer wit
 per-request timeout) leave the outcome unknown; ``TOO_LARGE`` (the answer is over the
 client's frame limit: skipped, the connection kept) is InvalidRequest for a read;
 ``TLS_REFUSED`` (the node refused this client's certificate: its handshake never completed,
-so it read no request) is TLSError, not applied. A notice
+so it read no request) is TLSError, not applied; ``SILENT`` (the node answered nothing for
+``hedge_after`` seconds while another node says it leads: the client gave up on it, values
+``[why, new leader's address]``) leaves the outcome unknown, as a timeout does. A notice
 (request id 0, codec.py) resolves the requests the node did not read with its status
 (ST_BUSY or ST_NOT_LEADER: not applied) and the others with LOST.
 
@@ -38,8 +40,8 @@ from ..core import encode_frame
 from ..errors import LocalProtocolError, RemoteProtocolError
 
 __all__ = [
-    "LOST", "TIMED_OUT", "TOO_LARGE", "TLS_REFUSED", "to_bytes", "to_opt_bytes", "frame",
-    "split_address",
+    "LOST", "TIMED_OUT", "TOO_LARGE", "TLS_REFUSED", "SILENT", "to_bytes", "to_opt_bytes",
+    "frame", "split_address",
     "status_dict", "STATUS_FIELDS", "LIMIT_FIELDS", "check_get", "check_scan", "check_bool",
     "payload_size", "check_limits", "notice",
 ]
@@ -49,6 +51,7 @@ LOST = -1
 TIMED_OUT = -2
 TOO_LARGE = -3
 TLS_REFUSED = -4
+SILENT = -5
 
 _pack = codec.pack
 

@@ -23,6 +23,18 @@ call's deadline (time)::
                  backoff / with the write moved to a new session (``_attempts`` docstring:
                  the verdict on each status, the OutcomeUnknown rule, the no-leader error)
 
+Hedging (``hedge_after``, default HEDGE_AFTER seconds; None: off): a node that answers nothing
+for that long while calls wait on it (paused, partitioned, stuck) need not cost the whole
+request timeout. Its connection tells the client (``NodeConnection.on_silent``), and the
+client asks the other nodes for their status; when one of them says it leads, the client gives
+up on the silent node: its waiting attempts end with the pseudo-status SILENT (outcome unknown,
+as a timeout) and are sent again at once to the new leader, writes with the same session and
+seq, so a write the silent node did apply is answered from the new leader's session cache
+instead of being applied twice. Until a node says it leads, the calls keep waiting (asked
+again at each sweep of the connection, one probe at a time). The first lost connection of a
+call is retried at once, without a backoff: if its node died, the attempt finds the connection
+refused and moves on to the next node at once.
+
 When the attempts or the time run out the call raises ``Attempts.final_error``: a write that
 any attempt may have applied raises an ``OutcomeUnknown`` error, never a ``NotApplied`` one.
 
@@ -65,7 +77,7 @@ from . import _protocol as P
 from ._attempts import NEW_SESSION, PLAIN, READ, STALE, WRITE, Attempts
 from ._connection import NO_LIMIT, NodeConnection
 from ._members import Member
-from ._protocol import LOST, TIMED_OUT
+from ._protocol import LOST, SILENT, TIMED_OUT
 from ._session import ClientSession
 from .retry import RetryPolicy
 
@@ -74,6 +86,11 @@ __all__ = ["AsyncClient", "DEFAULT_TIMEOUT", "DEFAULT_KEEPALIVE_INTERVAL"]
 log = logging.getLogger("fastraft.client")
 
 DEFAULT_TIMEOUT = 5.0
+#: Seconds a connection with calls waiting may stay silent before the client asks the other
+#: nodes whether one of them leads now (hedging, module docstring).
+HEDGE_AFTER = 0.3
+#: Seconds each node has to answer that question.
+PROBE_TIMEOUT = 1.0
 DEFAULT_KEEPALIVE_INTERVAL = 10.0
 #: How long a node that refused a connection is skipped when choosing where to send.
 DOWN_FOR = 1.0
@@ -135,7 +152,9 @@ class AsyncClient:
     connection (default min(timeout, 2)). ``max_frame``: the largest answer frame accepted
     (a larger answer fails its call, the connection stays). ``learn_members``: follow the
     cluster's membership (module docstring; default True): ``endpoints`` then changes as
-    members are added and removed. The client binds to the event loop of its first call.
+    members are added and removed. ``hedge_after``: seconds of silence from a node with calls
+    waiting after which the client looks for another leader (module docstring; None: never).
+    The client binds to the event loop of its first call.
 
     TLS: ``tls`` an ``ssl.SSLContext``, or ``cacert`` (the CA that signed the nodes'
     certificates; without it the system's CAs), ``cert`` and ``key`` (this client's
@@ -154,9 +173,13 @@ class AsyncClient:
                  connect_timeout: float | None = None,
                  max_frame: int = DEFAULT_MAX_FRAME, learn_members: bool = True,
                  tls: ssl.SSLContext | None = None, cacert=None, cert=None,
-                 key=None) -> None:
+                 key=None, hedge_after: float | None = HEDGE_AFTER) -> None:
         if timeout <= 0:
             raise ValueError("timeout must be positive")
+        if hedge_after is not None and not hedge_after > 0:
+            raise ValueError("hedge_after must be positive (or None: no hedging)")
+        self.hedge_after = float(hedge_after) if hedge_after is not None else None
+        self._hedges: set = set()            # probes in flight (module docstring, hedging)
         self.tls = _tls_context(tls, cacert, cert, key)
         self.endpoints = _endpoints(endpoints)
         self.timeout = float(timeout)
@@ -304,7 +327,7 @@ class AsyncClient:
             return
         self._closed = True
         for task in (self._keepalive, self._registering, self._limits_task,
-                     self._refresh_task):
+                     self._refresh_task, *self._hedges):
             if task is not None and not task.done():
                 task.cancel()
         for conn in list(self._conns.values()):
@@ -362,6 +385,9 @@ class AsyncClient:
                                   self.tls)
             if self._limits is not None:
                 conn.max_body = self._limits["max_frame_bytes"]
+            if self.hedge_after is not None:
+                conn.on_silent = self._on_silent
+                conn.silent_after = self.hedge_after
             self._conns[addr] = conn
             conn.waiter = self._loop.create_task(conn.open(self.connect_timeout))
         if not conn.ready and not conn.closed:
@@ -388,7 +414,7 @@ class AsyncClient:
         change, a timeout or a lost connection also asks for a refresh of the members."""
         if status == ST_NOT_LEADER or status == TIMED_OUT or status == LOST:
             self._want_members()
-        if status == ST_NOT_LEADER:
+        if status == ST_NOT_LEADER or status == SILENT:
             hint = values[1] if len(values) >= 2 and type(values[1]) is str else None
             self._forget_leader(addr)
             if hint and hint != addr and self._down.get(hint, 0.0) <= self._loop.time():
@@ -398,6 +424,47 @@ class AsyncClient:
         elif status == TIMED_OUT or status == ST_UNKNOWN:
             self._forget_leader(addr)
         return False
+
+    # -- hedging ----------------------------------------------------------------------------------
+
+    def _on_silent(self, conn: NodeConnection, quiet: float) -> None:
+        """``conn`` has calls waiting and heard nothing for ``quiet`` seconds: ask the other
+        nodes who leads (one probe at a time per connection)."""
+        if conn.probing or self._closed or len(self.endpoints) < 2:
+            return
+        conn.probing = True
+        task = self._loop.create_task(self._hedge(conn, quiet))
+        self._hedges.add(task)
+        task.add_done_callback(self._hedges.discard)
+
+    async def _hedge(self, conn: NodeConnection, quiet: float) -> None:
+        rx = conn.rx
+        try:
+            found = await asyncio.gather(*(self._claims_lead(a) for a in self.endpoints
+                                           if a != conn.addr))
+        finally:
+            conn.probing = False
+        claims = [f for f in found if f is not None]
+        if not claims or conn.closed or conn.rx != rx or not conn.pending:
+            return              # nobody else leads, or the silent node spoke meanwhile
+        term, addr = max(claims)
+        self._leader = addr
+        self._lconn = None
+        self._down[conn.addr] = self._loop.time() + DOWN_FOR
+        self._want_members()
+        conn.give_up(f"no answer from {conn.addr} for {quiet:.1f} s while {addr} leads "
+                     f"(term {term}): its {len(conn.pending)} request(s) go there", SILENT,
+                     (addr,))
+
+    async def _claims_lead(self, addr: str) -> tuple[int, str] | None:
+        """``(term, addr)`` when the node at ``addr`` says it leads, else None."""
+        try:
+            st = await asyncio.wait_for(self._status_one(addr), PROBE_TIMEOUT)
+        except (asyncio.TimeoutError, FastraftError, OSError):
+            return None
+        if st["reachable"] and st["role"] == "leader" and type(st["term"]) is int:
+            return st["term"], addr
+        return None
 
     # -- learning the membership ----------------------------------------------------------------
 
