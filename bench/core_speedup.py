@@ -2,7 +2,7 @@
 """Speed-up of the Cython core (fastraft._core) over its pure-Python twin (fastraft._core_py),
 both measured in the same run.
 
-    python bench/core_speedup.py [--quick] [--json-only]
+    python bench/core_speedup.py [--quick] [--json-only] [--only TEXT ...]
 
 stdout gets JSON lines only (one object per line); a human-readable table and progress go to
 stderr unless --json-only. The lines, in order:
@@ -87,6 +87,10 @@ PAYLOADS = [(b"%010d" % i) * (PAYLOAD_SIZE // 10) for i in range(BATCH)]
 PAIRS = [(1 + i // 100, p) for i, p in enumerate(PAYLOADS)]
 RECORDS = [(1, 1_000_001 + i, 7, p) for i, p in enumerate(PAYLOADS)]
 BIG_FRAME = bytes(range(256)) * 256  # one 64 KiB frame payload
+BIG_RECORD = [(1, 1_000_001, 7, BIG_FRAME)]  # one WAL record with a 64 KiB payload
+WAL_BATCH = 256  # entries per append in storage_bench.py's largest batch
+ENTRIES = [(7, p) for p in PAYLOADS[:WAL_BATCH]]
+READ_SIZE = 4096  # bytes per read in the chunked decoder case
 
 
 def wrapped_ring(mod):
@@ -282,6 +286,24 @@ def prep_decode_records(mod):
     return call_timer(mod.decode_records, buf)
 
 
+def prep_encode_entries(mod):
+    buf = mod.encode_entries(1, 1_000_001, 7, ENTRIES)
+    assert len(buf) == WAL_BATCH * (mod.RECORD_HEADER_SIZE + PAYLOAD_SIZE)
+    return call_timer(mod.encode_entries, 1, 1_000_001, 7, ENTRIES)
+
+
+def prep_encode_big_record(mod):
+    assert mod.encode_records(BIG_RECORD) == mod.encode_record(*BIG_RECORD[0])
+    return call_timer(mod.encode_record, *BIG_RECORD[0])
+
+
+def prep_decode_big_record(mod):
+    buf = mod.encode_records(BIG_RECORD)
+    recs, end, status, _ = mod.decode_records(buf)
+    assert recs == BIG_RECORD and end == len(buf) and status == mod.WAL_CLEAN
+    return call_timer(mod.decode_records, buf)
+
+
 def prep_encode_frames(mod):
     return call_timer(mod.encode_frames, PAYLOADS)
 
@@ -299,6 +321,23 @@ def prep_feed_split(mod):
     first, second = wire[: len(wire) // 2], wire[len(wire) // 2:]
     assert dec.feed(first) == [] and dec.feed(second) == [BIG_FRAME]
     return stmt_timer("feed(a); feed(b)", feed=dec.feed, a=first, b=second)
+
+
+def prep_feed_split_fresh(mod):
+    wire = mod.encode_frames([BIG_FRAME])
+    first, second = wire[: len(wire) // 2], wire[len(wire) // 2:]
+    dec = mod.FrameDecoder()
+    assert dec.feed(first) == [] and dec.feed(second) == [BIG_FRAME]
+    return stmt_timer("d = new(); d.feed(a); d.feed(b)", new=mod.FrameDecoder, a=first,
+                      b=second)
+
+
+def prep_feed_chunked(mod):
+    dec = mod.FrameDecoder()
+    buf = mod.encode_frames(PAYLOADS)
+    reads = [buf[i:i + READ_SIZE] for i in range(0, len(buf), READ_SIZE)]
+    assert [f for r in reads for f in dec.feed(r)] == PAYLOADS and dec.pending == 0
+    return stmt_timer("for r in reads: feed(r)", feed=dec.feed, reads=reads)
 
 
 CASES = [
@@ -331,11 +370,23 @@ CASES = [
          "batched"),
     Case("decode_records", "ns/batch", "1,000 records of 100 B (132,000 B buffer)",
          prep_decode_records, "batched"),
+    Case(f"encode_entries[{WAL_BATCH}]", "ns/batch",
+         f"{WAL_BATCH} (term, 100 B payload) entries: the WAL's append of one batch",
+         prep_encode_entries),
+    Case("encode_record[64KiB]", "ns/call", "one record, 64 KiB payload (CRC-bound)",
+         prep_encode_big_record),
+    Case("decode_records[64KiB]", "ns/call", "one record, 64 KiB payload (CRC-bound)",
+         prep_decode_big_record),
     Case("encode_frames", "ns/batch", "1,000 frames of 100 B", prep_encode_frames),
     Case("FrameDecoder.feed_many", "ns/batch", "one buffer of 1,000 frames of 100 B",
          prep_feed_many),
     Case("FrameDecoder.feed_split", "ns/batch", "one 64 KiB frame fed in 2 halves",
          prep_feed_split),
+    Case("FrameDecoder.feed_split_fresh", "ns/batch",
+         "a fresh decoder, then one 64 KiB frame fed in 2 halves", prep_feed_split_fresh),
+    Case("FrameDecoder.feed_chunked", "ns/batch",
+         f"1,000 frames of 100 B in {READ_SIZE:,} B reads (most end inside a frame)",
+         prep_feed_chunked),
 ]
 
 
@@ -352,9 +403,9 @@ def calibrate(timer, target, max_number=None):
         number *= 10
 
 
-def measure(mods, repeats, target, log):
+def measure(mods, cases, repeats, target, log):
     timers, numbers = {}, {}
-    for case in CASES:
+    for case in cases:
         for impl, mod in mods.items():
             timer = case.prepare(mod)
             timers[case.op, impl] = timer
@@ -362,7 +413,7 @@ def measure(mods, repeats, target, log):
     samples = {key: [] for key in timers}
     for r in range(repeats):
         log(f"round {r + 1}/{repeats}")
-        for k, case in enumerate(CASES):
+        for k, case in enumerate(cases):
             order = list(mods) if (r + k) % 2 == 0 else list(mods)[::-1]
             for impl in order:
                 n = numbers[case.op, impl]
@@ -518,6 +569,9 @@ def main(argv=None):
     ap.add_argument("--repeats", type=int, help="rounds of samples (default 15, quick 5)")
     ap.add_argument("--sample-ms", type=float,
                     help="target length of one sample in ms (default 20, quick 5)")
+    ap.add_argument("--only", action="append", metavar="TEXT",
+                    help="time only the operations whose name contains TEXT (repeatable); "
+                         "skips the memory probes and the targets")
     ap.add_argument("--probe-memory", nargs=3, help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
 
@@ -555,10 +609,11 @@ def main(argv=None):
         "loop_overhead_ns": sig(loop_ns), "gc": "disabled while timing",
         "MB": "10**6 bytes"}})
 
-    samples, numbers = measure(mods, repeats, target, log)
+    cases = [c for c in CASES if not args.only or any(t in c.op for t in args.only)]
+    samples, numbers = measure(mods, cases, repeats, target, log)
 
     results = {}
-    for case in CASES:
+    for case in cases:
         row = {"op": case.op}
         for impl in IMPLS:
             s = samples.get((case.op, impl))
@@ -573,6 +628,11 @@ def main(argv=None):
             row[f"{impl}_calls_per_sample"] = numbers.get((case.op, impl))
         results[case.op] = row
         emit(row)
+
+    if args.only:
+        if not args.json_only:
+            table(results, None, None, [])
+        return 0
 
     wal = {}
     for metric, op in (("wal_encode", "encode_records"), ("wal_decode", "decode_records")):
@@ -659,6 +719,9 @@ def table(results, wal, memory, summary):
     for op, r in results.items():
         out.append(f"{op:<{w}}  {r['unit']:<8} {fmt(r['python_ns']):>12} "
                    f"{fmt(r['cython_ns']):>12} {fmt(r['speedup']):>8}")
+    if wal is None:  # --only: operations alone
+        print("\n".join(out), file=sys.stderr)
+        return
     out.append("\nWAL payload MB/s (encode / decode): "
                + ", ".join(f"{impl} {fmt(wal['wal_encode', impl])} / "
                            f"{fmt(wal['wal_decode', impl])}" for impl in IMPLS))

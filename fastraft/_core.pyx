@@ -17,7 +17,7 @@ from cpython.list cimport PyList_New, PyList_SET_ITEM
 from cpython.long cimport PyLong_FromLongLong
 from cpython.mem cimport PyMem_Free, PyMem_Malloc, PyMem_Realloc
 from cpython.object cimport PyObject
-from cpython.ref cimport Py_DECREF, Py_INCREF
+from cpython.ref cimport Py_DECREF, Py_INCREF, Py_XDECREF
 from cpython.tuple cimport PyTuple_GET_ITEM, PyTuple_GET_SIZE, PyTuple_New, PyTuple_SET_ITEM
 from libc.stdint cimport int64_t, uint8_t, uint32_t, uint64_t
 from libc.stdlib cimport qsort
@@ -68,7 +68,7 @@ __all__ = [
 DEF C_MAX_INDEX = 0x7FFFFFFFFFFFFFFF
 MAX_INDEX = C_MAX_INDEX
 
-include "_core_bytes.pxi"   # little-endian loads/stores, CRC-32 (slicing-by-8)
+include "_core_bytes.pxi"   # little-endian loads/stores, CRC-32 (slicing-by-16)
 
 
 # ---------------------------------------------------------------------------------------------

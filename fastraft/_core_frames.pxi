@@ -57,37 +57,58 @@ class OversizedFrame:
         return f"OversizedFrame(size={self.size}, head={self.head!r})"
 
 
+cdef extern from "Python.h":
+    int _PyBytes_Resize(PyObject** string, Py_ssize_t newsize) except -1
+
+
+#: Bytes allocated at once for the body of an incoming frame: a frame up to this size gets its
+#: final bytes object as soon as its length is known; a larger one's grows (doubling, up to its
+#: length) with what arrives, so a peer that announces a large frame does not get the memory
+#: for it before sending it.
+DEF C_FRAME_PREALLOC = 65536
+
+
 cdef class FrameDecoder:
     """Splits a byte stream into frames; see fastraft/_core_py.py for the contract (strict
     mode and skip mode).
 
-    The remainder of an incomplete frame lives in a C buffer that grows to fit it; complete
-    frames are cut straight out of the caller's data when nothing is pending, so the common
-    case (a read holding whole frames) copies each byte once, into its frame. In skip mode the
-    body of an oversized frame is never copied: ``_skip`` counts the bytes still to drop.
+    Every byte of a frame is copied once, into the bytes object that ``feed`` returns:
+    complete frames are cut straight out of the caller's data, and the body of a frame that
+    a read leaves incomplete goes straight into the bytes object it will be (``_frame``,
+    allocated when its length prefix is known), which the next reads fill and the last one
+    hands out. Nothing else is buffered but an incomplete length prefix (up to 3 bytes in
+    ``_head``). In skip mode ``_frame`` holds the head of an oversized frame while it arrives;
+    the rest of its body is never copied: ``_skip`` counts the bytes still to drop.
     """
 
-    cdef uint8_t* _buf
-    cdef Py_ssize_t _len        # bytes pending in _buf
-    cdef Py_ssize_t _cap
+    cdef uint8_t _head[C_FRAME_HEADER_SIZE]  # an incomplete length prefix
+    cdef Py_ssize_t _hlen       # bytes in _head; 0 while a frame is in progress
+    cdef PyObject* _frame       # owned: the bytes object being filled, or NULL
+    cdef Py_ssize_t _cap        # its size (<= _want; == _want once _fill reaches _want)
+    cdef Py_ssize_t _fill       # bytes of it received
+    cdef Py_ssize_t _want       # bytes it is to hold: the frame's length, or the head's
+    cdef uint32_t _size         # the length prefix of the frame in progress
+    cdef bint _over             # that frame is oversized (skip mode): _frame is its head
     cdef uint32_t _max
     cdef bint _failed
     cdef bint _skip_mode
-    cdef Py_ssize_t _skip       # bytes of an oversized body still to drop (then _len == 0)
+    cdef Py_ssize_t _skip       # bytes of an oversized body still to drop (nothing pending)
 
     def __cinit__(self, max_frame_size=DEFAULT_MAX_FRAME_SIZE, skip_oversized=False):
         if not 0 <= max_frame_size <= 0xFFFFFFFF:
             raise ValueError("max_frame_size must be in 0 .. 2**32-1")
         self._max = max_frame_size
-        self._buf = NULL
-        self._len = 0
-        self._cap = 0
+        self._hlen = 0
+        self._frame = NULL
+        self._cap = self._fill = self._want = 0
+        self._size = 0
+        self._over = False
         self._failed = False
         self._skip_mode = bool(skip_oversized)
         self._skip = 0
 
     def __dealloc__(self):
-        PyMem_Free(self._buf)
+        Py_XDECREF(self._frame)
 
     @property
     def max_frame_size(self):
@@ -99,7 +120,9 @@ cdef class FrameDecoder:
 
     @property
     def pending(self):
-        return self._len
+        if self._frame != NULL:
+            return C_FRAME_HEADER_SIZE + self._fill
+        return self._hlen
 
     @property
     def skipping(self):
@@ -107,34 +130,102 @@ cdef class FrameDecoder:
 
     @property
     def partial_head(self):
-        if (self._skip_mode and self._len >= C_FRAME_HEADER_SIZE
-                and _ld32(self._buf) > self._max):
-            return PyBytes_FromStringAndSize(<const char*>(self._buf + C_FRAME_HEADER_SIZE),
-                                             self._len - C_FRAME_HEADER_SIZE)
+        if self._frame != NULL and self._over:
+            return PyBytes_FromStringAndSize(PyBytes_AS_STRING(<object>self._frame), self._fill)
         return None
 
-    cdef int _keep(self, const uint8_t* data, Py_ssize_t n) except -1:
-        """Append ``n`` bytes to the pending buffer."""
-        cdef Py_ssize_t need = self._len + n
-        cdef Py_ssize_t cap = self._cap if self._cap else 256
-        cdef uint8_t* fresh
-        if need > self._cap:
-            while cap < need:
-                cap *= 2
-            fresh = <uint8_t*>PyMem_Realloc(self._buf, cap)
-            if fresh == NULL:
-                raise MemoryError()
-            self._buf = fresh
-            self._cap = cap
-        memcpy(self._buf + self._len, data, n)
-        self._len = need
+    cdef int _open(self, uint32_t size, Py_ssize_t avail, list frames) except -1:
+        """A length prefix has arrived (``avail`` bytes of data follow it): check it and make
+        the bytes object its body (or an oversized frame's head) goes into; an empty frame is
+        complete at once."""
+        cdef Py_ssize_t want, cap
+        cdef bytes obj
+        if size > self._max:
+            if not self._skip_mode:
+                self._failed = True
+                raise FrameTooLarge(size, self._max)
+            want = size if size < C_OVERSIZED_HEAD else C_OVERSIZED_HEAD
+        elif size == 0:
+            frames.append(b"")
+            return 0
+        else:
+            want = size
+        cap = avail if avail > C_FRAME_PREALLOC else C_FRAME_PREALLOC
+        if cap > want:
+            cap = want
+        self._failed = True             # until allocated: the prefix is consumed already
+        obj = PyBytes_FromStringAndSize(NULL, cap)
+        self._failed = False
+        Py_INCREF(obj)
+        self._frame = <PyObject*>obj
+        self._cap = cap
+        self._fill = 0
+        self._want = want
+        self._size = size
+        self._over = size > self._max
         return 0
 
+    cdef int _grow(self, Py_ssize_t need) except -1:
+        """Make ``_frame`` hold at least ``need`` bytes (at most ``_want``), doubling."""
+        cdef Py_ssize_t cap = self._cap * 2
+        if cap < need:
+            cap = need
+        if cap > self._want:
+            cap = self._want
+        # _frame is referenced by this decoder alone (refcount 1), as _PyBytes_Resize needs.
+        # Should the resize fail, it frees the object: the frame is lost, the decoder dead.
+        self._failed = True
+        _PyBytes_Resize(&self._frame, cap)
+        self._failed = False
+        self._cap = cap
+        return 0
+
+    cdef Py_ssize_t _resume(self, const uint8_t* p, Py_ssize_t n, list frames) except -1:
+        """Feed p[0:n] to the frame in progress (or to the incomplete length prefix, opening
+        the frame once it is whole); return the bytes used: all of n, or fewer when the frame
+        completes (it is then appended to ``frames``; an oversized one's head as an
+        OversizedFrame, and ``_skip`` set to the rest of its body)."""
+        cdef Py_ssize_t used = 0
+        cdef Py_ssize_t k
+        cdef object frame
+        if self._frame == NULL:
+            k = C_FRAME_HEADER_SIZE - self._hlen
+            if k > n:
+                k = n
+            memcpy(self._head + self._hlen, p, k)
+            self._hlen += k
+            used = k
+            if self._hlen < C_FRAME_HEADER_SIZE:
+                return used
+            self._hlen = 0
+            self._open(_ld32(self._head), n - used, frames)
+            if self._frame == NULL:
+                return used                 # an empty frame, already appended
+        k = self._want - self._fill
+        if k > n - used:
+            k = n - used
+        if self._fill + k > self._cap:
+            self._grow(self._fill + k)
+        # In bounds: _fill + k <= _cap, the size of _frame; used + k <= n.
+        memcpy(<uint8_t*>PyBytes_AS_STRING(<object>self._frame) + self._fill, p + used, k)
+        self._fill += k
+        used += k
+        if self._fill == self._want:
+            frame = <object>self._frame     # takes over the decoder's reference
+            Py_XDECREF(self._frame)
+            self._frame = NULL
+            if self._over:
+                self._skip = <Py_ssize_t>self._size - self._want
+                frames.append(OversizedFrame(self._size, frame))
+            else:
+                frames.append(frame)
+        return used
+
     cdef Py_ssize_t _split(self, const uint8_t* p, Py_ssize_t n, list frames) except -1:
-        """Append the complete frames at the start of p[0:n] to ``frames``; return the number
-        of bytes they used. Reads a length only when 4 bytes remain and a body only when all
-        of it is inside n (an oversized one: only its head; the rest of it inside n is used,
-        and what lies beyond n is left to ``_skip``)."""
+        """With nothing pending: append the complete frames at the start of p[0:n] to
+        ``frames``; return the number of bytes they used. Reads a length only when 4 bytes
+        remain and a body only when all of it is inside n (an oversized one: only its head;
+        the rest of it inside n is used, and what lies beyond n is left to ``_skip``)."""
         cdef Py_ssize_t pos = 0
         cdef uint32_t size
         cdef Py_ssize_t h, rest
@@ -143,7 +234,6 @@ cdef class FrameDecoder:
             if size > self._max:
                 if not self._skip_mode:
                     self._failed = True
-                    self._len = 0
                     raise FrameTooLarge(size, self._max)
                 h = size if size < C_OVERSIZED_HEAD else C_OVERSIZED_HEAD
                 if h > n - pos - C_FRAME_HEADER_SIZE:
@@ -181,16 +271,21 @@ cdef class FrameDecoder:
                 self._skip -= k
                 p += k
                 n -= k
-            if self._len == 0:
+            if n and (self._frame != NULL or self._hlen):
+                used = self._resume(p, n, frames)
+                p += used
+                n -= used
+                if self._skip:                  # an oversized frame's head just completed
+                    k = self._skip if self._skip < n else n
+                    self._skip -= k
+                    p += k
+                    n -= k
+            if n:
+                # Nothing is pending here: cut the complete frames out of the data, then
+                # start the incomplete one it ends with, if any.
                 used = self._split(p, n, frames)
                 if used < n:
-                    self._keep(p + used, n - used)
-            else:
-                self._keep(p, n)
-                used = self._split(self._buf, self._len, frames)
-                if used:
-                    memmove(self._buf, self._buf + used, self._len - used)
-                    self._len -= used
+                    self._resume(p + used, n - used, frames)
             return frames
         finally:
             PyBuffer_Release(&view)
