@@ -197,6 +197,7 @@ class AsyncClient:
         self._rr = 0                         # next endpoint to try without a leader
         self._stale_rr = 0
         self._down: dict[str, float] = {}    # address -> loop time until which it is skipped
+        self._revived: dict[str, float] = {}  # address -> when a hint overrode its down mark
         self._session: ClientSession | None = None
         self._registering: asyncio.Task | None = None
         self._keepalive: asyncio.Task | None = None
@@ -417,13 +418,27 @@ class AsyncClient:
         if status == ST_NOT_LEADER or status == SILENT:
             hint = values[1] if len(values) >= 2 and type(values[1]) is str else None
             self._forget_leader(addr)
-            if hint and hint != addr and self._down.get(hint, 0.0) <= self._loop.time():
+            if hint and hint != addr and self._may_try(hint):
                 self._leader = hint
                 self._lconn = None
                 return True
         elif status == TIMED_OUT or status == ST_UNKNOWN:
             self._forget_leader(addr)
         return False
+
+    def _may_try(self, hint: str) -> bool:
+        """Whether a node named leader by a hint may be tried now: yes unless it refused a
+        connection within DOWN_FOR seconds; but a hint is fresher news than a refusal (the
+        node may have restarted and won an election), so once per DOWN_FOR it is tried
+        anyway."""
+        now = self._loop.time()
+        if self._down.get(hint, 0.0) <= now:
+            return True
+        if self._revived.get(hint, float("-inf")) > now - DOWN_FOR:
+            return False
+        self._revived[hint] = now
+        del self._down[hint]
+        return True
 
     # -- hedging ----------------------------------------------------------------------------------
 

@@ -16,7 +16,8 @@ was removed is told so (``node.removed``) and stops.
 - When the last connection a peer dialled to us closes (and not because we closed it for
   cause, nor because this node stops), the node is told (``Node.on_peer_closed``): if that
   peer led, it may have died, and the engine campaigns at once (rule 9 of ``raft.py``).
-- Dialling reconnects with jittered exponential backoff (50 ms .. 2 s). Messages for a peer
+- Dialling reconnects with jittered exponential backoff (50 ms .. 2 s); a peer that dials us
+  while our connection to it is down is redialled at once (it has just restarted). Messages for a peer
   that is not connected are dropped (Raft retransmits) and the engine is told once that the
   peer is unreachable.
 - Send buffers are bounded: above ``high_water`` bytes queued in the kernel-side transport,
@@ -279,6 +280,7 @@ class _Outbound(asyncio.Protocol):
         self._told_unreachable = False
         self._snap_task = None
         self._snap_for = None        # (term, index) being streamed
+        self._wake: asyncio.Event | None = None   # set: redial now (the peer is back)
 
     # -- connection management ----------------------------------------------------------
 
@@ -293,9 +295,16 @@ class _Outbound(asyncio.Protocol):
         if self.transport is not None:
             self.transport.abort()
 
+    def poke(self) -> None:
+        """The peer just dialled us: if this connection is down and waiting to redial,
+        redial now (its votes and answers would be dropped until then)."""
+        if not self.ready and self._wake is not None:
+            self._wake.set()
+
     async def _run(self) -> None:
         loop = asyncio.get_running_loop()
         delay = 0.05
+        self._wake = asyncio.Event()
         while not self.tr._closed:
             try:
                 self._lost = loop.create_future()
@@ -337,8 +346,16 @@ class _Outbound(asyncio.Protocol):
                 if self.transport is not None:
                     self.transport.abort()
                     self.transport = None
-            await asyncio.sleep(delay * (0.5 + random.random()))
-            delay = min(delay * 2, 2.0)
+            if not self._wake.is_set():
+                try:
+                    await asyncio.wait_for(self._wake.wait(), delay * (0.5 + random.random()))
+                except asyncio.TimeoutError:
+                    pass
+            if self._wake.is_set():
+                self._wake.clear()
+                delay = 0.05
+            else:
+                delay = min(delay * 2, 2.0)
 
     def connection_made(self, transport) -> None:
         self.transport = transport
@@ -587,6 +604,9 @@ class _Inbound(asyncio.Protocol):
         self.peer_id = frame.frm
         self._timer.cancel()
         self.transport.write(encode_frame(codec.encode_welcome(tr.id)))
+        out = tr._out.get(frame.frm)
+        if out is not None:
+            out.poke()
 
     def take(self, frame, size: int) -> None:
         """Handle a frame received after the handshake, or hold it (with its body's

@@ -10,6 +10,8 @@ check what the client concludes, never how fast.
 
 from __future__ import annotations
 
+import asyncio
+
 import pytest
 
 from fastraft import codec
@@ -124,4 +126,23 @@ def test_the_first_lost_connection_is_retried_without_a_backoff(fake):
             await c.put(b"a", b"2")
             assert backoff.delays == [1], "the second loss of a call backs off"
             assert [a[1] for a in fc.state.applied] == [1, 2, 3]
+    run(main())
+
+
+def test_a_hint_is_followed_to_a_node_that_refused_a_moment_ago(fake):
+    # A node that refused a connection is skipped for DOWN_FOR (1 s); but when a node names
+    # it leader, it may have restarted and won: the client tries it at once.
+    async def main():
+        async with fake.FakeCluster() as fc, client(fc) as c:
+            await c.put(b"a", b"0")
+            n2 = fc.node(2)
+            port = int(n2.addr.rsplit(":", 1)[1])
+            await n2.close()
+            for _ in range(3):                  # stale reads go round: node 2 refuses
+                await c.get(b"a", stale=True)
+            assert n2.addr in c._down
+            n2.server = await asyncio.start_server(n2._serve, "127.0.0.1", port)
+            fc.set_leader(2)
+            await c.put(b"a", b"1", deadline=0.5)      # less than DOWN_FOR
+            assert n2.ops(codec.OP_PUT)
     run(main())
