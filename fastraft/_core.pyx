@@ -679,10 +679,8 @@ def decode_segment_header(buf):
         PyBuffer_Release(&view)
 
 
-cdef inline void _write_record(uint8_t* p, const RecordSpec* r) noexcept nogil:
-    cdef uint32_t ccrc = _crc32(0, &r.rtype, 1)
-    ccrc = _crc32(ccrc, r.data, <size_t>r.size)
-    _st32(p, ccrc)
+cdef inline void _record_fields(uint8_t* p, const RecordSpec* r) noexcept nogil:
+    """A record's header but its two checksums (bytes 0..4 and 28..32), and its payload."""
     _st32(p + 4, <uint32_t>r.size)
     p[8] = r.rtype
     p[9] = 0
@@ -690,8 +688,31 @@ cdef inline void _write_record(uint8_t* p, const RecordSpec* r) noexcept nogil:
     p[11] = 0
     _st64(p + 12, r.index)
     _st64(p + 20, r.term)
-    _st32(p + 28, _crc32(0, p, 28))
     memcpy(p + C_RECORD_HEADER_SIZE, r.data, <size_t>r.size)
+
+
+cdef inline void _write_record(uint8_t* p, const RecordSpec* r) noexcept nogil:
+    _record_fields(p, r)
+    _st32(p, _crc32(_crc32(0, &r.rtype, 1), r.data, <size_t>r.size))
+    _st32(p + 28, _crc32(0, p, 28))
+
+
+cdef inline void _write_record_pair(uint8_t* p, const RecordSpec* r,
+                                    uint8_t* q, const RecordSpec* s) noexcept nogil:
+    """Two records (at p and q) at once: each checksum of one is computed beside the same
+    checksum of the other (_crc32_pair), which nearly halves a batch's CRC time."""
+    cdef uint32_t a = _crc32(0, &r.rtype, 1)
+    cdef uint32_t b = _crc32(0, &s.rtype, 1)
+    _record_fields(p, r)
+    _record_fields(q, s)
+    _crc32_pair(&a, r.data, <size_t>r.size, &b, s.data, <size_t>s.size)
+    _st32(p, a)
+    _st32(q, b)
+    a = 0
+    b = 0
+    _crc32_pair(&a, p, 28, &b, q, 28)
+    _st32(p + 28, a)
+    _st32(q + 28, b)
 
 
 cdef int _spec(RecordSpec* r, object rtype, object index, object term, object payload) except -1:
@@ -725,14 +746,21 @@ def encode_record(rtype, index, term, payload):
 
 
 cdef bytes _write_records(const RecordSpec* specs, Py_ssize_t n, Py_ssize_t total):
-    """The second pass of the encoders: every record written straight into one buffer."""
+    """The second pass of the encoders: every record written straight into one buffer, two
+    at a time (their checksums side by side)."""
     cdef bytes out = PyBytes_FromStringAndSize(NULL, total)
     cdef uint8_t* p = <uint8_t*>PyBytes_AS_STRING(out)
     cdef Py_ssize_t k
+    cdef uint8_t* q
     with nogil:
-        for k in range(n):
+        k = 0
+        while k + 1 < n:
+            q = p + C_RECORD_HEADER_SIZE + specs[k].size
+            _write_record_pair(p, &specs[k], q, &specs[k + 1])
+            p = q + C_RECORD_HEADER_SIZE + specs[k + 1].size
+            k += 2
+        if k < n:
             _write_record(p, &specs[k])
-            p += C_RECORD_HEADER_SIZE + specs[k].size
     return out
 
 

@@ -100,6 +100,39 @@ def test_a_flipped_bit_anywhere_is_caught(core_twins, n):
             assert impl.decode_records(bytes(bad))[2] == py.WAL_CORRUPT
 
 
+@pytest.mark.parametrize("order", ["rising", "falling", "shuffled"])
+def test_batches_pair_records_of_any_lengths(core_twins, order):
+    """The batch encoders write records two at a time (their checksums side by side): pairs
+    of unequal lengths, one below and one above the interleaved threshold, and an odd count
+    must give each record exactly what encode_record gives alone."""
+    py, cy = core_twins
+    lengths = list(range(0, 65)) + [100, 3 * STRIPE - 1, 3 * STRIPE, 3 * STRIPE + 7, 200_003]
+    if order == "falling":
+        lengths.reverse()
+    elif order == "shuffled":
+        random.Random(5).shuffle(lengths)
+    for count in (len(lengths), len(lengths) - 1):        # an odd and an even count
+        recs = [(1 + k % 200, 1000 + k, 4, rand_bytes(n, 3000 + k))
+                for k, n in enumerate(lengths[:count])]
+        want = b"".join(py.encode_record(*r) for r in recs)
+        assert cy.encode_records(recs) == want == py.encode_records(recs)
+        entries = [(4, r[3]) for r in recs]
+        assert cy.encode_entries(7, 1000, 4, entries, 1 << 20) == \
+            py.encode_entries(7, 1000, 4, entries, 1 << 20)
+        assert [r[:4] for r in cy.decode_records(want)[0]] == recs
+
+
+@given(st.lists(st.binary(max_size=300), max_size=9), st.integers(1, 255))
+def test_batch_crcs_match_binascii(core_impl, payloads, rtype):
+    buf = core_impl.encode_records([(rtype, 1, 1, p) for p in payloads])
+    pos = 0
+    for p in payloads:
+        assert struct.unpack_from("<I", buf, pos)[0] == binascii.crc32(bytes([rtype]) + p)
+        assert struct.unpack_from("<I", buf, pos + 28)[0] == binascii.crc32(buf[pos:pos + 28])
+        pos += 32 + len(p)
+    assert pos == len(buf)
+
+
 @given(st.binary(max_size=STRIPE * 7), st.integers(1, 255))
 def test_record_crc_matches_binascii_on_any_payload(core_impl, payload, rtype):
     rec = core_impl.encode_record(rtype, 1, 1, payload)
