@@ -580,13 +580,44 @@ def _backup_args(op: int, args) -> tuple:
     return (token, offset, length)
 
 
+_new = tuple.__new__
+_int, _bytes, _bool, _list = int, bytes, bool, list
+
+
 def decode_request(body, limits: Limits, max_bytes: int) -> Request:
     """Decode a client request.
 
     Raises RemoteProtocolError when the body is not even ``[req_id, op, ...]`` (the
     connection is closed: there is nobody to answer), and InvalidRequest carrying
-    ``req_id`` as an attribute when the request can be answered with ST_INVALID."""
+    ``req_id`` as an attribute when the request can be answered with ST_INVALID.
+
+    The two hot shapes (a valid put, a valid get) take a fast path that checks everything
+    the general path checks in one expression and builds the Request without its
+    Python-level ``__new__``; anything else (any doubt) goes the general way, which gives
+    the precise error."""
     v = _unpackb(body, max_bytes)
+    if type(v) is _list:
+        n = len(v)
+        if n == 7:
+            rid, op, s, q, f, key, value = v
+            if (op == OP_PUT and type(op) is _int and type(rid) is _int and type(s) is _int
+                    and type(q) is _int and type(f) is _int and type(key) is _bytes
+                    and type(value) is _bytes and 0 <= rid <= _U64 and 0 < s <= _U64
+                    and 0 < q <= _U64 and 0 <= f <= q and len(key) <= limits.max_key
+                    and len(value) <= limits.max_value):
+                return _new(Request, (rid, op, s, q, f, key, value, None, False, 0, False,
+                                      None, None))
+        elif n == 4:
+            rid, op, key, stale = v
+            if (op == OP_GET and type(op) is _int and type(rid) is _int
+                    and type(key) is _bytes and type(stale) is _bool and 0 <= rid <= _U64
+                    and len(key) <= limits.max_key):
+                return _new(Request, (rid, op, 0, 0, 0, key, None, None, stale, 0, False,
+                                      None, None))
+    return _decode_request(v, limits)
+
+
+def _decode_request(v, limits: Limits) -> Request:
     if type(v) is not list or len(v) < 2 or type(v[0]) is not int or not 0 <= v[0] <= _U64:
         raise _bad(f"request is not [req_id, op, ...]: {short_repr(v)}")
     req_id, op = v[0], v[1]
@@ -792,8 +823,20 @@ _CMD_SHAPE = {CMD_REGISTER: 2, CMD_PUT: 7, CMD_DELETE: 6, CMD_CAS: 8, CMD_KEEPAL
 def decode_command(payload: bytes) -> tuple:
     """A committed command as a tuple (shapes in the module docstring). Raises
     RemoteProtocolError for a payload that is not a valid command: the leader validates
-    before proposing, so this only happens to a log written by something else."""
+    before proposing, so this only happens to a log written by something else. A valid put
+    (the hot shape) is checked in one expression; anything else goes the general way."""
     v = _unpackb(payload, max(len(payload), 1))
+    if type(v) is _list and len(v) == 7:
+        kind, ts, s, q, f, key, value = v
+        if (kind == CMD_PUT and type(kind) is _int and type(ts) is _int and type(s) is _int
+                and type(q) is _int and type(f) is _int and type(key) is _bytes
+                and type(value) is _bytes and 0 <= ts <= _U64 and 0 <= s <= _U64
+                and 0 <= q <= _U64 and 0 <= f <= _U64):
+            return tuple(v)
+    return _decode_command(v)
+
+
+def _decode_command(v) -> tuple:
     if type(v) is not list or not v or type(v[0]) is not int or v[0] not in _CMD_SHAPE:
         raise _bad(f"not a command: {short_repr(v)}")
     if len(v) != _CMD_SHAPE[v[0]]:

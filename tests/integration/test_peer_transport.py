@@ -45,6 +45,9 @@ class Node:
     def on_snapshot_sent(self, pid, ok) -> None:
         pass
 
+    def on_peer_closed(self, pid) -> None:
+        self.closed_peers = getattr(self, "closed_peers", []) + [pid]
+
     def fatal(self, reason: str) -> None:
         self.fatal_reason = reason
 

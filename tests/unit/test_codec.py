@@ -199,3 +199,50 @@ def test_request_head_agrees_with_decode_request(data):
         assert got == (v[0], v[1] if type(v[1]) is int else None)
     else:
         assert got is None
+
+
+def _outcome(fn, *args):
+    try:
+        return ("ok", fn(*args))
+    except Exception as exc:        # noqa: BLE001 - the outcome is what is compared
+        return (type(exc).__name__, str(exc), getattr(exc, "req_id", None))
+
+
+def test_the_fast_paths_agree_with_the_general_decoders():
+    # decode_request's and decode_command's fast paths (a valid put, a valid get) must give
+    # exactly what the general path gives, and leave every doubtful shape to it.
+    lim = codec.Limits(max_key=8, max_value=16)
+    u64 = (1 << 64) - 1
+    ints = (0, 1, 2, 7, u64, -1, -(1 << 63), True, 1.0, None)
+    keys = (b"", b"k", b"k" * 8, b"k" * 9, "k", None)
+    values = (b"", b"v" * 16, b"v" * 17, "v", None)
+    n = 0
+    for rid in (0, 5, u64, -1, True):
+        for op in (codec.OP_PUT, codec.OP_GET, True, 2.0):
+            for s, q, f in ((1, 1, 1), (0, 1, 1), (1, 0, 0), (1, 2, 3), (u64, u64, 0),
+                            (1, -5, 1), (True, 1, 1), (1, 1, -1)):
+                for key in keys:
+                    for value in values:
+                        body = codec.pack([rid, op, s, q, f, key, value])
+                        general = _outcome(lambda b: codec._decode_request(
+                            codec._unpackb(b, 1 << 20), lim), body)
+                        assert _outcome(codec.decode_request, body, lim, 1 << 20) == general
+                        cmd = codec.pack([op, rid, s, q, f, key, value])
+                        assert _outcome(codec.decode_command, cmd) == _outcome(
+                            lambda b: codec._decode_command(codec.unpack(b)), cmd)
+                        n += 1
+            for key in keys:
+                for stale in (True, False, 0, None):
+                    body = codec.pack([rid, op, key, stale])
+                    general = _outcome(lambda b: codec._decode_request(
+                        codec._unpackb(b, 1 << 20), lim), body)
+                    assert _outcome(codec.decode_request, body, lim, 1 << 20) == general
+                    n += 1
+    assert n > 1000
+    for x in ints:      # every integer position, one at a time, on a valid put
+        for pos in (0, 2, 3, 4):
+            v = [9, codec.OP_PUT, 1, 1, 1, b"k", b"v"]
+            v[pos] = x
+            body = codec.pack(v)
+            assert _outcome(codec.decode_request, body, lim, 1 << 20) == _outcome(
+                lambda b: codec._decode_request(codec._unpackb(b, 1 << 20), lim), body)
