@@ -18,6 +18,19 @@ node's Ready cycle is the same for both; what differs is kept here:
 
 Both produce snapshot files through the same ``SnapshotStore`` in ``<data>/snap``.
 
+A snapshot received from the leader is installed in two steps so that the loop does not stop
+for it (about 1 s per million keys): the peer transport's worker thread, once it has adopted
+the file, calls ``prepare`` (through the store, ``BackendSnapshots``), which builds the new
+state machine from it there; ``install`` (on the loop, in the Ready that carries the snapshot)
+then swaps that machine in at once when it was built from the same snapshot (index and term),
+and otherwise restores the file on the loop, as it does for a snapshot found at a restart.
+Python threads share the GIL, so the loop runs slower while the state is built, but it runs:
+heartbeats are answered and no election starts. Memory: the old and the new state coexist from
+the moment the new one is built until it is swapped in (the old one is freed then; a prepared
+state whose SNAP the engine refused is freed once the log has been applied past it,
+``drop_prepared``). The SQLite backend still writes the new state's rows into its database on
+the loop (``SqliteStateMachine.install_state``); only the decoding is done ahead.
+
 A data directory belongs to the backend that first opened it (``fastraft.datadir``'s BACKEND
 marker, checked by ``main`` before a backend opens anything); ``backends_present`` tells which
 backends' files a directory from before the marker holds. Every directory a backend creates is
@@ -29,21 +42,26 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import threading
 import time
 
 from ..datadir import SQLITE_FILE, WAL_DIR, makedirs_durable, remove_quietly
-from ..errors import CorruptRecordError, RecoveryError, StorageError
+from ..errors import CorruptRecordError, FastraftError, RecoveryError, StorageError
 from ..raft import RaftLog, Snapshot, SnapshotMeta, initial_snapshot
 from ..statemachine import KVStateMachine
 from ..statemachine.snapshotter import fork_available, take_snapshot, take_snapshot_sync
 from ..storage.snapshot import SnapshotStore, read_meta
 from ..storage.wal import WalStore, parse_segment_name
 
-__all__ = ["WalBackend", "SqliteBackend", "open_backend", "backends_present", "RecoveryError",
-           "WAL_DIR", "SQLITE_FILE"]
+__all__ = ["WalBackend", "SqliteBackend", "BackendSnapshots", "open_backend",
+           "backends_present", "RecoveryError", "WAL_DIR", "SQLITE_FILE"]
 
 
 log = logging.getLogger("fastraft.node")
+
+#: The pieces a received snapshot is read in while its state is built off the loop: small, so
+#: that no one decoding call holds the GIL for long (the loop must get it back often).
+PREPARE_PIECE = 64 * 1024
 
 
 def backends_present(data_dir: str) -> set[str]:
@@ -70,9 +88,45 @@ def open_backend(kind: str, data_dir: str, voters: frozenset, tuning):
     return WalBackend(data_dir, voters, tuning)
 
 
+class BackendSnapshots(SnapshotStore):
+    """The snapshot store of a backend: a ``SnapshotStore`` whose ``prepare`` hands a
+    snapshot received from a peer (just adopted, on the peer transport's worker thread) to
+    the backend, which builds its state there (``_Backend.prepare``)."""
+
+    def __init__(self, directory, backend) -> None:
+        super().__init__(directory)
+        self.backend = backend
+
+    def prepare(self, path: str, meta: SnapshotMeta) -> None:
+        """Build the state machine of the adopted snapshot ``path`` (of ``meta``) for the
+        backend's next ``install``. Call it off the loop; it never raises (a failure is
+        reported by that ``install``, as if the file were read then)."""
+        self.backend.prepare(path, meta)
+
+
+class _Prepared:
+    """A state machine built off the loop from the snapshot ``(index, term)``, or the error
+    building it raised (``install`` raises it as a StorageError)."""
+
+    __slots__ = ("index", "term", "machine", "error", "seconds")
+
+    def __init__(self, meta: SnapshotMeta, machine, error: BaseException | None,
+                 seconds: float) -> None:
+        self.index = meta.index
+        self.term = meta.term
+        self.machine = machine
+        self.error = error
+        self.seconds = seconds
+
+
+class _Abandoned(FastraftError):
+    """The backend closed while a received snapshot's state was being built."""
+
+
 class _Backend:
     """What both backends share: the data directory (made durably), the snapshot files in
-    ``<data>/snap``, and the state machine (None until ``open``)."""
+    ``<data>/snap``, the state machine (None until ``open``) and the state built ahead from
+    a received snapshot (``prepare``; module docstring)."""
 
     name = ""
 
@@ -81,13 +135,80 @@ class _Backend:
         self.voters = voters
         self.tuning = tuning
         makedirs_durable(data_dir)
-        self.snaps = SnapshotStore(os.path.join(data_dir, "snap"))
+        self.snaps = BackendSnapshots(os.path.join(data_dir, "snap"), self)
         self.machine = None
         self.store = None
+        self._prepared: _Prepared | None = None     # set by the worker, taken by the loop
+        self._prepared_lock = threading.Lock()
+        self._closed = False
 
     def close(self) -> None:
-        """Close the store (its last sync is the node's)."""
+        """Close the store (its last sync is the node's); a state being built is abandoned."""
+        with self._prepared_lock:
+            self._closed = True
+            self._prepared = None
         self.store.close()
+
+    # -- a received snapshot's state, built off the loop ----------------------------------
+
+    def _restore(self, chunks):
+        """A ``KVStateMachine`` restored from a snapshot stream (any thread)."""
+        return KVStateMachine.restore(chunks)
+
+    def _pieces(self, path: str):
+        for piece in self.snaps.read_chunks(path, PREPARE_PIECE):
+            if self._closed:
+                raise _Abandoned()
+            yield piece
+
+    def prepare(self, path: str, meta: SnapshotMeta) -> None:
+        """On the peer transport's worker thread, after the snapshot ``path`` (of ``meta``)
+        was adopted and before its SNAP is stepped: build its state machine, replacing any
+        state prepared before, for ``install`` to swap in. A damaged file or a read error is
+        kept for ``install`` to report; nothing raises here."""
+        log.info("building the state of snapshot %d@%d off the loop", meta.index, meta.term)
+        t0 = time.monotonic()
+        machine = error = None
+        try:
+            machine = self._restore(self._pieces(path))
+        except _Abandoned:
+            return
+        except (CorruptRecordError, OSError, StorageError) as exc:
+            error = exc
+        except Exception:   # a bug: the install restores on the loop and meets it there
+            log.exception("building the state of snapshot %s off the loop failed", path)
+            return
+        took = time.monotonic() - t0
+        with self._prepared_lock:
+            if not self._closed:
+                self._prepared = _Prepared(meta, machine, error, took)
+        if error is None:
+            log.info("built the state of snapshot %d@%d (%d keys) off the loop in %.2f s",
+                     meta.index, meta.term, len(machine.kv), took)
+
+    def _take_prepared(self, snap: Snapshot) -> _Prepared | None:
+        """The state prepared for ``snap`` (now no longer held), or None (none, or one of
+        another snapshot: dropped). StorageError when building it failed."""
+        with self._prepared_lock:
+            p, self._prepared = self._prepared, None
+        if p is None or (p.index, p.term) != (snap.meta.index, snap.meta.term):
+            return None
+        if p.error is not None:
+            raise StorageError(f"cannot install snapshot {snap.data}: {p.error}") from p.error
+        return p
+
+    def drop_prepared(self, applied: int) -> None:
+        """Free a prepared state the log has been applied up to or past (``applied``): the
+        engine refused its SNAP (it had that much already), so it will never be installed.
+        Called once per Ready pass; cheap when nothing is prepared."""
+        if self._prepared is None:
+            return
+        with self._prepared_lock:
+            p = self._prepared
+            if p is not None and p.index <= applied:
+                self._prepared = None
+                log.info("dropped the state built from snapshot %d@%d: not installed "
+                         "(applied %d)", p.index, p.term, applied)
 
 
 class WalBackend(_Backend):
@@ -153,12 +274,19 @@ class WalBackend(_Backend):
         """A snapshot from the leader, in the Ready (before the sync)."""
         self.store.save_snapshot_mark(snap.meta)
 
-    def install(self, snap: Snapshot) -> None:
-        """After the sync: load the leader's snapshot into the state machine."""
+    def install(self, snap: Snapshot) -> float | None:
+        """After the sync: make the leader's snapshot the state machine: the one built off
+        the loop from it (``prepare``), else restored from the file here. Returns how long
+        building it off the loop took, None when it was restored here."""
+        p = self._take_prepared(snap)
+        if p is not None:
+            self.machine = p.machine
+            return p.seconds
         try:
             self.machine = KVStateMachine.restore(self.snaps.read_chunks(snap.data))
         except (CorruptRecordError, OSError) as exc:
             raise StorageError(f"cannot install snapshot {snap.data}: {exc}") from exc
+        return None
 
     async def snapshot(self, meta: SnapshotMeta) -> tuple[SnapshotMeta, str]:
         """Write a snapshot of the state machine (at ``meta.index``); returns its meta and
@@ -200,6 +328,7 @@ class SqliteBackend(_Backend):
         self._machine_cls = SqliteStateMachine
         self._store_cls = SqliteStore
         self.path = os.path.join(data_dir, SQLITE_FILE)
+        self._installed: float | None = None     # what the last install returned
         self.store = SqliteStore(self.path)
         if not tuning.fsync:
             self.store.unsafe_no_fsync()
@@ -252,14 +381,26 @@ class SqliteBackend(_Backend):
         self.store.save_snapshot_mark(snap.meta)
         self.install(snap)
 
-    def install(self, snap: Snapshot) -> None:
-        """After the sync: load the leader's snapshot (unless ``persist_snapshot`` did)."""
+    def _restore(self, chunks):
+        return KVStateMachine.restore(chunks, self.machine.max_sessions)
+
+    def install(self, snap: Snapshot) -> float | None:
+        """Load the leader's snapshot into the database (unless ``persist_snapshot`` did):
+        from the state decoded off the loop (``prepare``) when there is one, else from the
+        file. Returns how long the decoding off the loop took, None when done here."""
         if self.machine.applied_index == snap.meta.index:
-            return      # done by persist_snapshot
+            return self._installed      # done by persist_snapshot
+        p = self._take_prepared(snap)
+        if p is not None:
+            self.machine.install_state(p.machine)
+            self._installed = p.seconds
+            return p.seconds
         try:
             self.machine.install(self.snaps.read_chunks(snap.data))
         except (CorruptRecordError, OSError) as exc:
             raise StorageError(f"cannot install snapshot {snap.data}: {exc}") from exc
+        self._installed = None
+        return None
 
     async def snapshot(self, meta: SnapshotMeta) -> tuple[SnapshotMeta, str]:
         """A snapshot file from a consistent copy of the database (backup API, in a thread,

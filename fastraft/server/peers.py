@@ -27,12 +27,14 @@ was removed is told so (``node.removed``) and stops.
   by a task that waits for the socket to drain between chunks, so heartbeats and appends keep
   flowing between the chunks; the SNAP message itself follows the last chunk. The receiver
   writes the chunks to a part file, verifies the whole file (checksum included), adopts it
-  into its snapshot store, and only then steps the SNAP message into its engine. Its file
-  work (open, write, fsync, verify, adopt) runs on one worker thread, in the order the frames
-  came, so the loop keeps serving meanwhile. Until the SNAP is stepped, what its sender sends
-  after it waits, in order (an append must not overtake the snapshot it follows), except
+  into its snapshot store, builds the state machine it holds (when the store offers
+  ``prepare``: the backends' store, so that installing it only swaps it in, ``backends``),
+  and only then steps the SNAP message into its engine. Its file work (open, write, fsync,
+  verify, adopt, build) runs on one worker thread, in the order the frames came, so the
+  loop keeps serving meanwhile. Until the SNAP is stepped, what its sender sends after it
+  waits, in order (an append must not overtake the snapshot it follows), except
   heartbeats of the same term, stepped at once: they keep the leader known (no election
-  while a large snapshot is verified) and change nothing else (their commit is capped by
+  while a large snapshot is verified and built) and change nothing else (their commit is capped by
   what the leader knows we hold). A failure to store the file stops the node, as any other
   storage failure.
 - With ``[tls]`` (``tls=`` the accepting and dialling contexts) both directions are mutual
@@ -107,8 +109,10 @@ class PeerTransport:
     ``node`` must offer ``on_peer_message(m)`` (returns why ``m`` is refused, or None),
     ``on_unreachable(peer_id)``, ``on_snapshot_sent(peer_id, ok)`` and ``fatal(reason)``
     (interfaces.PeerHandler); ``snaps`` is the node's SnapshotStore (received snapshots are
-    adopted into it; their part files are written in its directory). ``peers`` maps every
-    other node's id to its ``(host, port)``; ``max_frame`` bounds a received frame."""
+    adopted into it; their part files are written in its directory; its ``prepare(path,
+    meta)``, when it has one, is called on the worker thread after each adoption).
+    ``peers`` maps every other node's id to its ``(host, port)``; ``max_frame`` bounds a
+    received frame."""
 
     def __init__(self, node, node_id: int, cluster: str, listen: tuple[str, int],
                  peers: dict, snaps, max_frame: int, high_water: int = 32 << 20,
@@ -684,7 +688,8 @@ class _Inbound(asyncio.Protocol):
                                       f"data")
         self._part = None
         held = self.tr._held[self.peer_id] = _Held(frame.message.term)
-        fut = self._disk(_adopt_part, part, self.tr.snaps, meta)
+        prepare = None if self.tr._disk_down else getattr(self.tr.snaps, "prepare", None)
+        fut = self._disk(_adopt_part, part, self.tr.snaps, meta, prepare)
         fut.add_done_callback(lambda f: self._adopted(frame, f, held))
 
     def _adopted(self, frame: codec.PeerMessage, fut: asyncio.Future, held: _Held) -> None:
@@ -800,9 +805,11 @@ def _remove_part(part: _Part) -> None:
     remove_quietly(part.path)
 
 
-def _adopt_part(part: _Part, snaps, meta) -> str:
+def _adopt_part(part: _Part, snaps, meta, prepare=None) -> str:
     """fsync the complete part file, then ``snaps.adopt`` it: its new path. The part is
-    removed when the snapshot is damaged or older than one held (the exception passes on)."""
+    removed when the snapshot is damaged or older than one held (the exception passes on).
+    Then ``prepare(path, meta)``, if given, builds the state it holds for the install (it
+    never raises: a failure is reported by the install)."""
     if part.failed:
         _close_fd(part)
         raise StorageError(f"an earlier write of {part.path} failed")
@@ -810,7 +817,10 @@ def _adopt_part(part: _Part, snaps, meta) -> str:
     fd, part.fd = part.fd, None
     os.close(fd)
     try:
-        return snaps.adopt(part.path, meta)
+        path = snaps.adopt(part.path, meta)
     except (LocalProtocolError, CorruptRecordError):
         remove_quietly(part.path)
         raise
+    if prepare is not None:
+        prepare(path, meta)
+    return path

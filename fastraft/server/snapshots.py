@@ -55,10 +55,13 @@ class Snapshots:
 
     def maybe_take(self) -> None:
         """Start a snapshot when ``threshold`` entries were applied since the last one (or
-        one is needed), unless one is running or the node is stopping."""
+        one is needed), unless one is running or the node is stopping. First, free a state
+        built ahead from a received snapshot that will not be installed
+        (``backend.drop_prepared``)."""
+        applied = self.backend.machine.applied_index
+        self.backend.drop_prepared(applied)
         if self._running or self.stopping:
             return
-        applied = self.backend.machine.applied_index
         if applied - self.index < self.threshold and not (self._need and applied > 0):
             return
         self._need = False
@@ -93,14 +96,21 @@ class Snapshots:
 
     def install(self, snap: Snapshot):
         """After the Ready's sync: make the leader's snapshot the state; returns the state
-        machine now in force. StorageError if the file cannot be read."""
+        machine now in force. StorageError if the file cannot be read. The state was
+        usually built off the loop when the file was received (``backends``: then this
+        only swaps it in)."""
         meta = snap.meta
         t0 = time.monotonic()
-        self.backend.install(snap)
+        ahead = self.backend.install(snap)
         machine = self.backend.machine
         assert machine.applied_index == meta.index, (
             f"snapshot {snap.data} holds index {machine.applied_index}, not {meta.index}")
         self.index = meta.index
-        log.info("installed snapshot %d@%d from the leader in %.2f s", meta.index,
-                 meta.term, time.monotonic() - t0)
+        if ahead is None:
+            log.info("installed snapshot %d@%d from the leader in %.2f s", meta.index,
+                     meta.term, time.monotonic() - t0)
+        else:
+            log.info("installed snapshot %d@%d from the leader in %.3f s (its state was "
+                     "built off the loop, in %.2f s)", meta.index, meta.term,
+                     time.monotonic() - t0, ahead)
         return machine

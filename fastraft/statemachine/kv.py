@@ -184,10 +184,20 @@ class KVStore:
     @classmethod
     def from_sorted(cls, keys: list[bytes], values: list[bytes], load: int = LOAD) -> KVStore:
         """A store built from keys already in strictly ascending order (the caller checks)
-        and their values, in O(n) without sorting (snapshot restore)."""
+        and their values, in O(n) without sorting."""
+        data = dict(zip(keys, values))
+        assert len(data) == len(keys), "from_sorted: duplicate keys"
+        return cls.from_index(keys, data, load)
+
+    @classmethod
+    def from_index(cls, keys: list[bytes], data: dict[bytes, bytes],
+                   load: int = LOAD) -> KVStore:
+        """A store over ``data`` (taken, not copied) whose keys are ``keys``, in strictly
+        ascending order (the caller checks both): ``from_sorted`` for a caller that built
+        the dict itself, piece by piece (a snapshot restore on a worker thread)."""
+        assert len(data) == len(keys), "from_index: the keys are not the dict's"
         self = cls(load)
-        self._data = dict(zip(keys, values))
-        assert len(self._data) == len(keys), "from_sorted: duplicate keys"
+        self._data = data
         lists = [keys[i:i + load] for i in range(0, len(keys), load)]
         self._lists = lists
         self._maxes = [bucket[-1] for bucket in lists]

@@ -293,7 +293,11 @@ class KVStateMachine:
         """A machine rebuilt from a snapshot stream (as made by ``snapshot_chunks``). The
         session timeout comes from the snapshot (it is part of the replicated state);
         ``max_sessions`` is this node's configuration. Any damage raises CorruptRecordError;
-        an exception raised by ``chunks`` itself is passed on."""
+        an exception raised by ``chunks`` itself is passed on. It may run on a worker thread
+        while an event loop keeps running (the runtime builds a received snapshot's state
+        so): fed small chunks, no step holds the GIL for long (the values are gathered batch
+        by batch), but for the resizes of the one dict of values (about 40 ms at a million
+        keys)."""
         r = _Restorer(max_sessions)
         for chunk in chunks:
             try:
@@ -350,7 +354,9 @@ class _Restorer:
         self.stage = 0              # 0 header, 1 kv, 2 sessions, 3 end, 4 done
         self.header: list = []
         self.keys: list[bytes] = []
-        self.values: list[bytes] = []
+        #: the values by key, filled batch by batch (no one call over every key: a restore
+        #: on a worker thread must not hold the GIL for long, ``restore``)
+        self.data: dict[bytes, bytes] = {}
         self.sessions: list[Session] = []
         self.ids: set[int] = set()
         self.n_keys = self.n_sessions = 0
@@ -396,7 +402,7 @@ class _Restorer:
         if (self.keys and not self.keys[-1] < keys[0]) or not all(map(lt, keys, keys[1:])):
             raise _corrupt(f"keys out of order or repeated after {len(self.keys)} keys")
         self.keys += keys
-        self.values += v[1::2]
+        self.data.update(zip(keys, v[1::2]))
 
     def _sessions(self, v) -> None:
         if type(v) is not list or not v:
@@ -447,7 +453,7 @@ class _Restorer:
                            f"{clock}, timeout {timeout_ms} ms)")
         m = KVStateMachine(timeout_ms, self.max_sessions)
         m.applied_index = applied
-        m._kv = KVStore.from_sorted(self.keys, self.values)
+        m._kv = KVStore.from_index(self.keys, self.data)
         m._sessions.load(clock, self.sessions)
         return m
 

@@ -178,7 +178,11 @@ class SqliteStateMachine(KVStateMachine):
     def install(self, chunks) -> None:
         """Replace the whole state with a snapshot stream (from the leader), in the store's
         open transaction."""
-        m = KVStateMachine.restore(chunks, self._sessions.max_sessions)
+        self.install_state(KVStateMachine.restore(chunks, self._sessions.max_sessions))
+
+    def install_state(self, m: KVStateMachine) -> None:
+        """Replace the whole state with that of ``m`` (a snapshot restored already, e.g. on
+        another thread), in the store's open transaction."""
         sessions = list(m.sessions.sessions())
         rows = [(s.id, i, encode_session(s)) for i, s in enumerate(sessions, 1)]
         self.store.replace_state(m.applied_index, m.kv.items(), rows, m.clock)
