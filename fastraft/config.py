@@ -14,7 +14,7 @@ The file (TOML, read with ``tomllib``)::
     name = "demo"                     # required, named in every peer handshake
 
     [tuning]                          # optional; keys are exactly the Tuning field names
-    election_timeout_ms = 500
+    election_timeout_ms = 300
 
     [[node]]                          # one table per voter, at least one
     id = 1                            # integer >= 1, unique
@@ -267,7 +267,7 @@ class Tuning:
 
     tick_ms: int = 10  # engine tick (1..1000)
     heartbeat_ms: int = 50  # >= tick_ms
-    election_timeout_ms: int = 500  # > heartbeat_ms; the engine randomizes in [e, 2e)
+    election_timeout_ms: int = 300  # > heartbeat_ms; the engine randomizes in [e, 2e)
     snapshot_threshold: int = 100_000  # entries applied since the last snapshot
     snapshot_keep_entries: int = 10_000  # log tail kept after a snapshot for slow followers
     fsync: bool = True  # False = UNSAFE, benchmarks only

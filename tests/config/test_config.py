@@ -333,7 +333,7 @@ def test_tuning_tables_and_types():
 
 def test_tuning_ticks_and_frame_size():
     t = Tuning()
-    assert (t.heartbeat_tick, t.election_tick) == (5, 50)
+    assert (t.heartbeat_tick, t.election_tick) == (5, 30)
     t = Tuning(tick_ms=7, heartbeat_ms=20, election_timeout_ms=100)
     assert (t.heartbeat_tick, t.election_tick) == (2, 14)
     assert Tuning().max_frame_bytes == 4096 + (1 << 20) + 65536
