@@ -143,7 +143,7 @@ __all__ = [
     "SnapMeta",
     "encode_request", "decode_request", "encode_response", "decode_response",
     "encode_notice", "request_head", "STATUS_LIMIT_FIELDS",
-    "encode_command", "command_for", "decode_command",
+    "encode_command", "command_tuple", "command_for", "decode_command",
     "encode_member_context", "decode_member_context", "encode_member_book",
     "decode_member_book",
     "pack", "new_packer", "unpack", "SnapshotDecoder",
@@ -797,24 +797,29 @@ def encode_command(cmd: tuple | list) -> bytes:
     return pack(cmd)
 
 
+def command_tuple(req: Request, ts: int) -> tuple:
+    """The log command's fields for a decoded write request ``req``, stamped with the
+    leader's wall clock ``ts`` in milliseconds: exactly what ``decode_command`` gives back
+    for its payload (``encode_command``), so the leader need not decode its own commands."""
+    op = req.op
+    if op == OP_PUT:
+        return (CMD_PUT, ts, req.session, req.seq, req.first_unacked, req.key, req.value)
+    if op == OP_DELETE:
+        return (CMD_DELETE, ts, req.session, req.seq, req.first_unacked, req.key)
+    if op == OP_CAS:
+        return (CMD_CAS, ts, req.session, req.seq, req.first_unacked, req.key, req.expected,
+                req.value)
+    if op == OP_REGISTER:
+        return (CMD_REGISTER, ts)
+    if op == OP_KEEPALIVE:
+        return (CMD_KEEPALIVE, ts, req.session, req.first_unacked)
+    raise LocalProtocolError(f"{OP_NAMES.get(op, op)} is not a write")
+
+
 def command_for(req: Request, ts: int) -> bytes:
     """The log command (its encoded payload) for a decoded write request ``req``, stamped
     with the leader's wall clock ``ts`` in milliseconds."""
-    op = req.op
-    if op == OP_PUT:
-        cmd = [CMD_PUT, ts, req.session, req.seq, req.first_unacked, req.key, req.value]
-    elif op == OP_DELETE:
-        cmd = [CMD_DELETE, ts, req.session, req.seq, req.first_unacked, req.key]
-    elif op == OP_CAS:
-        cmd = [CMD_CAS, ts, req.session, req.seq, req.first_unacked, req.key, req.expected,
-               req.value]
-    elif op == OP_REGISTER:
-        cmd = [CMD_REGISTER, ts]
-    elif op == OP_KEEPALIVE:
-        cmd = [CMD_KEEPALIVE, ts, req.session, req.first_unacked]
-    else:
-        raise LocalProtocolError(f"{OP_NAMES.get(op, op)} is not a write")
-    return pack(cmd)
+    return pack(command_tuple(req, ts))
 
 
 _CMD_SHAPE = {CMD_REGISTER: 2, CMD_PUT: 7, CMD_DELETE: 6, CMD_CAS: 8, CMD_KEEPALIVE: 4}

@@ -134,10 +134,14 @@ class KVStateMachine:
             return self._bad(index, exc)
         return self._dispatch(index, cmd)
 
-    def apply_entries(self, first_index: int,
-                      entries: list[tuple[int, bytes]]) -> list[tuple[int, object]]:
+    def apply_entries(self, first_index: int, entries: list[tuple[int, bytes]],
+                      known: dict | None = None) -> list[tuple[int, object]]:
         """Apply consecutive committed entries ``(term, payload)`` starting at
-        ``first_index``; returns ``[(index, answer), ...]`` for every entry (no-ops too)."""
+        ``first_index``; returns ``[(index, answer), ...]`` for every entry (no-ops too).
+        ``known``: index -> (payload, command tuple) of the commands this node proposed as
+        leader (``Requests``); an entry whose payload IS that object (the same entry, not
+        one another leader wrote at that index) is applied without decoding it again. The
+        entries' indexes are popped from it."""
         if first_index != self.applied_index + 1:
             raise AssertionError(f"applying index {first_index} after {self.applied_index}: "
                                  f"the log has a gap or a repeat")
@@ -150,6 +154,9 @@ class KVStateMachine:
             for _term, payload in entries:
                 if not payload:
                     append((index, None))
+                elif known and (k := known.pop(index, None)) is not None and \
+                        k[0] is payload:
+                    append((index, dispatch(index, k[1])))
                 else:
                     try:
                         cmd = decode(payload)

@@ -143,9 +143,10 @@ class SqliteStateMachine(KVStateMachine):
         self._flush()
         return out
 
-    def apply_entries(self, first_index: int, entries: list) -> list:
+    def apply_entries(self, first_index: int, entries: list, known: dict | None = None
+                      ) -> list:
         try:
-            return super().apply_entries(first_index, entries)
+            return super().apply_entries(first_index, entries, known)
         finally:
             self._flush()
 

@@ -185,3 +185,33 @@ def test_session_table_arguments():
         SessionTable(timeout_ms=-1)
     with pytest.raises(ValueError):
         SessionTable(max_sessions=0)
+
+
+def test_known_commands_are_applied_without_decoding_when_the_entry_is_the_same_object():
+    # The leader passes the command tuples it proposed (Requests); an entry another leader
+    # wrote at that index is a different object and is decoded as usual.
+    m = KVStateMachine()
+    reg = codec.encode_command([codec.CMD_REGISTER, 1])
+    assert m.apply_entries(1, [(1, reg)]) == [(1, (codec.ST_OK, 1))]
+    mine = codec.encode_command([codec.CMD_PUT, 2, 1, 1, 1, b"k", b"from-payload"])
+    # The known tuple differs from the payload on purpose: which one was applied shows.
+    known = {2: (mine, (codec.CMD_PUT, 2, 1, 1, 1, b"k", b"from-tuple"))}
+    m.apply_entries(2, [(1, mine)], known)
+    assert m.get(b"k") == b"from-tuple" and known == {}
+    other = codec.encode_command([codec.CMD_PUT, 3, 1, 2, 2, b"k", b"from-payload"])
+    known = {3: (bytes(bytearray(other)), (codec.CMD_PUT, 3, 1, 2, 2, b"k", b"from-tuple"))}
+    m.apply_entries(3, [(2, other)], known)
+    assert m.get(b"k") == b"from-payload" and known == {}
+
+
+def test_command_tuple_is_what_decoding_the_command_gives():
+    reqs = [codec.Request(7, codec.OP_PUT, 3, 4, 2, key=b"k", value=b"v"),
+            codec.Request(7, codec.OP_DELETE, 3, 4, 2, key=b"k"),
+            codec.Request(7, codec.OP_CAS, 3, 4, 2, key=b"k", expected=None, value=b"v"),
+            codec.Request(7, codec.OP_CAS, 3, 4, 2, key=b"k", expected=b"e", value=b"v"),
+            codec.Request(7, codec.OP_REGISTER),
+            codec.Request(7, codec.OP_KEEPALIVE, 3, first_unacked=2)]
+    for r in reqs:
+        t = codec.command_tuple(r, 1234)
+        assert codec.decode_command(codec.encode_command(t)) == t
+        assert codec.command_for(r, 1234) == codec.encode_command(t)
