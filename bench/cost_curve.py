@@ -327,18 +327,20 @@ class Writer:
     async def _watch(self, tasks, t0: float, duration, until) -> None:
         """Tick once a second until the workers are done, ``duration`` or ``until()``:
         progress every 5 s; BenchFailed when a node died or nothing succeeded for STALL_S."""
-        last_ok, last_n, last_print = t0, 0, t0
+        last_ok, seen, last_n, last_print = t0, 0, 0, t0
         while not all(t.done() for t in tasks):
-            await asyncio.wait(tasks, timeout=1.0)
+            left = 1.0 if duration is None else min(1.0, t0 + duration - pc())
+            await asyncio.wait(tasks, timeout=max(left, 0.0))
             for t in tasks:
                 if t.done() and not t.cancelled() and t.exception() is not None:
                     raise t.exception()
-            self.hist.add_many(self.window)
-            self.window = []
+            batch = self.window[:]          # the workers hold the list's append: no new list
+            del self.window[:]
+            self.hist.add_many(batch)
             now = pc()
             self.cl.check_alive(self.label)
-            if self.hist.n > last_n:
-                last_ok = now
+            if self.hist.n > seen:
+                last_ok, seen = now, self.hist.n
             elif now - last_ok > STALL_S:
                 raise BenchFailed(f"{self.label}: no write succeeded for {STALL_S:g} s; "
                                   f"errors {self.errors} {self.first_error}\n"
