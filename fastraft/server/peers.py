@@ -44,6 +44,14 @@ was removed is told so (``node.removed``) and stops.
 - Any bad input on an accepted connection (garbage, an oversized or malformed frame, a
   message that decodes but fails validation, a wrong sender) closes that connection with one
   log line; the node and its other connections carry on.
+- Floods (``accept``): accepts are rate-limited per source address (a token bucket, 32 then
+  16 a second, counting the connections that do not open with a valid hello: a peer's
+  token is given back); a connection over the limit is closed at once unless its first
+  bytes are a hello, and the source is logged once a minute. Until its hello, a connection
+  gets the least work: its first frame may announce at most ``HELLO_MAX`` bytes, nothing
+  but the hello is decoded, it is closed after ``HANDSHAKE_TIMEOUT`` seconds, and at most
+  ``MAX_WAITING`` wait at once (a new one closes the oldest), so silent connections never
+  keep a peer out. The cap ``max_inbound`` counts the connections past their hello.
 """
 
 from __future__ import annotations
@@ -69,7 +77,8 @@ from ..errors import (
 )
 from ..raft.messages import Message, MsgType
 from ..tls import handshake_refusal, tls_on_plain_port
-from .logs import LogOnce, reason_kind
+from .accept import PlainListener, SourceLimiter
+from .logs import LogEvery, LogOnce, reason_kind
 from .stats import NodeStats
 from .tlsport import TLSListener
 from .members import REMOVED_PREFIX
@@ -85,6 +94,11 @@ PART_PREFIX = "incoming-"
 #: Bytes of frames held for one peer while its snapshot is adopted, past which its
 #: connections stop being read until the snapshot is stepped.
 HELD_BYTES = 16 << 20
+#: The most a hello frame's body may announce (a cluster name of 256 characters and a peer
+#: address of 300 take less than 2 KiB); a larger first frame closes the connection.
+HELLO_MAX = 4096
+#: Accepted connections without a hello yet, at once; a new one closes the oldest.
+MAX_WAITING = 64
 
 
 def _set_keepalive(transport) -> None:
@@ -132,8 +146,17 @@ class PeerTransport:
         self.stats = NodeStats()            # the node's, once attached (bytes, heartbeats)
         self._out = {pid: _Outbound(self, pid, addr) for pid, addr in self.peers.items()}
         self._inbound: set = set()
-        #: Accepted connections allowed at once (peers reconnect; the rest is a flood).
+        #: Connections past their hello allowed at once (peers reconnect; the rest is a
+        #: flood of spoofed hellos).
         self.max_inbound = 4 * len(self.peers) + 32
+        #: Accepted connections still without a hello, oldest first (_Inbound -> None),
+        #: and those welcomed.
+        self._waiting: dict = {}
+        self._welcomed: set = set()
+        self.max_waiting = MAX_WAITING
+        #: Accepts per source address (module docstring); shared with the TLS listener.
+        self.limiter = SourceLimiter()
+        self.evictions = LogEvery(log)
         self._started = False
         self._server = None
         self._closed = False
@@ -151,15 +174,14 @@ class PeerTransport:
 
     async def start(self) -> None:
         """Listen for peers and start dialling every one of them (for ever, with backoff)."""
-        loop = asyncio.get_running_loop()
         host, port = self.listen
         if self.tls_accept is None:
-            self._server = await loop.create_server(lambda: _Inbound(self), host, port,
-                                                    reuse_address=True, backlog=128)
+            self._server = PlainListener("peer", lambda: _Inbound(self), self.limiter,
+                                         _probe_hello, backlog=128)
         else:
             self._server = TLSListener("peer", lambda: _Inbound(self), self.tls_accept,
-                                       HANDSHAKE_TIMEOUT, backlog=128)
-            await self._server.start(host, port)
+                                       HANDSHAKE_TIMEOUT, backlog=128, limiter=self.limiter)
+        await self._server.start(host, port)
         self._started = True
         for out in self._out.values():
             out.start()
@@ -506,23 +528,27 @@ class _Inbound(asyncio.Protocol):
         self.transport = None
         self.peer_id = None          # set by a valid hello
         self.remote = "?"
+        self.host = "?"
         self.closed_for_cause = False   # rejected, or its snapshot could not be stored
         self._decoder = FrameDecoder(tr.max_frame)
+        self._head = b""            # the first frame's length prefix, until it is checked
         self._timer = None
         self._part: _Part | None = None     # the snapshot file in transit
 
     def connection_made(self, transport) -> None:
         self.transport = transport
         peer = transport.get_extra_info("peername")
-        self.remote = f"{peer[0]}:{peer[1]}" if peer else "?"
-        if len(self.tr._inbound) >= self.tr.max_inbound:
-            self.tr.once(("inbound-cap",), logging.WARNING,
-                         "refusing peer connection from %s: %d connections already open",
-                         self.remote, len(self.tr._inbound))
-            transport.abort()
+        if peer:
+            self.host = peer[0]
+            self.remote = f"{peer[0]}:{peer[1]}"
+        tr = self.tr
+        if tr._closed:
+            transport.abort()           # handed over while the transport closed
             return
-        _set_keepalive(transport)
-        self.tr._inbound.add(self)
+        if len(tr._waiting) >= tr.max_waiting:
+            next(iter(tr._waiting))._evict()
+        tr._inbound.add(self)
+        tr._waiting[self] = None
         self._timer = asyncio.get_running_loop().call_later(HANDSHAKE_TIMEOUT,
                                                             self._handshake_timeout)
 
@@ -530,9 +556,18 @@ class _Inbound(asyncio.Protocol):
         if self.transport is not None:
             self.transport.abort()
 
+    def _evict(self) -> None:
+        """Too many connections wait for their hello: this one, the oldest, goes."""
+        tr = self.tr
+        tr._waiting.pop(self, None)
+        tr.evictions(("evict", self.host), logging.WARNING,
+                     "closing the oldest peer connection still without a hello (from %s): "
+                     "%d connections were waiting for theirs", self.remote, tr.max_waiting)
+        self.transport.abort()
+
     def _handshake_timeout(self) -> None:
         if self.peer_id is None:
-            self.tr.once(("idle", self.remote.rsplit(":", 1)[0]), logging.WARNING,
+            self.tr.once(("idle", self.host), logging.WARNING,
                          "closing peer connection from %s: no handshake within %.0f s",
                          self.remote, HANDSHAKE_TIMEOUT)
             self.transport.abort()
@@ -540,6 +575,8 @@ class _Inbound(asyncio.Protocol):
     def connection_lost(self, exc) -> None:
         tr = self.tr
         tr._inbound.discard(self)
+        tr._waiting.pop(self, None)
+        tr._welcomed.discard(self)
         if self._timer is not None:
             self._timer.cancel()
         self._drop_part()
@@ -568,6 +605,8 @@ class _Inbound(asyncio.Protocol):
             received = self.tr.stats.received
             received[self.peer_id] = received.get(self.peer_id, 0) + len(data)
         try:
+            if self._head is not None:
+                self._check_first_frame(data)
             bodies = self._decoder.feed(data)
         except FrameTooLarge as exc:
             self._reject(str(exc) + tls_on_plain_port(exc.size))
@@ -584,6 +623,17 @@ class _Inbound(asyncio.Protocol):
                 return
             if self.transport.is_closing():
                 return
+
+    def _check_first_frame(self, data) -> None:
+        """Before the hello: FrameTooLarge when the first frame announces more than a hello
+        may (``HELLO_MAX``), as soon as its length prefix is in (its body is never
+        buffered)."""
+        self._head += bytes(data[:4 - len(self._head)])
+        if len(self._head) == 4:
+            size = int.from_bytes(self._head, "little")
+            self._head = None
+            if size > HELLO_MAX:
+                raise FrameTooLarge(size, HELLO_MAX)
 
     def _hello(self, frame) -> None:
         if frame.kind != codec.P_HELLO:
@@ -605,8 +655,18 @@ class _Inbound(asyncio.Protocol):
             self.transport.write(encode_frame(codec.encode_refuse(reason)))
             self.transport.close()
             return
+        tr._waiting.pop(self, None)
+        if len(tr._welcomed) >= tr.max_inbound:
+            tr.once(("inbound-cap",), logging.WARNING,
+                    "refusing peer connection from %s (node %d): %d connections already "
+                    "open", self.remote, frame.frm, len(tr._welcomed))
+            self.transport.abort()
+            return
+        tr._welcomed.add(self)
         self.peer_id = frame.frm
         self._timer.cancel()
+        tr.limiter.give_back(self.host)     # a peer: its connection does not count
+        _set_keepalive(self.transport)
         self.transport.write(encode_frame(codec.encode_welcome(tr.id)))
         out = tr._out.get(frame.frm)
         if out is not None:
@@ -711,6 +771,22 @@ class _Inbound(asyncio.Protocol):
                 self._reject(str(bad))
         # (a storage failure was reported by _disk_done: the node stops)
         held.release()
+
+
+def _probe_hello(first: bytes) -> bool | None:
+    """Whether a connection whose first bytes are ``first`` opens with a hello frame
+    (``accept.PlainListener``'s probe): None while that frame is incomplete."""
+    if len(first) < 4:
+        return None
+    size = int.from_bytes(first[:4], "little")
+    if size > HELLO_MAX:
+        return False
+    if len(first) < 4 + size:
+        return None
+    try:
+        return codec.decode_peer(first[4:4 + size], HELLO_MAX).kind == codec.P_HELLO
+    except RemoteProtocolError:
+        return False
 
 
 class _Held:

@@ -25,7 +25,10 @@ silence (no address, no reason). Here each accepted socket goes through
   step, so a flood of them takes a bounded share of each loop turn and the node's timers
   (heartbeats, elections) keep running; silent connections cannot take the slots;
 - ``context`` can be replaced at any time (``fastraft node`` does it on SIGHUP): new
-  handshakes use the new one, the connections already open keep theirs.
+  handshakes use the new one, the connections already open keep theirs;
+- with a ``limiter`` (``accept.SourceLimiter``: the peer port's), a connection from a source
+  address that has no token left is closed at once, before any handshake work, and the
+  source is logged once a minute (``accept``'s docstring has the rules).
 """
 
 from __future__ import annotations
@@ -37,7 +40,8 @@ import socket
 from ..tls import handshake_refusal
 from .logs import LogEvery, LogOnce
 
-__all__ = ["TLSListener", "MAX_HANDSHAKES", "MAX_WAITING"]
+__all__ = ["TLSListener", "MAX_HANDSHAKES", "MAX_WAITING", "listen_sockets",
+           "wait_readable"]
 
 log = logging.getLogger("fastraft.tls")
 
@@ -74,7 +78,7 @@ def listen_sockets(host: str, port: int, backlog: int) -> list[socket.socket]:
     return socks
 
 
-async def _readable(sock: socket.socket) -> None:
+async def wait_readable(sock: socket.socket) -> None:
     """Until ``sock`` has bytes to read (or is closed by the other side)."""
     loop = asyncio.get_running_loop()
     fut = loop.create_future()
@@ -91,8 +95,11 @@ class TLSListener:
     ``factory()`` makes the protocol of a connection whose handshake succeeded."""
 
     def __init__(self, what: str, factory, context, timeout: float, backlog: int,
-                 max_handshakes: int = MAX_HANDSHAKES, max_waiting: int = MAX_WAITING) -> None:
+                 max_handshakes: int = MAX_HANDSHAKES, max_waiting: int = MAX_WAITING,
+                 limiter=None) -> None:
         self.what = what
+        self.limiter = limiter          # an accept.SourceLimiter, or None
+        self.limited = 0                # connections closed by it, since start
         self.factory = factory
         self.context = context          # ssl.SSLContext; replaced on reload
         self.timeout = timeout
@@ -122,6 +129,9 @@ class TLSListener:
                            "cannot accept on the %s port: %s (retrying)", self.what, exc)
                 await asyncio.sleep(ACCEPT_RETRY_DELAY)
                 continue
+            if self.limiter is not None and not self._within_limit(addr):
+                sock.close()
+                continue
             if len(self._handshakes) >= self.max_waiting:
                 sock.close()
                 self._refuse(addr, f"{self.max_waiting} connections are already waiting "
@@ -137,7 +147,7 @@ class TLSListener:
         try:
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)   # as create_server
             # Silence costs no slot: wait for the first bytes, then for a slot.
-            await asyncio.wait_for(_readable(sock), self.timeout)
+            await asyncio.wait_for(wait_readable(sock), self.timeout)
             async with self._slots:
                 left = max(deadline - loop.time(), MIN_HANDSHAKE_TIME)
                 # From here the socket belongs to the transport: on failure it is closed.
@@ -151,6 +161,17 @@ class TLSListener:
         finally:
             if sock is not None:
                 sock.close()
+
+    def _within_limit(self, addr) -> bool:
+        host = addr[0] if isinstance(addr, tuple) else str(addr)
+        if self.limiter.take(host):
+            return True
+        self.limited += 1
+        self.refusals(("limit", host), logging.WARNING,
+                      "rate-limiting TLS connections on the %s port from %s: more than %d "
+                      "without a valid hello, then %g a second; the others are closed at "
+                      "once", self.what, host, self.limiter.burst, self.limiter.rate)
+        return False
 
     def _refuse(self, addr, reason: str) -> None:
         self.refused += 1
