@@ -165,7 +165,11 @@ class _Backend:
         """On the peer transport's worker thread, after the snapshot ``path`` (of ``meta``)
         was adopted and before its SNAP is stepped: build its state machine, replacing any
         state prepared before, for ``install`` to swap in. A damaged file or a read error is
-        kept for ``install`` to report; nothing raises here."""
+        kept for ``install`` to report; nothing raises here. Nothing is built for a
+        snapshot the state machine has already applied (the engine will refuse it)."""
+        current = self.machine
+        if current is not None and meta.index <= current.applied_index:
+            return
         log.info("building the state of snapshot %d@%d off the loop", meta.index, meta.term)
         t0 = time.monotonic()
         machine = error = None

@@ -155,6 +155,15 @@ def test_a_prepared_state_the_log_has_passed_is_dropped(tmp_path):
     b.close()
 
 
+def test_nothing_is_built_for_a_snapshot_already_applied(tmp_path):
+    b = _backend(tmp_path)
+    snap = _save(b, META)
+    b.machine.applied_index = META.index
+    _in_thread(b.prepare, snap.data, META)
+    assert b._prepared is None
+    b.close()
+
+
 def test_closing_abandons_a_state_being_built(tmp_path):
     b = _backend(tmp_path)
     snap = _save(b, META)
