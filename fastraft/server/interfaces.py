@@ -43,8 +43,14 @@ class Backend(Protocol):
     def persist_snapshot(self, snap: Snapshot) -> None:
         """A snapshot from the leader, in the Ready, before the sync."""
 
-    def install(self, snap: Snapshot) -> None:
-        """After the sync: make the leader's snapshot the state machine's state."""
+    def install(self, snap: Snapshot) -> float | None:
+        """After the sync: make the leader's snapshot the state machine's state (the state
+        built off the loop by ``snaps.prepare``, when there is one). Returns how long
+        building it off the loop took, None when it was restored here."""
+
+    def drop_prepared(self, applied: int) -> None:
+        """Free a state built ahead from a received snapshot the log has been applied up to
+        or past (called once per Ready pass)."""
 
     async def snapshot(self, meta: SnapshotMeta) -> tuple[SnapshotMeta, str]:
         """Write a snapshot file of the state machine without stalling the loop."""
