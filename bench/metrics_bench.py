@@ -67,6 +67,7 @@ class MetricsCluster(Cluster):
             Path(self.config_path).write_text(render_config(self.config))
         self.urls = [f"http://{s.metrics[0]}:{s.metrics[1]}" for s in self.config.nodes
                      if getattr(s, "metrics", None)]
+        self.scraper = Scraper(self.urls) if self.urls else None
 
     def cpu_s(self) -> float | None:
         """CPU seconds the three nodes have used (None where /proc cannot tell)."""
@@ -80,13 +81,26 @@ class MetricsCluster(Cluster):
                               f"{self.report()}")
 
 
-#: The scraper: another process (as Prometheus is), GET /metrics and /health of every URL
-#: once a second until stdin closes; prints how many answered and how many were asked.
+#: The scraper: another process (as Prometheus is), started once per cluster so that its own
+#: start-up costs nothing measured. On "start" it GETs /metrics and /health of every URL once
+#: a second until "stop", then prints how many answered and how many were asked; "quit" (or
+#: the end of stdin) ends it.
 SCRAPER_PY = r"""
 import select, sys, time, urllib.request
-urls, ok, asked = sys.argv[1:], 0, 0
+urls, active, ok, asked, next_at = sys.argv[1:], False, 0, 0, 0.0
 while True:
-    t0 = time.monotonic()
+    wait = max(0.0, next_at - time.monotonic()) if active else None
+    if select.select([sys.stdin], [], [], wait)[0]:
+        cmd = sys.stdin.readline().strip()
+        if cmd == "start":
+            active, ok, asked, next_at = True, 0, 0, time.monotonic()
+        elif cmd == "stop":
+            active = False
+            print(ok, asked, flush=True)
+        else:
+            break
+        continue
+    next_at += 1.0
     for u in urls:
         for path in ("/metrics", "/health"):
             asked += 1
@@ -96,20 +110,43 @@ while True:
                 ok += 1
             except OSError:
                 pass
-    if select.select([sys.stdin], [], [], max(0.0, 1.0 - (time.monotonic() - t0)))[0]:
-        break
-print(ok, asked)
 """
+
+
+class Scraper:
+    """The scraper process of one cluster (``SCRAPER_PY``)."""
+
+    def __init__(self, urls: list[str]) -> None:
+        self.urls = urls
+        self.proc = None
+
+    async def start(self) -> None:
+        self.proc = await asyncio.create_subprocess_exec(
+            sys.executable, "-c", SCRAPER_PY, *self.urls, stdin=asyncio.subprocess.PIPE,
+            stdout=asyncio.subprocess.PIPE)
+
+    def begin(self) -> None:
+        self.proc.stdin.write(b"start\n")
+
+    async def end(self) -> list[int]:
+        self.proc.stdin.write(b"stop\n")
+        await self.proc.stdin.drain()
+        line = await self.proc.stdout.readline()
+        return [int(x) for x in line.split()[:2]] or [0, 0]
+
+    async def close(self) -> None:
+        if self.proc is not None and self.proc.returncode is None:
+            self.proc.stdin.write(b"quit\n")
+            self.proc.stdin.close()
+            await self.proc.wait()
 
 
 async def measure(cl: MetricsCluster, side: str, wl, args, r: int) -> dict:
     key, label, kw = wl
     counts = [0, 0]
-    scraper = None
-    if cl.urls and args.scrape and side == "on":
-        scraper = await asyncio.create_subprocess_exec(
-            sys.executable, "-c", SCRAPER_PY, *cl.urls, stdin=asyncio.subprocess.PIPE,
-            stdout=asyncio.subprocess.PIPE)
+    scraper = cl.scraper if args.scrape and side == "on" else None
+    if scraper is not None:
+        scraper.begin()
     cpu0 = cl.cpu_s()
     try:
         s = await bench(cl.endpoints(), duration=args.duration, **kw)
@@ -118,8 +155,7 @@ async def measure(cl: MetricsCluster, side: str, wl, args, r: int) -> dict:
                           f"{exc}\n{cl.report()}") from None
     finally:
         if scraper is not None:
-            out, _ = await scraper.communicate(b"stop\n")
-            counts = [int(x) for x in out.split()[:2]] or [0, 0]
+            counts = await scraper.end()
     cpu1 = cl.cpu_s()
     cpu_us = None if cpu0 is None or cpu1 is None or not s["ops"] \
         else (cpu1 - cpu0) / s["ops"] * 1e6
@@ -150,6 +186,8 @@ async def run(args, base: Path, loop_name: str) -> dict:
         for cl in distinct:
             cl.start()
         for cl in distinct:
+            if cl.scraper is not None:
+                await cl.scraper.start()
             await cl.leader(60.0)
             await bench(cl.endpoints(), concurrency=64, duration=args.warmup)
         for r in range(1, args.rounds + 1):
@@ -159,6 +197,8 @@ async def run(args, base: Path, loop_name: str) -> dict:
                     res["measurements"].append(await measure(clusters[side], side, wl, args, r))
     finally:
         for cl in distinct:
+            if cl.scraper is not None:
+                await cl.scraper.close()
             cl.close()
     return res
 
