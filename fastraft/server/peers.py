@@ -17,9 +17,9 @@ was removed is told so (``node.removed``) and stops.
   cause, nor because this node stops), the node is told (``Node.on_peer_closed``): if that
   peer led, it may have died, and the engine campaigns at once (rule 9 of ``raft.py``).
 - Dialling reconnects with jittered exponential backoff (50 ms .. 2 s); a peer that dials us
-  while our connection to it is down is redialled at once (it has just restarted). Messages for a peer
-  that is not connected are dropped (Raft retransmits) and the engine is told once that the
-  peer is unreachable.
+  while our connection to it is down is redialled at once (it has just restarted). Messages
+  for a peer that is not connected are dropped (Raft retransmits) and the engine is told once
+  that the peer is unreachable.
 - Send buffers are bounded: above ``high_water`` bytes queued in the kernel-side transport,
   heartbeats and appends are dropped (the engine probes again), so memory cannot grow without
   limit behind a slow or stopped peer; votes and responses are always queued.
@@ -34,8 +34,8 @@ was removed is told so (``node.removed``) and stops.
   loop keeps serving meanwhile. Until the SNAP is stepped, what its sender sends after it
   waits, in order (an append must not overtake the snapshot it follows), except
   heartbeats of the same term, stepped at once: they keep the leader known (no election
-  while a large snapshot is verified and built) and change nothing else (their commit is capped by
-  what the leader knows we hold). A failure to store the file stops the node, as any other
+  while a large snapshot is verified and built) and change nothing else (their commit is
+  capped by what the leader knows we hold). A failure to store the file stops the node, as any other
   storage failure.
 - With ``[tls]`` (``tls=`` the accepting and dialling contexts) both directions are mutual
   TLS: the accepting side runs its handshakes in ``tlsport.TLSListener`` (refusals logged

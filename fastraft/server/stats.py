@@ -10,9 +10,10 @@ formats them in its own thread.
   ``snapshot()`` is what the exposition needs (cumulative counts per bound).
 - ``NodeStats``: one per node: leader changes seen, the fsync and snapshot durations, client
   requests per (op, status) and the durations of a sample of them per op (``clients`` times
-  one request in eight, by request id), peer bytes sent and received per
-  peer, the round trip of heartbeats per peer (measured by the leader on its periodic
-  heartbeats, not those of ReadIndex rounds: a heartbeat sent, its answer received), and when each peer was last heard from (for ``/health``).
+  one request in eight, by request id), peer bytes sent and received per peer, the round
+  trip of heartbeats per peer (measured by the leader on its periodic heartbeats, not those
+  of ReadIndex rounds: a heartbeat sent, its answer received), and when each peer was last
+  heard from (for ``/health``).
 """
 
 from __future__ import annotations
