@@ -125,15 +125,22 @@ class Node:
         metrics_addr = self.spec.metrics
         self.clients.timed = metrics_addr is not None
         await self.peers.start()
-        await self.clients.start()
+        try:
+            await self.clients.start()
+            if metrics_addr is not None:
+                from .metrics import MetricsServer     # prometheus_client: when asked for
+                self.metrics = MetricsServer(self, metrics_addr)
+                self.metrics.start()
+        except BaseException:
+            # A port that cannot be bound: close what listens and dials already, so that
+            # the process can exit (the caller reports the error).
+            await self.clients.close()
+            await self.peers.close()
+            raise
         self._tick_s = self.tuning.tick_ms / 1000.0
         self._next_tick = loop.time() + self._tick_s
         self._tick_handle = loop.call_at(self._next_tick, self._on_tick)
         self.now = loop.time()
-        if metrics_addr is not None:
-            from .metrics import MetricsServer     # prometheus_client: only when asked for
-            self.metrics = MetricsServer(self, metrics_addr)
-            self.metrics.start()
         self.started = True
         client = self.spec.client_addr
         if self.spec.client_listen is not None:

@@ -289,6 +289,11 @@ class PeerTransport:
             self._disk.shutdown(wait=False)
 
 
+def _wake_up(fut: asyncio.Future) -> None:
+    if not fut.done():
+        fut.set_result(None)
+
+
 class _Outbound(asyncio.Protocol):
     """The connection this node dials to one peer (reconnecting for ever)."""
 
@@ -306,7 +311,8 @@ class _Outbound(asyncio.Protocol):
         self._told_unreachable = False
         self._snap_task = None
         self._snap_for = None        # (term, index) being streamed
-        self._wake: asyncio.Event | None = None   # set: redial now (the peer is back)
+        self._nap: asyncio.Future | None = None   # the wait before the next dial
+        self._poked = False                       # ... cut short: the peer is back
 
     # -- connection management ----------------------------------------------------------
 
@@ -324,13 +330,14 @@ class _Outbound(asyncio.Protocol):
     def poke(self) -> None:
         """The peer just dialled us: if this connection is down and waiting to redial,
         redial now (its votes and answers would be dropped until then)."""
-        if not self.ready and self._wake is not None:
-            self._wake.set()
+        nap = self._nap
+        if not self.ready and nap is not None and not nap.done():
+            self._poked = True
+            nap.set_result(None)
 
     async def _run(self) -> None:
         loop = asyncio.get_running_loop()
         delay = 0.05
-        self._wake = asyncio.Event()
         while not self.tr._closed:
             try:
                 self._lost = loop.create_future()
@@ -372,16 +379,17 @@ class _Outbound(asyncio.Protocol):
                 if self.transport is not None:
                     self.transport.abort()
                     self.transport = None
-            if not self._wake.is_set():
-                try:
-                    await asyncio.wait_for(self._wake.wait(), delay * (0.5 + random.random()))
-                except asyncio.TimeoutError:
-                    pass
-            if self._wake.is_set():
-                self._wake.clear()
-                delay = 0.05
-            else:
-                delay = min(delay * 2, 2.0)
+            # A plain future and a timer, not wait_for(): Python 3.11's wait_for can swallow
+            # a cancellation that races with its timeout (the node could then never stop).
+            self._poked = False
+            nap = self._nap = loop.create_future()
+            timer = loop.call_later(delay * (0.5 + random.random()), _wake_up, nap)
+            try:
+                await nap
+            finally:
+                timer.cancel()
+                self._nap = None
+            delay = 0.05 if self._poked else min(delay * 2, 2.0)
 
     def connection_made(self, transport) -> None:
         self.transport = transport
