@@ -20,7 +20,10 @@ Place in the architecture: test infrastructure only; no fastraft module imports 
 from __future__ import annotations
 
 import importlib
+import importlib.util
 import os
+import sys
+from pathlib import Path
 
 import pytest
 from hypothesis import settings
@@ -30,6 +33,13 @@ settings.register_profile("thorough", deadline=None, max_examples=2000, print_bl
 # Loaded when pytest imports this conftest, before the hypothesis plugin applies the command
 # line, so ``--hypothesis-profile`` / ``--hypothesis-verbosity`` still override it.
 settings.load_profile("ci")
+
+# The shared polling helpers (waiting.py), importable by name from any test module.
+if "fastraft_test_waiting" not in sys.modules:
+    _spec = importlib.util.spec_from_file_location("fastraft_test_waiting",
+                                                   Path(__file__).parent / "waiting.py")
+    sys.modules["fastraft_test_waiting"] = importlib.util.module_from_spec(_spec)
+    _spec.loader.exec_module(sys.modules["fastraft_test_waiting"])
 
 #: Test id -> module name of each implementation of the core.
 CORE_MODULES = {

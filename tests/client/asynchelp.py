@@ -10,9 +10,9 @@ so test modules write ``from fastraft_client_asynchelp import run, client, until
 from __future__ import annotations
 
 import asyncio
-import time
 
 from fastraft.client import AsyncClient, ExponentialBackoff, RetryPolicy
+from fastraft_test_waiting import until as _until  # tests/conftest.py loads it
 
 #: Retries that give up fast: the fake nodes answer at once.
 FAST = RetryPolicy(max_attempts=6, backoff=ExponentialBackoff(0.001, 0.01))
@@ -30,10 +30,7 @@ def client(cluster, endpoints=None, **kw) -> AsyncClient:
     return AsyncClient(endpoints or cluster.endpoints(), **kw)
 
 
-async def until(pred, timeout: float = 10.0, what: str = "condition") -> None:
-    """Yield to the loop until ``pred()`` holds; AssertionError after ``timeout`` s."""
-    deadline = time.monotonic() + timeout
-    while not pred():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        await asyncio.sleep(0.005)
+def until(pred, timeout: float = 10.0, what: str = "condition"):
+    """Yield to the loop until ``pred()`` holds; AssertionError after ``timeout`` s (the
+    shared ``fastraft_test_waiting.until``, with this module's argument order)."""
+    return _until(pred, what, timeout)

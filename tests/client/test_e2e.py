@@ -20,6 +20,7 @@ import pytest
 from fastraft import AsyncClient, Client
 from fastraft.client import ExponentialBackoff, RetryPolicy
 from fastraft.errors import NotApplied, OutcomeUnknown, Timeout
+from fastraft_test_waiting import wait_until  # tests/conftest.py loads it
 
 
 def run(coro, timeout: float = 60):
@@ -27,14 +28,7 @@ def run(coro, timeout: float = 60):
 
 
 def poll(pred, timeout: float = 10.0, what: str = "the condition"):
-    deadline = time.monotonic() + timeout
-    while True:
-        v = pred()
-        if v:
-            return v
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.02)
+    return wait_until(pred, timeout, what, interval=0.02)
 
 
 def test_every_operation(real_cluster):

@@ -23,6 +23,7 @@ from fastraft.core import encode_frame
 from fastraft.raft.messages import Message, MsgType, Snapshot, SnapshotMeta
 from fastraft.server import peers
 from fastraft.storage.snapshot import SnapshotStore, verify
+from fastraft_test_waiting import until  # tests/conftest.py loads it
 
 TERM = 3
 META = SnapshotMeta(40, 2, frozenset({1, 2, 3}))
@@ -151,12 +152,8 @@ def _append() -> bytes:
                                         index=META.index, entries=[(TERM, b"x")]))
 
 
-async def _until(cond, what: str, timeout: float = 5.0) -> None:
-    deadline = asyncio.get_running_loop().time() + timeout
-    while not cond():
-        if asyncio.get_running_loop().time() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        await asyncio.sleep(0.005)
+def _until(cond, what: str, timeout: float = 5.0):
+    return until(cond, what, timeout)
 
 
 def _types(node) -> list:

@@ -25,6 +25,7 @@ from fastraft.server import peers
 from fastraft.server.accept import PlainListener, SourceLimiter
 from fastraft.server.tlsport import TLSListener
 from fastraft.storage.snapshot import SnapshotStore
+from fastraft_test_waiting import until  # tests/conftest.py loads it
 
 HELLO = encode_frame(codec.encode_hello("c", 2, 1))
 
@@ -105,11 +106,7 @@ class Recorder(asyncio.Protocol):
         self.data += data
 
 
-async def _until(cond, what: str, timeout: float = 10.0) -> None:
-    deadline = asyncio.get_running_loop().time() + timeout
-    while not cond():
-        assert asyncio.get_running_loop().time() < deadline, f"timed out waiting for {what}"
-        await asyncio.sleep(0.005)
+_until = until
 
 
 async def _connect(port: int, send: bytes = b"") -> socket.socket:

@@ -24,6 +24,7 @@ from fastraft.raft.messages import Message, MsgType, Snapshot, SnapshotMeta
 from fastraft.server import peers
 from fastraft.server.backends import open_backend
 from fastraft.statemachine import KVStateMachine, KVStore
+from fastraft_test_waiting import until  # tests/conftest.py loads it
 
 VOTERS = frozenset({1, 2, 3})
 META = SnapshotMeta(40, 2, VOTERS)
@@ -220,11 +221,7 @@ class _Transport:
         return self.closing
 
 
-async def _until(cond, what: str) -> None:
-    deadline = asyncio.get_running_loop().time() + 10
-    while not cond():
-        assert asyncio.get_running_loop().time() < deadline, f"timed out waiting for {what}"
-        await asyncio.sleep(0.005)
+_until = until
 
 
 def test_the_transport_prepares_the_state_before_stepping_the_snap(tmp_path):

@@ -25,6 +25,7 @@ import pytest
 from fastraft import codec
 from fastraft.core import FrameDecoder, encode_frame
 from fastraft.processes import free_port
+from fastraft_test_waiting import wait_until as _wait_until  # tests/conftest.py
 from fastraft.verify.proxy import (
     BLACKHOLE,
     BLOCK,
@@ -38,14 +39,7 @@ from fastraft.verify.proxy import (
 
 
 def wait_until(pred, timeout=5.0, what="the condition"):
-    deadline = time.monotonic() + timeout
-    while True:
-        v = pred()
-        if v:
-            return v
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.01)
+    return _wait_until(pred, timeout, what)
 
 
 class FrameServer:

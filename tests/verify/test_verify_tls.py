@@ -20,7 +20,6 @@ import socket
 import ssl
 import sys
 import threading
-import time
 
 import pytest
 
@@ -29,15 +28,11 @@ from fastraft.core import FrameDecoder, encode_frame
 from fastraft.verify.__main__ import main
 from fastraft.verify.proxy import BLOCK, FaultProxy, LinkState, LoopThread, ProxyNetwork, \
     ProxyTLS
+from fastraft_test_waiting import wait_until as _wait_until  # tests/conftest.py
 
 
 def wait_until(pred, timeout=5.0, what="the condition"):
-    deadline = time.monotonic() + timeout
-    while not (v := pred()):
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.01)
-    return v
+    return _wait_until(pred, timeout, what)
 
 
 @pytest.fixture(scope="module")
