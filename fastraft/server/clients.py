@@ -83,6 +83,31 @@ class ClientServer:
         self.timed = False          # count requests per op and status, and time them
         self._server = None
         self._all_closed: asyncio.Future | None = None
+        #: connections with answers queued this loop turn; ``flush`` writes them (the node
+        #: calls it at the end of its Ready pass, else the loop does in its next turn)
+        self._unflushed: list = []
+        self._flush_handle = None
+
+    def queued(self, conn) -> None:
+        """``conn`` queued its first answer of this loop turn."""
+        self._unflushed.append(conn)
+        if self._flush_handle is None:
+            self._flush_handle = asyncio.get_running_loop().call_soon(self.flush)
+
+    def flush(self) -> None:
+        """Write the answers queued so far, one write per connection. The node calls it at
+        the end of a Ready pass so that answers leave before the commit-only appends to the
+        followers, whose wake-up on a 2-core machine can otherwise delay the leader's
+        answer by a scheduling slice."""
+        h = self._flush_handle
+        if h is not None:
+            self._flush_handle = None
+            h.cancel()
+        conns = self._unflushed
+        if conns:
+            self._unflushed = []
+            for c in conns:
+                c._write()
 
     async def start(self) -> None:
         """Listen on ``listen`` for clients."""
@@ -141,7 +166,7 @@ class ClientConn(asyncio.Protocol):
     (``respond``) may come in any order and leave together once per loop turn. The node
     holds it only to answer (interfaces.Responder) or to close it."""
 
-    __slots__ = ("srv", "transport", "remote", "_decoder", "closed", "_out", "_flush",
+    __slots__ = ("srv", "transport", "remote", "_decoder", "closed", "_out",
                  "last_rid", "_linger", "_started")
 
     def __init__(self, srv: ClientServer) -> None:
@@ -151,7 +176,6 @@ class ClientConn(asyncio.Protocol):
         self._decoder = FrameDecoder(srv.max_frame, skip_oversized=True)
         self.closed = False
         self._out: list = []          # answers gathered during one event-loop turn
-        self._flush = None
         self.last_rid = 0             # id of the last request read (a notice names it)
         self._linger = None
         #: with metrics: request id -> its op << 4 until answered; one request in TIME_EVERY
@@ -301,12 +325,12 @@ class ClientConn(asyncio.Protocol):
                 self.srv.stats.requests[st | status] += 1
             elif st is not None:
                 self.srv.stats.request_done(st[0], status, perf_counter() - st[1])
-        self._out.append(encode_frame(codec.encode_response(req_id, status, *values)))
-        if self._flush is None:
-            self._flush = asyncio.get_running_loop().call_soon(self._write)
+        out = self._out
+        if not out:
+            self.srv.queued(self)
+        out.append(encode_frame(codec.encode_response(req_id, status, *values)))
 
     def _write(self) -> None:
-        self._flush = None
         out = self._out
         self._out = []
         if not self.closed and out:

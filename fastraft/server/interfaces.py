@@ -137,5 +137,8 @@ class Clients(Protocol):
     def stop_accepting(self) -> None:
         """Accept no new connection (the open ones stay)."""
 
+    def flush(self) -> None:
+        """Write the answers queued so far (else they leave in the next loop turn)."""
+
     async def close(self) -> None:
         """Graceful: tell every connection the node is going away, then close them."""

@@ -257,6 +257,7 @@ class Node:
         except StorageError as exc:
             self.fatal(f"storage failure: {exc}")
             return
+        self.clients.flush()
         if self.rejoin.active and not raw.rejoining:
             self.rejoin.clear()
         self._watch_conf()
@@ -303,7 +304,12 @@ class Node:
     def _handle_ready(self, rd) -> None:
         if rd.soft_state is not None:
             self._on_soft_state(rd.soft_state)
-        if rd.messages and self.early_send:
+        # With nothing to make durable there is no fsync for the sends to overlap: the
+        # messages (a commit index for the followers, heartbeats) then leave after the
+        # clients' answers, since on a busy 2-core machine the followers they wake can
+        # take the leader's core before it writes those answers.
+        late = not rd.must_sync and not rd.persisted_messages
+        if rd.messages and self.early_send and not late:
             self.peers.send(rd.messages)
         store = self.store
         if rd.snapshot is not None:
@@ -319,7 +325,7 @@ class Node:
                 self.stats.fsync.observe(perf_counter() - t0)
             else:
                 store.flush()       # fsync = false: to the kernel, not to the disk
-        if rd.messages and not self.early_send:
+        if rd.messages and not self.early_send and not late:
             self.peers.send(rd.messages)
         if rd.persisted_messages:
             self.peers.send(rd.persisted_messages)
@@ -332,6 +338,9 @@ class Node:
             requests.reads_ready(rd.read_states)
         if rd.dropped_reads:
             requests.reads_dropped(rd.dropped_reads)
+        if late and rd.messages:
+            self.clients.flush()
+            self.peers.send(rd.messages)
 
     def _on_soft_state(self, ss) -> None:
         if ss.lead and ss.lead != self._lead:
