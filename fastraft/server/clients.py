@@ -233,9 +233,13 @@ class ClientConn(asyncio.Protocol):
         self.closed = True
         t = self.transport
         t.write(b"".join(out))
-        if t.can_write_eof():
-            t.write_eof()
-        self._linger = asyncio.get_running_loop().call_later(LINGER, t.abort)
+        linger = LINGER
+        try:
+            if t.can_write_eof():
+                t.write_eof()
+        except OSError:                 # the client already went (its close not yet seen)
+            linger = 0
+        self._linger = asyncio.get_running_loop().call_later(linger, t.abort)
 
     def pause_writing(self) -> None:
         if not self.closed:
