@@ -81,10 +81,18 @@ from the first bytes of its body, ``request_head``) and skipped; the connection 
 Commands (log entry payloads; ``ts`` is the leader's wall clock in milliseconds)::
 
     [CMD_REGISTER, ts]
-    [CMD_PUT, ts, session, seq, first_unacked, key, value]
+    [CMD_PUT, ts, session, seq, first_unacked, key, value(, lease)]
     [CMD_DELETE, ts, session, seq, first_unacked, key]
-    [CMD_CAS, ts, session, seq, first_unacked, key, expected|nil, new]
+    [CMD_CAS, ts, session, seq, first_unacked, key, expected|nil, new(, lease)]
     [CMD_KEEPALIVE, ts, session, first_unacked]
+    [CMD_CAS_REV, ts, session, seq, first_unacked, key, expected_rev, new, lease]
+    [CMD_LEASE_GRANT, ts, session, seq, first_unacked, ttl_ms]
+    [CMD_LEASE_REVOKE, ts, session, seq, first_unacked, lease]
+    [CMD_LEASE_KEEPALIVE, ts, lease]
+    [CMD_TICK, ts]                   the leader's clock, when a lease's deadline has passed
+
+``lease`` 0 is no lease; ``expected_rev`` 0 is "the key is absent". A put or cas without the
+optional lease field is the same as one with lease 0 (the shape of earlier releases).
 
 OP_MEMBERS is answered by the leader only (others answer ST_NOT_LEADER): ``role`` is
 "voter" or "learner", ``match`` the highest index the leader knows the member holds.
@@ -136,7 +144,9 @@ __all__ = [
     "MEMBER_PROMOTE", "MEMBER_ADD_LEARNER", "MEMBER_REMOVE", "MEMBER_KIND_NAMES",
     "ST_OK", "ST_NOT_LEADER", "ST_BUSY", "ST_INVALID", "ST_SESSION_EXPIRED", "ST_UNKNOWN",
     "ST_ERROR",
-    "CMD_REGISTER", "CMD_PUT", "CMD_DELETE", "CMD_CAS", "CMD_KEEPALIVE",
+    "ST_NO_LEASE", "ST_COMPACTED",
+    "CMD_REGISTER", "CMD_PUT", "CMD_DELETE", "CMD_CAS", "CMD_KEEPALIVE", "CMD_CAS_REV",
+    "CMD_LEASE_GRANT", "CMD_LEASE_REVOKE", "CMD_LEASE_KEEPALIVE", "CMD_TICK",
     "Limits", "Request",
     "encode_hello", "encode_welcome", "encode_refuse", "encode_message", "encode_snap_chunk",
     "decode_peer", "Hello", "Welcome", "Refuse", "PeerMessage", "SnapshotChunk", "PeerFrame",
@@ -194,13 +204,20 @@ ST_INVALID = 3
 ST_SESSION_EXPIRED = 4
 ST_UNKNOWN = 5
 ST_ERROR = 6
-_STATUSES = frozenset(range(ST_OK, ST_ERROR + 1))
+ST_NO_LEASE = 7
+ST_COMPACTED = 8
+_STATUSES = frozenset(range(ST_OK, ST_COMPACTED + 1))
 
 CMD_REGISTER = 1
 CMD_PUT = 2
 CMD_DELETE = 3
 CMD_CAS = 4
 CMD_KEEPALIVE = 5
+CMD_CAS_REV = 6
+CMD_LEASE_GRANT = 7
+CMD_LEASE_REVOKE = 8
+CMD_LEASE_KEEPALIVE = 9
+CMD_TICK = 10
 
 _U64 = (1 << 64) - 1
 #: wire code -> MsgType (a lookup where ``MsgType(code)`` costs an enum call per message)
@@ -822,7 +839,10 @@ def command_for(req: Request, ts: int) -> bytes:
     return pack(command_tuple(req, ts))
 
 
-_CMD_SHAPE = {CMD_REGISTER: 2, CMD_PUT: 7, CMD_DELETE: 6, CMD_CAS: 8, CMD_KEEPALIVE: 4}
+#: command kind -> (fewest, most) fields
+_CMD_SHAPE = {CMD_REGISTER: (2, 2), CMD_PUT: (7, 8), CMD_DELETE: (6, 6), CMD_CAS: (8, 9),
+              CMD_KEEPALIVE: (4, 4), CMD_CAS_REV: (9, 9), CMD_LEASE_GRANT: (6, 6),
+              CMD_LEASE_REVOKE: (6, 6), CMD_LEASE_KEEPALIVE: (3, 3), CMD_TICK: (2, 2)}
 
 
 def decode_command(payload: bytes) -> tuple:
@@ -844,17 +864,27 @@ def decode_command(payload: bytes) -> tuple:
 def _decode_command(v) -> tuple:
     if type(v) is not list or not v or type(v[0]) is not int or v[0] not in _CMD_SHAPE:
         raise _bad(f"not a command: {short_repr(v)}")
-    if len(v) != _CMD_SHAPE[v[0]]:
-        raise _bad(f"command {v[0]} has {len(v)} fields")
     kind = v[0]
+    fewest, most = _CMD_SHAPE[kind]
+    if not fewest <= len(v) <= most:
+        raise _bad(f"command {kind} has {len(v)} fields")
     _uint(v[1], "timestamp")
-    if kind == CMD_REGISTER:
+    if kind == CMD_REGISTER or kind == CMD_TICK:
+        return tuple(v)
+    if kind == CMD_LEASE_KEEPALIVE:
+        _uint(v[2], "lease")
         return tuple(v)
     _uint(v[2], "session")
     _uint(v[3], "seq" if kind != CMD_KEEPALIVE else "first_unacked")
     if kind == CMD_KEEPALIVE:
         return tuple(v)
     _uint(v[4], "first_unacked")
+    if kind == CMD_LEASE_GRANT:
+        _uint(v[5], "ttl")
+        return tuple(v)
+    if kind == CMD_LEASE_REVOKE:
+        _uint(v[5], "lease")
+        return tuple(v)
     if type(v[5]) is not bytes:
         raise _bad("command key must be bytes")
     if kind == CMD_PUT and type(v[6]) is not bytes:
@@ -862,6 +892,12 @@ def _decode_command(v) -> tuple:
     if kind == CMD_CAS and ((v[6] is not None and type(v[6]) is not bytes)
                             or type(v[7]) is not bytes):
         raise _bad("cas expected/new must be bytes (expected may be nil)")
+    if kind == CMD_CAS_REV:
+        _uint(v[6], "expected revision")
+        if type(v[7]) is not bytes:
+            raise _bad("cas new value must be bytes")
+    if len(v) == most and kind != CMD_DELETE:
+        _uint(v[-1], "lease")
     return tuple(v)
 
 

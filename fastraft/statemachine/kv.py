@@ -2,7 +2,9 @@
 
 Place in the architecture: the bottom of ``fastraft.statemachine``, under ``machine.py`` (which
 applies committed commands to it and streams it into snapshots). Pure Python, no IO, no
-msgpack, no knowledge of Raft, sessions or time: keys and values are ``bytes``.
+msgpack, no knowledge of Raft, sessions or time: keys and values are ``bytes``; each key also
+has a revision, an integer the caller gives with each write (the machine gives the log index
+of the entry that wrote it), kept in a second dict (``rev``).
 
 Layout: values live in a dict (``get``/``put`` of an existing key are one dict operation and
 never touch the index); the keys are also kept in ascending byte order in a "list of sorted
@@ -30,13 +32,14 @@ LOAD = 1000
 class KVStore:
     """Byte keys to byte values, with ordered prefix scans."""
 
-    __slots__ = ("_data", "_lists", "_maxes", "_load")
+    __slots__ = ("_data", "_revs", "_lists", "_maxes", "_load")
 
     def __init__(self, load: int = LOAD) -> None:
         if load < 2:
             raise ValueError("load must be at least 2")
         self._load = load
         self._data: dict[bytes, bytes] = {}
+        self._revs: dict[bytes, int] = {}
         self._lists: list[list[bytes]] = []
         self._maxes: list[bytes] = []
 
@@ -44,6 +47,10 @@ class KVStore:
 
     def get(self, key: bytes) -> bytes | None:
         return self._data.get(key)
+
+    def rev(self, key: bytes) -> int:
+        """The revision of ``key``'s last write, 0 when it is absent."""
+        return self._revs.get(key, 0)
 
     def __len__(self) -> int:
         return len(self._data)
@@ -99,13 +106,19 @@ class KVStore:
         """The value dict itself (read only), for bulk readers such as the snapshot writer."""
         return self._data
 
+    @property
+    def revs(self) -> dict[bytes, int]:
+        """The revision dict itself (read only), for bulk readers."""
+        return self._revs
+
     # -- writes ------------------------------------------------------------------------------
 
-    def put(self, key: bytes, value: bytes) -> None:
+    def put(self, key: bytes, value: bytes, rev: int = 0) -> None:
         data = self._data
         if key not in data:
             self._index_add(key)
         data[key] = value
+        self._revs[key] = rev
 
     def delete(self, key: bytes) -> bool:
         """Remove ``key``; True when it existed."""
@@ -113,14 +126,16 @@ class KVStore:
         if key not in data:
             return False
         del data[key]
+        del self._revs[key]
         self._index_remove(key)
         return True
 
-    def cas(self, key: bytes, expected: bytes | None, new: bytes) -> bool:
-        """Set ``key`` to ``new`` if its value is ``expected`` (None: the key is absent)."""
+    def cas(self, key: bytes, expected: bytes | None, new: bytes, rev: int = 0) -> bool:
+        """Set ``key`` to ``new`` (at revision ``rev``) if its value is ``expected`` (None:
+        the key is absent)."""
         if self._data.get(key) != expected:
             return False
-        self.put(key, new)
+        self.put(key, new, rev)
         return True
 
     # -- the sorted index --------------------------------------------------------------------
@@ -182,22 +197,27 @@ class KVStore:
     # -- bulk load ---------------------------------------------------------------------------
 
     @classmethod
-    def from_sorted(cls, keys: list[bytes], values: list[bytes], load: int = LOAD) -> KVStore:
-        """A store built from keys already in strictly ascending order (the caller checks)
-        and their values, in O(n) without sorting."""
+    def from_sorted(cls, keys: list[bytes], values: list[bytes], revs: list[int] | None = None,
+                    load: int = LOAD) -> KVStore:
+        """A store built from keys already in strictly ascending order (the caller checks),
+        their values and revisions (None: every revision 0), in O(n) without sorting."""
         data = dict(zip(keys, values))
         assert len(data) == len(keys), "from_sorted: duplicate keys"
-        return cls.from_index(keys, data, load)
+        return cls.from_index(keys, data, None if revs is None else dict(zip(keys, revs)),
+                              load)
 
     @classmethod
     def from_index(cls, keys: list[bytes], data: dict[bytes, bytes],
-                   load: int = LOAD) -> KVStore:
-        """A store over ``data`` (taken, not copied) whose keys are ``keys``, in strictly
-        ascending order (the caller checks both): ``from_sorted`` for a caller that built
-        the dict itself, piece by piece (a snapshot restore on a worker thread)."""
+                   revs: dict[bytes, int] | None = None, load: int = LOAD) -> KVStore:
+        """A store over ``data`` and ``revs`` (taken, not copied; None: every revision 0)
+        whose keys are ``keys``, in strictly ascending order (the caller checks all three):
+        ``from_sorted`` for a caller that built the dicts itself, piece by piece (a snapshot
+        restore on a worker thread)."""
         assert len(data) == len(keys), "from_index: the keys are not the dict's"
         self = cls(load)
         self._data = data
+        self._revs = dict.fromkeys(keys, 0) if revs is None else revs
+        assert len(self._revs) == len(keys), "from_index: the revisions are not the keys'"
         lists = [keys[i:i + load] for i in range(0, len(keys), load)]
         self._lists = lists
         self._maxes = [bucket[-1] for bucket in lists]
@@ -209,4 +229,5 @@ class KVStore:
         assert all(self._lists), "empty bucket"
         assert all(len(b) <= 2 * self._load for b in self._lists), "oversized bucket"
         assert flat == sorted(self._data), "index out of order or out of sync"
+        assert self._revs.keys() == self._data.keys(), "revisions out of sync"
         assert self._maxes == [b[-1] for b in self._lists], "stale bucket maxima"

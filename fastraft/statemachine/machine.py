@@ -10,52 +10,73 @@ module; the formats are in its docstring).
 
 Answers are ``(status, value)`` with the ``codec.ST_*`` statuses::
 
-    REGISTER   (ST_OK, session id = the entry's index)
-    PUT        (ST_OK, None)
-    DELETE     (ST_OK, existed: bool)
-    CAS        (ST_OK, swapped: bool)
-    KEEPALIVE  (ST_OK, None)
-    errors     (ST_SESSION_EXPIRED | ST_INVALID | ST_ERROR, message: str)
+    REGISTER         (ST_OK, session id = the entry's index)
+    PUT              (ST_OK, None)
+    DELETE           (ST_OK, existed: bool)
+    CAS              (ST_OK, swapped: bool)
+    CAS_REV          (ST_OK, [swapped: bool, the key's revision after it (0: absent)])
+    KEEPALIVE        (ST_OK, None)
+    LEASE_GRANT      (ST_OK, lease id = the entry's index)
+    LEASE_REVOKE     (ST_OK, existed: bool)
+    LEASE_KEEPALIVE  (ST_OK, ttl_ms)
+    errors           (ST_SESSION_EXPIRED | ST_NO_LEASE | ST_BUSY | ST_INVALID | ST_ERROR,
+                      message: str)
 
-and ``None`` for the leader's no-op (the empty payload).
+and ``None`` for the leader's no-op (the empty payload) and for TICK.
+
+Revisions, leases and events (docs/architecture.md, "Coordination"): the revision of a write
+is the index of its entry; each key keeps the revision of its last write (``get_item``). A
+put, cas or revision cas naming a lease attaches the key to it (one that does not exist:
+ST_NO_LEASE, nothing written); without one, the key is detached. Before each command the
+clock moves to its timestamp and the leases whose deadline it reached expire
+(``leases.py``): their keys are deleted, in key order, at that entry's revision. The first
+command of a higher term first refreshes every lease (a new leader). With ``events`` a list,
+every change is appended to it as ``(revision, EV_PUT | EV_DELETE, key, value | None)``.
 
 Snapshot stream (``snapshot_chunks`` / ``restore``): msgpack values, one after the other, cut
 into chunks of ``chunk_bytes`` (the last one shorter; a boundary may fall inside a value)::
 
-    [1, applied_index, clock, session_timeout_ms, n_keys, n_sessions]      header
-    [k1, v1, k2, v2, ...]            key/value batches, keys strictly ascending across
-                                     batches, n_keys pairs in all: 1,000 pairs each (the last
+    [2, applied_index, clock, session_timeout_ms, n_keys, n_sessions, n_leases, lease_term]
+                                     header
+    [k1, v1, rev1, k2, v2, rev2, ...]
+                                     key/value batches, keys strictly ascending across
+                                     batches, n_keys triples in all: 1,000 each (the last
                                      fewer), cut further at about 4 MiB; the cuts depend only
                                      on the content, so equal states give equal streams
     [[id, last_active, floor, [seq, status, value, ...]], ...]
                                      session batches in last-activity order (least recent
                                      first), n_sessions in all; ``floor`` = the highest
                                      first_unacked seen (every seq below it is acknowledged)
-    ["end", n_keys, n_sessions]      end marker: a stream without it is truncated
+    [[lease_id, ttl_ms, deadline, [key, ...]], ...]
+                                     lease batches by id, n_leases in all, their keys in order
+    ["end", n_keys, n_sessions, n_leases]
+                                     end marker: a stream without it is truncated
 
-A batch list is never empty; an empty store has no KV batch, no sessions no session batch.
-``restore`` checks every shape, type, order and count and raises CorruptRecordError on any
-mismatch.
+A batch list is never empty; an empty store has no KV batch, no sessions no session batch, no
+leases no lease batch. ``restore`` (``restorer.py``) checks every shape, type, order and count
+and raises CorruptRecordError on any mismatch; it also reads format 1 (the header's first six
+fields, pairs instead of triples, no leases, an end marker without n_leases), whose keys get
+the revision 1 ("present, revision unknown").
 """
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Iterable, Iterator
-from operator import lt
 
 from .. import codec
-from ..errors import CorruptRecordError, RemoteProtocolError, short_repr
+from ..errors import CorruptRecordError, RemoteProtocolError
 from ..raft.confchange import CONF_MARKER
 from .kv import KVStore
-from .sessions import (DEFAULT_MAX_SESSIONS, DEFAULT_SESSION_TIMEOUT_MS, Session,
-                       SessionTable)
+from .leases import DEFAULT_MAX_LEASES, MAX_TTL_MS, Lease, LeaseTable
+from .restorer import Restorer
+from .sessions import DEFAULT_MAX_SESSIONS, DEFAULT_SESSION_TIMEOUT_MS, SessionTable
 
-__all__ = ["KVStateMachine", "SNAPSHOT_FORMAT", "DEFAULT_CHUNK_BYTES"]
+__all__ = ["KVStateMachine", "SNAPSHOT_FORMAT", "DEFAULT_CHUNK_BYTES", "EV_PUT", "EV_DELETE"]
 
 log = logging.getLogger(__name__)
 
-SNAPSHOT_FORMAT = 1
+SNAPSHOT_FORMAT = 2
 DEFAULT_CHUNK_BYTES = 64 * 1024
 #: At most this many pairs per KV batch value, and about this many bytes.
 PAIRS_PER_BATCH = 1000
@@ -63,6 +84,12 @@ BATCH_BYTES = 4 << 20
 #: Session batches close at this many sessions or this many cached responses.
 SESSIONS_PER_BATCH = 256
 RESPONSES_PER_BATCH = 50_000
+#: Lease batches close at this many leases or this many attached keys.
+LEASES_PER_BATCH = 256
+LEASE_KEYS_PER_BATCH = 10_000
+#: The types of an event (``events``).
+EV_PUT = 0
+EV_DELETE = 1
 _END = "end"
 
 ST_OK = codec.ST_OK
@@ -72,23 +99,33 @@ CMD_PUT = codec.CMD_PUT
 CMD_DELETE = codec.CMD_DELETE
 CMD_CAS = codec.CMD_CAS
 CMD_KEEPALIVE = codec.CMD_KEEPALIVE
+CMD_CAS_REV = codec.CMD_CAS_REV
+CMD_LEASE_GRANT = codec.CMD_LEASE_GRANT
+CMD_LEASE_REVOKE = codec.CMD_LEASE_REVOKE
+CMD_LEASE_KEEPALIVE = codec.CMD_LEASE_KEEPALIVE
+CMD_TICK = codec.CMD_TICK
+ST_NO_LEASE = codec.ST_NO_LEASE
 _OK_NONE = (ST_OK, None)
 _OK_TRUE = (ST_OK, True)
 _OK_FALSE = (ST_OK, False)
-_STATUSES = frozenset((codec.ST_OK, codec.ST_NOT_LEADER, codec.ST_BUSY, codec.ST_INVALID,
-                       codec.ST_SESSION_EXPIRED, codec.ST_UNKNOWN, codec.ST_ERROR))
-_RESPONSE_TYPES = frozenset((type(None), bool, int, bytes, str))
-_U64 = (1 << 64) - 1
 
 
 class KVStateMachine:
     """The KV store plus the client-session table, driven by committed log entries."""
 
     def __init__(self, session_timeout_ms: int = DEFAULT_SESSION_TIMEOUT_MS,
-                 max_sessions: int = DEFAULT_MAX_SESSIONS) -> None:
+                 max_sessions: int = DEFAULT_MAX_SESSIONS,
+                 max_leases: int = DEFAULT_MAX_LEASES) -> None:
         self.applied_index = 0
         self._kv = KVStore()
         self._sessions = SessionTable(session_timeout_ms, max_sessions)
+        self._leases = LeaseTable(max_leases)
+        #: the term of the last command applied (a higher one refreshes the leases)
+        self.lease_term = 0
+        #: When a list, every change applied is appended to it as an ``Event`` tuple
+        #: ``(revision, EV_PUT | EV_DELETE, key, value | None)`` in apply order: the node
+        #: keeps them for its watchers (the machine keeps nothing).
+        self.events: list | None = None
         self._bad_commands = 0
 
     # -- properties --------------------------------------------------------------------------
@@ -116,10 +153,21 @@ class KVStateMachine:
         """The session table (read only for callers)."""
         return self._sessions
 
+    @property
+    def leases(self) -> LeaseTable:
+        """The lease table (read only for callers)."""
+        return self._leases
+
+    def next_lease_deadline(self) -> int | None:
+        """The clock time (ms, leader timestamps) at which the next lease expires, or None:
+        the leader proposes a CMD_TICK once its clock passes it."""
+        return self._leases.next_deadline()
+
     # -- applying ----------------------------------------------------------------------------
 
-    def apply(self, index: int, payload: bytes) -> tuple[int, object] | None:
-        """Apply the committed entry ``index``; returns its answer (None for a no-op)."""
+    def apply(self, index: int, payload: bytes, term: int = 0) -> tuple[int, object] | None:
+        """Apply the committed entry ``index`` (of ``term``: 0 when unknown, which never
+        refreshes the leases); returns its answer (None for a no-op)."""
         if index != self.applied_index + 1:
             raise AssertionError(f"applying index {index} after {self.applied_index}: "
                                  f"the log has a gap or a repeat")
@@ -132,7 +180,7 @@ class KVStateMachine:
             if payload[0] == CONF_MARKER:
                 return None         # a configuration change: the engine's and runtime's
             return self._bad(index, exc)
-        return self._dispatch(index, cmd)
+        return self._dispatch(index, cmd, term)
 
     def apply_entries(self, first_index: int, entries: list[tuple[int, bytes]],
                       known: dict | None = None) -> list[tuple[int, object]]:
@@ -151,12 +199,12 @@ class KVStateMachine:
         dispatch = self._dispatch
         index = first_index
         try:
-            for _term, payload in entries:
+            for term, payload in entries:
                 if not payload:
                     append((index, None))
                 elif known and (k := known.pop(index, None)) is not None and \
                         k[0] is payload:
-                    append((index, dispatch(index, k[1])))
+                    append((index, dispatch(index, k[1], term)))
                 else:
                     try:
                         cmd = decode(payload)
@@ -166,7 +214,7 @@ class KVStateMachine:
                         append((index, None if payload[0] == CONF_MARKER
                                 else self._bad(index, exc)))
                     else:
-                        append((index, dispatch(index, cmd)))
+                        append((index, dispatch(index, cmd, term)))
                 index += 1
         finally:
             self.applied_index = index - 1
@@ -181,27 +229,77 @@ class KVStateMachine:
             log.debug("entry %d is not a valid command: %s", index, exc)
         return ST_ERROR, f"entry {index} is not a valid command: {exc}"
 
-    def _dispatch(self, index: int, cmd: tuple) -> tuple:
+    def _dispatch(self, index: int, cmd: tuple, term: int = 0) -> tuple:
         sessions = self._sessions
         kind = cmd[0]
+        if term > self.lease_term:
+            self.lease_term = term
+            if self._leases:
+                self._leases.refresh(max(cmd[1], sessions.clock))
         if cmd[1] > sessions.clock:
             sessions.advance(cmd[1])
+            if self._leases and (due := self._leases.due(sessions.clock)):
+                self._expire(index, due)
         if kind == CMD_PUT:
             s, answer = sessions.begin(cmd[2], cmd[3], cmd[4])
             if s is None:
                 return answer
-            self._kv.put(cmd[5], cmd[6])
-            answer = _OK_NONE
+            answer = self._put(index, cmd[5], cmd[6], cmd[7] if len(cmd) == 8 else 0)
         elif kind == CMD_CAS:
             s, answer = sessions.begin(cmd[2], cmd[3], cmd[4])
             if s is None:
                 return answer
-            answer = _OK_TRUE if self._kv.cas(cmd[5], cmd[6], cmd[7]) else _OK_FALSE
+            key = cmd[5]
+            if self._kv.get(key) != cmd[6]:
+                answer = _OK_FALSE
+            else:
+                answer = self._put(index, key, cmd[7], cmd[8] if len(cmd) == 9 else 0)
+                if answer is _OK_NONE:
+                    answer = _OK_TRUE
         elif kind == CMD_DELETE:
             s, answer = sessions.begin(cmd[2], cmd[3], cmd[4])
             if s is None:
                 return answer
-            answer = _OK_TRUE if self._kv.delete(cmd[5]) else _OK_FALSE
+            answer = _OK_TRUE if self._delete(index, cmd[5]) else _OK_FALSE
+        elif kind == CMD_CAS_REV:
+            s, answer = sessions.begin(cmd[2], cmd[3], cmd[4])
+            if s is None:
+                return answer
+            key = cmd[5]
+            current = self._kv.rev(key)
+            if current != cmd[6]:
+                answer = (ST_OK, [False, current])
+            else:
+                answer = self._put(index, key, cmd[7], cmd[8])
+                if answer is _OK_NONE:
+                    answer = (ST_OK, [True, index])
+        elif kind == CMD_LEASE_KEEPALIVE:
+            lease = self._leases.keepalive(cmd[2], sessions.clock)
+            if lease is None:
+                return _no_lease(cmd[2])
+            return ST_OK, lease.ttl
+        elif kind == CMD_TICK:
+            return None
+        elif kind == CMD_LEASE_GRANT:
+            s, answer = sessions.begin(cmd[2], cmd[3], cmd[4])
+            if s is None:
+                return answer
+            ttl = cmd[5]
+            if not 1 <= ttl <= MAX_TTL_MS:
+                answer = (codec.ST_INVALID, f"a lease's TTL must be 1..{MAX_TTL_MS} ms")
+            elif self._leases.grant(index, ttl, sessions.clock) is None:
+                answer = (codec.ST_BUSY, f"too many leases (at most "
+                                         f"{self._leases.max_leases}): revoke some first")
+            else:
+                answer = (ST_OK, index)
+        elif kind == CMD_LEASE_REVOKE:
+            s, answer = sessions.begin(cmd[2], cmd[3], cmd[4])
+            if s is None:
+                return answer
+            lease = self._leases.revoke(cmd[5])
+            if lease is not None:
+                self._expire(index, [lease])
+            answer = _OK_TRUE if lease is not None else _OK_FALSE
         elif kind == CMD_REGISTER:
             sessions.register(index)
             return ST_OK, index
@@ -212,17 +310,58 @@ class KVStateMachine:
         s.remember(cmd[3], answer)
         return answer
 
+    def _put(self, index: int, key: bytes, value: bytes, lease: int) -> tuple:
+        """Write ``key`` at revision ``index``, attached to ``lease`` (0: none); the answer
+        (``_OK_NONE``, or no such lease: nothing written)."""
+        leases = self._leases
+        if lease:
+            if lease not in leases:
+                return _no_lease(lease)
+            leases.attach(key, lease)
+        elif leases.key_lease:
+            leases.detach(key)
+        self._kv.put(key, value, index)
+        if self.events is not None:
+            self.events.append((index, EV_PUT, key, value))
+        return _OK_NONE
+
+    def _delete(self, index: int, key: bytes) -> bool:
+        if not self._kv.delete(key):
+            return False
+        if self._leases.key_lease:
+            self._leases.detach(key)
+        if self.events is not None:
+            self.events.append((index, EV_DELETE, key, None))
+        return True
+
+    def _expire(self, index: int, leases: list[Lease]) -> None:
+        """Delete the keys of ``leases`` (expired or revoked, already removed from the table),
+        in key order, at revision ``index``."""
+        kv = self._kv
+        events = self.events
+        for lease in leases:
+            for key in sorted(lease.keys):
+                kv.delete(key)
+                if events is not None:
+                    events.append((index, EV_DELETE, key, None))
+
     # -- reads -------------------------------------------------------------------------------
 
     def get(self, key: bytes) -> bytes | None:
         return self._kv.get(key)
+
+    def get_item(self, key: bytes) -> tuple[bytes, int] | None:
+        """``(value, revision)`` of ``key``, or None when it is absent."""
+        value = self._kv.get(key)
+        return None if value is None else (value, self._kv.rev(key))
 
     def scan(self, prefix: bytes, limit: int) -> list[tuple[bytes, bytes]]:
         return self._kv.scan(prefix, limit)
 
     def stats(self) -> dict:
         return {"keys": len(self._kv), "sessions": len(self._sessions),
-                "applied_index": self.applied_index, "clock": self.clock}
+                "leases": len(self._leases), "applied_index": self.applied_index,
+                "clock": self.clock}
 
     # -- snapshots ---------------------------------------------------------------------------
 
@@ -237,8 +376,8 @@ class KVStateMachine:
     def _snapshot_chunks(self, chunk_bytes: int) -> Iterator[bytes]:
         table = self._sessions
         head = [SNAPSHOT_FORMAT, self.applied_index, table.clock, table.timeout_ms,
-                len(self._kv), len(table)]
-        end = [_END, len(self._kv), len(table)]
+                len(self._kv), len(table), len(self._leases), self.lease_term]
+        end = [_END, len(self._kv), len(table), len(self._leases)]
         parts: list[bytes] = []
         size = 0
         for b in self._packed_values(head, end):
@@ -274,14 +413,26 @@ class KVStateMachine:
                 responses = 0
         if batch:
             yield pack(batch)
+        batch = []
+        keys = 0
+        for lease in self._leases.leases():
+            batch.append([lease.id, lease.ttl, lease.deadline, sorted(lease.keys)])
+            keys += len(lease.keys)
+            if len(batch) >= LEASES_PER_BATCH or keys >= LEASE_KEYS_PER_BATCH:
+                yield pack(batch)
+                batch = []
+                keys = 0
+        if batch:
+            yield pack(batch)
         yield pack(end)
 
     @staticmethod
     def _kv_values(kv: KVStore) -> Iterator[list]:
-        """The KV batches: flat [k, v, ...] lists of PAIRS_PER_BATCH pairs (the last one
+        """The KV batches: flat [k, v, rev, ...] lists of PAIRS_PER_BATCH keys (the last one
         fewer), cut further where their bytes exceed BATCH_BYTES. The cuts depend on the
         content only (not on the index's buckets), so equal states give equal streams."""
         getter = kv.data.__getitem__
+        rev = kv.revs.__getitem__
         pending: list[bytes] = []
         for bucket in kv.key_batches():
             pending += bucket
@@ -289,26 +440,28 @@ class KVStateMachine:
                 continue
             n = len(pending) - len(pending) % PAIRS_PER_BATCH
             for lo in range(0, n, PAIRS_PER_BATCH):
-                yield from _pairs(pending[lo:lo + PAIRS_PER_BATCH], getter)
+                yield from _triples(pending[lo:lo + PAIRS_PER_BATCH], getter, rev)
             del pending[:n]
         if pending:
-            yield from _pairs(pending, getter)
+            yield from _triples(pending, getter, rev)
 
     @classmethod
-    def restore(cls, chunks: Iterable[bytes],
-                max_sessions: int = DEFAULT_MAX_SESSIONS) -> KVStateMachine:
+    def restore(cls, chunks: Iterable[bytes], max_sessions: int = DEFAULT_MAX_SESSIONS,
+                max_leases: int = DEFAULT_MAX_LEASES) -> KVStateMachine:
         """A machine rebuilt from a snapshot stream (as made by ``snapshot_chunks``). The
         session timeout comes from the snapshot (it is part of the replicated state);
-        ``max_sessions`` is this node's configuration. Any damage raises CorruptRecordError;
+        ``max_sessions`` and ``max_leases`` are this node's configuration (``restorer.py``
+        parses and checks the stream). Any damage raises CorruptRecordError;
         an exception raised by ``chunks`` itself is passed on. It may run on a worker thread
         while an event loop keeps running (the runtime builds a received snapshot's state
         so): fed small chunks, no step holds the GIL for long (the values are gathered batch
         by batch), but for the resizes of the one dict of values (about 40 ms at a million
         keys)."""
-        r = _Restorer(max_sessions)
+        r = Restorer()
+        decoder = codec.SnapshotDecoder()
         for chunk in chunks:
             try:
-                values = r.decoder.feed(chunk)
+                values = decoder.feed(chunk)
             except RemoteProtocolError as exc:
                 raise CorruptRecordError(f"state machine snapshot: {exc}") from None
             for v in values:
@@ -320,21 +473,33 @@ class KVStateMachine:
                     raise CorruptRecordError(
                         f"state machine snapshot: malformed value ({type(exc).__name__}: "
                         f"{exc})") from None
-        return r.finish()
+        r.check_done()
+        m = cls(r.timeout_ms, max_sessions, max_leases)
+        m.applied_index = r.applied
+        m.lease_term = r.lease_term
+        m._kv = KVStore.from_index(r.keys, r.data, r.revs)
+        m._sessions.load(r.clock, r.sessions)
+        m._leases.load(r.leases)
+        return m
 
 
-def _pairs(keys: list[bytes], getter) -> Iterator[list]:
+def _no_lease(lid: int) -> tuple:
+    return ST_NO_LEASE, f"lease {lid} does not exist (expired, revoked or never granted)"
+
+
+def _triples(keys: list[bytes], getter, rev) -> Iterator[list]:
     values = list(map(getter, keys))
     if sum(map(len, values)) + sum(map(len, keys)) <= BATCH_BYTES:
-        flat = [None] * (2 * len(keys))
-        flat[0::2] = keys
-        flat[1::2] = values
+        flat = [None] * (3 * len(keys))
+        flat[0::3] = keys
+        flat[1::3] = values
+        flat[2::3] = map(rev, keys)
         yield flat
         return
     flat = []
     size = 0
     for k, v in zip(keys, values):
-        flat += (k, v)
+        flat += (k, v, rev(k))
         size += len(k) + len(v)
         if size >= BATCH_BYTES:
             yield flat
@@ -342,126 +507,3 @@ def _pairs(keys: list[bytes], getter) -> Iterator[list]:
             size = 0
     if flat:
         yield flat
-
-
-def _corrupt(what: str) -> CorruptRecordError:
-    return CorruptRecordError(f"state machine snapshot: {what}")
-
-
-def _is_uint(v) -> bool:
-    return type(v) is int and 0 <= v <= _U64
-
-
-class _Restorer:
-    """The parser of a snapshot stream: header, KV batches, session batches, end marker."""
-
-    def __init__(self, max_sessions: int) -> None:
-        self.decoder = codec.SnapshotDecoder()
-        self.max_sessions = max_sessions
-        self.stage = 0              # 0 header, 1 kv, 2 sessions, 3 end, 4 done
-        self.header: list = []
-        self.keys: list[bytes] = []
-        #: the values by key, filled batch by batch (no one call over every key: a restore
-        #: on a worker thread must not hold the GIL for long, ``restore``)
-        self.data: dict[bytes, bytes] = {}
-        self.sessions: list[Session] = []
-        self.ids: set[int] = set()
-        self.n_keys = self.n_sessions = 0
-
-    def value(self, v) -> None:
-        if self.stage == 0:
-            self._header(v)
-        elif self.stage == 1:
-            self._kv(v)
-        elif self.stage == 2:
-            self._sessions(v)
-        elif self.stage == 3:
-            self._end(v)
-        else:
-            raise _corrupt("data after the end marker")
-        self._next_stage()
-
-    def _next_stage(self) -> None:
-        if self.stage == 1 and len(self.keys) == self.n_keys:
-            self.stage = 2
-        if self.stage == 2 and len(self.sessions) == self.n_sessions:
-            self.stage = 3
-
-    def _header(self, v) -> None:
-        if type(v) is not list or len(v) != 6 or not all(_is_uint(x) for x in v):
-            raise _corrupt(f"bad header {short_repr(v)}: expected 6 unsigned integers")
-        if v[0] != SNAPSHOT_FORMAT:
-            raise _corrupt(f"unknown format version {v[0]}")
-        self.header = v
-        self.n_keys, self.n_sessions = v[4], v[5]
-        self.stage = 1
-
-    def _kv(self, v) -> None:
-        if type(v) is not list or not v or len(v) % 2:
-            raise _corrupt(f"bad key/value batch after {len(self.keys)} keys: expected a "
-                           f"non-empty flat list of pairs")
-        if set(map(type, v)) != {bytes}:
-            raise _corrupt(f"key/value batch after {len(self.keys)} keys holds a non-bytes "
-                           f"item")
-        keys = v[0::2]
-        if len(self.keys) + len(keys) > self.n_keys:
-            raise _corrupt(f"more key/value pairs than the {self.n_keys} of the header")
-        if (self.keys and not self.keys[-1] < keys[0]) or not all(map(lt, keys, keys[1:])):
-            raise _corrupt(f"keys out of order or repeated after {len(self.keys)} keys")
-        self.keys += keys
-        self.data.update(zip(keys, v[1::2]))
-
-    def _sessions(self, v) -> None:
-        if type(v) is not list or not v:
-            raise _corrupt(f"bad session batch after {len(self.sessions)} sessions")
-        applied, clock = self.header[1], self.header[2]
-        for rec in v:
-            if len(self.sessions) >= self.n_sessions:
-                raise _corrupt(f"more sessions than the {self.n_sessions} of the header")
-            if (type(rec) is not list or len(rec) != 4 or not _is_uint(rec[0])
-                    or not _is_uint(rec[1]) or not _is_uint(rec[2])
-                    or type(rec[3]) is not list or len(rec[3]) % 3):
-                raise _corrupt(f"bad session record {short_repr(rec)}")
-            sid, last_active, floor, flat = rec
-            if not 1 <= sid <= applied or sid in self.ids:
-                raise _corrupt(f"session id {sid} repeated or not a log index <= {applied}")
-            if last_active > clock or (self.sessions
-                                       and last_active < self.sessions[-1].last_active):
-                raise _corrupt(f"session {sid}: last activity {last_active} out of order or "
-                               f"after the clock {clock}")
-            responses: dict[int, tuple] = {}
-            for i in range(0, len(flat), 3):
-                seq, status, value = flat[i], flat[i + 1], flat[i + 2]
-                if (not _is_uint(seq) or seq < floor or seq in responses
-                        or type(status) is not int or status not in _STATUSES
-                        or type(value) not in _RESPONSE_TYPES):
-                    raise _corrupt(f"session {sid}: bad cached response "
-                                   f"{short_repr([seq, status, value])}")
-                responses[seq] = (status, value)
-            self.ids.add(sid)
-            self.sessions.append(Session(sid, last_active, floor, responses))
-
-    def _end(self, v) -> None:
-        if v != [_END, self.n_keys, self.n_sessions]:
-            raise _corrupt(f"bad end marker {short_repr(v)}, expected "
-                           f"{[_END, self.n_keys, self.n_sessions]}")
-        self.stage = 4
-
-    def finish(self) -> KVStateMachine:
-        if self.stage != 4:
-            where = ("header", "key/value pairs", "sessions", "end marker")[self.stage]
-            raise _corrupt(f"truncated: the stream ends in the {where} ({len(self.keys)} of "
-                           f"{self.n_keys} keys, {len(self.sessions)} of {self.n_sessions} "
-                           f"sessions)")
-        _version, applied, clock, timeout_ms, _nk, _ns = self.header
-        if self.sessions and self.sessions[0].last_active + timeout_ms < clock:
-            raise _corrupt(f"session {self.sessions[0].id} should have expired before the "
-                           f"snapshot (last active {self.sessions[0].last_active}, clock "
-                           f"{clock}, timeout {timeout_ms} ms)")
-        m = KVStateMachine(timeout_ms, self.max_sessions)
-        m.applied_index = applied
-        m._kv = KVStore.from_index(self.keys, self.data)
-        m._sessions.load(clock, self.sessions)
-        return m
-
-

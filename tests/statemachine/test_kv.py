@@ -72,7 +72,7 @@ class KVModel(RuleBasedStateMachine):
     def rebuild_from_sorted(self):
         items = list(self.kv.items())
         load = self.kv._load
-        self.kv = KVStore.from_sorted([k for k, _ in items], [v for _, v in items], load)
+        self.kv = KVStore.from_sorted([k for k, _ in items], [v for _, v in items], load=load)
 
     @invariant()
     def consistent(self):

@@ -38,7 +38,8 @@ def test_answers_of_each_command(smh):
     assert m.apply(9, b"") is None
     assert m.get(b"b") == b"x" and m.get(b"a") is None
     assert m.scan(b"", 10) == [(b"b", b"x")]
-    assert m.stats() == {"keys": 1, "sessions": 1, "applied_index": 9, "clock": 104}
+    assert m.stats() == {"keys": 1, "sessions": 1, "leases": 0, "applied_index": 9,
+                         "clock": 104}
 
 
 def test_retried_cas_returns_its_first_answer_after_the_key_changed(smh):
@@ -149,7 +150,7 @@ def test_invalid_payload_changes_nothing_but_the_index(smh, caplog):
     assert ans3 is None and ans4 == [(5, None)]
     assert [r.levelno for r in caplog.records] == [logging.ERROR, logging.DEBUG]
     after = smh.state(m)
-    assert after[2] == 5 and after[:2] == before[:2] and after[3:] == before[3:]
+    assert after[4] == 5 and after[:4] == before[:4] and after[5:] == before[5:]
 
 
 def test_gaps_are_bugs(smh):
@@ -171,7 +172,7 @@ def test_two_machines_fed_the_same_log_agree(smh, data):
     answers_b = []
     cut = len(log) // 2
     for first, part in ((1, log[:cut]), (cut + 1, log[cut:])):
-        answers_b += [ans for _i, ans in b.apply_entries(first, [(1, p) for p in part])]
+        answers_b += [ans for _i, ans in b.apply_entries(first, part)]
     assert answers_a == answers_b
     assert smh.state(a) == smh.state(b)
     assert a.applied_index == len(log)

@@ -41,6 +41,10 @@ def sample_machine(smh, n_keys=2500) -> KVStateMachine:
         index += 1
     m.apply(index, smh.cas(100, 2, n_keys + 1, n_keys - 2, b"key000001", None, b"x"))
     m.apply(index + 1, smh.delete(100, 1, n_keys + 2, n_keys - 2, b"key000002"))
+    assert m.apply(index + 2, smh.lease_grant(100, 1, n_keys + 3, n_keys, 5000))[0] == 0
+    m.apply(index + 3, smh.put(100, 1, n_keys + 4, n_keys, b"key000003", b"l", index + 2))
+    m.apply(index + 4, smh.put(100, 1, n_keys + 5, n_keys, b"leased", b"l", index + 2))
+    assert m.apply(index + 5, smh.lease_grant(100, 1, n_keys + 6, n_keys, 9000))[0] == 0
     return m
 
 
@@ -48,11 +52,17 @@ def test_round_trip_and_layout(smh):
     m = sample_machine(smh)
     data = stream(m)
     vals = values_of(data)
-    assert vals[0] == [1, m.applied_index, m.clock, 5000, len(m.kv), 2]
-    assert vals[-1] == ["end", len(m.kv), 2]
-    kv_batches = vals[1:-2]
-    assert all(len(b) <= 2 * machine_module.PAIRS_PER_BATCH for b in kv_batches)
-    assert sum(len(b) for b in kv_batches) == 2 * len(m.kv)
+    assert vals[0] == [2, m.applied_index, m.clock, 5000, len(m.kv), 2, 2, 0]
+    assert vals[-1] == ["end", len(m.kv), 2, 2]
+    lease_id = m.applied_index - 3
+    assert vals[-2] == [[lease_id, 5000, 5100, [b"key000003", b"leased"]],
+                        [m.applied_index, 9000, 9100, []]]
+    kv_batches = vals[1:-3]
+    assert all(len(b) <= 3 * machine_module.PAIRS_PER_BATCH for b in kv_batches)
+    assert sum(len(b) for b in kv_batches) == 3 * len(m.kv)
+    flat = [x for b in kv_batches for x in b]
+    assert dict(zip(flat[0::3], flat[2::3])) == {k: m.kv.rev(k) for k in m.kv.keys()}
+    assert m.get_item(b"leased") == (b"l", m.applied_index - 1)
     r = KVStateMachine.restore([data])
     assert smh.state(r) == smh.state(m)
     assert stream(r) == data
@@ -70,7 +80,7 @@ def test_round_trip_and_layout(smh):
 def test_empty_machine_round_trip(smh):
     m = KVStateMachine()
     data = stream(m)
-    assert values_of(data) == [[1, 0, 0, 60_000, 0, 0], ["end", 0, 0]]
+    assert values_of(data) == [[2, 0, 0, 60_000, 0, 0, 0, 0], ["end", 0, 0, 0]]
     r = KVStateMachine.restore([data])
     assert smh.state(r) == smh.state(m)
     with pytest.raises(ValueError):
@@ -85,7 +95,7 @@ def test_large_values_are_split_into_bounded_batches(smh, monkeypatch):
         m.apply(2 + i, smh.put(1, 1, i + 1, i + 1, b"k%02d" % i, b"x" * 300))
     data = stream(m)
     kv_batches = values_of(data)[1:-2]
-    assert len(kv_batches) == 8 and all(len(b) <= 8 for b in kv_batches)
+    assert len(kv_batches) == 8 and all(len(b) <= 12 for b in kv_batches)
     assert smh.state(KVStateMachine.restore([data])) == smh.state(m)
 
 
@@ -142,10 +152,16 @@ def test_random_damage_raises_only_corrupt_record_error(smh, data):
     assert stream(r)
 
 
+# format 1 (before revisions and leases: still read)
 HEADER = [1, 10, 500, 1000, 2, 1]
 KV = [b"a", b"1", b"b", b"2"]
 SESSIONS = [[3, 400, 1, [1, 0, None, 2, 0, True]]]
 END = ["end", 2, 1]
+# format 2
+HEADER2 = [2, 10, 500, 1000, 2, 1, 1, 3]
+KV2 = [b"a", b"1", 4, b"b", b"2", 9]
+LEASES = [[5, 300, 700, [b"b"]]]
+END2 = ["end", 2, 1, 1]
 
 
 @pytest.mark.parametrize("values, message", [
@@ -154,7 +170,27 @@ END = ["end", 2, 1]
     ([HEADER, KV], "truncated"),
     ([HEADER, KV, SESSIONS], "truncated"),
     ([HEADER, KV, SESSIONS, END, END], "after the end marker"),
-    ([[2, 10, 500, 1000, 2, 1], KV, SESSIONS, END], "format version"),
+    ([[3, 10, 500, 1000, 2, 1], KV, SESSIONS, END], "format version"),
+    ([[2, 10, 500, 1000, 2, 1], KV, SESSIONS, END], "format 2 has 8 fields"),
+    ([HEADER2, KV2, SESSIONS], "truncated"),
+    ([HEADER2, KV2, SESSIONS, LEASES], "truncated"),
+    ([HEADER2, KV, SESSIONS, LEASES, END2], "triples"),
+    ([HEADER2, [b"a", b"1", 0, b"b", b"2", 9], SESSIONS, LEASES, END2], "revision"),
+    ([HEADER2, [b"a", b"1", 11, b"b", b"2", 9], SESSIONS, LEASES, END2], "revision"),
+    ([HEADER2, [b"a", b"1", 4, b"b", 2, 9], SESSIONS, LEASES, END2], "non-bytes"),
+    ([HEADER2, KV2, SESSIONS, [], END2], "lease batch"),
+    ([HEADER2, KV2, SESSIONS, [[5, 300, 700]], END2], "bad lease record"),
+    ([HEADER2, KV2, SESSIONS, [[11, 300, 700, []]], END2], "not a log index"),
+    ([HEADER2, KV2, SESSIONS, [[5, 0, 700, []]], END2], "out of range"),
+    ([HEADER2, KV2, SESSIONS, [[5, 300, 500, []]], END2], "not after the clock"),
+    ([HEADER2, KV2, SESSIONS, [[5, 300, 700, [b"c"]]], END2], "distinct stored keys"),
+    ([HEADER2, KV2, SESSIONS, [[5, 300, 700, [b"b", b"a"]]], END2], "distinct stored keys"),
+    ([[2, 10, 500, 1000, 2, 1, 2, 3], KV2, SESSIONS,
+      [[5, 300, 700, [b"b"]], [6, 300, 700, [b"b"]]], ["end", 2, 1, 2]], "another lease"),
+    ([[2, 10, 500, 1000, 2, 1, 2, 3], KV2, SESSIONS,
+      [[6, 300, 700, []], [5, 300, 700, []]], ["end", 2, 1, 2]], "out of order"),
+    ([HEADER2, KV2, SESSIONS, LEASES + [[6, 300, 700, []]], END2], "more leases"),
+    ([HEADER2, KV2, SESSIONS, LEASES, END], "end marker"),
     ([[1, 10, 500, 1000, 2], KV, SESSIONS, END], "header"),
     ([[1, 10, -1, 1000, 2, 1], KV, SESSIONS, END], "header"),
     ([[1, 10, True, 1000, 2, 1], KV, SESSIONS, END], "header"),
@@ -192,10 +228,25 @@ def test_malformed_streams(values, message):
 
 
 def test_a_valid_handmade_stream_restores():
-    r = restore_bytes(packed(HEADER, KV, SESSIONS, END))
+    r = restore_bytes(packed(HEADER2, KV2, SESSIONS, LEASES, END2))
     assert r.applied_index == 10 and r.clock == 500 and r.session_timeout_ms == 1000
     assert r.scan(b"", 10) == [(b"a", b"1"), (b"b", b"2")]
+    assert r.get_item(b"a") == (b"1", 4) and r.get_item(b"b") == (b"2", 9)
     assert r.sessions.get(3).responses == {1: (0, None), 2: (0, True)}
+    assert [(x.id, x.ttl, x.deadline, x.keys) for x in r.leases.leases()] == \
+        [(5, 300, 700, {b"b"})]
+    assert r.leases.key_lease == {b"b": 5} and r.lease_term == 3
+
+
+def test_a_format_1_stream_restores_with_unknown_revisions(smh):
+    """A snapshot of a release before revisions: every key present at revision 1 (not 0,
+    which a revision cas takes for "absent"), no leases; written back as format 2."""
+    r = restore_bytes(packed(HEADER, KV, SESSIONS, END))
+    assert r.applied_index == 10 and r.clock == 500
+    assert r.get_item(b"a") == (b"1", 1) and r.get_item(b"b") == (b"2", 1)
+    assert len(r.leases) == 0 and r.lease_term == 0
+    assert r.apply(11, smh.cas_rev(600, 3, 3, 3, b"a", 0, b"x")) == (0, [False, 1])
+    assert values_of(stream(r))[0][0] == 2
 
 
 def test_undecodable_bytes():
