@@ -35,11 +35,15 @@ any order)::
     request:  [req_id, op, *args]          response: [req_id, status, *values]
 
     op            args                                          OK values
-    OP_GET        key, stale                                    value | nil
-    OP_PUT        session, seq, first_unacked, key, value       nil
+    OP_GET        key, stale(, with_revision)                   value | nil; with_revision
+                                                                true: [value, revision] | nil
+    OP_PUT        session, seq, first_unacked, key, value(, lease)        nil
     OP_DELETE     session, seq, first_unacked, key              existed (bool)
-    OP_CAS        session, seq, first_unacked, key, expected|nil, new    swapped (bool)
-    OP_SCAN       prefix, limit, stale                          [[key, value], ...]
+    OP_CAS        session, seq, first_unacked, key, expected|nil, new(, lease)
+                                                                swapped (bool)
+    OP_SCAN       prefix, limit, stale(, with_revision)         [[key, value], ...];
+                                                                with_revision true:
+                                                                [[key, value, revision], ...]
     OP_REGISTER   -                                             session id
     OP_KEEPALIVE  session, first_unacked                        nil
     OP_STATUS     [with_limits]                                 [id, role, term, leader,
@@ -57,12 +61,36 @@ any order)::
                                                                  node_id]
     OP_BACKUP_READ  token, offset, length                       data (bytes)
     OP_BACKUP_END   token                                       nil
+    OP_CAS_REV    session, seq, first_unacked, key, expected_rev, new, lease
+                                                                [swapped, revision]
+    OP_LEASE_GRANT      session, seq, first_unacked, ttl_ms     lease id
+    OP_LEASE_REVOKE     session, seq, first_unacked, lease      existed (bool)
+    OP_LEASE_KEEPALIVE  lease                                   ttl_ms
+    OP_REVISION   stale                                         revision (the applied index)
+    OP_WATCH      prefix, start_revision (0: from now)          a stream of frames (below)
+    OP_WATCH_CANCEL     watch's request id                      nil
 
     status        values
     ST_OK         as above
     ST_NOT_LEADER leader_id | 0, leader client address "host:port" | nil
     ST_BUSY / ST_INVALID / ST_SESSION_EXPIRED / ST_ERROR           message
     ST_UNKNOWN    message: the outcome is unknown (leadership lost after proposing)
+    ST_NO_LEASE   message: the lease does not exist (expired, revoked, never granted)
+    ST_COMPACTED  oldest revision still available, message
+
+Revisions and leases (docs/architecture.md, "Coordination"): a revision is the index of the
+entry that wrote it; ``expected_rev`` 0 means "the key is absent", ``lease`` 0 "no lease";
+a TTL is MIN_LEASE_TTL_MS to MAX_LEASE_TTL_MS. A watch is answered by a stream of frames
+under its request id, each::
+
+    [watch_id, ST_OK, [revision, type, key, value|nil, ...], progress]
+
+(type 0 put, 1 delete; events in revision order, all of one revision in one frame; progress:
+the node has sent every matching event up to this revision), the first one at once (the
+history from the start revision, possibly empty). The stream ends with one non-OK frame:
+ST_COMPACTED (the start revision is older than the node's history), ST_BUSY (the watcher read
+too slowly), ST_INVALID, or a notice when the node shuts down; OP_WATCH_CANCEL ends it
+silently (frames already sent may still arrive).
 
 OP_STATUS's optional boolean asks for the node's request limits (bytes of a frame body, a key,
 a value; entries of a scan) after the ten fields; without it the answer keeps its ten fields,
@@ -140,6 +168,8 @@ __all__ = [
     "P_HELLO", "P_WELCOME", "P_REFUSE", "P_MSG", "P_SNAP_CHUNK",
     "OP_GET", "OP_PUT", "OP_DELETE", "OP_CAS", "OP_SCAN", "OP_REGISTER", "OP_KEEPALIVE",
     "OP_STATUS", "OP_MEMBERS", "OP_MEMBER", "OP_BACKUP", "OP_BACKUP_READ", "OP_BACKUP_END",
+    "OP_CAS_REV", "OP_LEASE_GRANT", "OP_LEASE_REVOKE", "OP_LEASE_KEEPALIVE", "OP_REVISION",
+    "OP_WATCH", "OP_WATCH_CANCEL", "MIN_LEASE_TTL_MS", "MAX_LEASE_TTL_MS",
     "BACKUP_READ_MAX", "OP_NAMES", "WRITE_OPS",
     "MEMBER_PROMOTE", "MEMBER_ADD_LEARNER", "MEMBER_REMOVE", "MEMBER_KIND_NAMES",
     "ST_OK", "ST_NOT_LEADER", "ST_BUSY", "ST_INVALID", "ST_SESSION_EXPIRED", "ST_UNKNOWN",
@@ -152,7 +182,8 @@ __all__ = [
     "decode_peer", "Hello", "Welcome", "Refuse", "PeerMessage", "SnapshotChunk", "PeerFrame",
     "SnapMeta",
     "encode_request", "decode_request", "encode_response", "decode_response",
-    "encode_notice", "request_head", "STATUS_LIMIT_FIELDS",
+    "encode_notice", "request_head", "STATUS_LIMIT_FIELDS", "encode_events",
+    "encode_watch_frame", "decode_watch_frame",
     "encode_command", "command_tuple", "command_for", "decode_command",
     "encode_member_context", "decode_member_context", "encode_member_book",
     "decode_member_book",
@@ -180,10 +211,20 @@ OP_MEMBER = 10
 OP_BACKUP = 11
 OP_BACKUP_READ = 12
 OP_BACKUP_END = 13
+OP_CAS_REV = 14
+OP_LEASE_GRANT = 15
+OP_LEASE_REVOKE = 16
+OP_LEASE_KEEPALIVE = 17
+OP_REVISION = 18
+OP_WATCH = 19
+OP_WATCH_CANCEL = 20
 OP_NAMES = {OP_GET: "get", OP_PUT: "put", OP_DELETE: "delete", OP_CAS: "cas", OP_SCAN: "scan",
             OP_REGISTER: "register", OP_KEEPALIVE: "keepalive", OP_STATUS: "status",
             OP_MEMBERS: "members", OP_MEMBER: "member", OP_BACKUP: "backup",
-            OP_BACKUP_READ: "backup_read", OP_BACKUP_END: "backup_end"}
+            OP_BACKUP_READ: "backup_read", OP_BACKUP_END: "backup_end",
+            OP_CAS_REV: "cas_rev", OP_LEASE_GRANT: "lease_grant",
+            OP_LEASE_REVOKE: "lease_revoke", OP_LEASE_KEEPALIVE: "lease_keepalive",
+            OP_REVISION: "revision", OP_WATCH: "watch", OP_WATCH_CANCEL: "watch_cancel"}
 #: The most bytes one OP_BACKUP_READ may ask for.
 BACKUP_READ_MAX = 4 << 20
 #: OP_MEMBER kinds (the same codes as ``fastraft.raft.confchange``'s change kinds).
@@ -194,8 +235,13 @@ MEMBER_KIND_NAMES = {MEMBER_PROMOTE: "promote", MEMBER_ADD_LEARNER: "add-learner
                      MEMBER_REMOVE: "remove"}
 #: Longest "host:port" accepted in a member change or context.
 MAX_ADDRESS = 300
-#: Operations that become log entries (and carry a session, except register).
-WRITE_OPS = frozenset({OP_PUT, OP_DELETE, OP_CAS, OP_REGISTER, OP_KEEPALIVE})
+#: Operations that become log entries (and carry a session, except register and the
+#: keepalives).
+WRITE_OPS = frozenset({OP_PUT, OP_DELETE, OP_CAS, OP_REGISTER, OP_KEEPALIVE, OP_CAS_REV,
+                       OP_LEASE_GRANT, OP_LEASE_REVOKE, OP_LEASE_KEEPALIVE})
+#: The shortest and longest TTL of a lease a client may ask for (ms).
+MIN_LEASE_TTL_MS = 1000
+MAX_LEASE_TTL_MS = 10 * 366 * 86_400_000
 
 ST_OK = 0
 ST_NOT_LEADER = 1
@@ -512,6 +558,10 @@ class Request(NamedTuple):
     with_limits: bool = False       # OP_STATUS: append the limits to the answer
     member: tuple | None = None     # OP_MEMBER: (kind, node_id, raft | None, client | None)
     backup: tuple | None = None     # OP_BACKUP_READ: (token, offset, length); _END: (token,)
+    lease: int = 0                  # put/cas/cas_rev: attach to it; the lease ops: which one
+    rev: int = 0                    # OP_CAS_REV: expected revision; OP_WATCH: start (0: now);
+                                    # OP_LEASE_GRANT: TTL (ms); OP_WATCH_CANCEL: watch's id
+    with_rev: bool = False          # OP_GET, OP_SCAN: answer the revisions too
 
 
 #: The fields OP_STATUS appends when asked ``with_limits`` (what ``Limits`` and the node's
@@ -561,8 +611,10 @@ def _session(args) -> tuple[int, int, int]:
 
 _ARITY = {OP_GET: 2, OP_PUT: 5, OP_DELETE: 4, OP_CAS: 6, OP_SCAN: 3, OP_REGISTER: 0,
           OP_KEEPALIVE: 2, OP_STATUS: 0, OP_MEMBERS: 0, OP_MEMBER: 4, OP_BACKUP: 0,
-          OP_BACKUP_READ: 3, OP_BACKUP_END: 1}
-_MAX_ARITY = {**_ARITY, OP_STATUS: 1}
+          OP_BACKUP_READ: 3, OP_BACKUP_END: 1, OP_CAS_REV: 7, OP_LEASE_GRANT: 4,
+          OP_LEASE_REVOKE: 4, OP_LEASE_KEEPALIVE: 1, OP_REVISION: 1, OP_WATCH: 2,
+          OP_WATCH_CANCEL: 1}
+_MAX_ARITY = {**_ARITY, OP_STATUS: 1, OP_GET: 3, OP_PUT: 6, OP_CAS: 7, OP_SCAN: 4}
 
 
 def _address(v, what: str) -> str:
@@ -597,6 +649,47 @@ def _backup_args(op: int, args) -> tuple:
     return (token, offset, length)
 
 
+def _lease_arg(args, i: int) -> int:
+    """The optional lease id at ``args[i]`` (0: none)."""
+    return _rint(args[i], "lease") if len(args) > i else 0
+
+
+def _coordination_request(req_id: int, op: int, args, limits: Limits) -> Request:
+    """The requests of revisions, leases and watches (their arity is checked)."""
+    if op == OP_CAS_REV:
+        s, q, f = _session(args)
+        return Request(req_id, op, s, q, f, key=_key(args[3], limits),
+                       rev=_rint(args[4], "expected revision"),
+                       value=_value(args[5], limits, "new"), lease=_rint(args[6], "lease"))
+    if op == OP_LEASE_GRANT:
+        s, q, f = _session(args)
+        ttl = _rint(args[3], "ttl")
+        if not MIN_LEASE_TTL_MS <= ttl <= MAX_LEASE_TTL_MS:
+            raise InvalidRequest(f"a lease's TTL must be {MIN_LEASE_TTL_MS} to "
+                                 f"{MAX_LEASE_TTL_MS} ms, got {ttl}")
+        return Request(req_id, op, s, q, f, rev=ttl)
+    if op == OP_LEASE_REVOKE:
+        s, q, f = _session(args)
+        return Request(req_id, op, s, q, f, lease=_lease_id(args[3]))
+    if op == OP_LEASE_KEEPALIVE:
+        return Request(req_id, op, lease=_lease_id(args[0]))
+    if op == OP_REVISION:
+        if type(args[0]) is not bool:
+            raise InvalidRequest("stale must be a boolean")
+        return Request(req_id, op, stale=args[0])
+    if op == OP_WATCH:
+        return Request(req_id, op, key=_key(args[0], limits, "prefix"),
+                       rev=_rint(args[1], "start revision"))
+    return Request(req_id, op, rev=_rint(args[0], "watch id"))     # OP_WATCH_CANCEL
+
+
+def _lease_id(v) -> int:
+    lid = _rint(v, "lease")
+    if lid == 0:
+        raise InvalidRequest("lease 0 is not valid")
+    return lid
+
+
 _new = tuple.__new__
 _int, _bytes, _bool, _list = int, bytes, bool, list
 
@@ -623,14 +716,14 @@ def decode_request(body, limits: Limits, max_bytes: int) -> Request:
                     and 0 < q <= _U64 and 0 <= f <= q and len(key) <= limits.max_key
                     and len(value) <= limits.max_value):
                 return _new(Request, (rid, op, s, q, f, key, value, None, False, 0, False,
-                                      None, None))
+                                      None, None, 0, 0, False))
         elif n == 4:
             rid, op, key, stale = v
             if (op == OP_GET and type(op) is _int and type(rid) is _int
                     and type(key) is _bytes and type(stale) is _bool and 0 <= rid <= _U64
                     and len(key) <= limits.max_key):
                 return _new(Request, (rid, op, 0, 0, 0, key, None, None, stale, 0, False,
-                                      None, None))
+                                      None, None, 0, 0, False))
     return _decode_request(v, limits)
 
 
@@ -646,14 +739,17 @@ def _decode_request(v, limits: Limits) -> Request:
             many = _ARITY[op] if _ARITY[op] == _MAX_ARITY[op] \
                 else f"{_ARITY[op]} to {_MAX_ARITY[op]}"
             raise InvalidRequest(f"{OP_NAMES[op]} takes {many} arguments, got {len(args)}")
+        if op >= OP_CAS_REV:
+            return _coordination_request(req_id, op, args, limits)
         if op == OP_GET:
-            if type(args[1]) is not bool:
-                raise InvalidRequest("stale must be a boolean")
-            return Request(req_id, op, key=_key(args[0], limits), stale=args[1])
+            if type(args[1]) is not bool or (len(args) == 3 and type(args[2]) is not bool):
+                raise InvalidRequest("stale and with_revision must be booleans")
+            return Request(req_id, op, key=_key(args[0], limits), stale=args[1],
+                           with_rev=len(args) == 3 and args[2])
         if op == OP_PUT:
             s, q, f = _session(args)
             return Request(req_id, op, s, q, f, key=_key(args[3], limits),
-                           value=_value(args[4], limits))
+                           value=_value(args[4], limits), lease=_lease_arg(args, 5))
         if op == OP_DELETE:
             s, q, f = _session(args)
             return Request(req_id, op, s, q, f, key=_key(args[3], limits))
@@ -663,15 +759,15 @@ def _decode_request(v, limits: Limits) -> Request:
             if exp is not None:
                 exp = _value(exp, limits, "expected")
             return Request(req_id, op, s, q, f, key=_key(args[3], limits), expected=exp,
-                           value=_value(args[5], limits, "new"))
+                           value=_value(args[5], limits, "new"), lease=_lease_arg(args, 6))
         if op == OP_SCAN:
             limit = _rint(args[1], "limit")
-            if type(args[2]) is not bool:
-                raise InvalidRequest("stale must be a boolean")
+            if type(args[2]) is not bool or (len(args) == 4 and type(args[3]) is not bool):
+                raise InvalidRequest("stale and with_revision must be booleans")
             if limit == 0 or limit > limits.max_scan:
                 limit = limits.max_scan
             return Request(req_id, op, key=_key(args[0], limits, "prefix"), limit=limit,
-                           stale=args[2])
+                           stale=args[2], with_rev=len(args) == 4 and args[3])
         if op == OP_KEEPALIVE:
             s = _rint(args[0], "session")
             if s == 0:
@@ -694,6 +790,37 @@ def _decode_request(v, limits: Limits) -> Request:
 def encode_response(req_id: int, status: int, *values) -> bytes:
     """The answer to request ``req_id``: a status (ST_*) and its values (module docstring)."""
     return pack([req_id, status, *values])
+
+
+def encode_events(events) -> bytes:
+    """A watch frame's events, packed once for every watcher they go to: ``events`` are
+    ``(revision, type, key, value | None)`` tuples."""
+    flat = []
+    for ev in events:
+        flat += ev
+    return pack(flat)
+
+
+def encode_watch_frame(watch_id: int, packed_events: bytes, progress: int) -> bytes:
+    """``[watch_id, ST_OK, events, progress]`` around events packed by ``encode_events``."""
+    return b"\x94" + pack(watch_id) + b"\x00" + packed_events + pack(progress)
+
+
+def decode_watch_frame(values) -> tuple[list, int]:
+    """``(events, progress)`` of a watch frame's values (after the id and ST_OK); events as
+    ``(revision, type, key, value | None)``. RemoteProtocolError when malformed."""
+    if type(values) is not list or len(values) != 2 or type(values[0]) is not list \
+            or len(values[0]) % 4 or type(values[1]) is not int:
+        raise _bad(f"malformed watch frame {short_repr(values)}")
+    flat = values[0]
+    events = []
+    for i in range(0, len(flat), 4):
+        rev, kind, key, value = flat[i:i + 4]
+        if (type(rev) is not int or rev < 1 or kind not in (0, 1) or type(key) is not bytes
+                or (type(value) is not bytes if kind == 0 else value is not None)):
+            raise _bad(f"malformed watch event {short_repr(flat[i:i + 4])}")
+        events.append((rev, kind, key, value))
+    return events, values[1]
 
 
 def encode_notice(status: int, message: str, last_req_id: int) -> bytes:
@@ -820,12 +947,27 @@ def command_tuple(req: Request, ts: int) -> tuple:
     for its payload (``encode_command``), so the leader need not decode its own commands."""
     op = req.op
     if op == OP_PUT:
+        if req.lease:
+            return (CMD_PUT, ts, req.session, req.seq, req.first_unacked, req.key, req.value,
+                    req.lease)
         return (CMD_PUT, ts, req.session, req.seq, req.first_unacked, req.key, req.value)
     if op == OP_DELETE:
         return (CMD_DELETE, ts, req.session, req.seq, req.first_unacked, req.key)
     if op == OP_CAS:
+        if req.lease:
+            return (CMD_CAS, ts, req.session, req.seq, req.first_unacked, req.key,
+                    req.expected, req.value, req.lease)
         return (CMD_CAS, ts, req.session, req.seq, req.first_unacked, req.key, req.expected,
                 req.value)
+    if op == OP_CAS_REV:
+        return (CMD_CAS_REV, ts, req.session, req.seq, req.first_unacked, req.key, req.rev,
+                req.value, req.lease)
+    if op == OP_LEASE_GRANT:
+        return (CMD_LEASE_GRANT, ts, req.session, req.seq, req.first_unacked, req.rev)
+    if op == OP_LEASE_REVOKE:
+        return (CMD_LEASE_REVOKE, ts, req.session, req.seq, req.first_unacked, req.lease)
+    if op == OP_LEASE_KEEPALIVE:
+        return (CMD_LEASE_KEEPALIVE, ts, req.lease)
     if op == OP_REGISTER:
         return (CMD_REGISTER, ts)
     if op == OP_KEEPALIVE:

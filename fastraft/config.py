@@ -248,6 +248,8 @@ _INT_RANGES: dict[str, tuple[int, int]] = {
     "max_inflight_bytes": (0, 1 << 40),
     "max_msg_bytes": (1, _MAX_FRAME),
     "promote_lag": (0, 1 << 40),
+    "watch_history": (1, 1 << 26),
+    "watch_buffer_bytes": (64 * _KIB, 1 * _GIB),
 }
 
 #: Tuning fields that are booleans.
@@ -287,6 +289,8 @@ class Tuning:
     leader_sync_first: bool = False  # True: the leader fsyncs before sending (measuring only)
     promote_lag: int = 1000  # a learner is promoted only within this many entries of the
                              # leader's last index (and once it acknowledged the log)
+    watch_history: int = 50_000  # recent changes each node keeps for watchers
+    watch_buffer_bytes: int = 16 << 20  # a watcher's unread bytes before it is cancelled
 
     def __post_init__(self) -> None:
         for name, (lo, hi) in _INT_RANGES.items():

@@ -24,11 +24,14 @@ leadership-lost distinction)::
     │   ├── Busy
     │   ├── InvalidRequest
     │   ├── SessionExpired
+    │   ├── LeaseNotFound           the lease named does not exist (expired, revoked)
+    │   ├── Compacted(oldest)       a watch's start revision is older than the history kept
     │   └── TLSError                a TLS handshake failed (node not trusted, or it refused us)
-    └── OutcomeUnknown              the command MAY have been applied: retry only in a session
-        ├── Timeout
-        ├── ConnectionLost
-        └── LeadershipLost
+    ├── OutcomeUnknown              the command MAY have been applied: retry only in a session
+    │   ├── Timeout
+    │   ├── ConnectionLost
+    │   └── LeadershipLost
+    └── LockLost                    a held lock's lease may have expired: another may hold it
 
 A broken internal invariant is an AssertionError, never one of these: it must crash the node.
 ``tests/unit/test_exception_tree.py`` checks that every exception class defined in fastraft
@@ -56,11 +59,14 @@ __all__ = [
     "Busy",
     "InvalidRequest",
     "SessionExpired",
+    "LeaseNotFound",
+    "Compacted",
     "TLSError",
     "OutcomeUnknown",
     "Timeout",
     "ConnectionLost",
     "LeadershipLost",
+    "LockLost",
 ]
 
 
@@ -159,6 +165,21 @@ class SessionExpired(NotApplied):
     """The client session is unknown or expired; the command was rejected, not applied."""
 
 
+class LeaseNotFound(NotApplied):
+    """The lease named does not exist (it expired, was revoked or never granted): nothing was
+    written."""
+
+
+class Compacted(NotApplied):
+    """A watch asked for changes from a revision older than the history the nodes keep;
+    ``oldest`` is the oldest revision still available (read the current state instead, or
+    watch from ``oldest``)."""
+
+    def __init__(self, oldest: int, message: str | None = None) -> None:
+        super().__init__(message or f"revisions before {oldest} are compacted")
+        self.oldest = oldest
+
+
 class TLSError(NotApplied):
     """The TLS handshake with a node failed, so no request was processed there: the node's
     certificate was not trusted (not signed by the CA given, or not naming the address
@@ -180,3 +201,9 @@ class ConnectionLost(OutcomeUnknown):
 
 class LeadershipLost(OutcomeUnknown):
     """The leader stepped down after accepting the command and before it committed."""
+
+
+class LockLost(FastraftError):
+    """A lock's lease could not be renewed within its TTL (the holder was paused or cut off
+    from the cluster): the lease may have expired and another client may hold the lock now.
+    The honest limit of any lease-based lock: the protected resource must check the fence."""

@@ -19,6 +19,9 @@ following). This is where the status table of ``_protocol`` (its docstring) is a
                          session (new seq); otherwise Timeout (outcome unknown)
     INVALID           -> InvalidRequest (or the OutcomeUnknown kind of an earlier attempt that
                          may have applied)
+    NO_LEASE          -> LeaseNotFound (the state machine's one answer to that write, cached
+                         in its session: a retry gets the same one; nothing was written)
+    COMPACTED         -> Compacted(oldest) (a watch's start revision, never a write)
     ERROR             -> OutcomeUnknown for a write, RemoteProtocolError for a read
     TLS_REFUSED, or a handshake that failed on connecting (the node's certificate not
                          trusted) -> TLSError at once, not retried (or the OutcomeUnknown
@@ -46,13 +49,16 @@ cluster listens before it has elected).
 
 from __future__ import annotations
 
-from ..codec import ST_BUSY, ST_INVALID, ST_NOT_LEADER, ST_SESSION_EXPIRED, ST_UNKNOWN
+from ..codec import (ST_BUSY, ST_COMPACTED, ST_INVALID, ST_NO_LEASE, ST_NOT_LEADER,
+                     ST_SESSION_EXPIRED, ST_UNKNOWN)
 from ..errors import (
     Busy,
+    Compacted,
     ConnectionLost,
     FastraftError,
     InvalidRequest,
     LeadershipLost,
+    LeaseNotFound,
     LocalProtocolError,
     NotLeader,
     OutcomeUnknown,
@@ -188,6 +194,11 @@ class Attempts:
                               f"{seq} was in doubt ({P.message(values)})")
             self.last = SessionExpired(P.message(values))
             return NEW_SESSION
+        if status == ST_NO_LEASE:       # the session's one, definite answer: nothing written
+            raise LeaseNotFound(P.message(values))
+        if status == ST_COMPACTED:
+            oldest = values[0] if values and type(values[0]) is int else 0
+            raise Compacted(oldest, values[1] if len(values) > 1 else None)
         # ST_ERROR
         if kind >= WRITE:
             raise OutcomeUnknown(f"server error at {addr}: {P.message(values)}")

@@ -115,7 +115,8 @@ class NodeConnection(asyncio.Protocol):
     __slots__ = ("addr", "loop", "transport", "pending", "ready", "closed", "error", "waiter",
                  "why", "refused", "notice", "max_body", "tls", "tls_error", "_sslobj",
                  "_decoder", "_max", "_out", "_flush", "_sweeper", "_sweep_every", "_rid",
-                 "rx", "on_silent", "silent_after", "probing", "_rx_seen", "_quiet_since")
+                 "rx", "on_silent", "silent_after", "probing", "_rx_seen", "_quiet_since",
+                 "streams")
 
     def __init__(self, addr: str, loop, max_frame: int, sweep_every: float,
                  tls: ssl.SSLContext | None = None) -> None:
@@ -147,6 +148,9 @@ class NodeConnection(asyncio.Protocol):
         self.probing = False                # the client is finding out who leads instead
         self._rx_seen = 0
         self._quiet_since = 0.0
+        #: req_id -> callback(status, values) of the requests answered by a stream of frames
+        #: (a watch): no timeout; LOST (and the reason) when the connection ends
+        self.streams: dict[int, object] = {}
 
     async def open(self, timeout: float) -> None:
         """Connect within ``timeout`` seconds; on failure set ``closed``, ``why``, ``refused``
@@ -226,8 +230,11 @@ class NodeConnection(asyncio.Protocol):
                 self._notice(status, values)
                 return
             ent = pending.pop(rid, None)
-            if ent is not None and not ent[0].done():   # done: the caller cancelled it
-                ent[0].set_result((status, values))
+            if ent is not None:
+                if not ent[0].done():                   # done: the caller cancelled it
+                    ent[0].set_result((status, values))
+            elif rid in self.streams:
+                self.streams[rid](status, values)
 
     def _too_large(self, size: int, head: bytes) -> bool:
         """An answer over ``max_frame``: its request gets TOO_LARGE, the connection stays.
@@ -288,6 +295,21 @@ class NodeConnection(asyncio.Protocol):
             self._rx_seen = self.rx
         return fut
 
+    def stream(self, op: int, args, on_frame) -> int:
+        """Queue ``[req_id, op, *args]`` whose answer is a stream of frames: each one goes to
+        ``on_frame(status, values)``, then ``(LOST, [reason])`` if the connection ends first;
+        the request id (``end_stream`` forgets it)."""
+        rid = self._rid = self._rid + 1
+        self.streams[rid] = on_frame
+        self._out.append(P.frame([rid, op, *args]))
+        if self._flush is None:
+            self._flush = self.loop.call_soon(self._write)
+        return rid
+
+    def end_stream(self, rid: int) -> None:
+        """Deliver nothing more of stream ``rid``."""
+        self.streams.pop(rid, None)
+
     def _write(self) -> None:
         self._flush = None
         out = self._out
@@ -338,6 +360,10 @@ class NodeConnection(asyncio.Protocol):
         for fut, _expires_at in pending.values():
             if not fut.done():
                 fut.set_result((status, [reason, *extra]))
+        streams = self.streams
+        self.streams = {}
+        for on_frame in streams.values():
+            on_frame(status, [reason, *extra])
 
     def abort(self, reason: str) -> None:
         """Drop the connection at once (the node sent something unusable); every request

@@ -128,7 +128,8 @@ def check_limits(op: int, args, limits: dict) -> str | None:
     None. ``args`` are the operation's own arguments (without session fields). The frame
     check here refuses only what is over even without its framing; the connection checks the
     exact frame (``NodeConnection.request``)."""
-    if op in (codec.OP_GET, codec.OP_DELETE, codec.OP_PUT, codec.OP_CAS, codec.OP_SCAN):
+    if op in (codec.OP_GET, codec.OP_DELETE, codec.OP_PUT, codec.OP_CAS, codec.OP_SCAN,
+              codec.OP_CAS_REV):
         what = "prefix" if op == codec.OP_SCAN else "key"
         k = args[0]
         if len(k) > limits["max_key_bytes"]:
@@ -139,6 +140,8 @@ def check_limits(op: int, args, limits: dict) -> str | None:
             values = (("value", args[1]),)
         elif op == codec.OP_CAS:
             values = (("expected", args[1]), ("new", args[2]))
+        elif op == codec.OP_CAS_REV:
+            values = (("new", args[2]),)
         for name, v in values:
             if v is not None and len(v) > limits["max_value_bytes"]:
                 return (f"{name} of {len(v)} bytes is over the cluster's limit of "

@@ -67,7 +67,8 @@ import asyncio
 import logging
 import ssl
 
-from ..codec import (MEMBER_ADD_LEARNER, MEMBER_PROMOTE, MEMBER_REMOVE, OP_CAS, OP_DELETE,
+from ..codec import (MEMBER_ADD_LEARNER, MEMBER_PROMOTE, MEMBER_REMOVE, OP_CAS, OP_CAS_REV,
+                     OP_DELETE,
                      OP_GET, OP_KEEPALIVE, OP_MEMBERS, OP_PUT, OP_REGISTER, OP_SCAN, OP_STATUS,
                      ST_INVALID, ST_NOT_LEADER, ST_OK, ST_UNKNOWN)
 from ..errors import FastraftError, InvalidRequest, LocalProtocolError, RemoteProtocolError
@@ -76,6 +77,7 @@ from . import _members as M
 from . import _protocol as P
 from ._attempts import NEW_SESSION, PLAIN, READ, STALE, WRITE, Attempts
 from ._connection import NO_LIMIT, NodeConnection
+from ._coord import Coordination, lease_id
 from ._members import Member
 from ._protocol import LOST, SILENT, TIMED_OUT
 from ._session import ClientSession
@@ -102,7 +104,7 @@ DEFAULT_MAX_FRAME = 256 << 20
 MIN_NODE_FRAME = 1 << 20
 
 #: Operations whose keys and values count against the limits.
-_SIZED = frozenset({OP_GET, OP_PUT, OP_DELETE, OP_CAS, OP_SCAN})
+_SIZED = frozenset({OP_GET, OP_PUT, OP_DELETE, OP_CAS, OP_SCAN, OP_CAS_REV})
 
 
 def _endpoints(endpoints) -> list[str]:
@@ -140,7 +142,7 @@ def _tls_context(tls, cacert, cert, key) -> ssl.SSLContext | None:
     return client_context(cacert, cert, key)
 
 
-class AsyncClient:
+class AsyncClient(Coordination):
     """The asyncio client: ``await c.put(k, v)``, ``await c.get(k)``...; ``async with``.
     Finds the leader, retries and reconnects by itself; writes apply exactly once.
 
@@ -214,6 +216,8 @@ class AsyncClient:
         self._refreshed_at = float("-inf")   # loop time of the last refresh's start
         self._members_stale = False          # refresh the member list at the next leader OK
         self._members_absent = False         # a node refused OP_MEMBERS (older): do not ask
+        self._watches: set = set()           # the watches open (closed with the client)
+        self._keepers: set = set()           # the lease keep-alive tasks of its locks
 
     # -- public API ---------------------------------------------------------------------------
 
@@ -228,22 +232,30 @@ class AsyncClient:
         return P.check_get(await self._call(STALE if stale else READ, OP_GET,
                                             (k, bool(stale)), deadline=deadline))
 
-    async def put(self, key, value, *, deadline: float | None = None) -> None:
-        """Set ``key`` to ``value``; applied exactly once, even across retries."""
-        await self._call(WRITE, OP_PUT, (P.to_bytes(key), P.to_bytes(value, "value")),
-                         deadline=deadline)
+    async def put(self, key, value, *, lease: int | None = None,
+                  deadline: float | None = None) -> None:
+        """Set ``key`` to ``value``; applied exactly once, even across retries. ``lease``:
+        attach the key to that lease (deleted with it; LeaseNotFound when it is gone, and
+        nothing is written); without one, the key belongs to no lease."""
+        args = (P.to_bytes(key), P.to_bytes(value, "value"))
+        if lease is not None:
+            args += (lease_id(lease),)
+        await self._call(WRITE, OP_PUT, args, deadline=deadline)
 
     async def delete(self, key, *, deadline: float | None = None) -> bool:
         """Remove ``key`` (exactly once); True when it existed."""
         return P.check_bool(await self._call(WRITE, OP_DELETE, (P.to_bytes(key),),
                                              deadline=deadline))
 
-    async def cas(self, key, expected, new, *, deadline: float | None = None) -> bool:
+    async def cas(self, key, expected, new, *, lease: int | None = None,
+                  deadline: float | None = None) -> bool:
         """Set ``key`` to ``new`` if its value is ``expected`` (None: if it is absent), as
-        one atomic write applied exactly once; True when swapped."""
-        return P.check_bool(await self._call(
-            WRITE, OP_CAS, (P.to_bytes(key), P.to_opt_bytes(expected, "expected"),
-                             P.to_bytes(new, "new")), deadline=deadline))
+        one atomic write applied exactly once; True when swapped. ``lease`` as for ``put``;
+        ``cas_revision`` compares revisions instead."""
+        args = (P.to_bytes(key), P.to_opt_bytes(expected, "expected"), P.to_bytes(new, "new"))
+        if lease is not None:
+            args += (lease_id(lease),)
+        return P.check_bool(await self._call(WRITE, OP_CAS, args, deadline=deadline))
 
     async def scan(self, prefix=b"", limit: int = 0, stale: bool = False, *,
                    deadline: float | None = None) -> list:
@@ -326,6 +338,7 @@ class AsyncClient:
         flight with ConnectionLost: its outcome is unknown)."""
         if self._closed:
             return
+        await self._close_watches()
         self._closed = True
         for task in (self._keepalive, self._registering, self._limits_task,
                      self._refresh_task, *self._hedges):

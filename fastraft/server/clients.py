@@ -334,6 +334,19 @@ class ClientConn(asyncio.Protocol):
             self.srv.queued(self)
         out.append(encode_frame(codec.encode_response(req_id, status, *values)))
 
+    def push(self, body: bytes) -> None:
+        """Queue a frame body encoded already (a watch's frame), like an answer."""
+        if self.closed:
+            return
+        out = self._out
+        if not out:
+            self.srv.queued(self)
+        out.append(encode_frame(body))
+
+    def unwritten(self) -> int:
+        """Bytes queued for this connection and not yet taken by the kernel."""
+        return self.transport.get_write_buffer_size() + sum(map(len, self._out))
+
     def _write(self) -> None:
         out = self._out
         self._out = []

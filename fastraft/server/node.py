@@ -81,7 +81,8 @@ class Node:
         self.requests = Requests(
             node_id, raw, backend.machine, limits=limits, max_frame=t.max_frame_bytes,
             max_pending=t.max_pending, addr_of=members.client_addrs,
-            kick=self._kick, status=self.status_fields)
+            kick=self._kick, status=self.status_fields, watch_history=t.watch_history,
+            watch_buffer_bytes=t.watch_buffer_bytes)
         self.member_requests = MemberRequests(raw, members,
                                               not_leader=self.requests.not_leader,
                                               kick=self._kick)

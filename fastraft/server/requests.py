@@ -43,6 +43,7 @@ from typing import Callable, NamedTuple
 from .. import codec
 from ..errors import Busy, NotLeader
 from ..raft import LEADER
+from .watches import WatchHub
 
 __all__ = ["Requests", "PendingWrite"]
 
@@ -68,9 +69,13 @@ class Requests:
 
     def __init__(self, node_id: int, raw, machine, *, limits: codec.Limits, max_frame: int,
                  max_pending: int, addr_of: dict, kick: Callable[[], None],
-                 status: Callable[[], list]) -> None:
+                 status: Callable[[], list], watch_history: int = 50_000,
+                 watch_buffer_bytes: int = 16 << 20) -> None:
         self.id = node_id
         self.raw = raw
+        #: OP_WATCH / OP_WATCH_CANCEL go there, with the changes of every applied batch
+        self.watches = WatchHub(watch_history, watch_buffer_bytes)
+        self._machine = None
         self.machine = machine
         self.limits = limits
         self.max_frame = max_frame
@@ -101,6 +106,21 @@ class Requests:
         #: answered with a failure or lost to a leader change.
         self.proposals_committed = 0
         self.proposals_failed = 0
+        #: the lease deadline a CMD_TICK was last proposed for (the leader proposes one when
+        #: its clock passes the next deadline: ``_tick_leases``)
+        self._ticked_for = None
+
+    @property
+    def machine(self):
+        """The state machine in force; setting it (start-up, a snapshot installed) restarts
+        the watch history at its applied index."""
+        return self._machine
+
+    @machine.setter
+    def machine(self, m) -> None:
+        m.events = []
+        self._machine = m
+        self.watches.reset(m.applied_index)
 
     @property
     def proposals_pending(self) -> int:
@@ -116,7 +136,7 @@ class Requests:
         if self.dead:
             return
         op = req.op
-        if op == codec.OP_GET or op == codec.OP_SCAN:
+        if op == codec.OP_GET or op == codec.OP_SCAN or op == codec.OP_REVISION:
             if req.stale:
                 self._serve_read(conn, req)
             elif self.role != LEADER or self.stopping:
@@ -132,10 +152,18 @@ class Requests:
                 fields += [self.max_frame, lim.max_key, lim.max_value, lim.max_scan]
             conn.respond(req.req_id, codec.ST_OK, fields)
             return
+        if op == codec.OP_WATCH or op == codec.OP_WATCH_CANCEL:
+            if op == codec.OP_WATCH and not self.stopping:
+                self.watches.watch(conn, req)
+            elif op == codec.OP_WATCH:
+                conn.respond(req.req_id, codec.ST_NOT_LEADER, 0, None)
+            else:
+                self.watches.cancel(conn, req)
+            return
         if self.stopping:
             conn.respond(req.req_id, codec.ST_NOT_LEADER, 0, None)
             return
-        if op >= codec.OP_MEMBERS:
+        if codec.OP_MEMBERS <= op <= codec.OP_BACKUP_END:
             if op >= codec.OP_BACKUP:
                 self._backup_request(conn, req)
             else:
@@ -163,10 +191,20 @@ class Requests:
     def _serve_read(self, conn, req) -> None:
         m = self.machine
         if req.op == codec.OP_GET:
-            conn.respond(req.req_id, codec.ST_OK, m.get(req.key))
+            if req.with_rev:
+                item = m.get_item(req.key)
+                conn.respond(req.req_id, codec.ST_OK, None if item is None else list(item))
+            else:
+                conn.respond(req.req_id, codec.ST_OK, m.get(req.key))
+        elif req.op == codec.OP_REVISION:
+            conn.respond(req.req_id, codec.ST_OK, m.applied_index)
         elif req.op == codec.OP_SCAN:
-            conn.respond(req.req_id, codec.ST_OK,
-                         [[k, v] for k, v in m.scan(req.key, req.limit)])
+            if req.with_rev:
+                conn.respond(req.req_id, codec.ST_OK,
+                             [list(item) for item in m.scan_items(req.key, req.limit)])
+            else:
+                conn.respond(req.req_id, codec.ST_OK,
+                             [[k, v] for k, v in m.scan(req.key, req.limit)])
         else:                           # OP_BACKUP, its read barrier passed
             backups = self._backups_part()
             if backups is None:
@@ -207,6 +245,23 @@ class Requests:
             self._flush_proposals()
         if self._read_batch:
             self._flush_reads()
+        if self.role == LEADER:
+            self._tick_leases()
+
+    def _tick_leases(self) -> None:
+        """The leader proposes a clock entry (CMD_TICK) once its wall clock passes the next
+        lease deadline, so that leases expire without other writes (once per deadline)."""
+        deadline = self.machine.next_lease_deadline()
+        if deadline is None or deadline == self._ticked_for:
+            return
+        now = _now_ms()
+        if now < deadline:
+            return
+        self._ticked_for = deadline
+        try:
+            self.raw.propose([codec.encode_command((codec.CMD_TICK, now))])
+        except (NotLeader, Busy):
+            self._ticked_for = None     # the next pass tries again
 
     def _flush_proposals(self) -> None:
         payloads, waiters, cmds = self._payloads, self._waiters, self._cmds
@@ -250,8 +305,11 @@ class Requests:
     def apply(self, batch) -> None:
         """Apply a committed batch (``EntryBatch``) to the state machine, answer the writes
         waiting on its entries and serve the reads it made safe."""
-        results = self.machine.apply_entries(batch.first_index, batch.entries,
-                                             self._known)
+        m = self.machine
+        results = m.apply_entries(batch.first_index, batch.entries, self._known)
+        events = m.events
+        m.events = []
+        self.watches.publish(events, m.applied_index)
         pending = self._pending
         if pending:
             entries = batch.entries
@@ -310,6 +368,8 @@ class Requests:
         abandons what waits on it."""
         was_leader = self.role == LEADER
         self.role, self.lead = role, lead
+        if role == LEADER and not was_leader:
+            self._ticked_for = None
         if was_leader and role != LEADER:
             self.abandon()
 

@@ -358,6 +358,11 @@ class KVStateMachine:
     def scan(self, prefix: bytes, limit: int) -> list[tuple[bytes, bytes]]:
         return self._kv.scan(prefix, limit)
 
+    def scan_items(self, prefix: bytes, limit: int) -> list[tuple[bytes, bytes, int]]:
+        """As ``scan``, each pair with its key's revision."""
+        rev = self._kv.rev
+        return [(k, v, rev(k)) for k, v in self._kv.scan(prefix, limit)]
+
     def stats(self) -> dict:
         return {"keys": len(self._kv), "sessions": len(self._sessions),
                 "leases": len(self._leases), "applied_index": self.applied_index,

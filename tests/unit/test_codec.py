@@ -72,14 +72,76 @@ def test_peer_frames_are_validated(body, why):
     ([codec.OP_PUT, 0, 1, 1, b"k", b"v"], "need a session"),
     ([codec.OP_PUT, 1, 0, 0, b"k", b"v"], "1 <= seq"),
     ([codec.OP_PUT, 1, 1, 1, "k", b"v"], "must be bytes"),
-    ([codec.OP_GET, b"k"], "takes 2 arguments"),
+    ([codec.OP_GET, b"k"], "takes 2 to 3 arguments"),
     ([codec.OP_GET, b"k", 1], "boolean"),
+    ([codec.OP_GET, b"k", False, 1], "boolean"),
+    ([codec.OP_PUT, 1, 1, 1, b"k", b"v", -1], "lease must be an unsigned"),
+    ([codec.OP_CAS_REV, 1, 1, 1, b"k", "3", b"v", 0], "expected revision"),
+    ([codec.OP_CAS_REV, 1, 1, 1, b"k", 3, b"v"], "takes 7 arguments"),
+    ([codec.OP_LEASE_GRANT, 1, 1, 1, 999], "TTL must be 1000"),
+    ([codec.OP_LEASE_GRANT, 1, 1, 1, 1.5], "unsigned"),
+    ([codec.OP_LEASE_REVOKE, 1, 1, 1, 0], "lease 0"),
+    ([codec.OP_LEASE_KEEPALIVE, 0], "lease 0"),
+    ([codec.OP_REVISION, 1], "boolean"),
+    ([codec.OP_WATCH, "p", 0], "must be bytes"),
+    ([codec.OP_WATCH, b"p", -1], "start revision"),
+    ([codec.OP_WATCH_CANCEL, None], "watch id"),
     ([77], "unknown operation"),
 ])
 def test_invalid_requests_carry_their_id(args, why):
     with pytest.raises(InvalidRequest, match=why) as e:
         codec.decode_request(codec.pack([41] + args), LIMITS, 1 << 20)
     assert e.value.req_id == 41
+
+
+def test_coordination_requests_decode_to_commands():
+    def req(*args):
+        return codec.decode_request(codec.pack([9, *args]), LIMITS, 1 << 20)
+    r = req(codec.OP_PUT, 1, 2, 1, b"k", b"v", 7)
+    assert codec.command_tuple(r, 5) == (codec.CMD_PUT, 5, 1, 2, 1, b"k", b"v", 7)
+    r = req(codec.OP_PUT, 1, 2, 1, b"k", b"v", 0)       # lease 0: the shape without one
+    assert codec.command_tuple(r, 5) == (codec.CMD_PUT, 5, 1, 2, 1, b"k", b"v")
+    r = req(codec.OP_CAS, 1, 2, 1, b"k", None, b"v", 3)
+    assert codec.command_tuple(r, 5) == (codec.CMD_CAS, 5, 1, 2, 1, b"k", None, b"v", 3)
+    r = req(codec.OP_CAS_REV, 1, 2, 1, b"k", 4, b"v", 0)
+    assert codec.command_tuple(r, 5) == (codec.CMD_CAS_REV, 5, 1, 2, 1, b"k", 4, b"v", 0)
+    r = req(codec.OP_LEASE_GRANT, 1, 2, 1, 5000)
+    assert codec.command_tuple(r, 5) == (codec.CMD_LEASE_GRANT, 5, 1, 2, 1, 5000)
+    r = req(codec.OP_LEASE_REVOKE, 1, 2, 1, 11)
+    assert codec.command_tuple(r, 5) == (codec.CMD_LEASE_REVOKE, 5, 1, 2, 1, 11)
+    r = req(codec.OP_LEASE_KEEPALIVE, 11)
+    assert codec.command_tuple(r, 5) == (codec.CMD_LEASE_KEEPALIVE, 5, 11)
+    for r in (req(codec.OP_PUT, 1, 2, 1, b"k", b"v", 7), req(codec.OP_LEASE_KEEPALIVE, 11),
+              req(codec.OP_CAS_REV, 1, 2, 1, b"k", 4, b"v", 9)):
+        cmd = codec.command_tuple(r, 5)
+        assert codec.decode_command(codec.encode_command(cmd)) == cmd
+    assert req(codec.OP_GET, b"k", False, True).with_rev
+    assert req(codec.OP_WATCH, b"p/", 0).rev == 0 and req(codec.OP_REVISION, True).stale
+
+
+@pytest.mark.parametrize("cmd, why", [
+    ([codec.CMD_PUT, 1, 1, 1, 1, b"k", b"v", -1], "lease"),
+    ([codec.CMD_PUT, 1, 1, 1, 1, b"k", b"v", 1, 2], "fields"),
+    ([codec.CMD_CAS_REV, 1, 1, 1, 1, b"k", None, b"v", 0], "expected revision"),
+    ([codec.CMD_LEASE_GRANT, 1, 1, 1, 1, "5"], "ttl"),
+    ([codec.CMD_LEASE_KEEPALIVE, 1, b"x"], "lease"),
+    ([codec.CMD_TICK, 1, 2], "fields"),
+])
+def test_coordination_commands_are_validated(cmd, why):
+    with pytest.raises(RemoteProtocolError, match=why):
+        codec.decode_command(codec.pack(cmd))
+
+
+def test_watch_frames_round_trip_and_are_validated():
+    events = [(5, 0, b"k", b"v"), (6, 1, b"k", None)]
+    body = codec.encode_watch_frame(7, codec.encode_events(events), 9)
+    rid, status, values = codec.decode_response(body, 1 << 20)
+    assert (rid, status) == (7, codec.ST_OK)
+    assert codec.decode_watch_frame(values) == (events, 9)
+    for bad in ([[5, 0, b"k"], 9], [[5, 2, b"k", b"v"], 9], [[5, 1, b"k", b"v"], 9],
+                [[0, 0, b"k", b"v"], 9], [[5, 0, b"k", b"v"]], "x"):
+        with pytest.raises(RemoteProtocolError):
+            codec.decode_watch_frame(bad)
 
 
 def test_scan_limit_is_bounded():

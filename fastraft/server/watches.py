@@ -1,0 +1,185 @@
+"""Watches of one node: the recent changes it applied, and the watchers they stream to.
+
+Place in the architecture: part of the runtime (``fastraft.server``), beside ``requests``
+(which hands it OP_WATCH / OP_WATCH_CANCEL and, after each applied batch, the state machine's
+change events: ``KVStateMachine.events``). It never touches storage or sockets: frames go out
+through ``conn.push`` (``clients.ClientConn``), encoded by ``codec``.
+
+Any node serves watches, at its own applied index (a follower's stream may lag the leader's
+by its replication delay, never differ from it: the events come from the same log). The rules
+(docs/architecture.md, "Coordination"):
+
+- History: the last ``watch_history`` events (at least), whole revisions only, are kept in
+  order; ``oldest`` is the lowest start revision this node can serve without a gap. It is
+  the applied index + 1 when the node starts or installs a snapshot (``reset``), and moves up
+  as old revisions fall out of the history.
+- A watch from ``start`` (0: "from now", the applied index + 1) older than ``oldest`` is
+  refused with ST_COMPACTED and ``oldest``; otherwise its first frame carries the history's
+  matching events from ``start`` on and the progress (the applied index), and every later
+  batch applied brings a frame with the matching events of that batch, in revision order.
+- The events of a batch are packed once per distinct watched prefix, not per watcher.
+- A watcher whose connection has more than ``buffer_bytes`` unwritten (a reader that does not
+  keep up) is cancelled with ST_BUSY: memory stays bounded, and the client knows it missed
+  events from its last delivered revision on (it may resume from there, the history
+  permitting).
+- Watchers of closed connections are dropped when next met (lazily: a close costs nothing).
+"""
+
+from __future__ import annotations
+
+from collections import deque
+
+from .. import codec
+
+__all__ = ["WatchHub"]
+
+
+class _Watcher:
+    __slots__ = ("conn", "watch_id", "prefix", "start")
+
+    def __init__(self, conn, watch_id: int, prefix: bytes, start: int) -> None:
+        self.conn = conn
+        self.watch_id = watch_id
+        self.prefix = prefix
+        self.start = start              # events below it are not this watcher's
+
+
+class WatchHub:
+    """The watch side of a node (module docstring)."""
+
+    def __init__(self, history: int, buffer_bytes: int) -> None:
+        self.max_history = history
+        self.buffer_bytes = buffer_bytes
+        self.history: deque = deque()   # (revision, type, key, value | None), in order
+        self.oldest = 1
+        self.applied = 0
+        #: prefix -> {(conn id, watch id): _Watcher}
+        self._by_prefix: dict[bytes, dict] = {}
+        self.watchers = 0
+        #: counters for the metrics: watchers cancelled for reading too slowly
+        self.cancelled_slow = 0
+
+    def reset(self, applied: int) -> None:
+        """The state machine is now at ``applied`` with no history before it (start-up, a
+        snapshot installed): the history restarts there. Watchers stay: they get every
+        change after ``applied``; a watcher whose stream had not reached it yet misses what
+        lies between, so it is ended with ST_COMPACTED (it resumes from there, or reads
+        the state afresh)."""
+        self.history.clear()
+        if applied > self.applied and self.watchers:
+            for group in self._by_prefix.values():
+                for w in list(group.values()):
+                    self._end(w, codec.ST_COMPACTED, applied + 1,
+                              f"this node installed a snapshot at revision {applied}: the "
+                              f"changes before it are not available here")
+            self._by_prefix.clear()
+            self.watchers = 0
+        self.applied = applied
+        self.oldest = applied + 1
+
+    # -- requests ----------------------------------------------------------------------------
+
+    def watch(self, conn, req) -> None:
+        """OP_WATCH: refuse a compacted start, else send the history from it and register."""
+        start = req.rev or self.applied + 1
+        if start < self.oldest:
+            conn.respond(req.req_id, codec.ST_COMPACTED, self.oldest,
+                         f"revision {start} is compacted on this node: its history starts "
+                         f"at {self.oldest}")
+            return
+        prefix = req.key
+        past = [ev for ev in self.history if ev[0] >= start and ev[2].startswith(prefix)]
+        conn.push(codec.encode_watch_frame(req.req_id, codec.encode_events(past),
+                                           self.applied))
+        group = self._by_prefix.get(prefix)
+        if group is None:
+            group = self._by_prefix[prefix] = {}
+        else:
+            self._prune(group)
+        group[(id(conn), req.req_id)] = _Watcher(conn, req.req_id, prefix, start)
+        self.watchers += 1
+
+    def cancel(self, conn, req) -> None:
+        """OP_WATCH_CANCEL: stop the watch ``req.rev`` of this connection (answered OK even
+        when it is already gone)."""
+        key = (id(conn), req.rev)
+        for prefix, group in self._by_prefix.items():
+            if group.pop(key, None) is not None:
+                self.watchers -= 1
+                if not group:
+                    del self._by_prefix[prefix]
+                break
+        conn.respond(req.req_id, codec.ST_OK, None)
+
+    # -- what the node applied ---------------------------------------------------------------
+
+    def publish(self, events: list, applied: int) -> None:
+        """The changes of one applied batch (``events``, in order, maybe none) and the applied
+        index after it: keep them, and send each watcher its part."""
+        self.applied = applied
+        if not events:
+            return
+        history = self.history
+        history.extend(events)
+        if len(history) > self.max_history:
+            self._trim()
+        if not self.watchers:
+            return
+        for prefix, group in list(self._by_prefix.items()):
+            if prefix:
+                matching = [ev for ev in events if ev[2].startswith(prefix)]
+                if not matching:
+                    continue
+            else:
+                matching = events
+            self._send(group, matching, applied)
+            if not group:
+                del self._by_prefix[prefix]
+
+    def _send(self, group: dict, matching: list, applied: int) -> None:
+        packed = codec.encode_events(matching)
+        first = matching[0][0]
+        limit = self.buffer_bytes
+        for key, w in list(group.items()):
+            conn = w.conn
+            if conn.closed:
+                del group[key]
+                self.watchers -= 1
+                continue
+            if conn.unwritten() > limit:
+                del group[key]
+                self.watchers -= 1
+                self.cancelled_slow += 1
+                self._end(w, codec.ST_BUSY,
+                          f"the watcher read too slowly: more than {limit} bytes were "
+                          f"waiting for it (resume from the last revision received)")
+                continue
+            if first >= w.start:
+                conn.push(codec.encode_watch_frame(w.watch_id, packed, applied))
+            else:                       # a watch that starts inside this batch
+                mine = [ev for ev in matching if ev[0] >= w.start]
+                if mine:
+                    conn.push(codec.encode_watch_frame(w.watch_id, codec.encode_events(mine),
+                                                       applied))
+
+    def _trim(self) -> None:
+        """Drop the oldest revisions, whole, until at most ``max_history`` events remain (a
+        single revision larger than that is kept whole)."""
+        history = self.history
+        while len(history) > self.max_history:
+            rev = history[0][0]
+            if history[-1][0] == rev:
+                break
+            while history[0][0] == rev:
+                history.popleft()
+            self.oldest = rev + 1
+
+    def _prune(self, group: dict) -> None:
+        for key in [k for k, w in group.items() if w.conn.closed]:
+            del group[key]
+            self.watchers -= 1
+
+    @staticmethod
+    def _end(w: _Watcher, status: int, *values) -> None:
+        if not w.conn.closed:
+            w.conn.respond(w.watch_id, status, *values)
