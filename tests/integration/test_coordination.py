@@ -1,0 +1,248 @@
+"""Revisions, leases and watches against real node processes: each feature, and each refusal
+(an unknown lease, an expired lease on put, a compacted start revision, a watcher that never
+reads), plus a watch that keeps its stream whole across the kill of the leader.
+
+Place in the architecture: integration tests (real processes, sockets, files, fsync) of the
+server's coordination side (server/requests.py, server/watches.py, the state machine) through
+the real client (client/_coord.py, _watch.py, _lock.py) and, for the raw protocol, the test
+wire client.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+import pytest
+
+from fastraft import codec
+from fastraft.client import AsyncClient
+from fastraft.errors import Compacted, LeaseNotFound
+
+DEADLINE = 30.0
+
+
+def run(coro, timeout: float = 90):
+    return asyncio.run(asyncio.wait_for(coro, timeout))
+
+
+async def _until(pred, what: str, timeout: float = DEADLINE):
+    """Poll the coroutine function ``pred`` until it returns true, with a deadline."""
+    loop = asyncio.get_running_loop()
+    end = loop.time() + timeout
+    while True:
+        got = await pred()
+        if got:
+            return got
+        assert loop.time() < end, f"timed out waiting for {what}"
+        await asyncio.sleep(0.02)
+
+
+def test_revisions_are_the_same_on_every_node(cluster_factory):
+    c = cluster_factory(3)
+
+    async def main():
+        async with AsyncClient(c.endpoints()) as cl:
+            await cl.put("r/a", "1")
+            await cl.put("r/b", "2")
+            ok, rev_c = await cl.cas_revision("r/c", 0, "3")
+            assert ok
+            item = await cl.get_item("r/a")
+            assert item[:2] == (b"r/a", b"1") and 0 < item[2] < rev_c
+            assert not (await cl.cas_revision("r/a", item[2] + 1, "x"))[0]
+            assert await cl.cas_revision("r/a", item[2], "x") == (True, rev_c + 2)  # (a failed
+            # cas is an entry too: it took rev_c + 1)
+            want = await cl.scan_items("r/")
+            assert [k for k, _v, _r in want] == [b"r/a", b"r/b", b"r/c"]
+            assert await cl.revision() >= rev_c + 2
+        for ep in c.endpoints():
+            async with AsyncClient([ep], learn_members=False) as one:
+                await _until(lambda: _scan_is(one, want), f"{ep} to hold the same revisions")
+
+    run(main())
+
+
+async def _scan_is(client, want) -> bool:
+    return await client.scan_items("r/", stale=True) == want
+
+
+def test_a_lease_expires_without_other_writes_and_a_watcher_sees_it(cluster_factory):
+    c = cluster_factory(3)
+
+    async def main():
+        async with AsyncClient(c.endpoints()) as cl:
+            kept = await cl.lease_grant(1)
+            lapsed = await cl.lease_grant(1)
+            await cl.put("l/kept", "k", lease=kept)
+            await cl.put("l/lapsed", "x", lease=lapsed)
+            await cl.put("l/plain", "p")
+            async with cl.watch("l/") as w:
+                t0 = time.monotonic()
+                # renew one lease a few times over twice its TTL; let the other lapse
+                while time.monotonic() - t0 < 2.5:
+                    assert await cl.lease_keepalive(kept) == 1.0
+                    await asyncio.sleep(0.25)
+                ev = await asyncio.wait_for(w.__anext__(), DEADLINE)
+                assert (ev.type, ev.key, ev.value) == ("delete", b"l/lapsed", None)
+            assert await cl.get("l/kept") == b"k" and await cl.get("l/plain") == b"p"
+            assert await cl.get("l/lapsed") is None
+            with pytest.raises(LeaseNotFound):
+                await cl.put("l/late", "y", lease=lapsed)      # an expired lease on put
+            with pytest.raises(LeaseNotFound):
+                await cl.lease_keepalive(lapsed)
+            with pytest.raises(LeaseNotFound):
+                await cl.put("l/never", "y", lease=123456789)  # an unknown lease
+            assert await cl.get("l/late") is None and await cl.get("l/never") is None
+            assert await cl.lease_revoke(kept) is True
+            assert await cl.get("l/kept") is None
+            assert await cl.lease_revoke(kept) is False
+
+    run(main())
+
+
+def test_watch_streams_history_then_live_changes_on_any_node(cluster_factory):
+    c = cluster_factory(3)
+
+    async def main():
+        async with AsyncClient(c.endpoints()) as cl:
+            await cl.put("w/1", "a")
+            await cl.put("other", "z")
+            first = (await cl.get_item("w/1"))[2]
+            await cl.delete("w/1")
+            leader = await cl.leader()
+            follower = next(ep for ep in c.endpoints() if ep != leader)
+            async with AsyncClient([follower], learn_members=False) as fcl:
+                async with fcl.watch("w/", start_revision=first) as w:
+                    await cl.put("w/2", "b")
+                    got = [await asyncio.wait_for(w.__anext__(), DEADLINE) for _ in range(3)]
+            assert [(e.type, e.key, e.value) for e in got] == [
+                ("put", b"w/1", b"a"), ("delete", b"w/1", None), ("put", b"w/2", b"b")]
+            assert got[0].revision == first and got[0].revision < got[1].revision \
+                < got[2].revision
+            # "from now": nothing acknowledged before the watch started is in it
+            async with cl.watch("w/") as w:
+                await cl.put("w/3", "c")
+                ev = await asyncio.wait_for(w.__anext__(), DEADLINE)
+                assert (ev.key, ev.value) == (b"w/3", b"c")
+
+    run(main())
+
+
+def test_a_compacted_start_revision_is_refused(cluster_factory):
+    c = cluster_factory(3, tuning={"watch_history": 5})
+
+    async def main():
+        async with AsyncClient(c.endpoints()) as cl:
+            for i in range(30):
+                await cl.put(f"c/{i}", "v")
+            with pytest.raises(Compacted) as e:
+                async with cl.watch("c/", start_revision=1) as w:
+                    await asyncio.wait_for(w.__anext__(), DEADLINE)
+            assert e.value.oldest > 1
+            async with cl.watch("c/", start_revision=e.value.oldest) as w:
+                ev = await asyncio.wait_for(w.__anext__(), DEADLINE)
+                assert ev.revision >= e.value.oldest
+
+    run(main())
+
+
+def test_a_watcher_that_never_reads_is_cancelled(cluster_factory, wire):
+    """The node buffers a watcher that does not read up to watch_buffer_bytes, then ends its
+    stream with Busy; the node and its other clients are unaffected."""
+    c = cluster_factory(3, tuning={"watch_buffer_bytes": 64 * 1024})
+    leader = c.leader()
+    w = wire.WireClient(c.node(leader).client_addr, timeout=10.0)
+    w.send_request(7, codec.OP_WATCH, b"big/", 0)
+    rid, first = w.recv_reply()
+    assert rid == 7 and first.status == codec.ST_OK
+
+    async def write():
+        async with AsyncClient(c.endpoints()) as cl:
+            value = b"v" * 60_000
+            for i in range(300):          # 18 MB: more than the kernel's socket buffers
+                await cl.put(f"big/{i}", value)
+            assert await cl.get("big/0") == value
+
+    run(write())
+    statuses = []
+    end = time.monotonic() + DEADLINE
+    while time.monotonic() < end:
+        rid, reply = w.recv_reply()
+        assert rid == 7
+        statuses.append(reply.status)
+        if reply.status != codec.ST_OK:
+            break
+    assert statuses[-1] == codec.ST_BUSY, statuses[-5:]
+    assert "too slowly" in reply.values[0]
+    w.close()
+
+
+def test_a_watch_keeps_every_write_exactly_once_across_a_leader_kill(cluster_factory):
+    c = cluster_factory(3)
+
+    async def main():
+        async with AsyncClient(c.endpoints()) as cl, AsyncClient(c.endpoints()) as wcl:
+            acked: dict[bytes, int] = {}
+            async with wcl.watch("k/") as w:
+                for i in range(40):
+                    if i == 20:
+                        c.kill(c.leader())
+                    try:
+                        await cl.put(f"k/{i}", f"{i}")
+                        acked[f"k/{i}".encode()] = i
+                    except Exception:       # an outcome-unknown write may or may not appear
+                        pass
+                seen: dict[bytes, int] = {}
+                revs = []
+                while not set(acked) <= set(seen):
+                    ev = await asyncio.wait_for(w.__anext__(), DEADLINE)
+                    assert ev.key not in seen, f"{ev.key!r} delivered twice"
+                    seen[ev.key] = ev.revision
+                    revs.append(ev.revision)
+            assert revs == sorted(revs) and len(set(revs)) == len(revs)
+            assert len(acked) >= 30
+
+    run(main(), timeout=120)
+
+
+def test_locks_are_held_one_at_a_time_with_increasing_fences(cluster_factory):
+    c = cluster_factory(3)
+
+    async def main():
+        async with AsyncClient(c.endpoints()) as a, AsyncClient(c.endpoints()) as b:
+            inside: list = []
+            fences: list = []
+
+            async def worker(cl, n):
+                for _ in range(n):
+                    async with cl.lock("job", ttl=5) as held:
+                        assert not inside, "two holders at once"
+                        inside.append(held)
+                        fences.append(held.fence)
+                        await asyncio.sleep(0.02)
+                        held.check()
+                        inside.remove(held)
+
+            await asyncio.gather(worker(a, 5), worker(b, 5))
+            assert len(fences) == 10 and fences == sorted(fences)
+            assert await a.scan_items("fastraft/lock/job/") == []     # all released
+
+    run(main())
+
+
+def test_a_watch_of_an_unreachable_cluster_retries_until_closed():
+    """The client's watch with no node listening: it keeps trying, and closing it ends the
+    iteration (no hang, no error)."""
+    async def main():
+        async with AsyncClient(["127.0.0.1:9"], timeout=0.5, learn_members=False) as cl:
+            w = cl.watch("x/", start_revision=1)
+            await w.start()
+            t = asyncio.create_task(w.__anext__())
+            await asyncio.sleep(0.3)
+            assert not t.done()
+            await w.close()
+            with pytest.raises(StopAsyncIteration):
+                await asyncio.wait_for(t, 5)
+
+    run(main())
+
