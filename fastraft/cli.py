@@ -102,6 +102,11 @@ def _add_sim_parser(sub) -> None:
                      help=f"comma list of {','.join(FAULT_KINDS)}, or 'all' or 'none'")
     sim.add_argument("--workers", type=non_negative_int, default=0,
                      help="worker processes (default: one per CPU)")
+    sim.add_argument("--kv", action="store_true",
+                     help="run the real state machine on every node, fed real commands "
+                          "(sessions, leases, revision cas, clock ticks from skewed "
+                          "clocks), and check that every node gives the same answers and "
+                          "changes at every index")
     sim.add_argument("--json", action="store_true", help="print the JSON summary only")
 
 
@@ -260,7 +265,7 @@ def _cmd_sim(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
                          f"known: {','.join(FAULT_KINDS)}")
     workers = args.workers or os.cpu_count() or 1
     t0 = time.monotonic()
-    summary = run_seeds(seeds, nodes, args.steps, faults, workers=workers)
+    summary = run_seeds(seeds, nodes, args.steps, faults, workers=workers, kv=args.kv)
     summary["seconds"] = round(time.monotonic() - t0, 2)
     if args.json:
         print(json.dumps(summary))

@@ -157,7 +157,16 @@ class SimStateMachine:
         self.index = index
         self.digest = digest
 
-    def apply(self, index: int, payload: bytes) -> None:
+    @classmethod
+    def from_data(cls, data) -> SimStateMachine:
+        """The machine a snapshot's ``data`` (``data()``; None: the empty one) holds."""
+        return cls(*(data or (0, 0)))
+
+    def data(self):
+        """What a snapshot of this machine carries."""
+        return (self.index, self.digest)
+
+    def apply(self, index: int, payload: bytes, term: int = 0) -> None:
         """Apply the entry at ``index`` (the next one) to the digest."""
         assert index == self.index + 1, f"applied {index} after {self.index}"
         self.digest = crc32(payload, self.digest)
@@ -182,14 +191,19 @@ class Workload:
         self.reads: dict[int, tuple[int, int]] = {}   # ctx -> (node, required index)
         self.reads_served = 0
         self.reads_dropped = 0
+        #: ``make_payload(node id, counter)``: the payload of a write (None: b"w<counter>";
+        #: the kv mode makes real commands, ``kvmachine.KVCommands``)
+        self.make_payload = None
 
     def propose(self, node: "SimNode", n: int = 1) -> tuple[int, int] | None:
         """Propose ``n`` unique writes at ``node``: ``(first index, term)``, or None when
         refused."""
         payloads = []
+        make = self.make_payload
         for _ in range(n):
             self.counter += 1
-            payloads.append(b"w%d" % self.counter)
+            payloads.append(b"w%d" % self.counter if make is None
+                            else make(node.id, self.counter))
         try:
             first, term = node.node.propose(payloads)
         except (NotLeader, Busy):
@@ -213,6 +227,8 @@ class Workload:
 
     def on_apply(self, node_id: int, index: int, term: int, payload: bytes) -> None:
         """A node applied an entry: a write of ours at that index and term is acknowledged."""
+        if self.make_payload is not None:
+            self.make_payload.learn(index, payload)
         w = self.pending.pop((node_id, index), None)
         if w is not None and w == (term, payload):
             self.acked += 1
@@ -252,15 +268,18 @@ class SimNode:
     """One simulated node: a RawNode driven like the real runtime drives it (persist, send,
     apply, advance), its in-memory store and state machine; it can crash, pause and restart."""
     def __init__(self, node_id: int, cfg: RaftConfig, rng: random.Random,
-                 snapshot_every: int, keep_tail: int, bootstrap=()) -> None:
+                 snapshot_every: int, keep_tail: int, bootstrap=(),
+                 machine=SimStateMachine) -> None:
         self.id = node_id
+        #: the state machine's class: the digest one, or ``kvmachine.KVSimMachine``
+        self.machine = machine
         self.cfg = cfg
         self.rng = rng
         self.storage = SimStorage(bootstrap)
         self.snapshot_every = snapshot_every
         self.keep_tail = keep_tail
         self.node: RawNode | None = None
-        self.sm = SimStateMachine()
+        self.sm = machine.from_data(None)
         self.paused_until = -1
         self.inbox: list = []
         self.waiting_reads: list = []    # ReadStates not yet servable (applied < index)
@@ -273,8 +292,7 @@ class SimNode:
         self._vote_written = (hard.term, hard.vote)
         log = RaftLog(snap, entries, committed=hard.commit)
         self.node = RawNode(self.cfg, random.Random(self.rng.getrandbits(64)), log, hard)
-        data = snap.data or (0, 0)
-        self.sm = SimStateMachine(*data)
+        self.sm = self.machine.from_data(snap.data)
         self.inbox = []
         self.waiting_reads = []
         self.paused_until = -1
@@ -399,15 +417,14 @@ class SimNode:
             sim.crash_node(self)           # after the sync, before applying
             return False
         if rd.snapshot is not None:
-            data = rd.snapshot.data or (0, 0)
-            self.sm = SimStateMachine(*data)
+            self.sm = self.machine.from_data(rd.snapshot.data)
         if rd.committed is not None:
             sm = self.sm
             checker = sim.checker
             wl = sim.workload
             i = rd.committed.first_index
             for term, payload in rd.committed.entries:
-                sm.apply(i, payload)
+                sm.apply(i, payload, term)
                 checker.on_apply(self.id, i, sm.digest)
                 wl.on_apply(self.id, i, term, payload)
                 i += 1
@@ -444,6 +461,6 @@ class SimNode:
         # conf-change entries appended after ``applied`` are not covered by this snapshot.
         cs = self.node.conf_state_at(applied)
         meta = SnapshotMeta(applied, term, cs.voters, cs.outgoing, cs.learners)
-        snap = Snapshot(meta, (applied, self.sm.digest))
+        snap = Snapshot(meta, self.sm.data())
         self.storage.save_snapshot(snap)
         self.node.compact(snap, keep_from=max(applied - self.keep_tail, 1))

@@ -46,8 +46,9 @@ from dataclasses import dataclass
 
 from ..errors import Busy, NotLeader
 from ..raft import LEADER, MsgType, RaftConfig
-from .cluster import SimNode, Workload
+from .cluster import SimNode, SimStateMachine, Workload
 from .invariants import Checker
+from .kvmachine import KVCommands, KVSimMachine
 from .members import MembershipDriver
 from .network import LinkConfig, Network
 
@@ -121,6 +122,8 @@ class SimConfig:
     propose_rate: float = 0.4
     read_rate: float = 0.2
     max_inflight_msgs: int = 8
+    #: the real state machine on every node, fed real commands (``kvmachine``)
+    kv: bool = False
 
 
 def replay_command(cfg: SimConfig) -> str:
@@ -129,7 +132,7 @@ def replay_command(cfg: SimConfig) -> str:
     if set(FAULT_KINDS) <= set(cfg.faults):
         faults = "all"
     cmd = (f"fastraft sim --seeds {cfg.seed} --nodes {cfg.nodes} --steps {cfg.steps} "
-           f"--faults {faults}")
+           f"--faults {faults}" + (" --kv" if cfg.kv else ""))
     notes = []                   # derived from the seed: shown, not needed to replay
     if "tuning" in cfg.faults:
         t = Tuning.draw(random.Random(f"{cfg.seed}/tuning"))
@@ -159,6 +162,10 @@ class Simulation:
         self.checker = Checker()
         self.workload = Workload(self.client_rng, self.checker)
         self.now = 0
+        self.machine = KVSimMachine if cfg.kv else SimStateMachine
+        if cfg.kv:
+            self.workload.make_payload = KVCommands(
+                random.Random(f"{seed}/kv"), lambda: self.now, range(1, cfg.nodes + 10))
         self.ids = list(range(1, cfg.nodes + 1))
         self.faults = cfg.faults
         self.intensity = self._intensity()
@@ -197,7 +204,7 @@ class Simulation:
                         max_inflight_msgs=tun.max_inflight_msgs,
                         max_msg_bytes=tun.max_msg_bytes)
         sn = SimNode(nid, rc, random.Random(self._node_rng.getrandbits(64)),
-                     tun.snapshot_every, tun.keep_tail, bootstrap)
+                     tun.snapshot_every, tun.keep_tail, bootstrap, self.machine)
         self.nodes[nid] = sn
         self.checker.disks[nid] = sn.storage
         return sn
@@ -613,12 +620,14 @@ class Simulation:
             lead = self.leader()
             if lead is not None and (marker is None or marker[0] != lead.id
                                      or marker[2] != lead.node.term):
+                probe = (b"liveness-probe" if wl.make_payload is None    # kv mode: a command
+                         else wl.make_payload.tick(lead.id))
                 try:
-                    first, term = lead.node.propose([b"liveness-probe"])
+                    first, term = lead.node.propose([probe])
                 except (NotLeader, Busy):
                     continue
                 marker = (lead.id, first, term)
-                wl.pending[(lead.id, first)] = (term, b"liveness-probe")
+                wl.pending[(lead.id, first)] = (term, probe)
                 wl.watch = (lead.id, first)
         return None
 
@@ -686,10 +695,11 @@ def _run_one(args) -> dict:
 
 
 def run_seeds(seeds, node_counts, steps: int, faults, workers: int = 1,
-              progress=None) -> dict:
-    """Run every seed (with node count ``node_counts[i % len]``) and summarise."""
+              progress=None, kv: bool = False) -> dict:
+    """Run every seed (with node count ``node_counts[i % len]``) and summarise; ``kv``: in
+    the kv mode (``SimConfig.kv``)."""
     jobs = [dict(seed=s, nodes=node_counts[i % len(node_counts)], steps=steps,
-                 faults=frozenset(faults)) for i, s in enumerate(seeds)]
+                 faults=frozenset(faults), kv=kv) for i, s in enumerate(seeds)]
     if workers > 1 and len(jobs) > 1:
         from concurrent.futures import ProcessPoolExecutor
 
