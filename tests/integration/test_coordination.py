@@ -246,3 +246,45 @@ def test_a_watch_of_an_unreachable_cluster_retries_until_closed():
 
     run(main())
 
+
+
+def test_an_election_follows_campaigns_and_resignations(cluster_factory):
+    c = cluster_factory(3)
+
+    async def main():
+        async with AsyncClient(c.endpoints()) as a, AsyncClient(c.endpoints()) as b:
+            ea, eb = a.election("primary", ttl=5), b.election("primary", ttl=5)
+            assert await ea.leader() is None
+            seen = []
+
+            async def observe():
+                async for leader in ea.observe():
+                    seen.append(leader)
+                    if len(seen) == 3:
+                        return
+
+            watcher = asyncio.create_task(observe())
+            await _until(lambda: _true(seen), "the observer's first answer")
+            held_a = await ea.campaign("node-a")
+            second = asyncio.create_task(eb.campaign("node-b"))
+            await _until(lambda: _scan_count(a, b"fastraft/election/primary/", 2),
+                         "both candidates queued")
+            assert not second.done() and await eb.leader() == (b"node-a", held_a.fence)
+            await ea.resign()
+            held_b = await asyncio.wait_for(second, DEADLINE)
+            assert held_b.fence > held_a.fence
+            assert await ea.leader() == (b"node-b", held_b.fence)
+            await asyncio.wait_for(watcher, DEADLINE)
+            assert seen == [None, (b"node-a", held_a.fence), (b"node-b", held_b.fence)]
+            await eb.resign()
+            assert await ea.leader() is None
+
+    run(main())
+
+
+async def _true(seq) -> bool:
+    return bool(seq)
+
+
+async def _scan_count(client, prefix: bytes, n: int) -> bool:
+    return len(await client.scan_items(prefix)) == n
