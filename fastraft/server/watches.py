@@ -9,10 +9,11 @@ Any node serves watches, at its own applied index (a follower's stream may lag t
 by its replication delay, never differ from it: the events come from the same log). The rules
 (docs/architecture.md, "Coordination"):
 
-- History: the last ``watch_history`` events (at least), whole revisions only, are kept in
-  order; ``oldest`` is the lowest start revision this node can serve without a gap. It is
-  the applied index + 1 when the node starts or installs a snapshot (``reset``), and moves up
-  as old revisions fall out of the history.
+- History: the last ``watch_history`` events (at least), whole applied batches (so whole
+  revisions) only, are kept in order, as a deque of the batches' event lists (trimming drops
+  a batch at a time: no per-event work on the write path); ``oldest`` is the lowest start
+  revision this node can serve without a gap. It is the applied index + 1 when the node
+  starts or installs a snapshot (``reset``), and moves up as old batches fall out.
 - A watch from ``start`` (0: "from now", the applied index + 1) older than ``oldest`` is
   refused with ST_COMPACTED and ``oldest``; otherwise its first frame carries the history's
   matching events from ``start`` on and the progress (the applied index), and every later
@@ -50,7 +51,10 @@ class WatchHub:
     def __init__(self, history: int, buffer_bytes: int) -> None:
         self.max_history = history
         self.buffer_bytes = buffer_bytes
-        self.history: deque = deque()   # (revision, type, key, value | None), in order
+        #: the applied batches' events, oldest first: lists of (revision, type, key,
+        #: value | None), none empty; ``size`` events in all
+        self.history: deque = deque()
+        self.size = 0
         self.oldest = 1
         self.applied = 0
         #: prefix -> {(conn id, watch id): _Watcher}
@@ -66,6 +70,7 @@ class WatchHub:
         lies between, so it is ended with ST_COMPACTED (it resumes from there, or reads
         the state afresh)."""
         self.history.clear()
+        self.size = 0
         if applied > self.applied and self.watchers:
             for group in self._by_prefix.values():
                 for w in list(group.values()):
@@ -88,7 +93,8 @@ class WatchHub:
                          f"at {self.oldest}")
             return
         prefix = req.key
-        past = [ev for ev in self.history if ev[0] >= start and ev[2].startswith(prefix)]
+        past = [ev for batch in self.history if batch[-1][0] >= start for ev in batch
+                if ev[0] >= start and ev[2].startswith(prefix)]
         conn.push(codec.encode_watch_frame(req.req_id, codec.encode_events(past),
                                            self.applied))
         group = self._by_prefix.get(prefix)
@@ -119,9 +125,9 @@ class WatchHub:
         self.applied = applied
         if not events:
             return
-        history = self.history
-        history.extend(events)
-        if len(history) > self.max_history:
+        self.history.append(events)
+        self.size += len(events)
+        if self.size > self.max_history:
             self._trim()
         if not self.watchers:
             return
@@ -163,16 +169,13 @@ class WatchHub:
                                                        applied))
 
     def _trim(self) -> None:
-        """Drop the oldest revisions, whole, until at most ``max_history`` events remain (a
-        single revision larger than that is kept whole)."""
+        """Drop the oldest batches, whole, while more than ``max_history`` events remain
+        without them (the newest batch is always kept, however large)."""
         history = self.history
-        while len(history) > self.max_history:
-            rev = history[0][0]
-            if history[-1][0] == rev:
-                break
-            while history[0][0] == rev:
-                history.popleft()
-            self.oldest = rev + 1
+        while len(history) > 1 and self.size - len(history[0]) >= self.max_history:
+            batch = history.popleft()
+            self.size -= len(batch)
+            self.oldest = batch[-1][0] + 1
 
     def _prune(self, group: dict) -> None:
         for key in [k for k, w in group.items() if w.conn.closed]:

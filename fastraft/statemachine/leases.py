@@ -57,13 +57,14 @@ class Lease:
 class LeaseTable:
     """The leases of one state machine, and which lease each attached key belongs to."""
 
-    __slots__ = ("max_leases", "_leases", "_heap", "key_lease", "changed")
+    __slots__ = ("max_leases", "live", "_heap", "key_lease", "changed")
 
     def __init__(self, max_leases: int = DEFAULT_MAX_LEASES) -> None:
         if max_leases < 1:
             raise ValueError("max_leases >= 1 needed")
         self.max_leases = max_leases
-        self._leases: dict[int, Lease] = {}
+        #: id -> Lease, every live lease (read only for callers: a cheap "any lease?" test)
+        self.live: dict[int, Lease] = {}
         self._heap: list[tuple[int, int]] = []
         #: key -> id of the lease it is attached to (only attached keys are here)
         self.key_lease: dict[bytes, int] = {}
@@ -72,17 +73,17 @@ class LeaseTable:
         self.changed: set | None = None
 
     def __len__(self) -> int:
-        return len(self._leases)
+        return len(self.live)
 
     def __contains__(self, lid: int) -> bool:
-        return lid in self._leases
+        return lid in self.live
 
     def get(self, lid: int) -> Lease | None:
-        return self._leases.get(lid)
+        return self.live.get(lid)
 
     def leases(self) -> list[Lease]:
         """Every lease, by id (the snapshot order)."""
-        return [self._leases[i] for i in sorted(self._leases)]
+        return [self.live[i] for i in sorted(self.live)]
 
     def _mark(self, lid: int) -> None:
         if self.changed is not None:
@@ -93,18 +94,18 @@ class LeaseTable:
     def grant(self, lid: int, ttl: int, clock: int) -> Lease | None:
         """Create lease ``lid`` (the grant entry's index) expiring at ``clock + ttl``; None
         when the table is full."""
-        assert lid not in self._leases, f"lease {lid} granted twice"
-        if len(self._leases) >= self.max_leases:
+        assert lid not in self.live, f"lease {lid} granted twice"
+        if len(self.live) >= self.max_leases:
             return None
         lease = Lease(lid, ttl, clock + ttl)
-        self._leases[lid] = lease
+        self.live[lid] = lease
         heappush(self._heap, (lease.deadline, lid))
         self._mark(lid)
         return lease
 
     def keepalive(self, lid: int, clock: int) -> Lease | None:
         """Renew lease ``lid`` to ``clock + ttl``; None when it does not exist."""
-        lease = self._leases.get(lid)
+        lease = self.live.get(lid)
         if lease is None:
             return None
         deadline = clock + lease.ttl
@@ -117,7 +118,7 @@ class LeaseTable:
     def revoke(self, lid: int) -> Lease | None:
         """Remove lease ``lid`` and detach its keys (the caller deletes them); None when it
         does not exist."""
-        lease = self._leases.pop(lid, None)
+        lease = self.live.pop(lid, None)
         if lease is None:
             return None
         key_lease = self.key_lease
@@ -132,9 +133,9 @@ class LeaseTable:
         if old == lid:
             return
         if old is not None:
-            self._leases[old].keys.discard(key)
+            self.live[old].keys.discard(key)
             self._mark(old)
-        self._leases[lid].keys.add(key)
+        self.live[lid].keys.add(key)
         self.key_lease[key] = lid
         self._mark(lid)
 
@@ -142,25 +143,25 @@ class LeaseTable:
         """``key`` was deleted or written without a lease: it belongs to none any more."""
         old = self.key_lease.pop(key, None)
         if old is not None:
-            self._leases[old].keys.discard(key)
+            self.live[old].keys.discard(key)
             self._mark(old)
 
     # -- time --------------------------------------------------------------------------------
 
     def refresh(self, ts: int) -> None:
         """A new leader's first command, stamped ``ts``: every deadline at least ``ts + ttl``."""
-        for lease in self._leases.values():
+        for lease in self.live.values():
             deadline = ts + lease.ttl
             if deadline > lease.deadline:
                 lease.deadline = deadline
                 self._mark(lease.id)
-        self._heap = [(lease.deadline, lid) for lid, lease in self._leases.items()]
+        self._heap = [(lease.deadline, lid) for lid, lease in self.live.items()]
         heapify(self._heap)
 
     def next_deadline(self) -> int | None:
         """The earliest deadline of a live lease, or None without leases."""
         heap = self._heap
-        leases = self._leases
+        leases = self.live
         while heap:
             deadline, lid = heap[0]
             lease = leases.get(lid)
@@ -185,7 +186,7 @@ class LeaseTable:
     def load(self, leases: list[Lease]) -> None:
         """Replace the table's content (snapshot restore or a database load): ``leases`` with
         distinct ids and no key in two leases (the caller validated both)."""
-        self._leases = {lease.id: lease for lease in leases}
+        self.live = {lease.id: lease for lease in leases}
         self.key_lease = {k: lease.id for lease in leases for k in lease.keys}
         self._heap = [(lease.deadline, lease.id) for lease in leases]
         heapify(self._heap)

@@ -234,17 +234,24 @@ class KVStateMachine:
         kind = cmd[0]
         if term > self.lease_term:
             self.lease_term = term
-            if self._leases:
+            if self._leases.live:
                 self._leases.refresh(max(cmd[1], sessions.clock))
         if cmd[1] > sessions.clock:
             sessions.advance(cmd[1])
-            if self._leases and (due := self._leases.due(sessions.clock)):
+            if self._leases.live and (due := self._leases.due(sessions.clock)):
                 self._expire(index, due)
         if kind == CMD_PUT:
             s, answer = sessions.begin(cmd[2], cmd[3], cmd[4])
             if s is None:
                 return answer
-            answer = self._put(index, cmd[5], cmd[6], cmd[7] if len(cmd) == 8 else 0)
+            if len(cmd) == 7 and not self._leases.key_lease:    # the hot path, inlined
+                key = cmd[5]
+                self._kv.put(key, cmd[6], index)
+                if self.events is not None:
+                    self.events.append((index, EV_PUT, key, cmd[6]))
+                answer = _OK_NONE
+            else:
+                answer = self._put(index, cmd[5], cmd[6], cmd[7] if len(cmd) == 8 else 0)
         elif kind == CMD_CAS:
             s, answer = sessions.begin(cmd[2], cmd[3], cmd[4])
             if s is None:

@@ -46,7 +46,7 @@ def test_history_keeps_whole_revisions_and_refuses_what_fell_out():
     hub.publish([(11, PUT, b"a", b"1")], 11)
     hub.publish([(12, DEL, b"a", None), (12, DEL, b"b", None)], 12)   # one revision, two events
     hub.publish([(13, PUT, b"c", b"3")], 13)
-    assert len(hub.history) == 3 and hub.oldest == 12     # 11 fell out whole
+    assert hub.size == 3 and hub.oldest == 12     # 11 fell out whole
     c = Conn()
     watch(hub, c, 5, start=11)
     assert c.answers == [(5, codec.ST_COMPACTED, 12, c.answers[0][3])]
@@ -56,7 +56,7 @@ def test_history_keeps_whole_revisions_and_refuses_what_fell_out():
                              (13, PUT, b"c", b"3")], 13)]
     hub.publish([(14, PUT, b"d", b"4"), (14, PUT, b"e", b"5"), (14, PUT, b"f", b"6"),
                  (14, PUT, b"g", b"7")], 14)           # one revision over the bound: kept whole
-    assert [e[0] for e in hub.history] == [14] * 4 and hub.oldest == 14
+    assert [e[0] for b in hub.history for e in b] == [14] * 4 and hub.oldest == 14
 
 
 def test_frames_go_to_matching_prefixes_from_each_start():
