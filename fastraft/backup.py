@@ -10,13 +10,13 @@ the state machine, so the client stays free of them.
 
 What a backup holds: the snapshot meta of the node it came from (index and term, the
 configuration's ids and the member book, ``codec.encode_member_book``), the node's cluster
-name and id, when it was taken, and the state machine's snapshot stream (``data``: the KV
-pairs and the client sessions, ``statemachine/machine.py``), exactly as the node's snapshot
-files hold it. Layout (little-endian), format version 1::
+name and id, when it was taken, and the state machine's snapshot stream (``data``: the keys
+with their revisions, the client sessions and the leases, ``statemachine/machine.py``),
+exactly as the node's snapshot files hold it. Layout (little-endian), format version 2::
 
     offset     size       field
     0          8          magic            b"FRFTBKUP"
-    8          2          format version   u16 = 1
+    8          2          format version   u16 = 2
     10         2          flags            u16 = 0
     12         4          block size B     u32, 4 KiB .. 64 MiB (1 MiB written)
     16         8          data length L    u64
@@ -49,7 +49,14 @@ Reading (``BackupReader``, ``inspect``) streams: nothing holds the whole data in
 Versions: the format version covers the data too. The state machine's stream carries its own
 format in its first value (``statemachine.machine.SNAPSHOT_FORMAT``, checked by ``inspect``
 and by the restore); a change of either comes with a new backup format version, and a
-version above ``VERSION`` is refused as a later release's (at byte offset 8).
+version above ``VERSION`` is refused as a later release's (at byte offset 8). Every older
+version is still read:
+
+- 2 (written): the layout above; the data is a stream of format 2 (revisions and leases) or
+  older (``STREAM_FORMATS``: a backup downloaded from a node of an older release holds that
+  node's format 1 stream).
+- 1: the same layout; the data is a stream of format 1 (keys and sessions only; its keys get
+  the revision "unknown" when restored).
 """
 
 from __future__ import annotations
@@ -66,11 +73,17 @@ from .datadir import fsync_dir, remove_quietly
 from .errors import CorruptRecordError, RemoteProtocolError, short_repr
 
 __all__ = ["BackupMeta", "BackupWriter", "BackupReader", "BackupDamaged", "inspect", "new_meta",
-           "MAGIC", "VERSION", "BLOCK_SIZE", "PART_SUFFIX"]
+           "stream_counts", "MAGIC", "VERSION", "STREAM_FORMATS", "BLOCK_SIZE", "PART_SUFFIX"]
 
 MAGIC = b"FRFTBKUP"
 END_MAGIC = b"FBKE"
-VERSION = 1
+VERSION = 2
+#: backup format version -> the state machine stream formats its data may be in (every
+#: version in this table is read)
+STREAM_FORMATS = {1: (1,), 2: (1, 2)}
+#: stream format -> its header's fields: [format, applied, clock, session_timeout_ms, n_keys,
+#: n_sessions(, n_leases, lease_term)]
+_STREAM_HEADER_FIELDS = {1: 6, 2: 8}
 BLOCK_SIZE = 1 << 20
 MIN_BLOCK = 4 << 10
 MAX_BLOCK = 64 << 20
@@ -303,8 +316,9 @@ class BackupReader:
             raise self._bad(8, f"backup format version {version} is newer than this "
                                f"fastraft ({__version__}) reads (version {VERSION}): it was "
                                f"written by a later release; read it with that release")
-        if version != VERSION:
+        if version not in STREAM_FORMATS:
             raise self._bad(8, f"unknown backup format version {version}")
+        self.format_version = version
         if flags:
             raise self._bad(10, f"unknown flags {flags:#x}")
         if not MIN_BLOCK <= block <= MAX_BLOCK:
@@ -387,12 +401,27 @@ class BackupReader:
 
 # -- status ------------------------------------------------------------------------------------
 
+def stream_counts(head, formats=(1, 2)) -> dict | None:
+    """What the first value of a state machine stream says, when it is the header of a
+    stream format in ``formats``: ``{"format", "index", "keys", "sessions", "leases",
+    "clock_ms", "session_timeout_ms"}`` (``leases`` 0 for format 1); None otherwise."""
+    if (type(head) is not list or not head or head[0] not in formats
+            or len(head) != _STREAM_HEADER_FIELDS.get(head[0])
+            or not all(type(x) is int and 0 <= x <= _U64 for x in head)):
+        return None
+    return {"format": head[0], "index": head[1], "keys": head[4], "sessions": head[5],
+            "leases": head[6] if head[0] >= 2 else 0, "clock_ms": head[2],
+            "session_timeout_ms": head[3]}
+
+
 def _stream_summary(r: BackupReader) -> dict:
     """Read the data through the checks, decoding the state machine's stream value by value:
-    its header gives the counts of keys and sessions, its end marker must repeat them.
-    BackupDamaged for a check that fails (a bad stream: at the block where it goes wrong)."""
+    its header (of a stream format the backup's version may hold) gives the counts of keys,
+    sessions and leases, its end marker must repeat them. BackupDamaged for a check that
+    fails (a bad stream: at the block where it goes wrong)."""
     dec = codec.SnapshotDecoder()
-    head = last = None
+    formats = STREAM_FORMATS[r.format_version]
+    head = last = counts = None
     seen = 0
     for piece in r.data():
         try:
@@ -403,33 +432,39 @@ def _stream_summary(r: BackupReader) -> dict:
         if values:
             if head is None:
                 head = values[0]
-                if (type(head) is not list or len(head) != 6 or head[0] != 1
-                        or head[1] != r.meta.index):
+                counts = stream_counts(head, formats)
+                if counts is None or counts["index"] != r.meta.index:
+                    allowed = " or ".join(map(str, formats))
                     raise r._bad(r.header_len, f"the state machine's stream starts with "
-                                               f"{short_repr(head)}, not [1, {r.meta.index}, "
-                                               f"...]")
+                                               f"{short_repr(head)}, not the header of a "
+                                               f"stream of format {allowed} at index "
+                                               f"{r.meta.index} (backup format "
+                                               f"{r.format_version})")
             last = values[-1]
         seen += len(piece)
-    if head is None or last != ["end", head[4], head[5]]:
+    end = None if counts is None else ["end", counts["keys"], counts["sessions"]] + (
+        [counts["leases"]] if counts["format"] >= 2 else [])
+    if head is None or last != end:
         raise r._bad(r.offset_of(max(seen - 1, 0)), f"the state machine's stream ends with "
                                                     f"{short_repr(last)}, not its end marker")
-    return {"keys": head[4], "sessions": head[5], "clock_ms": head[2],
-            "session_timeout_ms": head[3]}
+    return {k: counts[k] for k in ("keys", "sessions", "leases", "clock_ms",
+                                   "session_timeout_ms")} | {"stream_format": counts["format"]}
 
 
 def inspect(path) -> dict:
     """What the backup at ``path`` holds and whether it is whole (``fastraft snapshot
     status``): ``valid``, ``error`` and ``damage_offset`` (None when valid), ``size``, and
     from a readable header ``index``, ``term``, ``cluster``, ``node_id``, ``created_ms``,
-    ``version``, ``data_bytes``, ``members``, ``voters``; from a valid data stream
-    ``keys``, ``sessions``. OSError when the file cannot be opened or read."""
+    ``version``, ``format`` (the file's format version), ``data_bytes``, ``members``,
+    ``voters``; from a valid data stream ``keys``, ``sessions``, ``leases``,
+    ``stream_format``. OSError when the file cannot be opened or read."""
     path = os.fspath(path)
     out: dict = {"file": path, "valid": False, "error": None, "damage_offset": None,
                  "size": os.stat(path).st_size}
     try:
         with BackupReader(path) as r:
             m = r.meta
-            out.update(format=VERSION, index=m.index, term=m.term, cluster=m.cluster,
+            out.update(format=r.format_version, index=m.index, term=m.term, cluster=m.cluster,
                        node_id=m.node_id, created_ms=m.created_ms, version=m.version,
                        data_bytes=m.data_len, data_crc=f"{m.data_crc:08x}",
                        voters=list(m.voters), learners=list(m.learners),

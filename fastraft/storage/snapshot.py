@@ -10,12 +10,12 @@ state machine's business; this module only stores them.
 Files: ``snap-<16 hex term>-<16 hex index>.snap`` in one directory (it may be shared with the
 WAL: the names do not collide). Fixed-width lowercase hex makes the name order the
 ``(term, index)`` order, so the newest snapshot sorts last. Layout (little-endian), format
-version 2 (written)::
+version 3 (written)::
 
     offset        size        field
     ------------  ----------  ---------------------------------------------------------
     0             8           magic           b"FRFTSNAP"
-    8             2           format version  u16 = 2
+    8             2           format version  u16 = 3
     10            2           flags           u16 = 0 (reserved, must be 0)
     12            4           nv              u32, number of voters (incoming, when joint)
     16            4           no              u32, number of outgoing voters (joint config)
@@ -41,15 +41,26 @@ version 2 (written)::
     +---------+------+-----+-----+------+
     (the header ends with the context; the data is L bytes; L, crc and SNPE are the trailer)
 
-Format version 1 (files written before learners and the context were stored; still read,
-as a meta with no learners and an empty context) has no ``nl`` and ``nc``: its voters start at
-offset 36 and its header ends at ``H = 36 + 8*(nv+no)``; the rest is the same.
+Versions (all still read):
 
-A file is valid when its size is exactly ``H + L + 16``, both magics match, the version is 1
-or 2, the meta in the header matches the name, and the CRC matches. Anything else is damage,
-as are more than 65536 ids, a longer context, learners that are voters, or (version 2) ids out
-of order: CorruptRecordError names the file and the byte offset. A version above 2 (after a
-valid magic) is a later release's format, not damage: ``NewerFormatError`` (a
+- 3 (written): the layout above; the data is the state machine's stream format 2 (revisions
+  and leases, ``statemachine.machine.SNAPSHOT_FORMAT``).
+- 2: the same layout; the data was written as stream format 1 (before revisions and leases;
+  the state machine still reads it).
+- 1 (files written before learners and the context were stored; read as a meta with no
+  learners and an empty context): no ``nl`` and ``nc``, its voters start at offset 36 and its
+  header ends at ``H = 36 + 8*(nv+no)``; the rest is the same; the data is stream format 1.
+
+This module does not look into the data: the state machine's stream names its own format in
+its first value, and its reader takes every format listed. The file version says which
+release's data the file may hold, so that an older release refuses a file whose data it could
+not read as a later release's (below) instead of taking it for damage.
+
+A file is valid when its size is exactly ``H + L + 16``, both magics match, the version is 1,
+2 or 3, the meta in the header matches the name, and the CRC matches. Anything else is damage,
+as are more than 65536 ids, a longer context, learners that are voters, or (versions 2 and 3)
+ids out of order: CorruptRecordError names the file and the byte offset. A version above 3
+(after a valid magic) is a later release's format, not damage: ``NewerFormatError`` (a
 CorruptRecordError and a ConfigError) names the file and both versions; ``latest()`` passes
 it on instead of skipping the file, and opening a store refuses a directory holding such a
 file (a node then exits with status 2; docs/architecture.md, "Versions and compatibility").
@@ -89,16 +100,20 @@ from .base import MAX_MARK_CONTEXT, MAX_MARK_IDS, config_problem, own_mark
 
 __all__ = ["SnapshotStore", "SnapshotReader", "snapshot_name", "parse_snapshot_name",
            "read_meta", "verify", "read_chunks", "open_data", "load", "MAGIC", "VERSION",
-           "VERSION_1", "encode_header", "file_version", "check_versions"]
+           "VERSION_2", "VERSION_1", "READ_VERSIONS", "encode_header", "file_version",
+           "check_versions"]
 
 log = logging.getLogger(__name__)
 
 MAGIC = b"FRFTSNAP"
 END_MAGIC = b"SNPE"
-VERSION = 2                             # written; VERSION_1 files are still read
-VERSION_1 = 1
+VERSION = 3                             # written: data of stream format 2
+VERSION_2 = 2                           # the same layout, data of stream format 1
+VERSION_1 = 1                           # no learners nor context, data of stream format 1
+#: Every version this release reads.
+READ_VERSIONS = (VERSION_1, VERSION_2, VERSION)
 _HEAD = struct.Struct("<8sHHIIQQ")      # magic, version, flags, nv, no, index, term
-_HEAD_V2 = struct.Struct("<II")         # nl, nc (version 2)
+_HEAD_V2 = struct.Struct("<II")         # nl, nc (versions 2 and 3)
 _TRAILER = struct.Struct("<QI4s")       # data length, crc, end magic
 _NAMES = HexPairNames("snap-", ".snap")
 _TMP = ".tmp"
@@ -125,7 +140,7 @@ _list_snapshots = _NAMES.listing
 # -- header and trailer ------------------------------------------------------------------------
 
 def encode_header(meta: SnapshotMeta) -> bytes:
-    """The header of a snapshot file of ``meta`` (format version 2, layout in the module
+    """The header of a snapshot file of ``meta`` (format version 3, layout in the module
     docstring); ValueError for fields out of range or a meta no store can keep (too many
     ids, a context over 1 MiB, learners that are voters: ``base.own_mark``)."""
     meta = own_mark(meta)
@@ -141,8 +156,8 @@ def encode_header(meta: SnapshotMeta) -> bytes:
 
 
 def _read_header(f, path: str, size: int) -> tuple[SnapshotMeta, int, int]:
-    """Parse the header and trailer of the open file ``f`` (``size`` bytes), either format
-    version: returns ``(meta, header length, data length)``; the CRC is not checked. Leaves
+    """Parse the header and trailer of the open file ``f`` (``size`` bytes), any format
+    version read: returns ``(meta, header length, data length)``; the CRC is not checked. Leaves
     ``f`` anywhere. CorruptRecordError names the file and the byte offset of the damage."""
     def bad(offset: int, reason: str) -> CorruptRecordError:
         return CorruptRecordError(f"snapshot {path}: {reason} (at byte offset {offset})")
@@ -156,13 +171,13 @@ def _read_header(f, path: str, size: int) -> tuple[SnapshotMeta, int, int]:
     if version > VERSION:
         raise NewerFormatError(path, "snapshot file format", version, VERSION,
                                " (header, byte offset 8)")
-    if version not in (VERSION, VERSION_1):
+    if version not in READ_VERSIONS:
         raise bad(8, f"unknown format version {version}")
     if flags:
         raise bad(10, f"unknown flags {flags:#x}")
     nl = nc = 0
     pos = _HEAD.size
-    if version == VERSION:
+    if version >= VERSION_2:
         if size < pos + _HEAD_V2.size + _TRAILER.size:
             raise bad(pos, f"{size} bytes, too short for a version {version} snapshot")
         nl, nc = _HEAD_V2.unpack(f.read(_HEAD_V2.size))
@@ -180,7 +195,7 @@ def _read_header(f, path: str, size: int) -> tuple[SnapshotMeta, int, int]:
     ids = struct.unpack(f"<{n}Q", f.read(8 * n))
     context = f.read(nc)
     lists = (ids[:nv], ids[nv:nv + no], ids[nv + no:])
-    if version == VERSION:
+    if version >= VERSION_2:
         at = pos
         for what, part in zip(("voters", "outgoing", "learners"), lists):
             for k in range(1, len(part)):

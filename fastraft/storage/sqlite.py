@@ -16,20 +16,30 @@ Tables (``PRAGMA user_version`` = ``SCHEMA_VERSION``)::
                    (1: the log held the mark's entry when it was saved and was kept; 0: the
                    log was reset), learners (comma-separated ids), context BLOB (the meta's
                    opaque context, at most 1 MiB) — what the WAL's SNAPSHOT record carries
-    kv             key BLOB PRIMARY KEY, value BLOB               the state machine's data
+    kv             key BLOB PRIMARY KEY, value BLOB, rev, lease  the state machine's data:
+                   each key's value, revision (the index of its last write, >= 1) and the id
+                   of the lease it is attached to (0: none; index ``kv_leased`` on the
+                   attached keys only)
     applied        one row: applied_index                        the last entry applied to kv
     sessions       sid INTEGER PRIMARY KEY, ord, blob            the client-session table: one
                    row per session (``ord``: its place in last-activity order; ``blob``: the
                    state machine's encoding of it)
-    machine        one row: clock                                the state machine's clock
+    leases         id INTEGER PRIMARY KEY, ttl, deadline         the lease table (ms on the
+                   state machine's clock); a lease's keys are the kv rows naming it
+    machine        one row: clock, lease_term                    the state machine's clock and
+                   the term of the last command it applied (a higher one refreshes leases)
 
-Schema versions: 2 added ``snapshot_mark.learners`` and ``snapshot_mark.context``. A version 1
-database (written before they were stored) is migrated when it opens, in the opening
-transaction: the two columns are added with the defaults ``''`` and ``x''`` (no learners, an
-empty context), so its mark keeps its voters. A newer version than this fastraft's is refused
-before anything is written (``NewerFormatError``, naming the file and both versions: a node
-exits with status 2). The schema version covers what the rows hold too (the session blobs are
-the state machine's encoding): a change there comes with a new schema version.
+Schema versions: 2 added ``snapshot_mark.learners`` and ``snapshot_mark.context``; 3 added
+``kv.rev``, ``kv.lease``, the ``leases`` table and ``machine.lease_term`` (revisions and
+leases). An older database is migrated when it opens, in the opening transaction: the missing
+columns are added with their defaults — ``''`` and ``x''`` for the mark (no learners, an empty
+context, so a mark keeps its voters), revision ``1`` for every existing key ("present,
+revision unknown": the state machine's ``restorer.UNKNOWN_REVISION``, the rule of a format 1
+snapshot), lease ``0`` (none), lease term ``0`` — and the leases table is created empty. A
+newer version than this fastraft's is refused before anything is written
+(``NewerFormatError``, naming the file and both versions: a node exits with status 2). The
+schema version covers what the rows hold too (the session blobs are the state machine's
+encoding): a change there comes with a new schema version.
 A mark row that is not a valid configuration (ids that are not decimal numbers, more than
 65536 of them, learners that are voters, a context that is not a blob or is over 1 MiB) is
 damage: ``CorruptRecordError`` naming the file, the table and the column.
@@ -55,11 +65,14 @@ below the mark (a restart keeps only the log after it, as ``base.py`` states) an
 the rest is contiguous with non-decreasing terms (else ``CorruptRecordError``).
 
 State machine: ``apply_batch(applied_index, puts, deletes, session_puts, session_deletes,
-clock)`` updates ``kv``, the touched sessions, the clock and the applied index inside a
-SAVEPOINT of the open transaction, so the two change together or not at all and
-become durable with the log writes at the next ``sync()``; a restart replays only the entries
-after ``applied_index()``. ``kv_get`` and ``kv_scan`` read the state. ``backup(path)`` writes a
-consistent copy of the committed database (SQLite's backup API), e.g. for a lagging follower.
+clock, lease_puts=, lease_deletes=, lease_term=)`` updates ``kv``, the touched sessions and
+leases, the clock, the lease term and the applied index inside a SAVEPOINT of the open
+transaction, so they change together or not at all and become durable with the log writes at
+the next ``sync()``; a restart replays only the entries after ``applied_index()``. ``kv_get``,
+``kv_item``, ``kv_rev``, ``kv_scan`` and ``kv_scan_items`` read the state, ``session_rows``,
+``lease_rows``, ``leased_keys``, ``machine_clock`` and ``lease_term`` what the state machine
+reloads. ``backup(path)`` writes a consistent copy of the committed database (SQLite's backup
+API), e.g. for a lagging follower.
 
 Failure: an ``sqlite3.Error`` while writing, committing or reading (``database or disk is
 full``, ``disk I/O error`` ...) marks the store failed: it rolls the open transaction back
@@ -87,9 +100,12 @@ from ._files import fsync_dir
 from .base import MAX_MARK_CONTEXT, MAX_MARK_IDS, StoreBase, check_new_mark, config_problem, \
     mark_keeps_log
 
-__all__ = ["SqliteStore", "SCHEMA_VERSION"]
+__all__ = ["SqliteStore", "SCHEMA_VERSION", "UNKNOWN_REVISION"]
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
+#: The revision of a key written before revisions were kept (a migrated database): "present,
+#: revision unknown" (``statemachine.restorer.UNKNOWN_REVISION``; this layer does not import it).
+UNKNOWN_REVISION = 1
 _MAX = (1 << 63) - 1        # SQLite's INTEGER is a signed 64-bit number
 
 _SCHEMA = """
@@ -116,7 +132,9 @@ CREATE TABLE IF NOT EXISTS snapshot_mark (
 );
 CREATE TABLE IF NOT EXISTS kv (
     key   BLOB PRIMARY KEY,
-    value BLOB NOT NULL
+    value BLOB NOT NULL,
+    rev   INTEGER NOT NULL DEFAULT 1,
+    lease INTEGER NOT NULL DEFAULT 0
 ) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS applied (
     id            INTEGER PRIMARY KEY CHECK (id = 0),
@@ -127,10 +145,20 @@ CREATE TABLE IF NOT EXISTS sessions (
     ord  INTEGER NOT NULL,
     blob BLOB NOT NULL
 );
-CREATE TABLE IF NOT EXISTS machine (
-    id    INTEGER PRIMARY KEY CHECK (id = 0),
-    clock INTEGER NOT NULL
+CREATE TABLE IF NOT EXISTS leases (
+    id       INTEGER PRIMARY KEY,
+    ttl      INTEGER NOT NULL,
+    deadline INTEGER NOT NULL
 );
+CREATE TABLE IF NOT EXISTS machine (
+    id         INTEGER PRIMARY KEY CHECK (id = 0),
+    clock      INTEGER NOT NULL,
+    lease_term INTEGER NOT NULL DEFAULT 0
+);
+"""
+#: Made after the migration (they name columns an older schema lacks).
+_INDEXES = """
+CREATE INDEX IF NOT EXISTS kv_leased ON kv (lease) WHERE lease != 0;
 """
 
 
@@ -152,18 +180,27 @@ def _stored_ints(what: str, row) -> None:
                                  f"integers (a damaged database)")
 
 
-#: Columns added to ``snapshot_mark`` by schema version 2 (migration of a version 1 database).
-_MARK_COLUMNS_V2 = (("learners", "TEXT NOT NULL DEFAULT ''"),
-                    ("context", "BLOB NOT NULL DEFAULT x''"))
+#: Columns added by later schema versions, by table: version 2 added the mark's learners and
+#: context, version 3 the keys' revisions and leases and the lease term.
+_ADDED_COLUMNS = (
+    ("snapshot_mark", "learners", "TEXT NOT NULL DEFAULT ''"),
+    ("snapshot_mark", "context", "BLOB NOT NULL DEFAULT x''"),
+    ("kv", "rev", f"INTEGER NOT NULL DEFAULT {UNKNOWN_REVISION}"),
+    ("kv", "lease", "INTEGER NOT NULL DEFAULT 0"),
+    ("machine", "lease_term", "INTEGER NOT NULL DEFAULT 0"),
+)
 
 
 def _migrate(conn) -> None:
     """Bring the tables of an older schema up to this one (inside the opening transaction;
-    the tables exist: ``CREATE TABLE IF NOT EXISTS`` ran first)."""
-    have = {row[1] for row in conn.execute("PRAGMA table_info(snapshot_mark)")}
-    for name, decl in _MARK_COLUMNS_V2:
-        if name not in have:
-            conn.execute(f"ALTER TABLE snapshot_mark ADD COLUMN {name} {decl}")
+    the tables exist: ``CREATE TABLE IF NOT EXISTS`` ran first, so the leases table is new
+    and empty). The added columns take their defaults in the existing rows."""
+    have: dict[str, set] = {}
+    for table, name, decl in _ADDED_COLUMNS:
+        if table not in have:
+            have[table] = {row[1] for row in conn.execute(f"PRAGMA table_info({table})")}
+        if name not in have[table]:
+            conn.execute(f"ALTER TABLE {table} ADD COLUMN {name} {decl}")
 
 
 def _ids(text, where: str) -> frozenset:
@@ -231,10 +268,13 @@ class SqliteStore(StoreBase):
                     conn.execute(statement)
             if version < SCHEMA_VERSION:
                 _migrate(conn)
+            for statement in _INDEXES.split(";"):
+                if statement.strip():
+                    conn.execute(statement)
             conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
             conn.execute("INSERT OR IGNORE INTO hard_state VALUES (0, 0, 0, 0)")
             conn.execute("INSERT OR IGNORE INTO applied VALUES (0, 0)")
-            conn.execute("INSERT OR IGNORE INTO machine VALUES (0, 0)")
+            conn.execute("INSERT OR IGNORE INTO machine (id, clock) VALUES (0, 0)")
             try:
                 self._recover()
             except CorruptRecordError:
@@ -290,8 +330,8 @@ class SqliteStore(StoreBase):
         row = conn.execute("SELECT applied_index FROM applied").fetchone()
         _stored_ints("the applied index", row)
         self._applied = row[0]
-        _stored_ints("the state machine's clock",
-                     conn.execute("SELECT clock FROM machine").fetchone())
+        _stored_ints("the state machine's clock and lease term",
+                     conn.execute("SELECT clock, lease_term FROM machine").fetchone())
 
     def _read_mark(self) -> SnapshotMeta | None:
         """The stored snapshot mark, checked (module docstring), or None."""
@@ -521,36 +561,46 @@ class SqliteStore(StoreBase):
 
     def apply_batch(self, applied_index: int, puts: Iterable = (),
                     deletes: Iterable = (), session_puts: Iterable = (),
-                    session_deletes: Iterable = (), clock: int | None = None) -> None:
+                    session_deletes: Iterable = (), clock: int | None = None, *,
+                    lease_puts: Iterable = (), lease_deletes: Iterable = (),
+                    lease_term: int | None = None) -> None:
         """Apply one batch of committed entries to the state machine's tables: ``puts``
-        (``(key, value)`` pairs of bytes, in order: the last put of a key wins), then
+        (``(key, value, rev, lease)`` rows: bytes, bytes, the revision 1 .. ``applied_index``
+        and the lease id, 0 for none; a ``(key, value)`` pair is written at revision
+        ``applied_index`` without a lease; in order: the last put of a key wins), then
         ``deletes`` (keys), the sessions (``(sid, ord, blob)`` rows to write, sids to
-        delete), the clock, and set the applied index to ``applied_index`` (which must
-        grow) — all or nothing (a SAVEPOINT inside the open transaction; durable with the
-        next ``sync()``). An exception raised while it runs (a key that is not bytes, an
-        exception from the iterables) rolls the batch back and leaves the store usable; an
-        sqlite3 error fails the store."""
+        delete), the leases (``(id, ttl, deadline)`` rows to write, ids to delete), the
+        clock and the lease term (None: unchanged), and set the applied index to
+        ``applied_index`` (which must grow) — all or nothing (a SAVEPOINT inside the open
+        transaction; durable with the next ``sync()``). An exception raised while it runs
+        (a key that is not bytes, a revision out of range, an exception from the iterables)
+        rolls the batch back and leaves the store usable; an sqlite3 error fails the
+        store."""
         self._check()
         _check_ints("applied index", applied_index)
         if applied_index <= self._applied:
             raise LocalProtocolError(f"applied index {applied_index} does not move past "
                                      f"{self._applied}")
         self._in_savepoint("apply_batch", lambda conn: self._write_state(
-            conn, applied_index, puts, deletes, session_puts, session_deletes, clock))
+            conn, applied_index, puts, deletes, session_puts, session_deletes, clock,
+            lease_puts, lease_deletes, lease_term))
         self._applied = applied_index
 
-    def replace_state(self, applied_index: int, pairs: Iterable, session_rows: Iterable,
-                      clock: int) -> None:
+    def replace_state(self, applied_index: int, items: Iterable, session_rows: Iterable,
+                      clock: int, lease_rows: Iterable = (), lease_term: int = 0) -> None:
         """Replace the whole state machine (a snapshot installed from the leader): every kv
-        row and session row, the clock and the applied index, all or nothing, in the open
-        transaction (so a snapshot mark saved in it becomes durable together with it)."""
+        row (``items`` as the puts of ``apply_batch``), session row and lease row, the clock,
+        the lease term and the applied index, all or nothing, in the open transaction (so a
+        snapshot mark saved in it becomes durable together with it)."""
         self._check()
         _check_ints("applied index", applied_index)
 
         def run(conn):
             conn.execute("DELETE FROM kv")
             conn.execute("DELETE FROM sessions")
-            self._write_state(conn, applied_index, pairs, (), session_rows, (), clock)
+            conn.execute("DELETE FROM leases")
+            self._write_state(conn, applied_index, items, (), session_rows, (), clock,
+                              lease_rows, (), lease_term)
 
         self._in_savepoint("replace_state", run)
         self._applied = applied_index
@@ -577,13 +627,22 @@ class SqliteStore(StoreBase):
 
     @staticmethod
     def _write_state(conn, applied_index, puts, deletes, session_puts, session_deletes,
-                     clock) -> None:
+                     clock, lease_puts=(), lease_deletes=(), lease_term=None) -> None:
         def checked_puts():
-            for key, value in puts:
+            for row in puts:
+                if len(row) == 2:
+                    key, value = row
+                    rev, lease = applied_index, 0
+                else:
+                    key, value, rev, lease = row
                 if not isinstance(key, bytes) or not isinstance(value, bytes):
                     raise TypeError("keys and values must be bytes, not "
                                     f"{type(key).__name__} / {type(value).__name__}")
-                yield key, value
+                if (type(rev) is not int or type(lease) is not int
+                        or not 0 < rev <= applied_index or not 0 <= lease <= _MAX):
+                    raise ValueError(f"key {key[:40]!r}: revision {rev!r} is not an index "
+                                     f"1..{applied_index}, or lease {lease!r} not an id")
+                yield key, value, rev, lease
 
         def checked_deletes():
             for key in deletes:
@@ -591,16 +650,27 @@ class SqliteStore(StoreBase):
                     raise TypeError(f"keys must be bytes, not {type(key).__name__}")
                 yield (key,)
 
-        conn.executemany("INSERT OR REPLACE INTO kv (key, value) VALUES (?, ?)",
-                         checked_puts())
+        def checked_leases():
+            for lid, ttl, deadline in lease_puts:
+                _check_ints("lease row", lid, ttl, deadline)
+                yield lid, ttl, deadline
+
+        conn.executemany("INSERT OR REPLACE INTO kv (key, value, rev, lease) "
+                         "VALUES (?, ?, ?, ?)", checked_puts())
         conn.executemany("DELETE FROM kv WHERE key = ?", checked_deletes())
         conn.executemany("INSERT OR REPLACE INTO sessions (sid, ord, blob) VALUES (?, ?, ?)",
                          session_puts)
         conn.executemany("DELETE FROM sessions WHERE sid = ?",
                          ((sid,) for sid in session_deletes))
+        conn.executemany("INSERT OR REPLACE INTO leases (id, ttl, deadline) VALUES (?, ?, ?)",
+                         checked_leases())
+        conn.executemany("DELETE FROM leases WHERE id = ?", ((lid,) for lid in lease_deletes))
         if clock is not None:
             _check_ints("clock", clock)
             conn.execute("UPDATE machine SET clock = ?", (clock,))
+        if lease_term is not None:
+            _check_ints("lease term", lease_term)
+            conn.execute("UPDATE machine SET lease_term = ?", (lease_term,))
         conn.execute("UPDATE applied SET applied_index = ?", (applied_index,))
 
     def applied_index(self) -> int:
@@ -612,10 +682,34 @@ class SqliteStore(StoreBase):
         """The state machine's clock as of the last applied batch."""
         return self._query("SELECT clock FROM machine")[0][0]
 
+    def lease_term(self) -> int:
+        """The state machine's lease term (the term of the last command applied)."""
+        return self._query("SELECT lease_term FROM machine")[0][0]
+
     def session_rows(self) -> list:
         """``(sid, ord, blob)`` of every stored session, in last-activity order (``ord``)."""
         return [(sid, o, bytes(blob)) for sid, o, blob in
                 self._query("SELECT sid, ord, blob FROM sessions ORDER BY ord")]
+
+    def lease_rows(self) -> list:
+        """``(id, ttl, deadline)`` of every stored lease, by id; CorruptRecordError for a row
+        that is not three non-negative integers."""
+        rows = self._query("SELECT id, ttl, deadline FROM leases ORDER BY id")
+        for row in rows:
+            _stored_ints(f"{self.path}: a row of table leases", row)
+        return rows
+
+    def leased_keys(self) -> list:
+        """``(key, lease id)`` of every key attached to a lease, in key order (the partial
+        index ``kv_leased``: only those rows are read)."""
+        rows = self._query("SELECT key, lease FROM kv WHERE lease != 0 ORDER BY key")
+        blob = self._blob
+        out = []
+        for k, lid in rows:
+            if type(lid) is not int or lid < 0:
+                raise CorruptRecordError(f"{self.path}: a kv lease is {lid!r}, not a lease id")
+            out.append((blob(k, "key"), lid))
+        return out
 
     def kv_count(self) -> int:
         """The number of keys in the key-value state."""
@@ -626,28 +720,57 @@ class SqliteStore(StoreBase):
         rows = self._query("SELECT value FROM kv WHERE key = ?", (bytes(key),))
         return self._blob(rows[0][0], "value") if rows else None
 
+    def kv_item(self, key: bytes) -> tuple[bytes, int] | None:
+        """``(value, revision)`` of ``key`` (written so far), or None."""
+        rows = self._query("SELECT value, rev FROM kv WHERE key = ?", (bytes(key),))
+        if not rows:
+            return None
+        return self._blob(rows[0][0], "value"), self._rev(rows[0][1])
+
+    def kv_rev(self, key: bytes) -> int:
+        """The revision of ``key`` (written so far), 0 when it is absent."""
+        rows = self._query("SELECT rev FROM kv WHERE key = ?", (bytes(key),))
+        return self._rev(rows[0][0]) if rows else 0
+
     def kv_scan(self, prefix: bytes = b"", limit: int | None = None) -> list:
         """``(key, value)`` pairs of the keys starting with ``prefix``, in key (byte) order,
         at most ``limit`` of them (None: all)."""
+        blob = self._blob
+        return [(blob(k, "key"), blob(v, "value"))
+                for k, v in self._scan("key, value", prefix, limit)]
+
+    def kv_scan_items(self, prefix: bytes = b"", limit: int | None = None) -> list:
+        """As ``kv_scan``, ``(key, value, revision)`` triples."""
+        blob, rev = self._blob, self._rev
+        return [(blob(k, "key"), blob(v, "value"), rev(r))
+                for k, v, r in self._scan("key, value, rev", prefix, limit)]
+
+    def _scan(self, columns: str, prefix, limit) -> list:
         prefix = bytes(prefix)
         if limit is not None and limit < 0:
             raise ValueError("limit must be >= 0")
         end = _prefix_end(prefix)
-        sql = "SELECT key, value FROM kv WHERE key >= ?"
+        sql = f"SELECT {columns} FROM kv WHERE key >= ?"
         args: list = [prefix]
         if end is not None:
             sql += " AND key < ?"
             args.append(end)
         sql += " ORDER BY key LIMIT ?"
         args.append(-1 if limit is None else limit)
-        blob = self._blob
-        return [(blob(k, "key"), blob(v, "value")) for k, v in self._query(sql, args)]
+        return self._query(sql, args)
 
     def _blob(self, v, what: str) -> bytes:
         """A kv cell as bytes; a cell of another type is damage (a damaged or foreign db)."""
         if type(v) is bytes:
             return v
         raise CorruptRecordError(f"{self.path}: a kv {what} is {type(v).__name__}, not a blob")
+
+    def _rev(self, v) -> int:
+        """A kv revision; anything but an index 1 .. the applied index is damage."""
+        if type(v) is int and 0 < v <= self._applied:
+            return v
+        raise CorruptRecordError(f"{self.path}: a kv revision is {v!r}, not an index "
+                                 f"1..{self._applied} (the applied index)")
 
     # -- copies and lifecycle ------------------------------------------------------------------
 

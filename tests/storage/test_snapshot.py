@@ -157,7 +157,7 @@ def test_file_layout_matches_the_docstring(store):
     path = store.save(m, [b"DATA"])
     raw = open(path, "rb").read()
     assert raw[:8] == b"FRFTSNAP"
-    assert struct.unpack_from("<HHIIQQ", raw, 8) == (2, 0, 2, 1, 0x1122, 0x33)
+    assert struct.unpack_from("<HHIIQQ", raw, 8) == (3, 0, 2, 1, 0x1122, 0x33)
     assert struct.unpack_from("<II", raw, 36) == (2, 3)
     assert struct.unpack_from("<5Q", raw, 44) == (1, 2, 5, 7, 9)
     assert raw[84:87] == b"ctx"

@@ -246,6 +246,37 @@ def test_apply_batch_is_all_or_nothing(db, sh):
     s.close()
 
 
+def test_revisions_leases_and_lease_term_are_in_the_batch(db):
+    s = SqliteStore(db)
+    s.apply_batch(3, [(b"a", b"1", 2, 7), (b"b", b"2", 3, 0)], (), (), (), 100,
+                  lease_puts=[(7, 50, 150), (8, 60, 160)], lease_term=4)
+    s.sync()
+
+    def leases():
+        yield 9, 10, 200
+        raise RuntimeError("killed between two lease rows")
+
+    with pytest.raises(RuntimeError):           # all or nothing, leases included
+        s.apply_batch(4, [(b"c", b"3", 4, 9)], [b"a"], (), (), 120, lease_puts=leases(),
+                      lease_deletes=[7], lease_term=5)
+    for store in (s, None):
+        if store is None:                       # and what was committed survives a restart
+            s.close()
+            store = s = SqliteStore(db)
+        assert store.kv_scan_items() == [(b"a", b"1", 2), (b"b", b"2", 3)]
+        assert (store.kv_item(b"a"), store.kv_rev(b"b"), store.kv_rev(b"zz")) == \
+            ((b"1", 2), 3, 0)
+        assert store.leased_keys() == [(b"a", 7)]
+        assert store.lease_rows() == [(7, 50, 150), (8, 60, 160)]
+        assert (store.applied_index(), store.machine_clock(), store.lease_term()) == \
+            (3, 100, 4)
+    s.apply_batch(4, [], [b"a"], lease_deletes=[7, 8])
+    s.replace_state(9, [(b"x", b"y", 9, 3)], [], 500, [(3, 1, 900)], 6)
+    assert s.kv_scan_items() == [(b"x", b"y", 9)] and s.leased_keys() == [(b"x", 3)]
+    assert (s.lease_rows(), s.lease_term(), s.machine_clock()) == ([(3, 1, 900)], 6, 500)
+    s.close()
+
+
 def test_apply_batch_storage_error_mid_batch_applies_nothing(db, monkeypatch):
     s = SqliteStore(db)
     s.apply_batch(1, [(b"k", b"1")])

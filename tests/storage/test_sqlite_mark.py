@@ -1,6 +1,7 @@
 """The whole snapshot meta (voters, outgoing, learners, context) in the SQLite backend and in
-the runtime's backends: schema version 2 and the migration of a version 1 database, damaged
-mark rows, the snapshot file made from a database copy, and the backends' recovery.
+the runtime's backends: the migration of a version 1 database (before the mark's learners and
+context; to the current schema, 3), damaged mark rows, the snapshot file made from a database
+copy, and the backends' recovery.
 
 Specification: the module docstrings of fastraft/storage/sqlite.py (schema versions),
 fastraft/statemachine/sqlite_machine.py (``snapshot_from_copy``) and
@@ -73,7 +74,7 @@ def test_a_database_of_schema_version_1_opens_and_is_migrated(db):
     assert st.snapshot.learners == frozenset() and st.snapshot.context == b""
     assert st.entries == [(4, b"a"), (4, b"b")] and st.hard_state == (4, 2, 6)
     assert s.applied_index() == 5
-    assert s._conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 2
+    assert s._conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 3
     s.save_snapshot_mark(FULL._replace(index=7, term=4))     # the new columns are written
     s.close()
     with SqliteStore(db) as s:
