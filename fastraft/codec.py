@@ -190,7 +190,8 @@ __all__ = [
     "pack", "new_packer", "unpack", "SnapshotDecoder",
 ]
 
-PROTOCOL_VERSION = 1
+#: 2: the coordination commands (leases, revision cas, ticks) and snapshot stream format 2
+PROTOCOL_VERSION = 2
 
 P_HELLO = 1
 P_WELCOME = 2

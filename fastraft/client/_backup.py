@@ -103,11 +103,12 @@ class _Head:
                 self._dec = None
 
     def counts(self) -> dict:
-        v = self.value
-        if type(v) is not list or len(v) != 6:
+        counts = B.stream_counts(self.value)
+        if counts is None:
             raise RemoteProtocolError(f"the backup's state machine stream starts with "
-                                      f"{short_repr(v)}")
-        return {"keys": v[4], "sessions": v[5]}
+                                      f"{short_repr(self.value)}")
+        return {"keys": counts["keys"], "sessions": counts["sessions"],
+                "leases": counts["leases"]}
 
 
 async def _download(client, conn, token: int, total: int, w, head: _Head,

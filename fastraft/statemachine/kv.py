@@ -3,8 +3,9 @@
 Place in the architecture: the bottom of ``fastraft.statemachine``, under ``machine.py`` (which
 applies committed commands to it and streams it into snapshots). Pure Python, no IO, no
 msgpack, no knowledge of Raft, sessions or time: keys and values are ``bytes``; each key also
-has a revision, an integer the caller gives with each write (the machine gives the log index
-of the entry that wrote it), kept in a second dict (``rev``).
+has a revision, an integer >= 1 the caller gives with each write (the machine gives the log
+index of the entry that wrote it; 1, "unknown", when none is given), kept in a second dict
+(``rev``: 0 means absent).
 
 Layout: values live in a dict (``get``/``put`` of an existing key are one dict operation and
 never touch the index); the keys are also kept in ascending byte order in a "list of sorted
@@ -113,7 +114,7 @@ class KVStore:
 
     # -- writes ------------------------------------------------------------------------------
 
-    def put(self, key: bytes, value: bytes, rev: int = 0) -> None:
+    def put(self, key: bytes, value: bytes, rev: int = 1) -> None:
         data = self._data
         if key not in data:
             self._index_add(key)
@@ -130,7 +131,7 @@ class KVStore:
         self._index_remove(key)
         return True
 
-    def cas(self, key: bytes, expected: bytes | None, new: bytes, rev: int = 0) -> bool:
+    def cas(self, key: bytes, expected: bytes | None, new: bytes, rev: int = 1) -> bool:
         """Set ``key`` to ``new`` (at revision ``rev``) if its value is ``expected`` (None:
         the key is absent)."""
         if self._data.get(key) != expected:
@@ -200,7 +201,8 @@ class KVStore:
     def from_sorted(cls, keys: list[bytes], values: list[bytes], revs: list[int] | None = None,
                     load: int = LOAD) -> KVStore:
         """A store built from keys already in strictly ascending order (the caller checks),
-        their values and revisions (None: every revision 0), in O(n) without sorting."""
+        their values and revisions (None: every revision 1, "unknown"), in O(n) without
+        sorting."""
         data = dict(zip(keys, values))
         assert len(data) == len(keys), "from_sorted: duplicate keys"
         return cls.from_index(keys, data, None if revs is None else dict(zip(keys, revs)),
@@ -209,14 +211,14 @@ class KVStore:
     @classmethod
     def from_index(cls, keys: list[bytes], data: dict[bytes, bytes],
                    revs: dict[bytes, int] | None = None, load: int = LOAD) -> KVStore:
-        """A store over ``data`` and ``revs`` (taken, not copied; None: every revision 0)
+        """A store over ``data`` and ``revs`` (taken, not copied; None: every revision 1)
         whose keys are ``keys``, in strictly ascending order (the caller checks all three):
         ``from_sorted`` for a caller that built the dicts itself, piece by piece (a snapshot
         restore on a worker thread)."""
         assert len(data) == len(keys), "from_index: the keys are not the dict's"
         self = cls(load)
         self._data = data
-        self._revs = dict.fromkeys(keys, 0) if revs is None else revs
+        self._revs = dict.fromkeys(keys, 1) if revs is None else revs
         assert len(self._revs) == len(keys), "from_index: the revisions are not the keys'"
         lists = [keys[i:i + load] for i in range(0, len(keys), load)]
         self._lists = lists

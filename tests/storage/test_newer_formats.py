@@ -26,6 +26,7 @@ from fastraft.server.joining import IDENTITY_FORMAT, identity_config, joining_co
     write_identity
 from fastraft.storage import SqliteStore, WalStore
 from fastraft.storage import snapshot as snap
+from fastraft.storage.sqlite import SCHEMA_VERSION
 from fastraft.storage import wal
 
 META = SnapshotMeta(3, 1, frozenset({1, 2, 3}), frozenset(), frozenset(), b"")
@@ -204,7 +205,7 @@ def test_a_newer_sqlite_schema_names_both_versions(tmp_path):
     conn.close()
     with pytest.raises(NewerFormatError) as info:
         SqliteStore(db)
-    assert (info.value.path, info.value.found, info.value.supported) == (db, 9, 2)
+    assert (info.value.path, info.value.found, info.value.supported) == (db, 9, SCHEMA_VERSION)
     conn = sqlite3.connect(db)
     assert conn.execute("PRAGMA user_version").fetchone()[0] == 9     # untouched
     conn.close()
