@@ -91,6 +91,17 @@ class _Queue:
         if not swapped:                  # our lease's key cannot exist already
             raise FastraftError(f"the lock key {self.key!r} existed before it was made")
 
+    async def first(self, value: bytes) -> Held:
+        """Join the queue with ``value`` and wait until first; on any failure or
+        cancellation leave it (the lease revoked) before passing the exception on."""
+        try:
+            await self.join(value)
+            await self.wait_first()
+        except BaseException:
+            await asyncio.shield(self.leave())
+            raise
+        return Held(self.lease, self.key, self.rev, self.lost)
+
     async def wait_first(self) -> None:
         """Return once our key has the lowest revision under the prefix (LockLost if our
         lease is lost meanwhile)."""
@@ -178,14 +189,7 @@ class Lock:
 
     async def acquire(self) -> Held:
         """Wait until this client holds the lock; a ``Held``."""
-        q = self._q
-        try:
-            await q.join(b"")
-            await q.wait_first()
-        except BaseException:
-            await asyncio.shield(q.leave())
-            raise
-        self.held = Held(q.lease, q.key, q.rev, q.lost)
+        self.held = await self._q.first(b"")
         return self.held
 
     async def release(self) -> None:
@@ -215,13 +219,7 @@ class Election:
         """Stand with ``value`` and wait until elected; a ``Held`` (``fence``: the term of
         this leadership, above every earlier one's)."""
         q = self._q = _Queue(self.client, self.prefix, self._ttl_ms)
-        try:
-            await q.join(P.to_bytes(value, "value"))
-            await q.wait_first()
-        except BaseException:
-            await asyncio.shield(q.leave())
-            raise
-        self.held = Held(q.lease, q.key, q.rev, q.lost)
+        self.held = await q.first(P.to_bytes(value, "value"))
         return self.held
 
     async def resign(self) -> None:

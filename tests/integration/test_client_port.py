@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import socket
+import time
 
 from fastraft import codec
 from fastraft.core import FrameDecoder, encode_frame
@@ -64,6 +65,17 @@ async def _serve_two_clients():
     return srv, h, socks
 
 
+def _expect_both_answered(socks) -> None:
+    """Each socket holds the answers to its two requests, read without a loop turn (a busy
+    read with a deadline: the kernel has them once the node's write returned)."""
+    for s in socks:
+        got = []
+        deadline = time.monotonic() + 10
+        while len(got) < 2 and time.monotonic() < deadline:
+            got += _answers(s)
+        assert got == [(1, codec.ST_OK), (2, codec.ST_OK)]
+
+
 def _give_answers(h: Handler) -> None:
     for conn, req in h.got:
         conn.respond(req.req_id, codec.ST_OK, [])
@@ -76,12 +88,7 @@ def test_flush_writes_the_answers_of_a_turn_at_once():
             _give_answers(h)
             assert [_answers(s) for s in socks] == [[], []]     # queued, not written yet
             srv.flush()                 # no loop turn in between: written by the flush
-            for s in socks:
-                got = []
-                deadline = asyncio.get_running_loop().time() + 10
-                while len(got) < 2 and asyncio.get_running_loop().time() < deadline:
-                    got += _answers(s)
-                assert got == [(1, codec.ST_OK), (2, codec.ST_OK)]
+            _expect_both_answered(socks)
             srv.flush()                 # nothing queued: nothing written twice
             assert [_answers(s) for s in socks] == [[], []]
         finally:
@@ -98,12 +105,7 @@ def test_unflushed_answers_leave_in_the_next_loop_turn():
         try:
             _give_answers(h)
             await asyncio.sleep(0)      # one loop turn: the port's own flush runs
-            for s in socks:
-                got = []
-                deadline = asyncio.get_running_loop().time() + 10
-                while len(got) < 2 and asyncio.get_running_loop().time() < deadline:
-                    got += _answers(s)
-                assert got == [(1, codec.ST_OK), (2, codec.ST_OK)]
+            _expect_both_answered(socks)
         finally:
             for s in socks:
                 s.close()
