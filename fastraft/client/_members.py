@@ -6,7 +6,7 @@ methods call ``change``, which drives the client's own call loop and connections
 (``AsyncClient._call``, ``_connect``, ``_ask_members``); the rest (``Member``,
 ``parse_members``, ``merge_endpoints``, ``is_made``, the argument checks) is pure.
 
-A member change (OP_MEMBER, codec.py) is sent to the leader, following NOT_LEADER redirects like
+A member change (OP_MEMBER, codec/) is sent to the leader, following NOT_LEADER redirects like
 any leader-only call (nothing was done). A refusal, BUSY ("learner not caught up", "another
 change in flight") or INVALID, raises Busy / InvalidRequest at once: nothing changed, and the
 call loop does not retry it (``_attempts``, kind MEMBER). A change is not idempotent (sent

@@ -2,7 +2,7 @@
 
 Place in the architecture: shared by ``aio`` (the asyncio client; ``sync`` through it),
 ``_connection`` and ``_attempts``. It builds request frames with ``fastraft.codec`` (the one
-module that speaks msgpack) and the core's frame codec, and it states what each answer status
+package that speaks msgpack) and the core's frame codec, and it states what each answer status
 means for the caller. It does no IO and imports no event loop.
 
 The status split (docs/architecture.md, "The client's error split") is stated here, and
@@ -25,7 +25,7 @@ client's frame limit: skipped, the connection kept) is InvalidRequest for a read
 so it read no request) is TLSError, not applied; ``SILENT`` (the node answered nothing for
 ``hedge_after`` seconds while another node says it leads: the client gave up on it, values
 ``[why, new leader's address]``) leaves the outcome unknown, as a timeout does. A notice
-(request id 0, codec.py) resolves the requests the node did not read with its status
+(request id 0, fastraft.codec) resolves the requests the node did not read with its status
 (ST_BUSY or ST_NOT_LEADER: not applied) and the others with LOST.
 
 The client refuses locally (InvalidRequest, nothing sent) a request over the limits it learned
@@ -88,7 +88,7 @@ def split_address(text: str) -> tuple[str, int]:
 #: The fields of an OP_STATUS answer, in wire order.
 STATUS_FIELDS = ("id", "role", "term", "leader", "last_index", "commit", "applied", "core",
                  "loop", "version")
-#: The fields that follow them when the request asks ``with_limits`` (codec.py).
+#: The fields that follow them when the request asks ``with_limits`` (fastraft.codec).
 LIMIT_FIELDS = codec.STATUS_LIMIT_FIELDS
 
 

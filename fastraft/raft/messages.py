@@ -1,7 +1,8 @@
 """Messages, hard state, snapshot metadata and read states of the Raft engine.
 
 Place in the architecture: the vocabulary of ``fastraft.raft``. Pure data, no IO; the codec
-(``fastraft/codec.py``) maps these objects to msgpack arrays by the integer codes defined here.
+(``fastraft/codec/peer.py``) maps these objects to msgpack arrays by the integer codes defined
+here.
 
 Messages are NamedTuples rather than frozen dataclasses: they are immutable and typed like
 dataclasses but cost one tuple allocation to build, which matters on the replication path

@@ -1,7 +1,7 @@
 """Architecture checks on the source tree (uvloop keeps such checks as ordinary tests).
 
 - fastraft/raft/ (the sans-IO engine) and the core never import IO modules;
-- msgpack is imported only by fastraft/codec.py;
+- msgpack is imported only by fastraft/codec/_msgpack.py;
 - every module opens with a docstring that states its place.
 """
 
@@ -52,11 +52,49 @@ def test_sans_io_layers_import_no_io():
     assert checked >= 3
 
 
+MSGPACK_MODULE = PKG / "codec" / "_msgpack.py"
+
+
 def test_msgpack_only_in_codec():
+    assert "msgpack" in _imports(MSGPACK_MODULE)
     for path in _sources():
-        if path.name == "codec.py" and path.parent == PKG:
+        if path == MSGPACK_MODULE:
             continue
         assert "msgpack" not in _imports(path), f"{path.relative_to(PKG)} imports msgpack"
+
+
+def test_codec_package_offers_every_name():
+    """fastraft.codec was one module: the package re-exports all it offered (its __all__,
+    plus the names other modules and the tests reach), each the submodule's own object."""
+    from fastraft import codec
+    from fastraft.codec import _msgpack, client, commands, peer
+
+    assert not (PKG / "codec.py").exists()
+    assert len(codec.__all__) == len(set(codec.__all__)) == 91
+    for name in codec.__all__ + ["MAX_ADDRESS", "InvalidRequest", "RemoteProtocolError",
+                                 "_unpackb", "_decode_request", "_decode_command"]:
+        assert hasattr(codec, name), name
+    homes = [_msgpack, client, commands, peer]
+    for name in codec.__all__:
+        owners = [m for m in homes if name in vars(m) and vars(m)[name] is getattr(codec, name)]
+        assert owners, f"codec.{name} is defined in no submodule"
+
+
+def test_codec_hot_paths_bind_module_globals():
+    """decode_request's and decode_command's fast paths read their helpers as globals of
+    their own module (not through the package): each name they use is defined there."""
+    import builtins
+    import dis
+
+    from fastraft.codec import client, commands
+
+    for mod, fn in ((client, client.decode_request), (commands, commands.decode_command)):
+        assert fn.__globals__ is vars(mod)
+        names = {i.argval for i in dis.get_instructions(fn) if i.opname == "LOAD_GLOBAL"}
+        assert {"_unpackb", "_int", "_bytes", "_list", "_U64"} <= names
+        for name in names:
+            assert name in vars(mod) or hasattr(builtins, name), \
+                f"{mod.__name__}.{fn.__name__} reads {name}, not a global of its module"
 
 
 def test_every_module_has_a_docstring():
