@@ -13,7 +13,7 @@ from typing import Any, NamedTuple
 
 from ..errors import short_repr
 from ..raft.messages import Message, MsgType, Snapshot, SnapshotMeta
-from ._msgpack import MAX_ADDRESS, _U64, _bad, _ids, _uint, _unpackb, pack
+from ._msgpack import MAX_ADDRESS, _bad, _ids, _uint, _unpackb, pack
 
 #: 2: the coordination commands (leases, revision cas, ticks) and snapshot stream format 2
 PROTOCOL_VERSION = 2
@@ -141,8 +141,8 @@ def _snap_meta(snap) -> SnapMeta:
         raise _bad("snapshot description must have 7 fields")
     s_index, s_term, voters, outgoing, nbytes = snap[:5]
     learners, context = snap[5:] if len(snap) == 7 else ([], b"")
-    _uint(s_index, "snapshot index")
-    _uint(s_term, "snapshot term")
+    _log_uint(s_index, "snapshot index")
+    _log_uint(s_term, "snapshot term")
     _uint(nbytes, "snapshot size")
     vs = _ids(voters, "snapshot voters")
     if not vs:
@@ -154,6 +154,18 @@ def _snap_meta(snap) -> SnapMeta:
     if type(context) is not bytes:
         raise _bad("snapshot context must be bytes")
     return SnapMeta(SnapshotMeta(s_index, s_term, vs, out, ls, context), nbytes)
+
+
+#: The largest term or log index a peer may send: the WAL stores them in 63 bits, and a node
+#: must still be able to count up from there (a vote, a term of its own) without
+#: overflowing; anything above is a malformed message, not a state to persist.
+MAX_LOG_NUMBER = 1 << 62
+
+
+def _log_uint(v, what: str) -> int:
+    if type(v) is not int or not 0 <= v <= MAX_LOG_NUMBER:
+        raise _bad(f"{what}: expected an integer 0..2**62, got {short_repr(v)}")
+    return v
 
 
 def decode_peer(body, max_bytes: int) -> PeerFrame:
@@ -173,10 +185,12 @@ def decode_peer(body, max_bytes: int) -> PeerFrame:
          hint_term, context, snap, transfer) = v
         if type(mtype) is not int or mtype not in _MSG_TYPES:
             raise _bad(f"unknown message type {short_repr(mtype)}")
-        for val, what in ((to, "to"), (frm, "from"), (term, "term"), (log_term, "log_term"),
-                          (index, "index"), (commit, "commit"), (hint_index, "hint_index"),
-                          (hint_term, "hint_term"), (context, "context")):
+        for val, what in ((to, "to"), (frm, "from"), (context, "context")):
             _uint(val, what)
+        for val, what in ((term, "term"), (log_term, "log_term"), (index, "index"),
+                          (commit, "commit"), (hint_index, "hint_index"),
+                          (hint_term, "hint_term")):
+            _log_uint(val, what)
         if type(reject) is not bool or type(transfer) is not bool:
             raise _bad("reject/transfer must be booleans")
         if type(flat) is not list or len(flat) % 2:
@@ -185,7 +199,7 @@ def decode_peer(body, max_bytes: int) -> PeerFrame:
         it = iter(flat)
         prev = 0
         for t, p in zip(it, it):
-            if type(t) is not int or not prev <= t <= _U64 or type(p) is not bytes:
+            if type(t) is not int or not prev <= t <= MAX_LOG_NUMBER or type(p) is not bytes:
                 raise _bad("bad entry: terms must be non-decreasing integers, payloads bytes")
             if t > term:
                 raise _bad(f"entry term {t} above the message term {term}")
@@ -207,8 +221,8 @@ def decode_peer(body, max_bytes: int) -> PeerFrame:
         if n != 5:
             raise _bad("snapshot chunk must have 5 fields")
         _, st, si, off, data = v
-        _uint(st, "snapshot term")
-        _uint(si, "snapshot index")
+        _log_uint(st, "snapshot term")
+        _log_uint(si, "snapshot index")
         _uint(off, "chunk offset")
         if type(data) is not bytes:
             raise _bad("chunk data must be bytes")

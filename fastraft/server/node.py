@@ -258,6 +258,10 @@ class Node:
         except StorageError as exc:
             self.fatal(f"storage failure: {exc}")
             return
+        except Exception as exc:         # a broken invariant: stop rather than limp on
+            log.exception("internal error in the Ready cycle")
+            self.fatal(f"internal error in the Ready cycle: {type(exc).__name__}: {exc}")
+            return
         self.clients.flush()
         if self.rejoin.active and not raw.rejoining:
             self.rejoin.clear()

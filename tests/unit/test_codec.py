@@ -55,9 +55,15 @@ def test_handshake_and_chunk_round_trip():
     ([codec.P_MSG, 3, 2, 1, 5, 0, 0, [3, b"x"], 0, False, 0, 0, 0, None, False],
      "only APP messages carry entries"),
     ([codec.P_MSG, 99, 2, 1, 5, 0, 0, [], 0, False, 0, 0, 0, None, False], "unknown message"),
-    ([codec.P_MSG, 1, 2, 1, -5, 0, 0, [], 0, False, 0, 0, 0, None, False], "unsigned"),
+    ([codec.P_MSG, 1, 2, 1, -5, 0, 0, [], 0, False, 0, 0, 0, None, False], "term"),
     ([codec.P_MSG, 1, 2, 1, 5, 0, 0, [], 0, 1, 0, 0, 0, None, False], "booleans"),
     ([codec.P_MSG, 9, 2, 1, 5, 0, 0, [], 0, False, 0, 0, 0, None, False], "without a snapshot"),
+    # terms and indexes the WAL could not store, or count up from (the live fuzzer's
+    # term 2**63 - 1 once left a node failing every Ready)
+    ([codec.P_MSG, 3, 2, 1, 2**63 - 1, 0, 0, [], 0, False, 0, 0, 0, None, False], "term"),
+    ([codec.P_MSG, 3, 2, 1, 5, 0, 2**62 + 1, [], 0, False, 0, 0, 0, None, False], "index"),
+    ([codec.P_MSG, 1, 2, 1, 5, 0, 0, [], 2**63, False, 0, 0, 0, None, False], "commit"),
+    ([codec.P_SNAP_CHUNK, 2**63, 1, 0, b""], "snapshot term"),
     ([codec.P_HELLO, 1, 5, 1, 2], "cluster name"),
     ([42], "unknown peer frame kind"),
 ])
