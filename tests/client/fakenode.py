@@ -11,7 +11,7 @@ Every node records each decoded request (``node.requests``) and counts the bytes
 of that op (None = any op but OP_MEMBERS); without a plan a node answers as a leader
 (``cluster.leader``) or NOT_LEADER with a hint (``cluster.hint``).
 
-Membership (OP_MEMBERS, OP_MEMBER; codec.py): the cluster keeps a member table
+Membership (OP_MEMBERS, OP_MEMBER; fastraft.codec): the cluster keeps a member table
 (``cluster.members``: id -> [role, raft, client]; at start every node is a voter with its
 address as client address and a made-up raft address) and the removed ids. The leader answers
 OP_MEMBERS with it (``match``: ``cluster.match`` per id, else ``cluster.last_index``) and

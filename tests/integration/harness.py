@@ -6,7 +6,7 @@ fixture in ``conftest.py`` hands it out). It starts the very command a user runs
 stdout and stderr in its own log file, and drives the nodes with signals only (SIGTERM,
 SIGKILL, SIGSTOP/SIGCONT); starting, stopping and the free ports are ``fastraft.processes``'s,
 as for the launcher and the verification runs. It talks to them through ``wire.py`` (the
-protocol as codec.py describes it), never through fastraft.client, and imports nothing of
+protocol as fastraft.codec describes it), never through fastraft.client, and imports nothing of
 the server.
 
 Rules it keeps:

@@ -1,7 +1,7 @@
 """A minimal blocking client of the client protocol, for tests only.
 
 Place in the architecture: test infrastructure (tests/integration). It speaks the client
-protocol exactly as ``fastraft/codec.py``'s docstring describes it — frames from the core's
+protocol exactly as ``fastraft.codec``'s docstring describes it — frames from the core's
 frame codec (``fastraft.core.encode_frame`` / ``FrameDecoder``), bodies from
 ``fastraft.codec.encode_request`` / ``decode_response`` — and nothing more: no leader
 discovery, no retries, no session bookkeeping. Tests use it to drive real nodes one request at
@@ -25,7 +25,7 @@ from fastraft.core import FrameDecoder, encode_frame
 
 __all__ = ["Reply", "WireClient", "STATUS_FIELDS", "STATUS_NAMES", "parse_status"]
 
-#: The positional fields of an OP_STATUS answer (codec.py's docstring).
+#: The positional fields of an OP_STATUS answer (fastraft.codec's docstring).
 STATUS_FIELDS = ("id", "role", "term", "leader", "last_index", "commit", "applied", "core",
                  "loop", "version")
 
