@@ -10,7 +10,8 @@ processes,
 ``fastraft.launcher``), ``certs init`` (a development PKI, ``fastraft.certs``), and the
 client commands ``put``, ``get``, ``del``, ``cas``, ``scan``,
 ``status``, ``member`` and ``bench`` (``fastraft.client.cli_cmds`` and ``cli_members``, where
-their exit codes are listed), and ``snapshot save|status|restore`` (backups,
+their exit codes are listed), ``watch``, ``lease grant|keepalive|revoke`` and ``lock``
+(coordination, ``fastraft.client.cli_coord``), and ``snapshot save|status|restore`` (backups,
 ``fastraft.client.cli_snapshot``). ``node`` also starts a node added at runtime (``--raft``,
 ``--client``, ``--join``; ``fastraft.server.joining``).
 
@@ -46,11 +47,12 @@ exit status:
   0    success
   1    a negative answer: get/del not found, cas compare failed, status degraded,
        wal-dump found a corrupt segment, sim had a failing run, snapshot status
-       found a damaged backup
+       found a damaged backup, lease revoke of a lease that did not exist
   2    an error (one line "fastraft COMMAND: message" on stderr) or a usage error;
-       status: no leader or no quorum answered
-  130  interrupted (Ctrl-C)
+       status: no leader or no quorum answered; lock: the lock was lost
+  130  interrupted (Ctrl-C; the end of watch and lease keepalive --forever)
   141  standard output was closed early (e.g. piped into head)
+  lock NAME -- COMMAND exits with COMMAND's status (fastraft lock -h)
 
 Run "fastraft COMMAND -h" for a command's options."""
 
@@ -77,9 +79,11 @@ def _build_parser() -> argparse.ArgumentParser:
     add_cluster_parser(sub)
 
     from .client.cli_cmds import add_client_parsers
+    from .client.cli_coord import add_coord_parsers
     from .client.cli_snapshot import add_snapshot_parser
 
     add_client_parsers(sub)
+    add_coord_parsers(sub)
     add_snapshot_parser(sub)
     return parser
 
@@ -515,6 +519,10 @@ def _dispatch(argv: list[str] | None) -> int:
         from .client.cli_snapshot import run_snapshot_command
 
         return run_snapshot_command(args)
+    from .client.cli_coord import COORD_COMMANDS, run_coord_command
+
+    if args.command in COORD_COMMANDS:
+        return run_coord_command(args)
     from .client.cli_cmds import CLIENT_COMMANDS, run_client_command
 
     if args.command in CLIENT_COMMANDS:

@@ -210,9 +210,14 @@ def add_client_parsers(subparsers) -> None:
     ``add_subparsers``)."""
     p = _sub(subparsers, "put", help="set a key",
              description="Set KEY to VALUE (exactly once, even across retries). VALUE '-' "
-                         "reads stdin. Prints OK.")
+                         "reads stdin. Prints OK. With --lease ID the key is attached to "
+                         "that lease (`fastraft lease grant`) and deleted when it expires "
+                         "or is revoked; a lease that is gone is refused (exit 2, nothing "
+                         "written).")
     p.add_argument("key", metavar="KEY")
     p.add_argument("value", metavar="VALUE")
+    p.add_argument("--lease", type=positive_int, metavar="ID",
+                   help="attach KEY to this lease (without it: to no lease)")
     _common(p, data=True)
 
     p = _sub(subparsers, "get", help="read a key",
@@ -474,7 +479,7 @@ async def _run(cmd: str, args, eps: list[str], tls=None) -> int:
     async with AsyncClient(eps, timeout=args.timeout, keepalive_interval=None,
                            tls=tls) as c:
         if cmd == "put":
-            await c.put(key, _arg_bytes(args.value, enc, "VALUE", []))
+            await c.put(key, _arg_bytes(args.value, enc, "VALUE", []), lease=args.lease)
             if args.json:
                 _print_json({"ok": True, **_json_key(key)})
             else:
