@@ -13,8 +13,12 @@ extension is absent), ``errors`` and ``config``; it never imports the server. La
                    endpoints learned from the member list
     retry.py       RetryPolicy and its backoff (replaceable)
     aio.py         AsyncClient: node choice, leader discovery, the call loop, limits, session
+    _coord.py      AsyncClient's coordination half: revisions, leases, watch, lock, election
+    _watch.py      Watch: a prefix's changes, resumed across nodes without gap or repeat
+    _lock.py       Lock and Election: recipes on leases, revision cas and watches
     sync.py        Client: AsyncClient on a private loop in a background thread
     cli_cmds.py    fastraft put/get/del/cas/scan/status/bench
+    cli_coord.py   fastraft watch/lease/lock
     cli_members.py fastraft member list/add/promote/remove
     bench.py       the load generator behind ``fastraft bench``
 """

@@ -115,11 +115,11 @@ class Coordination:
                                              deadline=deadline))
 
     def watch(self, prefix=b"", start_revision: int | None = None) -> Watch:
-        """The changes under ``prefix`` from ``start_revision`` (inclusive; None: from now,
-        after every write acknowledged before the call): an async context manager and
-        iterator of ``Event`` (``type``, ``key``, ``value``, ``revision``), in revision
-        order, without a gap or a repeat across reconnects and leader changes
-        (``_watch``)."""
+        """The changes under ``prefix`` from ``start_revision`` (inclusive; None: from the
+        moment the watch starts, at ``async with`` or the first iteration: after every write
+        acknowledged before that): an async context manager and iterator of ``Event``
+        (``type``, ``key``, ``value``, ``revision``), in revision order, without a gap or a
+        repeat across reconnects and leader changes (``_watch``)."""
         self._check_open()
         w = Watch(self, P.to_bytes(prefix, "prefix"), start_revision)
         self._watches.add(w)

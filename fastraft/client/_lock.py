@@ -7,9 +7,9 @@ recipe is etcd's ``concurrency`` package's, on fastraft's primitives.
 The recipe (docs/architecture.md, "Coordination"):
 
 - A contender grants itself a lease (the TTL asked for) and keeps it alive in the background
-  (every third of the TTL). It creates its own key ``PREFIX + name + "/" + lease id`` with a
-  revision cas from "absent", attached to the lease: the key's revision is its place in the
-  queue.
+  (every third of the TTL). It creates its own key ``PREFIX + name + "/" + lease id`` (the
+  name's "%" and "/" escaped as "%25" and "%2F") with a revision cas from "absent", attached
+  to the lease: the key's revision is its place in the queue.
 - It holds the lock when its key has the lowest revision under ``PREFIX + name + "/"``.
   Otherwise it watches only its predecessor (the key with the highest revision below its own;
   no thundering herd) until that key is deleted, then looks again: waiters are served in
@@ -41,6 +41,12 @@ log = logging.getLogger("fastraft.client")
 
 LOCK_PREFIX = b"fastraft/lock/"
 ELECTION_PREFIX = b"fastraft/election/"
+
+
+def _queue_prefix(root: bytes, name: bytes) -> bytes:
+    """``root + name + "/"`` with the name's "%" and "/" escaped ("%25", "%2F"), so that no
+    name's queue is a prefix of another's (lock "a" must not see the keys of lock "a/b")."""
+    return root + name.replace(b"%", b"%25").replace(b"/", b"%2F") + b"/"
 
 
 class Held:
@@ -184,7 +190,7 @@ class Lock:
     (module docstring)."""
 
     def __init__(self, client, name: bytes, ttl_ms: int) -> None:
-        self._q = _Queue(client, LOCK_PREFIX + name + b"/", ttl_ms)
+        self._q = _Queue(client, _queue_prefix(LOCK_PREFIX, name), ttl_ms)
         self.held: Held | None = None
 
     async def acquire(self) -> Held:
@@ -210,7 +216,7 @@ class Election:
 
     def __init__(self, client, name: bytes, ttl_ms: int) -> None:
         self.client = client
-        self.prefix = ELECTION_PREFIX + name + b"/"
+        self.prefix = _queue_prefix(ELECTION_PREFIX, name)
         self._ttl_ms = ttl_ms
         self._q: _Queue | None = None
         self.held: Held | None = None

@@ -288,3 +288,21 @@ async def _true(seq) -> bool:
 
 async def _scan_count(client, prefix: bytes, n: int) -> bool:
     return len(await client.scan_items(prefix)) == n
+
+
+def test_lock_names_that_share_a_prefix_are_distinct_locks(cluster_factory):
+    """Lock "a" and lock "a/b" (and "a%2Fb", which escapes to what "a/b" would be without the
+    escaping of "%") are three locks: holding one never waits for another."""
+    c = cluster_factory(3)
+
+    async def main():
+        async with AsyncClient(c.endpoints()) as cl:
+            async with cl.lock("a", ttl=5):
+                async with cl.lock("a/b", ttl=5) as inner:
+                    held = await asyncio.wait_for(cl.lock("a%2Fb", ttl=5).acquire(), DEADLINE)
+                    assert held.fence > inner.fence
+                    await cl.lease_revoke(held.lease)
+            keys = [k for k, _v, _r in await cl.scan_items("fastraft/lock/")]
+            assert keys == []
+
+    run(main())
