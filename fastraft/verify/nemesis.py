@@ -16,18 +16,26 @@ One asyncio loop runs everything: the proxies, the workers, the nemesis. A run::
     for --duration seconds:
         workers (--workload): register: read (linearizable), stale_read, write (unique
                  values), cas, on few keys; set: inserts of fresh keys; session: cas-loop
-                 increments and appends (workloads.py); each op recorded as invoke then ok /
+                 increments and appends (workloads.py); watch: unique puts and watchers
+                 recording every event; lock: fenced counter increments under
+                 client.lock, one holder pausing past its TTL now and then; lease: leases
+                 granted, keys attached, kept alive, let lapse, revoked
+                 (coord_workloads.py); each op recorded as invoke then ok /
                  fail (NotApplied) / info (OutcomeUnknown or anything else; the worker then
                  continues as a fresh process id)
         nemesis: quiet for a while, then one fault for a while, then heal, again and again
     heal everything (resume, restart, reconnect), keep the workload going for --recover
     seconds (the cluster must serve again), stop
+    watch / lock / lease: the end marker written and reached by every watcher
+        (watch-streams.jsonl), the counter read, the leases read once the term has been
+        stable past the longest TTL + a margin (coord_workloads.finish_coord)
     set / session: kill -9 EVERY node (every current member), restart them all, read the
         final state linearizably
     end checks (membership.py): the committed member list is the one the nemesis made;
         every member, voters and learners, holds the leader's state once it has applied
         the leader's commit index (stale reads served by that node alone)
-    check: linearizability (register), lost inserts (set), exactly-once (session), the
+    check: linearizability (register), lost inserts (set), exactly-once (session), watch
+        streams, lock exclusion and fences, lease expiry (coord_checks.py), the
         membership and the replicas, node anomalies (a node exiting on its own, against its
         contract); write summary.json, summary.txt and latency.png (plot.py, with
         matplotlib)
@@ -76,7 +84,7 @@ list); the nemesis points its own status client at the current members after eve
 fault.
 
 Output directory: ``cluster.toml``, ``node<i>.log``, ``data/``, ``history.jsonl`` (see
-history.py), ``nemesis.jsonl`` (one line per fault start and heal, on the history's clock,
+history.py), ``watch-streams.jsonl`` (the watch workload's streams), ``nemesis.jsonl`` (one line per fault start and heal, on the history's clock,
 and a "skip" line per kind left out of the plan), ``summary.json`` and ``summary.txt`` (the
 verdict and each check's, the counts per workload with the reasons of the failed and unknown
 ones, the faults per kind, which kinds ran and which were skipped and why, each kind's
@@ -102,6 +110,8 @@ from ..errors import FastraftError
 from ..processes import free_port, kill, node_argv, spawn
 from .membership import IDENTITY_FILE, end_checks
 from .faults import make_faults
+from .coord_workloads import (COORD_WORKLOADS, LeaseWorkload, LockWorkload, WatchWorkload,
+                              finish_coord, judge_coord)
 from .final_state import check_session, check_set
 from .history import HistoryWriter, read_history, to_operations
 from .linearizability import OK, UNKNOWN, VIOLATION, check, check_stale_reads
@@ -114,7 +124,7 @@ from .workloads import RegisterWorkload, SessionWorkload, SetWorkload, read_fina
 __all__ = ["RunOptions", "RunResult", "NodeProcs", "Nemesis", "run", "run_sync",
            "cluster_status", "current_leader", "FAULT_KINDS", "WORKLOADS"]
 
-WORKLOADS = ("register", "set", "session")
+WORKLOADS = ("register", "set", "session", *COORD_WORKLOADS)
 PLAINTEXT = "transport: plaintext (no [tls]: both ports unauthenticated)"
 TLS_ON = ("transport: TLS on both ports of every node (peers: mutual TLS with the peer CA; "
           "clients: a certificate of the client CA required); the fault proxies terminate "
@@ -122,6 +132,9 @@ TLS_ON = ("transport: TLS on both ports of every node (peers: mutual TLS with th
           "it), so every fault acts on whole frames")
 _CUT_SHORT_SLACK = 0.25   # a fault healed this much before its planned end is "cut short"
 _EXCERPT = 400            # characters of a node's log quoted in an anomaly
+#: the nodes' watch_history: every change of a run stays watchable from revision 1 (only a
+#: node's restart or a snapshot install starts its history afresh)
+WATCH_HISTORY = 2_000_000
 
 
 @dataclass
@@ -145,12 +158,20 @@ class RunOptions:
                                                   "election_timeout_ms": 300,
                                                   "snapshot_threshold": 2000,
                                                   "snapshot_keep_entries": 200,
-                                                  "segment_size": 1 << 20})
+                                                  "segment_size": 1 << 20,
+                                                  "watch_history": WATCH_HISTORY})
     storage: str = "wal"
     start_timeout: float = 30.0
     workloads: tuple = WORKLOADS
     set_workers: int = 2
     session_workers: int = 3
+    watch_writers: int = 2             # watch: clients putting unique values
+    watchers: int = 4                  # watch: watchers (half from revision 1)
+    lock_workers: int = 4              # lock: contenders (worker 0 pauses now and then)
+    lock_ttl: float = 2.0              # lock: the TTL of each holder's lease
+    lock_pause_every: float = 5.0      # lock: worker 0 pauses at most this often (seconds)
+    lease_workers: int = 2             # lease: clients granting leases
+    lease_ttl: tuple = (1.0, 2.0)      # lease: TTLs drawn from this range
     plot: bool = True
     tls: bool = False                  # TLS on both ports, proxies terminating it
 
@@ -171,6 +192,12 @@ class RunOptions:
             raise ValueError("nodes, workers, keys and duration must be positive")
         if self.set_workers < 1 or self.session_workers < 1:
             raise ValueError("set and session workers must be positive")
+        if min(self.watch_writers, self.watchers, self.lease_workers) < 1:
+            raise ValueError("watch writers, watchers and lease workers must be positive")
+        if self.lock_workers < 2:
+            raise ValueError("the lock workload needs at least 2 workers (worker 0 pauses)")
+        if self.lock_ttl < 1.0 or not 1.0 <= self.lease_ttl[0] <= self.lease_ttl[1]:
+            raise ValueError("lease and lock TTLs are at least 1 s (the nodes' minimum)")
 
 
 @dataclass
@@ -199,6 +226,7 @@ class RunResult:
     membership: str = ""          # the committed member list against the nemesis's belief
     replicas: str = ""            # every member's own state against the leader's
     transport: str = PLAINTEXT    # TLS or not, and what the proxies do with it
+    coord: dict = field(default_factory=dict)    # watch / lock / lease -> the check in words
 
     def text(self) -> str:
         """The summary a human reads (``summary.txt``): every count with its meaning."""
@@ -650,6 +678,7 @@ async def run(opts: RunOptions, progress=None) -> RunResult:
     history = None
     notes: list = []
     final_state = (None, None)
+    workloads: dict = {}
     ends = (None, None)
     try:
         cfg, cfg_path = _write_config(out, opts, {i: proxies.address(i) for i in ids},
@@ -665,9 +694,10 @@ async def run(opts: RunOptions, progress=None) -> RunResult:
             f"{opts.duration:g} s (seed {opts.seed}, nemesis {','.join(opts.nemesis) or 'none'})")
         hist_path = out / "history.jsonl"
         history = HistoryWriter(hist_path, keep=False)
-        # one seed each, drawn in this order: register, nemesis, set, session
-        register_rng, nemesis_rng, set_rng, session_rng = (random.Random(rng.random())
-                                                           for _ in range(4))
+        # one seed each, drawn in this order: register, nemesis, set, session, watch, lock,
+        # lease
+        register_rng, nemesis_rng, set_rng, session_rng, watch_rng, lock_rng, lease_rng = (
+            random.Random(rng.random()) for _ in range(7))
         nemesis = Nemesis(opts.nemesis, procs, proxies, status_client, history, nemesis_rng,
                           opts.quiet, opts.fault, cfg.tuning.election_timeout_ms / 1000,
                           node_dir=lambda i: os.path.join(cfg.data_dir, str(i)),
@@ -680,9 +710,11 @@ async def run(opts: RunOptions, progress=None) -> RunResult:
         _announce(nemesis.plan, say)
         workloads = _workloads(opts, endpoints, history,
                                {"register": register_rng, "set": set_rng,
-                                "session": session_rng}, client_tls)
+                                "session": session_rng, "watch": watch_rng,
+                                "lock": lock_rng, "lease": lease_rng}, client_tls)
         await _load_under_faults(opts, workloads, nemesis, history, say)
         await nemesis.faults["member"].settle(nemesis)
+        await _finish_coord(workloads, nemesis, out, say)
         if "set" in workloads or "session" in workloads:
             final_state = await _final_state(procs, nemesis, out, hist_path, notes, say)
         say("end checks: membership, every member's state")
@@ -692,6 +724,9 @@ async def run(opts: RunOptions, progress=None) -> RunResult:
         nemesis_path = out / "nemesis.jsonl"
         nemesis_path.write_text("".join(json.dumps(e) + "\n" for e in nemesis.log))
     finally:
+        for name in COORD_WORKLOADS:
+            if name in workloads:
+                await workloads[name].aclose()
         if status_client is not None:
             await status_client.close()
         if nemesis is not None:
@@ -721,6 +756,17 @@ def _workloads(opts: RunOptions, endpoints: list, history: HistoryWriter, rngs: 
         out["session"] = SessionWorkload(endpoints, history, rngs["session"],
                                          opts.session_workers, opts.op_timeout,
                                          opts.op_deadline)
+    if "watch" in opts.workloads:
+        out["watch"] = WatchWorkload(endpoints, history, rngs["watch"], opts.watch_writers,
+                                     opts.op_timeout, opts.op_deadline,
+                                     watchers=opts.watchers, duration=opts.duration)
+    if "lock" in opts.workloads:
+        out["lock"] = LockWorkload(endpoints, history, rngs["lock"], opts.lock_workers,
+                                   opts.op_timeout, opts.op_deadline, ttl=opts.lock_ttl,
+                                   pause_every=opts.lock_pause_every)
+    if "lease" in opts.workloads:
+        out["lease"] = LeaseWorkload(endpoints, history, rngs["lease"], opts.lease_workers,
+                                     opts.op_timeout, opts.op_deadline, ttl=opts.lease_ttl)
     for w in out.values():
         w.tls = tls
     return out
@@ -764,6 +810,30 @@ async def _at_most(awaitable, seconds: float) -> None:
         await asyncio.wait_for(awaitable, seconds)
     except asyncio.TimeoutError:
         pass
+
+
+async def _finish_coord(workloads: dict, nemesis: Nemesis, out: Path, say) -> None:
+    """The end of the coordination workloads, before the final kill (``coord_workloads``):
+    the watch's end marker and the watchers reaching it (``watch-streams.jsonl`` written),
+    the lock's counter read, the leases' final read once the term has been stable past the
+    longest TTL."""
+    names = [n for n in COORD_WORKLOADS if n in workloads]
+    if not names:
+        return
+    say(f"coordination workloads ({', '.join(names)}): final reads")
+
+    async def term():
+        try:
+            st = await asyncio.wait_for(cluster_status(nemesis.status_client), 5.0)
+        except (asyncio.TimeoutError, FastraftError, OSError):
+            return None
+        return max((s["term"] for s in st.values()), default=None)
+
+    reader = nemesis.client(nemesis.client_endpoints(), timeout=2.0, deadline=10.0)
+    try:
+        await finish_coord(workloads, reader, term, out)
+    finally:
+        await reader.close()
 
 
 async def _final_state(procs: NodeProcs, nemesis: Nemesis, out: Path, hist_path: Path,
@@ -833,6 +903,10 @@ def _judge(opts: RunOptions, out: Path, workloads: dict, final_state, ends: tupl
                                             for k in ("incr", "append")
                                             for w in ("acked", "unknown", "failed")),
                              **_reason_counts(workloads["session"])}
+    coord = judge_coord(ops.other, workloads, notes)
+    for name, res in coord.items():
+        verdicts[name] = res.verdict
+        counts[name] = {**workloads[name].counts, **_reason_counts(workloads[name])}
     membership, replicas = ends
     verdicts["membership"] = membership.verdict if membership is not None else UNKNOWN
     verdicts["replicas"] = replicas.verdict if replicas is not None else UNKNOWN
@@ -857,12 +931,15 @@ def _judge(opts: RunOptions, out: Path, workloads: dict, final_state, ends: tupl
                        membership.summary() if membership is not None
                        else "membership: not checked",
                        replicas.summary() if replicas is not None else "replicas: not checked",
-                       TLS_ON if opts.tls else PLAINTEXT)
+                       TLS_ON if opts.tls else PLAINTEXT,
+                       {name: res.summary() for name, res in coord.items()})
     summary = asdict(result)
     summary["members"] = membership.to_json() if membership is not None else None
     summary["replica_states"] = replicas.to_json() if replicas is not None else None
     summary["set"] = set_res.to_json() if set_res else None
     summary["session"] = sess_res.to_json() if sess_res else None
+    for name in COORD_WORKLOADS:
+        summary[name] = coord[name].to_json() if name in coord else None
     summary["options"] = {k: (list(v) if isinstance(v, tuple) else v)
                           for k, v in asdict(opts).items()}
     summary["proxy_stats"] = {f"{a}->{b}": v for (a, b), v in proxies.stats().items()}

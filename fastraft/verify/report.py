@@ -51,6 +51,7 @@ FAIL_REASONS = {
     "gave_up": "gave up after retrying for 3 x --op-deadline (no attempt applied)",
     "stopped": "lost a cas race as the run ended (not retried: not applied)",
     "cancelled": "cancelled at the end of the run",
+    "LockLost": "lost the lock while waiting for it (its lease could not be kept alive)",
 }
 
 _OK = "ok: acknowledged"
@@ -101,7 +102,11 @@ def operations_lines(operations: dict) -> list:
     for w, c in operations.items():
         ok, fail, info = c.get("ok", 0), c.get("fail", 0), c.get("info", 0)
         what = {"register": "reads, stale reads, writes and cas", "set": "inserts",
-                "session": "increments and appends"}.get(w, "operations")
+                "session": "increments and appends", "watch": "watched puts",
+                "lock": "lock operations (acquire, read, fenced write: a refusal by the "
+                        "fence check counts as ok)",
+                "lease": "lease operations (grant, put, keep-alive, revoke, scan)"
+                }.get(w, "operations")
         total = c.get("invoked", ok + fail + info)
         full = (c.get("fail_reasons") or {}).get("full", 0)
         text = (f"  {w}: {total} {what}: {ok} ok, {fail - full} failed"
@@ -173,7 +178,7 @@ def summary_text(r) -> str:
     lines += operations_lines(r.operations)
     lines += faults_lines(r.faults, r.fault_coverage)
     lines += [x for x in (r.linearizability, r.stale_reads, r.set_result, r.session_result,
-                          r.membership, r.replicas) if x]
+                          *getattr(r, "coord", {}).values(), r.membership, r.replicas) if x]
     lines.append(f"node anomalies (a node exiting or misbehaving against its contract): "
                  f"{len(r.anomalies)}")
     lines += [f"  {a}" for a in r.anomalies[:20]]

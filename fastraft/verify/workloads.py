@@ -36,6 +36,10 @@ changes by the client's session (a retried attempt is answered from the session 
   cas applied but reported not applied, or applied twice). Unlike the counter it names the
   culprit operation.
 
+The watch, lock and lease workloads (``coord_workloads.py``) use the same scaffolding (a
+worker may also run on a loop of its own in a thread: ``worker`` and ``new_client`` are
+separate, and the counts are kept under a lock).
+
 The value recorded with a ``fail`` / ``info`` completion says why (the workloads count them
 per value in ``reasons``): an error's class name (NotLeader, Timeout, ...), "cancelled" (in
 flight as the run ended), or for a session operation "full" (above), "gave_up" (its cas loop
@@ -48,6 +52,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import random
+import threading
 
 from ..errors import FastraftError, NotApplied
 from .final_state import APPEND_CAP, FULL, parse_tokens
@@ -93,38 +98,45 @@ class Workload:
         self.counts = {"ok": 0, "fail": 0, "info": 0}
         self.reasons: dict = {"fail": {}, "info": {}}    # status -> recorded value -> n
         self._gen = 0
+        self._lock = threading.Lock()    # a workload may run a worker in a thread of its own
 
     def _pid(self, w: int):
         """A fresh process id for worker ``w``."""
-        self._gen += 1
-        return f"{self.name}-{w}-{self._gen}"
+        with self._lock:
+            self._gen += 1
+            return f"{self.name}-{w}-{self._gen}"
 
     async def step(self, client, w: int, rng: random.Random, pid, stop: asyncio.Event):
         """One operation of worker ``w`` as process ``pid``; returns the next process id."""
         raise NotImplementedError
 
+    def new_client(self, w: int):
+        """The ``AsyncClient`` of worker ``w`` (made on the loop that will use it)."""
+        from ..client import AsyncClient
+
+        return AsyncClient(self.endpoints, timeout=self.op_timeout, deadline=self.op_deadline,
+                           tls=self.tls)
+
     async def run(self, stop: asyncio.Event) -> None:
         """Run every worker until ``stop`` is set (an operation in flight when the workers
         are cancelled is recorded as info "cancelled")."""
-        from ..client import AsyncClient
-
-        async def one(w: int, rng: random.Random) -> None:
-            client = AsyncClient(self.endpoints, timeout=self.op_timeout,
-                                 deadline=self.op_deadline, tls=self.tls)
-            pid = self._pid(w)
-            try:
-                while not stop.is_set():
-                    pid = await self.step(client, w, rng, pid, stop)
-            except asyncio.CancelledError:
-                if pid in self.history.in_flight:
-                    self.history.info(pid, "cancelled")
-                    self._tally("info", "cancelled")
-                raise
-            finally:
-                await client.close()
-
-        await asyncio.gather(*(one(w, random.Random(self.rng.random()))
+        await asyncio.gather(*(self.worker(w, random.Random(self.rng.random()), stop)
                                for w in range(self.workers)))
+
+    async def worker(self, w: int, rng: random.Random, stop: asyncio.Event) -> None:
+        """Worker ``w``: its own client, ``step`` after ``step`` until ``stop`` is set."""
+        client = self.new_client(w)
+        pid = self._pid(w)
+        try:
+            while not stop.is_set():
+                pid = await self.step(client, w, rng, pid, stop)
+        except asyncio.CancelledError:
+            if pid in self.history.in_flight:
+                self.history.info(pid, "cancelled")
+                self._tally("info", "cancelled")
+            raise
+        finally:
+            await client.close()
 
     async def _call(self, pid, w: int, call):
         """Await ``call`` and record its completion: ``(True, result, pid)``, or ``(False,
@@ -142,15 +154,17 @@ class Workload:
         after an info: the operation may still be in flight)."""
         getattr(self.history, status)(pid, value)
         if status == "ok":
-            self.counts["ok"] += 1
+            with self._lock:
+                self.counts["ok"] += 1
         else:
             self._tally(status, value)
         return self._pid(w) if status == "info" else pid
 
     def _tally(self, status: str, reason) -> None:
-        self.counts[status] += 1
         reason = str(reason)
-        self.reasons[status][reason] = self.reasons[status].get(reason, 0) + 1
+        with self._lock:
+            self.counts[status] += 1
+            self.reasons[status][reason] = self.reasons[status].get(reason, 0) + 1
 
 
 class RegisterWorkload(Workload):
@@ -337,11 +351,13 @@ async def read_final_state(client, pairs, attempts: int = 30):
 
 def state_items(pairs, register_keys=()) -> list:
     """What one node's copy of the state is compared on at the end (``final_state.
-    check_replicas``): ``("scan", prefix)`` of every set chunk, ``("get", key)`` of every
-    session key and of ``register_keys``."""
-    prefixes = sorted({set_prefix(inv.key) for inv, _ in pairs if inv.f == "insert"})
-    keys = sorted(set(SessionWorkload.keys_used(pairs)) | {bytes(k) for k in register_keys})
-    return [("scan", p) for p in prefixes] + [("get", k) for k in keys]
+    check_replicas``): ``("scan", prefix)`` of every set chunk and of the watch workload's
+    prefix, ``("get", key)`` of every session key, of the lock workload's counter and of
+    ``register_keys``. (The lease keys are left out: they may still expire meanwhile.)"""
+    prefixes = {set_prefix(inv.key) for inv, _ in pairs if inv.f in ("insert", "watch_put")}
+    keys = set(SessionWorkload.keys_used(pairs)) | {bytes(k) for k in register_keys}
+    keys.update(bytes(inv.key) for inv, _ in pairs if inv.f == "lock_write")
+    return [("scan", p) for p in sorted(prefixes)] + [("get", k) for k in sorted(keys)]
 
 
 async def read_items(client, items, stale: bool = False, attempts: int = 10) -> dict:
