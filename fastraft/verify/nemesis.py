@@ -86,11 +86,11 @@ fault.
 Output directory: ``cluster.toml``, ``node<i>.log``, ``data/``, ``history.jsonl`` (see
 history.py), ``watch-streams.jsonl`` (the watch workload's streams), ``nemesis.jsonl`` (one
 line per fault start and heal, on the history's clock, and a "skip" line per kind left out
-of the plan), ``summary.json`` and ``summary.txt`` (the
-verdict and each check's, the counts per workload with the reasons of the failed and unknown
-ones, the faults per kind, which kinds ran and which were skipped and why, each kind's
-outcome, the membership and replica checks (``members``, ``replica_states``), the
-coordination checks (``watch``, ``lock``, ``lease``), the anomalies, the checker's report; see report.py), ``latency.png``.
+of the plan), ``summary.json`` and ``summary.txt`` (the verdict and each check's, the counts
+per workload with the reasons of the failed and unknown ones, the faults per kind, which
+kinds ran and which were skipped and why, each kind's outcome, the membership and replica
+checks (``members``, ``replica_states``), the coordination checks (``watch``, ``lock``,
+``lease``), the anomalies, the checker's report; see report.py), ``latency.png``.
 """
 
 from __future__ import annotations
