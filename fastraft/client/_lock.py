@@ -130,15 +130,19 @@ class _Queue:
         lost = loop.create_task(self.lost.wait())
         try:
             async with self.client.watch(key, start) as w:
-                while True:
-                    nxt = loop.create_task(w.__anext__())
-                    await asyncio.wait((nxt, lost), return_when=asyncio.FIRST_COMPLETED)
-                    if not nxt.done():
+                nxt = None
+                try:
+                    while True:
+                        nxt = loop.create_task(w.__anext__())
+                        await asyncio.wait((nxt, lost), return_when=asyncio.FIRST_COMPLETED)
+                        if not nxt.done():
+                            return              # lost: the caller's _check raises
+                        ev = nxt.result()
+                        if ev.key == key and ev.type == "delete":
+                            return
+                finally:                        # (cancelled too) before the watch closes
+                    if nxt is not None and not nxt.done():
                         nxt.cancel()
-                        return                  # lost: the caller's _check raises
-                    ev = nxt.result()
-                    if ev.key == key and ev.type == "delete":
-                        return
         finally:
             lost.cancel()
 

@@ -19,6 +19,12 @@ disturbs real node processes the way Jepsen does and never imports the server. M
 - ``workloads``: the register, set (durability: unique inserts, all present after kill -9 of
   every node) and session (exactly-once: cas-loop increments and appends) workloads over
   ``fastraft.client.AsyncClient``, on one worker scaffolding (``Workload``).
+- ``coord_checks``: the checks of the watch streams, the lock (exclusion by the leases' sure
+  lives, fence order, the fence-checked counter) and the leases (early expiry, revocation,
+  expiry). Pure computation.
+- ``coord_workloads``: the watch, lock and lease workloads over ``AsyncClient``
+  (``finish_coord`` after the load, ``judge_coord``). Not imported here (it needs the
+  client).
 - ``schedule``: the fault schedule, planned before a run (every kind once per round in a
   seeded order; the kinds that do not fit in the duration skipped with the reason). Pure.
 - ``faults``: one object per fault kind (partition, kill, pause, degrade, wipe, transfer,
