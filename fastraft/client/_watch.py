@@ -22,6 +22,11 @@ How it keeps its promise (docs/architecture.md, "Coordination"):
   the other nodes and raises ``Compacted`` (with the oldest revision the nodes offered) only
   when none has it. A node that cancels the watch because it read too slowly ends it with
   ``Busy``; an invalid request ends it with ``InvalidRequest``.
+- A node that stops making progress while the cluster goes on (paused, cut off from the
+  others, removed without knowing it) must not hold the watch: nodes send a progress frame
+  every second (``server/watches.py``), and the watch leaves a node that sent nothing for
+  ``STALL_AFTER`` seconds, or whose progress stayed put that long while the cluster's
+  revision (``AsyncClient.revision``, asked only then) is past it, and resumes elsewhere.
 - Events received wait in a buffer until the caller takes them; past ``BUFFER_EVENTS`` the
   connection stops reading (and resumes as the buffer drains).
 """
@@ -46,6 +51,9 @@ log = logging.getLogger("fastraft.client")
 BUFFER_EVENTS = 10_000
 #: Seconds between two rounds of tries of every node when none can be reached.
 RETRY_EVERY = 0.2
+#: Seconds without a frame, or without progress while the cluster is ahead, after which the
+#: watch leaves its node (nodes send a progress frame every second).
+STALL_AFTER = 5.0
 _TYPES = ("put", "delete")
 
 
@@ -79,6 +87,9 @@ class Watch:
         self._rid = 0
         self._ended: asyncio.Future | None = None
         self._paused = False
+        self._heard = 0.0               # loop time of the last frame from the node
+        self._moved = 0.0               # loop time the node's progress last moved
+        self._progress = 0              # the node's progress in its last frame
         self.closed = False
 
     # -- the caller's side --------------------------------------------------------------------
@@ -194,14 +205,48 @@ class Watch:
         loop = asyncio.get_running_loop()
         ended = self._ended = loop.create_future()
         start = self.next
+        self._heard = self._moved = loop.time()
+        self._progress = 0
         self._rid = conn.stream(codec.OP_WATCH, (self.prefix, start), self._on_frame)
+        monitor = loop.create_task(self._watch_node(ended))
         try:
             status, values = await ended
         finally:
+            monitor.cancel()
             self._close_conn()
         if status != codec.ST_OK and self.next > start:
             return codec.ST_OK, []
         return status, values
+
+    async def _watch_node(self, ended: asyncio.Future) -> None:
+        """End the stream (LOST) when its node stopped: nothing heard for STALL_AFTER
+        seconds, or no progress that long while the cluster's revision is past it."""
+        loop = asyncio.get_running_loop()
+        while not ended.done():
+            await asyncio.sleep(STALL_AFTER / 2)
+            now = loop.time()
+            if self._paused:                # we stopped reading: silence is ours
+                self._heard = self._moved = now
+                continue
+            if now - self._heard >= STALL_AFTER:
+                why = f"nothing from the node for {now - self._heard:.1f} s"
+            elif now - self._moved >= STALL_AFTER:
+                try:
+                    rev = await self._client.revision(deadline=STALL_AFTER)
+                except FastraftError:
+                    continue
+                if rev <= self._progress:           # a quiet cluster, not a stuck node
+                    self._moved = loop.time()
+                    continue
+                why = (f"the node stayed at revision {self._progress} for "
+                       f"{now - self._moved:.1f} s while the cluster is at {rev}")
+            else:
+                continue
+            log.info("watch of %r: leaving %s: %s", self.prefix, self._conn and self._conn.addr,
+                     why)
+            if not ended.done():
+                ended.set_result((LOST, [why]))
+            return
 
     def _on_frame(self, status: int, values: list) -> None:
         ended = self._ended
@@ -215,6 +260,11 @@ class Watch:
         except RemoteProtocolError as exc:
             ended.set_result((LOST, [f"a malformed watch frame: {exc}"]))
             return
+        now = asyncio.get_running_loop().time()
+        self._heard = now
+        if progress > self._progress:
+            self._progress = progress
+            self._moved = now
         nxt = self.next
         for rev, kind, key, value in events:
             if rev >= nxt:

@@ -247,6 +247,8 @@ class Requests:
             self._flush_reads()
         if self.role == LEADER:
             self._tick_leases()
+        if self.watches.watchers:
+            self.watches.beat(time.monotonic())
 
     def _tick_leases(self) -> None:
         """The leader proposes a clock entry (CMD_TICK) once its wall clock passes the next

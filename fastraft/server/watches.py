@@ -24,6 +24,10 @@ by its replication delay, never differ from it: the events come from the same lo
   events from its last delivered revision on (it may resume from there, the history
   permitting).
 - Watchers of closed connections are dropped when next met (lazily: a close costs nothing).
+- Every ``PROGRESS_EVERY`` seconds each watcher gets a frame with no event and the applied
+  index (``beat``): its client learns this node's progress even when nothing it watches
+  changes, so it can tell a quiet prefix from a node that stopped (paused, cut off, removed
+  without knowing it) and resume elsewhere (``client/_watch.py``).
 """
 
 from __future__ import annotations
@@ -32,7 +36,10 @@ from collections import deque
 
 from .. import codec
 
-__all__ = ["WatchHub"]
+__all__ = ["WatchHub", "PROGRESS_EVERY"]
+
+#: Seconds between two progress frames to every watcher (``WatchHub.beat``).
+PROGRESS_EVERY = 1.0
 
 
 class _Watcher:
@@ -62,6 +69,7 @@ class WatchHub:
         self.watchers = 0
         #: counters for the metrics: watchers cancelled for reading too slowly
         self.cancelled_slow = 0
+        self._next_beat = 0.0
 
     def reset(self, applied: int) -> None:
         """The state machine is now at ``applied`` with no history before it (start-up, a
@@ -167,6 +175,19 @@ class WatchHub:
                 if mine:
                     conn.push(codec.encode_watch_frame(w.watch_id, codec.encode_events(mine),
                                                        applied))
+
+    def beat(self, now: float) -> None:
+        """Called often (each pass of the node): every PROGRESS_EVERY seconds of ``now`` (a
+        monotonic clock), a progress frame (no event, the applied index) to every watcher."""
+        if not self.watchers or now < self._next_beat:
+            return
+        self._next_beat = now + PROGRESS_EVERY
+        empty = codec.encode_events(())
+        applied = self.applied
+        for group in self._by_prefix.values():
+            for w in group.values():
+                if not w.conn.closed:
+                    w.conn.push(codec.encode_watch_frame(w.watch_id, empty, applied))
 
     def _trim(self) -> None:
         """Drop the oldest batches, whole, while more than ``max_history`` events remain

@@ -306,3 +306,28 @@ def test_lock_names_that_share_a_prefix_are_distinct_locks(cluster_factory):
             assert keys == []
 
     run(main())
+
+
+def test_a_watch_leaves_a_node_that_stopped(cluster_factory):
+    """The node a watch streams from is paused (SIGSTOP): nothing more comes from it, and the
+    watch resumes on another node from the first revision it has not received."""
+    c = cluster_factory(3)
+
+    async def main():
+        async with AsyncClient(c.endpoints()) as cl, AsyncClient(c.endpoints()) as wcl:
+            await cl.put("s/0", "a")
+            async with wcl.watch("s/") as w:
+                await cl.put("s/1", "b")
+                ev = await asyncio.wait_for(w.__anext__(), DEADLINE)
+                assert ev.key == b"s/1"
+                node = next(i for i in c.ids if c.node(i).client_addr == w._conn.addr)
+                c.pause(node)
+                try:
+                    await cl.put("s/2", "c")            # the others carry on
+                    ev = await asyncio.wait_for(w.__anext__(), DEADLINE)
+                    assert (ev.key, ev.value) == (b"s/2", b"c")
+                    assert w._conn.addr != c.node(node).client_addr
+                finally:
+                    c.resume(node)
+
+    run(main(), timeout=120)

@@ -101,3 +101,19 @@ def test_a_snapshot_install_restarts_the_history_and_ends_the_watchers_behind_it
     assert hub.watchers == 0 and hub.oldest == 51 and not hub.history
     hub.publish([(51, PUT, b"k", b"w")], 51)
     assert len(c.frames) == 2                # nothing more for the ended watch
+
+
+def test_every_watcher_gets_a_progress_frame_every_second():
+    hub = WatchHub(history=100, buffer_bytes=1 << 20)
+    hub.reset(7)
+    hub.beat(100.0)                          # no watcher: nothing to do
+    a, b = Conn(), Conn()
+    watch(hub, a, 1, b"x/")
+    watch(hub, b, 2, b"y/")
+    hub.beat(100.5)
+    assert a.frames[1:] == [(1, [], 7)] and b.frames[1:] == [(2, [], 7)]
+    hub.beat(101.0)                          # less than a second later: none
+    assert len(a.frames) == 2
+    hub.publish([(8, PUT, b"z", b"v")], 8)   # a change neither watches
+    hub.beat(101.6)
+    assert a.frames[-1] == (1, [], 8) and b.frames[-1] == (2, [], 8)
