@@ -662,8 +662,8 @@ def decode_records(buf, offset: int = 0, max_record_size: int = DEFAULT_MAX_RECO
 # ---------------------------------------------------------------------------------------------
 #
 # A network frame is a 4-byte little-endian unsigned payload length followed by the payload
-# (which fastraft.codec fills with msgpack). A strict decoder refuses a frame whose announced length
-# is over its limit as soon as the 4 length bytes arrive, before buffering any of it; a
+# (which fastraft.codec fills with msgpack). A strict decoder refuses a frame whose announced
+# length is over its limit as soon as the 4 length bytes arrive, before buffering any of it; a
 # skipping one hands out its first bytes and drops the rest as it arrives.
 
 FRAME_HEADER_SIZE = 4

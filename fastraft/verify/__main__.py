@@ -35,8 +35,8 @@ def _range(text: str) -> tuple:
     return lo, hi
 
 
-def main(argv=None) -> int:
-    """Parse ``argv``, run, print the summary; returns the exit status (see above)."""
+def _parser() -> argparse.ArgumentParser:
+    """The command line's options."""
     ap = argparse.ArgumentParser(
         prog="python -m fastraft.verify",
         description="Run real fastraft nodes behind fault proxies under register, set, "
@@ -105,6 +105,12 @@ def main(argv=None) -> int:
                          "OUT/pki (needs pip install 'fastraft[tls]'); clients present a "
                          "client certificate; the fault proxies terminate TLS, so every "
                          "fault works as without it")
+    return ap
+
+
+def main(argv=None) -> int:
+    """Parse ``argv``, run, print the summary; returns the exit status (see above)."""
+    ap = _parser()
     args = ap.parse_args(argv)
     workloads = tuple(w.strip() for w in args.workload.split(",") if w.strip())
     kinds = () if args.nemesis in ("", "none") else tuple(

@@ -161,7 +161,8 @@ def test_pass_forwards_frames_in_order(server, proxy):
     for i in range(50):
         assert d.recv() == b"m%d" % i   # echoed back through the proxy
     frames = server.frames()
-    assert codec.decode_peer(frames[0], 1 << 16)[:5] == (codec.P_HELLO, codec.PROTOCOL_VERSION, "test", 1, 2)
+    assert codec.decode_peer(frames[0], 1 << 16)[:5] == (codec.P_HELLO,
+                                                         codec.PROTOCOL_VERSION, "test", 1, 2)
     assert frames[1:] == [b"m%d" % i for i in range(50)]
     assert proxy.links() == [(1, 2)]
     assert proxy.network.stats[(1, 2)]["frames"] >= 101
