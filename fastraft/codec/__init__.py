@@ -98,7 +98,8 @@ under its request id, each::
 
 (type 0 put, 1 delete; events in revision order, all of one revision in one frame; progress:
 the node has sent every matching event up to this revision), the first one at once (the
-history from the start revision, possibly empty). The stream ends with one non-OK frame:
+history from the start revision, possibly empty), then one per applied batch with matching
+events and one every second with none (progress only). The stream ends with one non-OK frame:
 ST_COMPACTED (the start revision is older than the node's history), ST_BUSY (the watcher read
 too slowly), ST_INVALID, or a notice when the node shuts down; OP_WATCH_CANCEL ends it
 silently (frames already sent may still arrive).
