@@ -233,13 +233,21 @@ class Watch:
             elif now - self._moved >= STALL_AFTER:
                 try:
                     rev = await self._client.revision(deadline=STALL_AFTER)
-                except FastraftError:
-                    continue
-                if rev <= self._progress:           # a quiet cluster, not a stuck node
-                    self._moved = loop.time()
-                    continue
-                why = (f"the node stayed at revision {self._progress} for "
-                       f"{now - self._moved:.1f} s while the cluster is at {rev}")
+                except FastraftError as exc:
+                    # No answer: the client may still take the stuck node for the leader.
+                    # A quiet cluster answers; past 3 x STALL_AFTER without an answer or a
+                    # move, leave the node anyway (the next one resumes from ``next``).
+                    if loop.time() - self._moved < 3 * STALL_AFTER:
+                        continue
+                    rev, why = None, (f"the node stayed at revision {self._progress} for "
+                                      f"{loop.time() - self._moved:.1f} s and the cluster's "
+                                      f"revision could not be had ({exc})")
+                if rev is not None:
+                    if rev <= self._progress:       # a quiet cluster, not a stuck node
+                        self._moved = loop.time()
+                        continue
+                    why = (f"the node stayed at revision {self._progress} for "
+                           f"{now - self._moved:.1f} s while the cluster is at {rev}")
             else:
                 continue
             log.info("watch of %r: leaving %s: %s", self.prefix, self._conn and self._conn.addr,
