@@ -10,6 +10,7 @@ as the module ``fastraft_test_waiting``; test modules write
 from __future__ import annotations
 
 import asyncio
+import inspect
 import time
 
 __all__ = ["until", "wait_until"]
@@ -28,11 +29,17 @@ def wait_until(pred, timeout: float = 10.0, what: str = "the condition", interva
         time.sleep(interval)
 
 
-async def until(pred, what: str = "the condition", timeout: float = 10.0) -> None:
-    """Yield to the running loop until ``pred()`` holds; AssertionError naming ``what``
-    after ``timeout`` seconds."""
+async def until(pred, what: str = "the condition", timeout: float = 10.0):
+    """Yield to the running loop until ``pred()`` holds (a coroutine function too: its
+    result is awaited) and return what it gave; AssertionError naming ``what`` after
+    ``timeout`` seconds."""
     deadline = time.monotonic() + timeout
-    while not pred():
+    while True:
+        v = pred()
+        if inspect.isawaitable(v):
+            v = await v
+        if v:
+            return v
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out waiting for {what}")
         await asyncio.sleep(0.005)

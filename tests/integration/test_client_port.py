@@ -16,6 +16,7 @@ import time
 from fastraft import codec
 from fastraft.core import FrameDecoder, encode_frame
 from fastraft.server.clients import ClientServer
+from fastraft_test_waiting import until  # tests/conftest.py loads it
 
 
 class Handler:
@@ -57,11 +58,7 @@ async def _serve_two_clients():
     socks = [socket.create_connection(("127.0.0.1", port)) for _ in range(2)]
     for s in socks:
         s.sendall(_status(1) + _status(2))
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + 10
-    while len(h.got) < 4:
-        assert loop.time() < deadline, f"the port read {len(h.got)} of 4 requests in 10 s"
-        await asyncio.sleep(0.005)
+    await until(lambda: len(h.got) >= 4, "the port to read the 4 requests")
     return srv, h, socks
 
 

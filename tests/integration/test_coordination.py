@@ -18,24 +18,13 @@ import pytest
 from fastraft import codec
 from fastraft.client import AsyncClient
 from fastraft.errors import Compacted, LeaseNotFound
+from fastraft_test_waiting import until  # tests/conftest.py loads it
 
 DEADLINE = 30.0
 
 
 def run(coro, timeout: float = 90):
     return asyncio.run(asyncio.wait_for(coro, timeout))
-
-
-async def _until(pred, what: str, timeout: float = DEADLINE):
-    """Poll the coroutine function ``pred`` until it returns true, with a deadline."""
-    loop = asyncio.get_running_loop()
-    end = loop.time() + timeout
-    while True:
-        got = await pred()
-        if got:
-            return got
-        assert loop.time() < end, f"timed out waiting for {what}"
-        await asyncio.sleep(0.02)
 
 
 def test_revisions_are_the_same_on_every_node(cluster_factory):
@@ -57,7 +46,8 @@ def test_revisions_are_the_same_on_every_node(cluster_factory):
             assert await cl.revision() >= rev_c + 2
         for ep in c.endpoints():
             async with AsyncClient([ep], learn_members=False) as one:
-                await _until(lambda: _scan_is(one, want), f"{ep} to hold the same revisions")
+                await until(lambda: _scan_is(one, want), f"{ep} to hold the same revisions",
+                            DEADLINE)
 
     run(main())
 
@@ -238,8 +228,8 @@ def test_a_watch_of_an_unreachable_cluster_retries_until_closed():
             w = cl.watch("x/", start_revision=1)
             await w.start()
             t = asyncio.create_task(w.__anext__())
-            await asyncio.sleep(0.3)
-            assert not t.done()
+            done, _ = await asyncio.wait({t}, timeout=0.3)
+            assert not done                 # still trying after 0.3 s
             await w.close()
             with pytest.raises(StopAsyncIteration):
                 await asyncio.wait_for(t, 5)
@@ -264,11 +254,11 @@ def test_an_election_follows_campaigns_and_resignations(cluster_factory):
                         return
 
             watcher = asyncio.create_task(observe())
-            await _until(lambda: _true(seen), "the observer's first answer")
+            await until(lambda: seen, "the observer's first answer", DEADLINE)
             held_a = await ea.campaign("node-a")
             second = asyncio.create_task(eb.campaign("node-b"))
-            await _until(lambda: _scan_count(a, b"fastraft/election/primary/", 2),
-                         "both candidates queued")
+            await until(lambda: _scan_count(a, b"fastraft/election/primary/", 2),
+                        "both candidates queued", DEADLINE)
             assert not second.done() and await eb.leader() == (b"node-a", held_a.fence)
             await ea.resign()
             held_b = await asyncio.wait_for(second, DEADLINE)
@@ -280,10 +270,6 @@ def test_an_election_follows_campaigns_and_resignations(cluster_factory):
             assert await ea.leader() is None
 
     run(main())
-
-
-async def _true(seq) -> bool:
-    return bool(seq)
 
 
 async def _scan_count(client, prefix: bytes, n: int) -> bool:
