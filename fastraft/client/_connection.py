@@ -237,18 +237,23 @@ class NodeConnection(asyncio.Protocol):
                 self.streams[rid](status, values)
 
     def _too_large(self, size: int, head: bytes) -> bool:
-        """An answer over ``max_frame``: its request gets TOO_LARGE, the connection stays.
+        """An answer over ``max_frame``: its request gets TOO_LARGE (a stream ends with it),
+        the connection stays.
         False (and the connection is aborted) when its head is not an answer."""
         got = codec.request_head(head)          # [req_id, status, ...] starts like a request
         if type(got) is not tuple:
             self.abort(f"bad answer from {self.addr}: a frame of {size} bytes, over the "
                        f"limit of {self._max}, that is not an answer")
             return False
+        why = (f"the answer of {size} bytes from {self.addr} is over this client's frame "
+               f"limit of {self._max} bytes (max_frame)")
         ent = self.pending.pop(got[0], None)
         if ent is not None:
-            ent[0].set_result((TOO_LARGE, [
-                f"the answer of {size} bytes from {self.addr} is over this client's frame "
-                f"limit of {self._max} bytes (max_frame)"]))
+            ent[0].set_result((TOO_LARGE, [why]))
+        else:                   # a stream's frame: it must not just vanish (a watch's gap)
+            on_frame = self.streams.pop(got[0], None)
+            if on_frame is not None:
+                on_frame(TOO_LARGE, [why])
         return True
 
     def _notice(self, status: int, values: list) -> None:

@@ -20,13 +20,20 @@ How it keeps its promise (docs/architecture.md, "Coordination"):
   stream are dropped (none should come).
 - A node whose history no longer reaches back to ``next`` answers Compacted: the watch tries
   the other nodes and raises ``Compacted`` (with the oldest revision the nodes offered) only
-  when none has it. A node that cancels the watch because it read too slowly ends it with
+  when none has it: every node said so, or those that did not stayed unreachable for
+  ``STALL_AFTER`` seconds (``_give_up_compacted``). A node that cancels the watch because it read too slowly ends it with
   ``Busy``; an invalid request ends it with ``InvalidRequest``.
 - A node that stops making progress while the cluster goes on (paused, cut off from the
   others, removed without knowing it) must not hold the watch: nodes send a progress frame
   every second (``server/watches.py``), and the watch leaves a node that sent nothing for
   ``STALL_AFTER`` seconds, or whose progress stayed put that long while the cluster's
   revision (``AsyncClient.revision``, asked only then) is past it, and resumes elsewhere.
+- The nodes it resumes on are the client's endpoints, refreshed from the leader's member list
+  when no node could stream and every ``MEMBERS_EVERY`` seconds while streaming: a client that
+  only watches makes no other call that would learn of nodes added or removed.
+- A frame over the client's ``max_frame`` ends the watch with ``RemoteProtocolError`` (a frame
+  skipped would be a gap); nodes send a watch's history in frames of about a MiB
+  (``server/watches.py``), so only a single huge batch of changes can make one.
 - Events received wait in a buffer until the caller takes them; past ``BUFFER_EVENTS`` the
   connection stops reading (and resumes as the buffer drains).
 """
@@ -41,7 +48,7 @@ from typing import NamedTuple
 from .. import codec
 from ..errors import Busy, Compacted, FastraftError, InvalidRequest, RemoteProtocolError
 from ._connection import NodeConnection
-from ._protocol import LOST
+from ._protocol import LOST, TOO_LARGE
 
 __all__ = ["Event", "Watch", "BUFFER_EVENTS"]
 
@@ -54,6 +61,9 @@ RETRY_EVERY = 0.2
 #: Seconds without a frame, or without progress while the cluster is ahead, after which the
 #: watch leaves its node (nodes send a progress frame every second).
 STALL_AFTER = 5.0
+#: Seconds between two refreshes of the client's member list while a watch streams (it
+#: needs to know the nodes to resume on; a client that only watches learns them no other way).
+MEMBERS_EVERY = 30.0
 _TYPES = ("put", "delete")
 
 
@@ -154,8 +164,9 @@ class Watch:
     async def _run(self) -> None:
         """Stream from one node after another until closed or a definite error."""
         client = self._client
+        loop = asyncio.get_running_loop()
         compacted: dict[str, int] = {}          # node -> the oldest revision it offered
-        failures = 0
+        since = 0.0                             # when the first of them said so
         try:
             while not self.closed:
                 addrs = client.watch_order()
@@ -165,31 +176,43 @@ class Watch:
                     status, values = await self._stream_from(addr)
                     if status == codec.ST_OK:           # progress was made, then lost
                         compacted.clear()
-                        failures = 0
                         break
                     if status == codec.ST_COMPACTED:
+                        if not compacted:
+                            since = loop.time()
                         compacted[addr] = values[0] if values and type(values[0]) is int \
                             else 0
-                        if len(compacted) >= len(addrs):
-                            raise Compacted(max(compacted.values()),
-                                            f"revision {self.next} is compacted on every node "
-                                            f"(the oldest available is "
-                                            f"{max(compacted.values())})")
-                        continue
-                    if status == codec.ST_BUSY:
+                    elif status == codec.ST_BUSY:
                         raise Busy(f"the watch was cancelled by {addr}: {_message(values)}")
-                    if status == codec.ST_INVALID:
+                    elif status == codec.ST_INVALID:
                         raise InvalidRequest(f"{addr}: {_message(values)}")
-                    failures += 1               # unreachable, lost before any progress
-                else:
-                    if failures >= len(addrs):
-                        await asyncio.sleep(RETRY_EVERY)
-                        failures = 0
+                    elif status == TOO_LARGE:
+                        raise RemoteProtocolError(f"{_message(values)}: the watch cannot go "
+                                                  f"on (raise the client's max_frame)")
+                    # else unreachable, or lost before any progress: the next node
+                else:                                   # no node could stream
+                    self._give_up_compacted(addrs, compacted, loop.time() - since)
+                    await client._learn_members_now()
+                    await asyncio.sleep(RETRY_EVERY)
         except FastraftError as exc:
             self._error = exc
         finally:
             self._close_conn()
             self._wake.set()
+
+    def _give_up_compacted(self, addrs: list, compacted: dict, waited: float) -> None:
+        """Raise ``Compacted`` when the nodes that answered in a round where none could stream
+        all said ``next`` is compacted, and either every node answered so or the others
+        stayed unreachable for STALL_AFTER seconds since the first such answer (a node that
+        is down may come back with a longer history; a member list refresh between rounds
+        drops the nodes that left the cluster)."""
+        said = [compacted[a] for a in addrs if a in compacted]
+        if not said or (len(said) < len(addrs) and waited < STALL_AFTER):
+            return
+        oldest = max(said)
+        raise Compacted(oldest, f"revision {self.next} is compacted on every node that "
+                                f"answered ({len(said)} of {len(addrs)}; the oldest "
+                                f"available is {oldest})")
 
     async def _stream_from(self, addr: str) -> tuple[int, list]:
         """One stream from ``addr``: ``(ST_OK, [])`` when it made progress before it ended,
@@ -222,9 +245,13 @@ class Watch:
         """End the stream (LOST) when its node stopped: nothing heard for STALL_AFTER
         seconds, or no progress that long while the cluster's revision is past it."""
         loop = asyncio.get_running_loop()
+        members_at = loop.time()
         while not ended.done():
             await asyncio.sleep(STALL_AFTER / 2)
             now = loop.time()
+            if now - members_at >= MEMBERS_EVERY:     # nodes added or removed meanwhile
+                members_at = now
+                await self._client._learn_members_now()
             if self._paused:                # we stopped reading: silence is ours
                 self._heard = self._moved = now
                 continue

@@ -523,6 +523,21 @@ class AsyncClient(Coordination):
         self._refreshed_at = now
         self._refresh_task = self._loop.create_task(self._refresh(conn))
 
+    async def _learn_members_now(self) -> None:
+        """Ask the leader for the member list and adopt it, unless a refresh began within
+        REFRESH_EVERY seconds; errors are only logged. For a watch that found no node to
+        stream from, or streams a long while (``_watch``): a client that only watches makes
+        no call that would otherwise learn of nodes added or removed."""
+        now = self._loop.time()
+        if (not self.learn_members or self._members_absent or self._closed
+                or now - self._refreshed_at < REFRESH_EVERY):
+            return
+        self._refreshed_at = now
+        try:
+            await self._ask_members(now + min(self.timeout, PROBE_TIMEOUT * 2))
+        except FastraftError as exc:
+            log.debug("refreshing the member list: %s", exc)
+
     async def _refresh(self, conn: NodeConnection) -> None:
         if not conn.ready:
             return

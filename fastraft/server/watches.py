@@ -15,9 +15,10 @@ by its replication delay, never differ from it: the events come from the same lo
   revision this node can serve without a gap. It is the applied index + 1 when the node
   starts or installs a snapshot (``reset``), and moves up as old batches fall out.
 - A watch from ``start`` (0: "from now", the applied index + 1) older than ``oldest`` is
-  refused with ST_COMPACTED and ``oldest``; otherwise its first frame carries the history's
-  matching events from ``start`` on and the progress (the applied index), and every later
-  batch applied brings a frame with the matching events of that batch, in revision order.
+  refused with ST_COMPACTED and ``oldest``; otherwise its first frames (about FRAME_BYTES
+  each) carry the history's matching events from ``start`` on, the last with the progress
+  (the applied index), and every later batch applied brings a frame with the matching events
+  of that batch, in revision order.
 - The events of a batch are packed once per distinct watched prefix, not per watcher.
 - A watcher whose connection has more than ``buffer_bytes`` unwritten (a reader that does not
   keep up) is cancelled with ST_BUSY: memory stays bounded, and the client knows it missed
@@ -40,6 +41,23 @@ __all__ = ["WatchHub", "PROGRESS_EVERY"]
 
 #: Seconds between two progress frames to every watcher (``WatchHub.beat``).
 PROGRESS_EVERY = 1.0
+#: About the most bytes of events a frame of a watch's history carries (``WatchHub.watch``):
+#: a watch from far back gets many frames, never one over a client's frame limit.
+FRAME_BYTES = 1 << 20
+_EVENT_BYTES = 16                       # an event's bytes besides its key and value, about
+
+
+def _frames(events: list, applied: int):
+    """``(events, progress)`` of the frames that carry ``events`` (a watch's history, in
+    revision order) up to ``applied``: about FRAME_BYTES each, cut only between revisions
+    (a frame's progress is the revision before the next frame's first); at least one."""
+    start = size = 0
+    for i, ev in enumerate(events):
+        if size >= FRAME_BYTES and ev[0] != events[i - 1][0]:
+            yield events[start:i], ev[0] - 1
+            start, size = i, 0
+        size += _EVENT_BYTES + len(ev[2]) + (len(ev[3]) if ev[3] is not None else 0)
+    yield events[start:], applied
 
 
 class _Watcher:
@@ -103,8 +121,9 @@ class WatchHub:
         prefix = req.key
         past = [ev for batch in self.history if batch[-1][0] >= start for ev in batch
                 if ev[0] >= start and ev[2].startswith(prefix)]
-        conn.push(codec.encode_watch_frame(req.req_id, codec.encode_events(past),
-                                           self.applied))
+        for events, progress in _frames(past, self.applied):
+            conn.push(codec.encode_watch_frame(req.req_id, codec.encode_events(events),
+                                               progress))
         group = self._by_prefix.get(prefix)
         if group is None:
             group = self._by_prefix[prefix] = {}

@@ -293,8 +293,10 @@ def test_refusals_exit_2_with_one_clear_line(client, eps, tmp_path):
 def test_no_node_answering_is_exit_2(harness, tmp_path):
     nowhere = ["--endpoints", f"127.0.0.1:{harness.free_port()}", "--timeout", "0.5"]
     for args in (["watch", "cr/", "--rev", "3"], ["watch", "cr/"], ["lease", "grant", "5"],
-                 ["lock", "cr", "--", "touch", "ran"]):
-        r = fr(*args, *nowhere, cwd=tmp_path)
+                 ["lock", "cr"]):
+        # the options before lock's "--" (after it they would be the command's)
+        tail = ["--", "touch", "ran"] if args[0] == "lock" else []
+        r = fr(*args, *nowhere, *tail, cwd=tmp_path)
         assert r.returncode == 2 and "no node reachable" in r.stderr, r
         assert r.stderr.startswith(f"fastraft {' '.join(args[:2 if args[0] == 'lease' else 1])}:")
     assert "the command was not run" in r.stderr and not (tmp_path / "ran").exists()

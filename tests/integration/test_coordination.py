@@ -16,8 +16,8 @@ import time
 import pytest
 
 from fastraft import codec
-from fastraft.client import AsyncClient
-from fastraft.errors import Compacted, LeaseNotFound
+from fastraft.client import AsyncClient, _watch
+from fastraft.errors import Compacted, LeaseNotFound, RemoteProtocolError
 from fastraft_test_waiting import until  # tests/conftest.py loads it
 
 DEADLINE = 30.0
@@ -290,6 +290,71 @@ def test_lock_names_that_share_a_prefix_are_distinct_locks(cluster_factory):
                     await cl.lease_revoke(held.lease)
             keys = [k for k, _v, _r in await cl.scan_items("fastraft/lock/")]
             assert keys == []
+
+    run(main())
+
+
+def test_a_start_compacted_where_the_others_are_down_ends_with_compacted(cluster_factory):
+    """The nodes that answer say the start is compacted and the third is down: the watch
+    ends with Compacted once the down node stayed unreachable for STALL_AFTER seconds
+    (it used to try them all again forever)."""
+    c = cluster_factory(3, tuning={"watch_history": 5})
+
+    async def main():
+        async with AsyncClient(c.endpoints()) as cl:
+            for i in range(30):
+                await cl.put(f"d/{i}", "v")
+            leader = c.leader()
+            c.kill(next(i for i in c.ids if i != leader))
+            t0 = time.monotonic()
+            with pytest.raises(Compacted) as e:
+                async with cl.watch("d/", start_revision=1) as w:
+                    await asyncio.wait_for(w.__anext__(), DEADLINE)
+            assert e.value.oldest > 1 and "2 of 3" in str(e.value)
+            assert time.monotonic() - t0 >= _watch.STALL_AFTER
+
+    run(main())
+
+
+def test_a_watch_only_client_learns_the_members_to_resume_on(cluster_factory, monkeypatch):
+    """A client given one node that only watches (no call that would teach it the members)
+    learns them while it streams, and resumes on another node when its own is killed."""
+    monkeypatch.setattr(_watch, "MEMBERS_EVERY", 0.5)
+    c = cluster_factory(3)
+
+    async def main():
+        first = c.endpoints()[0]
+        async with AsyncClient(c.endpoints()) as cl, AsyncClient([first]) as wcl:
+            async with wcl.watch("m/", start_revision=1) as w:
+                await cl.put("m/0", "a")
+                ev = await asyncio.wait_for(w.__anext__(), DEADLINE)
+                assert ev.key == b"m/0" and wcl.endpoints == [first]
+                await until(lambda: len(wcl.endpoints) == 3, "the member list", DEADLINE)
+                c.kill(next(i for i in c.ids if c.node(i).client_addr == first))
+                await cl.put("m/1", "b")
+                ev = await asyncio.wait_for(w.__anext__(), DEADLINE)
+                assert (ev.key, ev.value) == (b"m/1", b"b")
+                assert w._conn is None or w._conn.addr != first
+
+    run(main(), timeout=120)
+
+
+def test_a_watch_frame_over_the_clients_limit_ends_the_watch(cluster_factory):
+    """A change bigger than the watching client's max_frame: the watch ends with a clear
+    error instead of skipping the frame (a gap) and going on."""
+    c = cluster_factory(3)
+
+    async def main():
+        async with AsyncClient(c.endpoints()) as cl, \
+                AsyncClient(c.endpoints(), max_frame=4096) as wcl:
+            async with wcl.watch("big/") as w:
+                await cl.put("big/0", "small")
+                ev = await asyncio.wait_for(w.__anext__(), DEADLINE)
+                assert ev.value == b"small"
+                await cl.put("big/1", b"x" * 8192)
+                await cl.put("big/2", "small")
+                with pytest.raises(RemoteProtocolError, match="max_frame"):
+                    await asyncio.wait_for(w.__anext__(), DEADLINE)
 
     run(main())
 

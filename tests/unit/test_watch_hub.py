@@ -117,3 +117,29 @@ def test_every_watcher_gets_a_progress_frame_every_second():
     hub.publish([(8, PUT, b"z", b"v")], 8)   # a change neither watches
     hub.beat(101.6)
     assert a.frames[-1] == (1, [], 8) and b.frames[-1] == (2, [], 8)
+
+
+def test_a_long_history_goes_out_in_frames_cut_between_revisions():
+    """A watch from far back: its history comes in frames of about FRAME_BYTES (never one
+    frame a client's limit would refuse), each cut between two revisions, the progress of
+    each the revision before the next frame's first, the last one the applied index."""
+    from fastraft.server import watches
+    hub = WatchHub(history=10_000, buffer_bytes=1 << 30)
+    hub.reset(0)
+    big = b"v" * 10_000
+    for r in range(1, 301):                   # 3 events a revision, ~30 kB each revision
+        hub.publish([(r, PUT, b"k/%d/%d" % (r, j), big) for j in range(3)], r)
+    c = Conn()
+    c.push = lambda body: c.frames.append(codec.decode_response(body, 64 << 20))
+    watch(hub, c, 7, start=2)
+    frames = [(rid, *codec.decode_watch_frame(values)) for rid, _st, values in c.frames]
+    assert len(frames) >= 8
+    events = [ev for _rid, evs, _p in frames for ev in evs]
+    assert [ev[0] for ev in events] == [r for r in range(2, 301) for _ in range(3)]
+    for (_r, evs, progress), (_r2, nxt, _p2) in zip(frames, frames[1:]):
+        assert progress == nxt[0][0] - 1 and evs[-1][0] == progress
+        assert sum(len(e[3]) for e in evs) < watches.FRAME_BYTES + 40_000
+    assert frames[-1][2] == 300
+    c2 = Conn()
+    watch(hub, c2, 8, start=301)              # nothing to send: one frame, the progress
+    assert c2.frames == [(8, [], 300)]
