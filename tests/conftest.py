@@ -34,12 +34,14 @@ settings.register_profile("thorough", deadline=None, max_examples=2000, print_bl
 # line, so ``--hypothesis-profile`` / ``--hypothesis-verbosity`` still override it.
 settings.load_profile("ci")
 
-# The shared polling helpers (waiting.py), importable by name from any test module.
-if "fastraft_test_waiting" not in sys.modules:
-    _spec = importlib.util.spec_from_file_location("fastraft_test_waiting",
-                                                   Path(__file__).parent / "waiting.py")
-    sys.modules["fastraft_test_waiting"] = importlib.util.module_from_spec(_spec)
-    _spec.loader.exec_module(sys.modules["fastraft_test_waiting"])
+# The shared helpers, importable by name from any test module: polling (waiting.py) and
+# encoded log commands / random logs (commandlog.py).
+for _name, _file in (("fastraft_test_waiting", "waiting.py"),
+                     ("fastraft_test_commandlog", "commandlog.py")):
+    if _name not in sys.modules:
+        _spec = importlib.util.spec_from_file_location(_name, Path(__file__).parent / _file)
+        sys.modules[_name] = importlib.util.module_from_spec(_spec)
+        _spec.loader.exec_module(sys.modules[_name])
 
 #: Test id -> module name of each implementation of the core.
 CORE_MODULES = {

@@ -78,7 +78,7 @@ from __future__ import annotations
 
 import math
 from collections import Counter
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 
 __all__ = ["WatchStream", "WatchResult", "check_watch", "LockResult", "check_lock",
            "LeaseResult", "check_lease", "counter_value", "parse_counter", "EPS",
@@ -100,15 +100,33 @@ def _text(b) -> str:
     return str(b)
 
 
-def _verdict(problems, read: bool) -> str:
-    return "violation" if problems else ("ok" if read else "unknown")
+class _Verdict:
+    """What the three results share: ``ok`` and ``verdict`` from ``problems`` and ``read``
+    (whether what was needed to judge could be had), the problems under a summary's head,
+    and ``to_json`` (every field, and ``ok``) for ``summary.json``."""
 
+    problems: list
+    read: bool
 
-def _summary_tail(problems) -> str:
-    if not problems:
-        return ""
-    more = f" (and {len(problems) - _SHOW} more)" if len(problems) > _SHOW else ""
-    return "\n  " + "\n  ".join(problems[:_SHOW]) + more
+    @property
+    def ok(self) -> bool:
+        return self.read and not self.problems
+
+    @property
+    def verdict(self) -> str:
+        return "violation" if self.problems else ("ok" if self.read else "unknown")
+
+    def _with_problems(self, head: str) -> str:
+        problems = self.problems
+        head += f"; {len(problems)} problems"
+        if not problems:
+            return head
+        more = f" (and {len(problems) - _SHOW} more)" if len(problems) > _SHOW else ""
+        return head + "\n  " + "\n  ".join(problems[:_SHOW]) + more
+
+    def to_json(self) -> dict:
+        """The result's object in ``summary.json``."""
+        return {f.name: getattr(self, f.name) for f in fields(self)} | {"ok": self.ok}
 
 
 # -- watch ----------------------------------------------------------------------------------
@@ -141,7 +159,7 @@ class WatchStream:
 
 
 @dataclass
-class WatchResult:
+class WatchResult(_Verdict):
     """The verdict of ``check_watch``."""
 
     acked: int = 0
@@ -162,14 +180,6 @@ class WatchResult:
     def read(self) -> bool:
         return not self.stalled and self.reached_end > 0
 
-    @property
-    def ok(self) -> bool:
-        return self.read and not self.problems
-
-    @property
-    def verdict(self) -> str:
-        return _verdict(self.problems, self.read)
-
     def summary(self) -> str:
         """The verdict in words."""
         head = (f"watch: {self.verdict.upper()} — {self.acked} acknowledged writes, "
@@ -186,14 +196,7 @@ class WatchResult:
         if self.stalled:
             head += ("; UNKNOWN: streams that did not reach the end marker in time: "
                      + ", ".join(self.stalled))
-        return head + f"; {len(self.problems)} problems" + _summary_tail(self.problems)
-
-    def to_json(self) -> dict:
-        """The ``watch`` object of ``summary.json``."""
-        return {k: getattr(self, k) for k in (
-            "acked", "unknown", "failed", "streams", "events", "reached_end", "compacted",
-            "compacted_genuine", "stalled", "other_ends", "seen", "unverified",
-            "problems")} | {"ok": self.ok}
+        return self._with_problems(head)
 
 
 class _Write:
@@ -376,7 +379,7 @@ class _Section:
 
 
 @dataclass
-class LockResult:
+class LockResult(_Verdict):
     """The verdict of ``check_lock``."""
 
     sections: int = 0
@@ -397,14 +400,6 @@ class LockResult:
     final_fence: int | None = None
     read: bool = True
     problems: list = field(default_factory=list)
-
-    @property
-    def ok(self) -> bool:
-        return self.read and not self.problems
-
-    @property
-    def verdict(self) -> str:
-        return _verdict(self.problems, self.read)
 
     def summary(self) -> str:
         """The verdict in words."""
@@ -427,15 +422,7 @@ class LockResult:
             head += (f"; final counter {self.final_count} (fence {self.final_fence}), which "
                      f"must lie in [{self.accepted - self.late}, "
                      f"{self.accepted + self.write_unknown}]")
-        return head + f"; {len(self.problems)} problems" + _summary_tail(self.problems)
-
-    def to_json(self) -> dict:
-        """The ``lock`` object of ``summary.json``."""
-        return {k: getattr(self, k) for k in (
-            "sections", "acquire_failed", "acquire_unknown", "accepted", "refused",
-            "write_unknown", "write_failed", "late", "pauses", "paused_refused",
-            "paused_accepted", "lost", "overlaps_explained", "inversions_explained",
-            "final_count", "final_fence", "read", "problems")} | {"ok": self.ok}
+        return self._with_problems(head)
 
 
 def _lock_sections(pairs, res: LockResult) -> dict:
@@ -618,7 +605,7 @@ class _Lease:
 
 
 @dataclass
-class LeaseResult:
+class LeaseResult(_Verdict):
     """The verdict of ``check_lease``."""
 
     leases: int = 0
@@ -631,14 +618,6 @@ class LeaseResult:
     read: bool = True
     problems: list = field(default_factory=list)
 
-    @property
-    def ok(self) -> bool:
-        return self.read and not self.problems
-
-    @property
-    def verdict(self) -> str:
-        return _verdict(self.problems, self.read)
-
     def summary(self) -> str:
         """The verdict in words."""
         head = (f"lease: {self.verdict.upper()} — {self.leases} leases with {self.keys} keys; "
@@ -649,13 +628,7 @@ class LeaseResult:
                 f"gone), {self.uncertain} neither (not judged)")
         if not self.read:
             head += "; UNKNOWN: the final read failed"
-        return head + f"; {len(self.problems)} problems" + _summary_tail(self.problems)
-
-    def to_json(self) -> dict:
-        """The ``lease`` object of ``summary.json``."""
-        return {k: getattr(self, k) for k in (
-            "leases", "keys", "kept_checked", "ended_checked", "uncertain", "revoked",
-            "expired_seen", "read", "problems")} | {"ok": self.ok}
+        return self._with_problems(head)
 
 
 def _leases(pairs) -> tuple[dict, list, object]:

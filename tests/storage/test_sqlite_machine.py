@@ -24,93 +24,22 @@ from fastraft.statemachine.sqlite_machine import SqliteStateMachine, encode_sess
 from fastraft.storage import sqlite as sqlite_store
 from fastraft.storage.snapshot import SnapshotStore
 from fastraft.storage.sqlite import SCHEMA_VERSION, SqliteStore
+from fastraft_test_commandlog import TIMEOUT, random_log, random_ops  # tests/conftest.py
 
-TIMEOUT = 1_000
 MAX_SESSIONS = 8
 MAX_LEASES = 2
 
 
-# -- a random committed log (the model: tests/statemachine/conftest.py, random_log) -------------
+# -- a random committed log (tests/commandlog.py, shared with tests/statemachine) ----------------
 
 def _cmd(*fields) -> bytes:
     return codec.encode_command(list(fields))
 
 
 def _random_log(seed: int, n: int) -> list[tuple[int, bytes]]:
-    """``(term, payload)`` pairs: registrations, writes of live, expired and unknown sessions,
-    retries of old sequence numbers, acknowledgements, keepalives, no-ops, invalid payloads,
-    leases granted, renewed, revoked and left to expire with keys attached (puts naming
-    unknown leases too), revision compare-and-swaps, clock ticks, new terms, and timestamps
-    that mostly advance, sometimes jump past the session timeout and sometimes go back."""
-    rng = random.Random(seed)
-    log: list[bytes] = []
-    terms: list[int] = []
-    term, ts = 1, 1000
-    sessions: list[int] = []
-    leases: list[int] = []
-    next_seq: dict[int, int] = {}
-    acked: dict[int, int] = {}
-    for _ in range(n):
-        kind, who, key_choice = rng.randint(0, 15), rng.randint(0, 7), rng.randint(0, 4)
-        step, extra = rng.randint(0, 12), rng.randint(0, 5)
-        if step == 12 and extra >= 4:
-            ts += TIMEOUT + extra - 4               # to the timeout's edge, or just past it
-        elif step == 11:
-            ts = max(0, ts - 200)                   # a new leader whose clock is behind
-            term += extra >= 3
-        elif step == 10 and extra == 0:
-            term += 1                               # a new leader
-        else:
-            ts += step * 15
-        terms.append(term)
-        index = len(log) + 1
-        if kind == 0 or not sessions:
-            log.append(_cmd(codec.CMD_REGISTER, ts))
-            sessions.append(index)
-            next_seq[index] = acked[index] = 1
-            continue
-        if kind == 10:
-            log.append(b"" if extra < 4 else b"\x91\x07")   # a no-op, or an invalid command
-            continue
-        lease = (leases[-1 - who % len(leases)] if leases and who < 6
-                 else 8888 if who == 7 else 0)      # a recent lease, none, or an unknown one
-        if kind == 14 and extra < 3:
-            log.append(_cmd(codec.CMD_LEASE_KEEPALIVE, ts, lease) if extra
-                       else _cmd(codec.CMD_TICK, ts))
-            continue
-        sid = (sessions[-1 - who % min(3, len(sessions))] if who < 5
-               else sessions[who % len(sessions)] if who < 7 else 9999 + who)
-        seq = next_seq.get(sid, 1)
-        if extra == 5 and seq > 1:                  # retry an older seq
-            seq = max(1, seq - 1 - key_choice)
-        else:
-            next_seq[sid] = seq + 1
-        if extra >= 3:                              # the client saw the answers so far
-            acked[sid] = max(acked.get(sid, 1), min(seq, next_seq.get(sid, 1) - 1))
-        first = min(acked.get(sid, 1), seq)
-        key = b"k%d" % key_choice
-        head = (ts, sid, seq, first)
-        if kind in (1, 2):
-            log.append(_cmd(codec.CMD_PUT, *head, key, b"v%d" % index))
-        elif kind in (3, 15):
-            log.append(_cmd(codec.CMD_PUT, *head, key, b"l%d" % index, lease))
-        elif kind in (4, 5):
-            log.append(_cmd(codec.CMD_DELETE, *head, key))
-        elif kind in (6, 7, 8):
-            expected = None if extra == 0 else b"v%d" % (index - 1 - extra)
-            tail = [lease] if extra == 2 else []
-            log.append(_cmd(codec.CMD_CAS, *head, key, expected, b"c%d" % index, *tail))
-        elif kind == 12:
-            log.append(_cmd(codec.CMD_LEASE_GRANT, *head, 150 * (1 + key_choice) * (1 + extra)))
-            leases.append(index)
-        elif kind == 13:
-            rev = 0 if extra == 0 else max(0, index - 1 - extra)
-            log.append(_cmd(codec.CMD_CAS_REV, *head, key, rev, b"r%d" % index, lease))
-        elif kind == 14:
-            log.append(_cmd(codec.CMD_LEASE_REVOKE, *head, lease))
-        else:
-            log.append(_cmd(codec.CMD_KEEPALIVE, ts, sid, acked.get(sid, 1)))
-    return list(zip(terms, log))
+    """``n`` entries of ``commandlog.random_log`` drawn from ``seed`` (longer TTLs than the
+    in-memory tests use: fewer leases expire before their keys are written)."""
+    return random_log(random_ops(random.Random(seed), n), ttl_unit=150)
 
 
 def _state(m):
