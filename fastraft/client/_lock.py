@@ -13,7 +13,7 @@ The recipe (docs/architecture.md, "Coordination"):
 - It holds the lock when its key has the lowest revision under ``PREFIX + name + "/"``.
   Otherwise it watches only its predecessor (the key with the highest revision below its own;
   no thundering herd) until that key is deleted, then looks again: waiters are served in
-  revision order, fairly.
+  revision order, fairly. A watch that ends (Compacted, Busy) is no failure: it looks again.
 - The fence (``Held.fence``) is the revision of the holder's key: each holder's is above every
   earlier holder's, so the protected resource can refuse a write carrying a lower fence than
   one it has seen.
@@ -32,7 +32,8 @@ from __future__ import annotations
 import asyncio
 import logging
 
-from ..errors import FastraftError, LeaseNotFound, LockLost
+from ..errors import (Busy, Compacted, FastraftError, LeaseNotFound, LocalProtocolError,
+                      LockLost)
 from . import _protocol as P
 
 __all__ = ["Lock", "Election", "Held", "LOCK_PREFIX", "ELECTION_PREFIX"]
@@ -137,7 +138,12 @@ class _Queue:
                         await asyncio.wait((nxt, lost), return_when=asyncio.FIRST_COMPLETED)
                         if not nxt.done():
                             return              # lost: the caller's _check raises
-                        ev = nxt.result()
+                        try:
+                            ev = nxt.result()
+                        except (Compacted, Busy):
+                            return              # the caller looks again (scan, new watch)
+                        except StopAsyncIteration:      # the client closed the watch
+                            raise LocalProtocolError("the client is closed") from None
                         if ev.key == key and ev.type == "delete":
                             return
                 finally:                        # (cancelled too) before the watch closes
@@ -257,6 +263,9 @@ class Election:
             if current != last:
                 last = current
                 yield current
-            async with self.client.watch(self.prefix, start + 1) as w:
-                async for _ev in w:
-                    break
+            try:
+                async with self.client.watch(self.prefix, start + 1) as w:
+                    async for _ev in w:
+                        break
+            except (Compacted, Busy):
+                pass                            # read the leader again, watch afresh

@@ -17,7 +17,7 @@ import pytest
 
 from fastraft import codec
 from fastraft.client import AsyncClient, _watch
-from fastraft.errors import Compacted, LeaseNotFound, RemoteProtocolError
+from fastraft.errors import Compacted, LeaseNotFound, LocalProtocolError, RemoteProtocolError
 from fastraft_test_waiting import until  # tests/conftest.py loads it
 
 DEADLINE = 30.0
@@ -216,6 +216,72 @@ def test_locks_are_held_one_at_a_time_with_increasing_fences(cluster_factory):
             await asyncio.gather(worker(a, 5), worker(b, 5))
             assert len(fences) == 10 and fences == sorted(fences)
             assert await a.scan_items("fastraft/lock/job/") == []     # all released
+
+    run(main())
+
+
+def test_a_lock_waiter_whose_watch_is_compacted_looks_again(cluster_factory):
+    """Nodes that keep one change of history while others write: the waiter's watch of its
+    predecessor is refused Compacted, and the waiter looks again instead of failing. (The
+    waiter's revision() returns only once 50 more writes are in: the writes that race with
+    a waiter between its look and its watch, made certain.)"""
+    c = cluster_factory(3, tuning={"watch_history": 1})
+
+    async def main():
+        async with AsyncClient(c.endpoints()) as a, AsyncClient(c.endpoints()) as b:
+            watches = []
+            make, revision = b.watch, b.revision
+            b.watch = lambda *args: watches.append(make(*args)) or watches[-1]
+
+            async def late_revision(**kw):
+                rev = await revision(**kw)
+
+                async def moved():
+                    return await a.revision() > rev + 50
+                await until(moved, "50 more writes", DEADLINE)
+                return rev
+            b.revision = late_revision
+            lock_a, lock_b = a.lock("cjob", ttl=5), b.lock("cjob", ttl=5)
+            held_a = await lock_a.acquire()
+            stop = asyncio.Event()
+
+            async def writer():
+                i = 0
+                while not stop.is_set():
+                    await asyncio.gather(*(a.put(f"noise/{i + j}", "v") for j in range(8)))
+                    i += 8
+
+            w = asyncio.create_task(writer())
+            waiter = asyncio.create_task(lock_b.acquire())
+            try:
+                await until(lambda: any(isinstance(x._error, Compacted) for x in watches),
+                            "a compacted watch of the predecessor", DEADLINE)
+                assert not waiter.done()
+                await lock_a.release()
+                held_b = await asyncio.wait_for(waiter, DEADLINE)
+                assert held_b.fence > held_a.fence
+                await lock_b.release()
+            finally:
+                stop.set()
+                await w
+
+    run(main())
+
+
+def test_a_lock_waiter_gets_a_clear_error_when_its_client_closes(cluster_factory):
+    c = cluster_factory(3)
+
+    async def main():
+        async with AsyncClient(c.endpoints()) as a:
+            b = AsyncClient(c.endpoints())
+            lock_a = a.lock("close-job", ttl=5)
+            await lock_a.acquire()
+            waiter = asyncio.create_task(b.lock("close-job", ttl=5).acquire())
+            await until(lambda: b._watches, "the waiter's watch", DEADLINE)
+            await b.close()
+            with pytest.raises(LocalProtocolError, match="closed"):
+                await asyncio.wait_for(waiter, DEADLINE)
+            await lock_a.release()
 
     run(main())
 
