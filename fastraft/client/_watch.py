@@ -21,8 +21,8 @@ How it keeps its promise (docs/architecture.md, "Coordination"):
 - A node whose history no longer reaches back to ``next`` answers Compacted: the watch tries
   the other nodes and raises ``Compacted`` (with the oldest revision the nodes offered) only
   when none has it: every node said so, or those that did not stayed unreachable for
-  ``STALL_AFTER`` seconds (``_give_up_compacted``). A node that cancels the watch because it read too slowly ends it with
-  ``Busy``; an invalid request ends it with ``InvalidRequest``.
+  ``STALL_AFTER`` seconds (``_give_up_compacted``). A node that cancels the watch because it
+  read too slowly ends it with ``Busy``; an invalid request ends it with ``InvalidRequest``.
 - A node that stops making progress while the cluster goes on (paused, cut off from the
   others, removed without knowing it) must not hold the watch: nodes send a progress frame
   every second (``server/watches.py``), and the watch leaves a node that sent nothing for
