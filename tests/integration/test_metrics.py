@@ -18,6 +18,8 @@ import pytest
 
 pytest.importorskip("prometheus_client")
 
+from fastraft_test_waiting import wait_until  # noqa: E402  (tests/conftest.py loads it)
+
 FAST = {"tick_ms": 10, "heartbeat_ms": 30, "election_timeout_ms": 300}
 
 #: The names other tools rely on (the issue's contract).
@@ -59,9 +61,17 @@ def test_metrics_names_values_and_help(cluster_factory):
         assert c.put(sid, i, b"k%d" % i, b"v").ok
     assert c.get(b"k1").ok
     n = cl.node(lead)
-    code, headers, body = get(f"http://{n.metrics_addr}/metrics")
+    others = [i for i in cl.ids if i != lead]
+
+    def timed_heartbeats():
+        # a heartbeat to each follower answered (the writes may all come before the first)
+        code, headers, body = get(f"http://{n.metrics_addr}/metrics")
+        text = body.decode()
+        rtt = [f'fastraft_peer_round_trip_time_seconds_count{{to="{i}"}}' for i in others]
+        return (code, headers, text) if all(r in text for r in rtt) else None
+
+    code, headers, text = wait_until(timed_heartbeats, 10, "a heartbeat to each follower")
     assert code == 200 and headers["Content-Type"].startswith("text/plain; version=0.0.4")
-    text = body.decode()
     for name in NAMES:
         assert f"\n{name}" in text, f"{name} missing"
         base = name.rsplit("_bucket", 1)[0].rsplit("_count", 1)[0].rsplit("_total", 1)[0]
@@ -75,7 +85,6 @@ def test_metrics_names_values_and_help(cluster_factory):
     assert 1 <= s['fastraft_client_request_duration_seconds_count{op="put"}'] <= 20 // 8 + 1
     assert s['fastraft_wal_fsync_duration_seconds_bucket{le="+Inf"}'] > 0
     assert s["fastraft_raft_applied_index"] >= 22 and s["fastraft_raft_term"] >= 2
-    others = [i for i in cl.ids if i != lead]
     for i in others:
         assert s[f'fastraft_peer_sent_bytes_total{{to="{i}"}}'] > 0
         assert s[f'fastraft_peer_received_bytes_total{{from="{i}"}}'] > 0
