@@ -87,7 +87,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))   # membership_bench, b
 
 from cost_curve_charts import charts  # noqa: E402
 from membership_bench import (  # noqa: E402
-    BenchFailed, Cluster, progress, run_script, table)
+    BenchFailed, Cluster, add_run_options, progress, run_script, table)
 from tls_bench import proc_cpu_s  # noqa: E402
 
 from fastraft import processes  # noqa: E402
@@ -842,9 +842,7 @@ def parse_args(argv=None):
                          "part (120)")
     ap.add_argument("--out", default=".", help="directory of cost_curve.md, cost_curve.json "
                     "and the PNGs (default: the current directory)")
-    ap.add_argument("--dir", default=None, help="where the clusters live (default: a "
-                    "temporary directory, deleted unless --keep or the run fails)")
-    ap.add_argument("--keep", action="store_true", help="keep the data and logs")
+    add_run_options(ap, "the clusters live", json_file=False)
     args = ap.parse_args(argv)
     preset = QUICK if args.quick else DEFAULTS
     for name in ("inflight", "sizes", "keys", "nodes", "nodes_inflight", "duration",

@@ -72,7 +72,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))   # membership_bench, beside us
 
 from membership_bench import (  # noqa: E402
-    BenchFailed, Cluster, progress, run_script, table)
+    BenchFailed, Cluster, add_run_options, progress, run_script, table)
 
 import fastraft  # noqa: E402
 from fastraft import processes  # noqa: E402
@@ -580,10 +580,7 @@ def parse_args(argv=None):
                          "the clients' deadline plus 1 s)")
     ap.add_argument("--wait-timeout", type=float, default=60.0, metavar="S",
                     help="seconds any single wait may take before the run fails (60)")
-    ap.add_argument("--dir", default=None, help="where the cluster lives (default: a "
-                    "temporary directory, deleted unless --keep or the run fails)")
-    ap.add_argument("--keep", action="store_true", help="keep the data and logs")
-    ap.add_argument("--json", metavar="FILE", default=None, help="also write the results")
+    add_run_options(ap)
     args = ap.parse_args(argv)
     args.repeats = args.repeats if args.repeats is not None else 2 if args.quick else 20
     if args.repeats < 1 or args.clients < 1:

@@ -831,11 +831,7 @@ def parse_args(argv=None):
                          "tuning's)")
     ap.add_argument("--wait-timeout", type=float, default=300.0,
                     help="seconds any single wait may take before the run fails (300)")
-    ap.add_argument("--dir", default=None,
-                    help="where clusters live (default: a temporary directory, deleted "
-                         "unless --keep or the run fails)")
-    ap.add_argument("--keep", action="store_true", help="keep the data and logs")
-    ap.add_argument("--json", metavar="FILE", default=None, help="also write the results")
+    add_run_options(ap, "clusters live")
     args = ap.parse_args(argv)
     args.keys = args.keys if args.keys is not None else 20_000 if args.quick else 1_000_000
     args.steady = args.steady if args.steady is not None else 3.0 if args.quick else 20.0
@@ -881,6 +877,18 @@ def render(res: dict) -> str:
         if part in res:
             out += [fn(res[part]), ""]
     return "\n".join(out)
+
+
+def add_run_options(ap, where: str = "the cluster lives", keep: str = "the data and logs",
+                    json_file: bool = True) -> None:
+    """The options ``run_script`` reads: ``--dir``, ``--keep`` and (unless the script names
+    the file itself) ``--json``."""
+    ap.add_argument("--dir", default=None, help=f"where {where} (default: a temporary "
+                    f"directory, deleted unless --keep or the run fails)")
+    ap.add_argument("--keep", action="store_true", help=f"keep {keep}")
+    if json_file:
+        ap.add_argument("--json", metavar="FILE", default=None,
+                        help="also write the results")
 
 
 def run_script(name: str, args, run_fn, render_fn) -> int:

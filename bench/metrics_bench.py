@@ -38,7 +38,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))   # membership_bench, beside us
 
 from membership_bench import (  # noqa: E402
-    BenchFailed, Cluster, progress, run_script, table)
+    BenchFailed, Cluster, add_run_options, progress, run_script, table)
 from tls_bench import proc_cpu_s  # noqa: E402
 
 from fastraft import processes  # noqa: E402
@@ -260,10 +260,7 @@ def parse_args(argv=None):
                     "cluster without metrics too, to see the spread of the method itself")
     ap.add_argument("--scrape-only", action="store_true", help="one cluster with metrics, "
                     "measured not scraped and scraped: what the scrapes alone cost")
-    ap.add_argument("--dir", default=None, help="where the clusters live (default: a "
-                    "temporary directory, deleted unless --keep or the run fails)")
-    ap.add_argument("--keep", action="store_true", help="keep the data and logs")
-    ap.add_argument("--json", metavar="FILE", default=None, help="also write the results")
+    add_run_options(ap, "the clusters live")
     args = ap.parse_args(argv)
     args.duration = args.duration or (1.0 if args.quick else 5.0)
     args.rounds = args.rounds or (1 if args.quick else 3)

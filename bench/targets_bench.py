@@ -29,7 +29,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))   # membership_bench, beside us
 
-from membership_bench import BenchFailed, Cluster, progress, run_script, table  # noqa: E402
+from membership_bench import (  # noqa: E402
+    BenchFailed, Cluster, add_run_options, progress, run_script, table)
 from tls_bench import proc_cpu_s  # noqa: E402
 
 from fastraft.client.bench import bench  # noqa: E402
@@ -120,10 +121,7 @@ def parse_args(argv=None):
     ap.add_argument("--duration", type=float, default=10.0, metavar="S")
     ap.add_argument("--rounds", type=int, default=1)
     ap.add_argument("--warmup", type=float, default=2.0, metavar="S")
-    ap.add_argument("--dir", default=None, help="where the cluster lives (default: a "
-                    "temporary directory, deleted unless --keep or the run fails)")
-    ap.add_argument("--keep", action="store_true", help="keep the data and logs")
-    ap.add_argument("--json", metavar="FILE", default=None, help="also write the results")
+    add_run_options(ap)
     return ap.parse_args(argv)
 
 

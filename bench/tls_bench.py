@@ -73,7 +73,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))   # membership_bench, beside us
 
 from membership_bench import (  # noqa: E402
-    BenchFailed, Cluster, progress, run_script, table)
+    BenchFailed, Cluster, add_run_options, progress, run_script, table)
 
 from fastraft import certs  # noqa: E402
 from fastraft.client.bench import bench  # noqa: E402
@@ -588,11 +588,7 @@ def parse_args(argv=None):
                          "no flood phase)")
     ap.add_argument("--wait-timeout", type=float, default=60.0, metavar="S",
                     help="seconds a cluster may take to answer with a leader (60)")
-    ap.add_argument("--dir", default=None,
-                    help="where the clusters live (default: a temporary directory, deleted "
-                         "unless --keep or the run fails)")
-    ap.add_argument("--keep", action="store_true", help="keep the data, PKI and logs")
-    ap.add_argument("--json", metavar="FILE", default=None, help="also write the results")
+    add_run_options(ap, "the clusters live", "the data, PKI and logs")
     args = ap.parse_args(argv)
     q = args.quick
     args.duration = args.duration if args.duration is not None else 1.0 if q else 5.0
