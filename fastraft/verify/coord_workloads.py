@@ -87,6 +87,21 @@ def _why(exc: BaseException) -> str:
     return "cancelled" if isinstance(exc, asyncio.CancelledError) else type(exc).__name__
 
 
+async def _recorded(history, pid: str, aw) -> bool:
+    """Await ``aw`` and record its outcome under ``pid`` (ok; fail: NotApplied; info: an
+    ambiguous error); True when it was acknowledged."""
+    try:
+        await aw
+    except NotApplied as exc:
+        history.fail(pid, _why(exc))
+    except _AMBIGUOUS as exc:
+        history.info(pid, _why(exc))
+    else:
+        history.ok(pid, None)
+        return True
+    return False
+
+
 # -- watch ----------------------------------------------------------------------------------
 
 class WatchWorkload(Workload):
@@ -190,14 +205,7 @@ class WatchWorkload(Workload):
             value = b"end.%d" % n
             n += 1
             self.history.invoke(pid, "watch_put", WATCH_END, value)
-            try:
-                await reader.put(WATCH_END, value)
-            except NotApplied as exc:
-                self.history.fail(pid, _why(exc))
-            except _AMBIGUOUS as exc:
-                self.history.info(pid, _why(exc))
-            else:
-                self.history.ok(pid, None)
+            if await _recorded(self.history, pid, reader.put(WATCH_END, value)):
                 break
             await asyncio.sleep(0.2)
         pending = [t for t in self._tasks if not t.done()]
@@ -595,14 +603,7 @@ class LeaseWorkload(Workload):
         for lease, (w, _ttl) in sorted(self.kept.items()) if revoke else ():
             pid = f"lease-cleanup-{lease}"
             self.history.invoke(pid, "lease_revoke", lease, None)
-            try:
-                await self._kclient(w).lease_revoke(lease)
-            except NotApplied as exc:
-                self.history.fail(pid, _why(exc))
-            except _AMBIGUOUS as exc:
-                self.history.info(pid, _why(exc))
-            else:
-                self.history.ok(pid, None)
+            await _recorded(self.history, pid, self._kclient(w).lease_revoke(lease))
         for c in self._kclients.values():
             await c.close()
         self._kclients.clear()
